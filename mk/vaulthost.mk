@@ -1,0 +1,44 @@
+# Vault host kit: the systemd unit, the egress-lock firewall helper, the
+# SELinux module and the DEB/RPM packages, with their checks.
+#
+#   make deb | rpm           build/packages/vault-bridge_*.deb / *.rpm
+#   make check-vaulthost     every check below (part of `make test`)
+#   make check-systemd       verify + exposure score of the packaged unit
+#   make check-egress-lock   dry-run == the guide's rules; real traffic in netns
+#   make check-selinux       compile the policy module, check what it allows
+#   make check-packages      lintian, install into a scratch root, rpm -qlp
+#
+# Each check installs the Debian packages it needs when run as root.
+
+VH_BUILD    := $(BUILD)/vaulthost
+VH_DEB_DEPS := systemd iptables nftables iproute2 python3 shellcheck util-linux \
+               checkpolicy policycoreutils selinux-policy-dev m4 \
+               dpkg-dev lintian rpm fakeroot binutils adduser gzip
+VH_DEPS_STAMP := $(BUILD)/.vh-deps-$(shell echo $(VH_DEB_DEPS) | md5sum | cut -c1-8)
+
+$(VH_DEPS_STAMP):
+	@mkdir -p $(BUILD)
+	@missing=$$(for p in $(VH_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing missing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
+	fi
+	@touch $@
+
+.PHONY: vaulthost-deps check-vaulthost check-systemd check-egress-lock check-shell
+vaulthost-deps: $(VH_DEPS_STAMP)
+
+check-shell: $(VH_DEPS_STAMP)
+	shellcheck bridge/vault-egress-lock tests/vaulthost/*.sh $(wildcard packaging/deb/*inst packaging/deb/*rm)
+
+check-systemd: $(VH_DEPS_STAMP)
+	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge)
+
+check-egress-lock: $(VH_DEPS_STAMP)
+	bash tests/vaulthost/egress-lock-cli.sh
+	PYTHON=$(PYTHON) bash tests/vaulthost/egress-lock-netns.sh
+
+check-vaulthost: check-shell check-systemd check-egress-lock
+CHECKS += check-vaulthost

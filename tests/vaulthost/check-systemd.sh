@@ -1,0 +1,104 @@
+#!/bin/bash
+# The packaged unit: `systemd-analyze verify` says nothing, the exposure
+# score is at most 1.5, its ExecStart expands (with the shipped environment
+# file) to exactly the guide's command line, and the guide's own unit text,
+# pasted as is, verifies too once /usr/local/bin/vault-bridge exists.
+#
+# Usage: check-systemd.sh [BRIDGE_BINARY]
+# Without a built bridge the verify steps use an empty executable in its
+# place (verify only checks that the file exists and is executable) and say so.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$HERE/../..
+SEED=${SEED:-$TOP/../shared/seed/reverse-connect-architecture.txt}
+BIN=${1:-}
+MAX_EXPOSURE=1.5
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "  PASS $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "  FAIL $*"; }
+ROOT=$(mktemp -d)
+trap 'rm -rf "$ROOT"' EXIT
+
+mkdir -p "$ROOT/usr/bin" "$ROOT/usr/local/bin" "$ROOT/etc/systemd/system" "$ROOT/etc/default" "$ROOT/lib/systemd"
+# The units the bridge's unit names (network-online.target, ...) come from the host.
+cp -a /lib/systemd/system "$ROOT/lib/systemd/"
+if [ -n "$BIN" ] && [ -x "$BIN" ]; then
+  cp "$BIN" "$ROOT/usr/bin/vault-bridge"
+else
+  echo "  note: no bridge binary given; verifying against an empty executable"
+  printf '#!/bin/sh\nexit 0\n' >"$ROOT/usr/bin/vault-bridge"
+  chmod 0755 "$ROOT/usr/bin/vault-bridge"
+fi
+sed -e 's|@ENVFILE@|/etc/default/vault-bridge|' -e 's|@BINDIR@|/usr/bin|' \
+  "$TOP/systemd/vault-bridge.service" >"$ROOT/etc/systemd/system/vault-bridge.service"
+cp "$TOP/systemd/vault-bridge.env" "$ROOT/etc/default/vault-bridge"
+
+verify() {
+  local what=$1 out
+  out=$(systemd-analyze verify --man=no --root="$ROOT" "$2" 2>&1) || true
+  if [ -z "$out" ]; then pass "$what: systemd-analyze verify is clean"
+  else fail "$what: systemd-analyze verify said:"; printf '    %s\n' "$out"; fi
+}
+verify "packaged unit" vault-bridge.service
+
+score_out=$(systemd-analyze security --offline=yes --no-pager --root="$ROOT" vault-bridge.service 2>&1) || true
+score=$(sed -nE 's/.*Overall exposure level for vault-bridge.service: ([0-9.]+).*/\1/p' <<<"$score_out")
+if [ -z "$score" ]; then
+  fail "no exposure score from systemd-analyze security --offline=yes"
+  echo "$score_out" | tail -5
+else
+  echo "  exposure score (systemd-analyze security --offline=yes): $score"
+  grep '^✗' <<<"$score_out" | sed 's/^/    /' || true
+  if awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'; then
+    pass "exposure $score <= $MAX_EXPOSURE"
+  else
+    fail "exposure $score > $MAX_EXPOSURE"
+  fi
+fi
+
+# What systemd will run: EnvironmentFile assignments override Environment=,
+# ${VAR} stays one argument, $VAR splits on white space. Reproduce that
+# with the shipped file and compare with the guide's command line.
+expand_execstart() {
+  local unit=$1 envfile=$2
+  (
+    set -a
+    while IFS= read -r line; do
+      case $line in Environment=*) eval "${line#Environment=}" ;; esac
+    done <"$unit"
+    # shellcheck disable=SC1090
+    . "$envfile"
+    set +a
+    cmd=$(sed -n '/^ExecStart=/,/[^\\]$/p' "$unit" | sed -e 's/^ExecStart=//' -e 's/\\$//' | tr -s ' \n' '  ')
+    eval "set -- $cmd"
+    printf '%s\n' "$@"
+  )
+}
+expand_execstart "$ROOT/etc/systemd/system/vault-bridge.service" "$ROOT/etc/default/vault-bridge" >"$ROOT/ours"
+printf '%s\n' /usr/bin/vault-bridge --broker-address broker.prod.example.com:443 \
+  --vault-addr http://127.0.0.1:8200 --client-cert /etc/bridge/tls.crt \
+  --client-key /etc/bridge/tls.key --ca-cert /etc/bridge/ca.crt >"$ROOT/want"
+if diff -u "$ROOT/want" "$ROOT/ours"; then pass "ExecStart with the shipped env file = the guide's command line"
+else fail "ExecStart expands differently from the guide"; fi
+
+for key in 'Restart=always' 'RestartSec=5' 'User=vault' 'Type=notify' 'NotifyAccess=main' \
+  'After=network-online.target vault.service' 'Wants=network-online.target' \
+  'WantedBy=multi-user.target' 'IPAddressDeny=any' 'CapabilityBoundingSet='; do
+  if grep -qx -- "$key" "$ROOT/etc/systemd/system/vault-bridge.service"; then :; else
+    fail "packaged unit lacks $key"; fi
+done
+pass "packaged unit keeps the guide's Restart/RestartSec/User/ordering and the reviewer's hardening keys"
+
+# The guide's unit, pasted verbatim into /etc/systemd/system.
+if [ -r "$SEED" ]; then
+  sed -n '/^\[Unit\]/,/^WantedBy=multi-user.target/p' "$SEED" >"$ROOT/seed.service"
+  ln -s /usr/bin/vault-bridge "$ROOT/usr/local/bin/vault-bridge"
+  cp "$ROOT/seed.service" "$ROOT/etc/systemd/system/seed-vault-bridge.service"
+  verify "the guide's unit, pasted, with the documented /usr/local/bin symlink" seed-vault-bridge.service
+else
+  echo "  note: $SEED not found; skipped the pasted-unit check"
+fi
+
+echo "check-systemd: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
