@@ -1,0 +1,348 @@
+// Chart checks: what an operator relies on when installing
+// deploy/helm/cloudtaser, above all the seed's own helm command.
+//
+// Environment (set by `make check-chart`):
+//   HELM              helm, or the offline renderer (tests/cluster/helmrender)
+//   K8S_MODELS_PREFIX npm prefix holding kubernetes-models and js-yaml
+//   BROKER_BIN        optional: the broker binary, to hold the chart's flags
+//                     against the binary's --help
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { validateObject, parseManifests } from "./k8s-validate.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const chart = path.join(root, "deploy/helm/cloudtaser");
+const helm = process.env.HELM || path.join(root, "build/helmrender");
+const yamllintConfig = path.join(here, "yamllint.yaml");
+
+// The seed document's command, flag for flag (helm install -> helm template).
+const SEED = [
+  "--namespace", "cloudtaser-system",
+  "--create-namespace",
+  "--set", "operator.secretstore.address=broker://cloudtaser-broker.cloudtaser-system.svc:8443",
+  "--set", "broker.enabled=true",
+  "--set", "broker.externalHost=broker.prod.example.com",
+];
+const PIN_A = "sha256//" + Buffer.alloc(32, 1).toString("base64");
+const PIN_B = "sha256//" + Buffer.alloc(32, 2).toString("base64");
+
+function helmTemplate(args) {
+  const r = spawnSync(helm, ["template", "cloudtaser", chart, ...args], { encoding: "utf8", timeout: 60000 });
+  return { status: r.status, stdout: r.stdout || "", stderr: r.stderr || "" };
+}
+
+function render(args) {
+  const r = helmTemplate(args);
+  assert.equal(r.status, 0, `helm template ${args.join(" ")} failed:\n${r.stderr}`);
+  return { text: r.stdout, objects: parseManifests(r.stdout) };
+}
+
+function find(objects, kind, name) {
+  const o = objects.find((x) => x.kind === kind && x.metadata?.name === name);
+  assert.ok(o, `${kind}/${name} not rendered; got ${objects.map((x) => `${x.kind}/${x.metadata?.name}`).join(", ")}`);
+  return o;
+}
+
+function matches(selector, labels) {
+  return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+}
+
+// The API server requires every "except" range to lie inside its "cidr".
+function cidrRange(cidr) {
+  const [addr, bitsText] = cidr.split("/");
+  const bits = Number(bitsText);
+  let value = 0n;
+  let width;
+  if (addr.includes(":")) {
+    width = 128;
+    const [head, tail] = addr.split("::");
+    const h = head ? head.split(":") : [];
+    const t = tail !== undefined && tail ? tail.split(":") : [];
+    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
+    for (const g of groups) value = (value << 16n) | BigInt(parseInt(g || "0", 16));
+  } else {
+    width = 32;
+    for (const o of addr.split(".")) value = (value << 8n) | BigInt(Number(o));
+  }
+  const host = BigInt(width - bits);
+  const lo = (value >> host) << host;
+  return { v6: width === 128, lo, hi: lo + (1n << host) - 1n };
+}
+
+// Scenarios every check runs on: defaults, the seed, and the other shapes an
+// operator can choose.
+const SCENARIOS = {
+  defaults: [],
+  seed: SEED,
+  "seed + Ingress passthrough": [...SEED, "--set", "broker.external.type=Ingress"],
+  "seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep": [
+    ...SEED,
+    "--set", `broker.bridgePins[0]=${PIN_A}`,
+    "--set", `broker.bridgePins[1]=${PIN_B}`,
+    "--set", "broker.replicas=3",
+    "--set", "broker.tls.create=true",
+    "--set-file", `broker.tls.crt=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.key=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.ca=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set", "broker.listenAddress=::",
+    "--set", "broker.preStopSleepSeconds=5",
+    "--set", "broker.networkPolicy.clusterCIDRs={10.0.0.0/8,fd00::/8}",
+    "--set", "broker.external.allowedSourceRanges={0.0.0.0/0,::/0,198.51.100.7/32}",
+  ],
+};
+
+for (const [name, args] of Object.entries(SCENARIOS)) {
+  test(`${name}: every rendered object validates against the Kubernetes API schema`, async () => {
+    const { objects } = render(args);
+    for (const o of objects) {
+      const errs = await validateObject(o);
+      assert.deepEqual(errs, [], `${o.kind}/${o.metadata?.name}`);
+    }
+  });
+
+  test(`${name}: the rendered output passes yamllint`, () => {
+    const { text } = render(args);
+    const r = spawnSync("yamllint", ["-s", "-c", yamllintConfig, "-"], { input: text, encoding: "utf8", timeout: 60000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+
+  test(`${name}: every selector matches the broker pods and every named port exists`, () => {
+    const { objects } = render(args);
+    const dep = objects.find((o) => o.kind === "Deployment");
+    if (!dep) return;
+    const podLabels = dep.spec.template.metadata.labels;
+    assert.ok(matches(dep.spec.selector.matchLabels, podLabels));
+    const portNames = new Set(dep.spec.template.spec.containers[0].ports.map((p) => p.name));
+    for (const o of objects) {
+      if (o.kind === "Service") {
+        assert.ok(matches(o.spec.selector, podLabels), `Service/${o.metadata.name} selector`);
+        for (const p of o.spec.ports) assert.ok(portNames.has(p.targetPort), `Service/${o.metadata.name} targetPort ${p.targetPort}`);
+      }
+      if (o.kind === "NetworkPolicy") {
+        assert.ok(matches(o.spec.podSelector.matchLabels, podLabels));
+        for (const rule of o.spec.ingress) for (const p of rule.ports) assert.ok(portNames.has(p.port), `NetworkPolicy port ${p.port}`);
+        for (const rule of o.spec.ingress) for (const peer of rule.from) {
+          for (const ex of peer.ipBlock?.except || []) {
+            const outer = cidrRange(peer.ipBlock.cidr);
+            const inner = cidrRange(ex);
+            assert.ok(outer.v6 === inner.v6 && inner.lo >= outer.lo && inner.hi <= outer.hi, `${ex} not inside ${peer.ipBlock.cidr}`);
+          }
+        }
+      }
+      if (o.kind === "PodDisruptionBudget") assert.ok(matches(o.spec.selector.matchLabels, podLabels));
+      if (o.kind === "Ingress") {
+        const svcName = o.spec.rules[0].http.paths[0].backend.service.name;
+        const svc = find(objects, "Service", svcName);
+        assert.ok(svc.spec.ports.some((p) => p.name === o.spec.rules[0].http.paths[0].backend.service.port.name));
+      }
+    }
+  });
+}
+
+test("the chart renders with its defaults and, reverse-connect being opt-in, deploys no broker", () => {
+  const { objects } = render([]);
+  assert.equal(objects.filter((o) => o.kind === "Deployment").length, 0);
+});
+
+test("the seed's install creates Service cloudtaser-broker on 8443 in cloudtaser-system", () => {
+  const { objects } = render(SEED);
+  const svc = find(objects, "Service", "cloudtaser-broker");
+  assert.equal(svc.metadata.namespace, "cloudtaser-system");
+  assert.equal(svc.spec.type, "ClusterIP");
+  assert.deepEqual(svc.spec.ports.map((p) => [p.port, p.protocol]), [[8443, "TCP"]]);
+  // Every namespaced object lands in the release namespace.
+  for (const o of objects) assert.equal(o.metadata.namespace, "cloudtaser-system", `${o.kind}/${o.metadata.name}`);
+  // The operator is pointed at exactly that service.
+  const cm = find(objects, "ConfigMap", "cloudtaser-config");
+  assert.equal(cm.data["secretstore.address"], "broker://cloudtaser-broker.cloudtaser-system.svc:8443");
+});
+
+test("the seed's install exposes a LoadBalancer on 443 for bridges that reaches brokers before they are ready", () => {
+  const { objects } = render(SEED);
+  const lb = find(objects, "Service", "cloudtaser-broker-bridge");
+  assert.equal(lb.spec.type, "LoadBalancer");
+  assert.deepEqual(lb.spec.ports.map((p) => [p.port, p.targetPort]), [[443, "bridge"]]);
+  assert.equal(lb.spec.publishNotReadyAddresses, true);
+  assert.equal(lb.spec.externalTrafficPolicy, "Local");
+  assert.equal(lb.metadata.annotations["external-dns.alpha.kubernetes.io/hostname"], "broker.prod.example.com");
+  assert.equal(objects.filter((o) => o.kind === "Ingress").length, 0);
+});
+
+test("Ingress mode passes TLS through for the external host to the bridge port", () => {
+  const { objects } = render([...SEED, "--set", "broker.external.type=Ingress"]);
+  const ing = find(objects, "Ingress", "cloudtaser-broker-bridge");
+  assert.equal(ing.metadata.annotations["nginx.ingress.kubernetes.io/ssl-passthrough"], "true");
+  assert.equal(ing.spec.rules[0].host, "broker.prod.example.com");
+  assert.deepEqual(ing.spec.tls, [{ hosts: ["broker.prod.example.com"] }]);
+  assert.equal(ing.spec.tls[0].secretName, undefined, "passthrough: the controller holds no certificate");
+  const svc = find(objects, "Service", "cloudtaser-broker-bridge");
+  assert.equal(svc.spec.type, "ClusterIP");
+  assert.equal(svc.spec.publishNotReadyAddresses, true);
+  // The bridge port is then open to the ingress controller only.
+  const np = find(objects, "NetworkPolicy", "cloudtaser-broker");
+  const bridgeRule = np.spec.ingress.find((r) => r.ports.some((p) => p.port === "bridge"));
+  assert.deepEqual(bridgeRule.from, [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ingress-nginx" } } }]);
+});
+
+test("the broker pod runs as 65532, non-root, read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp", () => {
+  const { objects } = render(SEED);
+  const pod = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec;
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.equal(pod.securityContext.runAsUser, 65532);
+  assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault");
+  assert.equal(pod.automountServiceAccountToken, false);
+  assert.equal(pod.hostNetwork, undefined);
+  assert.equal(pod.containers.length, 1);
+  const sc = pod.containers[0].securityContext;
+  assert.equal(sc.runAsNonRoot, true);
+  assert.equal(sc.runAsUser, 65532);
+  assert.equal(sc.readOnlyRootFilesystem, true);
+  assert.equal(sc.allowPrivilegeEscalation, false);
+  assert.equal(sc.privileged, false);
+  assert.deepEqual(sc.capabilities, { drop: ["ALL"] });
+  assert.equal(sc.seccompProfile.type, "RuntimeDefault");
+  // Nothing writable is mounted: the only volume is the TLS secret, read-only.
+  assert.deepEqual(pod.volumes.map((v) => Object.keys(v).filter((k) => k !== "name")), [["secret"]]);
+  assert.deepEqual(pod.containers[0].volumeMounts.map((m) => m.readOnly), [true]);
+});
+
+test("the TLS Secret with tls.crt, tls.key and ca.crt is mounted read-only where the broker flags point", () => {
+  const { objects } = render(SEED);
+  const pod = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec;
+  const c = pod.containers[0];
+  const vol = pod.volumes.find((v) => v.secret);
+  assert.equal(vol.secret.secretName, "cloudtaser-broker-tls");
+  assert.equal(vol.secret.defaultMode, 0o440);
+  const mount = c.volumeMounts.find((m) => m.name === vol.name);
+  const flag = (f) => c.args[c.args.indexOf(f) + 1];
+  assert.equal(flag("--cert"), `${mount.mountPath}/tls.crt`);
+  assert.equal(flag("--key"), `${mount.mountPath}/tls.key`);
+  assert.equal(flag("--ca-cert"), `${mount.mountPath}/ca.crt`);
+  assert.equal(objects.filter((o) => o.kind === "Secret").length, 0, "the seed's install expects an existing Secret");
+});
+
+test("with tls.create the chart makes the Secret from --set-file contents", () => {
+  const pem = fs.readFileSync(path.join(here, "fixtures/dummy.pem"));
+  const { objects } = render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]);
+  const s = find(objects, "Secret", "cloudtaser-broker-tls");
+  assert.equal(s.type, "kubernetes.io/tls");
+  for (const k of ["tls.crt", "tls.key", "ca.crt"]) assert.deepEqual(Buffer.from(s.data[k], "base64"), pem, k);
+  const dep = find(objects, "Deployment", "cloudtaser-broker");
+  assert.match(dep.spec.template.metadata.annotations["checksum/tls"], /^[0-9a-f]{64}$/);
+});
+
+test("the broker gets the contract's flags: listen addresses, certificates, pins, timeouts", () => {
+  const { objects } = render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]);
+  const c = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+  const flag = (f) => c.args[c.args.indexOf(f) + 1];
+  assert.equal(flag("--service-listen"), "[::]:8443");
+  assert.equal(flag("--bridge-listen"), "[::]:8444");
+  assert.equal(flag("--metrics-listen"), "[::]:9090");
+  assert.equal(flag("--pending-timeout"), "10");
+  assert.equal(flag("--drain-timeout"), "30");
+  const pins = c.args.flatMap((a, i) => (a === "--bridge-pin" ? [c.args[i + 1]] : []));
+  assert.deepEqual(pins, [PIN_A, PIN_B]);
+  const seed = find(render(SEED).objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+  assert.equal(seed.args[seed.args.indexOf("--service-listen") + 1], "0.0.0.0:8443");
+  assert.ok(!seed.args.includes("--bridge-pin"));
+});
+
+test("every flag the chart passes is one the broker binary documents in --help", { skip: !process.env.BROKER_BIN && "BROKER_BIN not set" }, () => {
+  const r = spawnSync(process.env.BROKER_BIN, ["--help"], { encoding: "utf8", timeout: 10000 });
+  assert.equal(r.status, 0, r.stderr);
+  const help = r.stdout + r.stderr;
+  const { objects } = render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]);
+  const c = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+  for (const a of c.args.filter((x) => x.startsWith("--"))) assert.ok(help.includes(a), `broker --help does not mention ${a}`);
+});
+
+test("probes ask /healthz for liveness and /readyz for readiness on the metrics port, and the grace period covers the drain", () => {
+  const { objects } = render(SEED);
+  const pod = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec;
+  const c = pod.containers[0];
+  assert.deepEqual(c.livenessProbe.httpGet, { path: "/healthz", port: "metrics" });
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "metrics" });
+  assert.equal(c.ports.find((p) => p.name === "metrics").containerPort, 9090);
+  assert.ok(pod.terminationGracePeriodSeconds > 30, "must exceed --drain-timeout");
+  const dep = find(objects, "Deployment", "cloudtaser-broker");
+  assert.ok(dep.spec.strategy.rollingUpdate.maxUnavailable >= 1, "a rollout must not wait for a bridge that only moves on drain");
+});
+
+test("NetworkPolicy: 8443 only from in-cluster pods, the bridge port only from outside ranges, no egress", () => {
+  const { objects } = render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]);
+  const np = find(objects, "NetworkPolicy", "cloudtaser-broker");
+  assert.deepEqual(np.spec.policyTypes, ["Ingress", "Egress"]);
+  assert.deepEqual(np.spec.egress, []);
+  const rule = (port) => np.spec.ingress.filter((r) => r.ports.some((p) => p.port === port));
+  const svcRules = rule("service");
+  assert.equal(svcRules.length, 1);
+  assert.deepEqual(svcRules[0].from, [{ namespaceSelector: {} }], "pods of every namespace, nothing by IP");
+  const bridgeRules = rule("bridge");
+  assert.equal(bridgeRules.length, 1);
+  assert.ok(bridgeRules[0].from.every((p) => p.ipBlock && !p.namespaceSelector && !p.podSelector), "bridge port is not open to pods");
+  assert.deepEqual(bridgeRules[0].from, [
+    { ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8"] } },
+    { ipBlock: { cidr: "::/0", except: ["fd00::/8"] } },
+    { ipBlock: { cidr: "198.51.100.7/32" } },
+  ]);
+  assert.equal(np.spec.ingress.length, 3, "service, bridge, metrics and nothing else");
+});
+
+test("PodDisruptionBudget keeps one broker with several replicas and never blocks a drain with one", () => {
+  const one = find(render(SEED).objects, "PodDisruptionBudget", "cloudtaser-broker");
+  assert.equal(one.spec.maxUnavailable, 1);
+  assert.equal(one.spec.unhealthyPodEvictionPolicy, "AlwaysAllow");
+  const three = find(render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]).objects, "PodDisruptionBudget", "cloudtaser-broker");
+  assert.equal(three.spec.minAvailable, 1);
+});
+
+test("the image defaults to the chart's appVersion, which is the project VERSION, or a pinned digest", () => {
+  const version = fs.readFileSync(path.join(root, "VERSION"), "utf8").trim();
+  const c = find(render(SEED).objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+  assert.equal(c.image, `ghcr.io/cloudtaser/cloudtaser-broker:${version}`);
+  const digest = "sha256:" + "ab".repeat(32);
+  const d = find(render([...SEED, "--set", `broker.image.digest=${digest}`]).objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+  assert.equal(d.image, `ghcr.io/cloudtaser/cloudtaser-broker@${digest}`);
+});
+
+test("--set values are typed as helm types them", () => {
+  const dep = find(render([...SEED, "--set", "broker.replicas=3", "--set-string", "broker.logLevel=debug"]).objects, "Deployment", "cloudtaser-broker");
+  assert.equal(dep.spec.replicas, 3);
+  // replicas as a string is rejected by the values schema, as helm would.
+  const r = helmTemplate([...SEED, "--set-string", "broker.replicas=3"]);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /replicas/);
+});
+
+const FAILURES = {
+  "broker.enabled without broker.externalHost": [["--namespace", "cloudtaser-system", "--set", "broker.enabled=true"], /broker\.externalHost is required/],
+  "an address for another namespace than the release's": [[...SEED.slice(2), "--namespace", "default"], /cloudtaser-broker\.default\.svc:8443/],
+  "a broker:// address with the broker disabled": [["--set", "operator.secretstore.address=broker://cloudtaser-broker.cloudtaser-system.svc:8443"], /broker\.enabled/],
+  "a malformed pin": [[...SEED, "--set", "broker.bridgePins[0]=sha256//short"], /bridgePins/],
+  "an unknown external type": [[...SEED, "--set", "broker.external.type=NodePort"], /external\.type/],
+  "tls.create without the files": [[...SEED, "--set", "broker.tls.create=true"], /broker\.tls\.crt/],
+  "maxUnavailable 0, which would deadlock a rollout": [[...SEED, "--set", "broker.updateStrategy.maxUnavailable=0"], /maxUnavailable/],
+  "a host name for the listen address": [[...SEED, "--set", "broker.listenAddress=localhost"], /listenAddress/],
+};
+for (const [what, [args, message]] of Object.entries(FAILURES)) {
+  test(`the render fails with a clear message on ${what}`, () => {
+    const r = helmTemplate(args);
+    assert.notEqual(r.status, 0, `rendered anyway:\n${r.stdout}`);
+    assert.match(r.stderr, message);
+  });
+}
+
+test("the schema check itself rejects a misspelt field deep in a pod spec", async () => {
+  const { objects } = render(SEED);
+  const dep = structuredClone(find(objects, "Deployment", "cloudtaser-broker"));
+  dep.spec.template.spec.containers[0].securityContext.readOnlyRootFileSystem = true;
+  dep.spec.replicas = "1";
+  const errs = await validateObject(dep);
+  assert.ok(errs.some((e) => /readOnlyRootFileSystem: unknown field/.test(e)), errs.join("\n"));
+  assert.ok(errs.some((e) => /replicas must be integer/.test(e)), errs.join("\n"));
+});
