@@ -27,7 +27,7 @@ $(VH_DEPS_STAMP):
 	fi
 	@touch $@
 
-.PHONY: vaulthost-deps check-vaulthost check-systemd check-egress-lock check-shell
+.PHONY: vaulthost-deps check-vaulthost check-systemd check-egress-lock check-shell check-selinux
 vaulthost-deps: $(VH_DEPS_STAMP)
 
 check-shell: $(VH_DEPS_STAMP)
@@ -40,5 +40,9 @@ check-egress-lock: $(VH_DEPS_STAMP)
 	bash tests/vaulthost/egress-lock-cli.sh
 	PYTHON=$(PYTHON) bash tests/vaulthost/egress-lock-netns.sh
 
-check-vaulthost: check-shell check-systemd check-egress-lock
+# The module as the packages ship it: $(VH_BUILD)/selinux/vault_bridge.pp.
+check-selinux $(VH_BUILD)/selinux/vault_bridge.pp: $(VH_DEPS_STAMP) $(wildcard selinux/vault_bridge.*)
+	PYTHON=$(PYTHON) bash tests/vaulthost/check-selinux.sh $(VH_BUILD)/selinux
+
+check-vaulthost: check-shell check-systemd check-egress-lock check-selinux
 CHECKS += check-vaulthost
