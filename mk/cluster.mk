@@ -1,0 +1,87 @@
+# Cluster deployment: static broker, OCI image, Helm chart, certificate helper.
+#
+#   make static        build/cloudtaser-broker-static (no dynamic loader, no NSS)
+#   make image         build/cloudtaser-broker-oci.tar, an OCI image layout
+#   make check-cluster every check below (part of `make test`)
+#     check-static     ldd says static; runs as 65532 in an empty read-only root
+#     check-image      layout, manifest, config (user, entrypoint), digests; umoci
+#                      unpacks it and the unpacked rootfs runs like check-static
+#     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
+#                      offline renderer), Kubernetes schema, yamllint, behaviour
+#     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
+#
+# Each target installs the Debian and npm packages it needs when run as root.
+
+CLUSTER_DIR      := tests/cluster
+CHART            := deploy/helm/cloudtaser
+STATIC_BROKER    := $(BUILD)/cloudtaser-broker-static
+OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
+HELMRENDER       := $(BUILD)/helmrender
+CLUSTER_NPM      := $(BUILD)/npm
+# Pinned so a schema release cannot change the result of an old commit.
+CLUSTER_NPM_PKGS := kubernetes-models@5.1.0 js-yaml@4.1.0
+CLUSTER_DEB_DEPS := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev \
+                    golang-k8s-sigs-yaml-dev golang-github-xeipuuv-gojsonschema-dev \
+                    yamllint umoci openssl curl iproute2 util-linux coreutils tar gzip \
+                    libssl-dev libseccomp-dev libcap-ng-dev
+CLUSTER_STAMP    := $(BUILD)/.cluster-deps-$(shell echo $(CLUSTER_DEB_DEPS) | md5sum | cut -c1-8)
+
+.PHONY: static image cluster-deps check-cluster check-static check-image check-chart check-certs
+CHECKS += check-cluster
+
+cluster-deps: $(CLUSTER_STAMP)
+$(CLUSTER_STAMP):
+	@mkdir -p $(BUILD)
+	@missing=$$(for p in $(CLUSTER_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing missing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
+	fi
+	@touch $@
+
+$(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
+	@mkdir -p $(CLUSTER_NPM)
+	@[ -f $(CLUSTER_NPM)/package.json ] || echo '{"private": true}' > $(CLUSTER_NPM)/package.json
+	cd $(CLUSTER_NPM) && npm install --no-audit --no-fund --no-update-notifier --loglevel=error --save-exact $(CLUSTER_NPM_PKGS)
+	@touch $@
+
+# ---------------------------------------------------------------- static
+# -pie is dropped: a static non-PIE executable needs no loader at all. The
+# broker listens on numeric addresses only, so static glibc (no NSS) is fine.
+static: $(STATIC_BROKER)
+$(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
+
+# ---------------------------------------------------------------- image
+image: $(OCI_TAR)
+$(OCI_TAR): $(STATIC_BROKER) deploy/image/build-oci.sh VERSION
+	bash deploy/image/build-oci.sh --binary $(STATIC_BROKER) --version $(VERSION) --out $@
+
+# ---------------------------------------------------------------- checks
+$(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
+	@rm -rf $(BUILD)/gopath/src/helmrender && mkdir -p $(BUILD)/gopath/src/helmrender
+	cp $^ $(BUILD)/gopath/src/helmrender/
+	cd $(BUILD)/gopath/src && GO111MODULE=off GOFLAGS= GOPROXY=off CGO_ENABLED=0 \
+	  GOPATH=$(abspath $(BUILD)/gopath):/usr/share/gocode GOCACHE=$(abspath $(BUILD)/go-cache) \
+	  go build -o $(abspath $@) helmrender
+
+check-cluster: check-static check-image check-chart check-certs
+
+check-static: $(STATIC_BROKER) | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(VERSION)
+
+check-image: $(OCI_TAR) | $(CLUSTER_STAMP)
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --image $(OCI_TAR) --binary $(STATIC_BROKER) \
+	  --version $(VERSION) --dockerfile deploy/Dockerfile
+	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION)
+
+# Real helm is used whenever it is on PATH; the offline renderer otherwise.
+check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker
+	HELM="$$(command -v helm || echo $(abspath $(HELMRENDER)))" K8S_MODELS_PREFIX=$(CLUSTER_NPM) \
+	  BROKER_BIN=$(BUILD)/cloudtaser-broker node --test $(CLUSTER_DIR)/chart.test.mjs
+
+check-certs: | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-certs.sh

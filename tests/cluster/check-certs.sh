@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# make check-certs: what an operator relies on from deploy/cloudtaser-certs.
+# The mTLS handshakes run in a private network namespace (loopback only).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+certs="$here/../../deploy/cloudtaser-certs"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+expect() { local what="$1"; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+quiet() { "$@" >/dev/null 2>&1; }
+pin_of() { echo "sha256//$(openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64)"; }
+ext() { openssl x509 -in "$1" -noout -ext "$2" 2>/dev/null | tail -n +2 | tr -d ' ' | tr '\n' ' '; }
+
+host=broker.prod.example.com
+pki="$work/pki"
+"$certs" --out "$pki" --external-host "$host" --namespace cloudtaser-system > "$work/stdout"
+
+for d in broker bridge service; do
+  for f in tls.crt tls.key ca.crt; do
+    expect "$d/$f exists (the seed's file names)" test -s "$pki/$d/$f"
+  done
+  expect "$d/tls.key is mode 0600" test "$(stat -c %a "$pki/$d/tls.key")" = 600
+  expect "$d/ca.crt is the CA" cmp -s "$pki/$d/ca.crt" "$pki/ca/ca.crt"
+  expect "$d/tls.key belongs to $d/tls.crt" test "$(openssl pkey -in "$pki/$d/tls.key" -pubout)" = "$(openssl x509 -in "$pki/$d/tls.crt" -noout -pubkey)"
+  expect "$d/tls.crt is not a CA" grep -q 'CA:FALSE' <<< "$(ext "$pki/$d/tls.crt" basicConstraints)"
+done
+expect "ca/ca.key is mode 0600" test "$(stat -c %a "$pki/ca/ca.key")" = 600
+expect "the CA may sign leaves only (pathlen 0)" grep -q 'CA:TRUE,pathlen:0' <<< "$(ext "$pki/ca/ca.crt" basicConstraints)"
+expect "broker certificate verifies as a TLS server" quiet openssl verify -purpose sslserver -CAfile "$pki/ca/ca.crt" "$pki/broker/tls.crt"
+expect "bridge certificate verifies as a TLS client" quiet openssl verify -purpose sslclient -CAfile "$pki/ca/ca.crt" "$pki/bridge/tls.crt"
+expect "bridge certificate is not usable as a server" bash -c "! openssl verify -purpose sslserver -CAfile '$pki/ca/ca.crt' '$pki/bridge/tls.crt' >/dev/null 2>&1"
+expect "service certificate verifies as a TLS server" quiet openssl verify -purpose sslserver -CAfile "$pki/ca/ca.crt" "$pki/service/tls.crt"
+expect "broker certificate names the external host" test "$(ext "$pki/broker/tls.crt" subjectAltName)" = "DNS:$host "
+expect "service certificate names cloudtaser-broker.cloudtaser-system.svc" grep -q 'DNS:cloudtaser-broker.cloudtaser-system.svc,' <<< "$(ext "$pki/service/tls.crt" subjectAltName)"
+expect "the broker host name check passes" quiet openssl x509 -in "$pki/broker/tls.crt" -noout -checkhost "$host"
+
+for d in broker bridge service; do
+  p="$(pin_of "$pki/$d/tls.crt")"
+  expect "$d pin is printed as the contract computes it ($p)" grep -qF "$p" "$work/stdout"
+  expect "$d pin is in pins.txt" grep -qxF "$(printf '%-7s %s' "$d" "$p")" "$pki/pins.txt"
+done
+
+# Refusals and rotation.
+s=0; "$certs" --out "$pki" --external-host "$host" >/dev/null 2>&1 || s=$?
+expect "an existing output is not overwritten without --force (exit $s)" test "$s" = 1
+s=0; "$certs" --out "$work/x" >/dev/null 2>&1 || s=$?
+expect "a missing --external-host is a usage error (exit $s)" test "$s" = 2
+s=0; "$certs" --out "$work/x" --external-host 'Bad_Host' >/dev/null 2>&1 || s=$?
+expect "an invalid host name is a usage error (exit $s)" test "$s" = 2
+"$certs" --out "$work/rotated" --external-host "$host" --ca "$pki/ca" >/dev/null
+expect "--ca keeps the trust anchor" cmp -s "$work/rotated/ca/ca.crt" "$pki/ca/ca.crt"
+expect "--ca issues new keys" bash -c "! cmp -s '$work/rotated/bridge/tls.key' '$pki/bridge/tls.key'"
+expect "rotated bridge certificate verifies against the old CA" quiet openssl verify -CAfile "$pki/ca/ca.crt" "$work/rotated/bridge/tls.crt"
+"$certs" --out "$work/other" --external-host "$host" >/dev/null
+
+# A real TLS 1.3 mutual handshake with these files, on a private loopback.
+cat > "$work/mtls.sh" <<'EOF'
+set -euo pipefail
+pki="$1" other="$2" host="$3"
+ip link set lo up
+openssl s_server -quiet -accept 127.0.0.1:9443 -tls1_3 -naccept 3 \
+  -cert "$pki/broker/tls.crt" -key "$pki/broker/tls.key" -CAfile "$pki/broker/ca.crt" -Verify 1 -verify_return_error \
+  </dev/null >/dev/null 2>"$pki/../server.log" &
+srv=$!
+for _ in $(seq 1 50); do ss -ltnH | grep -q '127.0.0.1:9443 ' && break; sleep 0.1; done
+client() {
+  timeout 10 openssl s_client -connect 127.0.0.1:9443 -servername "$host" -verify_hostname "$host" -verify_return_error \
+    -tls1_3 -CAfile "$pki/bridge/ca.crt" "$@" </dev/null 2>&1
+}
+r1="$(client -cert "$pki/bridge/tls.crt" -key "$pki/bridge/tls.key" || true)"
+r2="$(client || true)"
+r3="$(client -cert "$other/bridge/tls.crt" -key "$other/bridge/tls.key" || true)"
+kill "$srv" 2>/dev/null || true
+wait "$srv" 2>/dev/null || true
+grep -q 'Verification: OK' <<< "$r1" && grep -q 'TLSv1.3' <<< "$r1" && echo "MTLS_OK"
+grep -q 'Verification: OK' <<< "$r1" || echo "$r1" | tail -5 >&2
+# In TLS 1.3 the server judges the client certificate after the client has
+# finished, so the refusal shows in the server's log, not in the client's.
+grep -q 'peer did not return a certificate' "$pki/../server.log" && echo "NOCERT_REFUSED"
+grep -q 'certificate verify failed' "$pki/../server.log" && echo "OTHERCA_REFUSED"
+exit 0
+EOF
+res="$(unshare --net bash "$work/mtls.sh" "$pki" "$work/other" "$host")"
+expect "bridge and broker certificates complete a TLS 1.3 mutual handshake for $host" grep -q MTLS_OK <<< "$res"
+expect "the broker side refuses a client without a certificate" grep -q NOCERT_REFUSED <<< "$res"
+expect "the broker side refuses a bridge certificate from another CA" grep -q OTHERCA_REFUSED <<< "$res"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Checks the OCI image tar that `make image` writes, the way a registry or a
+runtime reads it: layout marker, index, manifest, config, and every digest
+and size, then the layer's contents against the static binary, and the
+config against deploy/Dockerfile's final stage (both must describe the same
+image). Standard library only. Prints one line per check; exits 1 on the
+first failure."""
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import re
+import sys
+import tarfile
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+passed = 0
+
+
+def check(cond, what):
+    global passed
+    if not cond:
+        print(f"FAIL {what}")
+        print(f"{passed} passed, 1 failed")
+        sys.exit(1)
+    passed += 1
+    print(f"ok   {what}")
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def blob(files, desc, media_type):
+    check(desc.get("mediaType") == media_type, f"descriptor media type is {media_type}")
+    digest = desc.get("digest", "")
+    check(bool(DIGEST_RE.match(digest)), f"descriptor digest {digest[:19]}... is sha256")
+    path = "blobs/sha256/" + digest.split(":", 1)[1]
+    check(path in files, f"blob {path[:26]}... is in the layout")
+    data = files[path]
+    check(sha256(data) == digest, f"blob content hashes to its digest {digest[:19]}...")
+    check(desc.get("size") == len(data), f"descriptor size {desc.get('size')} matches the blob")
+    return data
+
+
+def dockerfile_final_stage(path):
+    stages, cur = [], None
+    for raw in open(path, encoding="utf-8"):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            cur = {"from": rest, "user": None, "entrypoint": None, "copy": [], "expose": []}
+            stages.append(cur)
+        elif cur is None:
+            continue
+        elif word == "USER":
+            cur["user"] = rest.strip()
+        elif word == "ENTRYPOINT":
+            cur["entrypoint"] = json.loads(rest)
+        elif word == "COPY":
+            cur["copy"].append(rest)
+        elif word == "EXPOSE":
+            cur["expose"] += rest.split()
+        elif word == "RUN":
+            cur.setdefault("run", []).append(rest)
+    return stages[-1] if stages else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--dockerfile")
+    a = ap.parse_args()
+
+    files = {}
+    with tarfile.open(a.image, "r:") as t:
+        for m in t.getmembers():
+            check(not m.name.startswith("/") and ".." not in m.name.split("/"), f"tar member {m.name} is a relative path")
+            if m.isfile():
+                files[m.name] = t.extractfile(m).read()
+
+    check(json.loads(files.get("oci-layout", b"{}")).get("imageLayoutVersion") == "1.0.0", "oci-layout declares imageLayoutVersion 1.0.0")
+    index = json.loads(files["index.json"])
+    check(index.get("schemaVersion") == 2, "index.json schemaVersion 2")
+    check(index.get("mediaType") == OCI_INDEX, "index.json media type")
+    check(len(index.get("manifests", [])) == 1, "index.json lists one manifest")
+    mdesc = index["manifests"][0]
+    check(mdesc.get("annotations", {}).get("org.opencontainers.image.ref.name") == a.version, f"manifest is tagged {a.version}")
+    check(mdesc.get("platform", {}).get("os") == "linux", "platform os is linux")
+
+    manifest = json.loads(blob(files, mdesc, OCI_MANIFEST))
+    check(manifest.get("schemaVersion") == 2, "manifest schemaVersion 2")
+    check(manifest.get("mediaType") == OCI_MANIFEST, "manifest declares its media type")
+    config_bytes = blob(files, manifest["config"], OCI_CONFIG)
+    config = json.loads(config_bytes)
+    check(config.get("os") == "linux", "config os linux")
+    check(config.get("architecture") == mdesc["platform"].get("architecture"), f"config architecture {config.get('architecture')} matches the index")
+    cc = config.get("config", {})
+    check(cc.get("User") == "65532:65532", "config runs as user 65532:65532 (non-root)")
+    check(cc.get("Entrypoint") == ["/cloudtaser-broker"], "config entrypoint is /cloudtaser-broker")
+    check(not cc.get("Cmd"), "no default Cmd: the pod spec gives every flag")
+    check(set(cc.get("ExposedPorts", {})) == {"8443/tcp", "8444/tcp", "9090/tcp"}, "exposes 8443 (wrappers), 8444 (bridges), 9090 (metrics)")
+    check(cc.get("Labels", {}).get("org.opencontainers.image.version") == a.version, "version label")
+
+    layers = manifest.get("layers", [])
+    check(len(layers) == 1, "one layer")
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    check(config.get("rootfs", {}).get("type") == "layers" and len(diff_ids) == len(layers), "rootfs diff_ids list one entry per layer")
+    layer_gz = blob(files, layers[0], OCI_LAYER_GZ)
+    layer_tar = gzip.decompress(layer_gz)
+    check(sha256(layer_tar) == diff_ids[0], "diff_id is the digest of the uncompressed layer")
+
+    binary = open(a.binary, "rb").read()
+    with tarfile.open(fileobj=io.BytesIO(layer_tar), mode="r:") as lt:
+        members = lt.getmembers()
+        check([m.name for m in members] == ["cloudtaser-broker"], "the layer holds only the binary")
+        m = members[0]
+        check(m.isfile() and m.mode & 0o7777 == 0o755, "binary mode 0755, no setuid")
+        check(m.uid == 0 and m.gid == 0, "binary owned by root, so uid 65532 cannot replace it")
+        check(lt.extractfile(m).read() == binary, f"layer binary is byte-identical to {a.binary}")
+    check(binary[:4] == b"\x7fELF", "binary is ELF")
+
+    # Docker's manifest.json (for docker load before Engine 25) points at the same blobs.
+    dm = json.loads(files["manifest.json"])
+    check(dm[0]["Config"] == "blobs/sha256/" + manifest["config"]["digest"].split(":")[1], "manifest.json config matches")
+    check(dm[0]["Layers"] == ["blobs/sha256/" + layers[0]["digest"].split(":")[1]], "manifest.json layers match")
+
+    if a.dockerfile:
+        st = dockerfile_final_stage(a.dockerfile)
+        check(st is not None, "Dockerfile has stages")
+        check(st["from"].startswith("gcr.io/distroless/static"), f"Dockerfile final stage is distroless static ({st['from']})")
+        check(":nonroot" in st["from"], "Dockerfile uses the nonroot distroless variant")
+        check(st["user"] == cc["User"], "Dockerfile USER matches the image config")
+        check(st["entrypoint"] == cc["Entrypoint"], "Dockerfile ENTRYPOINT matches the image config")
+        check(len(st["copy"]) == 1 and st["copy"][0].endswith(" /cloudtaser-broker"), "Dockerfile copies only the binary into the final stage")
+        check("run" not in st, "Dockerfile final stage runs nothing (no shell there)")
+        check(sorted(p if "/" in p else p + "/tcp" for p in st["expose"]) == sorted(cc["ExposedPorts"]), "Dockerfile EXPOSE matches")
+
+    print(f"{passed} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
