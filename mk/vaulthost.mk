@@ -1,7 +1,7 @@
 # Vault host kit: the systemd unit, the egress-lock firewall helper, the
 # SELinux module and the DEB/RPM packages, with their checks.
 #
-#   make deb | rpm           build/packages/vault-bridge_*.deb / *.rpm
+#   make deb | rpm           build/vaulthost/packages/vault-bridge_*.deb / *.rpm
 #   make check-vaulthost     every check below (part of `make test`)
 #   make check-systemd       verify + exposure score of the packaged unit
 #   make check-egress-lock   dry-run == the guide's rules; real traffic in netns
@@ -31,7 +31,8 @@ $(VH_DEPS_STAMP):
 vaulthost-deps: $(VH_DEPS_STAMP)
 
 check-shell: $(VH_DEPS_STAMP)
-	shellcheck bridge/vault-egress-lock tests/vaulthost/*.sh $(wildcard packaging/deb/*inst packaging/deb/*rm)
+	shellcheck bridge/vault-egress-lock tests/vaulthost/*.sh packaging/build-packages.sh
+	shellcheck -s sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm
 
 check-systemd: $(VH_DEPS_STAMP)
 	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge)
@@ -40,9 +41,32 @@ check-egress-lock: $(VH_DEPS_STAMP)
 	bash tests/vaulthost/egress-lock-cli.sh
 	PYTHON=$(PYTHON) bash tests/vaulthost/egress-lock-netns.sh
 
-# The module as the packages ship it: $(VH_BUILD)/selinux/vault_bridge.pp.
-check-selinux $(VH_BUILD)/selinux/vault_bridge.pp: $(VH_DEPS_STAMP) $(wildcard selinux/vault_bridge.*)
+# The module as the packages ship it, compiled and checked.
+VH_PP := $(VH_BUILD)/selinux/vault_bridge.pp
+$(VH_PP): $(wildcard selinux/vault_bridge.*) tests/vaulthost/selinux_rules.py | $(VH_DEPS_STAMP)
+	PYTHON=$(PYTHON) bash tests/vaulthost/check-selinux.sh $(VH_BUILD)/selinux
+check-selinux: $(VH_DEPS_STAMP)
 	PYTHON=$(PYTHON) bash tests/vaulthost/check-selinux.sh $(VH_BUILD)/selinux
 
-check-vaulthost: check-shell check-systemd check-egress-lock check-selinux
+# ---------------------------------------------------------------- packages
+VH_PKGDIR := $(VH_BUILD)/packages
+VH_DEB    := $(VH_PKGDIR)/vault-bridge_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
+VH_RPM    := $(VH_PKGDIR)/vault-bridge-$(VERSION)-1.$(shell uname -m).rpm
+VH_PKG_IN := $(BUILD)/vault-bridge $(VH_PP) bridge/vault-egress-lock \
+             systemd/vault-bridge.service systemd/vault-bridge.env docs/man/vault-bridge.8 \
+             docs/man/vault-egress-lock.8 packaging/build-packages.sh $(wildcard packaging/deb/*) \
+             packaging/rpm/vault-bridge.spec VERSION
+
+.PHONY: deb rpm check-packages
+deb: $(VH_DEB)
+rpm: $(VH_RPM)
+$(VH_DEB): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
+	bash packaging/build-packages.sh deb $(BUILD)/vault-bridge $(VERSION) $(VH_PP) $(VH_PKGDIR)
+$(VH_RPM): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
+	bash packaging/build-packages.sh rpm $(BUILD)/vault-bridge $(VERSION) $(VH_PP) $(VH_PKGDIR)
+
+check-packages: $(VH_DEB) $(VH_RPM)
+	bash tests/vaulthost/check-packages.sh $(VH_DEB) $(VH_RPM)
+
+check-vaulthost: check-shell check-systemd check-egress-lock check-selinux check-packages
 CHECKS += check-vaulthost

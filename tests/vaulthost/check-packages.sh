@@ -1,0 +1,175 @@
+#!/bin/bash
+# The packages as an operator meets them:
+#   - lintian: no error or warning (each override justified in
+#     packaging/deb/lintian-overrides);
+#   - the .deb installs for real (dpkg -i, maintainer scripts and all) into a
+#     scratch root: a copy-on-write overlay of / in a private mount
+#     namespace, thrown away afterwards, so the host is never touched;
+#     files, owners, modes, the vault user, the conffile kept over a
+#     reinstall, the packaged binary's --version, remove and purge;
+#   - rpm -qlp lists the same files (distribution paths mapped), with the
+#     same owners and modes, and the .rpm installs the same way.
+# Usage: check-packages.sh DEB RPM
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEB=$(realpath "$1")
+RPM=$(realpath "$2")
+PASSED=0 FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "  PASS $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "  FAIL $*"; }
+WORK=$(mktemp -d /tmp/ctvh-pkg.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# ---------------------------------------------------------------- lintian
+if lintian --fail-on error,warning --tag-display-limit 0 --display-info "$DEB" >"$WORK/lintian" 2>&1; then
+  grep -v 'root privileges' "$WORK/lintian" | sed 's/^/    /' || true
+  n=$(grep -c '^vault-bridge: ' "$HERE/../../packaging/deb/lintian-overrides" || true)
+  pass "lintian: no errors or warnings ($n overrides, each with its reason in packaging/deb/lintian-overrides)"
+else
+  sed 's/^/    /' "$WORK/lintian"
+  fail "lintian"
+fi
+
+# ---------------------------------------------------------------- scratch root
+# Runs SCRIPT (with the package copied to /tmp/pkg) as root inside a
+# throw-away overlay of the host's root file system.
+in_scratch_root() {
+  local script=$1 pkg=$2 root=$WORK/scratch
+  rm -rf "$root"
+  mkdir -p "$root"/{upper,work,merged}
+  mkdir -p "$root/upper/tmp"
+  cp "$pkg" "$root/upper/tmp/pkg"
+  cp "$script" "$root/upper/tmp/inside.sh"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  unshare --mount --propagation private /bin/bash -euc '
+    r=$1
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$r/upper,workdir=$r/work" "$r/merged"
+    mount -t proc proc "$r/merged/proc"
+    mount --rbind /dev "$r/merged/dev"
+    mount -t tmpfs tmpfs "$r/merged/run"
+    chroot "$r/merged" /bin/bash /tmp/inside.sh
+  ' scratch "$root"
+}
+
+cat >"$WORK/deb-inside.sh" <<'EOF'
+set -uo pipefail
+ok=0 bad=0
+pass() { ok=$((ok + 1)); echo "  PASS $*"; }
+fail() { bad=$((bad + 1)); echo "  FAIL $*"; }
+had_vault=no; getent passwd vault >/dev/null && had_vault=yes
+if dpkg -i /tmp/pkg >/tmp/dpkg.log 2>&1; then pass "dpkg -i installs the package (maintainer scripts ran)"
+else fail "dpkg -i"; sed 's/^/    /' /tmp/dpkg.log; fi
+want() { # PATH MODE OWNER:GROUP [TYPE]
+  local got
+  got=$(stat -c '%a %U:%G %F' "$1" 2>/dev/null || echo missing)
+  if [ "$got" = "$2 $3 ${4:-regular file}" ]; then pass "$1 is $2 $3 ${4:-regular file}"
+  else fail "$1: want $2 $3 ${4:-regular file}, got $got"; fi
+}
+want /usr/bin/vault-bridge 755 root:root
+want /usr/sbin/vault-egress-lock 755 root:root
+want /lib/systemd/system/vault-bridge.service 644 root:root
+want /etc/default/vault-bridge 644 root:root
+want /etc/vault-bridge 750 root:vault directory
+want /usr/share/selinux/packages/vault-bridge/vault_bridge.pp 644 root:root
+want /usr/share/man/man8/vault-bridge.8.gz 644 root:root
+want /usr/share/man/man8/vault-egress-lock.8.gz 644 root:root
+want /usr/share/doc/vault-bridge/copyright 644 root:root
+if [ "$(readlink /etc/bridge)" = vault-bridge ]; then pass "/etc/bridge -> vault-bridge (the guide's certificate path)"
+else fail "/etc/bridge is not the symlink to vault-bridge"; fi
+shell=$(getent passwd vault | cut -d: -f7)
+if [ -n "$shell" ]; then
+  pass "user vault exists (before install: $had_vault; shell $shell)"
+  case $had_vault:$shell in no:/usr/sbin/nologin | yes:*) pass "a created vault user cannot log in" ;;
+    *) fail "created vault user has shell $shell" ;; esac
+else fail "no user vault after install"; fi
+if dpkg-query -W -f='${Conffiles}\n' vault-bridge | grep -q '/etc/default/vault-bridge'; then
+  pass "/etc/default/vault-bridge is a registered conffile"
+else fail "/etc/default/vault-bridge is not a conffile"; fi
+if out=$(/usr/bin/vault-bridge --version 2>&1) && [ -n "$out" ]; then pass "the packaged binary runs --version: $out"
+else fail "packaged vault-bridge --version failed: $out"; fi
+if /usr/sbin/vault-egress-lock --version | grep -q '^vault-egress-lock [0-9]'; then
+  pass "vault-egress-lock --version: $(/usr/sbin/vault-egress-lock --version)"
+else fail "vault-egress-lock --version"; fi
+if vout=$(systemd-analyze verify --man=no vault-bridge.service 2>&1) && [ -z "$vout" ]; then
+  pass "systemd-analyze verify of the installed unit (real binary) is clean"
+else fail "systemd-analyze verify of the installed unit: $vout"; fi
+# Upgrades and reinstalls keep the operator's settings.
+sed -i 's|^BROKER_ADDRESS=.*|BROKER_ADDRESS=broker.operator.example:443|' /etc/default/vault-bridge
+dpkg -i /tmp/pkg >/tmp/dpkg2.log 2>&1 || { fail "reinstall"; sed 's/^/    /' /tmp/dpkg2.log; }
+if grep -qx 'BROKER_ADDRESS=broker.operator.example:443' /etc/default/vault-bridge; then
+  pass "reinstalling keeps the operator's /etc/default/vault-bridge"
+else fail "reinstall overwrote /etc/default/vault-bridge"; fi
+dpkg -r vault-bridge >/tmp/dpkg3.log 2>&1 || { fail "dpkg -r"; sed 's/^/    /' /tmp/dpkg3.log; }
+if [ ! -e /usr/bin/vault-bridge ] && [ -e /etc/default/vault-bridge ]; then
+  pass "dpkg -r removes the binary and keeps the configuration"
+else fail "dpkg -r left the wrong things"; fi
+dpkg -P vault-bridge >/tmp/dpkg4.log 2>&1 || { fail "dpkg -P"; sed 's/^/    /' /tmp/dpkg4.log; }
+if [ ! -e /etc/default/vault-bridge ] && [ ! -e /etc/vault-bridge ] && [ ! -L /etc/bridge ]; then
+  pass "dpkg -P removes the configuration, /etc/vault-bridge and the /etc/bridge link"
+else fail "dpkg -P left configuration behind"; fi
+echo "  inside: $ok passed, $bad failed"
+[ "$bad" = 0 ]
+EOF
+
+if in_scratch_root "$WORK/deb-inside.sh" "$DEB" >"$WORK/deb.log" 2>&1; then
+  cat "$WORK/deb.log"
+  pass ".deb in a scratch root: every check above"
+else
+  cat "$WORK/deb.log"
+  fail ".deb in a scratch root"
+fi
+
+# ---------------------------------------------------------------- rpm
+# Files, plus the two directories the package owns; distribution paths mapped.
+deb_files=$(dpkg-deb -c "$DEB" | awk '{print $1, $2, $6}' | sed -e 's| \./| /|' -e 's|/$||' |
+  grep -v -E ' /usr/share/(doc|lintian)/' |
+  grep -E '^[^d]| /etc/vault-bridge$| /usr/share/selinux/packages/vault-bridge$' |
+  sed -e 's| /lib/systemd/system/| /usr/lib/systemd/system/|' -e 's| /etc/default/| /etc/sysconfig/|' |
+  LC_ALL=C sort -k3)
+rpm_files=$(rpm -qlvp "$RPM" 2>/dev/null | awk '{print $1, $3 "/" $4, $9}' | LC_ALL=C sort -k3)
+# The .deb records root/root for /etc/vault-bridge; postinst sets the group.
+rpm_cmp=${rpm_files/drwxr-x--- root\/vault \/etc\/vault-bridge/drwxr-x--- root\/root \/etc\/vault-bridge}
+if diff -u <(echo "$deb_files") <(echo "$rpm_cmp") >"$WORK/rpmdiff"; then
+  pass "rpm -qlp lists the .deb's files with the same modes ($(wc -l <<<"$rpm_files") entries)"
+else
+  sed 's/^/    /' "$WORK/rpmdiff"
+  fail "rpm and deb file lists differ"
+fi
+if grep -qx 'drwxr-x--- root/vault /etc/vault-bridge' <<<"$rpm_files"; then
+  pass "rpm: /etc/vault-bridge is 0750 root:vault"
+else fail "rpm: /etc/vault-bridge owner/mode wrong"; fi
+if rpm -qcp "$RPM" 2>/dev/null | grep -qx /etc/sysconfig/vault-bridge; then
+  pass "rpm: /etc/sysconfig/vault-bridge is %config(noreplace)"
+else fail "rpm: env file is not a config file"; fi
+
+cat >"$WORK/rpm-inside.sh" <<'EOF'
+set -uo pipefail
+ok=0 bad=0
+pass() { ok=$((ok + 1)); echo "  PASS $*"; }
+fail() { bad=$((bad + 1)); echo "  FAIL $*"; }
+# A fresh rpm database; dependencies are Debian packages here, not rpms.
+rpm --initdb
+if rpm -i --nodeps /tmp/pkg >/tmp/rpm.log 2>&1; then pass "rpm -i installs the package (scriptlets ran)"
+else fail "rpm -i"; sed 's/^/    /' /tmp/rpm.log; fi
+if [ "$(stat -c '%a %U:%G' /etc/vault-bridge)" = "750 root:vault" ]; then pass "rpm: /etc/vault-bridge 750 root:vault"
+else fail "rpm: /etc/vault-bridge is $(stat -c '%a %U:%G' /etc/vault-bridge)"; fi
+if out=$(/usr/bin/vault-bridge --version 2>&1) && [ -n "$out" ]; then pass "rpm: the packaged binary runs --version"
+else fail "rpm: vault-bridge --version: $out"; fi
+if rpm -V --nodeps vault-bridge >/tmp/rpmv.log 2>&1; then pass "rpm -V: installed files match the package"
+else fail "rpm -V"; sed 's/^/    /' /tmp/rpmv.log; fi
+rpm -e --nodeps vault-bridge >/tmp/rpme.log 2>&1 || { fail "rpm -e"; sed 's/^/    /' /tmp/rpme.log; }
+if [ ! -e /usr/bin/vault-bridge ]; then pass "rpm -e removes it"; else fail "rpm -e left the binary"; fi
+echo "  inside: $ok passed, $bad failed"
+[ "$bad" = 0 ]
+EOF
+if in_scratch_root "$WORK/rpm-inside.sh" "$RPM" >"$WORK/rpm.log" 2>&1; then
+  cat "$WORK/rpm.log"
+  pass ".rpm in a scratch root: every check above"
+else
+  cat "$WORK/rpm.log"
+  fail ".rpm in a scratch root"
+fi
+
+echo "check-packages: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
