@@ -31,8 +31,11 @@ const SEED = [
 const PIN_A = "sha256//" + Buffer.alloc(32, 1).toString("base64");
 const PIN_B = "sha256//" + Buffer.alloc(32, 2).toString("base64");
 
-function helmTemplate(args) {
-  const r = spawnSync(helm, ["template", "cloudtaser", chart, ...args], { encoding: "utf8", timeout: 60000 });
+// The Kubernetes release the schema comes from; helm's own default differs by helm version.
+const KUBE_VERSION = "v1.34.0";
+
+function helmTemplate(args, kubeVersion = KUBE_VERSION) {
+  const r = spawnSync(helm, ["template", "cloudtaser", chart, "--kube-version", kubeVersion, ...args], { encoding: "utf8", timeout: 60000 });
   return { status: r.status, stdout: r.stdout || "", stderr: r.stderr || "" };
 }
 
@@ -317,6 +320,17 @@ test("--set values are typed as helm types them", () => {
   const r = helmTemplate([...SEED, "--set-string", "broker.replicas=3"]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /replicas/);
+});
+
+test("a cluster older than the chart's kubeVersion is refused", () => {
+  const r = helmTemplate(SEED, "v1.25.0");
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /kubeVersion/);
+});
+
+test("helm lint --strict passes with the seed's values", { skip: path.basename(helm) !== "helm" && "real helm not on PATH" }, () => {
+  const r = spawnSync(helm, ["lint", "--strict", chart, ...SEED.filter((a) => a !== "--create-namespace")], { encoding: "utf8", timeout: 60000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
 });
 
 const FAILURES = {

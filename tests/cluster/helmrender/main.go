@@ -36,6 +36,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/Masterminds/sprig/v3"
 	"github.com/xeipuuv/gojsonschema"
 	"sigs.k8s.io/yaml"
@@ -175,6 +176,20 @@ func render(release, chartDir, namespace, kubeVersion string, valueFiles, sets, 
 	}
 	if meta.APIVersion != "v2" || meta.Name == "" || meta.Version == "" {
 		return "", errors.New("Chart.yaml: apiVersion v2, name and version are required")
+	}
+
+	if meta.KubeVersion != "" {
+		c, err := semver.NewConstraint(meta.KubeVersion)
+		if err != nil {
+			return "", fmt.Errorf("Chart.yaml kubeVersion: %w", err)
+		}
+		v, err := semver.NewVersion(kubeVersion)
+		if err != nil {
+			return "", fmt.Errorf("--kube-version: %w", err)
+		}
+		if !c.Check(v) {
+			return "", fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", meta.KubeVersion, kubeVersion)
+		}
 	}
 
 	defaults := map[string]interface{}{}
