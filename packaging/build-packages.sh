@@ -8,6 +8,8 @@
 set -euo pipefail
 
 FORMAT=$1 BIN=$2 VERSION=$3 SEPP=$4 OUT=$5
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 ARCH_DEB=$(dpkg --print-architecture)
 ARCH_RPM=$(uname -m)
@@ -53,6 +55,7 @@ if [ "$FORMAT" = deb ]; then
   # Shared-library dependencies, computed the Debian way.
   mkdir -p "$WORK/shlibs/debian"
   printf 'Source: vault-bridge\n\nPackage: vault-bridge\nArchitecture: any\n' >"$WORK/shlibs/debian/control"
+  # (It warns that the binary is not under debian/<package>; that is expected here.)
   SHLIBS=$(cd "$WORK/shlibs" && dpkg-shlibdeps -O "$ROOT/usr/bin/vault-bridge" 2>/dev/null |
     sed -n 's/^shlibs:Depends=//p')
   [ -n "$SHLIBS" ] || { echo "build-packages: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
