@@ -1,0 +1,72 @@
+// Every hard limit of the link protocol and the daemons, with its reason.
+// docs/protocol.md §6 lists the same table; a change here changes the spec.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace ct::limits {
+
+using namespace std::chrono_literals;
+
+// One TLS record carries at most 16 KiB of plaintext; a larger frame would only
+// make the receiver buffer more before it can check anything.
+inline constexpr uint32_t kMaxFramePayload = 16384;
+// The smallest max-frame a peer may advertise: below this the header overhead
+// dominates and a peer could force us into per-byte work (data dribble).
+inline constexpr uint32_t kMinFramePayload = 1024;
+inline constexpr size_t kFrameHeaderSize = 10;
+
+// Windows are signed-31-bit like HTTP/2 so that 64-bit checked arithmetic
+// can never overflow and a peer cannot wrap a window (go-yamux#112).
+inline constexpr uint32_t kMaxWindow = 0x7fffffff;
+inline constexpr uint32_t kMaxStreamId = 0x7fffffff;
+
+// 256 KiB per stream keeps a single loopback stream near line rate while a
+// stalled wrapper pins at most this much in each process on the path.
+inline constexpr uint32_t kDefaultStreamWindow = 256 * 1024;
+// The connection window only bounds bytes in flight on the wire (credit is
+// returned as soon as bytes reach a stream), so it can be generous.
+inline constexpr uint32_t kDefaultConnWindow = 16 * 1024 * 1024;
+
+// Concurrent streams per connection. A broker holds every wrapper as one fd in
+// its forwarding process, and a process here may hold at most 20000 fds.
+inline constexpr uint32_t kMaxConcurrentStreams = 16384;
+
+// Wrappers held while no bridge is connected: each costs an fd; beyond this a
+// new wrapper is closed at once rather than queued without bound (F-36).
+inline constexpr size_t kMaxPendingOpens = 4096;
+
+// Frames a peer can make us send (PONG, RESET, WINDOW) while it is not
+// reading our output: beyond this it is flooding us (F-28, F-37; nghttp2 and
+// Envoy use 1000 for the same purpose).
+inline constexpr size_t kMaxQueuedControlFrames = 1000;
+
+// Output we hold for one connection before we stop producing DATA for it
+// (watermark back-pressure). Control frames still go out up to the cap above.
+inline constexpr size_t kOutputHighWater = 1024 * 1024;
+
+// Glitches (legal-but-suspicious frames) and resets share a token bucket, as
+// nghttp2 and HAProxy do since Rapid Reset; resets we send because of the
+// peer's frames are charged too (MadeYouReset).
+inline constexpr uint32_t kMisbehaviourBurst = 1000;
+inline constexpr uint32_t kMisbehaviourRefillPerSec = 200;
+
+// Time for the peer's HELLO after the session starts, and for a TLS handshake.
+inline constexpr auto kHelloTimeout = 10s;
+inline constexpr auto kHandshakeTimeout = 10s;
+// Keepalive on the link: a PING every 5 s; nothing received for 15 s means
+// the peer is dead (silent partitions, SIGSTOPped peers: F-39, FI-04, FI-06).
+inline constexpr auto kPingInterval = 5s;
+inline constexpr auto kDeadPeerTimeout = 15s;
+
+// Reads per loop iteration per connection: bounds the work one busy peer can
+// cause before other fds get their turn (F-06).
+inline constexpr size_t kReadChunk = 256 * 1024;
+
+// IPC between processes of one daemon: a control message carries at most the
+// certificate material (a few chains and a key), never stream data.
+inline constexpr size_t kMaxIpcMessage = 1024 * 1024;
+
+}  // namespace ct::limits
