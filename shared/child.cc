@@ -1,0 +1,78 @@
+#include "shared/child.h"
+
+#include <signal.h>
+
+#include "shared/log.h"
+#include "shared/proc.h"
+
+namespace ct {
+
+ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts)
+    : boot_(child_take_control()), daemon_(daemon), process_(process) {
+  ctl_ = IpcChannel(std::move(boot_), accepts);
+  log::init(daemon, process, log::kInfo);
+  signal(SIGPIPE, SIG_IGN);
+  // Terminal signals reach the whole process group; only the parent acts on
+  // them (it drains the children over the control channel).
+  loop_.watch_signals({SIGINT, SIGTERM, SIGHUP}, [](int) {});
+  loop_.add(ctl_.fd(), EPOLLIN, this);
+}
+
+void ChildBase::send(Msg type, Bytes body, int fd) {
+  if (!ctl_.send(type, body, fd)) {
+    LOG_ERROR("control channel to the parent is stuck; exiting");
+    exit_child(1);
+  }
+}
+
+void ChildBase::on_io(uint32_t events) noexcept {
+  if (events & EPOLLOUT) ctl_.flush();
+  for (int i = 0; i < 64; i++) {
+    IpcMessage m;
+    std::string why;
+    const auto r = ctl_.recv(&m, &why);
+    if (r == IpcChannel::Recv::kAgain) break;
+    if (r == IpcChannel::Recv::kClosed) {
+      // The parent is gone; PDEATHSIG would follow anyway.
+      exit_child(0);
+      return;
+    }
+    if (r == IpcChannel::Recv::kBad) {
+      LOG_ERROR("bad control message from the parent: %s; exiting", why.c_str());
+      exit_child(1);
+      return;
+    }
+    if (m.type == Msg::kSettings) {
+      auto s = decode_settings(m.body);
+      if (have_settings_ || !s) {
+        LOG_ERROR("SETTINGS %s; exiting", have_settings_ ? "sent twice" : "malformed");
+        exit_child(1);
+        return;
+      }
+      settings_ = *s;
+      have_settings_ = true;
+      log::set_level(static_cast<log::Level>(settings_.log_level));
+    }
+    if (!have_settings_ || !on_message(m)) {
+      LOG_ERROR("control message %s not allowed now; exiting", msg_name(m.type));
+      exit_child(1);
+      return;
+    }
+  }
+  loop_.mod(ctl_.fd(), EPOLLIN | (ctl_.wants_write() ? EPOLLOUT : 0u), this);
+}
+
+int ChildBase::run() {
+  loop_.set_after_batch([this] {
+    after_batch();
+    if (ctl_.wants_write()) ctl_.flush();
+  });
+  while (!loop_.stopped()) {
+    on_tick(Clock::now());
+    if (loop_.stopped()) break;
+    loop_.run_once(next_deadline());
+  }
+  return exit_code_;
+}
+
+}  // namespace ct

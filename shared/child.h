@@ -1,0 +1,49 @@
+// What every child process (TLS or forwarding, broker or bridge) shares: the
+// control channel to the parent on fd 3, its loop, and the rule that the
+// child lives only as long as that channel (parent gone: exit at once).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "shared/ipc.h"
+#include "shared/ipc_msgs.h"
+#include "shared/loop.h"
+
+namespace ct {
+
+class ChildBase : public Loop::Handler {
+ public:
+  ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts);
+  ~ChildBase() override = default;
+  // Runs the loop until exit_child() or the parent goes away; returns the exit code.
+  int run();
+
+ protected:
+  // A message from the parent, already checked against the accepted types.
+  // Returning false means "not allowed now": the child exits (error policy).
+  virtual bool on_message(IpcMessage& m) noexcept = 0;
+  virtual void on_tick(TimePoint now) noexcept = 0;
+  virtual TimePoint next_deadline() const = 0;
+  virtual void after_batch() noexcept {}
+  void exit_child(int code) {
+    exit_code_ = code;
+    loop_.stop();
+  }
+  void send(Msg type, Bytes body, int fd = -1);
+  void on_io(uint32_t events) noexcept override;
+
+  // Taken first, before any member opens an fd: it closes every fd above 3.
+  UniqueFd boot_;
+  Loop loop_;
+  IpcChannel ctl_;
+  ProcSettings settings_;
+  bool have_settings_ = false;
+  const char* daemon_;
+  const char* process_;
+
+ private:
+  int exit_code_ = 0;
+};
+
+}  // namespace ct

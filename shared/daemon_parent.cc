@@ -1,0 +1,198 @@
+#include "shared/daemon_parent.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "shared/log.h"
+#include "shared/proc.h"
+
+namespace ct {
+
+namespace {
+constexpr size_t kMaxPemFile = 64 * 1024;
+constexpr auto kStartupTimeout = std::chrono::seconds(10);
+
+// Tls child: what it may send to the parent, and in which size.
+const std::vector<MsgRule> kFromTls = {
+    {Msg::kReady, false, 0},
+    {Msg::kMaterialError, false, 1024},
+    {Msg::kStatus, false, 1024},
+    {Msg::kDialRequest, false, 0},
+    {Msg::kDrained, false, 0},
+};
+const std::vector<MsgRule> kFromForward = {
+    {Msg::kReady, false, 0},
+    {Msg::kDrained, false, 0},
+};
+}  // namespace
+
+int DaemonParent::usage_error(const std::string& msg) const {
+  std::fprintf(stderr, "%s: %s\n", daemon_, msg.c_str());
+  return kExitUsage;
+}
+
+bool DaemonParent::read_material(Material* m, std::string* err) const {
+  if (!read_small_file(cert_path_, kMaxPemFile, &m->cert_pem, err) ||
+      !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err) ||
+      !read_small_file(ca_path_, kMaxPemFile, &m->ca_pem, err)) {
+    wipe_material(*m);
+    return false;
+  }
+  m->pins = pins_;
+  return true;
+}
+
+int DaemonParent::run() {
+  std::string err;
+  if (!read_material(&good_, &err)) return usage_error(err);
+  UniqueFd exe;
+  if (!open_self_exe(&exe, &err)) return usage_error(err);
+  signal(SIGPIPE, SIG_IGN);
+  loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
+    if (sig == SIGCHLD) sup_->on_sigchld();
+    else if (sig == SIGHUP) reload();
+    else begin_drain();
+  });
+  sup_ = std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(exe), kFromTls, kFromForward);
+  startup_deadline_ = Clock::now() + kStartupTimeout;
+  if (!sup_->start()) {
+    sup_->signal_all(SIGKILL);
+    return usage_error("cannot start child processes");
+  }
+  while (true) {
+    const auto now = Clock::now();
+    if (phase_ == Phase::kStarting && now >= startup_deadline_) {
+      startup_error_ = "TLS process did not become ready in time";
+      break;
+    }
+    if (phase_ == Phase::kDraining && (!sup_->any_alive() || now >= drain_deadline_)) break;
+    if (!startup_error_.empty()) break;
+    sup_->tick(now);
+    extra_tick(now);
+    TimePoint dl = std::min({sup_->next_deadline(), extra_deadline(),
+                             phase_ == Phase::kStarting ? startup_deadline_ : TimePoint::max(),
+                             drain_deadline_});
+    loop_.run_once(dl);
+  }
+  sup_->set_stopping();
+  sup_->signal_all(SIGKILL);
+  wipe_material(good_);
+  wipe_material(candidate_);
+  if (!startup_error_.empty()) {
+    std::fprintf(stderr, "%s: %s\n", daemon_, startup_error_.c_str());
+    return kExitUsage;
+  }
+  LOG_INFO("exiting");
+  return exit_code_;
+}
+
+void DaemonParent::on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept {
+  const auto s = encode_settings(settings_for(w));
+  ch.send(Msg::kSettings, s);
+  if (w == Supervisor::kTls) {
+    ch.send(Msg::kMaterial, encode_material(good_));
+    material_sent_to_current_tls_ = true;
+    candidate_pending_ = false;  // a new process only ever sees the good material
+  }
+  send_extras(w, ch);
+  if (phase_ == Phase::kDraining) ch.send(Msg::kDrain, Bytes{});
+}
+
+void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept {
+  switch (m.type) {
+    case Msg::kReady:
+      if (w == Supervisor::kTls && candidate_pending_) {
+        // The TLS process accepted the reloaded material: it becomes the good one.
+        wipe_material(good_);
+        good_ = std::move(candidate_);
+        candidate_ = Material{};
+        candidate_pending_ = false;
+        LOG_INFO("reload: new certificate material in service");
+        return;
+      }
+      if (w == Supervisor::kTls && phase_ == Phase::kStarting) {
+        phase_ = Phase::kRunning;
+        LOG_INFO("ready");
+        sd_notify("READY=1\nSTATUS=started; no link yet");
+      }
+      return;
+    case Msg::kMaterialError: {
+      const std::string why(m.body.begin(), m.body.end());
+      if (phase_ == Phase::kStarting) {
+        startup_error_ = why;
+        return;
+      }
+      if (candidate_pending_) {
+        LOG_WARN("reload refused, keeping the material in service: %s", why.c_str());
+        wipe_material(candidate_);
+        candidate_pending_ = false;
+        return;
+      }
+      // The good material was refused by a restarted TLS process: impossible.
+      sup_->kill_child(w, "refused material it accepted before: " + why);
+      return;
+    }
+    case Msg::kStatus:
+      if (auto s = decode_status(m.body)) return on_status(*s);
+      return sup_->kill_child(w, "malformed STATUS");
+    case Msg::kDrained:
+      return;
+    default:
+      if (!on_extra_message(w, m))
+        sup_->kill_child(w, std::string("message not allowed: ") + msg_name(m.type));
+  }
+}
+
+void DaemonParent::on_status(const Status& s) noexcept {
+  LOG_INFO("status: %s", s.text.c_str());
+  sd_notify("STATUS=" + s.text);
+}
+
+void DaemonParent::on_child_exited(Supervisor::Which w) noexcept {
+  if (w == Supervisor::kTls) candidate_pending_ = false;
+  if (phase_ == Phase::kStarting && w == Supervisor::kTls && startup_error_.empty())
+    startup_error_ = "TLS process exited during start-up";
+}
+
+void DaemonParent::reload() noexcept {
+  if (phase_ != Phase::kRunning) return;
+  std::string err;
+  Material m;
+  if (!read_material(&m, &err)) {
+    LOG_WARN("reload refused, keeping the material in service: %s", err.c_str());
+    return;
+  }
+  IpcChannel* ch = sup_->channel(Supervisor::kTls);
+  if (ch == nullptr) {
+    wipe_material(m);
+    LOG_WARN("reload deferred: TLS process is restarting");
+    return;
+  }
+  wipe_material(candidate_);
+  candidate_ = std::move(m);
+  candidate_pending_ = true;
+  ch->send(Msg::kMaterial, encode_material(candidate_));
+  LOG_INFO("reload: material sent to the TLS process");
+}
+
+void DaemonParent::begin_drain() noexcept {
+  if (phase_ == Phase::kDraining) return;
+  if (phase_ == Phase::kStarting) {
+    exit_code_ = 0;
+    drain_deadline_ = Clock::now();
+    phase_ = Phase::kDraining;
+    return;
+  }
+  phase_ = Phase::kDraining;
+  sd_notify("STOPPING=1");
+  LOG_INFO("draining: no new streams, up to %u s for the open ones", base_.drain_timeout_ms / 1000);
+  sup_->set_stopping();
+  drain_deadline_ = Clock::now() + std::chrono::milliseconds(base_.drain_timeout_ms);
+  for (auto w : {Supervisor::kTls, Supervisor::kForward})
+    if (IpcChannel* ch = sup_->channel(w)) ch->send(Msg::kDrain, Bytes{});
+}
+
+}  // namespace ct

@@ -1,0 +1,72 @@
+// The privileged parent of either daemon: it reads the certificate files,
+// keeps the last material that a TLS process accepted (so a restarted TLS
+// process gets exactly that), supervises the two children, and turns signals
+// into phases: SIGHUP reloads the material, SIGTERM/SIGINT drain and exit.
+// It never parses anything that came from the network.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shared/ipc_msgs.h"
+#include "shared/loop.h"
+#include "shared/supervisor.h"
+
+namespace ct {
+
+// Exit codes: 0 clean, 1 runtime failure, 2 bad command line or files.
+inline constexpr int kExitUsage = 2;
+
+class DaemonParent : public Supervisor::Hooks {
+ public:
+  explicit DaemonParent(const char* daemon) : daemon_(daemon) {}
+  ~DaemonParent() override = default;
+  // Loads the material, starts the children and runs until drained.
+  int run();
+
+ protected:
+  // Settings for a child, and anything else it needs at start (listeners).
+  virtual ProcSettings settings_for(Supervisor::Which w) = 0;
+  virtual void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept { (void)w, (void)ch; }
+  // Daemon-specific messages (the bridge's dial requests). False: not allowed.
+  virtual bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept {
+    (void)w, (void)m;
+    return false;
+  }
+  virtual void on_status(const Status& s) noexcept;
+  virtual TimePoint extra_deadline() const { return TimePoint::max(); }
+  virtual void extra_tick(TimePoint now) noexcept { (void)now; }
+  // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
+  int usage_error(const std::string& msg) const;
+
+  // Reads cert, key and CA files; *err names the file on failure.
+  bool read_material(Material* m, std::string* err) const;
+
+  void on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept override;
+  void on_child_message(Supervisor::Which w, IpcMessage& m) noexcept override;
+  void on_child_exited(Supervisor::Which w) noexcept override;
+
+  const char* daemon_;
+  std::string cert_path_, key_path_, ca_path_;
+  std::vector<Pin> pins_;
+  ProcSettings base_;  // log level, timeouts
+  Loop loop_;
+  std::unique_ptr<Supervisor> sup_;
+
+ private:
+  enum class Phase { kStarting, kRunning, kDraining };
+  void reload() noexcept;
+  void begin_drain() noexcept;
+  Phase phase_ = Phase::kStarting;
+  Material good_;          // the material the TLS process runs with
+  Material candidate_;     // sent on SIGHUP, awaiting the verdict
+  bool candidate_pending_ = false;
+  bool material_sent_to_current_tls_ = false;
+  int exit_code_ = 0;
+  std::string startup_error_;
+  TimePoint startup_deadline_{};
+  TimePoint drain_deadline_ = TimePoint::max();
+};
+
+}  // namespace ct

@@ -1,0 +1,93 @@
+// The typed message layer between the processes of one daemon (parent <->
+// child control channels). One message per SOCK_SEQPACKET datagram:
+//
+//   u16 type | u16 reserved (0) | u32 body length | body
+//
+// Each channel end declares the types it accepts, whether each carries exactly
+// one fd (SCM_RIGHTS) or none, and a per-type size cap. Anything else - an
+// unknown type, a wrong length, a missing or unexpected fd, a truncated
+// datagram - is a bad message, and a bad internal message ends the receiving
+// process (docs/architecture.md, error policy). Received fds land in UniqueFd.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "shared/bytes.h"
+#include "shared/unique_fd.h"
+
+namespace ct {
+
+enum class Msg : uint16_t {
+  // parent -> child
+  kSettings = 1,      // process settings (ipc_msgs.h)
+  kMaterial = 2,      // certificate, key, CA and pins for the TLS process
+  kListener = 3,      // fd: a bound listening socket
+  kPeerChannel = 4,   // fd: the socketpair end joining the TLS and forwarding processes
+  kDialed = 5,        // fd: a connected socket to the broker (bridge)
+  kDialFailed = 6,    // text: why the dial failed (bridge)
+  kDrain = 7,         // stop accepting, goaway, finish streams
+  // child -> parent
+  kReady = 32,        // settings (and material) applied
+  kMaterialError = 33,  // text: why the material was refused
+  kDialRequest = 34,  // bridge TLS process wants a connection to the broker
+  kStatus = 35,       // u32 links up, text
+  kDrained = 36,      // no streams left
+};
+const char* msg_name(Msg m);
+
+struct MsgRule {
+  Msg type;
+  bool has_fd;
+  uint32_t max_len;
+};
+
+struct IpcMessage {
+  Msg type = Msg::kReady;
+  std::vector<uint8_t> body;
+  UniqueFd fd;
+};
+
+class IpcChannel {
+ public:
+  IpcChannel() = default;
+  IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts);
+
+  // Queues a message (with an fd to pass, which is duplicated). Never blocks.
+  // Returns false when the queue is over its cap: the peer is not reading.
+  bool send(Msg type, Bytes body, int pass_fd = -1);
+  bool send(Msg type, std::string_view text) { return send(type, as_bytes(text)); }
+  // Writes what is queued; false on a fatal socket error.
+  bool flush();
+  bool wants_write() const { return !queue_.empty(); }
+
+  enum class Recv { kMessage, kAgain, kClosed, kBad };
+  // Receives one message. kBad sets *why; the caller ends its process.
+  Recv recv(IpcMessage* out, std::string* why);
+
+  int fd() const { return fd_.get(); }
+  bool valid() const { return fd_.valid(); }
+
+ private:
+  struct Pending {
+    std::vector<uint8_t> datagram;
+    UniqueFd fd;
+  };
+  UniqueFd fd_;
+  std::vector<MsgRule> accepts_;
+  std::deque<Pending> queue_;
+};
+
+// Validates one received datagram against the rules (exposed for the fuzzer).
+bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMessage* out,
+               std::string* why);
+
+// A connected SOCK_SEQPACKET pair (control channels) or SOCK_STREAM pair (the
+// data channel between TLS and forwarding processes), both CLOEXEC.
+bool make_seqpacket_pair(UniqueFd* a, UniqueFd* b);
+bool make_stream_pair(UniqueFd* a, UniqueFd* b);
+
+}  // namespace ct

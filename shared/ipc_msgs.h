@@ -1,0 +1,55 @@
+// Bodies of the control messages (ipc.h). Each has one encoder and one
+// decoder; decoders consume the body exactly or fail (a failure ends the
+// receiving process, like any bad internal message).
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/bytes.h"
+
+namespace ct {
+
+using Pin = std::array<uint8_t, 32>;  // SHA-256 of a DER SubjectPublicKeyInfo
+
+// Settings for a child process, sent once after it starts.
+struct ProcSettings {
+  uint8_t log_level = 2;
+  uint32_t pending_timeout_ms = 10000;  // broker: wrappers held while no bridge
+  uint32_t drain_timeout_ms = 30000;
+  std::string peer_name;  // bridge TLS process: the broker name to verify
+  std::string upstream;   // bridge forwarding process: numeric host:port of OpenBao
+};
+std::vector<uint8_t> encode_settings(const ProcSettings& s);
+std::optional<ProcSettings> decode_settings(Bytes b);
+
+// Certificate material for the TLS process: PEM text as read from the files,
+// and the accepted peer pins (empty: chain verification only).
+struct Material {
+  std::string cert_pem;
+  std::string key_pem;
+  std::string ca_pem;
+  std::vector<Pin> pins;
+};
+std::vector<uint8_t> encode_material(const Material& m);
+std::optional<Material> decode_material(Bytes b);
+// Overwrites the PEM text (the key above all) before the memory is freed.
+void wipe_material(Material& m);
+
+struct Status {
+  uint32_t links_up = 0;
+  std::string text;
+};
+std::vector<uint8_t> encode_status(const Status& s);
+std::optional<Status> decode_status(Bytes b);
+
+// "sha256//<base64 of 32 bytes>" (curl's pin form) -> Pin.
+std::optional<Pin> parse_pin(std::string_view s);
+std::string format_pin(const Pin& p);
+// Standard base64 with padding; nullopt on any other character or length.
+std::optional<std::vector<uint8_t>> base64_decode(std::string_view s);
+std::string base64_encode(Bytes b);
+
+}  // namespace ct

@@ -1,0 +1,39 @@
+// One line per event on stderr: "<time> <daemon>[<process>] <event ...>".
+// Callers put conn=N stream=M first so lines grep well. Never log payload or
+// key material. Writing never blocks the loop: when stderr is a pipe it is made
+// non-blocking and a line that does not fit is dropped and counted (FI-26).
+#pragma once
+
+#include <cstdarg>
+#include <cstdint>
+#include <string_view>
+
+namespace ct::log {
+
+enum Level : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
+
+void init(std::string_view daemon, std::string_view process, Level level);
+void set_process(std::string_view process);
+void set_level(Level level);
+Level level();
+// Parses "error", "warn", "info", "debug"; false when unknown.
+bool parse_level(std::string_view s, Level* out);
+uint64_t dropped_lines();
+
+void msg(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+// The same, with ": <strerror(err)>" appended.
+void msg_errno(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+
+}  // namespace ct::log
+
+#define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
+#define LOG_WARN(...) ::ct::log::msg(::ct::log::kWarn, __VA_ARGS__)
+#define LOG_WARN_ERRNO(err, ...) ::ct::log::msg_errno(::ct::log::kWarn, err, __VA_ARGS__)
+#define LOG_INFO(...)                                                          \
+  do {                                                                         \
+    if (::ct::log::level() >= ::ct::log::kInfo) ::ct::log::msg(::ct::log::kInfo, __VA_ARGS__); \
+  } while (0)
+#define LOG_DEBUG(...)                                                           \
+  do {                                                                           \
+    if (::ct::log::level() >= ::ct::log::kDebug) ::ct::log::msg(::ct::log::kDebug, __VA_ARGS__); \
+  } while (0)

@@ -1,0 +1,121 @@
+#include "shared/proc.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+
+#include "shared/log.h"
+
+extern char** environ;
+
+namespace ct {
+
+bool open_self_exe(UniqueFd* out, std::string* err) {
+  out->reset(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!*out) {
+    *err = std::string("cannot open /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_flag,
+                  UniqueFd control) {
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid != 0) return pid;  // parent (or -1)
+  // Child: async-signal-safe calls only until exec.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(71);
+  const int c = fcntl(control.get(), F_DUPFD, 10);
+  const int e = fcntl(exe_fd, F_DUPFD_CLOEXEC, 10);
+  if (c < 0 || e < 0 || dup2(c, kChildControlFd) != kChildControlFd ||
+      dup3(e, 4, O_CLOEXEC) != 4)
+    _exit(72);
+  syscall(SYS_close_range, 5u, ~0u, 0u);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  char* const argv[] = {const_cast<char*>(argv0.c_str()), const_cast<char*>(role_flag.c_str()),
+                        nullptr};
+  syscall(SYS_execveat, 4, "", argv, environ, AT_EMPTY_PATH);
+  _exit(73);
+}
+
+UniqueFd child_take_control() {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(kChildControlFd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+      type != SOCK_SEQPACKET) {
+    std::fprintf(stderr, "this mode is internal: the daemon starts its own child processes\n");
+    std::exit(70);
+  }
+  syscall(SYS_close_range, 4u, ~0u, 0u);
+  fcntl(kChildControlFd, F_SETFD, FD_CLOEXEC);
+  fcntl(kChildControlFd, F_SETFL, O_NONBLOCK);
+  return UniqueFd(kChildControlFd);
+}
+
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) {
+    *err = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    *err = "cannot read " + path + ": not a regular file";
+    return false;
+  }
+  out->clear();
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *err = "cannot read " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (out->size() + static_cast<size_t>(n) > cap) {
+      wipe(*out);
+      *err = "cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB";
+      return false;
+    }
+    out->append(buf, static_cast<size_t>(n));
+  }
+  explicit_bzero(buf, sizeof buf);
+  return true;
+}
+
+void sd_notify(const std::string& msg) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const size_t plen = std::strlen(path);
+  if (plen >= sizeof sa.sun_path) return;
+  std::memcpy(sa.sun_path, path, plen);
+  if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace
+  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return;
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + plen);
+  sendto(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa), len);
+}
+
+void wipe(std::string& s) {
+  if (!s.empty()) explicit_bzero(s.data(), s.size());
+  s.clear();
+}
+
+}  // namespace ct

@@ -1,0 +1,64 @@
+// Joins a stream of one link to a stream of another, in both directions, in
+// a TLS process (local socketpair link <-> broker/bridge link). Back-pressure
+// is end to end: bytes are consumed (credited) on the source stream only
+// once the destination stream accepted them, so a stalled wrapper stalls only
+// its own stream, and each direction buffers at most one window.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "shared/link.h"
+
+namespace ct {
+
+class Relay {
+ public:
+  struct End {
+    Link* link = nullptr;
+    uint32_t id = 0;
+  };
+  End a;  // the side the stream was opened from (or the first attached)
+  End b;  // the other side; unset while the stream is pending
+  TimePoint pending_deadline{};
+
+ private:
+  friend class RelayTable;
+  struct Dir {
+    std::vector<uint8_t> buf;  // accepted from the source, not yet sent on
+    size_t pos = 0;
+    bool fin = false;       // source half-closed
+    bool fin_sent = false;  // ...and we forwarded it
+  };
+  Dir ab, ba;
+};
+
+class RelayTable {
+ public:
+  // A relay with only its first end (the other attaches later, or never).
+  Relay* create(Link* a, uint32_t id_a);
+  void attach(Relay* r, Link* b, uint32_t id_b);
+  Relay* find(Link* l, uint32_t id) const;
+  size_t size() const { return relays_.size(); }
+
+  // Session events for a stream that belongs to a relay.
+  void on_data(Link* from, uint32_t id, Bytes data);
+  void on_fin(Link* from, uint32_t id);
+  void on_reset(Link* from, uint32_t id, Code code);
+  void on_writable(Link* to, uint32_t id);
+  // Ends a relay from the outside (timeout, refusal): resets both ends.
+  void reset(Relay* r, Code code);
+  // The link is gone: every relay on it resets its other end with `code`.
+  void link_closed(Link* l, Code code);
+  // All relays that still lack their second end.
+  std::vector<Relay*> pending() const;
+
+ private:
+  void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
+  void maybe_done(Relay* r);
+  void remove(Relay* r);
+  std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
+};
+
+}  // namespace ct

@@ -1,0 +1,168 @@
+#include "shared/splice.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "shared/log.h"
+#include "shared/net.h"
+
+namespace ct {
+
+namespace {
+constexpr size_t kReadMax = 64 * 1024;  // one read per event; the loop stays fair
+}
+
+Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting)
+    : loop_(loop), owner_(owner), link_(link), id_(id), fd_(std::move(fd)),
+      connecting_(connecting) {
+  interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
+  loop_.add(fd_.get(), interest_, this);
+  link_.splices[id_] = this;
+}
+
+Splice::~Splice() = default;
+
+void Splice::update_interest() noexcept {
+  if (done_ || !fd_) return;
+  uint32_t want = 0;
+  if (connecting_) {
+    want = EPOLLOUT;
+  } else {
+    if (!read_eof_ && !read_blocked_) want |= EPOLLIN | EPOLLRDHUP;
+    if (out_pos_ < out_.size()) want |= EPOLLOUT;
+  }
+  if (want != interest_) {
+    interest_ = want;
+    loop_.mod(fd_.get(), want, this);
+  }
+}
+
+void Splice::on_io(uint32_t events) noexcept {
+  if (done_) return;
+  if (connecting_) {
+    const int err = socket_error(fd_.get());
+    if (err != 0) {
+      LOG_INFO("stream=%u upstream connect failed: %s", id_, std::strerror(err));
+      if (!link_.closed()) link_.session().reset(id_, Code::kUpstreamRefused);
+      return finish(false);
+    }
+    connecting_ = false;
+    pump_write();
+    if (!done_) pump_read();
+    return update_interest();
+  }
+  if (events & EPOLLOUT) pump_write();
+  if (done_) return;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pump_read();
+  if (!done_) update_interest();
+}
+
+void Splice::pump_read() noexcept {
+  if (read_eof_ || done_ || connecting_ || link_.closed()) return;
+  Session& s = link_.session();
+  const size_t cap = s.send_capacity(id_);
+  if (cap == 0) {
+    read_blocked_ = true;
+    return update_interest();
+  }
+  read_blocked_ = false;
+  uint8_t buf[kReadMax];
+  const ssize_t n = ::read(fd_.get(), buf, std::min(cap, sizeof buf));
+  if (n > 0) {
+    s.send(id_, Bytes(buf, static_cast<size_t>(n)), false);
+    return;
+  }
+  if (n == 0) {
+    read_eof_ = true;
+    s.close_write(id_);
+    return maybe_finish();
+  }
+  if (errno == EAGAIN || errno == EINTR) return;
+  // ECONNRESET and friends: the far end aborted; so do we, on the stream.
+  s.reset(id_, connecting_ ? Code::kUpstreamRefused : Code::kCancel);
+  finish(true);
+}
+
+void Splice::pump_write() noexcept {
+  while (out_pos_ < out_.size() && !done_) {
+    const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      out_pos_ += static_cast<size_t>(n);
+      if (!link_.closed()) link_.session().consume(id_, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return update_interest();
+    if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+    return finish(true);
+  }
+  out_.clear();
+  out_pos_ = 0;
+  if (peer_fin_ && !write_shut_) {
+    write_shut_ = true;
+    ::shutdown(fd_.get(), SHUT_WR);
+    maybe_finish();
+  }
+}
+
+void Splice::on_data(Bytes data) noexcept {
+  if (done_) return;
+  if (out_pos_ == out_.size() && !connecting_) {
+    // Straight to the socket; only what it does not take is buffered.
+    const ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      link_.session().consume(id_, static_cast<size_t>(n));
+      data = data.subspan(static_cast<size_t>(n));
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      link_.session().reset(id_, Code::kCancel);
+      return finish(true);
+    }
+  }
+  out_.insert(out_.end(), data.begin(), data.end());
+  update_interest();
+}
+
+void Splice::on_fin() noexcept {
+  if (done_) return;
+  peer_fin_ = true;
+  if (!connecting_) pump_write();
+}
+
+void Splice::on_reset(Code code) noexcept {
+  if (done_) return;
+  LOG_DEBUG("stream=%u reset: %s", id_, std::string(code_name(code)).c_str());
+  finish(true);
+}
+
+void Splice::on_writable() noexcept {
+  if (done_ || !read_blocked_) return;
+  pump_read();
+  update_interest();
+}
+
+void Splice::abort() noexcept { finish(true); }
+
+void Splice::maybe_finish() noexcept {
+  if (read_eof_ && write_shut_) finish(false);
+}
+
+void Splice::finish(bool abortive) noexcept {
+  if (done_) return;
+  done_ = true;
+  if (fd_) {
+    loop_.del(fd_.get());
+    if (abortive) {
+      // SO_LINGER 0: close sends RST, so the other side sees an abort, not EOF.
+      linger l{1, 0};
+      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    fd_.reset();
+  }
+  auto it = link_.splices.find(id_);
+  if (it != link_.splices.end() && it->second == this) link_.splices.erase(it);
+  owner_.on_splice_done(*this);
+}
+
+}  // namespace ct

@@ -1,0 +1,61 @@
+// Joins one local TCP socket (a wrapper on the broker, an OpenBao connection
+// on the bridge) to one stream of the forwarding process's session with its
+// TLS process. Bytes pass unchanged both ways; the socket is read only while
+// the stream has send capacity, and stream data is consumed only once written
+// to the socket, so nothing is buffered beyond one window. EOF becomes FIN,
+// FIN becomes shutdown(SHUT_WR), a socket error becomes RESET, and RESET
+// closes the socket abortively (RST) so the far end sees an abrupt close.
+#pragma once
+
+#include <vector>
+
+#include "shared/link.h"
+
+namespace ct {
+
+class Splice final : public Loop::Handler {
+ public:
+  struct Owner {
+    virtual ~Owner() = default;
+    virtual void on_splice_done(Splice& s) noexcept = 0;  // retire it
+  };
+  // `connecting`: a non-blocking connect is in flight (bridge -> OpenBao).
+  Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting);
+  ~Splice() override;
+
+  void on_io(uint32_t events) noexcept override;
+  // Session events for this stream.
+  void on_data(Bytes data) noexcept;
+  void on_fin() noexcept;
+  void on_reset(Code code) noexcept;
+  void on_writable() noexcept;
+  // The link died: drop the socket abortively.
+  void abort() noexcept;
+
+  uint32_t id() const { return id_; }
+  bool done() const { return done_; }
+
+ private:
+  void pump_read() noexcept;
+  void pump_write() noexcept;
+  void update_interest() noexcept;
+  void finish(bool abortive) noexcept;
+  void maybe_finish() noexcept;
+
+  Loop& loop_;
+  Owner& owner_;
+  Link& link_;
+  uint32_t id_;
+  UniqueFd fd_;
+  bool connecting_;
+  bool read_blocked_ = false;  // waiting for send capacity
+  bool read_eof_ = false;      // socket EOF seen and FIN sent
+  bool peer_fin_ = false;      // stream FIN received
+  bool write_shut_ = false;    // shutdown(SHUT_WR) done
+  bool done_ = false;
+  uint32_t interest_ = 0;
+  std::vector<uint8_t> out_;  // stream data not yet written to the socket
+  size_t out_pos_ = 0;
+};
+
+}  // namespace ct

@@ -1,0 +1,171 @@
+#include "shared/supervisor.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cstring>
+
+#include "shared/log.h"
+#include "shared/proc.h"
+
+namespace ct {
+
+namespace {
+// Restart backoff: 100 ms doubling to 10 s; a child that ran for a minute
+// starts over at 100 ms.
+constexpr auto kRestartBase = std::chrono::milliseconds(100);
+constexpr auto kRestartCap = std::chrono::seconds(10);
+constexpr auto kStableRun = std::chrono::seconds(60);
+}  // namespace
+
+Supervisor::Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd exe,
+                       std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts)
+    : loop_(loop), hooks_(hooks), daemon_(std::move(daemon)), exe_(std::move(exe)) {
+  accepts_[kTls] = std::move(tls_accepts);
+  accepts_[kForward] = std::move(fwd_accepts);
+  for (int i = 0; i < 2; i++) {
+    kids_[static_cast<size_t>(i)].sup = this;
+    kids_[static_cast<size_t>(i)].which = static_cast<Which>(i);
+  }
+}
+
+IpcChannel* Supervisor::channel(Which w) {
+  return kids_[w].pid > 0 && kids_[w].ch.valid() ? &kids_[w].ch : nullptr;
+}
+
+bool Supervisor::start() {
+  if (!spawn(kTls) || !spawn(kForward)) return false;
+  connect_pair();
+  return true;
+}
+
+bool Supervisor::spawn(Which w) {
+  Kid& k = kids_[w];
+  UniqueFd mine, theirs;
+  if (!make_seqpacket_pair(&mine, &theirs)) {
+    LOG_WARN_ERRNO(errno, "socketpair for the %s process", name(w));
+    return false;
+  }
+  const std::string argv0 = daemon_ + ": " + name(w);
+  const pid_t pid = spawn_child(exe_.get(), argv0, std::string("--child=") + name(w),
+                                std::move(theirs));
+  if (pid < 0) {
+    LOG_WARN_ERRNO(errno, "fork of the %s process", name(w));
+    return false;
+  }
+  k.pid = pid;
+  k.started = Clock::now();
+  k.restart_at = TimePoint::max();
+  k.ch = IpcChannel(std::move(mine), accepts_[w]);
+  loop_.add(k.ch.fd(), EPOLLIN, &k);
+  k.registered = true;
+  LOG_INFO("started %s process pid=%d", name(w), pid);
+  hooks_.on_child_started(w, k.ch);
+  return true;
+}
+
+void Supervisor::connect_pair() {
+  if (!alive(kTls) || !alive(kForward)) return;
+  UniqueFd a, b;
+  if (!make_stream_pair(&a, &b)) {
+    LOG_WARN_ERRNO(errno, "socketpair for the data channel");
+    return;
+  }
+  kids_[kTls].ch.send(Msg::kPeerChannel, {}, a.get());
+  kids_[kForward].ch.send(Msg::kPeerChannel, {}, b.get());
+}
+
+void Supervisor::Kid::on_io(uint32_t events) noexcept {
+  if (events & EPOLLOUT) ch.flush();
+  for (int i = 0; i < 64 && ch.valid(); i++) {
+    IpcMessage m;
+    std::string why;
+    const auto r = ch.recv(&m, &why);
+    if (r == IpcChannel::Recv::kAgain) break;
+    if (r == IpcChannel::Recv::kClosed) {
+      sup->drop_channel(*this);  // the exit is reported by SIGCHLD
+      break;
+    }
+    if (r == IpcChannel::Recv::kBad) {
+      sup->kill_child(which, "bad control message: " + why);
+      break;
+    }
+    sup->hooks_.on_child_message(which, m);
+  }
+}
+
+void Supervisor::drop_channel(Kid& k) {
+  if (k.registered) {
+    loop_.del(k.ch.fd());
+    k.registered = false;
+  }
+  k.ch = IpcChannel();
+}
+
+void Supervisor::kill_child(Which w, const std::string& why) noexcept {
+  Kid& k = kids_[w];
+  if (k.pid <= 0) return;
+  LOG_WARN("killing %s process pid=%d: %s", name(w), k.pid, why.c_str());
+  ::kill(k.pid, SIGKILL);
+  drop_channel(k);
+}
+
+void Supervisor::signal_all(int sig) noexcept {
+  for (Kid& k : kids_)
+    if (k.pid > 0) ::kill(k.pid, sig);
+}
+
+void Supervisor::on_sigchld() noexcept {
+  for (int i = 0; i < 16; i++) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    for (Kid& k : kids_) {
+      if (k.pid != pid) continue;
+      if (WIFSIGNALED(status))
+        LOG_WARN("%s process pid=%d killed by signal %d (%s)", name(k.which), pid,
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+      else if (WEXITSTATUS(status) != 0 || !stopping_)
+        LOG_WARN("%s process pid=%d exited with status %d", name(k.which), pid,
+                 WEXITSTATUS(status));
+      k.pid = -1;
+      drop_channel(k);
+      const auto now = Clock::now();
+      if (now - k.started >= kStableRun) k.failures = 0;
+      const auto delay = std::min<Duration>(kRestartCap, kRestartBase * (1u << std::min(k.failures, 7u)));
+      k.failures++;
+      if (!stopping_) {
+        k.restart_at = now + delay;
+        LOG_INFO("restarting %s process in %lld ms", name(k.which),
+                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
+      }
+      hooks_.on_child_exited(k.which);
+    }
+  }
+}
+
+void Supervisor::tick(TimePoint now) noexcept {
+  if (stopping_) return;
+  bool spawned = false;
+  for (Kid& k : kids_) {
+    if (k.pid <= 0 && k.restart_at <= now) {
+      if (spawn(k.which)) {
+        restarts_++;
+        spawned = true;
+      } else {
+        k.restart_at = now + kRestartCap;
+      }
+    }
+  }
+  if (spawned) connect_pair();
+}
+
+TimePoint Supervisor::next_deadline() const {
+  TimePoint t = TimePoint::max();
+  if (stopping_) return t;
+  for (const Kid& k : kids_)
+    if (k.pid <= 0) t = std::min(t, k.restart_at);
+  return t;
+}
+
+}  // namespace ct

@@ -1,0 +1,78 @@
+// The parent's view of its two children (TLS process and forwarding
+// process): spawning by re-exec, the control channels, the data channel that
+// joins the two, and restart with backoff when one dies. A restarted child
+// gets a fresh data channel and its surviving sibling the other end of it, so
+// the survivor keeps its own state (the broker's bridge links, say).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shared/ipc.h"
+#include "shared/loop.h"
+
+namespace ct {
+
+class Supervisor {
+ public:
+  enum Which { kTls = 0, kForward = 1 };
+  static const char* name(Which w) { return w == kTls ? "tls" : "forward"; }
+
+  struct Hooks {
+    virtual ~Hooks() = default;
+    // A child was just spawned: send it its settings (and material, listener).
+    virtual void on_child_started(Which w, IpcChannel& ch) noexcept = 0;
+    // Any message the child sent; the hook enforces what is allowed when.
+    virtual void on_child_message(Which w, IpcMessage& m) noexcept = 0;
+    virtual void on_child_exited(Which w) noexcept = 0;
+  };
+
+  Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd exe,
+             std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts);
+
+  // Spawns both children joined by a data channel. False if fork fails.
+  bool start();
+  // SIGCHLD: reaps and schedules restarts (unless stopping).
+  void on_sigchld() noexcept;
+  void tick(TimePoint now) noexcept;
+  TimePoint next_deadline() const;
+  IpcChannel* channel(Which w);
+  pid_t pid(Which w) const { return kids_[w].pid; }
+  bool alive(Which w) const { return kids_[w].pid > 0; }
+  bool any_alive() const { return alive(kTls) || alive(kForward); }
+  // A child broke the control protocol: it is killed (and restarted).
+  void kill_child(Which w, const std::string& why) noexcept;
+  void signal_all(int sig) noexcept;
+  // No more restarts (shutdown).
+  void set_stopping() { stopping_ = true; }
+  uint64_t restarts() const { return restarts_; }
+
+ private:
+  struct Kid : Loop::Handler {
+    Supervisor* sup = nullptr;
+    Which which = kTls;
+    pid_t pid = -1;
+    IpcChannel ch;
+    bool registered = false;
+    unsigned failures = 0;
+    TimePoint started{};
+    TimePoint restart_at = TimePoint::max();
+    void on_io(uint32_t events) noexcept override;
+  };
+  bool spawn(Which w);
+  void connect_pair();
+  void drop_channel(Kid& k);
+
+  Loop& loop_;
+  Hooks& hooks_;
+  std::string daemon_;
+  UniqueFd exe_;
+  std::array<std::vector<MsgRule>, 2> accepts_;
+  std::array<Kid, 2> kids_;
+  bool stopping_ = false;
+  uint64_t restarts_ = 0;
+};
+
+}  // namespace ct

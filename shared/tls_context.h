@@ -1,0 +1,56 @@
+// OpenSSL configuration for the link: TLS 1.3 only, a certificate required
+// from both sides, the chain verified against the given CA, and - where pins
+// are configured - the verified leaf's SubjectPublicKeyInfo must hash to one
+// of them. No tickets, no session cache, no renegotiation, no early data: every
+// connection is a full handshake, so a pin change applies to the next one.
+// Only the TLS processes link this (libtls.a).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+
+#include "shared/ipc_msgs.h"
+
+namespace ct {
+
+class TlsContext {
+ public:
+  enum class Side { kServer, kClient };
+  // Builds a context from PEM material. On failure returns null and sets *err
+  // to one line naming what is wrong (e.g. "key does not match certificate").
+  // `verify_name` (client side): the DNS name or IP the broker's certificate
+  // must carry; empty skips the name check (pins and the CA still apply).
+  static std::unique_ptr<TlsContext> create(Side side, const Material& m,
+                                            const std::string& verify_name, std::string* err);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+  Side side() const { return side_; }
+  const std::string& verify_name() const { return verify_name_; }
+  const std::vector<Pin>& pins() const { return pins_; }
+  // The pin of our own certificate (for logs).
+  const std::string& own_pin() const { return own_pin_; }
+
+ private:
+  TlsContext() = default;
+  static int verify_callback(int ok, X509_STORE_CTX* sctx);
+  SSL_CTX* ctx_ = nullptr;
+  Side side_ = Side::kServer;
+  std::string verify_name_;
+  std::vector<Pin> pins_;
+  std::string own_pin_;
+};
+
+// SHA-256 of the certificate's DER SubjectPublicKeyInfo.
+bool spki_pin(X509* cert, Pin* out);
+// Loads every OpenSSL piece a sandboxed process would otherwise load lazily
+// (error strings, providers, the RNG), so nothing needs a file afterwards.
+void tls_global_init();
+// The OpenSSL error queue as one line (and clears it).
+std::string tls_errors();
+
+}  // namespace ct
