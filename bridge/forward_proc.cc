@@ -1,0 +1,140 @@
+// The bridge's forwarding process: for every stream the TLS process opens, a
+// TCP connection to --vault-addr, with bytes passed unchanged both ways. It
+// holds no key and never calls OpenSSL.
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "bridge/bridge.h"
+#include "shared/child.h"
+#include "shared/log.h"
+#include "shared/net.h"
+#include "shared/splice.h"
+
+namespace ct::bridge {
+
+namespace {
+
+const std::vector<MsgRule> kAccepts = {
+    {Msg::kSettings, false, 4096},
+    {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},
+};
+
+class ForwardProcess final : public ChildBase, public Link::Owner, public Splice::Owner {
+ public:
+  ForwardProcess() : ChildBase("vault-bridge", "forward", kAccepts) {}
+
+ private:
+  bool on_message(IpcMessage& m) noexcept override {
+    switch (m.type) {
+      case Msg::kSettings: {
+        std::string err;
+        auto hp = parse_host_port(settings_.upstream, &err);
+        auto addr = hp ? numeric_addr(*hp) : std::nullopt;
+        if (!addr) return false;  // the parent resolves it; anything else is a bug
+        upstream_ = *addr;
+        send(Msg::kReady, {});
+        return true;
+      }
+      case Msg::kPeerChannel: {
+        if (local_) local_->close("replaced by a new data channel");
+        SessionConfig c;
+        c.role = Role::kForwardProcess;
+        c.opener = false;  // the TLS process opens a stream per wrapper
+        c.stream_window = 64 * 1024;
+        c.ping_interval = Duration::zero();
+        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
+        return true;
+      }
+      case Msg::kDrain:
+        draining_ = true;
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  void open_upstream(Link& l, uint32_t id) {
+    bool in_progress = false;
+    int err = 0;
+    UniqueFd fd = connect_tcp(upstream_, &in_progress, &err);
+    if (!fd) {
+      LOG_INFO("stream=%u cannot connect to %s: %s", id, upstream_.str().c_str(),
+               std::strerror(err));
+      l.session().reset(id, err == EMFILE || err == ENFILE ? Code::kResource
+                                                           : Code::kUpstreamRefused);
+      return;
+    }
+    tune_stream_socket(fd.get());
+    auto s = std::make_unique<Splice>(loop_, *this, l, id, std::move(fd), in_progress);
+    splices_[s.get()] = std::move(s);
+  }
+
+  void on_link_events(Link& l) noexcept override {
+    auto events = l.session().take_events();
+    for (const Event& ev : events) {
+      if (ev.kind == Event::kOpened) {
+        open_upstream(l, ev.stream);
+        continue;
+      }
+      if (ev.kind == Event::kError) {
+        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
+                 std::string(ev.what).c_str());
+        continue;
+      }
+      auto it = l.splices.find(ev.stream);
+      if (it == l.splices.end()) continue;
+      Splice* s = it->second;
+      switch (ev.kind) {
+        case Event::kData: s->on_data(ev.data); break;
+        case Event::kFin: s->on_fin(); break;
+        case Event::kReset: s->on_reset(ev.code); break;
+        case Event::kWritable: s->on_writable(); break;
+        default: break;
+      }
+    }
+  }
+
+  void on_link_closed(Link& l) noexcept override {
+    LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
+             l.close_reason().c_str(), l.splices.size());
+    std::vector<Splice*> all;
+    for (auto& [id, s] : l.splices) all.push_back(s);
+    for (Splice* s : all) s->abort();
+    if (&l == local_.get()) loop_.retire(std::move(local_));
+  }
+
+  void on_splice_done(Splice& s) noexcept override {
+    auto it = splices_.find(&s);
+    if (it == splices_.end()) return;
+    loop_.retire(std::move(it->second));
+    splices_.erase(it);
+  }
+
+  void on_tick(TimePoint) noexcept override {
+    if (draining_ && splices_.empty()) {
+      if (local_) local_->flush();
+      exit_child(0);
+    }
+  }
+  TimePoint next_deadline() const override { return TimePoint::max(); }
+  void after_batch() noexcept override {
+    if (local_) local_->flush();
+  }
+
+  SockAddr upstream_;
+  std::unique_ptr<PlainLink> local_;
+  std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  bool draining_ = false;
+};
+
+}  // namespace
+
+int forward_main() {
+  ForwardProcess p;
+  return p.run();
+}
+
+}  // namespace ct::bridge

@@ -1,0 +1,294 @@
+// The bridge's TLS process: keeps one outbound mutual-TLS link to the broker
+// (connections are dialled by the parent, which resolves names, and handed
+// over as fds), and relays every stream the broker opens to a stream towards
+// the forwarding process, which connects to OpenBao. After any link loss it
+// asks for a new connection with full-jitter exponential backoff.
+#include <arpa/inet.h>
+
+#include <map>
+#include <memory>
+#include <random>
+
+#include "bridge/bridge.h"
+#include "shared/child.h"
+#include "shared/limits.h"
+#include "shared/log.h"
+#include "shared/net.h"
+#include "shared/relay.h"
+#include "shared/tls_context.h"
+#include "shared/tls_link.h"
+
+namespace ct::bridge {
+
+namespace {
+
+// Reconnect backoff (FI-01, FI-06, FI-30): the n-th retry waits a uniform
+// random time in [0, min(cap, base * 2^(n-1))]; a link that stayed up for a
+// minute resets n. The randomness spreads a fleet of bridges after a broker
+// restart instead of having them all arrive in the same second.
+constexpr auto kBackoffBase = std::chrono::seconds(1);
+constexpr auto kBackoffCap = std::chrono::seconds(30);
+constexpr auto kStableLink = std::chrono::seconds(60);
+
+const std::vector<MsgRule> kAccepts = {
+    {Msg::kSettings, false, 4096},
+    {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
+    {Msg::kPeerChannel, true, 0},
+    {Msg::kDialed, true, 0},
+    {Msg::kDialFailed, false, 1024},
+    {Msg::kDrain, false, 0},
+};
+
+class TlsProcess final : public ChildBase, public Link::Owner {
+ public:
+  TlsProcess() : ChildBase("vault-bridge", "tls", kAccepts), rng_(std::random_device{}()) {
+    tls_global_init();
+  }
+
+ private:
+  bool on_message(IpcMessage& m) noexcept override {
+    switch (m.type) {
+      case Msg::kSettings:
+        return true;
+      case Msg::kMaterial: {
+        auto mat = decode_material(m.body);
+        if (!mat) return false;
+        std::string err;
+        auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name, &err);
+        wipe_material(*mat);
+        if (!ctx) {
+          send(Msg::kMaterialError, as_bytes(err));
+          return true;
+        }
+        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
+                 ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
+        send(Msg::kReady, {});
+        if (dial_ == DialState::kIdle) next_dial_ = Clock::now();  // first dial now
+        if (dial_ == DialState::kIdle) dial_ = DialState::kWaiting;
+        return true;
+      }
+      case Msg::kPeerChannel: {
+        if (local_) {
+          relays_.link_closed(local_.get(), Code::kCancel);
+          local_->close("replaced by a new data channel");
+        }
+        SessionConfig c;
+        c.role = Role::kTlsProcess;
+        c.opener = true;
+        c.stream_window = 64 * 1024;
+        c.ping_interval = Duration::zero();
+        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
+        return true;
+      }
+      case Msg::kDialed: {
+        if (dial_ != DialState::kDialing) return false;  // never asked for it
+        dial_ = DialState::kIdle;
+        if (draining_) return true;
+        tune_link_socket(m.fd.get(), 15000);
+        const uint64_t id = ++next_conn_;
+        SessionConfig c;
+        c.role = Role::kBridge;
+        c.opener = false;
+        std::random_device rd;
+        for (auto& b : c.instance) b = static_cast<uint8_t>(rd());
+        const std::string& name = settings_.peer_name;
+        unsigned char ip[16];
+        const bool is_ip = inet_pton(AF_INET, name.c_str(), ip) == 1 ||
+                           inet_pton(AF_INET6, name.c_str(), ip) == 1;
+        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(),
+                                               std::move(m.fd), false, is_ip ? "" : name, c,
+                                               Clock::now());
+        return true;
+      }
+      case Msg::kDialFailed: {
+        if (dial_ != DialState::kDialing) return false;
+        LOG_WARN("cannot reach the broker: %s",
+                 std::string(m.body.begin(), m.body.end()).c_str());
+        dial_ = DialState::kIdle;
+        schedule_retry();
+        return true;
+      }
+      case Msg::kDrain:
+        draining_ = true;
+        for (auto& [id, l] : links_)
+          if (l->has_session()) l->session().go_away(Code::kShutdown);
+        LOG_INFO("draining: %zu streams open", relays_.size());
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  void schedule_retry() {
+    if (draining_) return;
+    attempt_++;
+    const auto cap = std::min<Duration>(kBackoffCap, kBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
+    std::uniform_int_distribution<long long> d(0, std::chrono::duration_cast<std::chrono::milliseconds>(cap).count());
+    const auto delay = std::chrono::milliseconds(d(rng_));
+    next_dial_ = Clock::now() + delay;
+    dial_ = DialState::kWaiting;
+    LOG_INFO("reconnecting in %lld ms (attempt %u)", static_cast<long long>(delay.count()),
+             attempt_);
+  }
+
+  // A link that can take new streams: the newest one the broker has not sent GOAWAY on.
+  bool have_usable_link() const {
+    for (auto& [id, l] : links_)
+      if (!l->closed() && !(l->has_session() && l->session().goaway_received())) return true;
+    return false;
+  }
+
+  void report_status() {
+    uint32_t up = 0;
+    for (auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().ready()) up++;
+    if (up == reported_up_) return;
+    reported_up_ = up;
+    Status s{up, up == 0 ? "disconnected from broker " + settings_.peer_name
+                         : "connected to broker " + settings_.peer_name};
+    send(Msg::kStatus, encode_status(s));
+  }
+
+  void on_link_events(Link& l) noexcept override {
+    auto events = l.session().take_events();
+    const bool is_local = (&l == local_.get());
+    for (const Event& ev : events) {
+      switch (ev.kind) {
+        case Event::kReady:
+          if (!is_local) {
+            up_since_[l.id()] = Clock::now();
+            LOG_INFO("conn=%llu connected to the broker: %s",
+                     static_cast<unsigned long long>(l.id()),
+                     static_cast<TlsLink&>(l).peer_subject().c_str());
+            report_status();
+          }
+          break;
+        case Event::kOpened: {
+          if (is_local) break;  // the forwarding process never opens
+          if (!local_ || local_->closed() || draining_) {
+            l.session().reset(ev.stream, draining_ ? Code::kRefused : Code::kResource);
+            break;
+          }
+          const uint32_t lid = local_->session().open();
+          if (lid == 0) {
+            l.session().reset(ev.stream, Code::kResource);
+            break;
+          }
+          Relay* r = relays_.create(&l, ev.stream);
+          relays_.attach(r, local_.get(), lid);
+          break;
+        }
+        case Event::kData: relays_.on_data(&l, ev.stream, ev.data); break;
+        case Event::kFin: relays_.on_fin(&l, ev.stream); break;
+        case Event::kReset: relays_.on_reset(&l, ev.stream, ev.code); break;
+        case Event::kWritable: relays_.on_writable(&l, ev.stream); break;
+        case Event::kGoAway:
+          if (!is_local) {
+            LOG_INFO("conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
+                     "its %zu streams",
+                     static_cast<unsigned long long>(l.id()),
+                     std::string(code_name(ev.code)).c_str(), l.relays.size());
+            if (dial_ == DialState::kIdle && !draining_) {
+              next_dial_ = Clock::now();
+              dial_ = DialState::kWaiting;
+            }
+          }
+          break;
+        case Event::kError:
+          LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
+                   is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
+                   std::string(ev.what).c_str());
+          break;
+      }
+    }
+  }
+
+  void on_link_closed(Link& l) noexcept override {
+    if (&l == local_.get()) {
+      LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
+      relays_.link_closed(&l, Code::kCancel);
+      loop_.retire(std::move(local_));
+      return;
+    }
+    auto it = links_.find(l.id());
+    if (it == links_.end()) return;
+    const auto now = Clock::now();
+    auto up = up_since_.find(l.id());
+    if (up != up_since_.end()) {
+      if (now - up->second >= kStableLink) attempt_ = 0;
+      LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
+      up_since_.erase(up);
+    } else {
+      LOG_WARN("conn=%llu TLS with the broker failed: %s",
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
+    }
+    relays_.link_closed(&l, Code::kCancel);
+    loop_.retire(std::move(it->second));
+    links_.erase(it);
+    report_status();
+    if (!have_usable_link() && dial_ == DialState::kIdle) schedule_retry();
+  }
+
+  void on_tick(TimePoint now) noexcept override {
+    if (local_) local_->tick(now);
+    std::vector<TlsLink*> links;
+    for (auto& [id, l] : links_) links.push_back(l.get());
+    for (TlsLink* l : links) l->tick(now);
+    // Retire a link the broker sent GOAWAY on once its streams are done.
+    for (auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
+        l->close("broker asked us to go away and no stream is left");
+    if (dial_ == DialState::kWaiting && now >= next_dial_ && ctx_ && !draining_) {
+      if (have_usable_link()) {
+        dial_ = DialState::kIdle;
+      } else {
+        dial_ = DialState::kDialing;
+        send(Msg::kDialRequest, {});
+      }
+    }
+    if (draining_ && relays_.size() == 0) {
+      flush_all();
+      LOG_INFO("drained");
+      exit_child(0);
+    }
+  }
+
+  TimePoint next_deadline() const override {
+    TimePoint t = TimePoint::max();
+    if (local_) t = std::min(t, local_->next_deadline());
+    for (auto& [id, l] : links_) t = std::min(t, l->next_deadline());
+    if (dial_ == DialState::kWaiting) t = std::min(t, next_dial_);
+    return t;
+  }
+
+  void flush_all() noexcept {
+    if (local_) local_->flush();
+    for (auto& [id, l] : links_) l->flush();
+  }
+  void after_batch() noexcept override { flush_all(); }
+
+  enum class DialState { kIdle, kWaiting, kDialing };
+  std::shared_ptr<TlsContext> ctx_;
+  std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
+  std::map<uint64_t, TimePoint> up_since_;
+  std::unique_ptr<PlainLink> local_;
+  RelayTable relays_;
+  DialState dial_ = DialState::kIdle;
+  TimePoint next_dial_ = TimePoint::max();
+  unsigned attempt_ = 0;
+  uint64_t next_conn_ = 0;
+  uint32_t reported_up_ = UINT32_MAX;
+  bool draining_ = false;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+int tls_main() {
+  TlsProcess p;
+  return p.run();
+}
+
+}  // namespace ct::bridge

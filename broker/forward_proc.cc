@@ -1,0 +1,200 @@
+// The broker's forwarding process: accepts wrapper connections on
+// --service-listen and turns each into a stream on the data channel to the
+// TLS process. It holds no key and never calls OpenSSL; it sees only the
+// wrappers' bytes, which it passes on unchanged.
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "broker/broker.h"
+#include "shared/child.h"
+#include "shared/limits.h"
+#include "shared/log.h"
+#include "shared/net.h"
+#include "shared/splice.h"
+
+namespace ct::broker {
+
+namespace {
+
+const std::vector<MsgRule> kAccepts = {
+    {Msg::kSettings, false, 4096},
+    {Msg::kListener, true, 0},
+    {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},
+};
+
+class ForwardProcess final : public ChildBase, public Link::Owner, public Splice::Owner {
+ public:
+  ForwardProcess() : ChildBase("cloudtaser-broker", "forward", kAccepts) {
+    // A spare fd to give back when accept() hits EMFILE, so the listener can
+    // take the pending connection off the queue and close it instead of
+    // spinning on a level-triggered event it cannot clear (FI-22, libuv#315).
+    spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
+  }
+
+ private:
+  struct Listener : Loop::Handler {
+    ForwardProcess* self = nullptr;
+    UniqueFd fd;
+    bool active = false;
+    void on_io(uint32_t) noexcept override { self->accept_wrappers(); }
+  };
+
+  bool on_message(IpcMessage& m) noexcept override {
+    switch (m.type) {
+      case Msg::kSettings:
+        send(Msg::kReady, {});
+        return true;
+      case Msg::kListener:
+        if (listener_.fd) return false;
+        listener_.self = this;
+        listener_.fd = std::move(m.fd);
+        update_listener();
+        return true;
+      case Msg::kPeerChannel:
+        set_local(std::move(m.fd));
+        return true;
+      case Msg::kDrain:
+        draining_ = true;
+        update_listener();
+        LOG_INFO("draining: %zu wrapper connections open", splices_.size());
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  void set_local(UniqueFd fd) {
+    if (local_) local_->close("replaced by a new data channel");
+    SessionConfig c;
+    c.role = Role::kForwardProcess;
+    c.opener = true;
+    c.stream_window = 64 * 1024;
+    c.ping_interval = Duration::zero();
+    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), c, Clock::now());
+    update_listener();
+  }
+
+  // Wrappers are accepted only while a data channel exists; otherwise they
+  // wait in the kernel's backlog until the TLS process is back.
+  void update_listener() {
+    const bool want = listener_.fd && local_ && !local_->closed() && !draining_;
+    if (want == listener_.active) return;
+    listener_.active = want;
+    if (want)
+      loop_.add(listener_.fd.get(), EPOLLIN, &listener_);
+    else if (listener_.fd)
+      loop_.del(listener_.fd.get());
+  }
+
+  void accept_wrappers() noexcept {
+    for (int i = 0; i < 64 && listener_.active; i++) {
+      UniqueFd fd(accept4(listener_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd) {
+        if (errno == EMFILE || errno == ENFILE) {
+          shed_one();
+          return;
+        }
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+          LOG_WARN_ERRNO(errno, "accept on the service listener");
+        return;
+      }
+      const uint32_t id = local_->session().open();
+      if (id == 0) {
+        LOG_WARN("wrapper refused: no stream id available on the data channel");
+        continue;
+      }
+      tune_stream_socket(fd.get());
+      auto s = std::make_unique<Splice>(loop_, *this, *local_, id, std::move(fd), false);
+      splices_[s.get()] = std::move(s);
+    }
+  }
+
+  void shed_one() noexcept {
+    if (now_ms() - last_emfile_log_ms_ > 1000) {
+      LOG_WARN("out of file descriptors: closing new wrapper connections (%zu open)",
+               splices_.size());
+      last_emfile_log_ms_ = now_ms();
+    }
+    spare_.reset();
+    UniqueFd fd(accept4(listener_.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    fd.reset();
+    spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
+  }
+
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+        .count();
+  }
+
+  void on_link_events(Link& l) noexcept override {
+    auto events = l.session().take_events();
+    for (const Event& ev : events) {
+      if (ev.kind == Event::kError) {
+        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
+                 std::string(ev.what).c_str());
+        continue;
+      }
+      auto it = l.splices.find(ev.stream);
+      if (it == l.splices.end()) continue;
+      Splice* s = it->second;
+      switch (ev.kind) {
+        case Event::kData: s->on_data(ev.data); break;
+        case Event::kFin: s->on_fin(); break;
+        case Event::kReset: s->on_reset(ev.code); break;
+        case Event::kWritable: s->on_writable(); break;
+        default: break;
+      }
+    }
+  }
+
+  void on_link_closed(Link& l) noexcept override {
+    LOG_WARN("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
+             l.close_reason().c_str(), l.splices.size());
+    std::vector<Splice*> all;
+    for (auto& [id, s] : l.splices) all.push_back(s);
+    for (Splice* s : all) s->abort();
+    if (&l == local_.get()) loop_.retire(std::move(local_));
+    update_listener();
+  }
+
+  void on_splice_done(Splice& s) noexcept override {
+    auto it = splices_.find(&s);
+    if (it == splices_.end()) return;
+    loop_.retire(std::move(it->second));
+    splices_.erase(it);
+  }
+
+  void on_tick(TimePoint) noexcept override {
+    if (draining_ && splices_.empty()) {
+      if (local_) local_->flush();
+      LOG_INFO("drained");
+      exit_child(0);
+    }
+  }
+  TimePoint next_deadline() const override { return TimePoint::max(); }
+  void after_batch() noexcept override {
+    if (local_) local_->flush();
+  }
+
+  Listener listener_;
+  std::unique_ptr<PlainLink> local_;
+  std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  UniqueFd spare_;
+  int64_t last_emfile_log_ms_ = 0;
+  bool draining_ = false;
+};
+
+}  // namespace
+
+int forward_main() {
+  ForwardProcess p;
+  return p.run();
+}
+
+}  // namespace ct::broker

@@ -1,0 +1,121 @@
+// The broker's parent: flags, certificate files, the two listening sockets,
+// and supervision of the TLS and forwarding processes. Nothing from the
+// network is ever parsed here.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "broker/broker.h"
+#include "shared/daemon_parent.h"
+#include "shared/flags.h"
+#include "shared/log.h"
+#include "shared/net.h"
+
+namespace ct::broker {
+
+namespace {
+
+const char* kSummary =
+    "cloudtaser-broker: the in-cluster end of the reverse-connect tunnel. vault-bridge dials\n"
+    "out to --bridge-listen over mutual TLS 1.3; every wrapper connection on --service-listen\n"
+    "becomes a stream to a connected bridge, which carries it to OpenBao. The broker only\n"
+    "forwards bytes; wrapper traffic is end-to-end encrypted when wrappers use TLS.";
+
+std::vector<FlagSpec> flag_specs() {
+  return {
+      {"bridge-listen", "ADDR:PORT", "where bridges connect (mutual TLS), e.g. 0.0.0.0:9443"},
+      {"service-listen", "ADDR:PORT", "where wrappers connect, e.g. 0.0.0.0:8443"},
+      {"cert", "FILE", "PEM certificate chain presented to bridges"},
+      {"key", "FILE", "PEM private key of --cert (unencrypted)"},
+      {"ca-cert", "FILE", "PEM CA certificate(s) that bridge certificates must chain to"},
+      {"bridge-pin", "sha256//BASE64",
+       "accept only bridges whose certificate key hashes to this pin (curl's form)", true},
+      {"pending-timeout", "SECONDS",
+       "how long a wrapper waits for a bridge when none is connected (default 10)"},
+      {"drain-timeout", "SECONDS",
+       "on SIGTERM, how long open streams may take to finish (default 30)"},
+      {"log-level", "LEVEL", "error, warn, info (default) or debug"},
+      {"version", "", "print the version and exit"},
+      {"help", "", "print this help and exit"},
+  };
+}
+
+class BrokerParent final : public DaemonParent {
+ public:
+  BrokerParent() : DaemonParent("cloudtaser-broker") {}
+
+  int main(int argc, char** argv) {
+    Flags f(flag_specs());
+    std::string err;
+    if (!f.parse(argc, argv, &err)) return usage_error(err);
+    if (f.has("help")) {
+      std::fputs(f.usage("cloudtaser-broker", kSummary).c_str(), stdout);
+      return 0;
+    }
+    if (f.has("version")) {
+      std::printf("cloudtaser-broker %s\n", CT_VERSION);
+      return 0;
+    }
+    for (const char* req : {"bridge-listen", "service-listen", "cert", "key", "ca-cert"})
+      if (!f.has(req)) return usage_error(std::string("missing required flag --") + req);
+    log::Level level = log::kInfo;
+    if (f.has("log-level") && !log::parse_level(f.get("log-level"), &level))
+      return usage_error("bad --log-level '" + f.get("log-level") + "' (error, warn, info, debug)");
+    log::init("cloudtaser-broker", "parent", level);
+    base_.log_level = static_cast<uint8_t>(level);
+    if (f.has("pending-timeout")) {
+      auto s = parse_seconds(f.get("pending-timeout"), 3600);
+      if (!s) return usage_error("bad --pending-timeout (whole seconds, 1 to 3600)");
+      base_.pending_timeout_ms = *s * 1000;
+    }
+    if (f.has("drain-timeout")) {
+      auto s = parse_seconds(f.get("drain-timeout"), 3600);
+      if (!s) return usage_error("bad --drain-timeout (whole seconds, 1 to 3600)");
+      base_.drain_timeout_ms = *s * 1000;
+    }
+    for (const std::string& p : f.all("bridge-pin")) {
+      auto pin = parse_pin(p);
+      if (!pin) return usage_error("bad --bridge-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
+      pins_.push_back(*pin);
+    }
+    cert_path_ = f.get("cert");
+    key_path_ = f.get("key");
+    ca_path_ = f.get("ca-cert");
+    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &err) ||
+        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &err))
+      return usage_error(err);
+    LOG_INFO("listening for bridges on %s and wrappers on %s", f.get("bridge-listen").c_str(),
+             f.get("service-listen").c_str());
+    return run();
+  }
+
+ private:
+  static bool bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
+                            std::string* err) {
+    auto hp = parse_host_port(spec, err);
+    if (!hp) return *err = std::string("bad ") + flag + " '" + spec + "': " + *err, false;
+    auto addr = numeric_addr(*hp);
+    if (!addr) return *err = std::string("bad ") + flag + " '" + spec + "': the address must be numeric", false;
+    int e = 0;
+    *out = listen_tcp(*addr, 4096, &e);
+    if (!*out) return *err = std::string("cannot listen on ") + spec + " (" + flag + "): " + std::strerror(e), false;
+    return true;
+  }
+
+  ProcSettings settings_for(Supervisor::Which) override { return base_; }
+
+  void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
+    ch.send(Msg::kListener, {}, w == Supervisor::kTls ? bridge_fd_.get() : service_fd_.get());
+  }
+
+  UniqueFd bridge_fd_, service_fd_;
+};
+
+}  // namespace
+
+int parent_main(int argc, char** argv) {
+  BrokerParent p;
+  return p.main(argc, argv);
+}
+
+}  // namespace ct::broker
