@@ -12,6 +12,7 @@
 #include "shared/flags.h"
 #include "shared/log.h"
 #include "shared/net.h"
+#include "shared/tls_context.h"
 
 namespace ct::bridge {
 
@@ -123,6 +124,7 @@ class BridgeParent final : public DaemonParent {
     cert_path_ = f.get("client-cert");
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
+    if (!preload_material(&err)) return usage_error(err);
     LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
              base_.peer_name.c_str(), base_.upstream.c_str());
     return run();
@@ -136,6 +138,12 @@ class BridgeParent final : public DaemonParent {
     std::string target;
     void on_io(uint32_t) noexcept override { self->dial_done(); }
   };
+
+  bool validate_material(const Material& m, std::string* err) const override {
+    auto ctx = TlsContext::create(TlsContext::Side::kClient, m, base_.peer_name, err);
+    if (!ctx) *err = "--client-cert/--client-key/--ca-cert: " + *err;
+    return ctx != nullptr;
+  }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }
 

@@ -3,6 +3,8 @@
 // network is ever parsed here.
 #include <cstdio>
 #include <cstring>
+
+#include <arpa/inet.h>
 #include <string>
 
 #include "broker/broker.h"
@@ -10,6 +12,7 @@
 #include "shared/flags.h"
 #include "shared/log.h"
 #include "shared/net.h"
+#include "shared/tls_context.h"
 
 namespace ct::broker {
 
@@ -81,25 +84,38 @@ class BrokerParent final : public DaemonParent {
     cert_path_ = f.get("cert");
     key_path_ = f.get("key");
     ca_path_ = f.get("ca-cert");
-    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &err) ||
-        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &err))
+    if (!preload_material(&err)) return usage_error(err);
+    SockAddr bridge_addr, service_addr;
+    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr, &err) ||
+        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr, &err))
       return usage_error(err);
-    LOG_INFO("listening for bridges on %s and wrappers on %s", f.get("bridge-listen").c_str(),
-             f.get("service-listen").c_str());
+    // The bound addresses (port 0 becomes the real port: tests rely on this line).
+    LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
+             service_addr.str().c_str());
     return run();
   }
 
  private:
   static bool bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
-                            std::string* err) {
-    auto hp = parse_host_port(spec, err);
+                            SockAddr* bound, std::string* err) {
+    auto hp = parse_host_port(spec, err, /*allow_port_zero=*/true);
     if (!hp) return *err = std::string("bad ") + flag + " '" + spec + "': " + *err, false;
     auto addr = numeric_addr(*hp);
     if (!addr) return *err = std::string("bad ") + flag + " '" + spec + "': the address must be numeric", false;
     int e = 0;
     *out = listen_tcp(*addr, 4096, &e);
     if (!*out) return *err = std::string("cannot listen on ") + spec + " (" + flag + "): " + std::strerror(e), false;
+    *bound = *addr;
+    const uint16_t port = local_port(out->get());
+    if (bound->family() == AF_INET) reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
+    else reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
     return true;
+  }
+
+  bool validate_material(const Material& m, std::string* err) const override {
+    auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "", err);
+    if (!ctx) *err = "--cert/--key/--ca-cert: " + *err;
+    return ctx != nullptr;
   }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }

@@ -45,9 +45,14 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
   return true;
 }
 
+bool DaemonParent::preload_material(std::string* err) {
+  loaded_ = read_material(&good_, err) && validate_material(good_, err);
+  return loaded_;
+}
+
 int DaemonParent::run() {
   std::string err;
-  if (!read_material(&good_, &err)) return usage_error(err);
+  if (!loaded_ && !preload_material(&err)) return usage_error(err);
   UniqueFd exe;
   if (!open_self_exe(&exe, &err)) return usage_error(err);
   signal(SIGPIPE, SIG_IGN);
@@ -161,7 +166,8 @@ void DaemonParent::reload() noexcept {
   if (phase_ != Phase::kRunning) return;
   std::string err;
   Material m;
-  if (!read_material(&m, &err)) {
+  if (!read_material(&m, &err) || !validate_material(m, &err)) {
+    wipe_material(m);
     LOG_WARN("reload refused, keeping the material in service: %s", err.c_str());
     return;
   }

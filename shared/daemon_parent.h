@@ -35,6 +35,9 @@ class DaemonParent : public Supervisor::Hooks {
     return false;
   }
   virtual void on_status(const Status& s) noexcept;
+  // Checks material the way the TLS process will (key matches certificate,
+  // CA parses), so that a bad file is reported before anything starts.
+  virtual bool validate_material(const Material& m, std::string* err) const = 0;
   virtual TimePoint extra_deadline() const { return TimePoint::max(); }
   virtual void extra_tick(TimePoint now) noexcept { (void)now; }
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
@@ -42,6 +45,9 @@ class DaemonParent : public Supervisor::Hooks {
 
   // Reads cert, key and CA files; *err names the file on failure.
   bool read_material(Material* m, std::string* err) const;
+  // Reads the files into the material that the first TLS process gets. Called
+  // before anything else is set up so a bad file is the only line printed.
+  bool preload_material(std::string* err);
 
   void on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept override;
   void on_child_message(Supervisor::Which w, IpcMessage& m) noexcept override;
@@ -60,6 +66,7 @@ class DaemonParent : public Supervisor::Hooks {
   void begin_drain() noexcept;
   Phase phase_ = Phase::kStarting;
   Material good_;          // the material the TLS process runs with
+  bool loaded_ = false;
   Material candidate_;     // sent on SIGHUP, awaiting the verdict
   bool candidate_pending_ = false;
   bool material_sent_to_current_tls_ = false;

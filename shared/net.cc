@@ -29,7 +29,8 @@ std::string SockAddr::str() const {
   return "?";
 }
 
-std::optional<HostPort> parse_host_port(std::string_view s, std::string* err) {
+std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
+                                        bool allow_port_zero) {
   HostPort hp;
   std::string_view port;
   if (!s.empty() && s.front() == '[') {
@@ -52,7 +53,7 @@ std::optional<HostPort> parse_host_port(std::string_view s, std::string* err) {
   unsigned v = 0;
   auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
   if (hp.host.empty() || port.empty() || ec != std::errc() || p != port.data() + port.size() ||
-      v == 0 || v > 65535) {
+      (v == 0 && !allow_port_zero) || v > 65535) {
     *err = "expected host:port with a port from 1 to 65535";
     return std::nullopt;
   }

@@ -27,7 +27,9 @@ struct HostPort {
 };
 
 // Splits "host:port" or "[v6]:port". Returns nullopt with *err set otherwise.
-std::optional<HostPort> parse_host_port(std::string_view s, std::string* err);
+// Port 0 ("any free port") is accepted only for listen addresses.
+std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
+                                        bool allow_port_zero = false);
 // A numeric address only (no name lookup): listen addresses, tests.
 std::optional<SockAddr> numeric_addr(const HostPort& hp);
 // Name resolution (parent processes only: it may read /etc and talk DNS).
