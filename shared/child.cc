@@ -70,6 +70,9 @@ int ChildBase::run() {
   while (!loop_.stopped()) {
     on_tick(Clock::now());
     if (loop_.stopped()) break;
+    // What the deadlines produced (a reset, a ping) leaves now, not with the
+    // next event, which may never come.
+    after_batch();
     loop_.run_once(next_deadline());
   }
   return exit_code_;

@@ -1,0 +1,68 @@
+import pytest
+
+from harness import Bridge, Broker, EchoUpstream, KvUpstream, Pki
+
+
+class Env:
+    """A per-test world: its own CA and certificates, upstreams, daemons."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.pki = Pki(tmp_path / "pki")
+        self.broker_crt, self.broker_key = self.pki.issue("broker", "serverAuth")
+        self.bridge_crt, self.bridge_key = self.pki.issue("bridge", "clientAuth")
+        self.daemons = []
+        self.upstreams = []
+        self._n = 0
+
+    def broker_files(self):
+        return (self.broker_crt, self.broker_key, self.pki.ca_crt)
+
+    def bridge_files(self):
+        return (self.bridge_crt, self.bridge_key, self.pki.ca_crt)
+
+    def _log(self, name):
+        self._n += 1
+        return self.tmp / f"{self._n:02d}-{name}.log"
+
+    def kv(self):
+        u = KvUpstream()
+        self.upstreams.append(u)
+        return u
+
+    def echo(self):
+        u = EchoUpstream()
+        self.upstreams.append(u)
+        return u
+
+    def broker(self, files=None, **kw):
+        b = Broker(files or self.broker_files(), self._log("broker"), **kw)
+        self.daemons.append(b)
+        return b
+
+    def bridge(self, broker_port, vault_addr, files=None, **kw):
+        b = Bridge(files or self.bridge_files(), self._log("bridge"), broker_port, vault_addr, **kw)
+        self.daemons.append(b)
+        return b
+
+    def tunnel(self, upstream=None, broker_extra=(), bridge_extra=()):
+        """Broker + bridge connected, in front of `upstream` (a KV stand-in by default)."""
+        up = upstream or self.kv()
+        broker = self.broker(extra=broker_extra)
+        bridge = self.bridge(broker.bridge_port, up.addr, extra=bridge_extra)
+        broker.wait_log(r"conn=\d+ bridge connected")
+        bridge.wait_log(r"connected to the broker")
+        return broker, bridge, up
+
+    def close(self):
+        for d in reversed(self.daemons):
+            d.kill()
+        for u in self.upstreams:
+            u.close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.close()

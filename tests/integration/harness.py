@@ -1,0 +1,289 @@
+"""Real processes on loopback for the integration tests.
+
+Each test gets its own throwaway CA (Pki), starts the real daemons (Daemon)
+and in-process upstream servers (KvUpstream, EchoUpstream), and every wait is
+bounded: a helper that polls gives up after a deadline and fails the test.
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("CT_BUILD", ROOT / "build"))
+BROKER = BUILD / "cloudtaser-broker"
+BRIDGE = BUILD / "vault-bridge"
+
+
+def wait_for(pred, timeout, what, interval=0.02):
+    """Polls pred() until it returns a truthy value or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- certificates
+class Pki:
+    """A fresh CA per test, and certificates issued by it (ECDSA P-256)."""
+
+    def __init__(self, directory: Path, name="ca"):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.ca_key = self.dir / f"{name}.key"
+        self.ca_crt = self.dir / f"{name}.crt"
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-days", "2", "-subj", f"/CN=test {name}",
+                  "-keyout", self.ca_key, "-out", self.ca_crt)
+
+    def _run(self, *args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    def issue(self, cn, eku, sans=("DNS:localhost", "IP:127.0.0.1"), days=2):
+        key = self.dir / f"{cn}.key"
+        csr = self.dir / f"{cn}.csr"
+        crt = self.dir / f"{cn}.crt"
+        ext = self.dir / f"{cn}.ext"
+        ext.write_text(f"subjectAltName={','.join(sans)}\nextendedKeyUsage={eku}\n")
+        self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-subj", f"/CN={cn}", "-keyout", key, "-out", csr)
+        self._run("x509", "-req", "-in", csr, "-CA", self.ca_crt, "-CAkey", self.ca_key,
+                  "-CAcreateserial", "-days", str(days), "-extfile", ext, "-out", crt)
+        return crt, key
+
+
+def pin_of(cert: Path) -> str:
+    """curl's sha256//BASE64 pin of a certificate's SubjectPublicKeyInfo."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub,
+                         check=True, capture_output=True).stdout
+    import base64
+    return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+# ---------------------------------------------------------------- daemons
+class Daemon:
+    """One daemon (parent + children) in its own process group."""
+
+    def __init__(self, argv, log_path: Path):
+        self.argv = [str(a) for a in argv]
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def text(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern, timeout=10):
+        rx = re.compile(pattern)
+
+        def found():
+            m = rx.search(self.text())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.argv[0]} exited {self.proc.returncode} before "
+                                     f"logging /{pattern}/:\n{self.text()}")
+            return None
+        return wait_for(found, timeout, f"/{pattern}/ in {self.log_path.name}")
+
+    def count(self, pattern):
+        return len(re.findall(pattern, self.text()))
+
+    def children(self):
+        """pid by role ('tls', 'forward') of the live children of the parent."""
+        out = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and len(cmd) > 1 and cmd[1].startswith(b"--child="):
+                out[cmd[1][8:].decode()] = int(d.name)
+        return out
+
+    def rss_kib(self):
+        """Resident memory of the parent and its children, in KiB."""
+        total = 0
+        for pid in [self.proc.pid, *self.children().values()]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.argv[0]} did not exit within {timeout}s:\n{self.text()}")
+
+
+class Broker(Daemon):
+    def __init__(self, pki_files, log_path, bridge_port=0, service_port=0, extra=()):
+        crt, key, ca = pki_files
+        super().__init__([BROKER, "--bridge-listen", f"127.0.0.1:{bridge_port}",
+                          "--service-listen", f"127.0.0.1:{service_port}",
+                          "--cert", crt, "--key", key, "--ca-cert", ca, *extra], log_path)
+        m = self.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
+                          r"127\.0\.0\.1:(\d+)")
+        self.bridge_port, self.service_port = int(m.group(1)), int(m.group(2))
+        self.wait_log(r"\[parent\] info: ready")
+
+
+class Bridge(Daemon):
+    def __init__(self, pki_files, log_path, broker_port, vault_addr, extra=()):
+        crt, key, ca = pki_files
+        super().__init__([BRIDGE, "--broker-address", f"127.0.0.1:{broker_port}",
+                          "--vault-addr", vault_addr, "--client-cert", crt,
+                          "--client-key", key, "--ca-cert", ca, *extra], log_path)
+
+
+# ---------------------------------------------------------------- upstreams
+class _KvHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/v1/secret/data/"):
+            name = self.path.rsplit("/", 1)[1]
+            body = json.dumps({"data": {"data": {"name": name, "password": "s3cr3t-" + name},
+                                        "metadata": {"version": 1}}}).encode()
+        elif self.path.startswith("/bytes/"):
+            n = int(self.path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            chunk = bytes(range(256)) * 256
+            sent = 0
+            try:
+                while sent < n:
+                    part = chunk[: min(len(chunk), n - sent)]
+                    self.wfile.write(part)
+                    sent += len(part)
+            except OSError:
+                pass
+            return
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class KvUpstream:
+    """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk."""
+
+    def __init__(self, port=0):
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # listen backlog: hundreds of streams connect at once
+        self.server = Server(("127.0.0.1", port), _KvHandler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class EchoUpstream:
+    """Echoes every byte; on the client's EOF it finishes writing, then closes.
+    Records how each connection ended ('eof' or 'reset')."""
+
+    def __init__(self):
+        self.endings = []
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                s = self.request
+                try:
+                    while True:
+                        b = s.recv(1 << 20)
+                        if not b:
+                            outer.endings.append("eof")
+                            break
+                        s.sendall(b)
+                    s.shutdown(socket.SHUT_WR)
+                except ConnectionResetError:
+                    outer.endings.append("reset")
+                except OSError:
+                    outer.endings.append("error")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+            request_queue_size = 1024
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def addr(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------- clients
+def http_get(port, path, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()

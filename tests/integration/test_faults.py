@@ -1,0 +1,121 @@
+"""Faults the tunnel must survive: dead processes, no bridge, restarts."""
+import signal
+import socket
+import threading
+import time
+
+from harness import http_get, wait_for, free_port
+
+
+def _ok(port, name="x", timeout=5):
+    try:
+        status, body = http_get(port, f"/v1/secret/data/{name}", timeout=timeout)
+        return status == 200 and f"s3cr3t-{name}".encode() in body
+    except OSError:
+        return False
+
+
+def test_wrappers_arriving_while_no_bridge_is_connected_are_served_when_it_connects(env):
+    up = env.kv()
+    broker = env.broker(extra=["--pending-timeout", "10"])
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(_ok(broker.service_port,
+                                                                      f"w{i}", timeout=15)))
+               for i in range(5)]
+    for t in threads:
+        t.start()
+    broker.wait_log(r"no bridge connected: holding wrappers")
+    env.bridge(broker.bridge_port, up.addr)
+    for t in threads:
+        t.join(20)
+    assert results == [True] * 5
+
+
+def test_a_wrapper_is_closed_when_no_bridge_arrives_within_the_pending_timeout(env):
+    broker = env.broker(extra=["--pending-timeout", "1"])
+    t0 = time.monotonic()
+    assert not _ok(broker.service_port, timeout=10)
+    elapsed = time.monotonic() - t0
+    assert 0.8 < elapsed < 5, elapsed
+    broker.wait_log(r"no bridge within the pending timeout")
+
+
+def test_kill_9_of_the_broker_and_a_restart_brings_the_bridge_back(env):
+    up = env.kv()
+    bport, sport = free_port(), free_port()
+    broker = env.broker(bridge_port=bport, service_port=sport)
+    bridge = env.bridge(bport, up.addr)
+    broker.wait_log(r"conn=\d+ bridge connected")
+    assert _ok(sport)
+    broker.kill()  # SIGKILL to the whole process group: parent and children
+    bridge.wait_log(r"link to the broker lost")
+    broker2 = env.broker(bridge_port=bport, service_port=sport)
+    # First retry within 1 s, then up to 2 s, 4 s...: bounded well below 15 s.
+    broker2.wait_log(r"conn=\d+ bridge connected", timeout=15)
+    assert wait_for(lambda: _ok(sport), 10, "a request through the restarted broker")
+
+
+def _kill_child_and_recover(env, which_daemon, role):
+    broker, bridge, _ = env.tunnel()
+    assert _ok(broker.service_port)
+    d = broker if which_daemon == "broker" else bridge
+    before = d.children()
+    assert set(before) == {"tls", "forward"}, before
+    import os
+    os.kill(before[role], signal.SIGKILL)
+    d.wait_log(rf"{role} process pid={before[role]} killed by signal 9")
+    wait_for(lambda: d.children().get(role) not in (None, before[role]), 10,
+             f"a new {role} process")
+    assert wait_for(lambda: _ok(broker.service_port, "after"), 20,
+                    "a request through the recovered tunnel")
+    # The surviving sibling was not restarted.
+    assert d.children()[("forward" if role == "tls" else "tls")] == \
+        before["forward" if role == "tls" else "tls"]
+
+
+def test_kill_9_of_the_broker_tls_process_recovers(env):
+    _kill_child_and_recover(env, "broker", "tls")
+
+
+def test_kill_9_of_the_broker_forwarding_process_recovers(env):
+    _kill_child_and_recover(env, "broker", "forward")
+
+
+def test_kill_9_of_the_bridge_tls_process_recovers(env):
+    _kill_child_and_recover(env, "bridge", "tls")
+
+
+def test_kill_9_of_the_bridge_forwarding_process_recovers(env):
+    _kill_child_and_recover(env, "bridge", "forward")
+
+
+def test_kill_9_of_a_parent_takes_its_children_with_it(env):
+    broker, bridge, _ = env.tunnel()
+    kids = bridge.children()
+    import os
+    os.kill(bridge.proc.pid, signal.SIGKILL)
+    bridge.proc.wait(5)
+
+    def gone():
+        return all(not os.path.exists(f"/proc/{p}") or
+                   open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in kids.values())
+    wait_for(gone, 5, "the bridge's children to exit after their parent")
+
+
+def test_sigterm_lets_an_open_stream_finish_then_exits_0(env):
+    echo = env.echo()
+    broker, bridge, _ = env.tunnel(upstream=echo)
+    s = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+    s.sendall(b"in flight")
+    assert s.recv(100) == b"in flight"
+    broker.signal(signal.SIGTERM)
+    broker.wait_log(r"draining")
+    s.sendall(b" and still going")  # the drained broker still carries it
+    got = b""
+    while len(got) < len(b" and still going"):
+        got += s.recv(100)
+    assert got == b" and still going"
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(100) == b""
+    s.close()
+    assert broker.wait_exit(15) == 0
