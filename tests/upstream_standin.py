@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""A stand-in for OpenBao's KV v2 read path, for `make demo` when no `bao`
+binary is on PATH: GET /v1/secret/data/<name> with a valid X-Vault-Token
+answers the way OpenBao does; anything else is 403/404 like the real thing.
+
+    upstream_standin.py --listen 127.0.0.1:8200 --token TOKEN --secret demo=password=hunter2
+"""
+import argparse
+import json
+import sys
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", default="127.0.0.1:8200")
+    ap.add_argument("--token", required=True)
+    ap.add_argument("--secret", action="append", default=[],
+                    help="NAME=KEY=VALUE (repeatable)")
+    args = ap.parse_args()
+    secrets = {}
+    for s in args.secret:
+        name, key, value = s.split("=", 2)
+        secrets.setdefault(name, {})[key] = value
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "openbao-standin"
+
+        def log_message(self, fmt, *a):
+            sys.stderr.write("upstream: " + (fmt % a) + "\n")
+
+        def reply(self, code, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if self.headers.get("X-Vault-Token") != args.token:
+                return self.reply(403, {"errors": ["permission denied"]})
+            prefix = "/v1/secret/data/"
+            name = self.path[len(prefix):] if self.path.startswith(prefix) else None
+            if name not in secrets:
+                return self.reply(404, {"errors": []})
+            self.reply(200, {
+                "request_id": str(uuid.uuid4()), "lease_id": "", "renewable": False,
+                "lease_duration": 0,
+                "data": {"data": secrets[name],
+                         "metadata": {"created_time": "2026-01-01T00:00:00Z",
+                                      "custom_metadata": None, "deletion_time": "",
+                                      "destroyed": False, "version": 1}},
+                "wrap_info": None, "warnings": None, "auth": None})
+
+    host, port = args.listen.rsplit(":", 1)
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer((host, int(port)), Handler)
+    print(f"upstream: OpenBao stand-in listening on {args.listen}", file=sys.stderr, flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
