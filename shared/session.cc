@@ -175,6 +175,10 @@ void Session::on_data(const Frame& f) {
   Stream& s = it->second;
   if (!can_receive(s.state)) {
     credit_conn(f.payload.size());
+    // §3 / F-33: a second FIN is PROTOCOL; other DATA after FIN is STREAM_CLOSED.
+    // (Found by tests/unit/session_test.cc F33_SecondFinIsStreamProtocolError.)
+    if ((f.h.flags & kFlagFin) != 0)
+      return stream_error(id, Code::kProtocol, "second FIN on a stream");
     return stream_error(id, Code::kStreamClosed, "DATA after FIN");
   }
   if (n > s.recv_window) {
