@@ -83,7 +83,9 @@ void Session::parse(TimePoint now) {
 
 void Session::transport_closed(bool clean) {
   if (dead_) return;
-  if (in_pos_ < in_.size()) {
+  // in_filled_, not in_.size(): input_space() reserved for a read that hit
+  // EOF is not a partial frame (found by TransportClosedAfterAnUnusedInputSpaceIsClean).
+  if (in_pos_ < in_filled_) {
     conn_error(Code::kTruncated, "transport ended inside a frame");
   } else {
     conn_error(clean ? Code::kNoError : Code::kCancel,
@@ -325,6 +327,12 @@ void Session::set_state(uint32_t id, Stream& s, StreamInput in) {
 
 uint32_t Session::open() {
   if (dead_ || !cfg_.opener || goaway_sent_ || goaway_received_) return 0;
+  // Never open beyond the peer's advertised limit: it would answer RESET
+  // REFUSED and charge each refusal to our budget, so a burst of wrappers would
+  // cost the whole link ENHANCE_YOUR_CALM (F-29). Our count of open streams is
+  // never below the peer's when our OPEN reaches it (closes travel ahead of it).
+  // (Found by tests/unit/session_test.cc F29_OpenerRespectsThePeersMaxConcurrentStreams.)
+  if (streams_.size() >= peer_.max_streams) return 0;
   if (next_id_ > limits::kMaxStreamId) {
     // F-16: the id space is used up; the application dials a new connection.
     go_away(Code::kNoError);

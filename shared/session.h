@@ -88,7 +88,8 @@ class Session {
 
   // --- streams (application side)
   // Opens a stream (opener only). Returns 0 when no stream can be opened now
-  // (goaway, id space used up, dead): the caller refuses its wrapper.
+  // (goaway, id space used up, the peer's max concurrent streams reached,
+  // dead): the caller refuses its wrapper.
   uint32_t open();
   // How many bytes send() would accept now. A zero result registers interest:
   // a kWritable event follows when capacity returns.

@@ -656,6 +656,27 @@ TEST(Session, F29_PersistentOpensBeyondTheLimitExhaustTheBudget) {
   EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
 }
 
+// The opener must not open beyond what the peer accepts: every refusal is
+// charged to the budget, so a busy broker would otherwise lose the whole link
+// to ENHANCE_YOUR_CALM after a burst of refused opens (F-29 aimed at itself).
+TEST(Session, F29_OpenerRespectsThePeersMaxConcurrentStreams) {
+  SessionConfig cb = acceptor_cfg();
+  cb.max_streams = 2;
+  Pair p(opener_cfg(), cb);
+  p.handshake();
+  const uint32_t s1 = p.open();
+  p.open();
+  EXPECT_EQ(p.a.s.open(), 0u);  // the caller refuses its wrapper itself
+  p.pump();
+  EXPECT_EQ(p.b.s.stats().resets_out, 0u);
+  // A slot frees up once the peer has seen the stream close.
+  p.a.s.reset(s1, Code::kCancel);
+  const uint32_t s3 = p.open();
+  EXPECT_EQ(s3, 3u);
+  EXPECT_EQ(p.b.s.open_streams(), 2u);
+  EXPECT_EQ(p.b.s.stats().resets_out, 0u);
+}
+
 // ------------------------------------------------------------------ flow control (§4)
 
 TEST(Session, F26_WindowExhaustionThenWritableAfterCredit) {
@@ -1226,6 +1247,30 @@ TEST(Session, TransportClosedAtAFrameBoundary) {
   abrupt.s.transport_closed(false);
   abrupt.collect();
   EXPECT_EQ(abrupt.error(), Code::kCancel);
+}
+
+// The usage pattern asks for input space before every read; an EOF read
+// leaves that space unused, which is not a partial frame.
+TEST(Session, TransportClosedAfterAnUnusedInputSpaceIsClean) {
+  Harness h = make_acceptor();
+  h.ready();
+  h.feed(Wire().open(1).data(1, "x"));
+  (void)h.s.input_space();
+  h.s.transport_closed(true);
+  h.collect();
+  EXPECT_EQ(h.error(), Code::kNoError);
+
+  // And a real partial frame is still caught with space reserved after it.
+  Harness t = make_acceptor();
+  t.ready();
+  std::vector<uint8_t> half;
+  encode_ping(half, 1, false);
+  half.resize(half.size() - 3);
+  t.feed(half);
+  (void)t.s.input_space();
+  t.s.transport_closed(true);
+  t.collect();
+  EXPECT_EQ(t.error(), Code::kTruncated);
 }
 
 TEST(Session, F43_GarbageFirstBytes) {
