@@ -63,8 +63,8 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
     if (!fd) {
       LOG_INFO("stream=%u cannot connect to %s: %s", id, upstream_.str().c_str(),
                std::strerror(err));
-      l.session().reset(id, err == EMFILE || err == ENFILE ? Code::kResource
-                                                           : Code::kUpstreamRefused);
+      l.session().reset(id,
+                        err == EMFILE || err == ENFILE ? Code::kResource : Code::kUpstreamRefused);
       return;
     }
     tune_stream_socket(fd.get());
@@ -88,11 +88,20 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
       if (it == l.splices.end()) continue;
       Splice* s = it->second;
       switch (ev.kind) {
-        case Event::kData: s->on_data(ev.data); break;
-        case Event::kFin: s->on_fin(); break;
-        case Event::kReset: s->on_reset(ev.code); break;
-        case Event::kWritable: s->on_writable(); break;
-        default: break;
+        case Event::kData:
+          s->on_data(ev.data);
+          break;
+        case Event::kFin:
+          s->on_fin();
+          break;
+        case Event::kReset:
+          s->on_reset(ev.code);
+          break;
+        case Event::kWritable:
+          s->on_writable();
+          break;
+        default:
+          break;
       }
     }
   }

@@ -7,7 +7,6 @@
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--child=tls") == 0) return ct::bridge::tls_main();
-  if (argc == 2 && std::strcmp(argv[1], "--child=forward") == 0)
-    return ct::bridge::forward_main();
+  if (argc == 2 && std::strcmp(argv[1], "--child=forward") == 0) return ct::bridge::forward_main();
   return ct::bridge::parent_main(argc, argv);
 }

@@ -27,7 +27,8 @@ const char* kSummary =
 
 std::vector<FlagSpec> flag_specs() {
   return {
-      {"broker-address", "HOST:PORT", "the broker's bridge endpoint, e.g. broker.prod.example.com:443"},
+      {"broker-address", "HOST:PORT",
+       "the broker's bridge endpoint, e.g. broker.prod.example.com:443"},
       {"vault-addr", "URL", "OpenBao on this host: http://127.0.0.1:8200 or https://..."},
       {"client-cert", "FILE", "PEM certificate chain presented to the broker"},
       {"client-key", "FILE", "PEM private key of --client-cert (unencrypted)"},
@@ -108,11 +109,13 @@ class BridgeParent final : public DaemonParent {
     }
     for (const std::string& p : f.all("broker-pin")) {
       auto pin = parse_pin(p);
-      if (!pin) return usage_error("bad --broker-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
+      if (!pin)
+        return usage_error("bad --broker-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
       pins_.push_back(*pin);
     }
     auto broker = parse_host_port(f.get("broker-address"), &err);
-    if (!broker) return usage_error("bad --broker-address '" + f.get("broker-address") + "': " + err);
+    if (!broker)
+      return usage_error("bad --broker-address '" + f.get("broker-address") + "': " + err);
     broker_ = *broker;
     base_.peer_name = f.get("broker-name", broker_.host);
     HostPort vault;

@@ -94,17 +94,15 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         for (auto& b : c.instance) b = static_cast<uint8_t>(rd());
         const std::string& name = settings_.peer_name;
         unsigned char ip[16];
-        const bool is_ip = inet_pton(AF_INET, name.c_str(), ip) == 1 ||
-                           inet_pton(AF_INET6, name.c_str(), ip) == 1;
-        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(),
-                                               std::move(m.fd), false, is_ip ? "" : name, c,
-                                               Clock::now());
+        const bool is_ip =
+            inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
+        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(m.fd),
+                                               false, is_ip ? "" : name, c, Clock::now());
         return true;
       }
       case Msg::kDialFailed: {
         if (dial_ != DialState::kDialing) return false;
-        LOG_WARN("cannot reach the broker: %s",
-                 std::string(m.body.begin(), m.body.end()).c_str());
+        LOG_WARN("cannot reach the broker: %s", std::string(m.body.begin(), m.body.end()).c_str());
         dial_ = DialState::kIdle;
         schedule_retry();
         return true;
@@ -123,8 +121,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   void schedule_retry() {
     if (draining_) return;
     attempt_++;
-    const auto cap = std::min<Duration>(kBackoffCap, kBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
-    std::uniform_int_distribution<long long> d(0, std::chrono::duration_cast<std::chrono::milliseconds>(cap).count());
+    const auto cap =
+        std::min<Duration>(kBackoffCap, kBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
+    std::uniform_int_distribution<long long> d(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(cap).count());
     const auto delay = std::chrono::milliseconds(d(rng_));
     next_dial_ = Clock::now() + delay;
     dial_ = DialState::kWaiting;
@@ -179,16 +179,25 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           relays_.attach(r, local_.get(), lid);
           break;
         }
-        case Event::kData: relays_.on_data(&l, ev.stream, ev.data); break;
-        case Event::kFin: relays_.on_fin(&l, ev.stream); break;
-        case Event::kReset: relays_.on_reset(&l, ev.stream, ev.code); break;
-        case Event::kWritable: relays_.on_writable(&l, ev.stream); break;
+        case Event::kData:
+          relays_.on_data(&l, ev.stream, ev.data);
+          break;
+        case Event::kFin:
+          relays_.on_fin(&l, ev.stream);
+          break;
+        case Event::kReset:
+          relays_.on_reset(&l, ev.stream, ev.code);
+          break;
+        case Event::kWritable:
+          relays_.on_writable(&l, ev.stream);
+          break;
         case Event::kGoAway:
           if (!is_local) {
-            LOG_INFO("conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
-                     "its %zu streams",
-                     static_cast<unsigned long long>(l.id()),
-                     std::string(code_name(ev.code)).c_str(), l.relays.size());
+            LOG_INFO(
+                "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
+                "its %zu streams",
+                static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str(),
+                l.relays.size());
             if (dial_ == DialState::kIdle && !draining_) {
               next_dial_ = Clock::now();
               dial_ = DialState::kWaiting;
@@ -221,8 +230,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
       up_since_.erase(up);
     } else {
-      LOG_WARN("conn=%llu TLS with the broker failed: %s",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
+      LOG_WARN("conn=%llu TLS with the broker failed: %s", static_cast<unsigned long long>(l.id()),
+               l.close_reason().c_str());
     }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));

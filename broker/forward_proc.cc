@@ -11,6 +11,7 @@
 #include <random>
 
 #include "broker/broker.h"
+#include "broker/forward_metrics.h"
 #include "shared/child.h"
 #include "shared/limits.h"
 #include "shared/log.h"
@@ -22,10 +23,8 @@ namespace ct::broker {
 namespace {
 
 const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kListener, true, 0},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kDrain, false, 0},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0},        {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
 };
 
 class ForwardProcess final : public ChildBase, public Link::Owner, public Splice::Owner {
@@ -59,8 +58,19 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
       case Msg::kPeerChannel:
         set_local(std::move(m.fd));
         return true;
+      case Msg::kMetricsListener:
+        if (metrics_) return false;  // once
+        metrics_ = std::make_unique<MetricsServer>(loop_, std::move(m.fd));
+        return true;
+      case Msg::kStats: {
+        auto s = decode_metrics(m.body);
+        if (!s) return false;
+        if (metrics_) metrics_->set_tls_samples(std::move(*s));
+        return true;
+      }
       case Msg::kDrain:
         draining_ = true;
+        if (metrics_) metrics_->counters().draining = true;  // readiness goes false first
         update_listener();
         LOG_INFO("draining: %zu wrapper connections open", splices_.size());
         return true;
@@ -110,6 +120,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
         continue;
       }
       tune_stream_socket(fd.get());
+      if (metrics_) metrics_->counters().wrapper_connections_total++;
       auto s = std::make_unique<Splice>(loop_, *this, *local_, id, std::move(fd), false);
       splices_[s.get()] = std::move(s);
     }
@@ -144,11 +155,20 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
       if (it == l.splices.end()) continue;
       Splice* s = it->second;
       switch (ev.kind) {
-        case Event::kData: s->on_data(ev.data); break;
-        case Event::kFin: s->on_fin(); break;
-        case Event::kReset: s->on_reset(ev.code); break;
-        case Event::kWritable: s->on_writable(); break;
-        default: break;
+        case Event::kData:
+          s->on_data(ev.data);
+          break;
+        case Event::kFin:
+          s->on_fin();
+          break;
+        case Event::kReset:
+          s->on_reset(ev.code);
+          break;
+        case Event::kWritable:
+          s->on_writable();
+          break;
+        default:
+          break;
       }
     }
   }
@@ -170,14 +190,17 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
     splices_.erase(it);
   }
 
-  void on_tick(TimePoint) noexcept override {
+  void on_tick(TimePoint now) noexcept override {
+    if (metrics_) metrics_->tick(now);
     if (draining_ && splices_.empty()) {
       if (local_) local_->flush();
       LOG_INFO("drained");
       exit_child(0);
     }
   }
-  TimePoint next_deadline() const override { return TimePoint::max(); }
+  TimePoint next_deadline() const override {
+    return metrics_ ? metrics_->next_deadline() : TimePoint::max();
+  }
   void after_batch() noexcept override {
     if (local_) local_->flush();
   }
@@ -185,6 +208,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
   Listener listener_;
   std::unique_ptr<PlainLink> local_;
   std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  std::unique_ptr<MetricsServer> metrics_;
   UniqueFd spare_;
   int64_t last_emfile_log_ms_ = 0;
   bool draining_ = false;

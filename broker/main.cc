@@ -7,7 +7,6 @@
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--child=tls") == 0) return ct::broker::tls_main();
-  if (argc == 2 && std::strcmp(argv[1], "--child=forward") == 0)
-    return ct::broker::forward_main();
+  if (argc == 2 && std::strcmp(argv[1], "--child=forward") == 0) return ct::broker::forward_main();
   return ct::broker::parent_main(argc, argv);
 }

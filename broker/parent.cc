@@ -35,6 +35,8 @@ std::vector<FlagSpec> flag_specs() {
        "accept only bridges whose certificate key hashes to this pin (curl's form)", true},
       {"pending-timeout", "SECONDS",
        "how long a wrapper waits for a bridge when none is connected (default 10)"},
+      {"metrics-listen", "ADDR:PORT",
+       "serve /metrics (Prometheus), /healthz and /readyz over plain HTTP, e.g. 0.0.0.0:9090"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
       {"log-level", "LEVEL", "error, warn, info (default) or debug"},
@@ -78,7 +80,8 @@ class BrokerParent final : public DaemonParent {
     }
     for (const std::string& p : f.all("bridge-pin")) {
       auto pin = parse_pin(p);
-      if (!pin) return usage_error("bad --bridge-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
+      if (!pin)
+        return usage_error("bad --bridge-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
       pins_.push_back(*pin);
     }
     cert_path_ = f.get("cert");
@@ -86,12 +89,19 @@ class BrokerParent final : public DaemonParent {
     ca_path_ = f.get("ca-cert");
     if (!preload_material(&err)) return usage_error(err);
     SockAddr bridge_addr, service_addr;
-    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr, &err) ||
-        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr, &err))
+    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr,
+                       &err) ||
+        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr,
+                       &err))
+      return usage_error(err);
+    SockAddr metrics_addr;
+    if (f.has("metrics-listen") && !bind_listener(f.get("metrics-listen"), "--metrics-listen",
+                                                  &metrics_fd_, &metrics_addr, &err))
       return usage_error(err);
     // The bound addresses (port 0 becomes the real port: tests rely on this line).
     LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
              service_addr.str().c_str());
+    if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
     return run();
   }
 
@@ -101,14 +111,21 @@ class BrokerParent final : public DaemonParent {
     auto hp = parse_host_port(spec, err, /*allow_port_zero=*/true);
     if (!hp) return *err = std::string("bad ") + flag + " '" + spec + "': " + *err, false;
     auto addr = numeric_addr(*hp);
-    if (!addr) return *err = std::string("bad ") + flag + " '" + spec + "': the address must be numeric", false;
+    if (!addr)
+      return *err = std::string("bad ") + flag + " '" + spec + "': the address must be numeric",
+             false;
     int e = 0;
     *out = listen_tcp(*addr, 4096, &e);
-    if (!*out) return *err = std::string("cannot listen on ") + spec + " (" + flag + "): " + std::strerror(e), false;
+    if (!*out)
+      return *err =
+                 std::string("cannot listen on ") + spec + " (" + flag + "): " + std::strerror(e),
+             false;
     *bound = *addr;
     const uint16_t port = local_port(out->get());
-    if (bound->family() == AF_INET) reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
-    else reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
+    if (bound->family() == AF_INET)
+      reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
+    else
+      reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
     return true;
   }
 
@@ -122,9 +139,11 @@ class BrokerParent final : public DaemonParent {
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
     ch.send(Msg::kListener, {}, w == Supervisor::kTls ? bridge_fd_.get() : service_fd_.get());
+    if (w == Supervisor::kForward && metrics_fd_)
+      ch.send(Msg::kMetricsListener, {}, metrics_fd_.get());
   }
 
-  UniqueFd bridge_fd_, service_fd_;
+  UniqueFd bridge_fd_, service_fd_, metrics_fd_;
 };
 
 }  // namespace

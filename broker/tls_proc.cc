@@ -15,6 +15,7 @@
 #include "shared/child.h"
 #include "shared/limits.h"
 #include "shared/log.h"
+#include "shared/metrics.h"
 #include "shared/net.h"
 #include "shared/relay.h"
 #include "shared/tls_context.h"
@@ -116,8 +117,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         return;
       }
       if (!ctx_ || bridges_.size() >= kMaxBridgeConns || draining_) {
-        LOG_WARN("refusing a bridge connection: %s",
-                 draining_ ? "draining" : !ctx_ ? "no material" : "too many bridge connections");
+        LOG_WARN("refusing a bridge connection: %s", draining_ ? "draining"
+                                                     : !ctx_   ? "no material"
+                                                               : "too many bridge connections");
         continue;  // closes it
       }
       tune_link_socket(fd.get(), 15000);
@@ -163,7 +165,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (pending_.empty())
       LOG_INFO("no bridge connected: holding wrappers for up to %u ms",
                settings_.pending_timeout_ms);
-    pending_.push_back({r->a.id, Clock::now() + std::chrono::milliseconds(settings_.pending_timeout_ms)});
+    pending_.push_back(
+        {r->a.id, Clock::now() + std::chrono::milliseconds(settings_.pending_timeout_ms)});
   }
 
   void serve_pending() {
@@ -183,6 +186,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     reported_up_ = up;
     Status s{up, up == 0 ? "no bridge connected" : std::to_string(up) + " bridge(s) connected"};
     send(Msg::kStatus, encode_status(s));
+    send_stats();  // readiness follows the link at once, not a second later
   }
 
   // ---------------------------------------------------------------- link events
@@ -202,22 +206,34 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           break;
         case Event::kOpened:
           if (is_local) {
+            streams_total_++;
             Relay* r = relays_.create(&l, ev.stream);
             assign(r);
           }
           break;
-        case Event::kData: relays_.on_data(&l, ev.stream, ev.data); break;
-        case Event::kFin: relays_.on_fin(&l, ev.stream); break;
-        case Event::kReset: relays_.on_reset(&l, ev.stream, ev.code); break;
-        case Event::kWritable: relays_.on_writable(&l, ev.stream); break;
+        case Event::kData:
+          relays_.on_data(&l, ev.stream, ev.data);
+          break;
+        case Event::kFin:
+          relays_.on_fin(&l, ev.stream);
+          break;
+        case Event::kReset:
+          count_reset(ev.code);
+          relays_.on_reset(&l, ev.stream, ev.code);
+          break;
+        case Event::kWritable:
+          relays_.on_writable(&l, ev.stream);
+          break;
         case Event::kGoAway:
           LOG_INFO("conn=%llu bridge sent GOAWAY (%s): no new streams on it",
-                   static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str());
+                   static_cast<unsigned long long>(l.id()),
+                   std::string(code_name(ev.code)).c_str());
           break;
         case Event::kError:
           LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
                    is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
                    std::string(ev.what).c_str());
+          if (!is_local) link_errors_[static_cast<uint32_t>(ev.code)]++;
           break;
       }
     }
@@ -234,6 +250,12 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     auto it = bridges_.find(l.id());
     if (it == bridges_.end()) return;
     auto* t = static_cast<TlsLink*>(&l);
+    if (l.has_session()) {
+      bytes_to_bridge_ += l.session().stats().bytes_out;
+      bytes_from_bridge_ += l.session().stats().bytes_in;
+    }
+    if (!t->established())
+      handshake_failures_[static_cast<uint32_t>(classify_handshake_failure(l.close_reason()))]++;
     if (t->established())
       LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
                static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
@@ -258,8 +280,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       Relay* r = local_ ? relays_.find(local_.get(), p.stream) : nullptr;
       if (r != nullptr && r->b.link == nullptr) {
         LOG_INFO("stream=%u no bridge within the pending timeout: closing the wrapper", p.stream);
+        pending_timeouts_++;
+        count_reset(Code::kNoBridge);
         relays_.reset(r, Code::kNoBridge);
       }
+    }
+    if (now >= next_stats_) {
+      send_stats();
+      next_stats_ = now + std::chrono::seconds(1);
     }
     if (draining_ && relays_.size() == 0) {
       LOG_INFO("drained");
@@ -273,7 +301,36 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (local_) t = std::min(t, local_->next_deadline());
     for (auto& [id, l] : bridges_) t = std::min(t, l->next_deadline());
     if (!pending_.empty()) t = std::min(t, pending_.front().deadline);
-    return t;
+    return std::min(t, next_stats_);
+  }
+
+  void count_reset(Code c) { resets_[static_cast<uint32_t>(c)]++; }
+
+  // Metric samples go to the parent (and on to the forwarding process, which
+  // serves /metrics) once a second when anything changed.
+  void send_stats() {
+    std::vector<MetricSample> m;
+    uint64_t up = 0, to = bytes_to_bridge_, from = bytes_from_bridge_;
+    for (auto& [id, l] : bridges_) {
+      if (!l->has_session()) continue;
+      if (!l->closed() && l->session().ready()) up++;
+      to += l->session().stats().bytes_out;
+      from += l->session().stats().bytes_in;
+    }
+    m.push_back({MetricId::kBridgesConnected, 0, up});
+    m.push_back({MetricId::kStreamsOpen, 0, relays_.size()});
+    m.push_back({MetricId::kStreamsTotal, 0, streams_total_});
+    m.push_back({MetricId::kBytesToBridge, 0, to});
+    m.push_back({MetricId::kBytesFromBridge, 0, from});
+    m.push_back({MetricId::kWrappersPending, 0, pending_.size()});
+    m.push_back({MetricId::kPendingTimeouts, 0, pending_timeouts_});
+    for (auto& [k, v] : handshake_failures_) m.push_back({MetricId::kHandshakeFailures, k, v});
+    for (auto& [k, v] : resets_) m.push_back({MetricId::kResets, k, v});
+    for (auto& [k, v] : link_errors_) m.push_back({MetricId::kLinkErrors, k, v});
+    auto body = encode_metrics(m);
+    if (body == last_stats_) return;
+    send(Msg::kStats, body);
+    last_stats_ = std::move(body);
   }
 
   void flush_all() noexcept {
@@ -311,6 +368,12 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   RelayTable relays_;
   std::deque<Pending> pending_;
   uint64_t next_conn_ = 0;
+  // Counters for /metrics (bytes of closed links are folded in when they close).
+  uint64_t streams_total_ = 0, pending_timeouts_ = 0;
+  uint64_t bytes_to_bridge_ = 0, bytes_from_bridge_ = 0;
+  std::map<uint32_t, uint64_t> handshake_failures_, resets_, link_errors_;
+  std::vector<uint8_t> last_stats_;
+  TimePoint next_stats_{};
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;
 };

@@ -5,11 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define CT_CHECK(cond)                                                                   \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]] {                                                          \
+#define CT_CHECK(cond)                                                                      \
+  do {                                                                                      \
+    if (!(cond)) [[unlikely]] {                                                             \
       std::fprintf(stderr, "internal error: %s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                               \
-      std::abort();                                                                      \
-    }                                                                                    \
+                   #cond);                                                                  \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "shared/log.h"
+#include "shared/metrics.h"
 #include "shared/proc.h"
 
 namespace ct {
@@ -17,11 +18,8 @@ constexpr auto kStartupTimeout = std::chrono::seconds(10);
 
 // Tls child: what it may send to the parent, and in which size.
 const std::vector<MsgRule> kFromTls = {
-    {Msg::kReady, false, 0},
-    {Msg::kMaterialError, false, 1024},
-    {Msg::kStatus, false, 1024},
-    {Msg::kDialRequest, false, 0},
-    {Msg::kDrained, false, 0},
+    {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
+    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
 };
 const std::vector<MsgRule> kFromForward = {
     {Msg::kReady, false, 0},
@@ -57,11 +55,15 @@ int DaemonParent::run() {
   if (!open_self_exe(&exe, &err)) return usage_error(err);
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
-    if (sig == SIGCHLD) sup_->on_sigchld();
-    else if (sig == SIGHUP) reload();
-    else begin_drain();
+    if (sig == SIGCHLD)
+      sup_->on_sigchld();
+    else if (sig == SIGHUP)
+      reload();
+    else
+      begin_drain();
   });
-  sup_ = std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(exe), kFromTls, kFromForward);
+  sup_ =
+      std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(exe), kFromTls, kFromForward);
   startup_deadline_ = Clock::now() + kStartupTimeout;
   if (!sup_->start()) {
     sup_->signal_all(SIGKILL);
@@ -103,6 +105,8 @@ void DaemonParent::on_child_started(Supervisor::Which w, IpcChannel& ch) noexcep
     candidate_pending_ = false;  // a new process only ever sees the good material
   }
   send_extras(w, ch);
+  // A restarted forwarding process serves the latest figures at once.
+  if (w == Supervisor::kForward && !last_stats_.empty()) ch.send(Msg::kStats, last_stats_);
   if (phase_ == Phase::kDraining) ch.send(Msg::kDrain, Bytes{});
 }
 
@@ -144,6 +148,13 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
       if (auto s = decode_status(m.body)) return on_status(*s);
       return sup_->kill_child(w, "malformed STATUS");
     case Msg::kDrained:
+      return;
+    case Msg::kStats:
+      // Checked here, then handed to the forwarding process, which serves them.
+      if (w != Supervisor::kTls || !decode_metrics(m.body))
+        return sup_->kill_child(w, "malformed STATS");
+      last_stats_ = m.body;
+      if (IpcChannel* ch = sup_->channel(Supervisor::kForward)) ch->send(Msg::kStats, m.body);
       return;
     default:
       if (!on_extra_message(w, m))

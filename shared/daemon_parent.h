@@ -65,13 +65,14 @@ class DaemonParent : public Supervisor::Hooks {
   void reload() noexcept;
   void begin_drain() noexcept;
   Phase phase_ = Phase::kStarting;
-  Material good_;          // the material the TLS process runs with
+  Material good_;  // the material the TLS process runs with
   bool loaded_ = false;
-  Material candidate_;     // sent on SIGHUP, awaiting the verdict
+  Material candidate_;  // sent on SIGHUP, awaiting the verdict
   bool candidate_pending_ = false;
   bool material_sent_to_current_tls_ = false;
   int exit_code_ = 0;
   std::string startup_error_;
+  std::vector<uint8_t> last_stats_;
   TimePoint startup_deadline_{};
   TimePoint drain_deadline_ = TimePoint::max();
 };

@@ -68,8 +68,10 @@ std::string Flags::usage(const std::string& program, const std::string& summary)
   std::string out = "usage: " + program + " [flags]\n\n" + summary + "\n\nflags:\n";
   for (const auto& s : specs_) {
     std::string left = "  --" + s.name + (s.arg.empty() ? "" : " " + s.arg);
-    if (left.size() < 34) left.resize(34, ' ');
-    else left += "\n" + std::string(34, ' ');
+    if (left.size() < 34)
+      left.resize(34, ' ');
+    else
+      left += "\n" + std::string(34, ' ');
     out += left + s.help + (s.repeatable ? " (repeatable)" : "") + "\n";
   }
   return out;

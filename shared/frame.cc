@@ -28,36 +28,60 @@ constexpr size_t kNumTypes = sizeof(kRules) / sizeof(kRules[0]);
 
 std::string_view code_name(Code c) {
   switch (c) {
-    case Code::kNoError: return "NO_ERROR";
-    case Code::kProtocol: return "PROTOCOL";
-    case Code::kInternal: return "INTERNAL";
-    case Code::kFlowControl: return "FLOW_CONTROL";
-    case Code::kTimeout: return "TIMEOUT";
-    case Code::kStreamClosed: return "STREAM_CLOSED";
-    case Code::kFrameSize: return "FRAME_SIZE";
-    case Code::kRefused: return "REFUSED";
-    case Code::kCancel: return "CANCEL";
-    case Code::kEnhanceYourCalm: return "ENHANCE_YOUR_CALM";
-    case Code::kVersion: return "VERSION";
-    case Code::kUpstreamRefused: return "UPSTREAM_REFUSED";
-    case Code::kUpstreamReset: return "UPSTREAM_RESET";
-    case Code::kNoBridge: return "NO_BRIDGE";
-    case Code::kShutdown: return "SHUTDOWN";
-    case Code::kResource: return "RESOURCE";
-    case Code::kTruncated: return "TRUNCATED";
+    case Code::kNoError:
+      return "NO_ERROR";
+    case Code::kProtocol:
+      return "PROTOCOL";
+    case Code::kInternal:
+      return "INTERNAL";
+    case Code::kFlowControl:
+      return "FLOW_CONTROL";
+    case Code::kTimeout:
+      return "TIMEOUT";
+    case Code::kStreamClosed:
+      return "STREAM_CLOSED";
+    case Code::kFrameSize:
+      return "FRAME_SIZE";
+    case Code::kRefused:
+      return "REFUSED";
+    case Code::kCancel:
+      return "CANCEL";
+    case Code::kEnhanceYourCalm:
+      return "ENHANCE_YOUR_CALM";
+    case Code::kVersion:
+      return "VERSION";
+    case Code::kUpstreamRefused:
+      return "UPSTREAM_REFUSED";
+    case Code::kUpstreamReset:
+      return "UPSTREAM_RESET";
+    case Code::kNoBridge:
+      return "NO_BRIDGE";
+    case Code::kShutdown:
+      return "SHUTDOWN";
+    case Code::kResource:
+      return "RESOURCE";
+    case Code::kTruncated:
+      return "TRUNCATED";
   }
   return "UNKNOWN";
 }
 
 std::string_view frame_type_name(FrameType t) {
   switch (t) {
-    case FrameType::kHello: return "HELLO";
-    case FrameType::kOpen: return "OPEN";
-    case FrameType::kData: return "DATA";
-    case FrameType::kWindow: return "WINDOW";
-    case FrameType::kReset: return "RESET";
-    case FrameType::kPing: return "PING";
-    case FrameType::kGoAway: return "GOAWAY";
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kOpen:
+      return "OPEN";
+    case FrameType::kData:
+      return "DATA";
+    case FrameType::kWindow:
+      return "WINDOW";
+    case FrameType::kReset:
+      return "RESET";
+    case FrameType::kPing:
+      return "PING";
+    case FrameType::kGoAway:
+      return "GOAWAY";
   }
   return "UNKNOWN";
 }

@@ -14,17 +14,37 @@
 
 namespace ct {
 
-enum class FrameType : uint8_t { kHello = 0, kOpen = 1, kData = 2, kWindow = 3, kReset = 4,
-                                 kPing = 5, kGoAway = 6 };
+enum class FrameType : uint8_t {
+  kHello = 0,
+  kOpen = 1,
+  kData = 2,
+  kWindow = 3,
+  kReset = 4,
+  kPing = 5,
+  kGoAway = 6
+};
 inline constexpr uint8_t kFlagFin = 0x01;  // DATA: half-close
 inline constexpr uint8_t kFlagAck = 0x01;  // PING: reply
 
 // Error and reset codes (docs/protocol.md §7).
 enum class Code : uint32_t {
-  kNoError = 0, kProtocol = 1, kInternal = 2, kFlowControl = 3, kTimeout = 4,
-  kStreamClosed = 5, kFrameSize = 6, kRefused = 7, kCancel = 8, kEnhanceYourCalm = 9,
-  kVersion = 10, kUpstreamRefused = 11, kUpstreamReset = 12, kNoBridge = 13,
-  kShutdown = 14, kResource = 15, kTruncated = 16,
+  kNoError = 0,
+  kProtocol = 1,
+  kInternal = 2,
+  kFlowControl = 3,
+  kTimeout = 4,
+  kStreamClosed = 5,
+  kFrameSize = 6,
+  kRefused = 7,
+  kCancel = 8,
+  kEnhanceYourCalm = 9,
+  kVersion = 10,
+  kUpstreamRefused = 11,
+  kUpstreamReset = 12,
+  kNoBridge = 13,
+  kShutdown = 14,
+  kResource = 15,
+  kTruncated = 16,
 };
 std::string_view code_name(Code c);
 std::string_view frame_type_name(FrameType t);
@@ -72,8 +92,8 @@ std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payloa
 // Result of one decode step over a byte buffer.
 struct DecodeResult {
   enum Kind { kFrame, kNeedMore, kError } kind = kNeedMore;
-  Frame frame;           // kFrame
-  size_t consumed = 0;   // kFrame: bytes to drop from the front
+  Frame frame;                           // kFrame
+  size_t consumed = 0;                   // kFrame: bytes to drop from the front
   FrameError error{Code::kNoError, ""};  // kError
 };
 

@@ -17,18 +17,34 @@ constexpr size_t kMaxQueued = 256;  // control messages are few; more means a st
 
 const char* msg_name(Msg m) {
   switch (m) {
-    case Msg::kSettings: return "SETTINGS";
-    case Msg::kMaterial: return "MATERIAL";
-    case Msg::kListener: return "LISTENER";
-    case Msg::kPeerChannel: return "PEER_CHANNEL";
-    case Msg::kDialed: return "DIALED";
-    case Msg::kDialFailed: return "DIAL_FAILED";
-    case Msg::kDrain: return "DRAIN";
-    case Msg::kReady: return "READY";
-    case Msg::kMaterialError: return "MATERIAL_ERROR";
-    case Msg::kDialRequest: return "DIAL_REQUEST";
-    case Msg::kStatus: return "STATUS";
-    case Msg::kDrained: return "DRAINED";
+    case Msg::kSettings:
+      return "SETTINGS";
+    case Msg::kMaterial:
+      return "MATERIAL";
+    case Msg::kListener:
+      return "LISTENER";
+    case Msg::kPeerChannel:
+      return "PEER_CHANNEL";
+    case Msg::kDialed:
+      return "DIALED";
+    case Msg::kDialFailed:
+      return "DIAL_FAILED";
+    case Msg::kDrain:
+      return "DRAIN";
+    case Msg::kReady:
+      return "READY";
+    case Msg::kMaterialError:
+      return "MATERIAL_ERROR";
+    case Msg::kDialRequest:
+      return "DIAL_REQUEST";
+    case Msg::kStatus:
+      return "STATUS";
+    case Msg::kDrained:
+      return "DRAINED";
+    case Msg::kMetricsListener:
+      return "METRICS_LISTENER";
+    case Msg::kStats:
+      return "STATS";
   }
   return "UNKNOWN";
 }
@@ -93,9 +109,11 @@ bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMe
   const MsgRule* rule = nullptr;
   for (const MsgRule& r : accepts)
     if (static_cast<uint16_t>(r.type) == type) rule = &r;
-  if (rule == nullptr) return *why = "message type " + std::to_string(type) + " not accepted here", false;
+  if (rule == nullptr)
+    return *why = "message type " + std::to_string(type) + " not accepted here", false;
   if (len != rd.remaining()) return *why = "length field does not match the datagram", false;
-  if (len > rule->max_len) return *why = std::string(msg_name(rule->type)) + " over its size cap", false;
+  if (len > rule->max_len)
+    return *why = std::string(msg_name(rule->type)) + " over its size cap", false;
   if (nfds != (rule->has_fd ? 1 : 0))
     return *why = std::string(msg_name(rule->type)) + " with the wrong number of fds", false;
   Bytes body = rd.bytes(len);

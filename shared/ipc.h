@@ -23,19 +23,21 @@ namespace ct {
 
 enum class Msg : uint16_t {
   // parent -> child
-  kSettings = 1,      // process settings (ipc_msgs.h)
-  kMaterial = 2,      // certificate, key, CA and pins for the TLS process
-  kListener = 3,      // fd: a bound listening socket
-  kPeerChannel = 4,   // fd: the socketpair end joining the TLS and forwarding processes
-  kDialed = 5,        // fd: a connected socket to the broker (bridge)
-  kDialFailed = 6,    // text: why the dial failed (bridge)
-  kDrain = 7,         // stop accepting, goaway, finish streams
+  kSettings = 1,         // process settings (ipc_msgs.h)
+  kMaterial = 2,         // certificate, key, CA and pins for the TLS process
+  kListener = 3,         // fd: a bound listening socket
+  kPeerChannel = 4,      // fd: the socketpair end joining the TLS and forwarding processes
+  kDialed = 5,           // fd: a connected socket to the broker (bridge)
+  kDialFailed = 6,       // text: why the dial failed (bridge)
+  kDrain = 7,            // stop accepting, goaway, finish streams
+  kMetricsListener = 8,  // fd: the broker's --metrics-listen socket (forwarding process)
   // child -> parent
-  kReady = 32,        // settings (and material) applied
+  kReady = 32,          // settings (and material) applied
   kMaterialError = 33,  // text: why the material was refused
-  kDialRequest = 34,  // bridge TLS process wants a connection to the broker
-  kStatus = 35,       // u32 links up, text
-  kDrained = 36,      // no streams left
+  kDialRequest = 34,    // bridge TLS process wants a connection to the broker
+  kStatus = 35,         // u32 links up, text
+  kDrained = 36,        // no streams left
+  kStats = 37,          // metric samples (metrics.h): broker tls -> parent -> forward
 };
 const char* msg_name(Msg m);
 

@@ -17,8 +17,12 @@ void put_str32(ByteWriter& w, std::string_view s) {
   w.u32(static_cast<uint32_t>(s.size()));
   w.str(s);
 }
-std::string get_str16(ByteReader& r) { return std::string(r.str(r.u16())); }
-std::string get_str32(ByteReader& r) { return std::string(r.str(r.u32())); }
+std::string get_str16(ByteReader& r) {
+  return std::string(r.str(r.u16()));
+}
+std::string get_str32(ByteReader& r) {
+  return std::string(r.str(r.u32()));
+}
 }  // namespace
 
 std::vector<uint8_t> encode_settings(const ProcSettings& s) {
@@ -160,6 +164,8 @@ std::optional<Pin> parse_pin(std::string_view s) {
   return p;
 }
 
-std::string format_pin(const Pin& p) { return "sha256//" + base64_encode(p); }
+std::string format_pin(const Pin& p) {
+  return "sha256//" + base64_encode(p);
+}
 
 }  // namespace ct

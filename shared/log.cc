@@ -31,9 +31,10 @@ void vemit(Level l, int err, const char* fmt, va_list ap) {
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
-  int n = std::snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%s] %s: ",
-                        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                        tm.tm_sec, ts.tv_nsec / 1000000, g_daemon, g_process, kLevelNames[l]);
+  int n = std::snprintf(line, sizeof line,
+                        "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%s] %s: ", tm.tm_year + 1900,
+                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                        ts.tv_nsec / 1000000, g_daemon, g_process, kLevelNames[l]);
   if (n < 0) return;
   size_t len = static_cast<size_t>(n);
   int m = std::vsnprintf(line + len, sizeof line - len, fmt, ap);
@@ -64,10 +65,18 @@ void init(std::string_view daemon, std::string_view process, Level level) {
   }
 }
 
-void set_process(std::string_view process) { copy_name(g_process, sizeof g_process, process); }
-void set_level(Level level) { g_level = level; }
-Level level() { return g_level; }
-uint64_t dropped_lines() { return g_dropped; }
+void set_process(std::string_view process) {
+  copy_name(g_process, sizeof g_process, process);
+}
+void set_level(Level level) {
+  g_level = level;
+}
+Level level() {
+  return g_level;
+}
+uint64_t dropped_lines() {
+  return g_dropped;
+}
 
 bool parse_level(std::string_view s, Level* out) {
   for (int i = 0; i <= kDebug; i++) {

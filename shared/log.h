@@ -29,11 +29,11 @@ void msg_errno(Level l, int err, const char* fmt, ...) __attribute__((format(pri
 #define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
 #define LOG_WARN(...) ::ct::log::msg(::ct::log::kWarn, __VA_ARGS__)
 #define LOG_WARN_ERRNO(err, ...) ::ct::log::msg_errno(::ct::log::kWarn, err, __VA_ARGS__)
-#define LOG_INFO(...)                                                          \
-  do {                                                                         \
+#define LOG_INFO(...)                                                                          \
+  do {                                                                                         \
     if (::ct::log::level() >= ::ct::log::kInfo) ::ct::log::msg(::ct::log::kInfo, __VA_ARGS__); \
   } while (0)
-#define LOG_DEBUG(...)                                                           \
-  do {                                                                           \
+#define LOG_DEBUG(...)                                                                           \
+  do {                                                                                           \
     if (::ct::log::level() >= ::ct::log::kDebug) ::ct::log::msg(::ct::log::kDebug, __VA_ARGS__); \
   } while (0)

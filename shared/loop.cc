@@ -31,7 +31,9 @@ void Loop::mod(int fd, uint32_t events, Handler* h) {
   CT_CHECK(epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev) == 0);
 }
 
-void Loop::del(int fd) { (void)epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+void Loop::del(int fd) {
+  (void)epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
 
 void Loop::watch_signals(std::initializer_list<int> signals, std::function<void(int)> on_signal) {
   sigset_t set;

@@ -39,8 +39,7 @@ pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(71);
   const int c = fcntl(control.get(), F_DUPFD, 10);
   const int e = fcntl(exe_fd, F_DUPFD_CLOEXEC, 10);
-  if (c < 0 || e < 0 || dup2(c, kChildControlFd) != kChildControlFd ||
-      dup3(e, 4, O_CLOEXEC) != 4)
+  if (c < 0 || e < 0 || dup2(c, kChildControlFd) != kChildControlFd || dup3(e, 4, O_CLOEXEC) != 4)
     _exit(72);
   syscall(SYS_close_range, 5u, ~0u, 0u);
   sigset_t none;

@@ -9,7 +9,9 @@ namespace ct {
 namespace {
 // Credit is returned once a quarter of a window has been used, so a sender
 // always has room for full frames and never dribbles (F-40).
-constexpr uint32_t credit_threshold(uint32_t window) { return std::max<uint32_t>(window / 4, 1); }
+constexpr uint32_t credit_threshold(uint32_t window) {
+  return std::max<uint32_t>(window / 4, 1);
+}
 }  // namespace
 
 Session::Session(const SessionConfig& cfg, TimePoint now)
@@ -101,16 +103,22 @@ void Session::on_frame(const Frame& f, TimePoint now) {
     return on_hello(f);
   }
   switch (f.h.type) {
-    case FrameType::kHello: return conn_error(Code::kProtocol, "second HELLO");
-    case FrameType::kOpen: return on_open(f);
-    case FrameType::kData: return on_data(f);
-    case FrameType::kWindow: return on_window(f);
+    case FrameType::kHello:
+      return conn_error(Code::kProtocol, "second HELLO");
+    case FrameType::kOpen:
+      return on_open(f);
+    case FrameType::kData:
+      return on_data(f);
+    case FrameType::kWindow:
+      return on_window(f);
     case FrameType::kReset:
       stats_.resets_in++;
       if (!charge_misbehaviour(now)) return;
       return on_reset(f);
-    case FrameType::kPing: return on_ping(f);
-    case FrameType::kGoAway: return on_goaway(f);
+    case FrameType::kPing:
+      return on_ping(f);
+    case FrameType::kGoAway:
+      return on_goaway(f);
   }
 }
 
@@ -119,8 +127,8 @@ void Session::on_hello(const Frame& f) {
   auto h = parse_hello(f.payload, &err);
   if (!h) return conn_error(err.code, err.what);
   if (h->opener == cfg_.opener)
-    return conn_error(Code::kProtocol, cfg_.opener ? "both sides claim OPENER"
-                                                   : "neither side is OPENER");
+    return conn_error(Code::kProtocol,
+                      cfg_.opener ? "both sides claim OPENER" : "neither side is OPENER");
   peer_ = *h;
   ready_ = true;
   conn_send_window_ = peer_.conn_window;
@@ -314,7 +322,9 @@ void Session::control_frame_queued() {
     conn_error(Code::kEnhanceYourCalm, "peer elicits control frames without reading them");
 }
 
-bool Session::known_closed(uint32_t id) const { return id != 0 && id <= highest_id_; }
+bool Session::known_closed(uint32_t id) const {
+  return id != 0 && id <= highest_id_;
+}
 
 void Session::set_state(uint32_t id, Stream& s, StreamInput in) {
   auto next = stream_transition(s.state, in);
@@ -351,8 +361,8 @@ uint32_t Session::open() {
 
 int64_t Session::capacity_of(const Stream& s) const {
   if (!can_send(s.state) || dead_) return 0;
-  const int64_t out_room = static_cast<int64_t>(limits::kOutputHighWater) -
-                           static_cast<int64_t>(out_.size() - out_pos_);
+  const int64_t out_room =
+      static_cast<int64_t>(limits::kOutputHighWater) - static_cast<int64_t>(out_.size() - out_pos_);
   return std::max<int64_t>(0, std::min({s.send_window, conn_send_window_, out_room}));
 }
 
@@ -374,8 +384,8 @@ void Session::send(uint32_t stream, Bytes data, bool fin) {
   Stream& s = it->second;
   CT_CHECK(can_send(s.state));
   CT_CHECK(data.empty() || static_cast<int64_t>(data.size()) <= capacity_of(s));
-  const uint32_t max = ready_ ? std::min(peer_.max_frame, limits::kMaxFramePayload)
-                              : limits::kMinFramePayload;
+  const uint32_t max =
+      ready_ ? std::min(peer_.max_frame, limits::kMaxFramePayload) : limits::kMinFramePayload;
   do {
     const size_t n = std::min<size_t>(data.size(), max);
     const bool last = (n == data.size());

@@ -123,11 +123,11 @@ class Session {
  private:
   struct Stream {
     StreamState state = StreamState::kOpen;
-    bool blocked = false;      // app saw zero capacity; owes it a kWritable
-    int64_t send_window = 0;   // what the peer still allows us
-    int64_t recv_window = 0;   // what we still allow the peer
-    uint64_t delivered = 0;    // handed to the app, not yet consumed
-    uint32_t unacked = 0;      // consumed, not yet credited back
+    bool blocked = false;     // app saw zero capacity; owes it a kWritable
+    int64_t send_window = 0;  // what the peer still allows us
+    int64_t recv_window = 0;  // what we still allow the peer
+    uint64_t delivered = 0;   // handed to the app, not yet consumed
+    uint32_t unacked = 0;     // consumed, not yet credited back
   };
 
   void parse(TimePoint now);
@@ -160,8 +160,8 @@ class Session {
   Code error_code_ = Code::kNoError;
 
   std::unordered_map<uint32_t, Stream> streams_;
-  uint32_t next_id_ = 1;      // opener: the next id to use
-  uint32_t highest_id_ = 0;   // highest id ever opened on this connection
+  uint32_t next_id_ = 1;     // opener: the next id to use
+  uint32_t highest_id_ = 0;  // highest id ever opened on this connection
   std::vector<uint32_t> blocked_;
 
   int64_t conn_send_window_ = 0;  // what the peer allows us (0 until its HELLO)

@@ -15,7 +15,11 @@ constexpr size_t kReadMax = 64 * 1024;  // one read per event; the loop stays fa
 }
 
 Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting)
-    : loop_(loop), owner_(owner), link_(link), id_(id), fd_(std::move(fd)),
+    : loop_(loop),
+      owner_(owner),
+      link_(link),
+      id_(id),
+      fd_(std::move(fd)),
       connecting_(connecting) {
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
@@ -142,7 +146,9 @@ void Splice::on_writable() noexcept {
   update_interest();
 }
 
-void Splice::abort() noexcept { finish(true); }
+void Splice::abort() noexcept {
+  finish(true);
+}
 
 void Splice::maybe_finish() noexcept {
   if (read_eof_ && write_shut_) finish(false);

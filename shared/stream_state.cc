@@ -4,20 +4,28 @@ namespace ct {
 
 std::string_view stream_state_name(StreamState s) {
   switch (s) {
-    case StreamState::kOpen: return "open";
-    case StreamState::kHalfClosedLocal: return "half_closed_local";
-    case StreamState::kHalfClosedRemote: return "half_closed_remote";
-    case StreamState::kClosed: return "closed";
+    case StreamState::kOpen:
+      return "open";
+    case StreamState::kHalfClosedLocal:
+      return "half_closed_local";
+    case StreamState::kHalfClosedRemote:
+      return "half_closed_remote";
+    case StreamState::kClosed:
+      return "closed";
   }
   return "?";
 }
 
 std::string_view stream_input_name(StreamInput i) {
   switch (i) {
-    case StreamInput::kSendFin: return "send_fin";
-    case StreamInput::kRecvFin: return "recv_fin";
-    case StreamInput::kSendReset: return "send_reset";
-    case StreamInput::kRecvReset: return "recv_reset";
+    case StreamInput::kSendFin:
+      return "send_fin";
+    case StreamInput::kRecvFin:
+      return "recv_fin";
+    case StreamInput::kSendReset:
+      return "send_reset";
+    case StreamInput::kRecvReset:
+      return "recv_reset";
   }
   return "?";
 }

@@ -10,10 +10,10 @@
 namespace ct {
 
 enum class StreamState : uint8_t {
-  kOpen,               // both directions carry data
-  kHalfClosedLocal,    // we sent FIN; the peer may still send
-  kHalfClosedRemote,   // the peer sent FIN; we may still send
-  kClosed,             // both FINs, or a RESET either way
+  kOpen,              // both directions carry data
+  kHalfClosedLocal,   // we sent FIN; the peer may still send
+  kHalfClosedRemote,  // the peer sent FIN; we may still send
+  kClosed,            // both FINs, or a RESET either way
 };
 
 enum class StreamInput : uint8_t { kSendFin, kRecvFin, kSendReset, kRecvReset };

@@ -47,8 +47,8 @@ bool Supervisor::spawn(Which w) {
     return false;
   }
   const std::string argv0 = daemon_ + ": " + name(w);
-  const pid_t pid = spawn_child(exe_.get(), argv0, std::string("--child=") + name(w),
-                                std::move(theirs));
+  const pid_t pid =
+      spawn_child(exe_.get(), argv0, std::string("--child=") + name(w), std::move(theirs));
   if (pid < 0) {
     LOG_WARN_ERRNO(errno, "fork of the %s process", name(w));
     return false;
@@ -123,8 +123,8 @@ void Supervisor::on_sigchld() noexcept {
     for (Kid& k : kids_) {
       if (k.pid != pid) continue;
       if (WIFSIGNALED(status))
-        LOG_WARN("%s process pid=%d killed by signal %d (%s)", name(k.which), pid,
-                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+        LOG_WARN("%s process pid=%d killed by signal %d (%s)", name(k.which), pid, WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
       else if (WEXITSTATUS(status) != 0 || !stopping_)
         LOG_WARN("%s process pid=%d exited with status %d", name(k.which), pid,
                  WEXITSTATUS(status));
@@ -132,12 +132,14 @@ void Supervisor::on_sigchld() noexcept {
       drop_channel(k);
       const auto now = Clock::now();
       if (now - k.started >= kStableRun) k.failures = 0;
-      const auto delay = std::min<Duration>(kRestartCap, kRestartBase * (1u << std::min(k.failures, 7u)));
+      const auto delay =
+          std::min<Duration>(kRestartCap, kRestartBase * (1u << std::min(k.failures, 7u)));
       k.failures++;
       if (!stopping_) {
         k.restart_at = now + delay;
         LOG_INFO("restarting %s process in %lld ms", name(k.which),
-                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
+                 static_cast<long long>(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
       }
       hooks_.on_child_exited(k.which);
     }

@@ -34,7 +34,8 @@ TlsConn::TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni)
 }
 
 TlsConn::~TlsConn() {
-  if (ssl_ != nullptr) SSL_free(ssl_);
+  if (ssl_ != nullptr)
+    SSL_free(ssl_);
   else {
     if (rbio_ != nullptr) BIO_free(rbio_);
     if (wbio_ != nullptr) BIO_free(wbio_);

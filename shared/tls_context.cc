@@ -23,7 +23,9 @@ BioPtr mem_bio(const std::string& s) {
 }
 
 // Encrypted keys are refused rather than prompting on a terminal nobody sees.
-int no_passphrase(char*, int, int, void*) { return -1; }
+int no_passphrase(char*, int, int, void*) {
+  return -1;
+}
 
 bool is_ip(const std::string& s) {
   unsigned char buf[16];
@@ -58,9 +60,9 @@ bool spki_pin(X509* cert, Pin* out) {
   const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
   if (len <= 0) return false;
   unsigned int md_len = 0;
-  const bool ok = EVP_Digest(der, static_cast<size_t>(len), out->data(), &md_len, EVP_sha256(),
-                             nullptr) == 1 &&
-                  md_len == out->size();
+  const bool ok =
+      EVP_Digest(der, static_cast<size_t>(len), out->data(), &md_len, EVP_sha256(), nullptr) == 1 &&
+      md_len == out->size();
   OPENSSL_free(der);
   return ok;
 }
@@ -68,8 +70,8 @@ bool spki_pin(X509* cert, Pin* out) {
 int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
   if (ok != 1) return 0;
   if (X509_STORE_CTX_get_error_depth(sctx) != 0) return 1;
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (ssl == nullptr) return 0;
   auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (self == nullptr) return 0;
@@ -86,8 +88,7 @@ int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
 }
 
 std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
-                                               const std::string& verify_name,
-                                               std::string* err) {
+                                               const std::string& verify_name, std::string* err) {
   std::unique_ptr<TlsContext> t(new TlsContext());
   t->side_ = side;
   t->verify_name_ = verify_name;
@@ -124,8 +125,7 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
 
   BioPtr kb = mem_bio(m.key_pem);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(kb.get(), nullptr, no_passphrase, nullptr);
-  if (key == nullptr)
-    return *err = "key file holds no unencrypted PEM private key", nullptr;
+  if (key == nullptr) return *err = "key file holds no unencrypted PEM private key", nullptr;
   const bool key_ok = SSL_CTX_use_PrivateKey(c, key) == 1;
   EVP_PKEY_free(key);
   if (!key_ok || SSL_CTX_check_private_key(c) != 1) {
