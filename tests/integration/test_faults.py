@@ -119,3 +119,43 @@ def test_sigterm_lets_an_open_stream_finish_then_exits_0(env):
     assert s.recv(100) == b""
     s.close()
     assert broker.wait_exit(15) == 0
+
+
+def test_new_streams_go_to_the_least_loaded_of_several_bridges(env):
+    echo = env.echo()
+    broker, bridge1, _ = env.tunnel(upstream=echo)
+    bridge2 = env.bridge(broker.bridge_port, echo.addr)
+    bridge2.wait_log(r"connected to the broker")
+    wait_for(lambda: broker.count(r"conn=\d+ bridge connected") == 2, 5, "two bridges")
+    held = []
+    for i in range(20):  # long-lived streams: each stays open while we count
+        s = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+        s.sendall(b"ping")
+        assert s.recv(10) == b"ping"
+        held.append(s)
+    # Each bridge's forwarding process holds one upstream socket per stream.
+    import os
+
+    def upstream_conns(bridge):
+        fwd = bridge.children()["forward"]
+        return sum(1 for fd in os.listdir(f"/proc/{fwd}/fd")
+                   if os.readlink(f"/proc/{fwd}/fd/{fd}").startswith("socket:")) - 2
+    n1, n2 = upstream_conns(bridge1), upstream_conns(bridge2)
+    for s in held:
+        s.close()
+    assert n1 + n2 == 20 and abs(n1 - n2) <= 1, (n1, n2)
+
+
+def test_a_silent_broker_is_declared_dead_and_the_bridge_reconnects_when_it_is_back(env):
+    broker, bridge, _ = env.tunnel()
+    import os
+    tls = broker.children()["tls"]
+    t0 = time.monotonic()
+    os.kill(tls, signal.SIGSTOP)  # the link goes silent: no FIN, no RST
+    try:
+        bridge.wait_log(r"link to the broker lost: .*TIMEOUT", timeout=25)
+        silent = time.monotonic() - t0
+    finally:
+        os.kill(tls, signal.SIGCONT)
+    assert 14 <= silent <= 21, silent  # 15 s dead-peer timeout, checked on 5 s pings
+    assert wait_for(lambda: _ok(broker.service_port, "back"), 40, "service after the broker resumed")
