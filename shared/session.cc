@@ -59,7 +59,6 @@ void Session::commit_input(size_t n, TimePoint now) {
   in_.resize(in_filled_ + n);
   in_filled_ = in_.size();
   if (n == 0) return;
-  last_rx_ = now;
   parse(now);
 }
 
@@ -79,6 +78,10 @@ void Session::parse(TimePoint now) {
     }
     in_pos_ += r.consumed;
     stats_.frames_in++;
+    // Only a whole frame proves the peer alive: a peer trickling the bytes of
+    // one frame must still meet the dead-peer timeout (F-04; found by
+    // tests/unit/session_test.cc F04_StalledPartialFrameTimesOut).
+    last_rx_ = now;
     on_frame(r.frame, now);
   }
 }

@@ -249,6 +249,50 @@ struct Pair {
   }
 };
 
+// ------------------------------------------------------------------ stream states (§3)
+
+TEST(StreamState, EveryTransition) {
+  using S = StreamState;
+  using I = StreamInput;
+  struct Case {
+    S from;
+    I in;
+    std::optional<S> to;
+  };
+  const Case cases[] = {
+      {S::kOpen, I::kSendFin, S::kHalfClosedLocal},
+      {S::kOpen, I::kRecvFin, S::kHalfClosedRemote},
+      {S::kOpen, I::kSendReset, S::kClosed},
+      {S::kOpen, I::kRecvReset, S::kClosed},
+      {S::kHalfClosedLocal, I::kSendFin, std::nullopt},
+      {S::kHalfClosedLocal, I::kRecvFin, S::kClosed},
+      {S::kHalfClosedLocal, I::kSendReset, S::kClosed},
+      {S::kHalfClosedLocal, I::kRecvReset, S::kClosed},
+      {S::kHalfClosedRemote, I::kSendFin, S::kClosed},
+      {S::kHalfClosedRemote, I::kRecvFin, std::nullopt},
+      {S::kHalfClosedRemote, I::kSendReset, S::kClosed},
+      {S::kHalfClosedRemote, I::kRecvReset, S::kClosed},
+      {S::kClosed, I::kSendFin, std::nullopt},
+      {S::kClosed, I::kRecvFin, std::nullopt},
+      {S::kClosed, I::kSendReset, std::nullopt},
+      {S::kClosed, I::kRecvReset, std::nullopt},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(stream_transition(c.from, c.in), c.to)
+        << stream_state_name(c.from) << " + " << stream_input_name(c.in);
+  }
+  EXPECT_TRUE(can_send(S::kOpen));
+  EXPECT_TRUE(can_send(S::kHalfClosedRemote));
+  EXPECT_FALSE(can_send(S::kHalfClosedLocal));
+  EXPECT_FALSE(can_send(S::kClosed));
+  EXPECT_TRUE(can_receive(S::kOpen));
+  EXPECT_TRUE(can_receive(S::kHalfClosedLocal));
+  EXPECT_FALSE(can_receive(S::kHalfClosedRemote));
+  EXPECT_FALSE(can_receive(S::kClosed));
+  EXPECT_EQ(stream_state_name(S::kHalfClosedLocal), "half_closed_local");
+  EXPECT_EQ(stream_input_name(I::kRecvReset), "recv_reset");
+}
+
 // ------------------------------------------------------------------ HELLO (§2)
 
 TEST(Session, HelloExchangeAndReady) {
@@ -903,6 +947,86 @@ TEST(Session, F24_ConnectionWindowAboveMax) {
   }
 }
 
+// Watermark back-pressure: output the peer has not taken stops new DATA, and
+// draining it wakes the blocked streams.
+TEST(Session, OutputHighWaterBlocksAndWakes) {
+  SessionConfig cb = acceptor_cfg();
+  cb.stream_window = limits::kMaxWindow;
+  cb.conn_window = limits::kMaxWindow;
+  Pair p(opener_cfg(), cb);
+  p.handshake();
+  const uint32_t id = p.open();
+  const std::string chunk(64 * 1024, 'h');
+  size_t queued = 0;
+  while (p.a.s.send_capacity(id) > 0) {
+    const size_t n = std::min(p.a.s.send_capacity(id), chunk.size());
+    p.a.s.send(id, as_bytes(chunk).first(n), false);
+    queued += n;
+    ASSERT_LT(queued, 4 * limits::kOutputHighWater);
+  }
+  EXPECT_GE(queued + 1024, limits::kOutputHighWater);
+  EXPECT_LE(p.a.s.output().size(), limits::kOutputHighWater + 1024);
+  // Half the output goes out: still above the low mark, no wake yet.
+  p.a.s.output_written(p.a.s.output().size() / 4);
+  p.a.collect();
+  EXPECT_EQ(count(p.a.log, Event::kWritable, id), 0u);
+  p.a.s.output_written(p.a.s.output().size());
+  p.a.collect();
+  EXPECT_EQ(count(p.a.log, Event::kWritable, id), 1u);
+  EXPECT_GT(p.a.s.send_capacity(id), 0u);
+}
+
+// F-06: many small frames in one read are all processed.
+TEST(Session, F06_TenThousandSmallFramesInOneFeed) {
+  Harness h = make_acceptor();
+  h.ready();
+  Wire w;
+  w.open(1);
+  for (int i = 0; i < 10000; i++) w.data(1, "a");
+  h.feed(w);
+  EXPECT_FALSE(h.s.dead());
+  EXPECT_EQ(count(h.log, Event::kData, 1), 10000u);
+  EXPECT_EQ(h.s.stats().bytes_in, 10000u);
+  EXPECT_EQ(h.s.stats().frames_in, 1u + 1u + 10000u);  // HELLO, OPEN, DATA...
+}
+
+// F-40: credit goes back in batches of at least a quarter of the window, so
+// a peer dribbling 1-byte frames gets few WINDOW frames back.
+TEST(Session, F40_CreditIsBatched) {
+  SessionConfig c = acceptor_cfg();
+  c.stream_window = 4096;
+  c.conn_window = 8192;
+  Harness h = make_acceptor(c);
+  h.ready();
+  h.feed(Wire().open(1));
+  for (int i = 0; i < 4000; i++) {
+    h.feed(Wire().data(1, "z"));
+    h.collect();
+    h.s.consume(1, 1);
+  }
+  size_t stream_windows = 0, conn_windows = 0;
+  for (const OutFrame& f : h.out()) {
+    if (f.type != FrameType::kWindow) continue;
+    (f.stream == 0 ? conn_windows : stream_windows)++;
+    EXPECT_GE(f.u32(), f.stream == 0 ? 2048u : 1024u);
+  }
+  EXPECT_EQ(stream_windows, 3u);  // 4000 / 1024
+  EXPECT_EQ(conn_windows, 1u);    // 4000 / 2048
+}
+
+TEST(Session, StatsCountPayloadBytes) {
+  Pair p;
+  p.handshake();
+  const uint32_t id = p.open();
+  p.a.s.send(id, as_bytes("12345"), false);
+  p.b.s.send(id, as_bytes("123"), true);
+  p.pump();
+  EXPECT_EQ(p.a.s.stats().bytes_out, 5u);
+  EXPECT_EQ(p.b.s.stats().bytes_in, 5u);
+  EXPECT_EQ(p.b.s.stats().bytes_out, 3u);
+  EXPECT_EQ(p.a.s.stats().bytes_in, 3u);
+}
+
 // ------------------------------------------------------------------ PING (§5)
 
 TEST(Session, F38_PingIsAnsweredWithTheSameOpaque) {
@@ -984,6 +1108,30 @@ TEST(Session, F39_TrafficKeepsThePeerAlive) {
     ASSERT_FALSE(p.a.s.dead()) << i;
   }
   EXPECT_EQ(p.a.s.stats().pongs_in, 10u);
+}
+
+// F-04: a peer that starts a frame and then trickles bytes is not alive: only
+// complete frames count as "received" for the dead-peer timeout.
+TEST(Session, F04_StalledPartialFrameTimesOut) {
+  SessionConfig c = acceptor_cfg();
+  c.ping_interval = 5s;
+  c.dead_timeout = 15s;
+  Harness h = make_acceptor(c);
+  h.ready();
+  h.feed(Wire().open(1));
+  std::vector<uint8_t> frame;
+  encode_data(frame, 1, as_bytes(std::string(100, 'd')), false);
+  for (size_t i = 0; i < 20; i++) {  // one byte every 2 s: 38 s, never a whole frame
+    h.now = kT0 + 2s * i;
+    h.feed(std::vector<uint8_t>(frame.begin() + static_cast<std::ptrdiff_t>(i),
+                                frame.begin() + static_cast<std::ptrdiff_t>(i + 1)));
+    h.s.tick(h.now);
+    h.collect();
+    if (h.s.dead()) break;
+  }
+  EXPECT_TRUE(h.s.dead());
+  EXPECT_EQ(h.error(), Code::kTimeout);
+  EXPECT_EQ(h.now, kT0 + 16s);  // 15 s after the last whole frame, at a 2 s tick
 }
 
 TEST(Session, NoKeepaliveOnSocketpairs) {
