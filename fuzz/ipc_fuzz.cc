@@ -1,0 +1,134 @@
+// FZ-5: the privsep IPC layer (shared/ipc.h, shared/ipc_msgs.h), each
+// direction, with the rule tables the daemons use.
+//
+// Input: one byte choosing the receiving channel end (and so its rule table),
+// one byte for the number of fds the kernel handed over, then the datagram.
+// Oracle:
+//  - ipc_check accepts a datagram only when its type is in the table, the
+//    reserved bits are 0, the length field matches the datagram, the body is
+//    within the type's cap and the fd count is what the rule declares; an
+//    accepted datagram is exactly header(type, 0, len) + body; a refusal says why;
+//  - decode_settings / decode_material / decode_status, applied to the body of
+//    an accepted message of their type and to the raw bytes as well: a
+//    successful decode re-encodes to the identical bytes (decoders consume a
+//    body exactly and accept one encoding only).
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fuzz/fuzz_input.h"
+#include "shared/ipc.h"
+#include "shared/ipc_msgs.h"
+#include "shared/limits.h"
+
+namespace {
+
+using namespace ct;
+
+constexpr uint32_t kIpcMax = static_cast<uint32_t>(limits::kMaxIpcMessage);
+
+// Copies of the daemons' tables (keep in step with the files named).
+// broker/tls_proc.cc: the broker's TLS process, from its parent.
+const MsgRule kBrokerTls[] = {
+    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax}, {Msg::kListener, true, 0},
+    {Msg::kPeerChannel, true, 0},  {Msg::kDrain, false, 0},
+};
+// broker/forward_proc.cc
+const MsgRule kBrokerForward[] = {
+    {Msg::kSettings, false, 4096},
+    {Msg::kListener, true, 0},
+    {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},
+};
+// bridge/tls_proc.cc
+const MsgRule kBridgeTls[] = {
+    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax}, {Msg::kPeerChannel, true, 0},
+    {Msg::kDialed, true, 0},       {Msg::kDialFailed, false, 1024},  {Msg::kDrain, false, 0},
+};
+// bridge/forward_proc.cc
+const MsgRule kBridgeForward[] = {
+    {Msg::kSettings, false, 4096},
+    {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},
+};
+// shared/daemon_parent.cc: the parent, from its TLS child and its forwarding child.
+const MsgRule kParentFromTls[] = {
+    {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
+    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},
+};
+const MsgRule kParentFromForward[] = {
+    {Msg::kReady, false, 0},
+    {Msg::kDrained, false, 0},
+};
+
+const std::span<const MsgRule> kTables[] = {kBrokerTls,     kBrokerForward, kBridgeTls,
+                                            kBridgeForward, kParentFromTls, kParentFromForward};
+
+bool equal(const std::vector<uint8_t>& a, Bytes b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+// Each decoder: success implies the encoder gives back the same bytes.
+void check_bodies(Bytes body) {
+  if (auto s = decode_settings(body)) {
+    FZ_CHECK(s->log_level <= 3, "settings with log level %u", s->log_level);
+    FZ_CHECK(equal(encode_settings(*s), body), "settings do not re-encode identically");
+  }
+  if (auto m = decode_material(body)) {
+    FZ_CHECK(m->pins.size() <= 16, "%zu pins", m->pins.size());
+    FZ_CHECK(equal(encode_material(*m), body), "material does not re-encode identically");
+    wipe_material(*m);
+  }
+  if (auto st = decode_status(body)) {
+    FZ_CHECK(equal(encode_status(*st), body), "status does not re-encode identically");
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz::FuzzInput fin(Bytes(data, size));
+  const std::span<const MsgRule> rules = fin.pick(kTables);
+  const int nfds = fin.u8() % 3;
+  const Bytes datagram = fin.rest();
+
+  IpcMessage msg;
+  std::string why;
+  const bool ok = ipc_check(datagram, nfds, rules, &msg, &why);
+  if (ok) {
+    FZ_CHECK(datagram.size() >= 8, "accepted a %zu-byte datagram", datagram.size());
+    const MsgRule* rule = nullptr;
+    for (const MsgRule& r : rules)
+      if (r.type == msg.type) rule = &r;
+    FZ_CHECK(rule != nullptr, "accepted type %u not in the table", static_cast<unsigned>(msg.type));
+    FZ_CHECK(msg.body.size() <= rule->max_len, "%s body of %zu over its cap %u", msg_name(msg.type),
+             msg.body.size(), rule->max_len);
+    FZ_CHECK(nfds == (rule->has_fd ? 1 : 0), "%s accepted with %d fds", msg_name(msg.type), nfds);
+    // Re-encode the header the way IpcChannel::send does.
+    std::vector<uint8_t> again;
+    ByteWriter w(again, 8 + limits::kMaxIpcMessage);
+    w.u16(static_cast<uint16_t>(msg.type));
+    w.u16(0);
+    w.u32(static_cast<uint32_t>(msg.body.size()));
+    w.bytes(msg.body);
+    FZ_CHECK(w.ok() && equal(again, datagram), "accepted datagram is not header + body");
+    switch (msg.type) {
+      case Msg::kSettings:
+      case Msg::kMaterial:
+      case Msg::kStatus:
+        check_bodies(msg.body);
+        break;
+      default:
+        break;
+    }
+  } else {
+    FZ_CHECK(!why.empty(), "refused without a reason");
+  }
+  // The decoders see bodies only after ipc_check, but they must hold on their
+  // own too (the body cap is the only thing ipc_check adds).
+  check_bodies(datagram);
+  return 0;
+}

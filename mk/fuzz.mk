@@ -1,0 +1,134 @@
+# libFuzzer targets (fuzz/*.cc; reliability catalog §6, FZ-1..FZ-5).
+#
+#   make fuzz-replay   every file under fuzz/corpus/<target>/ through its target,
+#                      built with g++ and the normal flags against libshared.a,
+#                      linked with fuzz/replay_main.cc instead of libFuzzer.
+#                      Part of `make test`; takes seconds.
+#   make fuzz          each target built with clang, libFuzzer, ASan and UBSan and
+#                      run FUZZ_SECONDS (default 60) each. New inputs go to a
+#                      scratch directory and are merged into fuzz/corpus/<target>/
+#                      with -merge=1 (only inputs that add coverage are kept).
+#                      A crash stops the run and leaves the reproducer in
+#                      build/fuzz/artifacts/. Installs clang when root.
+#   make fuzz-seeds    rewrites the hand-made seeds (fuzz/make_seeds.cc).
+#   make fuzz-minimize rebuilds each corpus as the smallest set with the same
+#                      coverage (keeps seed-* and regress-* files as they are).
+
+FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz
+FUZZ_SECONDS  ?= 60
+FUZZ_CXX      ?= clang++
+FUZZ_DIR      := $(BUILD)/fuzz
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_FLAGS    := $(CXXSTD) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN)
+# OSS-Fuzz's limits (CIFuzz arguments).
+FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
+# Largest input per target: two max-size frames; a session script of a few
+# hundred actions; a HELLO payload with room for wrong sizes; an IPC body far
+# above every cap but MATERIAL's (whose cap only adds copying time).
+FUZZ_MAXLEN_frame_decoder_fuzz := 33000
+FUZZ_MAXLEN_session_fuzz       := 4096
+FUZZ_MAXLEN_hello_fuzz         := 128
+FUZZ_MAXLEN_ipc_fuzz           := 8192
+FUZZ_DEB_DEPS := clang libclang-rt-14-dev
+FUZZ_STAMP    := $(FUZZ_DIR)/.deps-$(shell echo $(FUZZ_DEB_DEPS) | md5sum | cut -c1-8)
+
+FUZZ_RUNS     := $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS))
+FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
+
+.PHONY: fuzz-seeds fuzz-minimize $(FUZZ_RUNS)
+# Objects reached only through pattern rules are intermediate to make; keep
+# them so a replay after an edit recompiles one file, not all.
+.SECONDARY: $(patsubst %,$(BUILD)/obj/fuzz/%.o,$(FUZZ_TARGETS) replay_main make_seeds) \
+            $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_TARGETS))
+
+# ---------------------------------------------------------------- replay (g++)
+$(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(BUILD)/libshared.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
+
+fuzz-replay: $(FUZZ_REPLAYS)
+	@for t in $(FUZZ_TARGETS); do $(FUZZ_DIR)/replay/$$t $$t fuzz/corpus/$$t || exit 1; done
+
+$(FUZZ_DIR)/make_seeds: $(BUILD)/obj/fuzz/make_seeds.o $(BUILD)/libshared.a
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
+
+fuzz-seeds: $(FUZZ_DIR)/make_seeds
+	$< fuzz/corpus
+
+# ---------------------------------------------------------------- libFuzzer (clang)
+$(FUZZ_STAMP):
+	@mkdir -p $(FUZZ_DIR)
+	@missing=$$(for p in $(FUZZ_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing missing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
+	fi
+	@touch $@
+
+# The shared sources are compiled again with clang (libshared.a is g++ code
+# without coverage instrumentation). Our own warnings are errors for the fuzz
+# targets; for shared/ they are g++'s job, so a clang-only warning there does
+# not stop a fuzzing run.
+$(FUZZ_DIR)/obj/shared/%.o: shared/%.cc | $(FUZZ_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(filter-out -Werror,$(WARN)) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_DIR)/obj/fuzz/%.o: fuzz/%.cc | $(FUZZ_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_DIR)/libshared.a: $(patsubst shared/%.cc,$(FUZZ_DIR)/obj/shared/%.o,$(SHARED_SRC))
+	@rm -f $@; ar rcs $@ $^
+$(FUZZ_DIR)/bin/%: $(FUZZ_DIR)/obj/fuzz/%.o $(FUZZ_DIR)/libshared.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ -o $@ $(SYS_LIBS)
+
+fuzz: $(FUZZ_RUNS)
+	@echo "fuzz summary ($(FUZZ_SECONDS) s per target):"
+	@for t in $(FUZZ_TARGETS); do cat $(FUZZ_DIR)/$$t.summary; done
+
+# Run, then merge the scratch directory into the committed corpus. The first
+# directory given to libFuzzer is where it writes new inputs: the scratch one.
+$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/bin/%
+	@rm -rf $(FUZZ_DIR)/new/$* && mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
+	@echo "fuzzing $* for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$*.log)"
+	@$< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) -max_total_time=$(FUZZ_SECONDS) \
+	  -artifact_prefix=$(FUZZ_DIR)/artifacts/$*- $(FUZZ_DIR)/new/$* fuzz/corpus/$* \
+	  >$(FUZZ_DIR)/$*.log 2>&1; rc=$$?; \
+	if [ $$rc -ne 0 ]; then \
+	  tail -n 60 $(FUZZ_DIR)/$*.log; \
+	  echo "$*: fuzzer failed (exit $$rc); reproducer: $$(ls $(FUZZ_DIR)/artifacts/$*-* 2>/dev/null)" >&2; \
+	  exit $$rc; \
+	fi
+	@$< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* $(FUZZ_DIR)/new/$* \
+	  >$(FUZZ_DIR)/$*.merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.merge.log; exit 1; }
+	@execs=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $(FUZZ_DIR)/$*.log); \
+	runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/$*.log); \
+	cov=$$(grep -o 'cov: [0-9]*' $(FUZZ_DIR)/$*.log | tail -n 1); \
+	files=$$(find fuzz/corpus/$* -type f | wc -l); \
+	bytes=$$(du -sb fuzz/corpus/$* | cut -f1); \
+	printf '  %-20s %8s exec/s %10s runs  %-10s corpus %5s files %8s bytes\n' \
+	  $* "$$execs" "$$runs" "$$cov" $$files $$bytes | tee $(FUZZ_DIR)/$*.summary
+
+# Keeps hand-made seeds and regressions by name; everything else is replaced
+# by the smallest set with the same coverage that libFuzzer's merge chooses
+# (merge names its outputs by SHA-1, so kept files are recognised by hash).
+FUZZ_MINS := $(patsubst %,fuzz-min-%,$(FUZZ_TARGETS))
+.PHONY: $(FUZZ_MINS)
+fuzz-minimize: $(FUZZ_MINS)
+$(FUZZ_MINS): fuzz-min-%: $(FUZZ_DIR)/bin/%
+	@rm -rf $(FUZZ_DIR)/min/$* $(FUZZ_DIR)/keep/$* && mkdir -p $(FUZZ_DIR)/min/$* $(FUZZ_DIR)/keep/$*
+	@find fuzz/corpus/$* -type f \( -name 'seed-*' -o -name 'regress-*' \) -exec cp {} $(FUZZ_DIR)/keep/$*/ \;
+	@$< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DIR)/min/$* $(FUZZ_DIR)/keep/$* fuzz/corpus/$* \
+	  >$(FUZZ_DIR)/$*.min.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.min.log; exit 1; }
+	@keep=$$(for k in $(FUZZ_DIR)/keep/$*/*; do \
+	  [ -e "$$k" ] && sha1sum "$$k" | cut -c1-40; done); \
+	find fuzz/corpus/$* -type f ! -name 'seed-*' ! -name 'regress-*' -delete; \
+	for f in $(FUZZ_DIR)/min/$*/*; do \
+	  [ -e "$$f" ] || continue; \
+	  case " $$(echo $$keep) " in *" $$(basename $$f) "*) ;; *) cp "$$f" fuzz/corpus/$*/;; esac; \
+	done
+	@echo "$*: $$(find fuzz/corpus/$* -type f | wc -l) files, $$(du -sb fuzz/corpus/$* | cut -f1) bytes"
+
+-include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)
