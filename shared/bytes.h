@@ -40,6 +40,9 @@ class ByteReader {
     return v;
   }
   uint64_t u64() {
+    // Checked as a whole: two u32 reads would return the high half when only
+    // the low half is missing, against the "returns zero" contract above.
+    if (!need(8)) return 0;
     uint64_t hi = u32();
     return (hi << 32) | u32();
   }
@@ -91,9 +94,12 @@ class ByteWriter {
   void u8(uint8_t v) {
     if (room(1)) out_.push_back(v);
   }
+  // Every write is all or nothing: a u16 or u64 that does not fit leaves no
+  // partial bytes behind (as u32 always did).
   void u16(uint16_t v) {
-    u8(static_cast<uint8_t>(v >> 8));
-    u8(static_cast<uint8_t>(v));
+    if (!room(2)) return;
+    out_.push_back(static_cast<uint8_t>(v >> 8));
+    out_.push_back(static_cast<uint8_t>(v));
   }
   void u32(uint32_t v) {
     if (!room(4)) return;
@@ -102,6 +108,7 @@ class ByteWriter {
     out_.insert(out_.end(), b, b + 4);
   }
   void u64(uint64_t v) {
+    if (!room(8)) return;
     u32(static_cast<uint32_t>(v >> 32));
     u32(static_cast<uint32_t>(v));
   }

@@ -56,11 +56,11 @@ TEST(ByteReader, EveryReadPastTheEndFails) {
     EXPECT_EQ(r.position(), 0u);
   }
   {
-    // u64 is two u32 reads: the high half succeeds, the low half fails; the
-    // result is still reported as a failure, which is what callers check.
+    // u64 fails as a whole: no half-read value, no half-advanced position.
     ByteReader r = short_by_one(7);
-    (void)r.u64();
+    EXPECT_EQ(r.u64(), 0u);
     EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.position(), 0u);
     EXPECT_FALSE(r.finish());
   }
   {
@@ -210,6 +210,25 @@ TEST(ByteWriter, OversizedRunIsRefusedWhole) {
   w2.u32(1);  // u32 checks room for all four bytes first
   EXPECT_FALSE(w2.ok());
   EXPECT_TRUE(out2.empty());
+}
+
+// A write that does not fit writes nothing, whatever its width: a u16 or u64
+// must not leave half of itself behind at the cap.
+TEST(ByteWriter, FailedWriteWritesNothing) {
+  for (size_t room = 0; room < 8; room++) {
+    std::vector<uint8_t> out;
+    ByteWriter w(out, room);
+    if (room < 2) {
+      w.u16(0xffff);
+      EXPECT_FALSE(w.ok());
+      EXPECT_TRUE(out.empty()) << "u16 with room " << room;
+    }
+    std::vector<uint8_t> out64;
+    ByteWriter w64(out64, room);
+    w64.u64(0xffffffffffffffffull);
+    EXPECT_FALSE(w64.ok());
+    EXPECT_TRUE(out64.empty()) << "u64 with room " << room;
+  }
 }
 
 TEST(ByteWriter, PatchU32) {
