@@ -1,8 +1,15 @@
 // The bridge's parent: flags, certificate files, name resolution and the
 // outbound connections to the broker (dialled here, handed to the TLS process
 // as connected fds), and supervision of the TLS and forwarding processes.
-// Nothing from the network is ever parsed here.
+// Nothing from the network is ever parsed here. With --status-file it also
+// keeps a node_exporter textfile-collector file saying whether the link is up.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -13,6 +20,7 @@
 #include "shared/log.h"
 #include "shared/net.h"
 #include "shared/tls_context.h"
+#include "shared/unique_fd.h"
 
 namespace ct::bridge {
 
@@ -39,6 +47,9 @@ std::vector<FlagSpec> flag_specs() {
        "name (or IP) the broker's certificate must carry (default: host of --broker-address)"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
+      {"status-file", "PATH",
+       "keep the link state in PATH (Prometheus text format, written atomically through "
+       "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
       {"log-level", "LEVEL", "error, warn, info (default) or debug"},
       {"version", "", "print the version and exit"},
       {"help", "", "print this help and exit"},
@@ -76,6 +87,76 @@ bool parse_vault_addr(const std::string& url, HostPort* out, std::string* err) {
     return false;
   }
   *out = *hp;
+  return true;
+}
+
+double unix_seconds() {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  return static_cast<double>(ms) / 1000.0;
+}
+
+// The textfile-collector file: the link state, and when it last changed.
+std::string status_text(uint32_t links_up, double changed, double started) {
+  char buf[1536];
+  const int n = std::snprintf(
+      buf, sizeof buf,
+      "# HELP cloudtaser_bridge_build_info Build information.\n"
+      "# TYPE cloudtaser_bridge_build_info gauge\n"
+      "cloudtaser_bridge_build_info{version=\"%s\"} 1\n"
+      "# HELP cloudtaser_bridge_link_up 1 while at least one link to the broker is up.\n"
+      "# TYPE cloudtaser_bridge_link_up gauge\n"
+      "cloudtaser_bridge_link_up %u\n"
+      "# HELP cloudtaser_bridge_links_up Links to the broker that are up (2 while a draining "
+      "broker's link finishes its streams).\n"
+      "# TYPE cloudtaser_bridge_links_up gauge\n"
+      "cloudtaser_bridge_links_up %u\n"
+      "# HELP cloudtaser_bridge_last_change_timestamp_seconds Unix time the number of links up "
+      "last changed (or the bridge started).\n"
+      "# TYPE cloudtaser_bridge_last_change_timestamp_seconds gauge\n"
+      "cloudtaser_bridge_last_change_timestamp_seconds %.3f\n"
+      "# HELP cloudtaser_bridge_start_time_seconds Unix time the bridge started.\n"
+      "# TYPE cloudtaser_bridge_start_time_seconds gauge\n"
+      "cloudtaser_bridge_start_time_seconds %.3f\n",
+      CT_VERSION, links_up > 0 ? 1u : 0u, links_up, changed, started);
+  if (n < 0) return {};
+  return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
+}
+
+// Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
+// the umask (the unit's is 0077): the collector runs as another user, and the
+// file holds no secret. Blocking, but a few hundred bytes on a local disk.
+bool write_atomically(const std::string& path, const std::string& text, std::string* err) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    *err = "cannot write " + tmp + ": " + std::strerror(errno);
+    return false;
+  }
+  UniqueFd f(fd);
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t w = ::write(f.get(), text.data() + off, text.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      *err = "cannot write " + tmp + ": " + std::strerror(w < 0 ? errno : ENOSPC);
+      ::unlink(tmp.c_str());
+      return false;
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fchmod(f.get(), 0644) != 0 || ::fsync(f.get()) != 0) {
+    *err = "cannot write " + tmp + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  f.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    *err = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
   return true;
 }
 
@@ -128,9 +209,20 @@ class BridgeParent final : public DaemonParent {
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
     if (!preload_material(&err)) return usage_error(err);
+    if (f.has("status-file")) {
+      // Written once now (link down): an unwritable path is a start-up error.
+      status_path_ = f.get("status-file");
+      if (status_path_.empty()) return usage_error("bad --status-file: empty path");
+      started_ = changed_ = unix_seconds();
+      if (!write_atomically(status_path_, status_text(0, changed_, started_), &err))
+        return usage_error("bad --status-file: " + err);
+    }
     LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
              base_.peer_name.c_str(), base_.upstream.c_str());
-    return run();
+    const int rc = run();
+    // A stopped bridge has no link, whatever the last status said.
+    if (!status_path_.empty() && links_up_ != 0) write_status(0);
+    return rc;
   }
 
  private:
@@ -149,6 +241,23 @@ class BridgeParent final : public DaemonParent {
   }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }
+
+  void on_status(const Status& s) noexcept override {
+    DaemonParent::on_status(s);  // the log line and sd_notify STATUS=
+    if (!status_path_.empty() && s.links_up != links_up_) write_status(s.links_up);
+  }
+
+  void write_status(uint32_t links_up) noexcept {
+    links_up_ = links_up;
+    changed_ = unix_seconds();
+    std::string err;
+    if (write_atomically(status_path_, status_text(links_up, changed_, started_), &err)) {
+      status_failing_ = false;
+    } else if (!status_failing_) {  // logged once until a write succeeds again
+      status_failing_ = true;
+      LOG_WARN("--status-file: %s", err.c_str());
+    }
+  }
 
   bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept override {
     if (w != Supervisor::kTls || m.type != Msg::kDialRequest) return false;
@@ -206,6 +315,10 @@ class BridgeParent final : public DaemonParent {
 
   HostPort broker_;
   Dial dial_;
+  std::string status_path_;  // empty: no --status-file
+  uint32_t links_up_ = 0;
+  double started_ = 0, changed_ = 0;
+  bool status_failing_ = false;
 };
 
 }  // namespace
