@@ -215,32 +215,63 @@ TEST(IpcChannel, UnexpectedFdIsBadAndNotLeaked) {
   EXPECT_EQ(open_fd_count(), before);  // the passed fd was closed, not leaked
 }
 
+// Sends a LISTENER datagram with `fds` attached, bypassing IpcChannel::send.
+void send_with_fds(int sock, const std::vector<int>& fds) {
+  auto d = datagram(static_cast<uint16_t>(Msg::kListener), {});
+  iovec iov{d.data(), d.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  std::vector<cmsghdr> cbuf(CMSG_SPACE(fds.size() * sizeof(int)) / sizeof(cmsghdr) + 1);
+  mh.msg_control = cbuf.data();
+  mh.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
+  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+  std::memcpy(CMSG_DATA(cm), fds.data(), fds.size() * sizeof(int));
+  ASSERT_EQ(sendmsg(sock, &mh, 0), static_cast<ssize_t>(d.size()));
+}
+
 TEST(IpcChannel, TwoFdsAreBadAndNeitherLeaks) {
   Channels c;
   int p[2];
   ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
   UniqueFd rd(p[0]), wr(p[1]);
   const size_t before = open_fd_count();
-  // Hand-made datagram: a LISTENER with two fds attached.
-  auto d = datagram(static_cast<uint16_t>(Msg::kListener), {});
-  iovec iov{d.data(), d.size()};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  const int fds[2] = {rd.get(), wr.get()};
-  std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  ASSERT_EQ(sendmsg(c.parent.fd(), &mh, 0), static_cast<ssize_t>(d.size()));
+  send_with_fds(c.parent.fd(), {rd.get(), wr.get()});
   IpcMessage m;
   std::string why;
   EXPECT_EQ(c.child.recv(&m, &why), IpcChannel::Recv::kBad);
+  EXPECT_FALSE(m.fd.valid());
   EXPECT_EQ(open_fd_count(), before);
+}
+
+// More fds than the receive buffer has room for: the kernel truncates the
+// control data; that is refused too (P-03), and nothing leaks.
+TEST(IpcChannel, TruncatedControlDataIsBadAndNothingLeaks) {
+  Channels c;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  const size_t before = open_fd_count();
+  send_with_fds(c.parent.fd(), std::vector<int>(12, wr.get()));
+  IpcMessage m;
+  std::string why;
+  EXPECT_EQ(c.child.recv(&m, &why), IpcChannel::Recv::kBad);
+  EXPECT_NE(why.find("truncated"), std::string::npos) << why;
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+TEST(IpcChannel, PassingABadFdFailsAtSend) {
+  Channels c;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  const int closed = p[1];
+  close(p[0]);
+  close(p[1]);
+  EXPECT_FALSE(c.parent.send(Msg::kListener, {}, closed));
+  EXPECT_FALSE(c.parent.wants_write());
 }
 
 TEST(IpcChannel, PeerClosedIsClosed) {
