@@ -966,7 +966,8 @@ TEST(Session, OutputHighWaterBlocksAndWakes) {
   }
   EXPECT_GE(queued + 1024, limits::kOutputHighWater);
   EXPECT_LE(p.a.s.output().size(), limits::kOutputHighWater + 1024);
-  // Half the output goes out: still above the low mark, no wake yet.
+  // A quarter of the output goes out: still above the low mark (half the
+  // high water), so no wake yet.
   p.a.s.output_written(p.a.s.output().size() / 4);
   p.a.collect();
   EXPECT_EQ(count(p.a.log, Event::kWritable, id), 0u);
