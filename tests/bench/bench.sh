@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# make bench: throughput/latency of the tunnel against direct nginx and the peers, measured in the
+# same run, plus broker memory per idle wrapper stream. A benchmark, not a test: it prints tables.
+#
+# Part 1 ("peers"): the shared peer harness ../shared/bench/run.sh (nginx upstream; wrk/h2load;
+#   socat, stunnel and haproxy mTLS chains, ssh -R) with cloudtaser-broker + vault-bridge slotted in
+#   as one more row through PROJECT_START, with our real flags and the harness's PKI and upstream.
+#   Everything under test is pinned to CPU $SUT_CPU, the load generator to $LG_CPU (run.sh does it).
+# Part 2 ("idle"): broker+bridge+a tiny upstream; RSS/PSS of the broker's three processes before and
+#   after $IDLE_STREAMS idle wrapper connections (held open by tests/bench/idle_conns.py), once the
+#   broker's forward process holds them all; the same for the bridge, and for `ssh -R` as baseline.
+# Results: printed, and written to build/bench/results.md (logs next to it).
+#
+# Knobs (defaults in brackets):
+#   QUICK [0]      1 = smoke: DUR=1 RUNS=1 BULK_MB=64 CRYPTO=0 ROWS="direct-http haproxy ssh-R-pty"
+#   PARTS ["peers idle"]; RUN_SH [<repo>/../shared/bench/run.sh]; BIN [<repo>/build]
+#   PROJECT_PORT [8443] BRIDGE_PORT [9443]: the project's service and bridge ports on 127.0.0.1
+#   IDLE_STREAMS [10000]; IDLE_BASELINES ["ssh-R"] ("" for none); IDLE_UPSTREAM_PORT [8200]
+#   PIN [1] SUT_CPU [0] LG_CPU [1]; RUN_TIMEOUT [2400] seconds for the whole of run.sh
+#   Anything else run.sh reads (DUR, RUNS, CONNS, ROWS, BULK_MB, CRYPTO, ...) is passed through.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/../.." && pwd))
+BIN=${BIN:-$ROOT/build}
+OUTDIR=${OUTDIR:-$ROOT/build/bench}
+RUN_SH=${RUN_SH:-$ROOT/../shared/bench/run.sh}
+QUICK=${QUICK:-0}
+PARTS=${PARTS:-"peers idle"}
+PROJECT_PORT=${PROJECT_PORT:-8443}; BRIDGE_PORT=${BRIDGE_PORT:-9443}
+IDLE_STREAMS=${IDLE_STREAMS:-10000}; IDLE_BASELINES=${IDLE_BASELINES-"ssh-R"}
+IDLE_UPSTREAM_PORT=${IDLE_UPSTREAM_PORT:-8200}
+PIN=${PIN:-1}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
+RUN_TIMEOUT=${RUN_TIMEOUT:-2400}
+PY=${PYTHON:-/usr/bin/python3}; [ -x "$PY" ] || PY=python3
+[ "$(nproc)" -lt 2 ] && PIN=0
+export PIN SUT_CPU LG_CPU
+if [ "$QUICK" = 1 ]; then
+  export DUR=${DUR:-1} RUNS=${RUNS:-1} BULK_MB=${BULK_MB:-64} CRYPTO=${CRYPTO:-0}
+  export ROWS=${ROWS:-"direct-http haproxy ssh-R-pty"}
+fi
+
+BROKER=$BIN/cloudtaser-broker; BRIDGE=$BIN/vault-bridge
+for b in "$BROKER" "$BRIDGE"; do
+  [ -x "$b" ] || { echo "bench: $b not built; run make first" >&2; exit 1; }
+done
+mkdir -p "$OUTDIR"
+REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
+
+# ---------- processes we start: session leaders only, killed by group (and their descendants) ----------
+OURS=(); RUN_PID=; W=$(mktemp -d /tmp/ct-bench.XXXXXX)
+descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+tree() { [ -d "/proc/$1" ] && echo "$1"; descendants "$1"; }
+kill_tree() { # session leader pids...
+  local p kids=()
+  for p in "$@"; do mapfile -t -O "${#kids[@]}" kids < <(descendants "$p"); done
+  for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5; do
+    local alive=0; for p in "$@" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.2
+  done
+  for p in "$@"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  for p in "${kids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" 2>/dev/null || true; done
+}
+cleanup() {
+  set +e
+  if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
+    kill -TERM "$RUN_PID" 2>/dev/null   # run.sh cleans up after itself on TERM
+    for _ in $(seq 50); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$RUN_PID" 2>/dev/null; wait "$RUN_PID" 2>/dev/null
+  fi
+  [ ${#OURS[@]} -gt 0 ] && kill_tree "${OURS[@]}"
+  OURS=(); rm -rf "$W"
+}
+trap cleanup EXIT; trap 'exit 130' INT TERM
+
+start_bg() { # cpu name cmd... -> LAST_PID (a session leader, pinned)
+  local cpu=$1 name=$2; shift 2
+  if [ "$PIN" = 1 ]; then setsid taskset -c "$cpu" "$@" >>"$OUTDIR/$name.log" 2>&1 </dev/null &
+  else setsid "$@" >>"$OUTDIR/$name.log" 2>&1 </dev/null & fi
+  LAST_PID=$!; OURS+=("$LAST_PID")
+}
+stop_bg() { local p keep=(); kill_tree "$@"; for p in "${OURS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done; OURS=("${keep[@]}"); }
+port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+need_free() { local p; for p; do port_free "$p" || { echo "bench: port $p on 127.0.0.1 is busy; stop what uses it or change the port knobs" >&2; exit 1; }; done; }
+wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null --max-time 2 "$1" && return 0; sleep 0.1; done; return 1; }
+
+MD="$OUTDIR/results.md"; : >"$MD"
+emit() { printf '%s\n' "$@" | tee -a "$MD"; }
+emit "# cloudtaser reverse-connect bench $(date -u +%Y-%m-%dT%H:%MZ)" "" \
+  "rev $REV; host $(nproc) cpu ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)" \
+  "command: $( [ "$QUICK" = 1 ] && printf 'QUICK=1 ')make bench   (tests/bench/bench.sh; PARTS=\"$PARTS\" IDLE_STREAMS=$IDLE_STREAMS; binaries from $BIN)" \
+  "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" ""
+# Everything is pinned to 2 CPUs: anything else running on them skews every row (the rows of one run
+# stay comparable only roughly). Say so in the results rather than silently.
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$LOAD0" 'BEGIN{exit !(l > 1.0)}'; then
+  emit "**warning: load average $LOAD0 at start: other work shares the CPUs; figures are depressed and noisy.**" ""
+fi
+
+# ================================================================ part 1: peers + project row
+if [[ " $PARTS " == *" peers "* ]]; then
+  if [ ! -f "$RUN_SH" ]; then
+    emit "## throughput and latency: SKIPPED" "" \
+      "The peer harness was not found at $RUN_SH (it lives beside the repository, in ../shared/bench/run.sh)." \
+      "Set RUN_SH=/path/to/run.sh to use one elsewhere. Only the idle-stream memory part runs." ""
+    echo "bench: peer harness $RUN_SH not found; skipping the throughput table" >&2
+  else
+    need_free "$PROJECT_PORT" "$BRIDGE_PORT"
+    : >"$OUTDIR/project-row.log"
+    # Single-quoted parts expand inside run.sh's `bash -c`, where BASELINE_PKI/BASELINE_UPSTREAM are set.
+    PROJECT_START="exec >>'$OUTDIR/project-row.log' 2>&1
+'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$BASELINE_PKI/server.pem" --key "$BASELINE_PKI/server.key" --ca-cert "$BASELINE_PKI/ca.pem" &
+'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" &
+wait'
+    export PROJECT_START PROJECT_PORT PROJECT_SCHEME=http PROJECT_NAME="cloudtaser broker+bridge"
+    export OUT="$OUTDIR/peers.md"; rm -f "$OUT"
+    emit "## throughput and latency (shared/bench/run.sh, same run; req/s | p50 ms | p99 ms)" ""
+    echo "# running $RUN_SH (log: $OUTDIR/peers.log)"
+    timeout -k 30 "$RUN_TIMEOUT" bash "$RUN_SH" >"$OUTDIR/peers.log" 2>&1 </dev/null &
+    RUN_PID=$!
+    tail -n +1 --pid="$RUN_PID" -f "$OUTDIR/peers.log" 2>/dev/null || true
+    rc=0; wait "$RUN_PID" || rc=$?; RUN_PID=
+    if [ -s "$OUT" ]; then
+      sed -e '/^# tunnel baseline/d' -e 's/^# /    /' "$OUT" >>"$MD"
+      awk '/^## per-core crypto/,/^$/' "$OUTDIR/peers.log" | sed 's/^/    /' >>"$MD"
+      [ $rc = 0 ] || emit "" "run.sh exited with status $rc (see $OUTDIR/peers.log)"
+    else
+      emit "run.sh failed (status $rc) before writing its table; last lines of $OUTDIR/peers.log:" ""
+      tail -20 "$OUTDIR/peers.log" | sed 's/^/    /' | tee -a "$MD"
+    fi
+    emit ""
+  fi
+fi
+
+# ================================================================ part 2: memory per idle stream
+SSH_PORT=12222; SSH_R_PORT=19004
+mem_of() { # pids... -> "rss_kib pss_kib nprocs"
+  local p r=0 s=0 n=0 v
+  for p; do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null); r=$((r + ${v:-0}))
+    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); s=$((s + ${v:-0}))
+    n=$((n + 1))
+  done
+  echo "$r $s $n"
+}
+fds_of() { local p n=0 c; for p; do c=$(ls "/proc/$p/fd" 2>/dev/null | wc -l); n=$((n + c)); done; echo "$n"; }
+wait_fds() { # want seconds pid... : until the tree's fd count reaches want; prints the count reached
+  local want=$1 secs=$2 n=0 i; shift 2
+  for i in $(seq $((secs * 5))); do
+    n=$(fds_of $(for p; do tree "$p"; done)); [ "$n" -ge "$want" ] && break; sleep 0.2
+  done
+  echo "$n"
+}
+make_pki() {
+  mkdir -p "$W/pki"; (
+    cd "$W/pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    for n in server client; do
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" -keyout $n.key -out $n.csr 2>/dev/null
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=%s\n' \
+        "$([ $n = server ] && echo serverAuth || echo clientAuth)" >$n.ext
+      openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.pem 2>/dev/null
+    done )
+}
+start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" side), SYS_PORT
+  case $1 in
+  project)
+    start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" \
+      --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem"; SRV_PID=$LAST_PID
+    start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
+      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem"; CLI_PID=$LAST_PID
+    SYS_PORT=$PROJECT_PORT ;;
+  ssh-R)
+    mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"; rm -f "$W/ssh/"*
+    ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user_key"
+    cp "$W/ssh/user_key.pub" "$W/ssh/authorized_keys"
+    printf '%s\n' "ListenAddress 127.0.0.1:$SSH_PORT" "HostKey $W/ssh/host_key" "PidFile none" \
+      "AuthorizedKeysFile $W/ssh/authorized_keys" "StrictModes no" "UsePAM no" "PasswordAuthentication no" \
+      "KbdInteractiveAuthentication no" "PermitRootLogin prohibit-password" "AllowTcpForwarding remote" \
+      "GatewayPorts no" "Ciphers aes128-gcm@openssh.com" >"$W/ssh/sshd_config"
+    start_bg "$SUT_CPU" idle-sshd /usr/sbin/sshd -D -e -f "$W/ssh/sshd_config"; SRV_PID=$LAST_PID
+    local i; for i in $(seq 50); do port_free "$SSH_PORT" || break; sleep 0.1; done
+    start_bg "$SUT_CPU" idle-ssh ssh -N -T -i "$W/ssh/user_key" -p "$SSH_PORT" -c aes128-gcm@openssh.com -o BatchMode=yes \
+      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
+      -R "127.0.0.1:$SSH_R_PORT:127.0.0.1:$IDLE_UPSTREAM_PORT" "$(id -un)@127.0.0.1"; CLI_PID=$LAST_PID
+    SYS_PORT=$SSH_R_PORT ;;
+  *) echo "bench: unknown idle system $1" >&2; return 1 ;;
+  esac
+}
+kib_per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN{ if (n > 0) printf "%.2f", (b - a) / n; else print "-" }'; }
+mib() { awk -v k="$1" 'BEGIN{ printf "%.1f", k / 1024 }'; }
+
+IDLE_ROWS=()
+idle_run() { # system label_server label_client
+  local sys=$1 ls=$2 lc=$3 url st opened alive srv_fd0 cli_fd0 srv_fd1 cli_fd1 m0s m0c m1s m1c t_req n
+  start_system "$sys" || return 1
+  url="http://127.0.0.1:$SYS_PORT/v1/secret/data/app"
+  if ! wait_http "$url"; then
+    IDLE_ROWS+=("| $ls | did not answer on $SYS_PORT (see $OUTDIR/idle-*.log) |"); stop_bg "$SRV_PID" "$CLI_PID"; return 1
+  fi
+  for _ in $(seq 20); do curl -sf -o /dev/null --max-time 2 "$url" || true; done   # warm code paths
+  sleep 1
+  srv_fd0=$(fds_of $(tree "$SRV_PID")); cli_fd0=$(fds_of $(tree "$CLI_PID"))
+  m0s=$(mem_of $(tree "$SRV_PID")); m0c=$(mem_of $(tree "$CLI_PID"))
+  st="$W/idle.status"; rm -f "$st" "$W/idle.check"
+  start_bg "$LG_CPU" idle-client "$PY" "$HERE/idle_conns.py" --port "$SYS_PORT" --count "$IDLE_STREAMS" \
+    --status "$st" --check "$W/idle.check" --hold 600 --open-deadline 120
+  local hp=$LAST_PID i
+  for i in $(seq 700); do grep -q '^opened' "$st" 2>/dev/null && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.2; done
+  opened=$(awk '/^opened/{print $2}' "$st" 2>/dev/null); opened=${opened:-0}
+  # the broker (or sshd) holds one fd per wrapper stream; the bridge (or ssh) one per upstream connection
+  srv_fd1=$(wait_fds $((srv_fd0 + opened)) 60 "$SRV_PID")
+  cli_fd1=$(wait_fds $((cli_fd0 + opened)) 60 "$CLI_PID")
+  sleep 2
+  m1s=$(mem_of $(tree "$SRV_PID")); m1c=$(mem_of $(tree "$CLI_PID"))
+  srv_fd1=$(fds_of $(tree "$SRV_PID")); cli_fd1=$(fds_of $(tree "$CLI_PID"))
+  t_req=$(curl -s -o /dev/null --max-time 10 -w '%{time_total}' "$url" 2>/dev/null || echo nan)
+  t_req=$(awk -v t="$t_req" 'BEGIN{ if (t == "nan") print "fail"; else printf "%.1f", t * 1000 }')
+  touch "$W/idle.check"
+  for i in $(seq 100); do grep -q '^alive' "$st" 2>/dev/null && break; sleep 0.1; done
+  alive=$(awk '/^alive/{print $2}' "$st" 2>/dev/null); alive=${alive:-?}
+  stop_bg "$hp"; stop_bg "$SRV_PID" "$CLI_PID"
+  n=$opened
+  read -r r0 p0 np <<<"$m0s"; read -r r1 p1 _ <<<"$m1s"
+  IDLE_ROWS+=("| $ls | $np | $(mib "$r0") | $(mib "$r1") | **$(kib_per "$r0" "$r1" "$n")** | $(kib_per "$p0" "$p1" "$n") | $((srv_fd1 - srv_fd0)) | $opened/$IDLE_STREAMS | $alive | $t_req |")
+  read -r r0 p0 np <<<"$m0c"; read -r r1 p1 _ <<<"$m1c"
+  IDLE_ROWS+=("| $lc | $np | $(mib "$r0") | $(mib "$r1") | $(kib_per "$r0" "$r1" "$n") | $(kib_per "$p0" "$p1" "$n") | $((cli_fd1 - cli_fd0)) | | | |")
+}
+
+if [[ " $PARTS " == *" idle "* ]]; then
+  echo "# idle-stream memory: $IDLE_STREAMS idle wrapper connections (logs: $OUTDIR/idle-*.log)"
+  rm -f "$OUTDIR"/idle-*.log
+  if [[ " $IDLE_BASELINES " == *" ssh-R "* ]] && ! { command -v ssh >/dev/null && [ -x /usr/sbin/sshd ]; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then   # as run.sh does; keep the service stopped
+      echo "# installing openssh-server openssh-client for the ssh -R baseline" >&2
+      made_policy=0
+      if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client; } >/dev/null || true
+      [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+    fi
+    command -v ssh >/dev/null && [ -x /usr/sbin/sshd ] || { echo "bench: no sshd; skipping the ssh -R idle baseline" >&2; IDLE_BASELINES=${IDLE_BASELINES//ssh-R/}; }
+  fi
+  need_free "$IDLE_UPSTREAM_PORT" "$PROJECT_PORT" "$BRIDGE_PORT"
+  [[ " $IDLE_BASELINES " == *" ssh-R "* ]] && need_free "$SSH_PORT" "$SSH_R_PORT"
+  make_pki
+  start_bg "$SUT_CPU" idle-upstream "$PY" "$HERE/idle_upstream.py" --port "$IDLE_UPSTREAM_PORT" --max-seconds 1200
+  UP_PID=$LAST_PID
+  wait_http "http://127.0.0.1:$IDLE_UPSTREAM_PORT/v1/secret/data/app" || { echo "bench: idle upstream did not start" >&2; exit 1; }
+  idle_run project "cloudtaser-broker (3 procs)" "vault-bridge (3 procs)" || true
+  for b in $IDLE_BASELINES; do
+    case $b in ssh-R) idle_run ssh-R "ssh -R: sshd (broker side)" "ssh -R: ssh client (bridge side)" || true ;; esac
+  done
+  stop_bg "$UP_PID"
+  emit "## memory per idle wrapper stream ($IDLE_STREAMS connections held open, nothing sent)" "" \
+    "RSS = sum of VmRSS over the daemon's processes (PSS from smaps_rollup in the next column), before and after" \
+    "the connections, once the daemon's fd count shows them all; per stream = delta / connections opened." \
+    "Kernel socket memory is not included. \"request\" = one GET through the tunnel while they are held." "" \
+    "| daemon | procs | RSS before MiB | RSS after MiB | KiB/stream RSS | KiB/stream PSS | fds added | opened | alive at end | request ms |" \
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  emit "${IDLE_ROWS[@]}"
+  emit "| target (issue 2): broker | | | | ≤ 4 | | | | | |" ""
+fi
+emit "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# written to $MD"
