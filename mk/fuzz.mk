@@ -29,6 +29,9 @@ FUZZ_MAXLEN_frame_decoder_fuzz := 33000
 FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128
 FUZZ_MAXLEN_ipc_fuzz           := 8192
+# Dictionaries: wire constants and boundary integers (catalog §6 practice).
+FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
+FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
 FUZZ_DEB_DEPS := clang libclang-rt-14-dev
 FUZZ_STAMP    := $(FUZZ_DIR)/.deps-$(shell echo $(FUZZ_DEB_DEPS) | md5sum | cut -c1-8)
 
@@ -93,7 +96,7 @@ fuzz: $(FUZZ_RUNS)
 $(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/bin/%
 	@rm -rf $(FUZZ_DIR)/new/$* && mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
 	@echo "fuzzing $* for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$*.log)"
-	@$< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) -max_total_time=$(FUZZ_SECONDS) \
+	@$< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) -max_total_time=$(FUZZ_SECONDS) \
 	  -artifact_prefix=$(FUZZ_DIR)/artifacts/$*- $(FUZZ_DIR)/new/$* fuzz/corpus/$* \
 	  >$(FUZZ_DIR)/$*.log 2>&1; rc=$$?; \
 	if [ $$rc -ne 0 ]; then \
