@@ -9,6 +9,8 @@
 #     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
 #                      offline renderer), Kubernetes schema, yamllint, behaviour
 #     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
+#     check-metrics    promtool check metrics on the broker's real /metrics (with
+#                      and without a bridge) and on vault-bridge --status-file
 #
 # Each target installs the Debian and npm packages it needs when run as root.
 
@@ -26,7 +28,8 @@ CLUSTER_DEB_DEPS := golang-go golang-github-masterminds-sprig-dev golang-gopkg-y
                     libssl-dev libseccomp-dev libcap-ng-dev
 CLUSTER_STAMP    := $(BUILD)/.cluster-deps-$(shell echo $(CLUSTER_DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: static image cluster-deps check-cluster check-static check-image check-chart check-certs
+.PHONY: static image cluster-deps check-cluster check-static check-image check-chart check-certs \
+        check-metrics
 CHECKS += check-cluster
 
 cluster-deps: $(CLUSTER_STAMP)
@@ -68,7 +71,7 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 	  GOPATH=$(abspath $(BUILD)/gopath):/usr/share/gocode GOCACHE=$(abspath $(BUILD)/go-cache) \
 	  go build -o $(abspath $@) helmrender
 
-check-cluster: check-static check-image check-chart check-certs
+check-cluster: check-static check-image check-chart check-certs check-metrics
 
 check-static: $(STATIC_BROKER) | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(VERSION)
@@ -85,3 +88,8 @@ check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker
 
 check-certs: | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-certs.sh
+
+# promtool comes from Debian's prometheus package (about 94 MB installed; no
+# smaller package ships it), installed by the script when missing and root.
+check-metrics: $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-metrics.sh $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge
