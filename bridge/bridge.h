@@ -1,10 +1,17 @@
 // vault-bridge: entry points of its three processes (docs/architecture.md).
 #pragma once
 
+#include "shared/sandbox.h"
+
 namespace ct::bridge {
 
 int parent_main(int argc, char** argv);  // bridge/parent.cc
 int tls_main();                          // bridge/tls_proc.cc
-int forward_main();                      // bridge/forward_proc.cc
+int forward_main();
+
+// Each process's sandbox (its allowlist sits beside its main), for
+// --sandbox-policy and --sandbox-probe.
+SandboxSpec tls_sandbox();
+SandboxSpec forward_sandbox(uint16_t upstream_port);  // bridge/forward_proc.cc
 
 }  // namespace ct::bridge

@@ -1,6 +1,8 @@
 // The bridge's forwarding process: for every stream the TLS process opens, a
 // TCP connection to --vault-addr, with bytes passed unchanged both ways. It
 // holds no key and never calls OpenSSL.
+#include <sys/socket.h>
+
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -15,6 +17,18 @@
 namespace ct::bridge {
 
 namespace {
+
+// Seccomp allowlist beyond the common set: one TCP connection to OpenBao per
+// stream. Landlock (where the kernel has it) narrows connect() to the port of
+// --vault-addr. No open(), never OpenSSL.
+const SyscallRule kSyscalls[] = {
+    {"socket", "a TCP socket per stream (IPv4)", true, 0, ~uint64_t{0}, AF_INET},
+    {"socket", "a TCP socket per stream (IPv6)", true, 0, ~uint64_t{0}, AF_INET6},
+    {"connect", "to --vault-addr"},
+    {"getsockopt", "SO_ERROR of a non-blocking connect"},
+    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    {"shutdown", "half-close towards OpenBao after the stream's FIN"},
+};
 
 const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096},
@@ -35,6 +49,11 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
+        SandboxSpec spec = forward_sandbox(hp->port);
+        spec.drop_user = settings_.drop_user;
+        spec.uid = settings_.uid;
+        spec.gid = settings_.gid;
+        sandbox_enter(spec);
         send(Msg::kReady, {});
         return true;
       }
@@ -140,6 +159,14 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
 };
 
 }  // namespace
+
+SandboxSpec forward_sandbox(uint16_t upstream_port) {
+  SandboxSpec s;
+  s.process = "vault-bridge forward";
+  s.syscalls = kSyscalls;
+  s.connect_port = upstream_port;
+  return s;
+}
 
 int forward_main() {
   ForwardProcess p;

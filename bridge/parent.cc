@@ -50,6 +50,9 @@ std::vector<FlagSpec> flag_specs() {
       {"status-file", "PATH",
        "keep the link state in PATH (Prometheus text format, written atomically through "
        "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
+      {"user", "NAME",
+       "when started as root, the user the child processes run as (default: cloudtaser if it "
+       "exists, else nobody)"},
       {"log-level", "LEVEL", "error, warn, info (default) or debug"},
       {"version", "", "print the version and exit"},
       {"help", "", "print this help and exit"},
@@ -188,6 +191,7 @@ class BridgeParent final : public DaemonParent {
       if (!s) return usage_error("bad --drain-timeout (whole seconds, 1 to 3600)");
       base_.drain_timeout_ms = *s * 1000;
     }
+    if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
     for (const std::string& p : f.all("broker-pin")) {
       auto pin = parse_pin(p);
       if (!pin)

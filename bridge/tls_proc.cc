@@ -30,6 +30,13 @@ constexpr auto kBackoffBase = std::chrono::seconds(1);
 constexpr auto kBackoffCap = std::chrono::seconds(30);
 constexpr auto kStableLink = std::chrono::seconds(60);
 
+// Seccomp allowlist beyond the common set. The parent dials; this process
+// only tunes and closes the sockets it is handed: no socket(), no connect().
+const SyscallRule kSyscalls[] = {
+    {"setsockopt", "TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on the link"},
+    {"shutdown", "closing a link"},
+};
+
 const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096},
     {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
@@ -61,6 +68,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           return true;
         }
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        if (!sandboxed_) {
+          SandboxSpec spec = tls_sandbox();
+          spec.drop_user = settings_.drop_user;
+          spec.uid = settings_.uid;
+          spec.gid = settings_.gid;
+          sandbox_enter(spec);
+          sandboxed_ = true;
+        }
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
                  ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
         send(Msg::kReady, {});
@@ -290,10 +305,19 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   uint64_t next_conn_ = 0;
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;
+  bool sandboxed_ = false;
   std::mt19937_64 rng_;
 };
 
 }  // namespace
+
+SandboxSpec tls_sandbox() {
+  SandboxSpec s;
+  s.process = "vault-bridge tls";
+  s.syscalls = kSyscalls;
+  s.max_fds = 64;
+  return s;
+}
 
 int tls_main() {
   TlsProcess p;

@@ -22,6 +22,14 @@ namespace ct::broker {
 
 namespace {
 
+// Seccomp allowlist beyond the common set: accept and tune local sockets.
+// No socket(), no connect(), no open(), and never OpenSSL.
+const SyscallRule kSyscalls[] = {
+    {"accept4", "wrapper connections, and /metrics scrapes"},
+    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    {"shutdown", "half-close towards a wrapper after the stream's FIN"},
+};
+
 const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0},        {Msg::kPeerChannel, true, 0},
     {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
@@ -46,9 +54,15 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
 
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
-      case Msg::kSettings:
+      case Msg::kSettings: {
+        SandboxSpec spec = forward_sandbox(0);
+        spec.drop_user = settings_.drop_user;
+        spec.uid = settings_.uid;
+        spec.gid = settings_.gid;
+        sandbox_enter(spec);
         send(Msg::kReady, {});
         return true;
+      }
       case Msg::kListener:
         if (listener_.fd) return false;
         listener_.self = this;
@@ -215,6 +229,13 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
 };
 
 }  // namespace
+
+SandboxSpec forward_sandbox(uint16_t) {
+  SandboxSpec s;
+  s.process = "cloudtaser-broker forward";
+  s.syscalls = kSyscalls;
+  return s;
+}
 
 int forward_main() {
   ForwardProcess p;

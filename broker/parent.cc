@@ -39,6 +39,9 @@ std::vector<FlagSpec> flag_specs() {
        "serve /metrics (Prometheus), /healthz and /readyz over plain HTTP, e.g. 0.0.0.0:9090"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
+      {"user", "NAME",
+       "when started as root, the user the child processes run as (default: cloudtaser if it "
+       "exists, else nobody)"},
       {"log-level", "LEVEL", "error, warn, info (default) or debug"},
       {"version", "", "print the version and exit"},
       {"help", "", "print this help and exit"},
@@ -78,6 +81,7 @@ class BrokerParent final : public DaemonParent {
       if (!s) return usage_error("bad --drain-timeout (whole seconds, 1 to 3600)");
       base_.drain_timeout_ms = *s * 1000;
     }
+    if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
     for (const std::string& p : f.all("bridge-pin")) {
       auto pin = parse_pin(p);
       if (!pin)

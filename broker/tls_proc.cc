@@ -29,6 +29,14 @@ namespace {
 // internet cannot grow this process beyond it (T-13).
 constexpr size_t kMaxBridgeConns = 64;
 
+// Seccomp allowlist beyond the common set (shared/sandbox.cc). No socket(),
+// no connect(), no open(): this process only uses fds it was handed.
+const SyscallRule kSyscalls[] = {
+    {"accept4", "bridge connections on the listener the parent bound"},
+    {"setsockopt", "TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on bridge links"},
+    {"shutdown", "closing a bridge link"},
+};
+
 const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096},
     {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
@@ -71,6 +79,17 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        if (!sandboxed_) {
+          // OpenSSL is initialised and a context built: from here on no file,
+          // no new socket. Every later message (and all network input) is
+          // handled inside the sandbox.
+          SandboxSpec spec = tls_sandbox();
+          spec.drop_user = settings_.drop_user;
+          spec.uid = settings_.uid;
+          spec.gid = settings_.gid;
+          sandbox_enter(spec);
+          sandboxed_ = true;
+        }
         LOG_INFO("certificate material loaded, own pin %s, %zu bridge pin(s)",
                  ctx_->own_pin().c_str(), ctx_->pins().size());
         send(Msg::kReady, {});
@@ -376,9 +395,18 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   TimePoint next_stats_{};
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;
+  bool sandboxed_ = false;
 };
 
 }  // namespace
+
+SandboxSpec tls_sandbox() {
+  SandboxSpec s;
+  s.process = "cloudtaser-broker tls";
+  s.syscalls = kSyscalls;
+  s.max_fds = 256;  // kMaxBridgeConns links, the listener, channels, the loop
+  return s;
+}
 
 int tls_main() {
   TlsProcess p;

@@ -1,5 +1,6 @@
 #include "shared/daemon_parent.h"
 
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -26,6 +27,37 @@ const std::vector<MsgRule> kFromForward = {
     {Msg::kDrained, false, 0},
 };
 }  // namespace
+
+bool DaemonParent::resolve_run_user(const std::string& name, std::string* err) {
+  if (geteuid() != 0) {
+    if (!name.empty()) {
+      const passwd* pw = getpwnam(name.c_str());
+      if (pw == nullptr || pw->pw_uid != geteuid()) {
+        *err = "--user " + name + " needs root; running as uid " + std::to_string(geteuid());
+        return false;
+      }
+    }
+    return true;  // children keep our (unprivileged) user
+  }
+  const passwd* pw = nullptr;
+  if (!name.empty()) {
+    pw = getpwnam(name.c_str());
+    if (pw == nullptr) return *err = "--user " + name + ": no such user", false;
+  } else {
+    pw = getpwnam("cloudtaser");
+    if (pw == nullptr) pw = getpwnam("nobody");
+    if (pw == nullptr)
+      return *err = "running as root and neither user cloudtaser nor nobody exists (use --user)",
+             false;
+  }
+  if (pw->pw_uid == 0 || pw->pw_gid == 0)
+    return *err = "--user " + std::string(pw->pw_name) + " is root; children must not run as root",
+           false;
+  base_.drop_user = true;
+  base_.uid = pw->pw_uid;
+  base_.gid = pw->pw_gid;
+  return true;
+}
 
 int DaemonParent::usage_error(const std::string& msg) const {
   std::fprintf(stderr, "%s: %s\n", daemon_, msg.c_str());

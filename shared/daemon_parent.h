@@ -43,6 +43,11 @@ class DaemonParent : public Supervisor::Hooks {
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
   int usage_error(const std::string& msg) const;
 
+  // When running as root, the children switch to `name` (default: the
+  // dedicated "cloudtaser" user if it exists, else "nobody"). As any other user
+  // they stay that user (systemd's User=vault, a pod's runAsUser).
+  bool resolve_run_user(const std::string& name, std::string* err);
+
   // Reads cert, key and CA files; *err names the file on failure.
   bool read_material(Material* m, std::string* err) const;
   // Reads the files into the material that the first TLS process gets. Called

@@ -33,6 +33,9 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u32(s.drain_timeout_ms);
   put_str16(w, s.peer_name);
   put_str16(w, s.upstream);
+  w.u8(s.drop_user ? 1 : 0);
+  w.u32(s.uid);
+  w.u32(s.gid);
   return out;
 }
 
@@ -44,7 +47,13 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   s.drain_timeout_ms = r.u32();
   s.peer_name = get_str16(r);
   s.upstream = get_str16(r);
-  if (!r.finish() || s.log_level > 3) return std::nullopt;
+  const uint8_t drop = r.u8();
+  s.uid = r.u32();
+  s.gid = r.u32();
+  if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
+  s.drop_user = drop == 1;
+  // Never "switch" to root.
+  if (s.drop_user && (s.uid == 0 || s.gid == 0)) return std::nullopt;
   return s;
 }
 

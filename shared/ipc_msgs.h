@@ -21,6 +21,11 @@ struct ProcSettings {
   uint32_t drain_timeout_ms = 30000;
   std::string peer_name;  // bridge TLS process: the broker name to verify
   std::string upstream;   // bridge forwarding process: numeric host:port of OpenBao
+  // Children started as root switch to this user (resolved by the parent,
+  // which may use NSS; children never do).
+  bool drop_user = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
 };
 std::vector<uint8_t> encode_settings(const ProcSettings& s);
 std::optional<ProcSettings> decode_settings(Bytes b);

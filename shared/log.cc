@@ -58,6 +58,9 @@ void init(std::string_view daemon, std::string_view process, Level level) {
   copy_name(g_daemon, sizeof g_daemon, daemon);
   copy_name(g_process, sizeof g_process, process);
   g_level = level;
+  // glibc reads /etc/localtime on the first time conversion; do it now, before
+  // a sandbox forbids opening files.
+  tzset();
   struct stat st;
   if (fstat(STDERR_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
     const int fl = fcntl(STDERR_FILENO, F_GETFL);
