@@ -78,8 +78,15 @@ void drop_privileges(const SandboxSpec& s) {
         capng_change_id(static_cast<int>(s.uid), static_cast<int>(s.gid),
                         static_cast<capng_flags_t>(CAPNG_DROP_SUPP_GRP | CAPNG_CLEAR_BOUNDING));
     if (rc != 0) die(s.process, "cannot switch user (capng_change_id)", errno);
-  } else if (capng_apply(CAPNG_SELECT_CAPS) != 0) {
-    die(s.process, "cannot drop capabilities", errno);
+  } else {
+    // Unprivileged already (systemd's User=, a pod's runAsUser): drop what
+    // capabilities there are; with none, make no capset() call at all, which
+    // a service manager's own filter may forbid.
+    capng_get_caps_process();
+    if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
+      capng_clear(CAPNG_SELECT_BOTH);
+      if (capng_apply(CAPNG_SELECT_CAPS) != 0) die(s.process, "cannot drop capabilities", errno);
+    }
   }
   capng_get_caps_process();
   if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE)
