@@ -86,6 +86,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
         draining_ = true;
         if (metrics_) metrics_->counters().draining = true;  // readiness goes false first
         update_listener();
+        listener_.fd.reset();  // new wrappers are refused, not queued until we exit
         LOG_INFO("draining: %zu wrapper connections open", splices_.size());
         return true;
       default:

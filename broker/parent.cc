@@ -147,6 +147,13 @@ class BrokerParent final : public DaemonParent {
       ch.send(Msg::kMetricsListener, {}, metrics_fd_.get());
   }
 
+  void on_drain() noexcept override {
+    // The children close their copies too; once all are closed the ports
+    // refuse, and load balancers and bridges go to another broker at once.
+    bridge_fd_.reset();
+    service_fd_.reset();
+  }
+
   UniqueFd bridge_fd_, service_fd_, metrics_fd_;
 };
 

@@ -239,6 +239,7 @@ void DaemonParent::begin_drain() noexcept {
   sd_notify("STOPPING=1");
   LOG_INFO("draining: no new streams, up to %u s for the open ones", base_.drain_timeout_ms / 1000);
   sup_->set_stopping();
+  on_drain();
   drain_deadline_ = Clock::now() + std::chrono::milliseconds(base_.drain_timeout_ms);
   for (auto w : {Supervisor::kTls, Supervisor::kForward})
     if (IpcChannel* ch = sup_->channel(w)) ch->send(Msg::kDrain, Bytes{});

@@ -38,6 +38,9 @@ class DaemonParent : public Supervisor::Hooks {
   // Checks material the way the TLS process will (key matches certificate,
   // CA parses), so that a bad file is reported before anything starts.
   virtual bool validate_material(const Material& m, std::string* err) const = 0;
+  // Draining: close what the parent holds that lets new work in (the
+  // broker's listeners), so the kernel stops completing handshakes for us.
+  virtual void on_drain() noexcept {}
   virtual TimePoint extra_deadline() const { return TimePoint::max(); }
   virtual void extra_tick(TimePoint now) noexcept { (void)now; }
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).

@@ -462,17 +462,10 @@ def test_a_rolling_update_loses_no_request(env):
     assert by_backend["A"] > 0 and by_backend["B"] > 0, summary
 
 
-# Found by the test above (see its logs): the old broker's parent keeps its copy
-# of the bridge listening socket open while draining (broker/parent.cc
-# bridge_fd_; only the TLS process closes its copy), so the kernel still
-# completes TCP handshakes on the bridge port. The bridge's new link, dialled at
-# once on GOAWAY, is sent by the load balancer to the draining broker, whose
-# port "accepts", and waits in its backlog until that broker exits (reset) or
-# the bridge's 10 s TLS handshake deadline passes. Meanwhile no broker is
-# ready: the wrappers' outage lasts the whole drain instead of one handshake.
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: a draining broker's parent keeps the bridge listener open, so the bridge's "
-    "new link lands in the old broker's backlog instead of on the new broker"))
+# Found by the test above: a draining broker's parent (and forwarding
+# process) kept their copies of the listening sockets open, so the kernel still
+# completed handshakes on the old broker's ports and the bridge's new link
+# waited in its backlog for the whole drain. They close them on drain now.
 def test_the_bridge_links_to_the_new_broker_while_the_old_one_drains(env):
     echo = env.echo()
     a = env.broker(extra=["--drain-timeout", str(DRAIN_TIMEOUT)])
