@@ -188,3 +188,10 @@ def test_the_bridge_process_tree_has_no_listening_tcp_or_udp_socket(env):
                              check=True).stdout.decode()
         assert any(f"pid={pid}," in est for pid in pids), est
     hold.close()
+
+
+def test_status_file_is_documented_in_help_and_the_man_page():
+    r = subprocess.run([str(BRIDGE), "--help"], capture_output=True, timeout=10)
+    assert r.returncode == 0 and b"--status-file PATH" in r.stdout
+    man = (Path(__file__).resolve().parents[2] / "docs/man/vault-bridge.8").read_text()
+    assert r"\-\-status\-file" in man and "cloudtaser_bridge_link_up" in man
