@@ -122,3 +122,14 @@ def test_the_forwarding_process_memory_holds_no_private_key_bytes(env):
         # Control: the same search finds the key where it must be, in the TLS process.
         tls = _memory(kids["tls"])
         assert any(s in tls for s in scalars), "the memory scan cannot see the key at all"
+
+
+def test_docs_sandbox_md_lists_exactly_the_policies_the_binaries_enforce():
+    from harness import ROOT
+    doc = (ROOT / "docs" / "sandbox.md").read_text()
+    for exe, name in ((BROKER, "cloudtaser-broker"), (BRIDGE, "vault-bridge")):
+        for process in ("tls", "forward"):
+            out = subprocess.run([str(exe), "--sandbox-policy", process], capture_output=True,
+                                 check=True, text=True).stdout
+            assert f"### {name} {process}\n\n```\n{out}```" in doc, \
+                f"docs/sandbox.md is stale for {name} {process}: regenerate its policy block"
