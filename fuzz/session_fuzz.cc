@@ -310,7 +310,7 @@ class Harness {
     const uint8_t mode = in_.u8();
     const uint32_t ids[] = {
         0, 1, 2, 3, x.last_opened, x.last_opened + 1, limits::kMaxStreamId, 0x80000001u};
-    const uint8_t which = in_.u8() % (std::size(ids) + 1);
+    const size_t which = in_.u8() % (std::size(ids) + 1);
     const uint32_t id = which < std::size(ids) ? ids[which] : in_.u32();
     switch (mode % 8) {
       case 0: {  // any header, payload of the claimed length (or not)
