@@ -459,6 +459,8 @@ def test_a_rolling_update_loses_no_request(env):
                f"B ready {b_ready - t0:.2f}s after SIGTERM; endpoints {svc.ready_log}")
     print(summary)
     assert not lost, f"{len(lost)} lost: {lost[:10]}\n{summary}"
+    # The new broker took over while the old one was still draining its stream.
+    assert b_ready < a_exit, summary
     assert by_backend["A"] > 0 and by_backend["B"] > 0, summary
 
 
