@@ -23,6 +23,7 @@
 #include "shared/ipc.h"
 #include "shared/ipc_msgs.h"
 #include "shared/limits.h"
+#include "shared/metrics.h"
 
 namespace {
 
@@ -38,10 +39,8 @@ const MsgRule kBrokerTls[] = {
 };
 // broker/forward_proc.cc
 const MsgRule kBrokerForward[] = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kListener, true, 0},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kDrain, false, 0},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0},        {Msg::kPeerChannel, true, 0},
+    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
 };
 // bridge/tls_proc.cc
 const MsgRule kBridgeTls[] = {
@@ -57,7 +56,7 @@ const MsgRule kBridgeForward[] = {
 // shared/daemon_parent.cc: the parent, from its TLS child and its forwarding child.
 const MsgRule kParentFromTls[] = {
     {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
-    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},
+    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
 };
 const MsgRule kParentFromForward[] = {
     {Msg::kReady, false, 0},
@@ -84,6 +83,13 @@ void check_bodies(Bytes body) {
   }
   if (auto st = decode_status(body)) {
     FZ_CHECK(equal(encode_status(*st), body), "status does not re-encode identically");
+  }
+  if (auto mt = decode_metrics(body)) {
+    FZ_CHECK(equal(encode_metrics(*mt), body), "metrics do not re-encode identically");
+    (void)render_metrics(*mt, ForwardCounters{}, "fuzz");  // never crashes on any accepted set
+  }
+  if (auto s = decode_settings(body)) {
+    FZ_CHECK(!s->drop_user || (s->uid != 0 && s->gid != 0), "settings switch to root");
   }
 }
 
@@ -119,6 +125,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case Msg::kSettings:
       case Msg::kMaterial:
       case Msg::kStatus:
+      case Msg::kStats:
         check_bodies(msg.body);
         break;
       default:
