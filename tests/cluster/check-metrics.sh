@@ -92,7 +92,7 @@ pki="$work/pki"
 up_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 setsid python3 "$root/tests/upstream_standin.py" --listen "127.0.0.1:$up_port" --token t \
   --secret demo=password=hunter2 > "$work/upstream.log" 2>&1 &
-pids+=($!)
+pids+=($!); disown $!  # killed by cleanup, reaped without a job report
 must "the upstream to listen" wait_for 10 grep -q 'listening on' "$work/upstream.log"
 
 # ---- the broker with --metrics-listen
@@ -120,7 +120,7 @@ setsid "$bridge_bin" --broker-address "127.0.0.1:$bport" --broker-name broker.te
   --vault-addr "http://127.0.0.1:$up_port" --client-cert "$pki/bridge/tls.crt" \
   --client-key "$pki/bridge/tls.key" --ca-cert "$pki/bridge/ca.crt" \
   --status-file "$status" > "$work/bridge.log" 2>&1 &
-pids+=($!)
+pids+=($!); disown $!
 must "the status file at start" wait_for 10 test -s "$status"
 cp "$status" "$work/status-start.prom"
 promcheck "bridge --status-file at start" "$work/status-start.prom"
