@@ -36,7 +36,7 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kDrain, false, 0},
 };
 
-class ForwardProcess final : public ChildBase, public Link::Owner, public Splice::Owner {
+class ForwardProcess final : public ChildBase, public Link::Owner {
  public:
   ForwardProcess() : ChildBase("vault-bridge", "forward", kAccepts) {}
 
@@ -87,8 +87,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
       return;
     }
     tune_stream_socket(fd.get());
-    auto s = std::make_unique<Splice>(loop_, *this, l, id, std::move(fd), in_progress);
-    splices_[s.get()] = std::move(s);
+    splices_.add(l, id, std::move(fd), in_progress);
   }
 
   void on_link_events(Link& l) noexcept override {
@@ -103,42 +102,15 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
                  std::string(ev.what).c_str());
         continue;
       }
-      auto it = l.splices.find(ev.stream);
-      if (it == l.splices.end()) continue;
-      Splice* s = it->second;
-      switch (ev.kind) {
-        case Event::kData:
-          s->on_data(ev.data);
-          break;
-        case Event::kFin:
-          s->on_fin();
-          break;
-        case Event::kReset:
-          s->on_reset(ev.code);
-          break;
-        case Event::kWritable:
-          s->on_writable();
-          break;
-        default:
-          break;
-      }
+      splices_.dispatch(l, ev);
     }
   }
 
   void on_link_closed(Link& l) noexcept override {
     LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
              l.close_reason().c_str(), l.splices.size());
-    std::vector<Splice*> all;
-    for (auto& [id, s] : l.splices) all.push_back(s);
-    for (Splice* s : all) s->abort();
+    splices_.abort_all(l);
     if (&l == local_.get()) loop_.retire(std::move(local_));
-  }
-
-  void on_splice_done(Splice& s) noexcept override {
-    auto it = splices_.find(&s);
-    if (it == splices_.end()) return;
-    loop_.retire(std::move(it->second));
-    splices_.erase(it);
   }
 
   void on_tick(TimePoint) noexcept override {
@@ -154,7 +126,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
 
   SockAddr upstream_;
   std::unique_ptr<PlainLink> local_;
-  std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  SpliceTable splices_{loop_};
   bool draining_ = false;
 };
 

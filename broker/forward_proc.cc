@@ -35,7 +35,7 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
 };
 
-class ForwardProcess final : public ChildBase, public Link::Owner, public Splice::Owner {
+class ForwardProcess final : public ChildBase, public Link::Owner {
  public:
   ForwardProcess() : ChildBase("cloudtaser-broker", "forward", kAccepts) {
     // A spare fd to give back when accept() hits EMFILE, so the listener can
@@ -136,8 +136,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
       }
       tune_stream_socket(fd.get());
       if (metrics_) metrics_->counters().wrapper_connections_total++;
-      auto s = std::make_unique<Splice>(loop_, *this, *local_, id, std::move(fd), false);
-      splices_[s.get()] = std::move(s);
+      splices_.add(*local_, id, std::move(fd), false);
     }
   }
 
@@ -166,43 +165,16 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
                  std::string(ev.what).c_str());
         continue;
       }
-      auto it = l.splices.find(ev.stream);
-      if (it == l.splices.end()) continue;
-      Splice* s = it->second;
-      switch (ev.kind) {
-        case Event::kData:
-          s->on_data(ev.data);
-          break;
-        case Event::kFin:
-          s->on_fin();
-          break;
-        case Event::kReset:
-          s->on_reset(ev.code);
-          break;
-        case Event::kWritable:
-          s->on_writable();
-          break;
-        default:
-          break;
-      }
+      splices_.dispatch(l, ev);
     }
   }
 
   void on_link_closed(Link& l) noexcept override {
     LOG_WARN("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
              l.close_reason().c_str(), l.splices.size());
-    std::vector<Splice*> all;
-    for (auto& [id, s] : l.splices) all.push_back(s);
-    for (Splice* s : all) s->abort();
+    splices_.abort_all(l);
     if (&l == local_.get()) loop_.retire(std::move(local_));
     update_listener();
-  }
-
-  void on_splice_done(Splice& s) noexcept override {
-    auto it = splices_.find(&s);
-    if (it == splices_.end()) return;
-    loop_.retire(std::move(it->second));
-    splices_.erase(it);
   }
 
   void on_tick(TimePoint now) noexcept override {
@@ -222,7 +194,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner, public Splice
 
   Listener listener_;
   std::unique_ptr<PlainLink> local_;
-  std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  SpliceTable splices_{loop_};
   std::unique_ptr<MetricsServer> metrics_;
   UniqueFd spare_;
   int64_t last_emfile_log_ms_ = 0;

@@ -171,4 +171,42 @@ void Splice::finish(bool abortive) noexcept {
   owner_.on_splice_done(*this);
 }
 
+Splice* SpliceTable::add(Link& link, uint32_t id, UniqueFd fd, bool connecting) {
+  auto s = std::make_unique<Splice>(loop_, *this, link, id, std::move(fd), connecting);
+  Splice* raw = s.get();
+  splices_[raw] = std::move(s);
+  return raw;
+}
+
+void SpliceTable::dispatch(Link& link, const Event& ev) noexcept {
+  auto it = link.splices.find(ev.stream);
+  if (it == link.splices.end()) return;
+  Splice* s = it->second;
+  switch (ev.kind) {
+    case Event::kData:
+      return s->on_data(ev.data);
+    case Event::kFin:
+      return s->on_fin();
+    case Event::kReset:
+      return s->on_reset(ev.code);
+    case Event::kWritable:
+      return s->on_writable();
+    default:
+      return;
+  }
+}
+
+void SpliceTable::abort_all(Link& link) noexcept {
+  std::vector<Splice*> all;
+  for (auto& [id, s] : link.splices) all.push_back(s);
+  for (Splice* s : all) s->abort();
+}
+
+void SpliceTable::on_splice_done(Splice& s) noexcept {
+  auto it = splices_.find(&s);
+  if (it == splices_.end()) return;
+  loop_.retire(std::move(it->second));
+  splices_.erase(it);
+}
+
 }  // namespace ct

@@ -7,6 +7,8 @@
 // closes the socket abortively (RST) so the far end sees an abrupt close.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "shared/link.h"
@@ -56,6 +58,25 @@ class Splice final : public Loop::Handler {
   uint32_t interest_ = 0;
   std::vector<uint8_t> out_;  // stream data not yet written to the socket
   size_t out_pos_ = 0;
+};
+
+// The splices of a forwarding process: owns them, retires finished ones, and
+// hands the data channel's stream events to the right one.
+class SpliceTable final : public Splice::Owner {
+ public:
+  explicit SpliceTable(Loop& loop) : loop_(loop) {}
+  Splice* add(Link& link, uint32_t id, UniqueFd fd, bool connecting);
+  // Data, Fin, Reset and Writable events go to their stream's splice.
+  void dispatch(Link& link, const Event& ev) noexcept;
+  // The data channel died: every socket is closed abortively.
+  void abort_all(Link& link) noexcept;
+  size_t size() const { return splices_.size(); }
+  bool empty() const { return splices_.empty(); }
+  void on_splice_done(Splice& s) noexcept override;
+
+ private:
+  Loop& loop_;
+  std::map<Splice*, std::unique_ptr<Splice>> splices_;
 };
 
 }  // namespace ct
