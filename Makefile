@@ -65,16 +65,24 @@ $(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/libtls.a $(BUILD)/libshare
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) -lgtest -lgtest_main -pthread $(TLS_LIBS) $(SYS_LIBS)
 
 # ---------------------------------------------------------------- deps
-deps: $(DEPS_STAMP)
-$(DEPS_STAMP):
-	@mkdir -p $(BUILD)
-	@missing=$$(for p in $(DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# $(call apt_ensure,PACKAGES[,EXTRA]): installs the Debian packages that are
+# missing when run as root, else prints the apt-get line and fails. EXTRA is
+# shell that may append to $$missing (e.g. a command that must exist).
+define apt_ensure
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	$(2) \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing missing Debian packages: $$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
 	fi
+endef
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP):
+	@mkdir -p $(BUILD)
+	$(call apt_ensure,$(DEB_DEPS))
 	@touch $@
 
 # Extra checks (systemd, firewall helper, SELinux, packages, chart, image)

@@ -35,14 +35,7 @@ CHECKS += check-cluster
 cluster-deps: $(CLUSTER_STAMP)
 $(CLUSTER_STAMP):
 	@mkdir -p $(BUILD)
-	@missing=$$(for p in $(CLUSTER_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing missing Debian packages: $$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
-	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
-	fi
+	$(call apt_ensure,$(CLUSTER_DEB_DEPS),command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm";)
 	@touch $@
 
 $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)

@@ -62,13 +62,7 @@ fuzz-seeds: $(FUZZ_DIR)/make_seeds
 # ---------------------------------------------------------------- libFuzzer (clang)
 $(FUZZ_STAMP):
 	@mkdir -p $(FUZZ_DIR)
-	@missing=$$(for p in $(FUZZ_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing missing Debian packages: $$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
-	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
-	fi
+	$(call apt_ensure,$(FUZZ_DEB_DEPS))
 	@touch $@
 
 # The shared sources are compiled again with clang (libshared.a is g++ code

@@ -18,13 +18,7 @@ VH_DEPS_STAMP := $(BUILD)/.vh-deps-$(shell echo $(VH_DEB_DEPS) | md5sum | cut -c
 
 $(VH_DEPS_STAMP):
 	@mkdir -p $(BUILD)
-	@missing=$$(for p in $(VH_DEB_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing missing Debian packages: $$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
-	  else echo "missing packages; run: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
-	fi
+	$(call apt_ensure,$(VH_DEB_DEPS))
 	@touch $@
 
 .PHONY: vaulthost-deps check-vaulthost check-systemd check-egress-lock check-shell check-selinux

@@ -241,7 +241,9 @@ void DaemonParent::begin_drain() noexcept {
   sup_->set_stopping();
   on_drain();
   drain_deadline_ = Clock::now() + std::chrono::milliseconds(base_.drain_timeout_ms);
-  for (auto w : {Supervisor::kTls, Supervisor::kForward})
+  // The forwarding process first: the broker's readiness turns false before the
+  // TLS process sends GOAWAY to the bridges.
+  for (auto w : {Supervisor::kForward, Supervisor::kTls})
     if (IpcChannel* ch = sup_->channel(w)) ch->send(Msg::kDrain, Bytes{});
 }
 
