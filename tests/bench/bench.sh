@@ -16,6 +16,10 @@
 #   PARTS ["peers idle"]; RUN_SH [<repo>/../shared/bench/run.sh]; BIN [<repo>/build]
 #   PROJECT_PORT [8443] BRIDGE_PORT [9443]: the project's service and bridge ports on 127.0.0.1
 #   IDLE_STREAMS [10000]; IDLE_BASELINES ["ssh-R"] ("" for none); IDLE_UPSTREAM_PORT [8200]
+#   STREAM_MODE [plain]: plain = the bridge carries wrapper bytes unchanged (--allow-plaintext-streams
+#                  when the bridge has that flag; comparable to the peers, which all hand plain HTTP to
+#                  the client); tls = wrappers speak TLS end to end to the bridge (--service-cert/--service-key
+#                  from the harness PKI, PROJECT_SCHEME=https; comparable to direct-https)
 #   PIN [1] SUT_CPU [0] LG_CPU [1]; RUN_TIMEOUT [2400] seconds for the whole of run.sh
 #   Anything else run.sh reads (DUR, RUNS, CONNS, ROWS, BULK_MB, CRYPTO, ...) is passed through.
 set -euo pipefail
@@ -44,6 +48,16 @@ BROKER=$BIN/cloudtaser-broker; BRIDGE=$BIN/vault-bridge
 for b in "$BROKER" "$BRIDGE"; do
   [ -x "$b" ] || { echo "bench: $b not built; run make first" >&2; exit 1; }
 done
+STREAM_MODE=${STREAM_MODE:-plain}
+# Bridge flags for how wrapper streams are carried; $1 is the PKI directory (expanded by the caller).
+bridge_stream_flags() {
+  case $STREAM_MODE in
+  plain) if "$BRIDGE" --help 2>&1 | grep -q -- '--allow-plaintext-streams'; then echo "--allow-plaintext-streams"; fi ;;
+  tls) echo "--service-cert $1/server.pem --service-key $1/server.key" ;;
+  *) echo "bench: STREAM_MODE must be plain or tls" >&2; exit 1 ;;
+  esac
+}
+SCHEME=http; [ "$STREAM_MODE" = tls ] && SCHEME=https
 mkdir -p "$OUTDIR"
 REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 
@@ -84,13 +98,13 @@ start_bg() { # cpu name cmd... -> LAST_PID (a session leader, pinned)
 stop_bg() { local p keep=(); kill_tree "$@"; for p in "${OURS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done; OURS=("${keep[@]}"); }
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
 need_free() { local p; for p; do port_free "$p" || { echo "bench: port $p on 127.0.0.1 is busy; stop what uses it or change the port knobs" >&2; exit 1; }; done; }
-wait_http() { local i; for i in $(seq 100); do curl -sf -o /dev/null --max-time 2 "$1" && return 0; sleep 0.1; done; return 1; }
+wait_http() { local i; for i in $(seq 100); do curl -sfk -o /dev/null --max-time 2 "$1" && return 0; sleep 0.1; done; return 1; }
 
 MD="$OUTDIR/results.md"; : >"$MD"
 emit() { printf '%s\n' "$@" | tee -a "$MD"; }
 emit "# cloudtaser reverse-connect bench $(date -u +%Y-%m-%dT%H:%MZ)" "" \
   "rev $REV; host $(nproc) cpu ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)" \
-  "command: $( [ "$QUICK" = 1 ] && printf 'QUICK=1 ')make bench   (tests/bench/bench.sh; PARTS=\"$PARTS\" IDLE_STREAMS=$IDLE_STREAMS; binaries from $BIN)" \
+  "command: $( [ "$QUICK" = 1 ] && printf 'QUICK=1 ')make bench   (tests/bench/bench.sh; PARTS=\"$PARTS\" IDLE_STREAMS=$IDLE_STREAMS STREAM_MODE=$STREAM_MODE; binaries from $BIN)" \
   "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" ""
 # Everything is pinned to 2 CPUs: anything else running on them skews every row (the rows of one run
 # stay comparable only roughly). Say so in the results rather than silently.
@@ -112,9 +126,9 @@ if [[ " $PARTS " == *" peers "* ]]; then
     # Single-quoted parts expand inside run.sh's `bash -c`, where BASELINE_PKI/BASELINE_UPSTREAM are set.
     PROJECT_START="exec >>'$OUTDIR/project-row.log' 2>&1
 '$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$BASELINE_PKI/server.pem" --key "$BASELINE_PKI/server.key" --ca-cert "$BASELINE_PKI/ca.pem" &
-'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" &
+'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" '"$(bridge_stream_flags '"$BASELINE_PKI"')"' &
 wait'
-    export PROJECT_START PROJECT_PORT PROJECT_SCHEME=http PROJECT_NAME="cloudtaser broker+bridge"
+    export PROJECT_START PROJECT_PORT PROJECT_SCHEME=$SCHEME PROJECT_NAME="cloudtaser broker+bridge ($STREAM_MODE streams)"
     export OUT="$OUTDIR/peers.md"; rm -f "$OUT"
     emit "## throughput and latency (shared/bench/run.sh, same run; req/s | p50 ms | p99 ms)" ""
     echo "# running $RUN_SH (log: $OUTDIR/peers.log)"
@@ -171,8 +185,9 @@ start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" si
     start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" \
       --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem"; SRV_PID=$LAST_PID
     start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
-      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem"; CLI_PID=$LAST_PID
-    SYS_PORT=$PROJECT_PORT ;;
+      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
+      $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
+    SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
   ssh-R)
     mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"; rm -f "$W/ssh/"*
     ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user_key"
@@ -186,7 +201,7 @@ start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" si
     start_bg "$SUT_CPU" idle-ssh ssh -N -T -i "$W/ssh/user_key" -p "$SSH_PORT" -c aes128-gcm@openssh.com -o BatchMode=yes \
       -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
       -R "127.0.0.1:$SSH_R_PORT:127.0.0.1:$IDLE_UPSTREAM_PORT" "$(id -un)@127.0.0.1"; CLI_PID=$LAST_PID
-    SYS_PORT=$SSH_R_PORT ;;
+    SYS_PORT=$SSH_R_PORT; SYS_SCHEME=http ;;
   *) echo "bench: unknown idle system $1" >&2; return 1 ;;
   esac
 }
@@ -197,11 +212,11 @@ IDLE_ROWS=()
 idle_run() { # system label_server label_client
   local sys=$1 ls=$2 lc=$3 url st opened alive srv_fd0 cli_fd0 srv_fd1 cli_fd1 m0s m0c m1s m1c t_req n
   start_system "$sys" || return 1
-  url="http://127.0.0.1:$SYS_PORT/v1/secret/data/app"
+  url="$SYS_SCHEME://127.0.0.1:$SYS_PORT/v1/secret/data/app"
   if ! wait_http "$url"; then
     IDLE_ROWS+=("| $ls | did not answer on $SYS_PORT (see $OUTDIR/idle-*.log) |"); stop_bg "$SRV_PID" "$CLI_PID"; return 1
   fi
-  for _ in $(seq 20); do curl -sf -o /dev/null --max-time 2 "$url" || true; done   # warm code paths
+  for _ in $(seq 20); do curl -sfk -o /dev/null --max-time 2 "$url" || true; done   # warm code paths
   sleep 1
   srv_fd0=$(fds_of $(tree "$SRV_PID")); cli_fd0=$(fds_of $(tree "$CLI_PID"))
   m0s=$(mem_of $(tree "$SRV_PID")); m0c=$(mem_of $(tree "$CLI_PID"))
@@ -217,7 +232,7 @@ idle_run() { # system label_server label_client
   sleep 2
   m1s=$(mem_of $(tree "$SRV_PID")); m1c=$(mem_of $(tree "$CLI_PID"))
   srv_fd1=$(fds_of $(tree "$SRV_PID")); cli_fd1=$(fds_of $(tree "$CLI_PID"))
-  t_req=$(curl -s -o /dev/null --max-time 10 -w '%{time_total}' "$url" 2>/dev/null || echo nan)
+  t_req=$(curl -sk -o /dev/null --max-time 10 -w '%{time_total}' "$url" 2>/dev/null || echo nan)
   t_req=$(awk -v t="$t_req" 'BEGIN{ if (t == "nan") print "fail"; else printf "%.1f", t * 1000 }')
   touch "$W/idle.check"
   for i in $(seq 100); do grep -q '^alive' "$st" 2>/dev/null && break; sleep 0.1; done
