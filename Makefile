@@ -31,7 +31,7 @@ PYTHON    ?= /usr/bin/python3
 # Debian packages the build and the tests need. `make deps` installs what is
 # missing when run as root and otherwise prints the apt-get line.
 DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
-             libgtest-dev libclang-rt-14-dev python3 python3-pytest curl openssl \
+             libgtest-dev libclang-rt-14-dev python3 python3-pytest curl openssl strace gdb \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 

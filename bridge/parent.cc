@@ -43,6 +43,13 @@ std::vector<FlagSpec> flag_specs() {
       {"ca-cert", "FILE", "PEM CA certificate(s) that the broker's certificate must chain to"},
       {"broker-pin", "sha256//BASE64",
        "accept only a broker whose certificate key hashes to this pin (curl's form)", true},
+      {"service-cert", "FILE",
+       "PEM certificate wrappers trust (SAN: the broker's in-cluster name); their TLS ends "
+       "here and OpenBao gets plaintext on loopback (default: service.crt beside --client-cert)"},
+      {"service-key", "FILE", "PEM private key of --service-cert (default: service.key beside it)"},
+      {"allow-plaintext-streams", "",
+       "carry wrapper streams unchanged with an http:// --vault-addr and no service certificate "
+       "(the broker can then read them; for tests only)"},
       {"broker-name", "NAME",
        "name (or IP) the broker's certificate must carry (default: host of --broker-address)"},
       {"drain-timeout", "SECONDS",
@@ -61,7 +68,7 @@ std::vector<FlagSpec> flag_specs() {
 
 // "http://host:port[/]" or "https://host:port[/]" -> host:port. The scheme
 // only says what the wrappers speak; the bridge passes bytes unchanged.
-bool parse_vault_addr(const std::string& url, HostPort* out, std::string* err) {
+bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::string* err) {
   std::string rest;
   uint16_t def_port = 0;
   if (url.rfind("http://", 0) == 0) {
@@ -70,6 +77,7 @@ bool parse_vault_addr(const std::string& url, HostPort* out, std::string* err) {
   } else if (url.rfind("https://", 0) == 0) {
     rest = url.substr(8);
     def_port = 443;
+    *https = true;
   } else {
     *err = "bad --vault-addr '" + url + "': expected http://HOST:PORT or https://HOST:PORT";
     return false;
@@ -204,7 +212,8 @@ class BridgeParent final : public DaemonParent {
     broker_ = *broker;
     base_.peer_name = f.get("broker-name", broker_.host);
     HostPort vault;
-    if (!parse_vault_addr(f.get("vault-addr"), &vault, &err)) return usage_error(err);
+    bool vault_https = false;
+    if (!parse_vault_addr(f.get("vault-addr"), &vault, &vault_https, &err)) return usage_error(err);
     // OpenBao is on this host: resolve it once, at start, here.
     auto vaddr = resolve(vault, &err);
     if (!vaddr) return usage_error("bad --vault-addr: " + err);
@@ -212,6 +221,7 @@ class BridgeParent final : public DaemonParent {
     cert_path_ = f.get("client-cert");
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
+    if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
     if (!preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {
       // Written once now (link down): an unwritable path is a start-up error.
@@ -221,6 +231,11 @@ class BridgeParent final : public DaemonParent {
       if (!write_atomically(status_path_, status_text(0, changed_, started_), &err))
         return usage_error("bad --status-file: " + err);
     }
+    // Every start says it, after the start-up checks (which print one line each).
+    if (f.has("allow-plaintext-streams") && service_cert_path_.empty() && !vault_https)
+      LOG_WARN(
+          "--allow-plaintext-streams: wrapper traffic crosses the broker in plaintext; "
+          "the broker (and anyone who controls it) can read every secret");
     LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
              base_.peer_name.c_str(), base_.upstream.c_str());
     const int rc = run();
@@ -240,8 +255,51 @@ class BridgeParent final : public DaemonParent {
 
   bool validate_material(const Material& m, std::string* err) const override {
     auto ctx = TlsContext::create(TlsContext::Side::kClient, m, base_.peer_name, err);
-    if (!ctx) *err = "--client-cert/--client-key/--ca-cert: " + *err;
-    return ctx != nullptr;
+    if (!ctx) {
+      *err = "--client-cert/--client-key/--ca-cert: " + *err;
+      return false;
+    }
+    if (!m.service_cert_pem.empty() &&
+        !TlsContext::create_service(m.service_cert_pem, m.service_key_pem, err)) {
+      *err = "--service-cert/--service-key: " + *err;
+      return false;
+    }
+    return true;
+  }
+
+  // How wrapper streams stay unreadable to the broker (docs/privsep.md):
+  //  - the bridge terminates their TLS (--service-cert/--service-key, or
+  //    service.crt and service.key beside --client-cert) and speaks plaintext
+  //    to an http:// --vault-addr on this host; or
+  //  - an https:// --vault-addr: their TLS passes through to OpenBao.
+  // Neither is refused unless --allow-plaintext-streams says so.
+  bool choose_stream_mode(const Flags& f, bool vault_https, std::string* err) {
+    const bool c = f.has("service-cert"), k = f.has("service-key");
+    if (c != k) return *err = "--service-cert and --service-key go together", false;
+    if (c) {
+      service_cert_path_ = f.get("service-cert");
+      service_key_path_ = f.get("service-key");
+    } else {
+      const size_t slash = cert_path_.rfind('/');
+      const std::string dir = slash == std::string::npos ? "." : cert_path_.substr(0, slash);
+      if (access((dir + "/service.crt").c_str(), F_OK) == 0 &&
+          access((dir + "/service.key").c_str(), F_OK) == 0) {
+        service_cert_path_ = dir + "/service.crt";
+        service_key_path_ = dir + "/service.key";
+      }
+    }
+    if (!service_cert_path_.empty() && vault_https)
+      return *err =
+                 "--service-cert terminates wrapper TLS here, so --vault-addr must be http:// "
+                 "(OpenBao on this host); drop one of them",
+             false;
+    if (service_cert_path_.empty() && !vault_https && !f.has("allow-plaintext-streams"))
+      return *err =
+                 "wrapper traffic would cross the broker in plaintext: give --service-cert and "
+                 "--service-key (or put service.crt and service.key beside --client-cert), use "
+                 "an https:// --vault-addr, or pass --allow-plaintext-streams",
+             false;
+    return true;
   }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }

@@ -17,6 +17,7 @@
 #include "shared/relay.h"
 #include "shared/tls_context.h"
 #include "shared/tls_link.h"
+#include "shared/tls_stream.h"
 
 namespace ct::bridge {
 
@@ -62,11 +63,18 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         if (!mat) return false;
         std::string err;
         auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name, &err);
+        std::unique_ptr<TlsContext> service;
+        if (ctx && !mat->service_cert_pem.empty()) {
+          service = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem, &err);
+          if (!service) err = "service certificate: " + err;
+        }
+        const bool terminate = !mat->service_cert_pem.empty();
         wipe_material(*mat);
-        if (!ctx) {
+        if (!ctx || (terminate && !service)) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
         }
+        service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
         if (!sandboxed_) {
           SandboxSpec spec = tls_sandbox();
@@ -191,6 +199,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
             break;
           }
           Relay* r = relays_.create(&l, ev.stream);
+          // With --service-cert the wrapper's TLS ends here; the forwarding
+          // process (and OpenBao on loopback) sees plaintext, the broker never.
+          if (service_ctx_)
+            r->codec = std::make_unique<TlsStreamServer>(service_ctx_, service_ctx_->get());
           relays_.attach(r, local_.get(), lid);
           break;
         }
@@ -295,6 +307,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
 
   enum class DialState { kIdle, kWaiting, kDialing };
   std::shared_ptr<TlsContext> ctx_;
+  std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
   std::unique_ptr<PlainLink> local_;

@@ -67,7 +67,11 @@ int DaemonParent::usage_error(const std::string& msg) const {
 bool DaemonParent::read_material(Material* m, std::string* err) const {
   if (!read_small_file(cert_path_, kMaxPemFile, &m->cert_pem, err) ||
       !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err) ||
-      !read_small_file(ca_path_, kMaxPemFile, &m->ca_pem, err)) {
+      !read_small_file(ca_path_, kMaxPemFile, &m->ca_pem, err) ||
+      (!service_cert_path_.empty() &&
+       !read_small_file(service_cert_path_, kMaxPemFile, &m->service_cert_pem, err)) ||
+      (!service_key_path_.empty() &&
+       !read_small_file(service_key_path_, kMaxPemFile, &m->service_key_pem, err))) {
     wipe_material(*m);
     return false;
   }

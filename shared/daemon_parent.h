@@ -63,6 +63,7 @@ class DaemonParent : public Supervisor::Hooks {
 
   const char* daemon_;
   std::string cert_path_, key_path_, ca_path_;
+  std::string service_cert_path_, service_key_path_;  // bridge, optional
   std::vector<Pin> pins_;
   ProcSettings base_;  // log level, timeouts
   Loop loop_;

@@ -65,6 +65,8 @@ std::vector<uint8_t> encode_material(const Material& m) {
   put_str32(w, m.ca_pem);
   w.u16(static_cast<uint16_t>(m.pins.size()));
   for (const Pin& p : m.pins) w.bytes(p);
+  put_str32(w, m.service_cert_pem);
+  put_str32(w, m.service_key_pem);
   if (!w.ok()) out.clear();
   return out;
 }
@@ -82,6 +84,8 @@ std::optional<Material> decode_material(Bytes b) {
     r.copy_to(p);
     m.pins.push_back(p);
   }
+  m.service_cert_pem = get_str32(r);
+  m.service_key_pem = get_str32(r);
   if (!r.finish()) return std::nullopt;
   return m;
 }
@@ -90,6 +94,8 @@ void wipe_material(Material& m) {
   wipe(m.cert_pem);
   wipe(m.key_pem);
   wipe(m.ca_pem);
+  wipe(m.service_cert_pem);
+  wipe(m.service_key_pem);
   m.pins.clear();
 }
 

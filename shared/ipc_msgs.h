@@ -37,6 +37,10 @@ struct Material {
   std::string key_pem;
   std::string ca_pem;
   std::vector<Pin> pins;
+  // Bridge only, optional: the certificate and key wrappers' TLS ends in
+  // (--service-cert/--service-key). Empty: streams pass through unchanged.
+  std::string service_cert_pem;
+  std::string service_key_pem;
 };
 std::vector<uint8_t> encode_material(const Material& m);
 std::optional<Material> decode_material(Bytes b);

@@ -1,6 +1,7 @@
 #include "shared/relay.h"
 
 #include "shared/check.h"
+#include "shared/log.h"
 
 namespace ct {
 
@@ -56,6 +57,15 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
 void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (r->codec) {
+    if (r->a.link == from && r->a.id == id) {
+      r->codec->put_outer(data);  // credited on `a` as the codec processes it
+    } else {
+      r->ba.buf.insert(r->ba.buf.end(), data.begin(), data.end());  // credited when encoded
+    }
+    pump_codec(r);
+    return;
+  }
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::End& src = from_a ? r->a : r->b;
   Relay::End& dst = from_a ? r->b : r->a;
@@ -79,6 +89,10 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::Dir& d = from_a ? r->ab : r->ba;
   d.fin = true;
+  if (r->codec) {
+    pump_codec(r);
+    return;
+  }
   if (from_a)
     pump(r, r->a, r->b, d);
   else
@@ -88,11 +102,97 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
 void RelayTable::on_writable(Link* to, uint32_t id) {
   Relay* r = find(to, id);
   if (r == nullptr) return;
+  if (r->codec) {
+    pump_codec(r);
+    return;
+  }
   const bool to_b = (r->b.link == to && r->b.id == id);
   if (to_b)
     pump(r, r->a, r->b, r->ab);
   else
     pump(r, r->b, r->a, r->ba);
+}
+
+bool RelayTable::pump_codec(Relay* r) {
+  StreamCodec& c = *r->codec;
+  Relay::End& a = r->a;
+  Relay::End& b = r->b;
+  if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return true;
+  Session& sa = a.link->session();
+  Session& sb = b.link->session();
+  // Outer bytes buffered at most this far ahead of the link's window: beyond
+  // it we stop encoding inner data (and stop crediting `b`).
+  constexpr size_t kOuterHigh = 64 * 1024;
+  uint8_t buf[16 * 1024];
+  for (int round = 0; round < 64; round++) {
+    bool progress = false;
+    // 1. Outer bytes (handshake, records, alerts) to `a`.
+    while (!c.outer_pending().empty()) {
+      const size_t cap = sa.send_capacity(a.id);
+      if (cap == 0) break;
+      const Bytes out = c.outer_pending();
+      const size_t n = std::min(cap, out.size());
+      sa.send(a.id, out.first(n), false);
+      c.outer_sent(n);
+      progress = true;
+    }
+    // 2. Inner bytes to `b`, as far as `b` has credit.
+    while (sb.stream_exists(b.id) && !r->inner_fin_sent) {
+      const size_t cap = sb.send_capacity(b.id);
+      if (cap == 0) break;
+      const size_t n = c.take_inner(std::span<uint8_t>(buf, std::min(cap, sizeof buf)));
+      if (n == 0) break;
+      sb.send(b.id, Bytes(buf, n), false);
+      progress = true;
+    }
+    if (c.failed()) break;
+    // 3. Credit `a` for the outer bytes the codec has processed.
+    const uint64_t done = c.outer_consumed();
+    if (done > r->outer_credited) {
+      sa.consume(a.id, static_cast<size_t>(done - r->outer_credited));
+      r->outer_credited = done;
+    }
+    // 4. Inner bytes from `b` into the codec while its output is drained.
+    Relay::Dir& d = r->ba;
+    if (d.pos < d.buf.size() && c.outer_pending().size() < kOuterHigh) {
+      const Bytes in = Bytes(d.buf).subspan(d.pos);
+      if (c.put_inner(in)) {
+        sb.consume(b.id, in.size());
+        d.buf.clear();
+        d.pos = 0;
+        progress = true;
+      }
+    }
+    // Reading may have produced outer bytes (handshake replies): another round sends them.
+    if (!c.outer_pending().empty() && sa.send_capacity(a.id) > 0) progress = true;
+    if (!progress) break;
+  }
+  if (c.failed()) {
+    LOG_INFO("stream=%u wrapper TLS: %s", a.id, c.error().c_str());
+    reset(r, Code::kProtocol);
+    return false;
+  }
+  // Half-closes. The wrapper's close_notify or FIN ends the inner stream once
+  // everything before it was delivered; OpenBao's FIN becomes close_notify and
+  // then FIN once those records left.
+  if (!r->inner_fin_sent && (c.inner_eof() || r->ab.fin) && c.outer_drained() &&
+      sb.stream_exists(b.id)) {
+    r->inner_fin_sent = true;
+    r->ab.fin_sent = true;
+    sb.close_write(b.id);
+  }
+  Relay::Dir& d = r->ba;
+  if (d.fin && d.pos == d.buf.size() && !r->outer_closing) {
+    r->outer_closing = true;
+    c.close_inner();
+    return pump_codec(r);
+  }
+  if (r->outer_closing && c.outer_pending().empty() && !d.fin_sent && sa.stream_exists(a.id)) {
+    d.fin_sent = true;
+    sa.close_write(a.id);
+  }
+  maybe_done(r);
+  return true;
 }
 
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {

@@ -6,12 +6,32 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "shared/link.h"
 
 namespace ct {
+
+// A byte transform between a relay's outer end `a` (e.g. a wrapper's TLS
+// records arriving on the link) and its inner end `b` (plaintext towards
+// OpenBao). The bridge's TLS process attaches a TLS server (tls_stream.h).
+class StreamCodec {
+ public:
+  virtual ~StreamCodec() = default;
+  virtual void put_outer(Bytes in) = 0;                   // outer bytes in (all kept)
+  virtual uint64_t outer_consumed() const = 0;            // of those, how many are processed
+  virtual size_t take_inner(std::span<uint8_t> out) = 0;  // inner bytes ready
+  virtual bool put_inner(Bytes in) = 0;                   // false: not now (handshake)
+  virtual Bytes outer_pending() const = 0;                // outer bytes to send
+  virtual void outer_sent(size_t n) = 0;
+  virtual void close_inner() = 0;          // inner side done: close_notify
+  virtual bool inner_eof() const = 0;      // the outer peer closed cleanly
+  virtual bool outer_drained() const = 0;  // every outer byte given is processed
+  virtual bool failed() const = 0;
+  virtual const std::string& error() const = 0;
+};
 
 class Relay {
  public:
@@ -22,6 +42,7 @@ class Relay {
   End a;  // the side the stream was opened from (or the first attached)
   End b;  // the other side; unset while the stream is pending
   TimePoint pending_deadline{};
+  std::unique_ptr<StreamCodec> codec;  // optional: a transform between a and b
 
  private:
   friend class RelayTable;
@@ -32,6 +53,9 @@ class Relay {
     bool fin_sent = false;  // ...and we forwarded it
   };
   Dir ab, ba;
+  uint64_t outer_credited = 0;  // codec: outer bytes already consumed on `a`
+  bool inner_fin_sent = false;  // codec: FIN sent towards `b`
+  bool outer_closing = false;   // codec: close_notify queued towards `a`
 };
 
 class RelayTable {
@@ -56,6 +80,9 @@ class RelayTable {
 
  private:
   void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
+  // The codec's pump: moves what it can in both directions; false when the
+  // relay was removed (codec failure).
+  bool pump_codec(Relay* r);
   void maybe_done(Relay* r);
   void remove(Relay* r);
   std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;

@@ -67,6 +67,38 @@ bool spki_pin(X509* cert, Pin* out) {
   return ok;
 }
 
+bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
+                   std::string* own_pin, std::string* err) {
+  // Our certificate chain: the leaf first, then any intermediates.
+  BioPtr cb = mem_bio(cert_pem);
+  X509* leaf = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr);
+  if (leaf == nullptr) return *err = "certificate file holds no PEM certificate", false;
+  const bool used = SSL_CTX_use_certificate(c, leaf) == 1;
+  Pin own;
+  if (spki_pin(leaf, &own)) *own_pin = format_pin(own);
+  X509_free(leaf);
+  if (!used) return *err = "certificate refused: " + tls_errors(), false;
+  while (X509* extra = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr)) {
+    if (SSL_CTX_add0_chain_cert(c, extra) != 1) {
+      X509_free(extra);
+      return *err = "chain certificate refused: " + tls_errors(), false;
+    }
+  }
+  ERR_clear_error();  // the loop above ends on a "no start line" error
+
+  BioPtr kb = mem_bio(key_pem);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb.get(), nullptr, no_passphrase, nullptr);
+  if (key == nullptr) return *err = "key file holds no unencrypted PEM private key", false;
+  const bool key_ok = SSL_CTX_use_PrivateKey(c, key) == 1;
+  EVP_PKEY_free(key);
+  if (!key_ok || SSL_CTX_check_private_key(c) != 1) {
+    ERR_clear_error();
+    return *err = "private key does not match the certificate", false;
+  }
+
+  return true;
+}
+
 int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
   if (ok != 1) return 0;
   if (X509_STORE_CTX_get_error_depth(sctx) != 0) return 1;
@@ -106,32 +138,7 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
   SSL_CTX_set_max_early_data(c, 0);
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
 
-  // Our certificate chain: the leaf first, then any intermediates.
-  BioPtr cb = mem_bio(m.cert_pem);
-  X509* leaf = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr);
-  if (leaf == nullptr) return *err = "certificate file holds no PEM certificate", nullptr;
-  const bool used = SSL_CTX_use_certificate(c, leaf) == 1;
-  Pin own;
-  if (spki_pin(leaf, &own)) t->own_pin_ = format_pin(own);
-  X509_free(leaf);
-  if (!used) return *err = "certificate refused: " + tls_errors(), nullptr;
-  while (X509* extra = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr)) {
-    if (SSL_CTX_add0_chain_cert(c, extra) != 1) {
-      X509_free(extra);
-      return *err = "chain certificate refused: " + tls_errors(), nullptr;
-    }
-  }
-  ERR_clear_error();  // the loop above ends on a "no start line" error
-
-  BioPtr kb = mem_bio(m.key_pem);
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(kb.get(), nullptr, no_passphrase, nullptr);
-  if (key == nullptr) return *err = "key file holds no unencrypted PEM private key", nullptr;
-  const bool key_ok = SSL_CTX_use_PrivateKey(c, key) == 1;
-  EVP_PKEY_free(key);
-  if (!key_ok || SSL_CTX_check_private_key(c) != 1) {
-    ERR_clear_error();
-    return *err = "private key does not match the certificate", nullptr;
-  }
+  if (!load_identity(c, m.cert_pem, m.key_pem, &t->own_pin_, err)) return nullptr;
 
   // Trust anchors: only the given CA file, never the system store.
   X509_STORE* store = SSL_CTX_get_cert_store(c);
@@ -151,6 +158,26 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
                                       : X509_VERIFY_PARAM_set1_host(vp, verify_name.c_str(), 0);
     if (rc != 1) return *err = "bad broker name to verify: " + verify_name, nullptr;
   }
+  return t;
+}
+
+std::unique_ptr<TlsContext> TlsContext::create_service(const std::string& cert_pem,
+                                                       const std::string& key_pem,
+                                                       std::string* err) {
+  std::unique_ptr<TlsContext> t(new TlsContext());
+  t->side_ = Side::kServer;
+  ERR_clear_error();
+  t->ctx_ = SSL_CTX_new(TLS_server_method());
+  if (t->ctx_ == nullptr) return *err = "cannot create TLS context: " + tls_errors(), nullptr;
+  SSL_CTX* c = t->ctx_;
+  // Wrappers are OpenBao clients: TLS 1.2 or 1.3, no client certificate (their
+  // OpenBao token authenticates them), no renegotiation, no 0-RTT.
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_options(
+      c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_max_early_data(c, 0);
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  if (!load_identity(c, cert_pem, key_pem, &t->own_pin_, err)) return nullptr;
   return t;
 }
 

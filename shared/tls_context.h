@@ -24,6 +24,10 @@ class TlsContext {
   // must carry; empty skips the name check (pins and the CA still apply).
   static std::unique_ptr<TlsContext> create(Side side, const Material& m,
                                             const std::string& verify_name, std::string* err);
+  // The context wrappers' TLS ends in, inside the bridge (--service-cert): the
+  // certificate wrappers trust for the broker's in-cluster name.
+  static std::unique_ptr<TlsContext> create_service(const std::string& cert_pem,
+                                                    const std::string& key_pem, std::string* err);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -45,6 +49,9 @@ class TlsContext {
   std::string own_pin_;
 };
 
+// Installs a PEM certificate chain and its unencrypted key; checks they match.
+bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
+                   std::string* own_pin, std::string* err);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily

@@ -72,20 +72,23 @@ set -x
 PIDS+=($!)
 wait_log "$WORK/broker.log" 'parent\] info: ready'
 
-step "4. vault-bridge dials OUT to the broker (broker pin checked), carries streams to OpenBao"
+step "4. vault-bridge dials OUT to the broker (broker pin checked); wrappers' TLS ends in the bridge"
 set -x
 "$BUILD/vault-bridge" --broker-address 127.0.0.1:$BRIDGE_PORT --broker-name localhost \
   --vault-addr http://127.0.0.1:$VAULT_PORT \
   --client-cert "$WORK/pki/bridge/tls.crt" --client-key "$WORK/pki/bridge/tls.key" \
-  --ca-cert "$WORK/pki/bridge/ca.crt" --broker-pin "$BROKER_PIN" 2>"$WORK/bridge.log" &
+  --ca-cert "$WORK/pki/bridge/ca.crt" --broker-pin "$BROKER_PIN" \
+  --service-cert "$WORK/pki/service/tls.crt" --service-key "$WORK/pki/service/tls.key" 2>"$WORK/bridge.log" &
 { set +x; } 2>/dev/null
 PIDS+=($!)
 wait_log "$WORK/broker.log" 'conn=[0-9]+ bridge connected'
 grep -hE 'bridge connected|connected to the broker' "$WORK/broker.log" "$WORK/bridge.log" | sed 's/^/    /'
 
-step "5. A wrapper reads secret/demo through the broker"
+SVC=cloudtaser-broker.cloudtaser-system.svc
+step "5. A wrapper reads secret/demo over TLS to $SVC (the broker relays ciphertext only)"
 set -x
-curl -sS --max-time 10 -H "X-Vault-Token: $TOKEN" "http://127.0.0.1:$SERVICE_PORT/v1/secret/data/demo" | tee "$WORK/answer.json"
+curl -sS --max-time 10 --cacert "$WORK/pki/service/ca.crt" --resolve "$SVC:$SERVICE_PORT:127.0.0.1" \
+  -H "X-Vault-Token: $TOKEN" "https://$SVC:$SERVICE_PORT/v1/secret/data/demo" | tee "$WORK/answer.json"
 { set +x; } 2>/dev/null
 echo
 grep -q '"password": *"hunter2"' "$WORK/answer.json" || { echo "demo FAILED: unexpected answer" >&2; exit 1; }

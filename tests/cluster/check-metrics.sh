@@ -119,7 +119,7 @@ mkdir -p "$work/textfile"
 setsid "$bridge_bin" --broker-address "127.0.0.1:$bport" --broker-name broker.test \
   --vault-addr "http://127.0.0.1:$up_port" --client-cert "$pki/bridge/tls.crt" \
   --client-key "$pki/bridge/tls.key" --ca-cert "$pki/bridge/ca.crt" \
-  --status-file "$status" > "$work/bridge.log" 2>&1 &
+  --allow-plaintext-streams --status-file "$status" > "$work/bridge.log" 2>&1 &
 pids+=($!); disown $!
 must "the status file at start" wait_for 10 test -s "$status"
 cp "$status" "$work/status-start.prom"

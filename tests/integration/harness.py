@@ -172,11 +172,17 @@ class Broker(Daemon):
 
 
 class Bridge(Daemon):
-    def __init__(self, pki_files, log_path, broker_port, vault_addr, extra=()):
+    """The bridge. Stream-mechanics tests carry plaintext wrappers
+    (--allow-plaintext-streams); `service=(crt, key)` makes it terminate the
+    wrappers' TLS instead, as deployed."""
+
+    def __init__(self, pki_files, log_path, broker_port, vault_addr, extra=(), service=None):
         crt, key, ca = pki_files
+        mode = (["--service-cert", service[0], "--service-key", service[1]] if service
+                else ["--allow-plaintext-streams"])
         super().__init__([BRIDGE, "--broker-address", f"127.0.0.1:{broker_port}",
                           "--vault-addr", vault_addr, "--client-cert", crt,
-                          "--client-key", key, "--ca-cert", ca, *extra], log_path)
+                          "--client-key", key, "--ca-cert", ca, *mode, *extra], log_path)
 
 
 # ---------------------------------------------------------------- upstreams

@@ -32,7 +32,7 @@ def bridge_args(env, **over):
          "--client-cert": env.bridge_crt, "--client-key": env.bridge_key,
          "--ca-cert": env.pki.ca_crt}
     a.update(over)
-    out = [BRIDGE]
+    out = [BRIDGE, "--allow-plaintext-streams"]
     for k, v in a.items():
         if v is not None:
             out += [k, v]
@@ -99,18 +99,36 @@ def test_help_and_version_exit_0_and_document_every_flag():
             assert f.encode() in r.stdout, f
 
 
-def test_the_seed_bridge_command_line_is_accepted(env):
-    # The seed's exact flags (paths swapped for this test's files): the bridge
-    # starts, reports ready and keeps retrying the unreachable broker.
+def _seed_bridge(env, cert_dir):
+    """The seed's exact flags, with its /etc/bridge/ files in `cert_dir`."""
+    return [str(BRIDGE), "--broker-address", "127.0.0.1:1", "--vault-addr", "http://127.0.0.1:8200",
+            "--client-cert", str(cert_dir / "tls.crt"), "--client-key", str(cert_dir / "tls.key"),
+            "--ca-cert", str(cert_dir / "ca.crt")]
+
+
+def _etc_bridge(env, with_service):
+    import shutil
+    d = env.tmp / "etc-bridge"
+    d.mkdir()
+    shutil.copy(env.bridge_crt, d / "tls.crt")
+    shutil.copy(env.bridge_key, d / "tls.key")
+    shutil.copy(env.pki.ca_crt, d / "ca.crt")
+    if with_service:
+        crt, key = env.pki.issue("service", "serverAuth",
+                                 sans=("DNS:cloudtaser-broker.cloudtaser-system.svc",))
+        shutil.copy(crt, d / "service.crt")
+        shutil.copy(key, d / "service.key")
+    return d
+
+
+def test_the_seed_bridge_command_line_starts_when_service_crt_sits_beside_tls_crt(env):
+    # The seed's command names no service certificate; the bridge finds
+    # service.crt/service.key beside --client-cert and terminates wrapper TLS.
     import signal
-    p = subprocess.Popen([str(BRIDGE), "--broker-address", "127.0.0.1:1",
-                          "--vault-addr", "http://127.0.0.1:8200",
-                          "--client-cert", str(env.bridge_crt),
-                          "--client-key", str(env.bridge_key),
-                          "--ca-cert", str(env.pki.ca_crt)],
-                         stderr=subprocess.PIPE, start_new_session=True)
+    import time
+    p = subprocess.Popen(_seed_bridge(env, _etc_bridge(env, True)), stderr=subprocess.PIPE,
+                         start_new_session=True)
     try:
-        import time
         deadline = time.monotonic() + 10
         seen = b""
         while b"reconnecting in" not in seen and time.monotonic() < deadline:
@@ -120,3 +138,9 @@ def test_the_seed_bridge_command_line_is_accepted(env):
         import os
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(5)
+
+
+def test_without_a_service_certificate_the_bridge_refuses_to_carry_plaintext(env):
+    rc, err = run(_seed_bridge(env, _etc_bridge(env, False)))
+    assert rc == 2
+    assert err.count("\n") == 1 and "would cross the broker in plaintext" in err, err
