@@ -9,6 +9,8 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -241,6 +243,16 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
     (void)syscall(SYS_fork);
   } else if (call == "connect") {
     (void)connect(0, nullptr, 0);
+  } else if (call.rfind("connect-port:", 0) == 0) {
+    // Landlock's answer for a TCP connect to 127.0.0.1:PORT: exit 13 when
+    // Landlock refuses it (EACCES), 0 when it lets it through (to a refusal
+    // or an answer from whatever listens there).
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(std::atoi(call.c_str() + 13)));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == EACCES) return 13;
   } else if (call == "x32") {
     (void)syscall(0x40000000 | SYS_getpid);  // x32 ABI number for getpid
   } else if (call == "int80") {

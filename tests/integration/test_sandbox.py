@@ -133,3 +133,21 @@ def test_docs_sandbox_md_lists_exactly_the_policies_the_binaries_enforce():
                                  check=True, text=True).stdout
             assert f"### {name} {process}\n\n```\n{out}```" in doc, \
                 f"docs/sandbox.md is stale for {name} {process}: regenerate its policy block"
+
+
+def _landlock_net_abi():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) -> ABI version
+    return libc.syscall(444, None, 0, 1)
+
+
+@pytest.mark.skipif(_landlock_net_abi() < 4, reason="this kernel's Landlock has no network rules")
+def test_landlock_lets_the_bridge_forwarding_process_connect_to_the_vault_port_only():
+    # The probe policy is built for a --vault-addr on port 8200.
+    ok = subprocess.run([str(BRIDGE), "--sandbox-probe", "forward", "connect-port:8200"],
+                        capture_output=True, timeout=10)
+    denied = subprocess.run([str(BRIDGE), "--sandbox-probe", "forward", "connect-port:8201"],
+                            capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    assert denied.returncode == 13, denied.stderr  # EACCES from Landlock
