@@ -41,6 +41,8 @@ std::vector<FlagSpec> flag_specs() {
       {"client-cert", "FILE", "PEM certificate chain presented to the broker"},
       {"client-key", "FILE", "PEM private key of --client-cert (unencrypted)"},
       {"ca-cert", "FILE", "PEM CA certificate(s) that the broker's certificate must chain to"},
+      {"broker-pin-file", "FILE",
+       "more pins, one sha256//BASE64 per line (re-read on SIGHUP and when it changes)"},
       {"broker-pin", "sha256//BASE64",
        "accept only a broker whose certificate key hashes to this pin (curl's form)", true},
       {"service-cert", "FILE",
@@ -200,6 +202,7 @@ class BridgeParent final : public DaemonParent {
       base_.drain_timeout_ms = *s * 1000;
     }
     if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
+    pin_file_path_ = f.get("broker-pin-file");
     for (const std::string& p : f.all("broker-pin")) {
       auto pin = parse_pin(p);
       if (!pin)

@@ -31,6 +31,8 @@ std::vector<FlagSpec> flag_specs() {
       {"cert", "FILE", "PEM certificate chain presented to bridges"},
       {"key", "FILE", "PEM private key of --cert (unencrypted)"},
       {"ca-cert", "FILE", "PEM CA certificate(s) that bridge certificates must chain to"},
+      {"bridge-pin-file", "FILE",
+       "more pins, one sha256//BASE64 per line (re-read on SIGHUP and when it changes)"},
       {"bridge-pin", "sha256//BASE64",
        "accept only bridges whose certificate key hashes to this pin (curl's form)", true},
       {"pending-timeout", "SECONDS",
@@ -82,6 +84,7 @@ class BrokerParent final : public DaemonParent {
       base_.drain_timeout_ms = *s * 1000;
     }
     if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
+    pin_file_path_ = f.get("bridge-pin-file");
     for (const std::string& p : f.all("bridge-pin")) {
       auto pin = parse_pin(p);
       if (!pin)

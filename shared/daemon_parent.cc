@@ -3,6 +3,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -76,7 +77,61 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
     return false;
   }
   m->pins = pins_;
+  if (!pin_file_path_.empty()) {
+    std::string text;
+    if (!read_small_file(pin_file_path_, kMaxPemFile, &text, err)) {
+      wipe_material(*m);
+      return false;
+    }
+    size_t line_no = 0, pos = 0;
+    while (pos < text.size()) {
+      size_t eol = text.find('\n', pos);
+      if (eol == std::string::npos) eol = text.size();
+      std::string line = text.substr(pos, eol - pos);
+      pos = eol + 1;
+      line_no++;
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+        line.pop_back();
+      const size_t start = line.find_first_not_of(" \t");
+      if (start == std::string::npos || line[start] == '#') continue;
+      auto pin = parse_pin(line.substr(start));
+      if (!pin) {
+        *err = pin_file_path_ + ":" + std::to_string(line_no) +
+               ": not a pin (expected sha256//<base64 of 32 bytes>)";
+        wipe_material(*m);
+        return false;
+      }
+      m->pins.push_back(*pin);
+    }
+  }
   return true;
+}
+
+std::string DaemonParent::files_stamp() const {
+  std::string s;
+  for (const std::string* p : {&cert_path_, &key_path_, &ca_path_, &service_cert_path_,
+                               &service_key_path_, &pin_file_path_}) {
+    if (p->empty()) continue;
+    struct stat st {};
+    if (stat(p->c_str(), &st) != 0) {
+      s += "missing;";
+      continue;
+    }
+    s += std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec) + ";";
+  }
+  return s;
+}
+
+void DaemonParent::watch_files(TimePoint now) noexcept {
+  if (now < next_watch_) return;
+  next_watch_ = now + std::chrono::seconds(2);
+  std::string stamp = files_stamp();
+  if (stamp == last_stamp_) return;
+  last_stamp_ = std::move(stamp);
+  LOG_INFO("certificate, key, CA or pin file changed: reloading");
+  reload();
 }
 
 bool DaemonParent::preload_material(std::string* err) {
@@ -101,6 +156,8 @@ int DaemonParent::run() {
   sup_ =
       std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(exe), kFromTls, kFromForward);
   startup_deadline_ = Clock::now() + kStartupTimeout;
+  last_stamp_ = files_stamp();
+  next_watch_ = Clock::now() + std::chrono::seconds(2);
   if (!sup_->start()) {
     sup_->signal_all(SIGKILL);
     return usage_error("cannot start child processes");
@@ -115,9 +172,11 @@ int DaemonParent::run() {
     if (!startup_error_.empty()) break;
     sup_->tick(now);
     extra_tick(now);
-    TimePoint dl = std::min({sup_->next_deadline(), extra_deadline(),
-                             phase_ == Phase::kStarting ? startup_deadline_ : TimePoint::max(),
-                             drain_deadline_});
+    if (phase_ == Phase::kRunning) watch_files(now);
+    TimePoint dl =
+        std::min({sup_->next_deadline(), extra_deadline(),
+                  phase_ == Phase::kStarting ? startup_deadline_ : TimePoint::max(),
+                  phase_ == Phase::kRunning ? next_watch_ : TimePoint::max(), drain_deadline_});
     loop_.run_once(dl);
   }
   sup_->set_stopping();
@@ -211,6 +270,7 @@ void DaemonParent::on_child_exited(Supervisor::Which w) noexcept {
 
 void DaemonParent::reload() noexcept {
   if (phase_ != Phase::kRunning) return;
+  last_stamp_ = files_stamp();  // what this reload reads; the watcher fires on the next change
   std::string err;
   Material m;
   if (!read_material(&m, &err) || !validate_material(m, &err)) {

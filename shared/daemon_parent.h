@@ -64,6 +64,7 @@ class DaemonParent : public Supervisor::Hooks {
   const char* daemon_;
   std::string cert_path_, key_path_, ca_path_;
   std::string service_cert_path_, service_key_path_;  // bridge, optional
+  std::string pin_file_path_;  // optional: one sha256// pin per line, '#' comments
   std::vector<Pin> pins_;
   ProcSettings base_;  // log level, timeouts
   Loop loop_;
@@ -73,6 +74,12 @@ class DaemonParent : public Supervisor::Hooks {
   enum class Phase { kStarting, kRunning, kDraining };
   void reload() noexcept;
   void begin_drain() noexcept;
+  // The material files' identity (device, inode, size, mtime): a change of
+  // any (a rewrite, a Kubernetes secret's symlink swap) triggers a reload.
+  std::string files_stamp() const;
+  void watch_files(TimePoint now) noexcept;
+  std::string last_stamp_;
+  TimePoint next_watch_ = TimePoint::max();
   Phase phase_ = Phase::kStarting;
   Material good_;  // the material the TLS process runs with
   bool loaded_ = false;
