@@ -35,7 +35,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit fuzz-replay integration demo bench fuzz asan clean format format-check
+.PHONY: all deps test unit fuzz-replay integration demo bench fuzz asan clean format format-check check-clang
 all: $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge
 
 # ---------------------------------------------------------------- sources
@@ -87,7 +87,13 @@ $(DEPS_STAMP):
 
 # Extra checks (systemd, firewall helper, SELinux, packages, chart, image)
 # live in mk/*.mk; each appends its target to CHECKS.
-CHECKS :=
+CHECKS := check-clang
+
+# The same sources, warnings as errors, with clang (into build/clang).
+check-clang:
+	$(MAKE) --no-print-directory BUILD=build/clang CXX=clang++ \
+	  build/clang/cloudtaser-broker build/clang/vault-bridge build/clang/unit-tests
+	build/clang/unit-tests --gtest_brief=1
 -include mk/*.mk
 
 # ---------------------------------------------------------------- tests

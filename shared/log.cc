@@ -25,7 +25,7 @@ void copy_name(char* dst, size_t cap, std::string_view s) {
   dst[n] = '\0';
 }
 
-void vemit(Level l, int err, const char* fmt, va_list ap) {
+__attribute__((format(printf, 3, 0))) void vemit(Level l, int err, const char* fmt, va_list ap) {
   char line[1024];
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
