@@ -98,7 +98,10 @@ def test_the_broker_neither_reads_nor_holds_a_canary_that_wrappers_fetch_over_tl
     # ...without any of them being the canary, in either direction.
     assert hexed(canary.encode()) not in text
     assert canary not in text
-    # Memory of every broker process after the transfer.
+    # Memory of every broker process after the transfer. (Not under ASan: its
+    # terabytes of mapped shadow memory make a core file that fills the disk.)
+    if "asan" in os.environ.get("CT_BUILD", ""):
+        return
     for pid in [broker.proc.pid, *broker.children().values()]:
         core = env.tmp / f"core.{pid}"
         r = subprocess.run(["gcore", "-o", str(env.tmp / "core"), str(pid)], capture_output=True,
