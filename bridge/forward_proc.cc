@@ -121,6 +121,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
   TimePoint next_deadline() const override { return TimePoint::max(); }
   void after_batch() noexcept override {
+    splices_.flush();  // first: the credit it returns leaves in the same flush below
     if (local_) local_->flush();
   }
 

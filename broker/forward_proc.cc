@@ -189,6 +189,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     return metrics_ ? metrics_->next_deadline() : TimePoint::max();
   }
   void after_batch() noexcept override {
+    splices_.flush();  // first: the credit it returns leaves in the same flush below
     if (local_) local_->flush();
   }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "shared/frame.h"
+#include "shared/raw_buffer.h"
 #include "shared/stream_state.h"
 
 namespace ct {
@@ -124,6 +125,7 @@ class Session {
   struct Stream {
     StreamState state = StreamState::kOpen;
     bool blocked = false;     // app saw zero capacity; owes it a kWritable
+    bool queued = false;      // its id is in blocked_ (at most once)
     int64_t send_window = 0;  // what the peer still allows us
     int64_t recv_window = 0;  // what we still allow the peer
     uint64_t delivered = 0;   // handed to the app, not yet consumed
@@ -168,7 +170,7 @@ class Session {
   int64_t conn_recv_window_ = 0;  // what we still allow the peer
   uint32_t conn_unacked_ = 0;     // delivered, not yet credited back
 
-  std::vector<uint8_t> in_;
+  RawBuffer in_;
   size_t in_pos_ = 0;     // first unparsed byte
   size_t in_filled_ = 0;  // bytes of in_ holding real input
   std::vector<uint8_t> out_;

@@ -20,6 +20,8 @@ class Splice final : public Loop::Handler {
   struct Owner {
     virtual ~Owner() = default;
     virtual void on_splice_done(Splice& s) noexcept = 0;  // retire it
+    // It has bytes for its socket: call flush() on it at the end of the batch.
+    virtual void on_splice_dirty(Splice& s) noexcept = 0;
   };
   // `connecting`: a non-blocking connect is in flight (bridge -> OpenBao).
   Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting);
@@ -33,6 +35,8 @@ class Splice final : public Loop::Handler {
   void on_writable() noexcept;
   // The link died: drop the socket abortively.
   void abort() noexcept;
+  // Writes what stream data arrived during this batch, in one send().
+  void flush() noexcept;
 
   uint32_t id() const { return id_; }
   bool done() const { return done_; }
@@ -55,6 +59,7 @@ class Splice final : public Loop::Handler {
   bool peer_fin_ = false;      // stream FIN received
   bool write_shut_ = false;    // shutdown(SHUT_WR) done
   bool done_ = false;
+  bool dirty_ = false;  // queued for flush() at the end of the batch
   uint32_t interest_ = 0;
   std::vector<uint8_t> out_;  // stream data not yet written to the socket
   size_t out_pos_ = 0;
@@ -73,10 +78,14 @@ class SpliceTable final : public Splice::Owner {
   size_t size() const { return splices_.size(); }
   bool empty() const { return splices_.empty(); }
   void on_splice_done(Splice& s) noexcept override;
+  void on_splice_dirty(Splice& s) noexcept override { dirty_.push_back(&s); }
+  // End of a loop batch: every splice that got data writes it in one send.
+  void flush() noexcept;
 
  private:
   Loop& loop_;
   std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  std::vector<Splice*> dirty_;
 };
 
 }  // namespace ct

@@ -158,7 +158,7 @@ bool TlsConn::flush() {
     cipher_.clear();
     cipher_pos_ = 0;
   } else if (cipher_pos_ > (1u << 20)) {
-    cipher_.erase(cipher_.begin(), cipher_.begin() + static_cast<std::ptrdiff_t>(cipher_pos_));
+    cipher_.erase_front(cipher_pos_);
     cipher_pos_ = 0;
   }
   return true;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "shared/bytes.h"
+#include "shared/raw_buffer.h"
 #include "shared/unique_fd.h"
 
 namespace ct {
@@ -53,7 +54,7 @@ class TlsConn {
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // owned by ssl_
   BIO* wbio_ = nullptr;  // owned by ssl_
-  std::vector<uint8_t> cipher_;
+  RawBuffer cipher_;     // ciphertext not yet written to the socket
   size_t cipher_pos_ = 0;
   bool established_ = false;
   bool eof_ = false;
