@@ -161,5 +161,8 @@ def test_a_wrapper_that_stops_reading_does_not_slow_the_others_and_memory_stays_
     # a head-of-line block would add the whole stall).
     assert p50_during < max(3 * p50_base, p50_base + 0.010)
     assert p99_during < max(5 * p99_base, p99_base + 0.050)
-    # Only one window's worth per hop is buffered for the stalled stream.
-    assert rss_after - rss_before < 16 * 1024
+    # Only one window's worth per hop is buffered for the stalled stream (not
+    # measurable under ASan, whose allocator quarantines freed memory).
+    import os
+    if "asan" not in os.environ.get("CT_BUILD", ""):
+        assert rss_after - rss_before < 16 * 1024
