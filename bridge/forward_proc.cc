@@ -10,6 +10,7 @@
 
 #include "bridge/bridge.h"
 #include "shared/child.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/net.h"
 #include "shared/splice.h"
@@ -62,7 +63,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         SessionConfig c;
         c.role = Role::kForwardProcess;
         c.opener = false;  // the TLS process opens a stream per wrapper
-        c.stream_window = 64 * 1024;
+        c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
         local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
         return true;

@@ -99,7 +99,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         SessionConfig c;
         c.role = Role::kTlsProcess;
         c.opener = true;
-        c.stream_window = 64 * 1024;
+        c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
         local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
         return true;

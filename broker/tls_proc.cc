@@ -120,7 +120,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     SessionConfig c;
     c.role = Role::kTlsProcess;
     c.opener = false;  // the forwarding process opens a stream per wrapper
-    c.stream_window = kLocalStreamWindow;
+    c.stream_window = limits::kLocalStreamWindow;
     c.ping_interval = Duration::zero();
     c.instance = random_instance();
     local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), c, Clock::now());
@@ -370,11 +370,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       if (l->has_session()) l->session().go_away(Code::kShutdown);
     LOG_INFO("draining: %zu streams open", relays_.size());
   }
-
-  // Streams between the two processes of one host: a smaller window than on
-  // the link bounds what a wrapper held while no bridge is connected can make
-  // us buffer (kMaxPendingOpens x this).
-  static constexpr uint32_t kLocalStreamWindow = 64 * 1024;
 
   struct Pending {
     uint32_t stream;

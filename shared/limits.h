@@ -26,6 +26,12 @@ inline constexpr uint32_t kMaxStreamId = 0x7fffffff;
 // 256 KiB per stream keeps a single loopback stream near line rate while a
 // stalled wrapper pins at most this much in each process on the path.
 inline constexpr uint32_t kDefaultStreamWindow = 256 * 1024;
+// Streams between the two processes of one host (the data channel). A
+// smaller window than the link's bounds what a wrapper held while no bridge is
+// connected can make the TLS process buffer (kMaxPendingOpens x this), while
+// four credit round trips per window keep bulk transfers moving.
+inline constexpr uint32_t kLocalStreamWindow = 256 * 1024;
+
 // The connection window only bounds bytes in flight on the wire (credit is
 // returned as soon as bytes reach a stream), so it can be generous.
 inline constexpr uint32_t kDefaultConnWindow = 16 * 1024 * 1024;
