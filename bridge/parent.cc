@@ -181,34 +181,10 @@ class BridgeParent final : public DaemonParent {
     Flags f(flag_specs());
     std::string err;
     if (!f.parse(argc, argv, &err)) return usage_error(err);
-    if (f.has("help")) {
-      std::fputs(f.usage("vault-bridge", kSummary).c_str(), stdout);
-      return 0;
-    }
-    if (f.has("version")) {
-      std::printf("vault-bridge %s\n", CT_VERSION);
-      return 0;
-    }
-    for (const char* req : {"broker-address", "vault-addr", "client-cert", "client-key", "ca-cert"})
-      if (!f.has(req)) return usage_error(std::string("missing required flag --") + req);
-    log::Level level = log::kInfo;
-    if (f.has("log-level") && !log::parse_level(f.get("log-level"), &level))
-      return usage_error("bad --log-level '" + f.get("log-level") + "' (error, warn, info, debug)");
-    log::init("vault-bridge", "parent", level);
-    base_.log_level = static_cast<uint8_t>(level);
-    if (f.has("drain-timeout")) {
-      auto s = parse_seconds(f.get("drain-timeout"), 3600);
-      if (!s) return usage_error("bad --drain-timeout (whole seconds, 1 to 3600)");
-      base_.drain_timeout_ms = *s * 1000;
-    }
-    if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
-    pin_file_path_ = f.get("broker-pin-file");
-    for (const std::string& p : f.all("broker-pin")) {
-      auto pin = parse_pin(p);
-      if (!pin)
-        return usage_error("bad --broker-pin '" + p + "' (expected sha256//<base64 of 32 bytes>)");
-      pins_.push_back(*pin);
-    }
+    const int common = parse_common_flags(
+        f, kSummary, {"broker-address", "vault-addr", "client-cert", "client-key", "ca-cert"},
+        "broker-pin");
+    if (common >= 0) return common;
     auto broker = parse_host_port(f.get("broker-address"), &err);
     if (!broker)
       return usage_error("bad --broker-address '" + f.get("broker-address") + "': " + err);

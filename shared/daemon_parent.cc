@@ -60,6 +60,42 @@ bool DaemonParent::resolve_run_user(const std::string& name, std::string* err) {
   return true;
 }
 
+int DaemonParent::parse_common_flags(const Flags& f, const char* summary,
+                                     std::initializer_list<const char*> required,
+                                     const std::string& pin_flag) {
+  if (f.has("help")) {
+    std::fputs(f.usage(daemon_, summary).c_str(), stdout);
+    return 0;
+  }
+  if (f.has("version")) {
+    std::printf("%s %s\n", daemon_, CT_VERSION);
+    return 0;
+  }
+  for (const char* req : required)
+    if (!f.has(req)) return usage_error(std::string("missing required flag --") + req);
+  log::Level level = log::kInfo;
+  if (f.has("log-level") && !log::parse_level(f.get("log-level"), &level))
+    return usage_error("bad --log-level '" + f.get("log-level") + "' (error, warn, info, debug)");
+  log::init(daemon_, "parent", level);
+  base_.log_level = static_cast<uint8_t>(level);
+  if (f.has("drain-timeout")) {
+    auto s = parse_seconds(f.get("drain-timeout"), 3600);
+    if (!s) return usage_error("bad --drain-timeout (whole seconds, 1 to 3600)");
+    base_.drain_timeout_ms = *s * 1000;
+  }
+  std::string err;
+  if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
+  pin_file_path_ = f.get(pin_flag + "-file");
+  for (const std::string& p : f.all(pin_flag)) {
+    auto pin = parse_pin(p);
+    if (!pin)
+      return usage_error("bad --" + pin_flag + " '" + p +
+                         "' (expected sha256//<base64 of 32 bytes>)");
+    pins_.push_back(*pin);
+  }
+  return -1;
+}
+
 int DaemonParent::usage_error(const std::string& msg) const {
   std::fprintf(stderr, "%s: %s\n", daemon_, msg.c_str());
   return kExitUsage;

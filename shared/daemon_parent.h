@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/flags.h"
 #include "shared/ipc_msgs.h"
 #include "shared/loop.h"
 #include "shared/supervisor.h"
@@ -43,6 +44,11 @@ class DaemonParent : public Supervisor::Hooks {
   virtual void on_drain() noexcept {}
   virtual TimePoint extra_deadline() const { return TimePoint::max(); }
   virtual void extra_tick(TimePoint now) noexcept { (void)now; }
+  // The flags both daemons share: --help, --version, the required ones,
+  // --log-level, --drain-timeout, --user, --<pin_flag> and --<pin_flag>-file.
+  // Returns -1 to go on, or the exit code main() returns.
+  int parse_common_flags(const Flags& f, const char* summary,
+                         std::initializer_list<const char*> required, const std::string& pin_flag);
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
   int usage_error(const std::string& msg) const;
 
