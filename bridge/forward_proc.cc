@@ -50,11 +50,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
-        SandboxSpec spec = forward_sandbox(hp->port);
-        spec.drop_user = settings_.drop_user;
-        spec.uid = settings_.uid;
-        spec.gid = settings_.gid;
-        sandbox_enter(spec);
+        enter_sandbox(forward_sandbox(hp->port));
         send(Msg::kReady, {});
         return true;
       }

@@ -76,14 +76,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
-        if (!sandboxed_) {
-          SandboxSpec spec = tls_sandbox();
-          spec.drop_user = settings_.drop_user;
-          spec.uid = settings_.uid;
-          spec.gid = settings_.gid;
-          sandbox_enter(spec);
-          sandboxed_ = true;
-        }
+        // OpenSSL is initialised and a context built: confine before any network input.
+        enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
                  ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
         send(Msg::kReady, {});
@@ -113,8 +107,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         SessionConfig c;
         c.role = Role::kBridge;
         c.opener = false;
-        std::random_device rd;
-        for (auto& b : c.instance) b = static_cast<uint8_t>(rd());
+        c.instance = random_instance();
         const std::string& name = settings_.peer_name;
         unsigned char ip[16];
         const bool is_ip =
@@ -318,7 +311,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   uint64_t next_conn_ = 0;
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;
-  bool sandboxed_ = false;
   std::mt19937_64 rng_;
 };
 

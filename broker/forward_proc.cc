@@ -55,11 +55,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings: {
-        SandboxSpec spec = forward_sandbox(0);
-        spec.drop_user = settings_.drop_user;
-        spec.uid = settings_.uid;
-        spec.gid = settings_.gid;
-        sandbox_enter(spec);
+        enter_sandbox(forward_sandbox(0));
         send(Msg::kReady, {});
         return true;
       }

@@ -45,13 +45,6 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kDrain, false, 0},
 };
 
-std::array<uint8_t, 16> random_instance() {
-  std::array<uint8_t, 16> id{};
-  std::random_device rd;
-  for (auto& b : id) b = static_cast<uint8_t>(rd());
-  return id;
-}
-
 class TlsProcess final : public ChildBase, public Link::Owner {
  public:
   TlsProcess() : ChildBase("cloudtaser-broker", "tls", kAccepts) { tls_global_init(); }
@@ -79,17 +72,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
-        if (!sandboxed_) {
-          // OpenSSL is initialised and a context built: from here on no file,
-          // no new socket. Every later message (and all network input) is
-          // handled inside the sandbox.
-          SandboxSpec spec = tls_sandbox();
-          spec.drop_user = settings_.drop_user;
-          spec.uid = settings_.uid;
-          spec.gid = settings_.gid;
-          sandbox_enter(spec);
-          sandboxed_ = true;
-        }
+        // OpenSSL is initialised and a context built: from here on no file,
+        // no new socket. Every later message (and all network input) is
+        // handled inside the sandbox.
+        enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu bridge pin(s)",
                  ctx_->own_pin().c_str(), ctx_->pins().size());
         send(Msg::kReady, {});
@@ -390,7 +376,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   TimePoint next_stats_{};
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;
-  bool sandboxed_ = false;
 };
 
 }  // namespace

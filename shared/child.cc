@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <random>
+
 #include "shared/log.h"
 #include "shared/proc.h"
 
@@ -60,6 +62,22 @@ void ChildBase::on_io(uint32_t events) noexcept {
     }
   }
   loop_.mod(ctl_.fd(), EPOLLIN | (ctl_.wants_write() ? EPOLLOUT : 0u), this);
+}
+
+void ChildBase::enter_sandbox(SandboxSpec spec) {
+  if (sandboxed_) return;
+  spec.drop_user = settings_.drop_user;
+  spec.uid = settings_.uid;
+  spec.gid = settings_.gid;
+  sandbox_enter(spec);
+  sandboxed_ = true;
+}
+
+std::array<uint8_t, 16> ChildBase::random_instance() {
+  std::array<uint8_t, 16> id{};
+  std::random_device rd;
+  for (auto& b : id) b = static_cast<uint8_t>(rd());
+  return id;
 }
 
 int ChildBase::run() {

@@ -3,12 +3,14 @@
 // child lives only as long as that channel (parent gone: exit at once).
 #pragma once
 
+#include <array>
 #include <string>
 #include <vector>
 
 #include "shared/ipc.h"
 #include "shared/ipc_msgs.h"
 #include "shared/loop.h"
+#include "shared/sandbox.h"
 
 namespace ct {
 
@@ -31,6 +33,11 @@ class ChildBase : public Loop::Handler {
     loop_.stop();
   }
   void send(Msg type, Bytes body, int fd = -1);
+  // Enters `spec`'s sandbox as the user the parent chose (settings); once.
+  void enter_sandbox(SandboxSpec spec);
+  bool sandboxed() const { return sandboxed_; }
+  // A random id for a session's HELLO (logs only).
+  static std::array<uint8_t, 16> random_instance();
   void on_io(uint32_t events) noexcept override;
 
   // Taken first, before any member opens an fd: it closes every fd above 3.
@@ -44,6 +51,7 @@ class ChildBase : public Loop::Handler {
 
  private:
   int exit_code_ = 0;
+  bool sandboxed_ = false;
 };
 
 }  // namespace ct

@@ -285,6 +285,16 @@ class EchoUpstream:
 
 
 # ---------------------------------------------------------------- clients
+def read_to_eof(sock, chunk=65536):
+    """Everything the peer sends until it closes its side (socket or TLS)."""
+    data = b""
+    while True:
+        b = sock.recv(chunk)
+        if not b:
+            return data
+        data += b
+
+
 def http_get(port, path, timeout=10):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import wait_for
+from harness import read_to_eof, wait_for
 
 SVC = "cloudtaser-broker.cloudtaser-system.svc"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("strace"),
@@ -28,13 +28,7 @@ def fetch_over_tls(env, port, name, n):
             with ctx.wrap_socket(raw, server_hostname=SVC) as s:
                 s.sendall(f"GET /v1/secret/data/{name} HTTP/1.1\r\nHost: {SVC}\r\n"
                           "Connection: close\r\n\r\n".encode())
-                data = b""
-                while True:
-                    b = s.recv(65536)
-                    if not b:
-                        break
-                    data += b
-                bodies.append(data)
+                bodies.append(read_to_eof(s))
     return bodies
 
 
@@ -44,13 +38,7 @@ def fetch_plain(port, name, n):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(f"GET /v1/secret/data/{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                       .encode())
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
-            bodies.append(data)
+            bodies.append(read_to_eof(s))
     return bodies
 
 

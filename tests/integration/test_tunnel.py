@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from harness import http_get, wait_for
+from harness import http_get, read_to_eof, wait_for
 
 
 def test_curl_through_the_broker_gets_the_upstreams_answer(env):
@@ -29,13 +29,7 @@ def test_200_concurrent_wrapper_connections_are_all_answered(env):
             barrier.wait()  # all 200 connections open at once before any request
             s.sendall(f"GET /v1/secret/data/k{i} HTTP/1.1\r\nHost: x\r\n"
                       "Connection: close\r\n\r\n".encode())
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
-            return data
+            return read_to_eof(s)
         finally:
             s.close()
 
@@ -83,12 +77,7 @@ def test_half_close_from_the_wrapper_reaches_the_upstream_and_the_reply_still_ar
     s = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
     s.sendall(b"hello, vault")
     s.shutdown(socket.SHUT_WR)
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
+    data = read_to_eof(s)
     s.close()
     assert data == b"hello, vault"
     wait_for(lambda: echo.endings == ["eof"], 5, "the upstream to see a clean EOF")
