@@ -11,17 +11,66 @@
 
 namespace ct {
 
+namespace {
+// OpenSSL reads this much per read() when the socket has it (read-ahead): four
+// full records, so a bulk transfer costs one syscall per 64 KiB, not two per
+// record (header, then body).
+constexpr size_t kTlsReadAhead = 64 * 1024;
+}  // namespace
+
+// The BIO that joins OpenSSL to a TlsConn. Its data pointer is the TlsConn.
+struct TlsConnBio {
+  static int read_ex(BIO* b, char* buf, size_t len, size_t* got) {
+    return static_cast<TlsConn*>(BIO_get_data(b))->bio_read(b, buf, len, got);
+  }
+  static int write_ex(BIO* b, const char* buf, size_t len, size_t* put) {
+    static_cast<TlsConn*>(BIO_get_data(b))->bio_write(buf, len);
+    *put = len;
+    return 1;
+  }
+  static long ctrl(BIO*, int cmd, long, void*) {
+    // Records are in our buffer as soon as they are written: flushing is
+    // TlsConn::flush()'s job. Everything else (kTLS, push/pop) is unsupported.
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+  }
+  static int create(BIO* b) {
+    BIO_set_init(b, 1);
+    return 1;
+  }
+  static BIO_METHOD* method() {
+    // Built on first use, which is TlsContext creation (tls_context.cc), before
+    // any sandbox is entered.
+    static BIO_METHOD* const m = [] {
+      BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cloudtaser-conn");
+      if (bm != nullptr) {
+        BIO_meth_set_read_ex(bm, read_ex);
+        BIO_meth_set_write_ex(bm, write_ex);
+        BIO_meth_set_ctrl(bm, ctrl);
+        BIO_meth_set_create(bm, create);
+      }
+      return bm;
+    }();
+    return m;
+  }
+};
+
+bool tls_conn_init() {
+  return TlsConnBio::method() != nullptr;
+}
+
 TlsConn::TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni)
     : fd_(std::move(fd)) {
   ssl_ = SSL_new(ctx);
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
-  if (ssl_ == nullptr || rbio_ == nullptr || wbio_ == nullptr) {
+  BIO* bio = TlsConnBio::method() != nullptr ? BIO_new(TlsConnBio::method()) : nullptr;
+  if (ssl_ == nullptr || bio == nullptr) {
+    if (bio != nullptr) BIO_free(bio);
     fail("out of memory creating TLS state");
     return;
   }
-  BIO_set_mem_eof_return(rbio_, -1);  // empty means "want more", not EOF
-  SSL_set_bio(ssl_, rbio_, wbio_);
+  BIO_set_data(bio, this);
+  SSL_set_bio(ssl_, bio, bio);  // one reference, owned by ssl_
+  SSL_set_read_ahead(ssl_, 1);
+  SSL_set_default_read_buffer_len(ssl_, kTlsReadAhead);
   if (server) {
     SSL_set_accept_state(ssl_);
   } else {
@@ -34,12 +83,7 @@ TlsConn::TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni)
 }
 
 TlsConn::~TlsConn() {
-  if (ssl_ != nullptr)
-    SSL_free(ssl_);
-  else {
-    if (rbio_ != nullptr) BIO_free(rbio_);
-    if (wbio_ != nullptr) BIO_free(wbio_);
-  }
+  if (ssl_ != nullptr) SSL_free(ssl_);
 }
 
 void TlsConn::fail(std::string why) {
@@ -48,23 +92,43 @@ void TlsConn::fail(std::string why) {
   error_ = std::move(why);
 }
 
-bool TlsConn::read_socket(size_t budget) {
-  uint8_t buf[64 * 1024];
-  while (budget > 0 && !eof_ && !failed_) {
-    const ssize_t n = ::read(fd_.get(), buf, std::min(sizeof buf, budget));
-    if (n > 0) {
-      if (BIO_write(rbio_, buf, static_cast<int>(n)) != n) fail("out of memory buffering input");
-      budget -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) {
-      eof_ = true;
-      break;
-    }
-    if (errno == EAGAIN || errno == EINTR) return true;
-    fail(std::string("read: ") + std::strerror(errno));
+int TlsConn::bio_read(BIO* b, char* buf, size_t len, size_t* got) {
+  BIO_clear_retry_flags(b);
+  *got = 0;
+  // Out of budget, or the socket already ended: "no more for now". EOF is
+  // reported by eof(), never through OpenSSL, so a FIN without close_notify
+  // is told apart from a clean close by TlsLink (T-14), as before.
+  if (read_budget_ == 0 || eof_ || failed_) {
+    if (!failed_) BIO_set_retry_read(b);
+    return 0;
   }
-  return !eof_ && !failed_;
+  const ssize_t n = ::read(fd_.get(), buf, std::min(len, read_budget_));
+  if (n > 0) {
+    read_budget_ -= static_cast<size_t>(n);
+    *got = static_cast<size_t>(n);
+    return 1;
+  }
+  if (n == 0) {
+    eof_ = true;
+    BIO_set_retry_read(b);
+    return 0;
+  }
+  if (errno == EAGAIN || errno == EINTR) {
+    BIO_set_retry_read(b);
+    return 0;
+  }
+  fail(std::string("read: ") + std::strerror(errno));
+  return 0;
+}
+
+void TlsConn::bio_write(const char* buf, size_t len) {
+  if (cipher_pos_ > 0 && cipher_pos_ == cipher_.size()) {
+    cipher_.clear();
+    cipher_pos_ = 0;
+  }
+  const size_t at = cipher_.size();
+  cipher_.resize(at + len);
+  std::memcpy(cipher_.data() + at, buf, len);
 }
 
 bool TlsConn::handshake() {
@@ -72,7 +136,6 @@ bool TlsConn::handshake() {
   if (failed_ || ssl_ == nullptr) return false;
   ERR_clear_error();
   const int r = SSL_do_handshake(ssl_);
-  move_cipher_out();
   if (r == 1) {
     established_ = true;
     return true;
@@ -110,7 +173,6 @@ size_t TlsConn::read_plain(std::span<uint8_t> out) {
     }
     break;
   }
-  move_cipher_out();  // KeyUpdate replies, alerts
   return total;
 }
 
@@ -125,21 +187,7 @@ bool TlsConn::write_plain(Bytes in) {
     }
     in = in.subspan(n);
   }
-  move_cipher_out();
   return true;
-}
-
-void TlsConn::move_cipher_out() {
-  const size_t pending = BIO_ctrl_pending(wbio_);
-  if (pending == 0) return;
-  if (cipher_pos_ > 0 && cipher_pos_ == cipher_.size()) {
-    cipher_.clear();
-    cipher_pos_ = 0;
-  }
-  const size_t at = cipher_.size();
-  cipher_.resize(at + pending);
-  const int n = BIO_read(wbio_, cipher_.data() + at, static_cast<int>(pending));
-  cipher_.resize(at + static_cast<size_t>(n > 0 ? n : 0));
 }
 
 bool TlsConn::flush() {
@@ -167,7 +215,6 @@ bool TlsConn::flush() {
 void TlsConn::shutdown() {
   if (ssl_ == nullptr || !established_ || failed_) return;
   SSL_shutdown(ssl_);
-  move_cipher_out();
   flush();
 }
 

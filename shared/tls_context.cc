@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 
 #include "shared/log.h"
+#include "shared/tls_conn.h"
 
 namespace ct {
 
@@ -136,7 +137,10 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(c, 0);
   SSL_CTX_set_max_early_data(c, 0);
-  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  // No SSL_MODE_RELEASE_BUFFERS here: a link is one long-lived connection whose
+  // 64 KiB read-ahead buffer would be freed and reallocated on every record.
+  if (!tls_conn_init())
+    return *err = "cannot create the TLS connection BIO: " + tls_errors(), nullptr;
 
   if (!load_identity(c, m.cert_pem, m.key_pem, &t->own_pin_, err)) return nullptr;
 

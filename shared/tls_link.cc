@@ -32,8 +32,9 @@ void TlsLink::close_transport() noexcept {
 
 void TlsLink::on_io(uint32_t events) noexcept {
   if (closed_) return;
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) tls_.read_socket(limits::kReadChunk);
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) tls_.allow_read(limits::kReadChunk);
   pump();
+  tls_.allow_read(0);
 }
 
 void TlsLink::pump() noexcept {
