@@ -163,6 +163,9 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       }
       splices_.dispatch(l, ev);
     }
+    // Before the data channel is read again: splices write straight from its
+    // input buffer (Splice::flush).
+    splices_.flush();
   }
 
   void on_link_closed(Link& l) noexcept override {

@@ -36,7 +36,7 @@ const SyscallRule kCommon[] = {
     {"epoll_pwait", "the loop (libc may use the p-variant)"},
     {"epoll_ctl", "registering fds with the loop"},
     {"recvmsg", "control channel messages with fds"},
-    {"sendmsg", "control channel messages"},
+    {"sendmsg", "control channel messages; a stream's frames gathered into one write"},
     {"recvfrom", "recv() on sockets"},
     {"sendto", "send() on sockets"},
     {"fcntl", "O_NONBLOCK and F_DUPFD_CLOEXEC on fds we own"},

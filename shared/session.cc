@@ -44,6 +44,7 @@ std::optional<StreamState> Session::stream_state(uint32_t id) const {
 // ------------------------------------------------------------------ input
 
 std::span<uint8_t> Session::input_space(size_t min) {
+  input_epoch_++;
   // Drop what was parsed; the Data events that pointed into it are stale now.
   if (in_pos_ > 0) {
     in_.erase_front(in_pos_);

@@ -72,6 +72,10 @@ class Session {
   // --- input
   // A writable region of at least `min` bytes at the end of the input buffer.
   std::span<uint8_t> input_space(size_t min = limits::kReadChunk);
+  // Bumped by every input_space(): Data spans taken under another epoch are
+  // stale. Lets a consumer that keeps spans past its event handler (Splice's
+  // zero-copy write) check that it never outlives them.
+  uint64_t input_epoch() const { return input_epoch_; }
   // Marks n bytes of input_space() as filled and parses every complete frame.
   void commit_input(size_t n, TimePoint now);
   // Convenience: copies `in` into input_space() and commits it.
@@ -171,6 +175,7 @@ class Session {
   uint32_t conn_unacked_ = 0;     // delivered, not yet credited back
 
   RawBuffer in_;
+  uint64_t input_epoch_ = 0;
   size_t in_pos_ = 0;     // first unparsed byte
   size_t in_filled_ = 0;  // bytes of in_ holding real input
   std::vector<uint8_t> out_;

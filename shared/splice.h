@@ -35,7 +35,10 @@ class Splice final : public Loop::Handler {
   void on_writable() noexcept;
   // The link died: drop the socket abortively.
   void abort() noexcept;
-  // Writes what stream data arrived during this batch, in one send().
+  // Writes the stream data that arrived since the last flush, in one
+  // writev()/send(). Must run before the session's next input_space(): data
+  // that arrived while nothing was queued is written straight from the
+  // session's input buffer, and only what the socket does not take is copied.
   void flush() noexcept;
 
   uint32_t id() const { return id_; }
@@ -63,6 +66,10 @@ class Splice final : public Loop::Handler {
   uint32_t interest_ = 0;
   std::vector<uint8_t> out_;  // stream data not yet written to the socket
   size_t out_pos_ = 0;
+  // Stream data not copied yet: spans into the session's input buffer, valid
+  // for input epoch pend_epoch_ only. Non-empty only while out_ is empty.
+  std::vector<Bytes> pend_;
+  uint64_t pend_epoch_ = 0;
 };
 
 // The splices of a forwarding process: owns them, retires finished ones, and
@@ -79,7 +86,9 @@ class SpliceTable final : public Splice::Owner {
   bool empty() const { return splices_.empty(); }
   void on_splice_done(Splice& s) noexcept override;
   void on_splice_dirty(Splice& s) noexcept override { dirty_.push_back(&s); }
-  // End of a loop batch: every splice that got data writes it in one send.
+  // Every splice that got data writes it in one send. Called after each
+  // batch of the data channel's events (before its next read: see
+  // Splice::flush) and at the end of each loop batch.
   void flush() noexcept;
 
  private:
