@@ -71,16 +71,30 @@ host=127.0.0.1; [ "$STREAM_MODE" = tls ] && host=cloudtaser-broker.cloudtaser-sy
 url="$scheme://$host:$SVC/big"
 wait_http "${curl_tls[@]}" -r 0-0 "$url" || { echo "bench-bulk: tunnel did not come up" >&2; cat "$OUTDIR"/bulk-b*.log >&2; exit 1; }
 
+# CPU time of everything under test (nginx and the daemons' process trees), in clock ticks: the
+# figure that other work on the machine disturbs least.
+sut_ticks() {
+  local p all=() t=0
+  for p in "${PIDS[@]}"; do all+=("$p"); mapfile -t -O "${#all[@]}" all < <(pgrep -s "$p"); done
+  for p in $(printf '%s\n' "${all[@]}" | sort -u); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
 direct=$(bulk "http://127.0.0.1:$UP/big")
+t0=$(sut_ticks)
 tunnel=$(bulk "${curl_tls[@]}" "$url")
+t1=$(sut_ticks)
+cpu_per_gib=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v mb="$BULK_MB" -v r="$RUNS" 'BEGIN{printf "%.2f", t / hz / (mb * r / 1024)}')
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 printf '# bench-bulk rev %s, %s MiB, %s runs (median), SUT cpu %s, curl cpu %s, load %s\n' \
   "$rev" "$BULK_MB" "$RUNS" "$SUT_CPU" "$LG_CPU" "$(cut -d' ' -f1 /proc/loadavg)"
 printf '%-34s %8s MiB/s\n' "direct (curl -> nginx)" "$direct" "broker+bridge ($STREAM_MODE streams)" "$tunnel"
 awk -v t="$tunnel" -v d="$direct" 'BEGIN{ if (d > 0) printf "%-34s %8.2f\n", "tunnel / direct", t/d }'
+printf '%-34s %8s s (nginx + both daemons, all processes)\n' "CPU per GiB through the tunnel" "$cpu_per_gib"
 
 if [ "$PERF" = 1 ]; then
-  perf record -q -e cpu-clock -a -C "$SUT_CPU" -g -o "$OUTDIR/bulk.perf.data" -- \
+  perf record -q -e cpu-clock -a -C "$SUT_CPU" --call-graph "${PERF_CG:-fp}" -o "$OUTDIR/bulk.perf.data" -- \
     taskset -c "$LG_CPU" curl -sf -o /dev/null "${curl_tls[@]}" "$url" 2>/dev/null
   perf report -i "$OUTDIR/bulk.perf.data" --no-children --sort comm,dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
   perf report -i "$OUTDIR/bulk.perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
