@@ -4,6 +4,7 @@
 #   make test       unit tests, fuzz corpus replay, integration tests, system checks
 #   make demo       the whole path on loopback, narrated
 #   make bench      throughput/latency table against a baseline measured in the same run
+#   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
 #
@@ -35,7 +36,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit fuzz-replay integration demo bench fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
 all: $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge
 
 # ---------------------------------------------------------------- sources
@@ -128,6 +129,9 @@ demo: all
 
 bench: all
 	bash tests/bench/bench.sh
+
+bench-bulk: all
+	bash tests/bench/bulk.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -64,7 +64,10 @@ void PlainLink::on_io(uint32_t events) noexcept {
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
     size_t budget = limits::kReadChunk;
     while (budget > 0 && !closed_) {
-      auto space = session_->input_space(64 * 1024);
+      // The whole budget in one read when the channel has it: the forwarding
+      // process then writes a wrapper's data in one send per wake-up, not one
+      // per 64 KiB (each send wakes the wrapper's reader).
+      auto space = session_->input_space(budget);
       const ssize_t n = ::read(fd_.get(), space.data(), space.size());
       if (n > 0) {
         session_->commit_input(static_cast<size_t>(n), Clock::now());
