@@ -102,9 +102,12 @@ int TlsConn::bio_read(BIO* b, char* buf, size_t len, size_t* got) {
     if (!failed_) BIO_set_retry_read(b);
     return 0;
   }
-  const ssize_t n = ::read(fd_.get(), buf, std::min(len, read_budget_));
+  const size_t want = std::min(len, read_budget_);
+  const ssize_t n = ::read(fd_.get(), buf, want);
   if (n > 0) {
-    read_budget_ -= static_cast<size_t>(n);
+    // A short read emptied the socket: no more reads this wake-up (the next
+    // would only say EAGAIN); level-triggered epoll reports what comes later.
+    read_budget_ = static_cast<size_t>(n) < want ? 0 : read_budget_ - static_cast<size_t>(n);
     *got = static_cast<size_t>(n);
     return 1;
   }

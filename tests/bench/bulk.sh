@@ -100,7 +100,7 @@ if [ "$PERF" = 1 ]; then
   perf report -i "$OUTDIR/bulk.perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
 fi
 if [ "${STAT:-0}" = 1 ]; then
-  perf stat -e context-switches,cpu-clock,syscalls:sys_enter_read,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait -a -C "$SUT_CPU" -- \
+  perf stat -e context-switches,cpu-clock,syscalls:sys_enter_read,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg -a -C "$SUT_CPU" -- \
     taskset -c "$LG_CPU" curl -sf -o /dev/null "${curl_tls[@]}" "$url" 2>&1 | grep -vE '^$|^ Performance'
 fi
 if [ "${SYSC:-0}" = 1 ]; then
