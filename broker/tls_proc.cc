@@ -106,7 +106,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     SessionConfig c;
     c.role = Role::kTlsProcess;
     c.opener = false;  // the forwarding process opens a stream per wrapper
-    c.stream_window = limits::kLocalStreamWindow;
+    c.stream_window = limits::kPendingStreamWindow;
     c.ping_interval = Duration::zero();
     c.instance = random_instance();
     local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), c, Clock::now());
