@@ -1,6 +1,6 @@
 # cloudtaser reverse-connect: vault-bridge and cloudtaser-broker.
 #
-#   make            build both daemons into build/
+#   make            build both daemons and their forwarding executables into build/
 #   make test       unit tests, fuzz corpus replay, integration tests, system checks
 #   make demo       the whole path on loopback, narrated
 #   make bench      throughput/latency table against a baseline measured in the same run
@@ -37,13 +37,19 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
 .PHONY: all deps test unit fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
-all: $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge
+# Each daemon and its forwarding executable, which the daemon looks for beside itself.
+EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward
+all: $(addprefix $(BUILD)/,$(EXES))
 
 # ---------------------------------------------------------------- sources
 SHARED_SRC := $(filter-out shared/tls_%.cc,$(wildcard shared/*.cc))
 TLSLIB_SRC := $(wildcard shared/tls_*.cc)
-BROKER_SRC := $(wildcard broker/*.cc)
-BRIDGE_SRC := $(wildcard bridge/*.cc)
+# The forwarding process of each daemon is its own executable (forward_*.cc),
+# linked without libtls.a and OpenSSL: a reference to either fails its link.
+BROKER_FWD_SRC := $(wildcard broker/forward_*.cc)
+BRIDGE_FWD_SRC := $(wildcard bridge/forward_*.cc)
+BROKER_SRC := $(filter-out $(BROKER_FWD_SRC),$(wildcard broker/*.cc))
+BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
 UNIT_SRC   := $(wildcard tests/unit/*.cc)
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
@@ -61,6 +67,10 @@ $(BUILD)/cloudtaser-broker: $(call obj,$(BROKER_SRC)) $(BUILD)/libtls.a $(BUILD)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(TLS_LIBS) $(SYS_LIBS)
 $(BUILD)/vault-bridge: $(call obj,$(BRIDGE_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(TLS_LIBS) $(SYS_LIBS)
+$(BUILD)/cloudtaser-broker-forward: $(call obj,$(BROKER_FWD_SRC)) $(BUILD)/libshared.a
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
+$(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(BUILD)/libshared.a
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
 $(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) -lgtest -lgtest_main -pthread $(TLS_LIBS) $(SYS_LIBS)
@@ -93,7 +103,7 @@ CHECKS := check-clang
 # The same sources, warnings as errors, with clang (into build/clang).
 check-clang:
 	$(MAKE) --no-print-directory BUILD=build/clang CXX=clang++ \
-	  build/clang/cloudtaser-broker build/clang/vault-bridge build/clang/unit-tests
+	  $(addprefix build/clang/,$(EXES)) build/clang/unit-tests
 	build/clang/unit-tests --gtest_brief=1
 -include mk/*.mk
 
@@ -116,7 +126,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_MAKE = $(MAKE) --no-print-directory BUILD=build/asan SANITIZE="$(ASAN_FLAGS)" OPT="-O1 -g" \
             CXXFLAGS="-Wno-stringop-overflow -Wno-array-bounds"
 asan:
-	$(ASAN_MAKE) build/asan/cloudtaser-broker build/asan/vault-bridge build/asan/unit-tests
+	$(ASAN_MAKE) $(addprefix build/asan/,$(EXES)) build/asan/unit-tests
 	build/asan/unit-tests --gtest_brief=1
 	$(ASAN_MAKE) fuzz-replay
 	@# LeakSanitizer runs above; sandboxed children cannot run it at exit (no

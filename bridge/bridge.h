@@ -7,6 +7,8 @@ namespace ct::bridge {
 
 int parent_main(int argc, char** argv);  // bridge/parent.cc
 int tls_main();                          // bridge/tls_proc.cc
+// The forwarding process: linked into vault-bridge-forward
+// (bridge/forward_*.cc), never into the daemon, which links OpenSSL.
 int forward_main();
 
 // Each process's sandbox (its allowlist sits beside its main), for

@@ -201,7 +201,7 @@ class BridgeParent final : public DaemonParent {
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
     if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
-    if (!preload_material(&err)) return usage_error(err);
+    if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {
       // Written once now (link down): an unwritable path is a start-up error.
       status_path_ = f.get("status-file");
@@ -345,13 +345,13 @@ class BridgeParent final : public DaemonParent {
     }
   }
 
-  void on_child_exited(Supervisor::Which w) noexcept override {
+  void on_child_exited(Supervisor::Which w, int status) noexcept override {
     if (w == Supervisor::kTls && dial_.fd) {  // the asker is gone
       loop_.del(dial_.fd.get());
       dial_.fd.reset();
       dial_.deadline = TimePoint::max();
     }
-    DaemonParent::on_child_exited(w);
+    DaemonParent::on_child_exited(w, status);
   }
 
   HostPort broker_;

@@ -262,11 +262,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
 
   void on_tick(TimePoint now) noexcept override {
     if (local_) local_->tick(now);
+    // close() ends in on_link_closed(), which erases the link from links_ (and
+    // retires it, so the pointers stay valid until the batch ends): walk a
+    // copy, never the map itself.
     std::vector<TlsLink*> links;
     for (auto& [id, l] : links_) links.push_back(l.get());
     for (TlsLink* l : links) l->tick(now);
     // Retire a link the broker sent GOAWAY on once its streams are done.
-    for (auto& [id, l] : links_)
+    for (TlsLink* l : links)
       if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
         l->close("broker asked us to go away and no stream is left");
     if (dial_ == DialState::kWaiting && now >= next_dial_ && ctx_ && !draining_) {

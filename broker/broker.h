@@ -7,6 +7,8 @@ namespace ct::broker {
 
 int parent_main(int argc, char** argv);  // broker/parent.cc
 int tls_main();                          // broker/tls_proc.cc
+// The forwarding process: linked into cloudtaser-broker-forward
+// (broker/forward_*.cc), never into the daemon, which links OpenSSL.
 int forward_main();
 
 // Each process's sandbox (its allowlist sits beside its main), for

@@ -69,7 +69,7 @@ class BrokerParent final : public DaemonParent {
     cert_path_ = f.get("cert");
     key_path_ = f.get("key");
     ca_path_ = f.get("ca-cert");
-    if (!preload_material(&err)) return usage_error(err);
+    if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     SockAddr bridge_addr, service_addr;
     if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr,
                        &err) ||

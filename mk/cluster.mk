@@ -1,9 +1,11 @@
 # Cluster deployment: static broker, OCI image, Helm chart, certificate helper.
 #
-#   make static        build/cloudtaser-broker-static (no dynamic loader, no NSS)
+#   make static        build/cloudtaser-broker-static and its forwarding executable
+#                      build/cloudtaser-broker-forward-static (no dynamic loader, no NSS)
 #   make image         build/cloudtaser-broker-oci.tar, an OCI image layout
 #   make check-cluster every check below (part of `make test`)
-#     check-static     ldd says static; runs as 65532 in an empty read-only root
+#     check-static     ldd says static; the forwarding executable holds no OpenSSL;
+#                      runs as 65532 in an empty read-only root
 #     check-image      layout, manifest, config (user, entrypoint), digests; umoci
 #                      unpacks it and the unpacked rootfs runs like check-static
 #     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
@@ -17,6 +19,7 @@
 CLUSTER_DIR      := tests/cluster
 CHART            := deploy/helm/cloudtaser
 STATIC_BROKER    := $(BUILD)/cloudtaser-broker-static
+STATIC_FORWARD   := $(BUILD)/cloudtaser-broker-forward-static
 OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
 HELMRENDER       := $(BUILD)/helmrender
 CLUSTER_NPM      := $(BUILD)/npm
@@ -47,14 +50,19 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 # ---------------------------------------------------------------- static
 # -pie is dropped: a static non-PIE executable needs no loader at all. The
 # broker listens on numeric addresses only, so static glibc (no NSS) is fine.
-static: $(STATIC_BROKER)
+static: $(STATIC_BROKER) $(STATIC_FORWARD)
 $(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
+# No OpenSSL here either; the image installs it beside the broker as
+# /cloudtaser-broker-forward, where the broker looks for it.
+$(STATIC_FORWARD): $(call obj,$(BROKER_FWD_SRC)) $(BUILD)/libshared.a
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image
 image: $(OCI_TAR)
-$(OCI_TAR): $(STATIC_BROKER) deploy/image/build-oci.sh VERSION
-	bash deploy/image/build-oci.sh --binary $(STATIC_BROKER) --version $(VERSION) --out $@
+$(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION
+	bash deploy/image/build-oci.sh --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) \
+	  --version $(VERSION) --out $@
 
 # ---------------------------------------------------------------- checks
 $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
@@ -66,12 +74,12 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 
 check-cluster: check-static check-image check-chart check-certs check-metrics
 
-check-static: $(STATIC_BROKER) | $(CLUSTER_STAMP)
-	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(VERSION)
+check-static: $(STATIC_BROKER) $(STATIC_FORWARD) | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
 
 check-image: $(OCI_TAR) | $(CLUSTER_STAMP)
 	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --image $(OCI_TAR) --binary $(STATIC_BROKER) \
-	  --version $(VERSION) --dockerfile deploy/Dockerfile
+	  --forward $(STATIC_FORWARD) --version $(VERSION) --dockerfile deploy/Dockerfile
 	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION)
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
@@ -84,5 +92,5 @@ check-certs: | $(CLUSTER_STAMP)
 
 # promtool comes from Debian's prometheus package (about 94 MB installed; no
 # smaller package ships it), installed by the script when missing and root.
-check-metrics: $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge | $(CLUSTER_STAMP)
+check-metrics: $(addprefix $(BUILD)/,$(EXES)) | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-metrics.sh $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge

@@ -46,7 +46,7 @@ check-selinux: $(VH_DEPS_STAMP)
 VH_PKGDIR := $(VH_BUILD)/packages
 VH_DEB    := $(VH_PKGDIR)/vault-bridge_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
 VH_RPM    := $(VH_PKGDIR)/vault-bridge-$(VERSION)-1.$(shell uname -m).rpm
-VH_PKG_IN := $(BUILD)/vault-bridge $(VH_PP) bridge/vault-egress-lock \
+VH_PKG_IN := $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward $(VH_PP) bridge/vault-egress-lock \
              systemd/vault-bridge.service systemd/vault-bridge.env docs/man/vault-bridge.8 \
              docs/man/vault-egress-lock.8 packaging/build-packages.sh $(wildcard packaging/deb/*) \
              packaging/rpm/vault-bridge.spec VERSION
@@ -55,9 +55,11 @@ VH_PKG_IN := $(BUILD)/vault-bridge $(VH_PP) bridge/vault-egress-lock \
 deb: $(VH_DEB)
 rpm: $(VH_RPM)
 $(VH_DEB): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
-	bash packaging/build-packages.sh deb $(BUILD)/vault-bridge $(VERSION) $(VH_PP) $(VH_PKGDIR)
+	bash packaging/build-packages.sh deb $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward \
+	  $(VERSION) $(VH_PP) $(VH_PKGDIR)
 $(VH_RPM): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
-	bash packaging/build-packages.sh rpm $(BUILD)/vault-bridge $(VERSION) $(VH_PP) $(VH_PKGDIR)
+	bash packaging/build-packages.sh rpm $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward \
+	  $(VERSION) $(VH_PP) $(VH_PKGDIR)
 
 check-packages: $(VH_DEB) $(VH_RPM)
 	bash tests/vaulthost/check-packages.sh $(VH_DEB) $(VH_RPM)

@@ -1,13 +1,14 @@
 #!/bin/bash
-# Build the vault-bridge .deb or .rpm from the built binary and the kit's
+# Build the vault-bridge .deb or .rpm from the built binaries and the kit's
 # files, without a Debian source package or an rpm source tree: both
 # formats are assembled from one staged file list so they hold the same
 # files.
 #
-# Usage: build-packages.sh deb|rpm BINARY VERSION SELINUX_PP OUTDIR
+# Usage: build-packages.sh deb|rpm BINARY FORWARD VERSION SELINUX_PP OUTDIR
+#   FORWARD: vault-bridge-forward, the forwarding process's executable
 set -euo pipefail
 
-FORMAT=$1 BIN=$2 VERSION=$3 SEPP=$4 OUT=$5
+FORMAT=$1 BIN=$2 FWD=$3 VERSION=$4 SEPP=$5 OUT=$6
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,9 +30,15 @@ inst() { # MODE SRC DEST
   install -D -m "$1" "$2" "$ROOT$3"
 }
 
-# The binary, stripped of debug data (the unstripped one stays in build/).
+# The binaries, stripped of debug data (the unstripped ones stay in build/).
+# The daemon looks for its forwarding executable in ../libexec/cloudtaser/
+# of its own directory: /usr/libexec/cloudtaser beside /usr/bin.
+LIBEXEC=/usr/libexec/cloudtaser
 inst 0755 "$BIN" /usr/bin/vault-bridge
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$ROOT/usr/bin/vault-bridge"
+inst 0755 "$FWD" $LIBEXEC/vault-bridge-forward
+for f in /usr/bin/vault-bridge $LIBEXEC/vault-bridge-forward; do
+  strip --strip-unneeded --remove-section=.comment --remove-section=.note "$ROOT$f"
+done
 sed "s/@VERSION@/$VERSION/" "$TOP/bridge/vault-egress-lock" >"$WORK/vault-egress-lock"
 inst 0755 "$WORK/vault-egress-lock" /usr/sbin/vault-egress-lock
 sed -e "s|@ENVFILE@|$ENVFILE|" -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge.service" >"$WORK/unit"
@@ -56,7 +63,7 @@ if [ "$FORMAT" = deb ]; then
   mkdir -p "$WORK/shlibs/debian"
   printf 'Source: vault-bridge\n\nPackage: vault-bridge\nArchitecture: any\n' >"$WORK/shlibs/debian/control"
   # (It warns that the binary is not under debian/<package>; that is expected here.)
-  SHLIBS=$(cd "$WORK/shlibs" && dpkg-shlibdeps -O "$ROOT/usr/bin/vault-bridge" 2>/dev/null |
+  SHLIBS=$(cd "$WORK/shlibs" && dpkg-shlibdeps -O "$ROOT/usr/bin/vault-bridge" "$ROOT$LIBEXEC/vault-bridge-forward" 2>/dev/null |
     sed -n 's/^shlibs:Depends=//p')
   [ -n "$SHLIBS" ] || { echo "build-packages: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 

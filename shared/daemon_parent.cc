@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -175,11 +176,14 @@ bool DaemonParent::preload_material(std::string* err) {
   return loaded_;
 }
 
+bool DaemonParent::open_executables(std::string* err) {
+  return open_self_exe(&tls_exe_, err) && open_forward_exe(daemon_, &fwd_exe_, &fwd_exe_path_, err);
+}
+
 int DaemonParent::run() {
   std::string err;
   if (!loaded_ && !preload_material(&err)) return usage_error(err);
-  UniqueFd exe;
-  if (!open_self_exe(&exe, &err)) return usage_error(err);
+  if (!fwd_exe_ && !open_executables(&err)) return usage_error(err);
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
     if (sig == SIGCHLD)
@@ -189,8 +193,8 @@ int DaemonParent::run() {
     else
       begin_drain();
   });
-  sup_ =
-      std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(exe), kFromTls, kFromForward);
+  sup_ = std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(tls_exe_),
+                                      std::move(fwd_exe_), kFromTls, kFromForward);
   startup_deadline_ = Clock::now() + kStartupTimeout;
   last_stamp_ = files_stamp();
   next_watch_ = Clock::now() + std::chrono::seconds(2);
@@ -201,11 +205,11 @@ int DaemonParent::run() {
   while (true) {
     const auto now = Clock::now();
     if (phase_ == Phase::kStarting && now >= startup_deadline_) {
-      startup_error_ = "TLS process did not become ready in time";
+      fatal_error_ = "TLS process did not become ready in time";
       break;
     }
     if (phase_ == Phase::kDraining && (!sup_->any_alive() || now >= drain_deadline_)) break;
-    if (!startup_error_.empty()) break;
+    if (!fatal_error_.empty()) break;
     sup_->tick(now);
     extra_tick(now);
     if (phase_ == Phase::kRunning) watch_files(now);
@@ -219,8 +223,8 @@ int DaemonParent::run() {
   sup_->signal_all(SIGKILL);
   wipe_material(good_);
   wipe_material(candidate_);
-  if (!startup_error_.empty()) {
-    std::fprintf(stderr, "%s: %s\n", daemon_, startup_error_.c_str());
+  if (!fatal_error_.empty()) {
+    std::fprintf(stderr, "%s: %s\n", daemon_, fatal_error_.c_str());
     return kExitUsage;
   }
   LOG_INFO("exiting");
@@ -262,7 +266,7 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
     case Msg::kMaterialError: {
       const std::string why(m.body.begin(), m.body.end());
       if (phase_ == Phase::kStarting) {
-        startup_error_ = why;
+        fatal_error_ = why;
         return;
       }
       if (candidate_pending_) {
@@ -298,10 +302,18 @@ void DaemonParent::on_status(const Status& s) noexcept {
   sd_notify("STATUS=" + s.text);
 }
 
-void DaemonParent::on_child_exited(Supervisor::Which w) noexcept {
+void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
   if (w == Supervisor::kTls) candidate_pending_ = false;
-  if (phase_ == Phase::kStarting && w == Supervisor::kTls && startup_error_.empty())
-    startup_error_ = "TLS process exited during start-up";
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kExitVersionMismatch && fatal_error_.empty()) {
+    // Its own line says which versions; this one says which file to replace.
+    fatal_error_ = std::string("the ") + Supervisor::name(w) + " process refused to run: " +
+                   (w == Supervisor::kForward ? fwd_exe_path_ : std::string("/proc/self/exe")) +
+                   " is not from " + daemon_ + " " + CT_VERSION +
+                   " (install the daemon and its helper from one package)";
+    return;
+  }
+  if (phase_ == Phase::kStarting && w == Supervisor::kTls && fatal_error_.empty())
+    fatal_error_ = "TLS process exited during start-up";
 }
 
 void DaemonParent::reload() noexcept {

@@ -62,10 +62,14 @@ class DaemonParent : public Supervisor::Hooks {
   // Reads the files into the material that the first TLS process gets. Called
   // before anything else is set up so a bad file is the only line printed.
   bool preload_material(std::string* err);
+  // Opens the two files the children exec, once: our own (TLS process) and
+  // <daemon>-forward (forwarding process; open_forward_exe). Called with
+  // preload_material, before anything is bound, for the same reason.
+  bool open_executables(std::string* err);
 
   void on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept override;
   void on_child_message(Supervisor::Which w, IpcMessage& m) noexcept override;
-  void on_child_exited(Supervisor::Which w) noexcept override;
+  void on_child_exited(Supervisor::Which w, int status) noexcept override;
 
   const char* daemon_;
   std::string cert_path_, key_path_, ca_path_;
@@ -75,6 +79,8 @@ class DaemonParent : public Supervisor::Hooks {
   ProcSettings base_;  // log level, timeouts
   Loop loop_;
   std::unique_ptr<Supervisor> sup_;
+  UniqueFd tls_exe_, fwd_exe_;
+  std::string fwd_exe_path_;
 
  private:
   enum class Phase { kStarting, kRunning, kDraining };
@@ -93,7 +99,9 @@ class DaemonParent : public Supervisor::Hooks {
   bool candidate_pending_ = false;
   bool material_sent_to_current_tls_ = false;
   int exit_code_ = 0;
-  std::string startup_error_;
+  // Ends the parent with this line and kExitUsage: a start-up failure, or a
+  // child that refused to run (another version's executable).
+  std::string fatal_error_;
   std::vector<uint8_t> last_stats_;
   TimePoint startup_deadline_{};
   TimePoint drain_deadline_ = TimePoint::max();

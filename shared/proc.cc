@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,8 +32,72 @@ bool open_self_exe(UniqueFd* out, std::string* err) {
   return true;
 }
 
+namespace {
+// "/usr/bin/x" -> "/usr/bin"; "/x" -> "" (so that dir + "/" + name works).
+std::string dir_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+}  // namespace
+
+bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* path,
+                      std::string* err) {
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    *err = std::string("cannot read /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
+    return false;
+  }
+  self[n] = '\0';
+  const std::string name = daemon + "-forward";
+  const std::string dir = dir_of(self);
+  const std::string tries[] = {dir + "/" + name, dir_of(dir) + "/libexec/cloudtaser/" + name};
+  std::string tried;
+  for (const std::string& p : tries) {
+    if (!tried.empty()) tried += ", ";
+    // AT_EACCESS: as the effective user; X_OK also fails on a noexec mount.
+    if (faccessat(AT_FDCWD, p.c_str(), X_OK, AT_EACCESS) != 0) {
+      tried += p + " (" + std::strerror(errno) + ")";
+      continue;
+    }
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!fd) {
+      tried += p + " (" + std::strerror(errno) + ")";
+      continue;
+    }
+    if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      tried += p + " (not a regular file)";
+      continue;
+    }
+    *out = std::move(fd);
+    *path = p;
+    return true;
+  }
+  *err = "cannot find its forwarding executable " + name + "; tried " + tried +
+         "; it ships with the daemon and belongs beside it or in ../libexec/cloudtaser/";
+  return false;
+}
+
+int exec_forward_exe(const std::string& daemon, char** argv) {
+  constexpr int kExitUsage = 2;  // as DaemonParent's
+  UniqueFd fd;
+  std::string path, err;
+  if (!open_forward_exe(daemon, &fd, &path, &err)) {
+    std::fprintf(stderr, "%s: %s\n", daemon.c_str(), err.c_str());
+    return kExitUsage;
+  }
+  argv[0] = path.data();
+  syscall(SYS_execveat, fd.get(), "", argv, environ, AT_EMPTY_PATH);
+  std::fprintf(stderr, "%s: cannot execute %s: %s\n", daemon.c_str(), path.c_str(),
+               std::strerror(errno));
+  return kExitUsage;
+}
+
 pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_flag,
                   UniqueFd control) {
+  // Built before fork: the child may only make async-signal-safe calls.
+  const std::string version = std::string(kDaemonVersionFlag) + CT_VERSION;
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid != 0) return pid;  // parent (or -1)
@@ -46,9 +112,25 @@ pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   char* const argv[] = {const_cast<char*>(argv0.c_str()), const_cast<char*>(role_flag.c_str()),
-                        nullptr};
+                        const_cast<char*>(version.c_str()), nullptr};
   syscall(SYS_execveat, 4, "", argv, environ, AT_EMPTY_PATH);
   _exit(73);
+}
+
+bool is_child_argv(int argc, char** argv, const char* daemon, const char* process) {
+  if (argc < 2 || std::string("--child=") + process != argv[1]) return false;
+  constexpr size_t kFlagLen = sizeof kDaemonVersionFlag - 1;
+  const char* theirs = argc == 3 && std::strncmp(argv[2], kDaemonVersionFlag, kFlagLen) == 0
+                           ? argv[2] + kFlagLen
+                           : nullptr;
+  if (theirs != nullptr && std::strcmp(theirs, CT_VERSION) == 0) return true;
+  log::init(daemon, process, log::kInfo);
+  LOG_ERROR(
+      "refusing to run: this executable is version %s and its daemon %s%s; install the "
+      "daemon and its helper from one package",
+      CT_VERSION, theirs != nullptr ? "is version " : "gave no version",
+      theirs != nullptr ? theirs : "");
+  std::exit(kExitVersionMismatch);
 }
 
 UniqueFd child_take_control() {

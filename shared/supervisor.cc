@@ -18,9 +18,12 @@ constexpr auto kRestartCap = std::chrono::seconds(10);
 constexpr auto kStableRun = std::chrono::seconds(60);
 }  // namespace
 
-Supervisor::Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd exe,
-                       std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts)
-    : loop_(loop), hooks_(hooks), daemon_(std::move(daemon)), exe_(std::move(exe)) {
+Supervisor::Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd tls_exe,
+                       UniqueFd fwd_exe, std::vector<MsgRule> tls_accepts,
+                       std::vector<MsgRule> fwd_accepts)
+    : loop_(loop), hooks_(hooks), daemon_(std::move(daemon)) {
+  exe_[kTls] = std::move(tls_exe);
+  exe_[kForward] = std::move(fwd_exe);
   accepts_[kTls] = std::move(tls_accepts);
   accepts_[kForward] = std::move(fwd_accepts);
   for (int i = 0; i < 2; i++) {
@@ -48,7 +51,7 @@ bool Supervisor::spawn(Which w) {
   }
   const std::string argv0 = daemon_ + ": " + name(w);
   const pid_t pid =
-      spawn_child(exe_.get(), argv0, std::string("--child=") + name(w), std::move(theirs));
+      spawn_child(exe_[w].get(), argv0, std::string("--child=") + name(w), std::move(theirs));
   if (pid < 0) {
     LOG_WARN_ERRNO(errno, "fork of the %s process", name(w));
     return false;
@@ -135,13 +138,15 @@ void Supervisor::on_sigchld() noexcept {
       const auto delay =
           std::min<Duration>(kRestartCap, kRestartBase * (1u << std::min(k.failures, 7u)));
       k.failures++;
-      if (!stopping_) {
+      // Another version's executable refuses every time: the parent stops.
+      const bool hopeless = WIFEXITED(status) && WEXITSTATUS(status) == kExitVersionMismatch;
+      if (!stopping_ && !hopeless) {
         k.restart_at = now + delay;
         LOG_INFO("restarting %s process in %lld ms", name(k.which),
                  static_cast<long long>(
                      std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
       }
-      hooks_.on_child_exited(k.which);
+      hooks_.on_child_exited(k.which, status);
     }
   }
 }

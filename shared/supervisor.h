@@ -1,8 +1,10 @@
 // The parent's view of its two children (TLS process and forwarding
-// process): spawning by re-exec, the control channels, the data channel that
-// joins the two, and restart with backoff when one dies. A restarted child
-// gets a fresh data channel and its surviving sibling the other end of it, so
-// the survivor keeps its own state (the broker's bridge links, say).
+// process): spawning by exec (the TLS process runs the daemon's own file, the
+// forwarding process <daemon>-forward, which links no OpenSSL), the control
+// channels, the data channel that joins the two, and restart with backoff
+// when one dies. A restarted child gets a fresh data channel and its
+// surviving sibling the other end of it, so the survivor keeps its own state
+// (the broker's bridge links, say).
 #pragma once
 
 #include <array>
@@ -26,10 +28,14 @@ class Supervisor {
     virtual void on_child_started(Which w, IpcChannel& ch) noexcept = 0;
     // Any message the child sent; the hook enforces what is allowed when.
     virtual void on_child_message(Which w, IpcMessage& m) noexcept = 0;
-    virtual void on_child_exited(Which w) noexcept = 0;
+    // `status` as waitpid() gives it. A child that exited kExitVersionMismatch
+    // is not restarted (the same file would refuse again).
+    virtual void on_child_exited(Which w, int status) noexcept = 0;
   };
 
-  Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd exe,
+  // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start
+  // (open_self_exe, open_forward_exe).
+  Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd tls_exe, UniqueFd fwd_exe,
              std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts);
 
   // Spawns both children joined by a data channel. False if fork fails.
@@ -68,7 +74,7 @@ class Supervisor {
   Loop& loop_;
   Hooks& hooks_;
   std::string daemon_;
-  UniqueFd exe_;
+  std::array<UniqueFd, 2> exe_;
   std::array<std::vector<MsgRule>, 2> accepts_;
   std::array<Kid, 2> kids_;
   bool stopping_ = false;

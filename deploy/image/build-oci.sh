@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
 # Assembles the cloudtaser-broker container image as an OCI image layout in a
-# tar file, from the static binary, with tar, gzip and sha256sum only: no
+# tar file, from the static binaries, with tar, gzip and sha256sum only: no
 # container engine runs on the build machines.
 #
 # The image matches deploy/Dockerfile's final stage: one layer holding
-# /cloudtaser-broker (root-owned, 0755), user 65532:65532, that entrypoint.
+# /cloudtaser-broker and, beside it where the broker looks for it, its
+# forwarding executable /cloudtaser-broker-forward (both root-owned, 0755),
+# user 65532:65532, that entrypoint.
 # It is reproducible: the same binary and version give the same bytes
 # (timestamps come from SOURCE_DATE_EPOCH, default 0).
 #
-#   build-oci.sh --binary build/cloudtaser-broker-static --version 0.1.0 \
+#   build-oci.sh --binary build/cloudtaser-broker-static \
+#                --forward build/cloudtaser-broker-forward-static --version 0.1.0 \
 #                --out build/cloudtaser-broker-oci.tar [--repository NAME]
 #
 # Load or push it with: skopeo copy oci-archive:OUT docker://REGISTRY/NAME:TAG,
 # podman load -i OUT, or docker load -i OUT (the tar also has manifest.json).
 set -euo pipefail
 
-binary="" version="" out=""
+binary="" forward="" version="" out=""
 repository="ghcr.io/cloudtaser/cloudtaser-broker"
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
+    --forward) forward="$2"; shift 2 ;;
     --version) version="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --repository) repository="$2"; shift 2 ;;
     *) echo "build-oci.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -n "$binary" ] && [ -n "$version" ] && [ -n "$out" ] || { echo "usage: build-oci.sh --binary FILE --version V --out FILE.tar" >&2; exit 2; }
-[ -x "$binary" ] || { echo "build-oci.sh: $binary is not an executable" >&2; exit 2; }
-if ldd "$binary" >/dev/null 2>&1; then
-  echo "build-oci.sh: $binary is dynamically linked; the image has no libc (use make static)" >&2
-  exit 1
-fi
+[ -n "$binary" ] && [ -n "$forward" ] && [ -n "$version" ] && [ -n "$out" ] || { echo "usage: build-oci.sh --binary FILE --forward FILE --version V --out FILE.tar" >&2; exit 2; }
+for f in "$binary" "$forward"; do
+  [ -x "$f" ] || { echo "build-oci.sh: $f is not an executable" >&2; exit 2; }
+  if ldd "$f" >/dev/null 2>&1; then
+    echo "build-oci.sh: $f is dynamically linked; the image has no libc (use make static)" >&2
+    exit 1
+  fi
+done
 
 epoch="${SOURCE_DATE_EPOCH:-0}"
 created="$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)"
@@ -45,9 +51,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/rootfs" "$work/layout/blobs/sha256"
 install -m 0755 "$binary" "$work/rootfs/cloudtaser-broker"
+install -m 0755 "$forward" "$work/rootfs/cloudtaser-broker-forward"
 
 tar_det=(--sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --format=ustar)
-tar "${tar_det[@]}" -C "$work/rootfs" -cf "$work/layer.tar" cloudtaser-broker
+tar "${tar_det[@]}" -C "$work/rootfs" -cf "$work/layer.tar" cloudtaser-broker cloudtaser-broker-forward
 diff_id="$(sha256sum "$work/layer.tar" | cut -d' ' -f1)"
 gzip -n -9 -c "$work/layer.tar" > "$work/layer.tar.gz"
 
@@ -63,7 +70,7 @@ blob() {
 read -r layer_digest layer_size < <(blob "$work/layer.tar.gz")
 
 cat > "$work/config.json" <<EOF
-{"architecture":"$arch","os":"linux","created":"$created","config":{"User":"65532:65532","Entrypoint":["/cloudtaser-broker"],"WorkingDir":"/","Env":["PATH=/"],"ExposedPorts":{"8443/tcp":{},"8444/tcp":{},"9090/tcp":{}},"Labels":{"org.opencontainers.image.title":"cloudtaser-broker","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created":"$created","created_by":"deploy/image/build-oci.sh: static cloudtaser-broker $version"}]}
+{"architecture":"$arch","os":"linux","created":"$created","config":{"User":"65532:65532","Entrypoint":["/cloudtaser-broker"],"WorkingDir":"/","Env":["PATH=/"],"ExposedPorts":{"8443/tcp":{},"8444/tcp":{},"9090/tcp":{}},"Labels":{"org.opencontainers.image.title":"cloudtaser-broker","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created":"$created","created_by":"deploy/image/build-oci.sh: static cloudtaser-broker and cloudtaser-broker-forward $version"}]}
 EOF
 read -r config_digest config_size < <(blob "$work/config.json")
 

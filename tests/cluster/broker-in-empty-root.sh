@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside empty-root.sh: what the broker must do as a pod sees it, as uid
-# 65532 in a read-only root holding only itself and its certificates.
+# 65532 in a read-only root holding only itself, its forwarding executable
+# and its certificates.
 #   broker-in-empty-root.sh VERSION
 set -euo pipefail
 version="$1"
@@ -13,10 +14,10 @@ expect() { local what="$1"; shift; if "$@"; then ok "$what"; else bad "$what"; f
 out="$(mktemp)" err="$(mktemp)"
 trap 'rm -f "$out" "$err"' EXIT
 
-# The root holds the binary, mount points and nothing else.
+# The root holds the two executables, mount points and nothing else.
 listing="$(cd "$root" && find . -xdev -not -path './proc/*' | sort | tr '\n' ' ')"
-expect "the root holds only the binary and mount points ($listing)" \
-  test "$listing" = ". ./cloudtaser-broker ./etc ./etc/cloudtaser ./etc/cloudtaser/tls ./proc "
+expect "the root holds only the broker, its forwarding executable and mount points ($listing)" \
+  test "$listing" = ". ./cloudtaser-broker ./cloudtaser-broker-forward ./etc ./etc/cloudtaser ./etc/cloudtaser/tls ./proc "
 expect "the root filesystem is read-only, even for root" bash -c "! touch '$root/x' 2>/dev/null"
 expect "the certificates are mounted read-only" bash -c "! touch '$root/etc/cloudtaser/tls/x' 2>/dev/null"
 
@@ -60,6 +61,11 @@ if grep -qF -- --metrics-listen <<< "$help"; then
   expect "/healthz answers 200" test "$(code /healthz)" = 200
   expect "/readyz is not ready with no bridge connected" test "$(code /readyz)" = 503
   expect "/metrics answers 200" test "$(code /metrics)" = 200
+  # /metrics is served by the forwarding process, so it is up by now.
+  fpid="$(ps -e -o pid=,ppid=,args= | awk -v p="$pid" '$2 == p && / --child=forward / {print $1}')"
+  fexe="$(readlink "/proc/$fpid/exe" 2>/dev/null || true)"
+  expect "the forwarding process (pid $fpid) runs the executable beside the broker ($fexe)" \
+    test "$fexe" = "$root/cloudtaser-broker-forward"
   # (a process that exits between ps and awk - ps itself - is skipped, not fatal)
   uids="$(for p in $(ps -e -o pid=); do awk '/^Uid:/{print $2}' "/proc/$p/status" 2>/dev/null || true; done | sort -u | tr '\n' ' ')"
   expect "every process runs as uid 65532 or is the test's own root shell (uids: $uids)" test "$uids" = "0 65532 "

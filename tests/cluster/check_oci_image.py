@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the OCI image tar that `make image` writes, the way a registry or a
 runtime reads it: layout marker, index, manifest, config, and every digest
-and size, then the layer's contents against the static binary, and the
+and size, then the layer's contents against the static binaries, and the
 config against deploy/Dockerfile's final stage (both must describe the same
 image). Standard library only. Prints one line per check; exits 1 on the
 first failure."""
@@ -79,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", required=True)
     ap.add_argument("--binary", required=True)
+    ap.add_argument("--forward", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--dockerfile")
     a = ap.parse_args()
@@ -121,15 +122,19 @@ def main():
     layer_tar = gzip.decompress(layer_gz)
     check(sha256(layer_tar) == diff_ids[0], "diff_id is the digest of the uncompressed layer")
 
-    binary = open(a.binary, "rb").read()
+    # The broker and, beside it where the broker looks for it, its forwarding
+    # executable (docs/privsep.md): nothing else.
+    want = {"cloudtaser-broker": a.binary, "cloudtaser-broker-forward": a.forward}
     with tarfile.open(fileobj=io.BytesIO(layer_tar), mode="r:") as lt:
         members = lt.getmembers()
-        check([m.name for m in members] == ["cloudtaser-broker"], "the layer holds only the binary")
-        m = members[0]
-        check(m.isfile() and m.mode & 0o7777 == 0o755, "binary mode 0755, no setuid")
-        check(m.uid == 0 and m.gid == 0, "binary owned by root, so uid 65532 cannot replace it")
-        check(lt.extractfile(m).read() == binary, f"layer binary is byte-identical to {a.binary}")
-    check(binary[:4] == b"\x7fELF", "binary is ELF")
+        check([m.name for m in members] == sorted(want),
+              "the layer holds only the broker and its forwarding executable")
+        for m in members:
+            data = open(want[m.name], "rb").read()
+            check(m.isfile() and m.mode & 0o7777 == 0o755, f"{m.name} mode 0755, no setuid")
+            check(m.uid == 0 and m.gid == 0, f"{m.name} owned by root, so uid 65532 cannot replace it")
+            check(lt.extractfile(m).read() == data, f"layer {m.name} is byte-identical to {want[m.name]}")
+            check(data[:4] == b"\x7fELF", f"{m.name} is ELF")
 
     # Docker's manifest.json (for docker load before Engine 25) points at the same blobs.
     dm = json.loads(files["manifest.json"])
@@ -143,7 +148,8 @@ def main():
         check(":nonroot" in st["from"], "Dockerfile uses the nonroot distroless variant")
         check(st["user"] == cc["User"], "Dockerfile USER matches the image config")
         check(st["entrypoint"] == cc["Entrypoint"], "Dockerfile ENTRYPOINT matches the image config")
-        check(len(st["copy"]) == 1 and st["copy"][0].endswith(" /cloudtaser-broker"), "Dockerfile copies only the binary into the final stage")
+        check(sorted(c.split()[-1] for c in st["copy"]) == ["/" + n for n in sorted(want)],
+              "Dockerfile copies only the broker and its forwarding executable into the final stage")
         check("run" not in st, "Dockerfile final stage runs nothing (no shell there)")
         check(sorted(p if "/" in p else p + "/tcp" for p in st["expose"]) == sorted(cc["ExposedPorts"]), "Dockerfile EXPOSE matches")
 

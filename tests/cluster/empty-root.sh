@@ -4,7 +4,10 @@
 # an empty read-only tmpfs holding only the image's files, /proc, and the
 # certificates mounted read-only as a Secret volume is (root:65532, 0440).
 #
-#   empty-root.sh (--binary FILE | --rootfs DIR) [--certs DIR] -- CHECK [ARGS]
+#   empty-root.sh (--binary FILE --forward FILE | --rootfs DIR) [--certs DIR] -- CHECK [ARGS]
+#
+# --binary and --forward become /cloudtaser-broker and, beside it where the
+# broker looks for it, /cloudtaser-broker-forward, as in the image.
 #
 # CHECK runs inside the namespaces (as root, on the host's filesystem view)
 # with:
@@ -29,10 +32,11 @@ fi
 shift
 mnt="$1" certs_mnt="$2"
 shift 2
-binary="" rootfs="" certs=""
+binary="" forward="" rootfs="" certs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
+    --forward) forward="$2"; shift 2 ;;
     --rootfs) rootfs="$2"; shift 2 ;;
     --certs) certs="$2"; shift 2 ;;
     --) shift; break ;;
@@ -47,6 +51,7 @@ if [ -n "$rootfs" ]; then
   cp -a "$rootfs/." "$mnt/"
 else
   install -o 0 -g 0 -m 0755 "$binary" "$mnt/cloudtaser-broker"
+  install -o 0 -g 0 -m 0755 "$forward" "$mnt/cloudtaser-broker-forward"
 fi
 mkdir -p "$mnt/proc" "$mnt/etc/cloudtaser/tls"
 mount -t proc -o nosuid,nodev,noexec proc "$mnt/proc"

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("CT_BUILD", ROOT / "build"))
 BROKER = BUILD / "cloudtaser-broker"
 BRIDGE = BUILD / "vault-bridge"
+# Each daemon's forwarding process runs its own executable, found beside it.
+BROKER_FWD = BUILD / "cloudtaser-broker-forward"
+BRIDGE_FWD = BUILD / "vault-bridge-forward"
 
 
 def wait_for(pred, timeout, what, interval=0.02):

@@ -121,6 +121,32 @@ def test_sigterm_lets_an_open_stream_finish_then_exits_0(env):
     assert broker.wait_exit(15) == 0
 
 
+def test_the_bridge_retires_a_link_after_goaway_without_its_tls_process_dying(env):
+    # Regression: the retire loop closed links while walking the map that
+    # closing erases them from (SIGSEGV in the bridge's TLS process, which the
+    # parent then restarted, resetting every stream of the newer link).
+    echo = env.echo()
+    broker, bridge, _ = env.tunnel(upstream=echo)
+    tls = bridge.children()["tls"]
+    s = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+    s.sendall(b"x")
+    assert s.recv(10) == b"x"
+    broker.signal(signal.SIGTERM)
+    bridge.wait_log(r"broker sent GOAWAY")
+    s.shutdown(socket.SHUT_WR)
+    assert s.recv(10) == b""
+    s.close()
+    retired = bridge.wait_log(r"\[tls\] warn: conn=\d+ link to the broker lost: broker asked us "
+                              r"to go away and no stream is left")
+    assert broker.wait_exit(15) == 0
+    # A line the same TLS process writes later (the broker is gone, so its next
+    # dial fails within the 1 s backoff) shows that it lived on after the retire.
+    wait_for(lambda: "[tls] warn: cannot reach the broker" in bridge.text()[retired.end():], 10,
+             "the bridge's TLS process to try the broker again")
+    assert "killed by signal" not in bridge.text(), bridge.text()
+    assert bridge.children()["tls"] == tls
+
+
 def test_new_streams_go_to_the_least_loaded_of_several_bridges(env):
     echo = env.echo()
     broker, bridge1, _ = env.tunnel(upstream=echo)

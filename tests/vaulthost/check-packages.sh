@@ -6,7 +6,10 @@
 #     scratch root: a copy-on-write overlay of / in a private mount
 #     namespace, thrown away afterwards, so the host is never touched;
 #     files, owners, modes, the vault user, the conffile kept over a
-#     reinstall, the packaged binary's --version, remove and purge;
+#     reinstall, the packaged binary's --version, the daemon finding its
+#     forwarding executable in /usr/libexec/cloudtaser (also through the
+#     guide's /usr/local/bin symlink), which links no OpenSSL, remove and
+#     purge;
 #   - rpm -qlp lists the same files (distribution paths mapped), with the
 #     same owners and modes, and the .rpm installs the same way.
 # Usage: check-packages.sh DEB RPM
@@ -67,6 +70,7 @@ want() { # PATH MODE OWNER:GROUP [TYPE]
   else fail "$1: want $2 $3 ${4:-regular file}, got $got"; fi
 }
 want /usr/bin/vault-bridge 755 root:root
+want /usr/libexec/cloudtaser/vault-bridge-forward 755 root:root
 want /usr/sbin/vault-egress-lock 755 root:root
 want /lib/systemd/system/vault-bridge.service 644 root:root
 want /etc/default/vault-bridge 644 root:root
@@ -88,6 +92,27 @@ if dpkg-query -W -f='${Conffiles}\n' vault-bridge | grep -q '/etc/default/vault-
 else fail "/etc/default/vault-bridge is not a conffile"; fi
 if out=$(/usr/bin/vault-bridge --version 2>&1) && [ -n "$out" ]; then pass "the packaged binary runs --version: $out"
 else fail "packaged vault-bridge --version failed: $out"; fi
+version=$(/usr/bin/vault-bridge --version | sed 's/.* //')
+if out=$(/usr/libexec/cloudtaser/vault-bridge-forward --version 2>&1) &&
+  [ "$out" = "vault-bridge-forward $version" ]; then
+  pass "the packaged forwarding executable runs --version, the daemon's version: $out"
+else fail "packaged vault-bridge-forward --version: $out (daemon: $version)"; fi
+# The forward hooks exec the forwarding executable the daemon finds, so they
+# show that the daemon finds it where the package put it.
+finds_forward() { # DAEMON_PATH
+  "$1" --sandbox-policy forward 2>&1 | grep -q '^# vault-bridge forward: seccomp allowlist'
+}
+if finds_forward /usr/bin/vault-bridge; then pass "/usr/bin/vault-bridge finds /usr/libexec/cloudtaser/vault-bridge-forward"
+else fail "/usr/bin/vault-bridge does not find its forwarding executable: $(/usr/bin/vault-bridge --sandbox-policy forward 2>&1 | head -n 2)"; fi
+mkdir -p /usr/local/bin && ln -sf /usr/bin/vault-bridge /usr/local/bin/vault-bridge
+if finds_forward /usr/local/bin/vault-bridge; then pass "so does the guide's /usr/local/bin/vault-bridge symlink"
+else fail "/usr/local/bin/vault-bridge (symlink) does not find its forwarding executable"; fi
+rm -f /usr/local/bin/vault-bridge
+needed=$(readelf -d /usr/libexec/cloudtaser/vault-bridge-forward | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+if readelf -d /usr/bin/vault-bridge | grep -q 'NEEDED.*libssl' && [ -n "$needed" ] &&
+  ! grep -qE 'libssl|libcrypto' <<<"$needed"; then
+  pass "the packaged forwarding executable needs no libssl/libcrypto (needs: $needed)"
+else fail "packaged vault-bridge-forward needs: $needed"; fi
 if /usr/sbin/vault-egress-lock --version | grep -q '^vault-egress-lock [0-9]'; then
   pass "vault-egress-lock --version: $(/usr/sbin/vault-egress-lock --version)"
 else fail "vault-egress-lock --version"; fi
@@ -101,8 +126,8 @@ if grep -qx 'BROKER_ADDRESS=broker.operator.example:443' /etc/default/vault-brid
   pass "reinstalling keeps the operator's /etc/default/vault-bridge"
 else fail "reinstall overwrote /etc/default/vault-bridge"; fi
 dpkg -r vault-bridge >/tmp/dpkg3.log 2>&1 || { fail "dpkg -r"; sed 's/^/    /' /tmp/dpkg3.log; }
-if [ ! -e /usr/bin/vault-bridge ] && [ -e /etc/default/vault-bridge ]; then
-  pass "dpkg -r removes the binary and keeps the configuration"
+if [ ! -e /usr/bin/vault-bridge ] && [ ! -e /usr/libexec/cloudtaser ] && [ -e /etc/default/vault-bridge ]; then
+  pass "dpkg -r removes the binaries (and /usr/libexec/cloudtaser) and keeps the configuration"
 else fail "dpkg -r left the wrong things"; fi
 dpkg -P vault-bridge >/tmp/dpkg4.log 2>&1 || { fail "dpkg -P"; sed 's/^/    /' /tmp/dpkg4.log; }
 if [ ! -e /etc/default/vault-bridge ] && [ ! -e /etc/vault-bridge ] && [ ! -L /etc/bridge ]; then
@@ -121,10 +146,10 @@ else
 fi
 
 # ---------------------------------------------------------------- rpm
-# Files, plus the two directories the package owns; distribution paths mapped.
+# Files, plus the three directories the package owns; distribution paths mapped.
 deb_files=$(dpkg-deb -c "$DEB" | awk '{print $1, $2, $6}' | sed -e 's| \./| /|' -e 's|/$||' |
   grep -v -E ' /usr/share/(doc|lintian)/' |
-  grep -E '^[^d]| /etc/vault-bridge$| /usr/share/selinux/packages/vault-bridge$' |
+  grep -E '^[^d]| /etc/vault-bridge$| /usr/share/selinux/packages/vault-bridge$| /usr/libexec/cloudtaser$' |
   sed -e 's| /lib/systemd/system/| /usr/lib/systemd/system/|' -e 's| /etc/default/| /etc/sysconfig/|' |
   LC_ALL=C sort -k3)
 rpm_files=$(rpm -qlvp "$RPM" 2>/dev/null | awk '{print $1, $3 "/" $4, $9}' | LC_ALL=C sort -k3)
@@ -156,10 +181,14 @@ if [ "$(stat -c '%a %U:%G' /etc/vault-bridge)" = "750 root:vault" ]; then pass "
 else fail "rpm: /etc/vault-bridge is $(stat -c '%a %U:%G' /etc/vault-bridge)"; fi
 if out=$(/usr/bin/vault-bridge --version 2>&1) && [ -n "$out" ]; then pass "rpm: the packaged binary runs --version"
 else fail "rpm: vault-bridge --version: $out"; fi
+if /usr/bin/vault-bridge --sandbox-policy forward 2>&1 | grep -q '^# vault-bridge forward: seccomp allowlist'; then
+  pass "rpm: the daemon finds its forwarding executable in /usr/libexec/cloudtaser"
+else fail "rpm: vault-bridge does not find its forwarding executable"; fi
 if rpm -V --nodeps vault-bridge >/tmp/rpmv.log 2>&1; then pass "rpm -V: installed files match the package"
 else fail "rpm -V"; sed 's/^/    /' /tmp/rpmv.log; fi
 rpm -e --nodeps vault-bridge >/tmp/rpme.log 2>&1 || { fail "rpm -e"; sed 's/^/    /' /tmp/rpme.log; }
-if [ ! -e /usr/bin/vault-bridge ]; then pass "rpm -e removes it"; else fail "rpm -e left the binary"; fi
+if [ ! -e /usr/bin/vault-bridge ] && [ ! -e /usr/libexec/cloudtaser ]; then pass "rpm -e removes both binaries"
+else fail "rpm -e left a binary"; fi
 echo "  inside: $ok passed, $bad failed"
 [ "$bad" = 0 ]
 EOF

@@ -1,8 +1,9 @@
 #!/bin/bash
 # The packaged unit: `systemd-analyze verify` says nothing, the exposure
 # score is at most 1.5, its ExecStart expands (with the shipped environment
-# file) to exactly the guide's command line, and the guide's own unit text,
-# pasted as is, verifies too once /usr/local/bin/vault-bridge exists.
+# file) to exactly the guide's command line, nothing in it stops the exec of
+# the forwarding executable, and the guide's own unit text, pasted as is,
+# verifies too once /usr/local/bin/vault-bridge exists.
 #
 # Usage: check-systemd.sh [BRIDGE_BINARY]
 # Without a built bridge the verify steps use an empty executable in its
@@ -89,6 +90,44 @@ for key in 'Restart=always' 'RestartSec=5' 'User=vault' 'Type=notify' 'NotifyAcc
     fail "packaged unit lacks $key"; fi
 done
 pass "packaged unit keeps the guide's Restart/RestartSec/User/ordering and the reviewer's hardening keys"
+
+# The bridge execs its own file and its forwarding executable
+# (/usr/libexec/cloudtaser/vault-bridge-forward): nothing in the unit may
+# stop an exec there. No path setting makes /usr non-executable or hidden
+# (ProtectSystem=strict only makes it read-only), and the system call filter,
+# computed as systemd does (the first line an allowlist, then ~ removes and
+# a plain line adds back), keeps execve and execveat.
+unit="$ROOT/etc/systemd/system/vault-bridge.service"
+blocking=$(grep -E '^(NoExecPaths|ExecPaths|RootDirectory|RootImage|TemporaryFileSystem)=' "$unit" || true)
+blocking+=$(sed -n 's/^InaccessiblePaths=//p' "$unit" | tr ' ' '\n' | sed 's/^-//' |
+  grep -E '^/(usr(/libexec(/cloudtaser)?|/bin)?)?/?$' || true)
+if [ -z "$blocking" ]; then pass "no path setting hides /usr/libexec/cloudtaser or makes it non-executable"
+else fail "the unit may stop the exec of the forwarding executable: $blocking"; fi
+expand_filter() { # "names and @groups" -> system call names, one a line
+  local words w
+  read -r -a words <<<"$*"
+  for w in "${words[@]}"; do
+    case $w in
+      @*) expand_filter "$(systemd-analyze syscall-filter "$w" | sed -n 's/^    \([@a-z_0-9-]*\)$/\1/p' | tr '\n' ' ')" ;;
+      *) echo "$w" ;;
+    esac
+  done
+}
+allowed=""
+first=yes
+while IFS= read -r line; do
+  v=${line#SystemCallFilter=}
+  case $first:$v in
+    yes:~*) fail "the first SystemCallFilter= line is a denylist; this check expects an allowlist"; break ;;
+    yes:*) allowed=$(expand_filter "$v" | sort -u) ;;
+    no:~*) allowed=$(comm -23 <(echo "$allowed") <(expand_filter "${v#\~}" | sort -u)) ;;
+    no:*) allowed=$( (echo "$allowed"; expand_filter "$v") | sort -u) ;;
+  esac
+  first=no
+done < <(grep '^SystemCallFilter=' "$unit")
+if grep -qx execve <<<"$allowed" && grep -qx execveat <<<"$allowed"; then
+  pass "the unit's system call filter keeps execve and execveat ($(wc -l <<<"$allowed") calls allowed)"
+else fail "the unit's system call filter drops execve or execveat"; fi
 
 # The guide's unit, pasted verbatim into /etc/systemd/system.
 if [ -r "$SEED" ]; then

@@ -81,13 +81,14 @@ def main(cil_path, fc_path):
     bad = [a for a in allows if a[0] == "vault_bridge_conf_t" and a[2] & WRITE_PERMS]
     check(not bad, "cannot change its configuration or keys", str(bad))
     exe = [a for a in allows if a[0] == "vault_bridge_exec_t" and "execute_no_trans" in a[2]]
-    check(bool(exe), "may re-exec itself in its own domain (execveat /proc/self/exe)")
+    check(bool(exe), "may exec itself and its forwarding executable in its own domain (execveat)")
     for rule in ("(neverallow vault_bridge_t self (tcp_socket (listen accept)))",
                  "(neverallow vault_bridge_t port_type (tcp_socket (name_bind)))"):
         check(rule in text, "keeps " + rule)
 
     fc = open(fc_path).read()
     for path, typ in (("/usr/bin/vault-bridge", "vault_bridge_exec_t"),
+                      ("/usr/libexec/cloudtaser/vault-bridge-forward", "vault_bridge_exec_t"),
                       ("/etc/vault-bridge(/.*)?", "vault_bridge_conf_t"),
                       ("/etc/bridge(/.*)?", "vault_bridge_conf_t"),
                       ("/run/vault-bridge(/.*)?", "vault_bridge_runtime_t")):
