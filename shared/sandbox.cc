@@ -44,7 +44,7 @@ const SyscallRule kCommon[] = {
     {"gettimeofday", "log timestamps (vDSO fallback)"},
     {"getpid", "logs, abort()"},
     {"gettid", "abort() signals its own thread"},
-    {"getrandom", "OpenSSL's DRBG reseeds, instance ids"},
+    {"getrandom", "instance ids; OpenSSL's DRBG reseeds (TLS processes)"},
     {"futex", "libc and libstdc++ internal locks"},
     {"brk", "malloc"},
     {"mmap", "malloc, never executable", true, 2, kExec, 0},
