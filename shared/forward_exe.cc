@@ -30,4 +30,17 @@ int forward_exe_main(int argc, char** argv, const ForwardExe& exe) {
   return kExitUsage;
 }
 
+int daemon_exe_main(int argc, char** argv, const DaemonExe& exe) {
+  if (is_child_argv(argc, argv, exe.daemon, "tls")) return exe.tls_main();
+  const bool hook = (argc == 3 && std::strcmp(argv[1], "--sandbox-policy") == 0) ||
+                    (argc == 4 && std::strcmp(argv[1], "--sandbox-probe") == 0);
+  if (hook && std::strcmp(argv[2], "forward") == 0) return exec_forward_exe(exe.daemon, argv);
+  if (hook && std::strcmp(argv[2], "tls") == 0) {
+    if (argc == 4) return sandbox_probe(exe.tls_sandbox(), argv[3]);
+    sandbox_print_policy(exe.tls_sandbox());
+    return 0;
+  }
+  return exe.parent_main(argc, argv);
+}
+
 }  // namespace ct

@@ -25,4 +25,18 @@ struct ForwardExe {
 // internal helper of its daemon, and exit 2.
 int forward_exe_main(int argc, char** argv, const ForwardExe& exe);
 
+// The daemon's own executable: the parent, and (re-executed) its TLS process.
+struct DaemonExe {
+  const char* daemon;  // "vault-bridge"
+  int (*parent_main)(int argc, char** argv);
+  int (*tls_main)();             // the TLS process
+  SandboxSpec (*tls_sandbox)();  // its sandbox, for the hooks
+};
+
+// --child=tls --daemon-version=V: the TLS process. --sandbox-policy tls|forward
+// and --sandbox-probe tls|forward CALL: docs/sandbox.md's test hooks (the
+// forwarding process's are answered by its own executable, exec'd here).
+// Anything else: the parent.
+int daemon_exe_main(int argc, char** argv, const DaemonExe& exe);
+
 }  // namespace ct
