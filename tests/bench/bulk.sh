@@ -16,6 +16,17 @@ BULK_MB=${BULK_MB:-1024}; RUNS=${RUNS:-5}; PERF=${PERF:-0}; STREAM_MODE=${STREAM
 SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
 UP=18200; SVC=18443; LINK=19443
 mkdir -p "$OUTDIR"
+# A fresh machine has no nginx: install it as ../shared/bench/run.sh would (root only).
+if ! command -v nginx >/dev/null && [ -x /usr/sbin/nginx ]; then PATH=$PATH:/usr/sbin; fi
+if ! command -v nginx >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "# installing nginx-light for the upstream" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; } >/dev/null
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+  else
+    echo "bench-bulk: needs nginx: apt-get install nginx-light" >&2; exit 1
+  fi
+fi
 W=$(mktemp -d /tmp/ct-bulk.XXXXXX); SHM=$(mktemp -d /dev/shm/ct-bulk.XXXXXX); chmod 755 "$W" "$SHM"
 PIDS=()
 cleanup() {
