@@ -34,6 +34,7 @@ const SyscallRule kSyscalls[] = {
 const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096},
     {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},
     {Msg::kDrain, false, 0},
 };
 
@@ -55,13 +56,16 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         return true;
       }
       case Msg::kPeerChannel: {
+        auto ring = take_peer_ring();
+        if (!ring) return false;  // PEER_RING comes first
         if (local_) local_->close("replaced by a new data channel");
         SessionConfig c;
         c.role = Role::kForwardProcess;
         c.opener = false;  // the TLS process opens a stream per wrapper
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
-        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
+        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), std::move(ring), c,
+                                             Clock::now());
         return true;
       }
       case Msg::kDrain:
@@ -110,6 +114,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
+    if (&l == local_.get() && local_->failed()) {
+      LOG_ERROR("the TLS process broke the data channel; exiting so both ends start afresh");
+      exit_child(1);
+    }
     if (&l == local_.get()) loop_.retire(std::move(local_));
   }
 

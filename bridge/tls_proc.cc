@@ -42,6 +42,7 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kSettings, false, 4096},
     {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
     {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},
     {Msg::kDialed, true, 0},
     {Msg::kDialFailed, false, 1024},
     {Msg::kDrain, false, 0},
@@ -86,6 +87,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         return true;
       }
       case Msg::kPeerChannel: {
+        auto ring = take_peer_ring();
+        if (!ring) return false;  // PEER_RING comes first
         if (local_) {
           relays_.link_closed(local_.get(), Code::kCancel);
           local_->close("replaced by a new data channel");
@@ -95,7 +98,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         c.opener = true;
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
-        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), c, Clock::now());
+        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), std::move(ring), c,
+                                             Clock::now());
         return true;
       }
       case Msg::kDialed: {
@@ -237,6 +241,11 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (&l == local_.get()) {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
       relays_.link_closed(&l, Code::kCancel);
+      if (local_->failed()) {
+        LOG_ERROR(
+            "the forwarding process broke the data channel; exiting so both ends start afresh");
+        exit_child(1);
+      }
       loop_.retire(std::move(local_));
       return;
     }

@@ -31,8 +31,9 @@ const SyscallRule kSyscalls[] = {
 };
 
 const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0},        {Msg::kPeerChannel, true, 0},
-    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0}, {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},     {Msg::kDrain, false, 0},   {Msg::kMetricsListener, true, 0},
+    {Msg::kStats, false, 8192},
 };
 
 class ForwardProcess final : public ChildBase, public Link::Owner {
@@ -66,8 +67,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         update_listener();
         return true;
       case Msg::kPeerChannel:
-        set_local(std::move(m.fd));
-        return true;
+        return set_local(std::move(m.fd));
       case Msg::kMetricsListener:
         if (metrics_) return false;  // once
         metrics_ = std::make_unique<MetricsServer>(loop_, std::move(m.fd));
@@ -90,15 +90,19 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     }
   }
 
-  void set_local(UniqueFd fd) {
+  bool set_local(UniqueFd fd) {
+    auto ring = take_peer_ring();
+    if (!ring) return false;  // PEER_RING comes first
     if (local_) local_->close("replaced by a new data channel");
     SessionConfig c;
     c.role = Role::kForwardProcess;
     c.opener = true;
     c.stream_window = limits::kLocalStreamWindow;
     c.ping_interval = Duration::zero();
-    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), c, Clock::now());
+    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(ring), c,
+                                         Clock::now());
     update_listener();
+    return true;
   }
 
   // Wrappers are accepted only while a data channel exists; otherwise they
@@ -172,6 +176,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     LOG_WARN("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
+    if (&l == local_.get() && local_->failed()) {
+      LOG_ERROR("the TLS process broke the data channel; exiting so both ends start afresh");
+      exit_child(1);
+    }
     if (&l == local_.get()) loop_.retire(std::move(local_));
     update_listener();
   }

@@ -42,6 +42,7 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
     {Msg::kListener, true, 0},
     {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},
     {Msg::kDrain, false, 0},
 };
 
@@ -88,8 +89,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         if (!draining_) loop_.add(listener_.fd.get(), EPOLLIN, &listener_);
         return true;
       case Msg::kPeerChannel:
-        set_local(std::move(m.fd));
-        return true;
+        return set_local(std::move(m.fd));
       case Msg::kDrain:
         start_drain();
         return true;
@@ -98,7 +98,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     }
   }
 
-  void set_local(UniqueFd fd) {
+  bool set_local(UniqueFd fd) {
+    auto ring = take_peer_ring();
+    if (!ring) return false;  // PEER_RING comes first
     if (local_) {
       relays_.link_closed(local_.get(), Code::kCancel);
       local_->close("replaced by a new data channel");
@@ -109,7 +111,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     c.stream_window = limits::kPendingStreamWindow;
     c.ping_interval = Duration::zero();
     c.instance = random_instance();
-    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), c, Clock::now());
+    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(ring), c,
+                                         Clock::now());
+    return true;
   }
 
   // ---------------------------------------------------------------- bridges
@@ -249,6 +253,11 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
       relays_.link_closed(&l, Code::kCancel);
       pending_.clear();
+      if (local_->failed()) {
+        LOG_ERROR(
+            "the forwarding process broke the data channel; exiting so both ends start afresh");
+        exit_child(1);
+      }
       loop_.retire(std::move(local_));
       return;
     }

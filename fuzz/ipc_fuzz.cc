@@ -35,22 +35,26 @@ constexpr uint32_t kIpcMax = static_cast<uint32_t>(limits::kMaxIpcMessage);
 // broker/tls_proc.cc: the broker's TLS process, from its parent.
 const MsgRule kBrokerTls[] = {
     {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax}, {Msg::kListener, true, 0},
-    {Msg::kPeerChannel, true, 0},  {Msg::kDrain, false, 0},
+    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},        {Msg::kDrain, false, 0},
 };
 // broker/forward_proc.cc
 const MsgRule kBrokerForward[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0},        {Msg::kPeerChannel, true, 0},
-    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, 0}, {Msg::kStats, false, 8192},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0}, {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},     {Msg::kDrain, false, 0},   {Msg::kMetricsListener, true, 0},
+    {Msg::kStats, false, 8192},
 };
 // bridge/tls_proc.cc
 const MsgRule kBridgeTls[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax}, {Msg::kPeerChannel, true, 0},
-    {Msg::kDialed, true, 0},       {Msg::kDialFailed, false, 1024},  {Msg::kDrain, false, 0},
+    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax},
+    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
+    {Msg::kDialed, true, 0},       {Msg::kDialFailed, false, 1024},
+    {Msg::kDrain, false, 0},
 };
 // bridge/forward_proc.cc
 const MsgRule kBridgeForward[] = {
     {Msg::kSettings, false, 4096},
     {Msg::kPeerChannel, true, 0},
+    {Msg::kPeerRing, true, 0},
     {Msg::kDrain, false, 0},
 };
 // shared/daemon_parent.cc: the parent, from its TLS child and its forwarding child.

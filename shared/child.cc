@@ -55,6 +55,20 @@ void ChildBase::on_io(uint32_t events) noexcept {
       have_settings_ = true;
       log::set_level(static_cast<log::Level>(settings_.log_level));
     }
+    if (have_settings_ && m.type == Msg::kPeerRing) {
+      // Mapped now, used by the PEER_CHANNEL that follows (take_peer_ring()).
+      std::string map_err;
+      peer_ring_ = ShmRing::map(
+          m.fd.get(),
+          std::string_view(process_) == "tls" ? ShmRing::Side::kTls : ShmRing::Side::kForward,
+          &map_err);
+      if (!peer_ring_) {
+        LOG_ERROR("%s; exiting", map_err.c_str());
+        exit_child(1);
+        return;
+      }
+      continue;
+    }
     if (!have_settings_ || !on_message(m)) {
       LOG_ERROR("control message %s not allowed now; exiting", msg_name(m.type));
       exit_child(1);

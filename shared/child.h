@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "shared/ipc_msgs.h"
 #include "shared/loop.h"
 #include "shared/sandbox.h"
+#include "shared/shm_ring.h"
 
 namespace ct {
 
@@ -39,6 +41,9 @@ class ChildBase : public Loop::Handler {
   // A random id for a session's HELLO (logs only).
   static std::array<uint8_t, 16> random_instance();
   void on_io(uint32_t events) noexcept override;
+  // The rings of the data channel whose PEER_CHANNEL is being handled (null
+  // when the parent sent no PEER_RING first: a message not allowed now).
+  std::unique_ptr<ShmRing> take_peer_ring() { return std::move(peer_ring_); }
 
   // Taken first, before any member opens an fd: it closes every fd above 3.
   UniqueFd boot_;
@@ -51,6 +56,7 @@ class ChildBase : public Loop::Handler {
 
  private:
   int exit_code_ = 0;
+  std::unique_ptr<ShmRing> peer_ring_;
   bool sandboxed_ = false;
 };
 

@@ -25,6 +25,8 @@ const char* msg_name(Msg m) {
       return "LISTENER";
     case Msg::kPeerChannel:
       return "PEER_CHANNEL";
+    case Msg::kPeerRing:
+      return "PEER_RING";
     case Msg::kDialed:
       return "DIALED";
     case Msg::kDialFailed:

@@ -1,5 +1,5 @@
-// A Session carried over a transport. PlainLink runs it over a socketpair
-// between two processes of one daemon; TlsLink (tls_link.h) over the mutual
+// A Session carried over a transport. PlainLink runs it over the data
+// channel between two processes of one daemon; TlsLink (tls_link.h) over the mutual
 // TLS connection between broker and bridge. The owner reacts to the session's
 // events; output is flushed once per loop batch so many streams' frames leave
 // in one write.
@@ -10,6 +10,7 @@
 
 #include "shared/loop.h"
 #include "shared/session.h"
+#include "shared/shm_ring.h"
 #include "shared/unique_fd.h"
 
 namespace ct {
@@ -63,19 +64,33 @@ class Link : public Loop::Handler {
   std::string close_reason_;
 };
 
-// The session over a plain stream socket (the TLS <-> forwarding socketpair).
+// The session over the data channel between a daemon's TLS and forwarding
+// processes: bytes through a shared-memory ring (shm_ring.h), wake-ups and
+// the other process's exit through a socketpair.
 class PlainLink final : public Link {
  public:
-  PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, const SessionConfig& cfg,
-            TimePoint now);
+  PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, std::unique_ptr<ShmRing> ring,
+            const SessionConfig& cfg, TimePoint now);
   ~PlainLink() override;
   void on_io(uint32_t events) noexcept override;
   void flush() noexcept override;
+  // Closed because the other process broke the channel (an impossible ring
+  // position, a protocol error), not because it exited or we replaced the
+  // channel. Its owner then ends its own process: the parent restarts it and
+  // joins both ends afresh (error policy: a bad internal peer is fatal).
+  bool failed() const { return failed_; }
 
  private:
   void close_transport() noexcept override;
+  void pump_input() noexcept;
+  void wake_peer() noexcept;
+  void update_interest() noexcept;
   UniqueFd fd_;
-  bool want_out_ = false;
+  std::unique_ptr<ShmRing> ring_;
+  bool more_input_ = true;
+  bool eof_ = false;
+  bool failed_ = false;  // the ring may hold input we have not taken (EPOLLOUT: run again)
+  uint32_t interest_ = 0;
 };
 
 }  // namespace ct

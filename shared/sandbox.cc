@@ -47,7 +47,7 @@ const SyscallRule kCommon[] = {
     {"getrandom", "instance ids; OpenSSL's DRBG reseeds (TLS processes)"},
     {"futex", "libc and libstdc++ internal locks"},
     {"brk", "malloc"},
-    {"mmap", "malloc, never executable", true, 2, kExec, 0},
+    {"mmap", "malloc; the data channel rings (MAP_SHARED); never executable", true, 2, kExec, 0},
     {"mprotect", "malloc arenas, never executable", true, 2, kExec, 0},
     {"munmap", "malloc"},
     {"mremap", "realloc of large blocks"},

@@ -7,6 +7,7 @@
 
 #include "shared/log.h"
 #include "shared/proc.h"
+#include "shared/shm_ring.h"
 
 namespace ct {
 
@@ -74,6 +75,15 @@ void Supervisor::connect_pair() {
     LOG_WARN_ERRNO(errno, "socketpair for the data channel");
     return;
   }
+  int err = 0;
+  UniqueFd ring = ShmRing::create(&err);
+  if (!ring) {
+    LOG_WARN_ERRNO(err, "memfd for the data channel");
+    return;
+  }
+  // Both get the same rings, then their own end of the wake-up socketpair.
+  kids_[kTls].ch.send(Msg::kPeerRing, {}, ring.get());
+  kids_[kForward].ch.send(Msg::kPeerRing, {}, ring.get());
   kids_[kTls].ch.send(Msg::kPeerChannel, {}, a.get());
   kids_[kForward].ch.send(Msg::kPeerChannel, {}, b.get());
 }
