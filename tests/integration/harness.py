@@ -306,3 +306,12 @@ def http_get(port, path, timeout=10):
         return r.status, r.read()
     finally:
         c.close()
+
+
+def kv_ok(port, name="x", timeout=5):
+    """One KV read through the tunnel answered with the stand-in's secret for `name`."""
+    try:
+        status, body = http_get(port, f"/v1/secret/data/{name}", timeout=timeout)
+        return status == 200 and f"s3cr3t-{name}".encode() in body
+    except OSError:
+        return False

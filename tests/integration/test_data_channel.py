@@ -4,25 +4,18 @@ through a socketpair. These tests look at the real processes: both children map 
 rings, a restart maps fresh ones and leaks none, and a process that sees an impossible ring
 position (what a compromised sibling could write) ends itself and the tunnel recovers."""
 import os
-import re
 import signal
 import struct
 
 import pytest
 
-from harness import http_get, wait_for
+from harness import kv_ok, wait_for
 
 RING_NAME = "memfd:cloudtaser-data-channel"
 # shared/shm_ring.cc: direction 0 (tls -> forward) at offset 0 of the header, head at +64.
 HEAD0 = 64
 
 
-def _ok(port, name="x", timeout=5):
-    try:
-        status, body = http_get(port, f"/v1/secret/data/{name}", timeout=timeout)
-        return status == 200 and f"s3cr3t-{name}".encode() in body
-    except OSError:
-        return False
 
 
 def _rings(pid):
@@ -38,7 +31,7 @@ def _rings(pid):
 @pytest.mark.parametrize("daemon", ["broker", "bridge"])
 def test_both_children_map_the_same_rings_and_a_restart_maps_fresh_ones_without_a_leak(env, daemon):
     broker, bridge, _ = env.tunnel()
-    assert _ok(broker.service_port)
+    assert kv_ok(broker.service_port)
     d = broker if daemon == "broker" else bridge
     kids = d.children()
     tls, fwd = _rings(kids["tls"]), _rings(kids["forward"])
@@ -50,7 +43,7 @@ def test_both_children_map_the_same_rings_and_a_restart_maps_fresh_ones_without_
         os.kill(before, signal.SIGKILL)
         wait_for(lambda: d.children().get("forward") not in (None, before), 10,
                  "a new forwarding process")
-        assert wait_for(lambda: _ok(broker.service_port, f"r{i}"), 20,
+        assert wait_for(lambda: kv_ok(broker.service_port, f"r{i}"), 20,
                         "a request after the restart")
     kids = d.children()
     tls, fwd = _rings(kids["tls"]), _rings(kids["forward"])
@@ -63,7 +56,7 @@ def test_an_impossible_ring_position_ends_the_process_that_sees_it_and_the_tunne
     if os.geteuid() != 0:
         pytest.skip("writing another process's mapping through /proc/<pid>/map_files needs root")
     broker, bridge, _ = env.tunnel()
-    assert _ok(broker.service_port)
+    assert kv_ok(broker.service_port)
     kids = broker.children()
     (rng, _inode), = _rings(kids["tls"])
     # What a compromised forwarding process could publish: a read position far beyond
@@ -73,13 +66,13 @@ def test_an_impossible_ring_position_ends_the_process_that_sees_it_and_the_tunne
         os.pwrite(fd, struct.pack("<Q", 1 << 40), HEAD0)
     finally:
         os.close(fd)
-    _ok(broker.service_port, "trigger")  # its next write into the ring checks the position
+    kv_ok(broker.service_port, "trigger")  # its next write into the ring checks the position
     broker.wait_log(r"data channel ring: the peer's read position is impossible")
     broker.wait_log(r"the forwarding process broke the data channel; exiting")
     wait_for(lambda: broker.children().get("tls") not in (None, kids["tls"]), 10,
              "a new TLS process")
     bridge.wait_log(r"link to the broker lost")
-    assert wait_for(lambda: _ok(broker.service_port, "after"), 20,
+    assert wait_for(lambda: kv_ok(broker.service_port, "after"), 20,
                     "a request through the recovered tunnel")
     # Nothing but the TLS process was restarted.
     assert broker.children()["forward"] == kids["forward"]

@@ -4,22 +4,16 @@ import socket
 import threading
 import time
 
-from harness import http_get, wait_for, free_port
+from harness import kv_ok, wait_for, free_port
 
 
-def _ok(port, name="x", timeout=5):
-    try:
-        status, body = http_get(port, f"/v1/secret/data/{name}", timeout=timeout)
-        return status == 200 and f"s3cr3t-{name}".encode() in body
-    except OSError:
-        return False
 
 
 def test_wrappers_arriving_while_no_bridge_is_connected_are_served_when_it_connects(env):
     up = env.kv()
     broker = env.broker(extra=["--pending-timeout", "10"])
     results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(_ok(broker.service_port,
+    threads = [threading.Thread(target=lambda i=i: results.append(kv_ok(broker.service_port,
                                                                       f"w{i}", timeout=15)))
                for i in range(5)]
     for t in threads:
@@ -34,7 +28,7 @@ def test_wrappers_arriving_while_no_bridge_is_connected_are_served_when_it_conne
 def test_a_wrapper_is_closed_when_no_bridge_arrives_within_the_pending_timeout(env):
     broker = env.broker(extra=["--pending-timeout", "1"])
     t0 = time.monotonic()
-    assert not _ok(broker.service_port, timeout=10)
+    assert not kv_ok(broker.service_port, timeout=10)
     elapsed = time.monotonic() - t0
     assert 0.8 < elapsed < 5, elapsed
     broker.wait_log(r"no bridge within the pending timeout")
@@ -46,18 +40,18 @@ def test_kill_9_of_the_broker_and_a_restart_brings_the_bridge_back(env):
     broker = env.broker(bridge_port=bport, service_port=sport)
     bridge = env.bridge(bport, up.addr)
     broker.wait_log(r"conn=\d+ bridge connected")
-    assert _ok(sport)
+    assert kv_ok(sport)
     broker.kill()  # SIGKILL to the whole process group: parent and children
     bridge.wait_log(r"link to the broker lost")
     broker2 = env.broker(bridge_port=bport, service_port=sport)
     # First retry within 1 s, then up to 2 s, 4 s...: bounded well below 15 s.
     broker2.wait_log(r"conn=\d+ bridge connected", timeout=15)
-    assert wait_for(lambda: _ok(sport), 10, "a request through the restarted broker")
+    assert wait_for(lambda: kv_ok(sport), 10, "a request through the restarted broker")
 
 
 def _kill_child_and_recover(env, which_daemon, role):
     broker, bridge, _ = env.tunnel()
-    assert _ok(broker.service_port)
+    assert kv_ok(broker.service_port)
     d = broker if which_daemon == "broker" else bridge
     before = d.children()
     assert set(before) == {"tls", "forward"}, before
@@ -66,7 +60,7 @@ def _kill_child_and_recover(env, which_daemon, role):
     d.wait_log(rf"{role} process pid={before[role]} killed by signal 9")
     wait_for(lambda: d.children().get(role) not in (None, before[role]), 10,
              f"a new {role} process")
-    assert wait_for(lambda: _ok(broker.service_port, "after"), 20,
+    assert wait_for(lambda: kv_ok(broker.service_port, "after"), 20,
                     "a request through the recovered tunnel")
     # The surviving sibling was not restarted.
     assert d.children()[("forward" if role == "tls" else "tls")] == \
@@ -184,4 +178,4 @@ def test_a_silent_broker_is_declared_dead_and_the_bridge_reconnects_when_it_is_b
     finally:
         os.kill(tls, signal.SIGCONT)
     assert 14 <= silent <= 21, silent  # 15 s dead-peer timeout, checked on 5 s pings
-    assert wait_for(lambda: _ok(broker.service_port, "back"), 40, "service after the broker resumed")
+    assert wait_for(lambda: kv_ok(broker.service_port, "back"), 40, "service after the broker resumed")

@@ -125,9 +125,15 @@ while IFS= read -r line; do
   esac
   first=no
 done < <(grep '^SystemCallFilter=' "$unit")
-if grep -qx execve <<<"$allowed" && grep -qx execveat <<<"$allowed"; then
-  pass "the unit's system call filter keeps execve and execveat ($(wc -l <<<"$allowed") calls allowed)"
-else fail "the unit's system call filter drops execve or execveat"; fi
+# The parent's own calls the unit must keep: exec of the children, and the data channel's
+# sealed memfd (shared/shm_ring.cc: memfd_create, ftruncate, fcntl F_ADD_SEALS).
+missing=""
+for c in execve execveat memfd_create ftruncate fcntl; do
+  grep -qx "$c" <<<"$allowed" || missing+=" $c"
+done
+if [ -z "$missing" ]; then
+  pass "the unit's system call filter keeps exec and the data channel's memfd calls ($(wc -l <<<"$allowed") calls allowed)"
+else fail "the unit's system call filter drops:$missing"; fi
 
 # The guide's unit, pasted verbatim into /etc/systemd/system.
 if [ -r "$SEED" ]; then
