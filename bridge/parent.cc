@@ -19,6 +19,7 @@
 #include "shared/flags.h"
 #include "shared/log.h"
 #include "shared/net.h"
+#include "shared/resolver.h"
 #include "shared/tls_context.h"
 #include "shared/unique_fd.h"
 
@@ -175,7 +176,7 @@ bool write_atomically(const std::string& path, const std::string& text, std::str
 
 class BridgeParent final : public DaemonParent {
  public:
-  BridgeParent() : DaemonParent("vault-bridge") {}
+  BridgeParent() : DaemonParent("vault-bridge"), resolver_(loop_) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
@@ -302,22 +303,36 @@ class BridgeParent final : public DaemonParent {
 
   bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept override {
     if (w != Supervisor::kTls || m.type != Msg::kDialRequest) return false;
-    if (dial_.fd) return false;  // one dial at a time; a second request is a protocol breach
+    // One dial at a time; a second request is a protocol breach.
+    if (dial_.fd || resolver_.busy()) return false;
     start_dial();
     return true;
   }
 
+  // The name is looked up on every dial (the broker's Service address may
+  // change), off the loop; one deadline covers the lookup and the connect.
   void start_dial() noexcept {
-    std::string err;
-    auto addr = resolve(broker_, &err);
-    if (!addr) return dial_failed(err);
+    dial_.deadline = Clock::now() + kDialTimeout;
+    if (auto addr = numeric_addr(broker_)) return connect_to(*addr);
+    resolver_.start(broker_, [this](std::optional<SockAddr> addr, const std::string& err) {
+      if (!addr) {
+        dial_.deadline = TimePoint::max();
+        return dial_failed(err);
+      }
+      connect_to(*addr);
+    });
+  }
+
+  void connect_to(const SockAddr& addr) noexcept {
     bool in_progress = false;
     int e = 0;
     dial_.self = this;
-    dial_.target = addr->str();
-    dial_.fd = connect_tcp(*addr, &in_progress, &e);
-    if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
-    dial_.deadline = Clock::now() + kDialTimeout;
+    dial_.target = addr.str();
+    dial_.fd = connect_tcp(addr, &in_progress, &e);
+    if (!dial_.fd) {
+      dial_.deadline = TimePoint::max();
+      return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
+    }
     loop_.add(dial_.fd.get(), EPOLLOUT, &dial_);
   }
 
@@ -337,6 +352,13 @@ class BridgeParent final : public DaemonParent {
 
   TimePoint extra_deadline() const override { return dial_.deadline; }
   void extra_tick(TimePoint now) noexcept override {
+    if (resolver_.busy() && now >= dial_.deadline) {
+      resolver_.cancel();
+      dial_.deadline = TimePoint::max();
+      dial_failed("cannot resolve " + broker_.host + ": no answer within " +
+                  std::to_string(std::chrono::seconds(kDialTimeout).count()) + " s");
+      return;
+    }
     if (dial_.fd && now >= dial_.deadline) {
       loop_.del(dial_.fd.get());
       dial_.fd.reset();
@@ -346,8 +368,9 @@ class BridgeParent final : public DaemonParent {
   }
 
   void on_child_exited(Supervisor::Which w, int status) noexcept override {
-    if (w == Supervisor::kTls && dial_.fd) {  // the asker is gone
-      loop_.del(dial_.fd.get());
+    if (w == Supervisor::kTls && (dial_.fd || resolver_.busy())) {  // the asker is gone
+      resolver_.cancel();
+      if (dial_.fd) loop_.del(dial_.fd.get());
       dial_.fd.reset();
       dial_.deadline = TimePoint::max();
     }
@@ -356,6 +379,7 @@ class BridgeParent final : public DaemonParent {
 
   HostPort broker_;
   Dial dial_;
+  Resolver resolver_;
   std::string status_path_;  // empty: no --status-file
   uint32_t links_up_ = 0;
   double started_ = 0, changed_ = 0;
