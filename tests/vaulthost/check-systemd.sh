@@ -126,13 +126,14 @@ while IFS= read -r line; do
   first=no
 done < <(grep '^SystemCallFilter=' "$unit")
 # The parent's own calls the unit must keep: exec of the children, and the data channel's
-# sealed memfd (shared/shm_ring.cc: memfd_create, ftruncate, fcntl F_ADD_SEALS).
+# sealed memfd (shared/shm_ring.cc: memfd_create, ftruncate, fcntl F_ADD_SEALS), and the thread the
+# broker's name is looked up on (shared/resolver.cc: clone3, or clone on older libcs).
 missing=""
-for c in execve execveat memfd_create ftruncate fcntl; do
+for c in execve execveat memfd_create ftruncate fcntl clone clone3 eventfd2; do
   grep -qx "$c" <<<"$allowed" || missing+=" $c"
 done
 if [ -z "$missing" ]; then
-  pass "the unit's system call filter keeps exec and the data channel's memfd calls ($(wc -l <<<"$allowed") calls allowed)"
+  pass "the unit's system call filter keeps exec, the data channel's memfd calls and the lookup thread's ($(wc -l <<<"$allowed") calls allowed)"
 else fail "the unit's system call filter drops:$missing"; fi
 
 # The guide's unit, pasted verbatim into /etc/systemd/system.
