@@ -125,8 +125,9 @@ bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMe
 }
 
 IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
-  std::vector<uint8_t> buf(kHeader + limits::kMaxIpcMessage + 1);
-  iovec iov{buf.data(), buf.size()};
+  constexpr size_t kBufSize = kHeader + limits::kMaxIpcMessage + 1;
+  if (!rbuf_) rbuf_.reset(new uint8_t[kBufSize]);  // uninitialised: recvmsg fills what counts
+  iovec iov{rbuf_.get(), kBufSize};
   msghdr mh{};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
@@ -158,8 +159,8 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     *why = "truncated datagram or control data";
     return Recv::kBad;
   }
-  buf.resize(static_cast<size_t>(n));
-  if (!ipc_check(buf, static_cast<int>(fds.size()), accepts_, out, why)) return Recv::kBad;
+  const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
+  if (!ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why)) return Recv::kBad;
   if (!fds.empty()) out->fd = std::move(fds.front());
   return Recv::kMessage;
 }

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -82,6 +83,9 @@ class IpcChannel {
   UniqueFd fd_;
   std::vector<MsgRule> accepts_;
   std::deque<Pending> queue_;
+  // The receive buffer: one datagram of the largest size, allocated on the
+  // first recv() and reused (not a fresh zero-filled MiB per call).
+  std::unique_ptr<uint8_t[]> rbuf_;
 };
 
 // Validates one received datagram against the rules (exposed for the fuzzer).
