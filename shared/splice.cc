@@ -84,8 +84,15 @@ void Splice::pump_read() noexcept {
     n = ::read(fd_.get(), buf, std::min(left, sizeof buf));
     if (n <= 0) break;
     s.send(id_, Bytes(buf, static_cast<size_t>(n)), false);
-    left -= static_cast<size_t>(n);
     if (static_cast<size_t>(n) < sizeof buf) return;  // drained for now
+    // Asked again, not counted down: frame headers take output room too, so
+    // the capacity can fall by more than the bytes sent (a crash with 100
+    // busy streams when the session's output was near its high-water mark).
+    left = s.send_capacity(id_);
+    if (left == 0) {
+      read_blocked_ = true;  // kWritable resumes us
+      return;
+    }
   }
   if (n > 0) return;
   if (n == 0) {

@@ -179,3 +179,70 @@ def test_a_silent_broker_is_declared_dead_and_the_bridge_reconnects_when_it_is_b
         os.kill(tls, signal.SIGCONT)
     assert 14 <= silent <= 21, silent  # 15 s dead-peer timeout, checked on 5 s pings
     assert wait_for(lambda: kv_ok(broker.service_port, "back"), 40, "service after the broker resumed")
+
+
+def _expected_bytes_sha(n):
+    """sha256 of the KV stand-in's /bytes/N body (bytes 0..255 repeated)."""
+    import hashlib
+    h, chunk, left = hashlib.sha256(), bytes(range(256)) * 256, n
+    while left:
+        h.update(chunk[: min(len(chunk), left)])
+        left -= min(len(chunk), left)
+    return h.hexdigest()
+
+
+def _get_body(port, path, timeout=60):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_many_busy_wrappers_aborting_at_once_cost_neither_the_link_nor_other_streams(env):
+    """F-18 at scale: 100 wrappers reading large bodies as fast as they can are all aborted
+    (RST) at the same moment, as when a pod dies. The DATA already in flight for them arrives
+    after the resets; it must not exhaust the link's or the data channels' glitch budgets, so
+    the link stays up and a long transfer on another stream completes intact."""
+    import hashlib
+    import select
+    import struct
+    broker, bridge, _ = env.tunnel()
+    port = broker.service_port
+    long_n = 64 << 20
+    result = {}
+
+    def long_transfer():
+        status, body = _get_body(port, f"/bytes/{long_n}")
+        result["ok"] = status == 200 and hashlib.sha256(body).hexdigest() == _expected_bytes_sha(long_n)
+
+    t = threading.Thread(target=long_transfer)
+    t.start()
+    socks = []
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: kv\r\n\r\n" % (16 << 20))
+        s.setblocking(False)
+        socks.append(s)
+    got = {s: 0 for s in socks}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and min(got.values()) < (512 << 10):
+        ready, _, _ = select.select(socks, [], [], 1)
+        for s in ready:
+            try:
+                got[s] += len(s.recv(1 << 20))
+            except BlockingIOError:
+                pass
+    assert min(got.values()) >= (512 << 10), "the wrappers did not get going"
+    for s in socks:  # all at once, while their data is still streaming
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    t.join(90)
+    assert result.get("ok"), "the long transfer on another stream did not complete intact"
+    logs = broker.text() + bridge.text()
+    assert "ENHANCE_YOUR_CALM" not in logs
+    assert "link to the broker lost" not in bridge.text()
+    assert kv_ok(port, "after")
