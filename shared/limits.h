@@ -62,6 +62,11 @@ inline constexpr size_t kOutputHighWater = 1024 * 1024;
 // peer's frames are charged too (MadeYouReset).
 inline constexpr uint32_t kMisbehaviourBurst = 1000;
 inline constexpr uint32_t kMisbehaviourRefillPerSec = 200;
+// Streams we reset whose in-flight DATA (up to the window they still had) is
+// counted as glitches but not charged: a pod dying with 100 busy connections
+// must not cost the link (F-18). Remembered oldest-first up to this many per
+// connection (about 50 B each); the stragglers of older ones are charged.
+inline constexpr size_t kMaxResetAllowances = 4096;
 
 // Time for the peer's HELLO after the session starts, and for a TLS handshake.
 inline constexpr auto kHelloTimeout = 10s;

@@ -182,9 +182,8 @@ void Session::on_data(const Frame& f) {
   auto it = streams_.find(id);
   if (it == streams_.end()) {
     if (!known_closed(id)) return conn_error(Code::kProtocol, "DATA on a stream never opened");
-    glitch();
     credit_conn(f.payload.size());
-    return;
+    return late_frame(id, f.payload.size(), (f.h.flags & kFlagFin) != 0);
   }
   Stream& s = it->second;
   if (!can_receive(s.state)) {
@@ -223,7 +222,7 @@ void Session::on_window(const Frame& f) {
     return;
   }
   auto it = streams_.find(id);
-  if (it == streams_.end()) return glitch();  // raced with a close (F-17)
+  if (it == streams_.end()) return late_frame(id, 0, false);  // raced with a close (F-17)
   Stream& s = it->second;
   if (inc == 0) return stream_error(id, Code::kProtocol, "stream WINDOW of 0");
   if (s.send_window + inc > limits::kMaxWindow)
@@ -238,7 +237,8 @@ void Session::on_window(const Frame& f) {
 void Session::on_reset(const Frame& f) {
   const uint32_t id = f.h.stream;
   auto it = streams_.find(id);
-  if (it == streams_.end()) return glitch();  // unknown or already reset (F-31, F-32)
+  if (it == streams_.end())
+    return late_frame(id, 0, true);  // unknown or already reset (F-31, F-32)
   const auto code = static_cast<Code>(parse_u32_payload(f.payload).value_or(0));
   events_.push_back({Event::kReset, id, code, {}, "reset by peer"});
   set_state(id, it->second, StreamInput::kRecvReset);
@@ -295,6 +295,7 @@ void Session::stream_error(uint32_t id, Code code, std::string_view what) {
   stats_.frames_out++;
   stats_.resets_out++;
   events_.push_back({Event::kReset, id, code, {}, what});
+  remember_reset(id, it->second);
   set_state(id, it->second, StreamInput::kSendReset);
   control_frame_queued();
   // A reset the peer made us send costs it as much as one it sent (MadeYouReset).
@@ -324,6 +325,25 @@ void Session::glitch() {
 void Session::control_frame_queued() {
   if (++control_since_drain_ > limits::kMaxQueuedControlFrames)
     conn_error(Code::kEnhanceYourCalm, "peer elicits control frames without reading them");
+}
+
+void Session::remember_reset(uint32_t id, const Stream& s) {
+  if (!can_receive(s.state) || s.recv_window <= 0) return;  // the peer can send nothing more
+  reset_allowance_[id] = s.recv_window;
+  reset_order_.push_back(id);
+  while (reset_order_.size() > limits::kMaxResetAllowances) {
+    reset_allowance_.erase(reset_order_.front());
+    reset_order_.pop_front();
+  }
+}
+
+void Session::late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream) {
+  auto a = reset_allowance_.find(id);
+  if (a == reset_allowance_.end() || data_bytes > static_cast<uint64_t>(a->second)) return glitch();
+  // The in-flight race with our RESET, bounded by the window we had granted.
+  stats_.glitches++;
+  a->second -= static_cast<int64_t>(data_bytes);
+  if (ends_stream || a->second == 0) reset_allowance_.erase(a);
 }
 
 bool Session::known_closed(uint32_t id) const {
@@ -424,6 +444,7 @@ void Session::reset(uint32_t stream, Code code) {
   encode_reset(out_, stream, code);
   stats_.frames_out++;
   stats_.resets_out++;
+  remember_reset(stream, it->second);
   set_state(stream, it->second, StreamInput::kSendReset);
 }
 

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -153,6 +154,10 @@ class Session {
   void control_frame_queued();
   void set_state(uint32_t id, Stream& s, StreamInput in);
   bool known_closed(uint32_t id) const;
+  void remember_reset(uint32_t id, const Stream& s);
+  // A frame for a closed stream: counted; charged unless it is the in-flight
+  // race with our RESET (DATA within the allowance, or the peer's crossing RESET).
+  void late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream);
   void wake_blocked();
   int64_t capacity_of(const Stream& s) const;
 
@@ -169,6 +174,10 @@ class Session {
   uint32_t next_id_ = 1;     // opener: the next id to use
   uint32_t highest_id_ = 0;  // highest id ever opened on this connection
   std::vector<uint32_t> blocked_;
+  // Streams we reset -> DATA bytes the peer may still have in flight on them
+  // (kMaxResetAllowances, oldest forgotten first).
+  std::unordered_map<uint32_t, int64_t> reset_allowance_;
+  std::deque<uint32_t> reset_order_;
 
   int64_t conn_send_window_ = 0;  // what the peer allows us (0 until its HELLO)
   int64_t conn_recv_window_ = 0;  // what we still allow the peer

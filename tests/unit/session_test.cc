@@ -645,6 +645,65 @@ TEST(Session, F18_DataOnAResetStreamIsAGlitchAndStillCreditsTheConnection) {
   EXPECT_EQ(credited, 12u * 1024u);
 }
 
+// F-18 at scale: a pod with 100 busy connections dies, so we reset 100 streams
+// while the peer has 160 KiB of DATA in flight on each (4,000 frames, four
+// times the whole glitch budget). That is the expected race, bounded
+// by the windows we granted: the link must survive it, and the other streams with
+// it. DATA beyond what we had granted is still charged (next test).
+TEST(Session, F18_InFlightDataOnManyStreamsWeResetDoesNotExhaustTheBudget) {
+  Pair p;
+  p.handshake();
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 101; i++) ids.push_back(p.open());
+  // 40 DATA frames of 4 KiB on each of 100 streams (15.6 MiB, within the 16 MiB
+  // connection window), taken off the wire before the other side sees them...
+  const std::string piece(4096, 'd');
+  std::vector<uint8_t> in_flight;
+  for (int round = 0; round < 40; round++) {
+    for (size_t i = 0; i < 100; i++) {
+      ASSERT_GE(p.a.s.send_capacity(ids[i]), piece.size()) << round;
+      p.a.s.send(ids[i], as_bytes(piece), false);
+    }
+    const Bytes out = p.a.s.output();
+    in_flight.insert(in_flight.end(), out.begin(), out.end());
+    p.a.s.output_written(out.size());
+  }
+  // ...while the other side resets the 100 streams (their wrappers died).
+  for (size_t i = 0; i < 100; i++) p.b.s.reset(ids[i], Code::kCancel);
+  for (size_t off = 0; off < in_flight.size(); off += 65536) {
+    p.b.s.feed(Bytes(in_flight).subspan(off, std::min<size_t>(65536, in_flight.size() - off)),
+               p.now);
+    p.b.collect();
+  }
+  p.pump();
+  EXPECT_FALSE(p.b.s.dead()) << code_name(p.b.s.error_code());
+  EXPECT_FALSE(p.a.s.dead());
+  EXPECT_EQ(p.b.s.stats().glitches, 4000u);  // still counted (F-18), just not charged
+  // The survivor still works both ways.
+  p.a.s.send(ids[100], as_bytes(std::string("alive")), false);
+  p.pump();
+  EXPECT_EQ(p.b.received[ids[100]], "alive");
+}
+
+TEST(Session, F18_DataBeyondTheWindowWeHadGrantedAResetStreamIsCharged) {
+  SessionConfig c = acceptor_cfg();
+  c.stream_window = 4096;
+  Harness h = make_acceptor(c);
+  h.ready();
+  h.feed(Wire().open(1));
+  h.s.reset(1, Code::kCancel);
+  h.out();
+  // Up to the 4 KiB the stream was allowed: free. Then a flood on the dead
+  // stream, each frame charged until the budget runs out.
+  for (int i = 0; i < 4; i++) h.feed(Wire().data(1, 1024));
+  EXPECT_FALSE(h.s.dead());
+  Wire flood;
+  for (uint32_t i = 0; i <= limits::kMisbehaviourBurst; i++) flood.data(1, 1);
+  h.feed(flood);
+  EXPECT_TRUE(h.s.dead());
+  EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
+}
+
 TEST(Session, F32_ResetForAnAlreadyResetStreamIsAGlitch) {
   Harness h = make_acceptor();
   h.ready();
