@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from harness import kv_ok, wait_for, free_port
+from harness import http_get, kv_ok, wait_for, free_port
 
 
 
@@ -191,16 +191,6 @@ def _expected_bytes_sha(n):
     return h.hexdigest()
 
 
-def _get_body(port, path, timeout=60):
-    import http.client
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
 
 def test_many_busy_wrappers_aborting_at_once_cost_neither_the_link_nor_other_streams(env):
     """F-18 at scale: 100 wrappers reading large bodies as fast as they can are all aborted
@@ -216,7 +206,7 @@ def test_many_busy_wrappers_aborting_at_once_cost_neither_the_link_nor_other_str
     result = {}
 
     def long_transfer():
-        status, body = _get_body(port, f"/bytes/{long_n}")
+        status, body = http_get(port, f"/bytes/{long_n}", timeout=60)
         result["ok"] = status == 200 and hashlib.sha256(body).hexdigest() == _expected_bytes_sha(long_n)
 
     t = threading.Thread(target=long_transfer)
