@@ -315,10 +315,7 @@ class BridgeParent final : public DaemonParent {
     dial_.deadline = Clock::now() + kDialTimeout;
     if (auto addr = numeric_addr(broker_)) return connect_to(*addr);
     resolver_.start(broker_, [this](std::optional<SockAddr> addr, const std::string& err) {
-      if (!addr) {
-        dial_.deadline = TimePoint::max();
-        return dial_failed(err);
-      }
+      if (!addr) return dial_failed(err);
       connect_to(*addr);
     });
   }
@@ -329,10 +326,7 @@ class BridgeParent final : public DaemonParent {
     dial_.self = this;
     dial_.target = addr.str();
     dial_.fd = connect_tcp(addr, &in_progress, &e);
-    if (!dial_.fd) {
-      dial_.deadline = TimePoint::max();
-      return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
-    }
+    if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
     loop_.add(dial_.fd.get(), EPOLLOUT, &dial_);
   }
 
@@ -346,34 +340,30 @@ class BridgeParent final : public DaemonParent {
     if (IpcChannel* ch = sup_->channel(Supervisor::kTls)) ch->send(Msg::kDialed, {}, fd.get());
   }
 
+  // Forgets the dial in flight, whichever step it is at (lookup or connect).
+  void abandon_dial() noexcept {
+    resolver_.cancel();
+    if (dial_.fd) loop_.del(dial_.fd.get());
+    dial_.fd.reset();
+    dial_.deadline = TimePoint::max();
+  }
+
   void dial_failed(const std::string& why) noexcept {
+    abandon_dial();
     if (IpcChannel* ch = sup_->channel(Supervisor::kTls)) ch->send(Msg::kDialFailed, why);
   }
 
   TimePoint extra_deadline() const override { return dial_.deadline; }
   void extra_tick(TimePoint now) noexcept override {
-    if (resolver_.busy() && now >= dial_.deadline) {
-      resolver_.cancel();
-      dial_.deadline = TimePoint::max();
-      dial_failed("cannot resolve " + broker_.host + ": no answer within " +
-                  std::to_string(std::chrono::seconds(kDialTimeout).count()) + " s");
-      return;
-    }
-    if (dial_.fd && now >= dial_.deadline) {
-      loop_.del(dial_.fd.get());
-      dial_.fd.reset();
-      dial_.deadline = TimePoint::max();
-      dial_failed("connect to " + dial_.target + ": timed out");
-    }
+    if (now < dial_.deadline) return;
+    if (resolver_.busy())
+      return dial_failed("cannot resolve " + broker_.host + ": no answer within " +
+                         std::to_string(std::chrono::seconds(kDialTimeout).count()) + " s");
+    if (dial_.fd) dial_failed("connect to " + dial_.target + ": timed out");
   }
 
   void on_child_exited(Supervisor::Which w, int status) noexcept override {
-    if (w == Supervisor::kTls && (dial_.fd || resolver_.busy())) {  // the asker is gone
-      resolver_.cancel();
-      if (dial_.fd) loop_.del(dial_.fd.get());
-      dial_.fd.reset();
-      dial_.deadline = TimePoint::max();
-    }
+    if (w == Supervisor::kTls) abandon_dial();  // the asker is gone
     DaemonParent::on_child_exited(w, status);
   }
 

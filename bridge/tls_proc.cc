@@ -87,19 +87,18 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         return true;
       }
       case Msg::kPeerChannel: {
-        auto ring = take_peer_ring();
-        if (!ring) return false;  // PEER_RING comes first
-        if (local_) {
-          relays_.link_closed(local_.get(), Code::kCancel);
-          local_->close("replaced by a new data channel");
-        }
         SessionConfig c;
         c.role = Role::kTlsProcess;
         c.opener = true;
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
-        local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(m.fd), std::move(ring), c,
-                                             Clock::now());
+        auto next = open_data_channel(*this, std::move(m.fd), c);
+        if (!next) return false;  // PEER_RING comes first
+        if (local_) {
+          relays_.link_closed(local_.get(), Code::kCancel);
+          local_->close("replaced by a new data channel");
+        }
+        local_ = std::move(next);
         return true;
       }
       case Msg::kDialed: {
@@ -241,11 +240,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (&l == local_.get()) {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
       relays_.link_closed(&l, Code::kCancel);
-      if (local_->failed()) {
-        LOG_ERROR(
-            "the forwarding process broke the data channel; exiting so both ends start afresh");
-        exit_child(1);
-      }
+      end_if_broken(*local_);
       loop_.retire(std::move(local_));
       return;
     }

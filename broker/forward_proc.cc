@@ -91,16 +91,15 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   bool set_local(UniqueFd fd) {
-    auto ring = take_peer_ring();
-    if (!ring) return false;  // PEER_RING comes first
-    if (local_) local_->close("replaced by a new data channel");
     SessionConfig c;
     c.role = Role::kForwardProcess;
     c.opener = true;
     c.stream_window = limits::kLocalStreamWindow;
     c.ping_interval = Duration::zero();
-    local_ = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(ring), c,
-                                         Clock::now());
+    auto next = open_data_channel(*this, std::move(fd), c);
+    if (!next) return false;  // PEER_RING comes first
+    if (local_) local_->close("replaced by a new data channel");
+    local_ = std::move(next);
     update_listener();
     return true;
   }
@@ -176,11 +175,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     LOG_WARN("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
-    if (&l == local_.get() && local_->failed()) {
-      LOG_ERROR("the TLS process broke the data channel; exiting so both ends start afresh");
-      exit_child(1);
+    if (&l == local_.get()) {
+      end_if_broken(*local_);
+      loop_.retire(std::move(local_));
     }
-    if (&l == local_.get()) loop_.retire(std::move(local_));
     update_listener();
   }
 

@@ -20,6 +20,21 @@ ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRul
   loop_.add(ctl_.fd(), EPOLLIN, this);
 }
 
+std::unique_ptr<PlainLink> ChildBase::open_data_channel(Link::Owner& owner, UniqueFd fd,
+                                                        const SessionConfig& cfg) {
+  if (!peer_ring_) return nullptr;
+  return std::make_unique<PlainLink>(loop_, owner, 0, std::move(fd), std::move(peer_ring_), cfg,
+                                     Clock::now());
+}
+
+bool ChildBase::end_if_broken(const PlainLink& l) {
+  if (!l.failed()) return false;
+  LOG_ERROR("the %s process broke the data channel; exiting so both ends start afresh",
+            std::string_view(process_) == "tls" ? "forwarding" : "TLS");
+  exit_child(1);
+  return true;
+}
+
 void ChildBase::send(Msg type, Bytes body, int fd) {
   if (!ctl_.send(type, body, fd)) {
     LOG_ERROR("control channel to the parent is stuck; exiting");
@@ -56,7 +71,7 @@ void ChildBase::on_io(uint32_t events) noexcept {
       log::set_level(static_cast<log::Level>(settings_.log_level));
     }
     if (have_settings_ && m.type == Msg::kPeerRing) {
-      // Mapped now, used by the PEER_CHANNEL that follows (take_peer_ring()).
+      // Mapped now, used by the PEER_CHANNEL that follows (open_data_channel()).
       std::string map_err;
       peer_ring_ = ShmRing::map(
           m.fd.get(),

@@ -10,6 +10,7 @@
 
 #include "shared/ipc.h"
 #include "shared/ipc_msgs.h"
+#include "shared/link.h"
 #include "shared/loop.h"
 #include "shared/sandbox.h"
 #include "shared/shm_ring.h"
@@ -41,9 +42,14 @@ class ChildBase : public Loop::Handler {
   // A random id for a session's HELLO (logs only).
   static std::array<uint8_t, 16> random_instance();
   void on_io(uint32_t events) noexcept override;
-  // The rings of the data channel whose PEER_CHANNEL is being handled (null
-  // when the parent sent no PEER_RING first: a message not allowed now).
-  std::unique_ptr<ShmRing> take_peer_ring() { return std::move(peer_ring_); }
+  // The data channel of a PEER_CHANNEL: its socket and the rings the PEER_RING
+  // just before it brought. Null when no PEER_RING came first (the message is
+  // then not allowed now).
+  std::unique_ptr<PlainLink> open_data_channel(Link::Owner& owner, UniqueFd fd,
+                                               const SessionConfig& cfg);
+  // The data channel `l` closed. If the sibling broke it, this process ends
+  // (the parent restarts it and joins both ends afresh) and it returns true.
+  bool end_if_broken(const PlainLink& l);
 
   // Taken first, before any member opens an fd: it closes every fd above 3.
   UniqueFd boot_;

@@ -55,8 +55,6 @@ PlainLink::PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd,
 PlainLink::~PlainLink() = default;
 
 void PlainLink::close_transport() noexcept {
-  failed_ =
-      !eof_ && (ring_->corrupt() || (session_->dead() && session_->error_code() != Code::kNoError));
   if (fd_) {
     loop_.del(fd_.get());
     fd_.reset();

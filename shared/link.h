@@ -78,7 +78,10 @@ class PlainLink final : public Link {
   // position, a protocol error), not because it exited or we replaced the
   // channel. Its owner then ends its own process: the parent restarts it and
   // joins both ends afresh (error policy: a bad internal peer is fatal).
-  bool failed() const { return failed_; }
+  bool failed() const {
+    return closed_ && !eof_ &&
+           (ring_->corrupt() || (session_->dead() && session_->error_code() != Code::kNoError));
+  }
 
  private:
   void close_transport() noexcept override;
@@ -87,9 +90,8 @@ class PlainLink final : public Link {
   void update_interest() noexcept;
   UniqueFd fd_;
   std::unique_ptr<ShmRing> ring_;
-  bool more_input_ = true;
-  bool eof_ = false;
-  bool failed_ = false;  // the ring may hold input we have not taken (EPOLLOUT: run again)
+  bool more_input_ = true;  // the ring may hold input we have not taken (EPOLLOUT: run again)
+  bool eof_ = false;        // the other process closed the channel (it exited)
   uint32_t interest_ = 0;
 };
 

@@ -291,12 +291,8 @@ void Session::conn_error(Code code, std::string_view what) {
 void Session::stream_error(uint32_t id, Code code, std::string_view what) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
-  encode_reset(out_, id, code);
-  stats_.frames_out++;
-  stats_.resets_out++;
   events_.push_back({Event::kReset, id, code, {}, what});
-  remember_reset(id, it->second);
-  set_state(id, it->second, StreamInput::kSendReset);
+  send_reset(id, it->second, code);
   control_frame_queued();
   // A reset the peer made us send costs it as much as one it sent (MadeYouReset).
   charge_misbehaviour(last_rx_);
@@ -327,14 +323,20 @@ void Session::control_frame_queued() {
     conn_error(Code::kEnhanceYourCalm, "peer elicits control frames without reading them");
 }
 
-void Session::remember_reset(uint32_t id, const Stream& s) {
-  if (!can_receive(s.state) || s.recv_window <= 0) return;  // the peer can send nothing more
-  reset_allowance_[id] = s.recv_window;
-  reset_order_.push_back(id);
-  while (reset_order_.size() > limits::kMaxResetAllowances) {
-    reset_allowance_.erase(reset_order_.front());
-    reset_order_.pop_front();
+void Session::send_reset(uint32_t id, Stream& s, Code code) {
+  encode_reset(out_, id, code);
+  stats_.frames_out++;
+  stats_.resets_out++;
+  // What the peer may still have in flight on it is the race, not misbehaviour.
+  if (can_receive(s.state) && s.recv_window > 0) {
+    reset_allowance_[id] = s.recv_window;
+    reset_order_.push_back(id);
+    while (reset_order_.size() > limits::kMaxResetAllowances) {
+      reset_allowance_.erase(reset_order_.front());
+      reset_order_.pop_front();
+    }
   }
+  set_state(id, s, StreamInput::kSendReset);  // may erase s
 }
 
 void Session::late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream) {
@@ -441,11 +443,7 @@ void Session::send(uint32_t stream, Bytes data, bool fin) {
 void Session::reset(uint32_t stream, Code code) {
   auto it = streams_.find(stream);
   if (it == streams_.end() || dead_) return;
-  encode_reset(out_, stream, code);
-  stats_.frames_out++;
-  stats_.resets_out++;
-  remember_reset(stream, it->second);
-  set_state(stream, it->second, StreamInput::kSendReset);
+  send_reset(stream, it->second, code);
 }
 
 void Session::consume(uint32_t stream, size_t n) {

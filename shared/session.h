@@ -154,7 +154,8 @@ class Session {
   void control_frame_queued();
   void set_state(uint32_t id, Stream& s, StreamInput in);
   bool known_closed(uint32_t id) const;
-  void remember_reset(uint32_t id, const Stream& s);
+  // Queues RESET for `s`, remembers its in-flight allowance, closes it.
+  void send_reset(uint32_t id, Stream& s, Code code);
   // A frame for a closed stream: counted; charged unless it is the in-flight
   // race with our RESET (DATA within the allowance, or the peer's crossing RESET).
   void late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream);

@@ -59,10 +59,7 @@ ShmRing::ShmRing(uint8_t* base, Side side) : base_(base) {
   out_dir_ = tls ? d0 : d1;
   in_dir_ = tls ? d1 : d0;
   out_ring_ = tls ? r0 : r1;
-  in_ring_ = tls ? r1 : r0;
-  // A channel is never reused: both positions start at zero in a fresh file.
-  seen_head_ = 0;
-  seen_tail_ = 0;
+  in_ring_ = tls ? r1 : r0;  // a fresh file: every position starts at zero
 }
 
 ShmRing::~ShmRing() {

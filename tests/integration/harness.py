@@ -189,6 +189,18 @@ class Bridge(Daemon):
 
 
 # ---------------------------------------------------------------- upstreams
+BYTES_CHUNK = bytes(range(256)) * 256  # the body of /bytes/N repeats this
+
+
+def bytes_body_sha256(n):
+    """sha256 hex digest of the KV stand-in's /bytes/N body."""
+    h, left = hashlib.sha256(), n
+    while left:
+        h.update(BYTES_CHUNK[: min(len(BYTES_CHUNK), left)])
+        left -= min(len(BYTES_CHUNK), left)
+    return h.hexdigest()
+
+
 class _KvHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -205,7 +217,7 @@ class _KvHandler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(n))
             self.end_headers()
-            chunk = bytes(range(256)) * 256
+            chunk = BYTES_CHUNK
             sent = 0
             try:
                 while sent < n:

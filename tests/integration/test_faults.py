@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from harness import http_get, kv_ok, wait_for, free_port
+from harness import bytes_body_sha256, http_get, kv_ok, wait_for, free_port
 
 
 
@@ -181,15 +181,6 @@ def test_a_silent_broker_is_declared_dead_and_the_bridge_reconnects_when_it_is_b
     assert wait_for(lambda: kv_ok(broker.service_port, "back"), 40, "service after the broker resumed")
 
 
-def _expected_bytes_sha(n):
-    """sha256 of the KV stand-in's /bytes/N body (bytes 0..255 repeated)."""
-    import hashlib
-    h, chunk, left = hashlib.sha256(), bytes(range(256)) * 256, n
-    while left:
-        h.update(chunk[: min(len(chunk), left)])
-        left -= min(len(chunk), left)
-    return h.hexdigest()
-
 
 
 def test_many_busy_wrappers_aborting_at_once_cost_neither_the_link_nor_other_streams(env):
@@ -207,7 +198,7 @@ def test_many_busy_wrappers_aborting_at_once_cost_neither_the_link_nor_other_str
 
     def long_transfer():
         status, body = http_get(port, f"/bytes/{long_n}", timeout=60)
-        result["ok"] = status == 200 and hashlib.sha256(body).hexdigest() == _expected_bytes_sha(long_n)
+        result["ok"] = status == 200 and hashlib.sha256(body).hexdigest() == bytes_body_sha256(long_n)
 
     t = threading.Thread(target=long_transfer)
     t.start()
