@@ -4,6 +4,7 @@
 // non-blocking and a line that does not fit is dropped and counted (FI-26).
 #pragma once
 
+#include <chrono>
 #include <cstdarg>
 #include <cstdint>
 #include <string_view>
@@ -24,7 +25,44 @@ void msg(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 // The same, with ": <strerror(err)>" appended.
 void msg_errno(Level l, int err, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 
+// At most one line per interval for one kind of event that a peer can cause
+// at will (a refused connection, a failed handshake): an attacker must not
+// control our log volume. allow() says whether a line may be written now and
+// how many were held back since the last one, which that line reports.
+class Throttle {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit Throttle(std::chrono::milliseconds interval = std::chrono::seconds(10))
+      : interval_(interval) {}
+  bool allow(Clock::time_point now, uint64_t* suppressed) {
+    if (armed_ && now < next_) {
+      held_++;
+      return false;
+    }
+    *suppressed = held_;
+    held_ = 0;
+    armed_ = true;
+    next_ = now + interval_;
+    return true;
+  }
+
+ private:
+  std::chrono::milliseconds interval_;
+  Clock::time_point next_{};
+  uint64_t held_ = 0;
+  bool armed_ = false;
+};
+
 }  // namespace ct::log
+
+// A warning through a Throttle: "<text> (N more like this since the last line)".
+#define LOG_WARN_THROTTLED(throttle, fmt, ...)                                               \
+  do {                                                                                       \
+    uint64_t ct_held_ = 0;                                                                   \
+    if ((throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                      \
+      ::ct::log::msg(::ct::log::kWarn, fmt " (%llu more like this since the last line)",     \
+                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));                \
+  } while (0)
 
 #define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
 #define LOG_WARN(...) ::ct::log::msg(::ct::log::kWarn, __VA_ARGS__)
