@@ -56,12 +56,12 @@ class Throttle {
 }  // namespace ct::log
 
 // A warning through a Throttle: "<text> (N more like this since the last line)".
-#define LOG_WARN_THROTTLED(throttle, fmt, ...)                                               \
-  do {                                                                                       \
-    uint64_t ct_held_ = 0;                                                                   \
-    if ((throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                      \
-      ::ct::log::msg(::ct::log::kWarn, fmt " (%llu more like this since the last line)",     \
-                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));                \
+#define LOG_WARN_THROTTLED(throttle, fmt, ...)                                           \
+  do {                                                                                   \
+    uint64_t ct_held_ = 0;                                                               \
+    if ((throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                  \
+      ::ct::log::msg(::ct::log::kWarn, fmt " (%llu more like this since the last line)", \
+                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));            \
   } while (0)
 
 #define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
