@@ -404,7 +404,7 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
   } else if (call == "fcntl-async") {
     (void)fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC);
   } else if (call == "fcntl-setown") {
-    (void)fcntl(fd, F_SETOWN, getppid());
+    (void)fcntl(fd, F_SETOWN, getpid());  // any owner: the command itself is refused
   } else if (call == "fcntl-setsig") {
     (void)fcntl(fd, F_SETSIG, SIGUSR1);
   } else if (call == "openat") {
