@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from harness import BRIDGE, BROKER, http_get
+from harness import BRIDGE, BROKER, http_get, kv_ok, wait_for
 
 # Sanitizer builds (make asan) run the filter in log mode: nothing is killed,
 # and ASan's shadow memory makes memory scans meaningless. Those checks run on
@@ -246,6 +246,33 @@ def test_the_bridge_forwarding_process_can_still_create_its_tcp_sockets(call):
     # socket(AF_INET, SOCK_STREAM, 0) and (AF_INET6, SOCK_STREAM|NONBLOCK|CLOEXEC, IPPROTO_TCP)
     r = probe("bridge", "forward", call)
     assert r.returncode == 0, (call, r.returncode, r.stderr)
+
+
+@production_only
+def test_the_broker_forwarding_process_out_of_fds_sheds_wrappers_and_survives_its_filter(
+        env, tmp_path, monkeypatch):
+    # Its EMFILE path gives back a spare fd, accepts and closes, and takes the
+    # spare again with F_DUPFD_CLOEXEC: all inside the filter. The broker runs
+    # under a low fd limit (soft = hard, so raising the soft one changes nothing).
+    import harness
+    limited = tmp_path / "broker-with-48-fds"
+    limited.write_text(f'#!/bin/sh\nexec prlimit --nofile=48:48 -- "{BROKER}" "$@"\n')
+    limited.chmod(0o755)
+    monkeypatch.setattr(harness, "BROKER", limited)
+    broker, _, _ = env.tunnel()
+    assert kv_ok(broker.service_port)
+    fwd = broker.children()["forward"]
+    flood = []
+    try:
+        for _ in range(64):
+            flood.append(socket.create_connection(("127.0.0.1", broker.service_port), timeout=5))
+        broker.wait_log(r"\[forward\] warn: out of file descriptors", timeout=10)
+    finally:
+        for c in flood:
+            c.close()
+    wait_for(lambda: kv_ok(broker.service_port), 15, "a wrapper served after the flood")
+    assert broker.children()["forward"] == fwd, "the forwarding process was restarted"
+    assert broker.count(r"killed by signal") == 0, broker.text()
 
 
 # ------------------------------------------------ Landlock
