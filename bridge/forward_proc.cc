@@ -35,8 +35,8 @@ const SyscallRule kSyscalls[] = {
     allow_if("socket", "a TCP socket per stream (IPv6)", arg_eq(0, AF_INET6),
              arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, IPPROTO_TCP)),
     {"connect", "to --vault-addr"},
-    {"getsockopt", "SO_ERROR of a non-blocking connect"},
-    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    allow_if("getsockopt", "SO_ERROR of a non-blocking connect", arg_eq(1, SOL_SOCKET),
+             arg_eq(2, SO_ERROR)),
     {"shutdown", "half-close towards OpenBao after the stream's FIN"},
 };
 
@@ -153,6 +153,7 @@ SandboxSpec forward_sandbox(uint16_t upstream_port) {
   s.process = "vault-bridge forward";
   s.syscalls = kSyscalls;
   s.connect_port = upstream_port;
+  s.tcp_options = true;  // setsockopt: TCP_NODELAY; SO_LINGER 0 for a reset
   return s;
 }
 

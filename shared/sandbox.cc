@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <cap-ng.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/landlock.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -77,6 +79,28 @@ const SyscallRule kCommon[] = {
     {"restart_syscall", "a call interrupted by SIGSTOP/SIGCONT"},
     {"exit", "thread exit"},
     {"exit_group", "process exit"},
+};
+
+// setsockopt, by level and option: what tune_stream_socket(),
+// tune_link_socket() and a splice's abortive close set. Everything else is
+// kernel code a compromised child has no business reaching: TCP_ULP (the
+// kernel TLS upper layer, CVE-2023-0461), SO_ATTACH_FILTER (the BPF JIT),
+// TCP_MD5SIG, IP_OPTIONS, TCP_REPAIR and the rest.
+const SyscallRule kTcpOptions[] = {
+    allow_if("setsockopt", "TCP_NODELAY: frames leave at once", arg_eq(1, IPPROTO_TCP),
+             arg_eq(2, TCP_NODELAY)),
+    allow_if("setsockopt", "SO_KEEPALIVE: a dead peer is noticed", arg_eq(1, SOL_SOCKET),
+             arg_eq(2, SO_KEEPALIVE)),
+    allow_if("setsockopt", "TCP_KEEPIDLE: when keepalive probes start", arg_eq(1, IPPROTO_TCP),
+             arg_eq(2, TCP_KEEPIDLE)),
+    allow_if("setsockopt", "TCP_KEEPINTVL: how often they go", arg_eq(1, IPPROTO_TCP),
+             arg_eq(2, TCP_KEEPINTVL)),
+    allow_if("setsockopt", "TCP_KEEPCNT: how many go unanswered", arg_eq(1, IPPROTO_TCP),
+             arg_eq(2, TCP_KEEPCNT)),
+    allow_if("setsockopt", "TCP_USER_TIMEOUT: unacknowledged data ends a link",
+             arg_eq(1, IPPROTO_TCP), arg_eq(2, TCP_USER_TIMEOUT)),
+    allow_if("setsockopt", "SO_LINGER 0: a stream reset becomes a TCP RST", arg_eq(1, SOL_SOCKET),
+             arg_eq(2, SO_LINGER)),
 };
 
 [[noreturn]] void die(const char* process, const char* what, int err) {
@@ -247,6 +271,9 @@ void seccomp(const SandboxSpec& s) {
     if (!add_rule(ctx, r)) die(s.process, r.name, 0);
   for (const SyscallRule& r : s.syscalls)
     if (!add_rule(ctx, r)) die(s.process, r.name, 0);
+  if (s.tcp_options)
+    for (const SyscallRule& r : kTcpOptions)
+      if (!add_rule(ctx, r)) die(s.process, r.name, 0);
   const int rc = seccomp_load(ctx);
   seccomp_release(ctx);
   if (rc != 0) die(s.process, "seccomp_load", -rc);
@@ -310,6 +337,8 @@ void sandbox_print_policy(const SandboxSpec& s) {
   };
   for (const SyscallRule& r : kCommon) print(r);
   for (const SyscallRule& r : s.syscalls) print(r);
+  if (s.tcp_options)
+    for (const SyscallRule& r : kTcpOptions) print(r);
 }
 
 namespace {
@@ -407,6 +436,15 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
     (void)fcntl(fd, F_SETOWN, getpid());  // any owner: the command itself is refused
   } else if (call == "fcntl-setsig") {
     (void)fcntl(fd, F_SETSIG, SIGUSR1);
+  } else if (call == "setsockopt-nodelay") {
+    const int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // EOPNOTSUPP here
+  } else if (call == "setsockopt-ulp") {
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
+  } else if (call == "setsockopt-attach-filter") {
+    sock_filter accept_all{BPF_RET | BPF_K, 0, 0, 0xffffffff};
+    sock_fprog prog{1, &accept_all};
+    (void)setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
   } else if (call == "openat") {
     (void)open("/etc/hostname", O_RDONLY);
   } else if (call == "ptrace") {

@@ -76,6 +76,9 @@ struct SandboxSpec {
   bool landlock_net = true;
   uint16_t connect_port = 0;
   uint64_t max_fds = 0;  // RLIMIT_NOFILE (0: leave as is)
+  // setsockopt for the TCP options shared/net.cc and shared/splice.cc set
+  // (one list for every process that tunes sockets), and no other option.
+  bool tcp_options = false;
 };
 
 // Enters the sandbox or exits the process (status 70) saying why.

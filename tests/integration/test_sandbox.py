@@ -241,6 +241,21 @@ def test_no_child_can_create_a_udp_mptcp_sctp_raw_or_unix_socket(binary, process
 
 
 @production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["setsockopt-ulp", "setsockopt-attach-filter"])
+def test_setsockopt_cannot_reach_kernel_tls_or_socket_filters(binary, process, call):
+    r = probe(binary, process, call)
+    assert r.returncode == -signal.SIGSYS, (call, r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_setsockopt_for_the_tcp_options_the_code_sets_still_works(binary, process):
+    r = probe(binary, process, "setsockopt-nodelay")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+@production_only
 @pytest.mark.parametrize("call", ["socket", "socket-tcp"])
 def test_the_bridge_forwarding_process_can_still_create_its_tcp_sockets(call):
     # socket(AF_INET, SOCK_STREAM, 0) and (AF_INET6, SOCK_STREAM|NONBLOCK|CLOEXEC, IPPROTO_TCP)
