@@ -27,6 +27,8 @@
 #include "shared/check.h"
 #include "shared/log.h"
 
+extern "C" [[noreturn]] void __chk_fail();  // glibc, for the chk-fail probe
+
 namespace ct {
 
 namespace {
@@ -385,6 +387,8 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
     // An impossible state must still end in SIGABRT inside the sandbox, not SIGSYS.
     const bool impossible = true;
     CT_CHECK(!impossible);
+  } else if (call == "chk-fail") {
+    __chk_fail();  // what a _FORTIFY_SOURCE check calls on an overflow
   } else if (call == "execve") {
     char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
     execve("/bin/true", argv, nullptr);
