@@ -7,6 +7,7 @@
 #include <linux/landlock.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -256,10 +257,6 @@ bool add_rule(scmp_filter_ctx ctx, const SyscallRule& r) {
 }
 
 void seccomp(const SandboxSpec& s) {
-  // The own-tid rule for abort() and the filter itself assume one thread: a
-  // second one would run unfiltered (see also TSYNC below).
-  if (gettid() != getpid())
-    die(s.process, "sandbox entered from a thread other than the main one", 0);
   const uint32_t deflt = sandbox_log_mode() ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
   scmp_filter_ctx ctx = seccomp_init(deflt);
   if (ctx == nullptr) die(s.process, "seccomp_init", 0);
@@ -281,7 +278,29 @@ void seccomp(const SandboxSpec& s) {
   if (rc != 0) die(s.process, "seccomp_load", -rc);
 }
 
+// Landlock confines the calling thread only, and the tgkill rule names one
+// tid: a second thread would escape both (seccomp's TSYNC covers the filter
+// alone). The children are single-threaded (the resolver thread lives in the
+// parent); this keeps it so. Without a readable /proc the count is skipped.
+void check_single_thread(const SandboxSpec& s) {
+  if (gettid() != getpid())
+    die(s.process, "sandbox entered from a thread other than the main one", 0);
+  const int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[512];
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  // Field 20 (num_threads); the fields after the ")" that ends the name.
+  const char* p = std::strrchr(buf, ')');
+  for (int field = 2; p != nullptr && field < 20; field++) p = std::strchr(p + 1, ' ');
+  if (p != nullptr && std::atol(p + 1) > 1)
+    die(s.process, "more than one thread: Landlock would confine only this one", 0);
+}
+
 void enter(const SandboxSpec& s, bool with_seccomp) {
+  check_single_thread(s);
   drop_privileges(s);
   set_limits(s);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(s.process, "PR_SET_NO_NEW_PRIVS", errno);
@@ -379,10 +398,22 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
     return 2;
   }
   const int fd = sv[0];
+  if (call == "second-thread") {
+    // A thread that outlives the sandbox's start: entering must refuse (70).
+    pthread_t t;
+    if (pthread_create(
+            &t, nullptr,
+            [](void*) -> void* {
+              pause();
+              return nullptr;
+            },
+            nullptr) != 0)
+      return 2;
+  }
   const bool landlock_only = call.rfind("landlock-", 0) == 0;
   enter(s, !landlock_only);
   long pid = -1;
-  if (call == "none") return 0;
+  if (call == "none" || call == "second-thread") return 0;  // entered: nothing refused
   if (call == "abort") {
     // An impossible state must still end in SIGABRT inside the sandbox, not SIGSYS.
     const bool impossible = true;

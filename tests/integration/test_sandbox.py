@@ -221,6 +221,14 @@ def test_a_failed_check_or_fortify_check_inside_the_sandbox_still_aborts_with_si
     assert says in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_a_child_with_a_second_thread_refuses_to_enter_the_sandbox(binary, process):
+    # Landlock and the own-tid signal rule would confine the calling thread only.
+    r = probe(binary, process, "second-thread")
+    assert r.returncode == 70, (r.returncode, r.stderr)
+    assert b"more than one thread" in r.stderr and b"refusing to run unconfined" in r.stderr
+
+
 @production_only
 @pytest.mark.parametrize("binary,process", PROCESSES)
 @pytest.mark.parametrize("call", ["fcntl-setown", "fcntl-setsig", "fcntl-async", "fcntl-dupfd"])
