@@ -176,21 +176,27 @@ constexpr uint64_t kLlScopeSignal = 1ull << 1;
 constexpr long kLlAbiNet = 4;     // TCP bind/connect rules
 constexpr long kLlAbiScopes = 6;  // signal and abstract unix socket scoping
 
-// The highest ABI the probe may use (0: what the kernel has). Set only by
-// sandbox_probe, to show a daemon's behaviour on an older kernel.
-long g_probe_abi_cap = 0;
+// The highest ABI the probe may use (-1: what the kernel has; 0: as if it
+// had no Landlock). Set only by sandbox_probe, to show a daemon's behaviour
+// on an older kernel.
+long g_probe_abi_cap = -1;
 
 void landlock(const SandboxSpec& s) {
   long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  const char* why = abi < 1 ? std::strerror(errno) : "";
+  if (g_probe_abi_cap >= 0 && abi > g_probe_abi_cap) {
+    abi = g_probe_abi_cap;
+    why = "capped to 0 for this probe";
+  }
   if (abi < 1) {
     // Not fatal (docs/sandbox.md): seccomp already forbids every file call
     // and, but for the bridge's forwarding process, every socket call.
-    log::msg_errno(log::kWarn, errno,
-                   "landlock unavailable: fs rules no, net rules no, scopes no; seccomp alone "
-                   "confines this process");
+    log::msg(log::kWarn,
+             "landlock unavailable (%s): fs rules no, net rules no, scopes no; seccomp alone "
+             "confines this process",
+             why);
     return;
   }
-  if (g_probe_abi_cap > 0 && abi > g_probe_abi_cap) abi = g_probe_abi_cap;
   // Every filesystem right this ABI knows is handled, and none is granted.
   uint64_t fs = (1ull << 13) - 1;  // ABI 1: EXECUTE .. MAKE_SYM
   if (abi >= 2) fs |= 1ull << 13;  // REFER
@@ -385,8 +391,9 @@ int sandbox_probe(const SandboxSpec& spec, const std::string& call) {
   SandboxSpec s = spec;
   s.drop_user = false;  // the probe keeps its user; the filter is the same
   if (const char* cap = std::getenv("CT_SANDBOX_PROBE_LANDLOCK_ABI")) {
-    g_probe_abi_cap = std::atol(cap);
-    if (g_probe_abi_cap < 1) {
+    char* end = nullptr;
+    g_probe_abi_cap = std::strtol(cap, &end, 10);
+    if (*cap == '\0' || *end != '\0' || g_probe_abi_cap < 0) {
       std::fprintf(stderr, "CT_SANDBOX_PROBE_LANDLOCK_ABI: not an ABI version: %s\n", cap);
       return 2;
     }

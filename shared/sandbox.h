@@ -95,7 +95,7 @@ void sandbox_print_policy(const SandboxSpec& spec);
 // gives; a forbidden call never returns (SIGSYS). Calls named `landlock-...`
 // enter everything but the seccomp filter, to show what Landlock alone
 // stops. CT_SANDBOX_PROBE_LANDLOCK_ABI=N (read here only) makes the probe
-// use at most Landlock ABI N, as an older kernel would.
+// use at most Landlock ABI N, as an older kernel would (0: none at all).
 int sandbox_probe(const SandboxSpec& spec, const std::string& call);
 
 // Whether the filter runs in log mode (sanitizer builds: ASan needs calls the

@@ -372,3 +372,16 @@ def test_on_an_older_landlock_abi_the_start_line_names_what_is_missing(binary, p
     r = probe(binary, process, "none")
     assert f"info: landlock ABI {LANDLOCK_ABI}: fs rules, net rules yes, scopes yes" \
         in r.stderr.decode(), r.stderr
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_without_landlock_the_start_line_says_so_and_seccomp_still_refuses_files(binary,
+                                                                                 process):
+    no_landlock = {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "0"}
+    r = probe(binary, process, "none", no_landlock)
+    assert r.returncode == 0, r.stderr
+    assert b"warn: landlock unavailable (capped to 0 for this probe): fs rules no, net rules " \
+        b"no, scopes no; seccomp alone confines this process" in r.stderr, r.stderr
+    r = probe(binary, process, "openat", no_landlock)
+    assert r.returncode == -signal.SIGSYS, (r.returncode, r.stderr)
