@@ -357,6 +357,18 @@ def test_every_child_logs_the_landlock_abi_in_force_once_at_start(env):
             assert scopes == ("yes" if LANDLOCK_ABI >= 6 else "no")
 
 
+@pytest.mark.skipif(LANDLOCK_ABI < 6, reason="needs a kernel at ABI 6 to tell the two apart")
+def test_a_daemon_ignores_the_probes_landlock_abi_override(env, monkeypatch):
+    # Only --sandbox-probe reads it: a unit's environment cannot lower a child's sandbox.
+    monkeypatch.setenv("CT_SANDBOX_PROBE_LANDLOCK_ABI", "2")
+    broker, bridge, _ = env.tunnel()
+    for d in (broker, bridge):
+        for role in ("tls", "forward"):
+            d.wait_log(rf"\[{role}\] info: landlock ABI {LANDLOCK_ABI}: fs rules, net rules "
+                       r"yes, scopes yes")
+        assert "landlock ABI 2" not in d.text()
+
+
 @pytest.mark.skipif(LANDLOCK_ABI < 6, reason="needs a kernel at ABI 6 to show the lower ones")
 @pytest.mark.parametrize("binary,process", PROCESSES)
 def test_on_an_older_landlock_abi_the_start_line_names_what_is_missing(binary, process):
