@@ -51,7 +51,7 @@ constexpr ArgCmp arg_own_tid(unsigned i) {
 // (none: always). A call may appear on several lines (any line allows it).
 // Every rule carries its reason, printed by `--sandbox-policy` and listed in
 // docs/sandbox.md.
-constexpr unsigned kMaxArgCmps = 3;
+constexpr unsigned kMaxArgCmps = 3;  // socket: family, type and protocol, the most any rule needs
 struct SyscallRule {
   const char* name;
   const char* reason;
