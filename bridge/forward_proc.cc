@@ -22,12 +22,21 @@ namespace {
 // Seccomp allowlist beyond the common set: one TCP connection to OpenBao per
 // stream. Landlock (where the kernel has it) narrows connect() to the port of
 // --vault-addr. No open(), never OpenSSL.
+constexpr uint64_t kTypeMask = ~uint64_t{SOCK_NONBLOCK | SOCK_CLOEXEC};
 const SyscallRule kSyscalls[] = {
-    {"socket", "a TCP socket per stream (IPv4)", true, 0, ~uint64_t{0}, AF_INET},
-    {"socket", "a TCP socket per stream (IPv6)", true, 0, ~uint64_t{0}, AF_INET6},
+    // socket: TCP only. The type may carry SOCK_NONBLOCK/SOCK_CLOEXEC and
+    // nothing else; protocol 0 or IPPROTO_TCP (not MPTCP, SCTP, UDP or raw).
+    allow_if("socket", "a TCP socket per stream (IPv4)", arg_eq(0, AF_INET),
+             arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, 0)),
+    allow_if("socket", "a TCP socket per stream (IPv4)", arg_eq(0, AF_INET),
+             arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, IPPROTO_TCP)),
+    allow_if("socket", "a TCP socket per stream (IPv6)", arg_eq(0, AF_INET6),
+             arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, 0)),
+    allow_if("socket", "a TCP socket per stream (IPv6)", arg_eq(0, AF_INET6),
+             arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, IPPROTO_TCP)),
     {"connect", "to --vault-addr"},
-    {"getsockopt", "SO_ERROR of a non-blocking connect"},
-    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    allow_if("getsockopt", "SO_ERROR of a non-blocking connect", arg_eq(1, SOL_SOCKET),
+             arg_eq(2, SO_ERROR)),
     {"shutdown", "half-close towards OpenBao after the stream's FIN"},
 };
 
@@ -144,6 +153,7 @@ SandboxSpec forward_sandbox(uint16_t upstream_port) {
   s.process = "vault-bridge forward";
   s.syscalls = kSyscalls;
   s.connect_port = upstream_port;
+  s.tcp_options = true;  // setsockopt: TCP_NODELAY; SO_LINGER 0 for a reset
   return s;
 }
 

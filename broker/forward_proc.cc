@@ -26,7 +26,6 @@ namespace {
 // No socket(), no connect(), no open(), and never OpenSSL.
 const SyscallRule kSyscalls[] = {
     {"accept4", "wrapper connections, and /metrics scrapes"},
-    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
 };
 
@@ -213,6 +212,7 @@ SandboxSpec forward_sandbox(uint16_t) {
   SandboxSpec s;
   s.process = "cloudtaser-broker forward";
   s.syscalls = kSyscalls;
+  s.tcp_options = true;  // setsockopt: TCP_NODELAY; SO_LINGER 0 for a reset
   return s;
 }
 

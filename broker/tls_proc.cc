@@ -33,7 +33,6 @@ constexpr size_t kMaxBridgeConns = 64;
 // no connect(), no open(): this process only uses fds it was handed.
 const SyscallRule kSyscalls[] = {
     {"accept4", "bridge connections on the listener the parent bound"},
-    {"setsockopt", "TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on bridge links"},
     {"shutdown", "closing a bridge link"},
 };
 
@@ -388,7 +387,8 @@ SandboxSpec tls_sandbox() {
   SandboxSpec s;
   s.process = "cloudtaser-broker tls";
   s.syscalls = kSyscalls;
-  s.max_fds = 256;  // kMaxBridgeConns links, the listener, channels, the loop
+  s.max_fds = 256;       // kMaxBridgeConns links, the listener, channels, the loop
+  s.tcp_options = true;  // setsockopt: NODELAY, keepalive and TCP_USER_TIMEOUT on bridge links
   return s;
 }
 

@@ -18,17 +18,51 @@
 
 namespace ct {
 
-// One allowed syscall. `arg0_eq`/`arg0_mask`: when `arg_filter` is set the call
-// is allowed only if (arg[arg_index] & mask) == value. Every rule carries its
-// reason, printed by `--sandbox-policy` and listed in docs/sandbox.md.
+// One comparison on a syscall argument: the call passes it when
+// (arg[index] & mask) == value. `self` compares against this process's own
+// pid or tid, taken when the filter is built (a signal may only go to
+// ourselves; abort() needs exactly that).
+enum class ArgSelf : uint8_t { kNo, kPid, kTid };
+struct ArgCmp {
+  unsigned index = 0;
+  uint64_t mask = 0;
+  uint64_t value = 0;
+  ArgSelf self = ArgSelf::kNo;
+};
+constexpr ArgCmp arg_eq(unsigned i, uint64_t v) {
+  return {i, ~uint64_t{0}, v, ArgSelf::kNo};
+}
+// The argument has none of `bits` set (a flags word that must not carry, say, O_ASYNC).
+constexpr ArgCmp arg_without(unsigned i, uint64_t bits) {
+  return {i, bits, 0, ArgSelf::kNo};
+}
+// Once `mask` is applied, the argument equals `v` (a type word with optional flag bits).
+constexpr ArgCmp arg_masked(unsigned i, uint64_t mask, uint64_t v) {
+  return {i, mask, v, ArgSelf::kNo};
+}
+constexpr ArgCmp arg_own_pid(unsigned i) {
+  return {i, ~uint64_t{0}, 0, ArgSelf::kPid};
+}
+constexpr ArgCmp arg_own_tid(unsigned i) {
+  return {i, ~uint64_t{0}, 0, ArgSelf::kTid};
+}
+
+// One allowed syscall, allowed only when every comparison in `args` holds
+// (none: always). A call may appear on several lines (any line allows it).
+// Every rule carries its reason, printed by `--sandbox-policy` and listed in
+// docs/sandbox.md.
+constexpr unsigned kMaxArgCmps = 3;  // socket: family, type and protocol, the most any rule needs
 struct SyscallRule {
   const char* name;
   const char* reason;
-  bool arg_filter = false;
-  unsigned arg_index = 0;
-  uint64_t mask = 0;
-  uint64_t value = 0;
+  ArgCmp args[kMaxArgCmps] = {};
+  unsigned nargs = 0;
 };
+template <typename... A>
+constexpr SyscallRule allow_if(const char* name, const char* reason, A... cmps) {
+  static_assert(sizeof...(A) >= 1 && sizeof...(A) <= kMaxArgCmps);
+  return SyscallRule{name, reason, {cmps...}, sizeof...(A)};
+}
 
 struct SandboxSpec {
   const char* process;                    // "broker tls", for messages
@@ -42,6 +76,9 @@ struct SandboxSpec {
   bool landlock_net = true;
   uint16_t connect_port = 0;
   uint64_t max_fds = 0;  // RLIMIT_NOFILE (0: leave as is)
+  // setsockopt for the TCP options shared/net.cc and shared/splice.cc set
+  // (one list for every process that tunes sockets), and no other option.
+  bool tcp_options = false;
 };
 
 // Enters the sandbox or exits the process (status 70) saying why.
@@ -53,7 +90,12 @@ std::span<const SyscallRule> sandbox_common_rules();
 void sandbox_print_policy(const SandboxSpec& spec);
 
 // Test hook used by `--sandbox-probe`: enters `spec`'s sandbox, then makes
-// the named forbidden call. Returning means the call was allowed (exit 0).
+// the named call (docs/sandbox.md lists them). Returning 0 means the call was
+// allowed; 13 means it failed with the errno that Landlock or the filter
+// gives; a forbidden call never returns (SIGSYS). Calls named `landlock-...`
+// enter everything but the seccomp filter, to show what Landlock alone
+// stops. CT_SANDBOX_PROBE_LANDLOCK_ABI=N (read here only) makes the probe
+// use at most Landlock ABI N, as an older kernel would (0: none at all).
 int sandbox_probe(const SandboxSpec& spec, const std::string& call);
 
 // Whether the filter runs in log mode (sanitizer builds: ASan needs calls the

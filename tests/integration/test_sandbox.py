@@ -3,11 +3,13 @@ calls kill it, and the forwarding process never holds the private key."""
 import os
 import re
 import signal
+import socket
 import subprocess
+import uuid
 
 import pytest
 
-from harness import BRIDGE, BROKER, http_get
+from harness import BRIDGE, BROKER, http_get, kv_ok, wait_for
 
 # Sanitizer builds (make asan) run the filter in log mode: nothing is killed,
 # and ASan's shadow memory makes memory scans meaningless. Those checks run on
@@ -161,3 +163,238 @@ def test_landlock_lets_the_bridge_forwarding_process_connect_to_the_vault_port_o
                             capture_output=True, timeout=10)
     assert ok.returncode == 0, ok.stderr
     assert denied.returncode == 13, denied.stderr  # EACCES from Landlock
+
+
+# ------------------------------------------------ signals, fcntl, socket types
+
+PROCESSES = [(b, p) for b in ("broker", "bridge") for p in ("tls", "forward")]
+
+
+def probe(binary, process, call, env_extra=None):
+    exe = BROKER if binary == "broker" else BRIDGE
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([str(exe), "--sandbox-probe", process, call], capture_output=True,
+                          timeout=10, env=env)
+
+
+class Victim:
+    """A process of our own user for a confined child to aim signals at."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["sleep", "60"])
+        return self.proc
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["kill", "tkill", "tgkill"])
+def test_a_signal_to_another_process_of_the_same_user_kills_the_sender_not_the_target(
+        binary, process, call):
+    with Victim() as victim:
+        r = probe(binary, process, f"{call}:{victim.pid}")
+        assert r.returncode == -signal.SIGSYS, (call, r.returncode, r.stderr)
+        assert victim.poll() is None, "the signal reached the other process"
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_a_child_may_signal_itself_with_sigabrt_only(binary, process):
+    # tgkill to its own pid and tid is allowed for abort(); SIGSTOP is not.
+    r = probe(binary, process, "tgkill-self-sigstop")
+    assert r.returncode == -signal.SIGSYS, (r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call,says", [("abort", b"check failed"),
+                                       ("chk-fail", b"buffer overflow detected")])
+def test_a_failed_check_or_fortify_check_inside_the_sandbox_still_aborts_with_sigabrt(
+        binary, process, call, says):
+    # CT_CHECK and _FORTIFY_SOURCE both end in abort(): its message and its
+    # tgkill(own pid, own tid, SIGABRT) must pass the filter, or a crash
+    # would read as a sandbox violation (SIGSYS).
+    r = probe(binary, process, call)
+    assert r.returncode == -signal.SIGABRT, (r.returncode, r.stderr)
+    assert says in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_a_child_with_a_second_thread_refuses_to_enter_the_sandbox(binary, process):
+    # Landlock and the own-tid signal rule would confine the calling thread only.
+    r = probe(binary, process, "second-thread")
+    assert r.returncode == 70, (r.returncode, r.stderr)
+    assert b"more than one thread" in r.stderr and b"refusing to run unconfined" in r.stderr
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["fcntl-setown", "fcntl-setsig", "fcntl-async", "fcntl-dupfd"])
+def test_fcntl_cannot_aim_sigio_anywhere_or_dup_without_cloexec(binary, process, call):
+    r = probe(binary, process, call)
+    assert r.returncode == -signal.SIGSYS, (call, r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["fcntl-nonblock", "fcntl-dupfd-cloexec"])
+def test_the_fcntl_commands_the_code_uses_still_work(binary, process, call):
+    r = probe(binary, process, call)
+    assert r.returncode == 0, (call, r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["socket-udp", "socket-mptcp", "socket-sctp", "socket-raw",
+                                  "socket-unix"])
+def test_no_child_can_create_a_udp_mptcp_sctp_raw_or_unix_socket(binary, process, call):
+    r = probe(binary, process, call)
+    assert r.returncode == -signal.SIGSYS, (call, r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+@pytest.mark.parametrize("call", ["setsockopt-ulp", "setsockopt-attach-filter"])
+def test_setsockopt_cannot_reach_kernel_tls_or_socket_filters(binary, process, call):
+    r = probe(binary, process, call)
+    assert r.returncode == -signal.SIGSYS, (call, r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_setsockopt_for_the_tcp_options_the_code_sets_still_works(binary, process):
+    r = probe(binary, process, "setsockopt-nodelay")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+@production_only
+@pytest.mark.parametrize("call", ["socket", "socket-tcp"])
+def test_the_bridge_forwarding_process_can_still_create_its_tcp_sockets(call):
+    # socket(AF_INET, SOCK_STREAM, 0) and (AF_INET6, SOCK_STREAM|NONBLOCK|CLOEXEC, IPPROTO_TCP)
+    r = probe("bridge", "forward", call)
+    assert r.returncode == 0, (call, r.returncode, r.stderr)
+
+
+@production_only
+def test_the_broker_forwarding_process_out_of_fds_sheds_wrappers_and_survives_its_filter(
+        env, tmp_path, monkeypatch):
+    # Its EMFILE path gives back a spare fd, accepts and closes, and takes the
+    # spare again with F_DUPFD_CLOEXEC: all inside the filter. The broker runs
+    # under a low fd limit (soft = hard, so raising the soft one changes nothing).
+    import harness
+    limited = tmp_path / "broker-with-48-fds"
+    limited.write_text(f'#!/bin/sh\nexec prlimit --nofile=48:48 -- "{BROKER}" "$@"\n')
+    limited.chmod(0o755)
+    monkeypatch.setattr(harness, "BROKER", limited)
+    broker, _, _ = env.tunnel()
+    assert kv_ok(broker.service_port)
+    fwd = broker.children()["forward"]
+    flood = []
+    try:
+        for _ in range(64):
+            flood.append(socket.create_connection(("127.0.0.1", broker.service_port), timeout=5))
+        broker.wait_log(r"\[forward\] warn: .*(out of file descriptors|EMFILE|Too many open files)",
+                        timeout=10)
+    finally:
+        for c in flood:
+            c.close()
+    wait_for(lambda: kv_ok(broker.service_port), 15, "a wrapper served after the flood")
+    assert broker.children()["forward"] == fwd, "the forwarding process was restarted"
+    assert broker.count(r"killed by signal") == 0, broker.text()
+
+
+# ------------------------------------------------ Landlock
+
+LANDLOCK_ABI = _landlock_net_abi()
+needs_scopes = pytest.mark.skipif(LANDLOCK_ABI < 6, reason="this kernel's Landlock has no scopes")
+
+
+@needs_scopes
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_landlock_alone_keeps_a_signal_from_leaving_the_sandbox(binary, process):
+    # The landlock-* probes enter everything but seccomp: this is Landlock's own answer.
+    with Victim() as victim:
+        r = probe(binary, process, f"landlock-kill:{victim.pid}")
+        assert r.returncode == 13, (r.returncode, r.stderr)  # EPERM
+        assert victim.poll() is None
+    # Control: on ABI 5 (no scopes) the same probe kills the victim.
+    with Victim() as victim:
+        r = probe(binary, process, f"landlock-kill:{victim.pid}",
+                  {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "5"})
+        assert r.returncode == 0, (r.returncode, r.stderr)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+
+
+@needs_scopes
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_landlock_alone_refuses_a_connect_to_an_abstract_unix_socket_made_outside(binary,
+                                                                                   process):
+    name = f"ct-probe-{uuid.uuid4().hex[:12]}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind("\0" + name)
+        listener.listen(4)
+        r = probe(binary, process, f"landlock-abstract:{name}")
+        assert r.returncode == 13, (r.returncode, r.stderr)  # EPERM
+        # Control: without scopes (ABI 5) the connect goes through.
+        r = probe(binary, process, f"landlock-abstract:{name}",
+                  {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "5"})
+        assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+@pytest.mark.skipif(LANDLOCK_ABI < 1, reason="this kernel has no Landlock")
+def test_every_child_logs_the_landlock_abi_in_force_once_at_start(env):
+    broker, bridge, _ = env.tunnel()
+    assert http_get(broker.service_port, "/v1/secret/data/s")[0] == 200
+    for d in (broker, bridge):
+        for role in ("tls", "forward"):
+            rx = rf"\[{role}\] \w+: landlock ABI (\d+): fs rules, net rules (\w+), scopes (\w+)"
+            found = re.findall(rx, d.text())
+            assert len(found) == 1, (d.argv[0], role, found, d.text())
+            abi, net, scopes = found[0]
+            assert int(abi) == LANDLOCK_ABI
+            assert net == ("yes" if LANDLOCK_ABI >= 4 else "no")
+            assert scopes == ("yes" if LANDLOCK_ABI >= 6 else "no")
+
+
+@pytest.mark.skipif(LANDLOCK_ABI < 6, reason="needs a kernel at ABI 6 to tell the two apart")
+def test_a_daemon_ignores_the_probes_landlock_abi_override(env, monkeypatch):
+    # Only --sandbox-probe reads it: a unit's environment cannot lower a child's sandbox.
+    monkeypatch.setenv("CT_SANDBOX_PROBE_LANDLOCK_ABI", "2")
+    broker, bridge, _ = env.tunnel()
+    for d in (broker, bridge):
+        for role in ("tls", "forward"):
+            d.wait_log(rf"\[{role}\] info: landlock ABI {LANDLOCK_ABI}: fs rules, net rules "
+                       r"yes, scopes yes")
+        assert "landlock ABI 2" not in d.text()
+
+
+@pytest.mark.skipif(LANDLOCK_ABI < 6, reason="needs a kernel at ABI 6 to show the lower ones")
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_on_an_older_landlock_abi_the_start_line_names_what_is_missing(binary, process):
+    # Debian 12's 6.1 kernel: ABI 2. Net rules need 4, scopes 6.
+    r = probe(binary, process, "none", {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "2"})
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stderr.decode().splitlines() if "landlock ABI" in l]
+    assert len(line) == 1, r.stderr
+    assert " warn: landlock ABI 2: fs rules, net rules no (needs ABI 4" in line[0], line
+    assert "scopes no (needs ABI 6" in line[0], line
+    r = probe(binary, process, "none", {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "5"})
+    assert "landlock ABI 5: fs rules, net rules yes, scopes no (needs ABI 6" in r.stderr.decode()
+    r = probe(binary, process, "none")
+    assert f"info: landlock ABI {LANDLOCK_ABI}: fs rules, net rules yes, scopes yes" \
+        in r.stderr.decode(), r.stderr
+
+
+@production_only
+@pytest.mark.parametrize("binary,process", PROCESSES)
+def test_without_landlock_the_start_line_says_so_and_seccomp_still_refuses_files(binary,
+                                                                                 process):
+    no_landlock = {"CT_SANDBOX_PROBE_LANDLOCK_ABI": "0"}
+    r = probe(binary, process, "none", no_landlock)
+    assert r.returncode == 0, r.stderr
+    assert b"warn: landlock unavailable (capped to 0 for this probe): fs rules no, net rules " \
+        b"no, scopes no; seccomp alone confines this process" in r.stderr, r.stderr
+    r = probe(binary, process, "openat", no_landlock)
+    assert r.returncode == -signal.SIGSYS, (r.returncode, r.stderr)
