@@ -172,4 +172,21 @@ uint16_t local_port(int fd) {
   return 0;
 }
 
+UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
+                     bool* shed) {
+  *shed = false;
+  socklen_t len = sizeof *peer;
+  UniqueFd fd(
+      accept4(listener, reinterpret_cast<sockaddr*>(peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (fd || (errno != EMFILE && errno != ENFILE)) return fd;
+  const int saved = errno;
+  spare->reset();
+  UniqueFd victim(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  *shed = static_cast<bool>(victim);
+  victim.reset();
+  spare->reset(fcntl(spare_src, F_DUPFD_CLOEXEC, 0));
+  errno = saved;
+  return UniqueFd();
+}
+
 }  // namespace ct
