@@ -299,3 +299,97 @@ def test_wrappers_waiting_for_a_bridge_at_its_max_streams_are_reset_as_refused_a
             s.close()
     finally:
         fake.close()
+
+
+# ---------------------------------------------------------------- service port
+def echo_from(src, port, payload=b"ping", timeout=5):
+    """A wrapper bound to `src` that sends `payload`: the socket when the echo
+    came back through the tunnel, None when the broker closed it instead."""
+    s = socket.socket()
+    s.bind((src, 0))
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    try:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    except OSError:
+        got = b""
+    if got == payload:
+        return s
+    s.close()
+    return None
+
+
+def test_one_source_over_its_wrapper_cap_is_refused_while_another_source_is_served(env):
+    mport = free_port()
+    broker, _, _ = env.tunnel(upstream=env.echo(), broker_extra=[
+        "--max-wrappers-per-source", "4", "--metrics-listen", f"127.0.0.1:{mport}"])
+    held = [echo_from("127.0.0.5", broker.service_port) for _ in range(4)]
+    assert all(held), held
+    # The fifth from the same address is closed at accept, unserved.
+    assert echo_from("127.0.0.5", broker.service_port) is None
+    # Another source is served meanwhile.
+    other = echo_from("127.0.0.6", broker.service_port)
+    assert other is not None
+    text = metrics_text(mport)
+    assert admission(text, "service", "per_source") >= 1, text
+    broker.wait_log(r"wrapper connection from 127\.0\.0\.5 refused: per_source")
+    # A wrapper that leaves gives its source the slot back.
+    held.pop().close()
+    again = wait_for(lambda: echo_from("127.0.0.5", broker.service_port, timeout=2), 10,
+                     "a freed slot for 127.0.0.5")
+    for s in [*held, other, again]:
+        s.close()
+
+
+# ---------------------------------------------------------------- metrics port
+def probe_latencies(port, seconds):
+    """GET /readyz every 0.1 s for `seconds`: (status, latency) of each."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            status = http_get(port, "/readyz", timeout=1)[0]
+        except OSError:
+            status = None
+        out.append((status, time.monotonic() - t0))
+        time.sleep(0.1)
+    return out
+
+
+def run_metrics_flood(env, n, sources):
+    mport, pport = free_port(), free_port()
+    broker, _, _ = env.tunnel(broker_extra=["--metrics-listen", f"127.0.0.1:{mport}",
+                                            "--probe-listen", f"127.0.0.1:{pport}"])
+    wait_for(lambda: http_get(pport, "/readyz")[0] == 200, 5, "ready")
+    assert http_get(pport, "/metrics")[0] == 404  # probes only on the probe port
+    with SilentFlood(mport, n, sources) as flood:
+        wait_for(lambda: flood.opened >= n, 10, "the flood to connect")
+        probes = probe_latencies(pport, 5)
+        # Prometheus still gets its scrape through the flood within its
+        # default scrape timeout (10 s): idle connections ahead of it in the
+        # backlog are admitted and evicted, oldest first, until its turn.
+        t0 = time.monotonic()
+        status, body = http_get(mport, "/metrics", timeout=10)
+        print(f"/metrics through a {n}-connection flood: {time.monotonic() - t0:.2f} s")
+        assert flood.running()
+    bad = [p for p in probes if p[0] != 200 or p[1] >= 1]
+    assert not bad and len(probes) >= 10, probes
+    assert status == 200
+    text = body.decode()
+    assert admission(text, "metrics", "evicted") + admission(text, "metrics", "deadline") > 0
+    return broker
+
+
+def test_probes_keep_answering_within_1s_while_16_idle_connections_hold_the_metrics_port(env):
+    run_metrics_flood(env, 16, ["127.0.0.2", "127.0.0.3"])
+
+
+def test_probes_keep_answering_within_1s_while_200_idle_connections_flood_the_metrics_port(env):
+    run_metrics_flood(env, 200, [f"127.0.0.{i}" for i in range(2, 27)])
