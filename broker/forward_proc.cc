@@ -3,6 +3,7 @@
 // TLS process. It holds no key and never calls OpenSSL; it sees only the
 // wrappers' bytes, which it passes on unchanged.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -41,10 +42,13 @@ const std::vector<MsgRule> kAccepts = {
 
 // The service port: no handshake at the broker (the wrapper's TLS, if any,
 // ends at the bridge), so every wrapper is "established" at accept, with a
-// per-source cap set by --max-wrappers-per-source.
-AdmissionLimits service_admission(uint32_t per_source) {
+// per-source cap set by --max-wrappers-per-source, and a total that leaves
+// kFdsKeptApart of the process's fds to everything else.
+AdmissionLimits service_admission(uint32_t per_source, size_t fd_limit) {
   AdmissionLimits l;
-  l.established = limits::kMaxWrapperConns;
+  l.established =
+      std::min(limits::kMaxWrapperConns,
+               fd_limit > limits::kFdsKeptApart + 1 ? fd_limit - limits::kFdsKeptApart : size_t{1});
   l.established_per_source = per_source != 0 ? per_source : limits::kDefaultWrappersPerSource;
   return l;
 }
@@ -56,6 +60,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     // take the pending connection off the queue and close it instead of
     // spinning on a level-triggered event it cannot clear (FI-22, libuv#315).
     spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
+    // Read before the sandbox (which has no getrlimit).
+    rlimit r{};
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY)
+      fd_limit_ = static_cast<size_t>(r.rlim_cur);
   }
 
  private:
@@ -78,9 +86,9 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         if (listener_.fd || !o) return false;
         listener_.self = this;
         listener_.fd = std::move(m.fd);
-        svc_ = Admission(service_admission(o->max_per_source));
-        LOG_INFO("at most %zu wrapper connections per source address",
-                 svc_.limits().established_per_source);
+        svc_ = Admission(service_admission(o->max_per_source, fd_limit_));
+        LOG_INFO("at most %zu wrapper connections, %zu per source address",
+                 svc_.limits().established, svc_.limits().established_per_source);
         update_listener();
         return true;
       }
@@ -221,8 +229,8 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       mstate_.fwd.wrapper_connections_total++;
       splices_.add(*local_, id, std::move(fd), false);
     }
-    publish_counts();
     update_listener();
+    publish_counts();
   }
 
   void publish_counts() {
@@ -265,6 +273,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       // paused listener resume once wrappers have gone.
       release_closed_wrappers(nullptr);
       update_listener();
+      publish_counts();
       next_sweep_ = now + kSweepInterval;
     }
     if (draining_ && splices_.empty()) {
@@ -290,7 +299,8 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   MetricsState mstate_;
   std::unique_ptr<MetricsServer> metrics_, probes_;
   UniqueFd spare_;
-  Admission svc_{service_admission(0)};
+  size_t fd_limit_ = limits::kMaxWrapperConns + limits::kFdsKeptApart;
+  Admission svc_{service_admission(0, fd_limit_)};
   Admission::Id next_wrapper_ = 0;
   // Open wrappers by source: (data-channel stream id, admission id).
   std::map<SourceKey, std::vector<std::pair<uint32_t, Admission::Id>>> by_source_;

@@ -106,6 +106,12 @@ inline constexpr size_t kMaxBridgeLinks = 64;
 // one fd and one stream on the data channel, whose peer accepts
 // kMaxConcurrentStreams; past it the listener pauses.
 inline constexpr size_t kMaxWrapperConns = 16384;
+// File descriptors the broker's forwarding process keeps apart from wrappers:
+// the metrics and probe listeners' pools (2 x (kHttpHeads + kHttpAnswers)) and
+// its own channels, listeners, reserve and loop (32), so that with every
+// wrapper slot taken /metrics and the probes are still answered. The service
+// port admits at most RLIMIT_NOFILE minus this many wrappers.
+inline constexpr size_t kFdsKeptApart = 96;
 // Default of --max-wrappers-per-source: a wrapper holds a few connections;
 // 256 leaves room for bursts while one pod can take at most 1/64 of the total.
 inline constexpr uint32_t kDefaultWrappersPerSource = 256;
