@@ -250,6 +250,41 @@ def test_a_source_over_its_handshake_cap_is_refused_while_a_bridge_from_another_
     assert broker.count("refused: per_source") < 20, "refusals must be logged throttled"
 
 
+def test_bridge_handshake_failures_are_counted_by_reason_and_logged_at_most_once_per_interval(env):
+    mport = free_port()
+    broker = env.broker(extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    # 30 plain-HTTP clients and 10 TLS clients without a client certificate.
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", broker.bridge_port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(str(env.pki.ca_crt))
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", broker.bridge_port), timeout=5) as raw:
+            try:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+                    t.recv(1)  # the server's alert arrives after our Finished
+            except OSError:
+                pass
+
+    def counted():
+        text = metrics_text(mport)
+        return (metric(text, "cloudtaser_broker_handshake_failures_total", '{reason="not_tls"}'),
+                metric(text, "cloudtaser_broker_handshake_failures_total",
+                       '{reason="no_certificate"}'))
+    wait_for(lambda: counted() == (30, 10), 10, "30 not_tls and 10 no_certificate failures")
+    # 40 failures, well within one 10 s interval: at most two lines (the first,
+    # and one more if the interval rolled over on a slow machine).
+    assert 1 <= broker.count(r"bridge handshake failed") <= 2, broker.text()
+
+
 # ---------------------------------------------------------------- pending wrappers
 def test_a_bridge_at_its_max_streams_gets_pending_wrappers_one_at_a_time_and_the_broker_never_hangs(env):
     mport = free_port()
