@@ -215,6 +215,8 @@ def test_a_restarted_bridge_is_back_and_serving_within_5s_while_300_silent_socke
     sources = [f"127.0.0.{i}" for i in range(2, 52)]
     with SilentFlood(broker.bridge_port, 300, sources) as flood:
         wait_for(lambda: flood.closed_by_server >= 300, 30, "the flood to cycle through the pool")
+        # The established link holds a reserved slot: the flood never touches it.
+        assert kv_ok(broker.service_port, "during")
         bridge.kill()
         wait_for(lambda: metric(metrics_text(mport), "cloudtaser_broker_bridges_connected") == 0,
                  10, "the broker to notice the bridge is gone")
