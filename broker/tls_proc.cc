@@ -155,8 +155,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   }
 
   void refused(Refusal r, const SourceKey& src) noexcept {
-    LOG_WARN_THROTTLED(refuse_log_, "bridge connection from %s %s: %s", src.str().c_str(),
-                       r == Refusal::kEvicted ? "evicted" : "refused", refusal_name(r));
+    if (r == Refusal::kEvicted)
+      LOG_WARN_THROTTLED(refuse_log_,
+                         "handshake pool full: the oldest handshake evicted for a "
+                         "connection from %s",
+                         src.str().c_str());
+    else
+      LOG_WARN_THROTTLED(refuse_log_, "bridge connection from %s refused: %s", src.str().c_str(),
+                         refusal_name(r));
   }
 
   void accept_bridges() noexcept {
