@@ -182,10 +182,14 @@ UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int 
   const int saved = errno;
   spare->reset();
   UniqueFd victim(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  // With the table full the kernel says EMFILE before it looks at the queue;
+  // with the reserve free it tells the truth, and an empty queue is EAGAIN
+  // (the caller stops quietly) rather than an error to log.
+  const int victim_err = errno;
   *shed = static_cast<bool>(victim);
   victim.reset();
   spare->reset(fcntl(spare_src, F_DUPFD_CLOEXEC, 0));
-  errno = saved;
+  errno = *shed ? saved : victim_err;
   return UniqueFd();
 }
 
