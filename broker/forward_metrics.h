@@ -1,7 +1,13 @@
 // The broker's /metrics, /healthz and /readyz endpoint on --metrics-listen,
-// served by the forwarding process (it already owns the broker's plain local
-// sockets and holds no key). Minimal HTTP/1.x: one GET per connection, the
-// request head capped at 4 KiB and 5 s, then the answer and close.
+// and the probe-only endpoint (/healthz, /readyz) on --probe-listen, served by
+// the forwarding process (it already owns the broker's plain local sockets
+// and holds no key). Minimal HTTP/1.x: one GET per connection, the request
+// head capped at 4 KiB and due kHttpHeadDeadline after accept, then the
+// answer and close. Each listener has its own admission pools
+// (shared/admission.h): a flood of idle connections cycles through the head
+// pool by eviction, never holds it, and the listener pauses rather than
+// accepting and closing. Kubelet's probes use their own listener so that no
+// flood on the metrics port (which Prometheus must reach) can fail them.
 #pragma once
 
 #include <list>
@@ -9,21 +15,30 @@
 #include <string>
 #include <vector>
 
+#include "shared/admission.h"
+#include "shared/log.h"
 #include "shared/loop.h"
 #include "shared/metrics.h"
 
 namespace ct::broker {
 
-class MetricsServer {
- public:
-  MetricsServer(Loop& loop, UniqueFd listener);
-  ~MetricsServer();
-  void set_tls_samples(std::vector<MetricSample> s) { tls_ = std::move(s); }
-  ForwardCounters& counters() { return fwd_; }
+// What the endpoints report, shared by the metrics and the probe listener.
+struct MetricsState {
+  std::vector<MetricSample> tls;  // from the TLS process, once a second
+  ForwardCounters fwd;
   // Ready: at least one bridge connected and not draining.
   bool ready() const;
+};
+
+class MetricsServer {
+ public:
+  // spare_src: an fd to duplicate as the reserve for EMFILE (net.h accept_peer).
+  MetricsServer(Loop& loop, UniqueFd listener, int spare_src, bool probes_only,
+                MetricsState& state);
+  ~MetricsServer();
   void tick(TimePoint now);
   TimePoint next_deadline() const;
+  bool probes_only() const { return probes_only_; }
 
  private:
   struct Conn;
@@ -32,15 +47,24 @@ class MetricsServer {
     void on_io(uint32_t) noexcept override { self->accept_all(); }
   };
   void accept_all() noexcept;
+  void update_listener(TimePoint now) noexcept;
+  void head_complete(Conn* c) noexcept;
   std::string answer(const std::string& request_head) const;
   void drop(Conn* c);
+  void publish_counts();
 
   Loop& loop_;
   UniqueFd listener_fd_;
+  UniqueFd spare_;
+  int spare_src_;
+  bool probes_only_;
+  bool listening_ = false;
   Listener listener_;
+  Admission admission_;
+  Admission::Id next_id_ = 0;
   std::list<std::unique_ptr<Conn>> conns_;
-  std::vector<MetricSample> tls_;
-  ForwardCounters fwd_;
+  MetricsState& state_;
+  log::Throttle refuse_log_;
 };
 
 }  // namespace ct::broker

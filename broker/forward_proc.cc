@@ -3,6 +3,7 @@
 // TLS process. It holds no key and never calls OpenSSL; it sees only the
 // wrappers' bytes, which it passes on unchanged.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 
 #include "broker/broker.h"
 #include "broker/forward_metrics.h"
+#include "shared/admission.h"
 #include "shared/child.h"
 #include "shared/limits.h"
 #include "shared/log.h"
@@ -29,11 +31,26 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
 };
 
+// LISTENER and METRICS_LISTENER carry the port's ListenerOptions (admission.h).
 const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0}, {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},     {Msg::kDrain, false, 0},   {Msg::kMetricsListener, true, 0},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, kListenerOptionsSize},
+    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
+    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, kListenerOptionsSize},
     {Msg::kStats, false, 8192},
 };
+
+// The service port: no handshake at the broker (the wrapper's TLS, if any,
+// ends at the bridge), so every wrapper is "established" at accept, with a
+// per-source cap set by --max-wrappers-per-source, and a total that leaves
+// kFdsKeptApart of the process's fds to everything else.
+AdmissionLimits service_admission(uint32_t per_source, size_t fd_limit) {
+  AdmissionLimits l;
+  l.established =
+      std::min(limits::kMaxWrapperConns,
+               fd_limit > limits::kFdsKeptApart + 1 ? fd_limit - limits::kFdsKeptApart : size_t{1});
+  l.established_per_source = per_source != 0 ? per_source : limits::kDefaultWrappersPerSource;
+  return l;
+}
 
 class ForwardProcess final : public ChildBase, public Link::Owner {
  public:
@@ -42,6 +59,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     // take the pending connection off the queue and close it instead of
     // spinning on a level-triggered event it cannot clear (FI-22, libuv#315).
     spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
+    // Read before the sandbox (which has no getrlimit).
+    rlimit r{};
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY)
+      fd_limit_ = static_cast<size_t>(r.rlim_cur);
   }
 
  private:
@@ -59,27 +80,37 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         send(Msg::kReady, {});
         return true;
       }
-      case Msg::kListener:
-        if (listener_.fd) return false;
+      case Msg::kListener: {
+        auto o = decode_listener_options(m.body);
+        if (listener_.fd || !o) return false;
         listener_.self = this;
         listener_.fd = std::move(m.fd);
+        svc_ = Admission(service_admission(o->max_per_source, fd_limit_));
+        LOG_INFO("at most %zu wrapper connections, %zu per source address",
+                 svc_.limits().established, svc_.limits().established_per_source);
         update_listener();
         return true;
+      }
       case Msg::kPeerChannel:
         return set_local(std::move(m.fd));
-      case Msg::kMetricsListener:
-        if (metrics_) return false;  // once
-        metrics_ = std::make_unique<MetricsServer>(loop_, std::move(m.fd));
+      case Msg::kMetricsListener: {
+        auto o = decode_listener_options(m.body);
+        if (!o) return false;
+        auto& slot = o->probes_only ? probes_ : metrics_;
+        if (slot) return false;  // once each
+        slot = std::make_unique<MetricsServer>(loop_, std::move(m.fd), ctl_.fd(),
+                                               o->probes_only != 0, mstate_);
         return true;
+      }
       case Msg::kStats: {
         auto s = decode_metrics(m.body);
         if (!s) return false;
-        if (metrics_) metrics_->set_tls_samples(std::move(*s));
+        mstate_.tls = std::move(*s);
         return true;
       }
       case Msg::kDrain:
         draining_ = true;
-        if (metrics_) metrics_->counters().draining = true;  // readiness goes false first
+        mstate_.fwd.draining = true;  // readiness goes false first
         update_listener();
         listener_.fd.reset();  // new wrappers are refused, not queued until we exit
         LOG_INFO("draining: %zu wrapper connections open", splices_.size());
@@ -105,54 +136,105 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
 
   // Wrappers are accepted only while a data channel exists; otherwise they
   // wait in the kernel's backlog until the TLS process is back.
+  // The listener is also out of epoll while the service port's pool is full
+  // (kMaxWrapperConns): wrappers then wait in the backlog, none is accepted
+  // and closed.
   void update_listener() {
     const bool want = listener_.fd && local_ && !local_->closed() && !draining_;
-    if (want == listener_.active) return;
-    listener_.active = want;
-    if (want)
+    const bool room = svc_.accepting(Clock::now()) || release_closed_wrappers(nullptr);
+    if (want && !room && listener_.active) {
+      svc_.count(Refusal::kPaused);
+      LOG_WARN_THROTTLED(refuse_log_, "service port paused: %zu wrapper connections open",
+                         svc_.established());
+    }
+    if ((want && room) == listener_.active) return;
+    listener_.active = want && room;
+    if (listener_.active)
       loop_.add(listener_.fd.get(), EPOLLIN, &listener_);
     else if (listener_.fd)
       loop_.del(listener_.fd.get());
   }
 
+  // Gives back the admission slots of wrappers whose stream has ended (of one
+  // source, or of all). The splices own the sockets; a stream that no longer
+  // exists on the data channel means its socket is closed or closing.
+  // Returns whether anything was released.
+  bool release_closed_wrappers(const SourceKey* only) {
+    bool any = false;
+    for (auto it = by_source_.begin(); it != by_source_.end();) {
+      if (only != nullptr && it->first != *only) {
+        ++it;
+        continue;
+      }
+      auto& streams = it->second;
+      for (size_t i = 0; i < streams.size();) {
+        if (local_ && local_->session().stream_exists(streams[i].first)) {
+          i++;
+          continue;
+        }
+        svc_.on_closed(streams[i].second);
+        streams[i] = streams.back();
+        streams.pop_back();
+        any = true;
+      }
+      it = streams.empty() ? by_source_.erase(it) : std::next(it);
+    }
+    return any;
+  }
+
+  void forget_all_wrappers() {
+    for (auto& [src, streams] : by_source_)
+      for (auto& [stream, id] : streams) svc_.on_closed(id);
+    by_source_.clear();
+  }
+
   void accept_wrappers() noexcept {
     for (int i = 0; i < 64 && listener_.active; i++) {
-      UniqueFd fd(accept4(listener_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      sockaddr_storage peer{};
+      bool shed = false;
+      UniqueFd fd = accept_peer(listener_.fd.get(), &peer, &spare_, ctl_.fd(), &shed);
       if (!fd) {
-        if (errno == EMFILE || errno == ENFILE) {
-          shed_one();
-          return;
+        if (shed) {
+          svc_.count(Refusal::kFdLimit);
+          LOG_WARN_THROTTLED(refuse_log_,
+                             "out of file descriptors: closing new wrapper connections (%zu open)",
+                             splices_.size());
+          continue;
         }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
           LOG_WARN_ERRNO(errno, "accept on the service listener");
-        return;
+        break;
+      }
+      auto src = source_key(peer);
+      if (!src) continue;
+      const Admission::Id aid = ++next_wrapper_;
+      auto d = svc_.on_accept(aid, *src, Clock::now());
+      if (!d.admit && d.why == Refusal::kPerSource && release_closed_wrappers(&*src))
+        d = svc_.on_accept(aid, *src, Clock::now());
+      if (!d.admit) {
+        LOG_WARN_THROTTLED(refuse_log_, "wrapper connection from %s refused: %s",
+                           src->str().c_str(), refusal_name(d.why));
+        continue;  // closes it
       }
       const uint32_t id = local_->session().open();
       if (id == 0) {
-        LOG_WARN("wrapper refused: no stream id available on the data channel");
+        svc_.on_closed(aid);
+        LOG_WARN_THROTTLED(refuse_log_, "wrapper refused: %s",
+                           "no stream id available on the data channel");
         continue;
       }
+      by_source_[*src].emplace_back(id, aid);
       tune_stream_socket(fd.get());
-      if (metrics_) metrics_->counters().wrapper_connections_total++;
+      mstate_.fwd.wrapper_connections_total++;
       splices_.add(*local_, id, std::move(fd), false);
     }
+    update_listener();
+    publish_counts();
   }
 
-  void shed_one() noexcept {
-    if (now_ms() - last_emfile_log_ms_ > 1000) {
-      LOG_WARN("out of file descriptors: closing new wrapper connections (%zu open)",
-               splices_.size());
-      last_emfile_log_ms_ = now_ms();
-    }
-    spare_.reset();
-    UniqueFd fd(accept4(listener_.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    fd.reset();
-    spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
-  }
-
-  static int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
-        .count();
+  void publish_counts() {
+    for (size_t r = 0; r < kRefusalKinds; r++)
+      mstate_.fwd.service_refusals[r] = svc_.refused(static_cast<Refusal>(r));
   }
 
   void on_link_events(Link& l) noexcept override {
@@ -175,6 +257,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
     if (&l == local_.get()) {
+      forget_all_wrappers();  // their streams died with the channel
       end_if_broken(*local_);
       loop_.retire(std::move(local_));
     }
@@ -183,6 +266,15 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
 
   void on_tick(TimePoint now) noexcept override {
     if (metrics_) metrics_->tick(now);
+    if (probes_) probes_->tick(now);
+    if (now >= next_sweep_) {
+      // Keeps the per-source table as small as the open wrappers, and lets a
+      // paused listener resume once wrappers have gone.
+      release_closed_wrappers(nullptr);
+      update_listener();
+      publish_counts();
+      next_sweep_ = now + kSweepInterval;
+    }
     if (draining_ && splices_.empty()) {
       if (local_) local_->flush();
       LOG_INFO("drained");
@@ -190,7 +282,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     }
   }
   TimePoint next_deadline() const override {
-    return metrics_ ? metrics_->next_deadline() : TimePoint::max();
+    TimePoint t = by_source_.empty() ? TimePoint::max() : next_sweep_;
+    if (metrics_) t = std::min(t, metrics_->next_deadline());
+    if (probes_) t = std::min(t, probes_->next_deadline());
+    return t;
   }
   void after_batch() noexcept override {
     splices_.flush();  // first: the credit it returns leaves in the same flush below
@@ -200,9 +295,17 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   Listener listener_;
   std::unique_ptr<PlainLink> local_;
   SpliceTable splices_{loop_};
-  std::unique_ptr<MetricsServer> metrics_;
+  MetricsState mstate_;
+  std::unique_ptr<MetricsServer> metrics_, probes_;
   UniqueFd spare_;
-  int64_t last_emfile_log_ms_ = 0;
+  size_t fd_limit_ = limits::kMaxWrapperConns + limits::kFdsKeptApart;
+  Admission svc_{service_admission(0, fd_limit_)};
+  Admission::Id next_wrapper_ = 0;
+  // Open wrappers by source: (data-channel stream id, admission id).
+  std::map<SourceKey, std::vector<std::pair<uint32_t, Admission::Id>>> by_source_;
+  static constexpr auto kSweepInterval = std::chrono::seconds(1);
+  TimePoint next_sweep_{};
+  log::Throttle refuse_log_;
   bool draining_ = false;
 };
 

@@ -8,8 +8,10 @@
 #include <string>
 
 #include "broker/broker.h"
+#include "shared/admission.h"
 #include "shared/daemon_parent.h"
 #include "shared/flags.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/net.h"
 #include "shared/tls_context.h"
@@ -39,6 +41,12 @@ std::vector<FlagSpec> flag_specs() {
        "how long a wrapper waits for a bridge when none is connected (default 10)"},
       {"metrics-listen", "ADDR:PORT",
        "serve /metrics (Prometheus), /healthz and /readyz over plain HTTP, e.g. 0.0.0.0:9090"},
+      {"probe-listen", "ADDR:PORT",
+       "serve only /healthz and /readyz, for kubelet's probes, on a port of their own so that "
+       "no flood on --metrics-listen can fail them, e.g. 0.0.0.0:9091"},
+      {"max-wrappers-per-source", "N",
+       "wrapper connections one source address (an IPv6 /64) may hold at once; more are "
+       "refused at accept (default 256)"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
       {"user", "NAME",
@@ -61,6 +69,12 @@ class BrokerParent final : public DaemonParent {
     const int common = parse_common_flags(
         f, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"}, "bridge-pin");
     if (common >= 0) return common;
+    if (f.has("max-wrappers-per-source")) {
+      auto n = parse_seconds(f.get("max-wrappers-per-source"), limits::kMaxWrappersPerSourceFlag);
+      if (!n || *n == 0)
+        return usage_error("bad --max-wrappers-per-source (a whole number, 1 to 16384)");
+      wrapper_opts_.max_per_source = *n;
+    }
     if (f.has("pending-timeout")) {
       auto s = parse_seconds(f.get("pending-timeout"), 3600);
       if (!s) return usage_error("bad --pending-timeout (whole seconds, 1 to 3600)");
@@ -83,7 +97,12 @@ class BrokerParent final : public DaemonParent {
     // The bound addresses (port 0 becomes the real port: tests rely on this line).
     LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
              service_addr.str().c_str());
+    SockAddr probe_addr;
+    if (f.has("probe-listen") &&
+        !bind_listener(f.get("probe-listen"), "--probe-listen", &probe_fd_, &probe_addr, &err))
+      return usage_error(err);
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
+    if (probe_fd_) LOG_INFO("serving probes on %s", probe_addr.str().c_str());
     return run();
   }
 
@@ -120,9 +139,13 @@ class BrokerParent final : public DaemonParent {
   ProcSettings settings_for(Supervisor::Which) override { return base_; }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
-    ch.send(Msg::kListener, {}, w == Supervisor::kTls ? bridge_fd_.get() : service_fd_.get());
-    if (w == Supervisor::kForward && metrics_fd_)
-      ch.send(Msg::kMetricsListener, {}, metrics_fd_.get());
+    if (w == Supervisor::kTls) {
+      ch.send(Msg::kListener, {}, bridge_fd_.get());
+      return;
+    }
+    ch.send(Msg::kListener, encode_listener_options(wrapper_opts_), service_fd_.get());
+    if (metrics_fd_) ch.send(Msg::kMetricsListener, {}, metrics_fd_.get());
+    if (probe_fd_) ch.send(Msg::kMetricsListener, encode_listener_options({0, 1}), probe_fd_.get());
   }
 
   void on_drain() noexcept override {
@@ -132,7 +155,8 @@ class BrokerParent final : public DaemonParent {
     service_fd_.reset();
   }
 
-  UniqueFd bridge_fd_, service_fd_, metrics_fd_;
+  UniqueFd bridge_fd_, service_fd_, metrics_fd_, probe_fd_;
+  ListenerOptions wrapper_opts_{limits::kDefaultWrappersPerSource, 0};
 };
 
 }  // namespace

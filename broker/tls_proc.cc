@@ -3,6 +3,7 @@
 // forwarding process opens (one per wrapper) to the least loaded bridge.
 // Wrappers that arrive while no bridge is connected wait here, up to
 // --pending-timeout, and are served the moment one connects.
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <random>
 
 #include "broker/broker.h"
+#include "shared/admission.h"
 #include "shared/child.h"
 #include "shared/limits.h"
 #include "shared/log.h"
@@ -25,9 +27,18 @@ namespace ct::broker {
 
 namespace {
 
-// Bridges connected or handshaking at once: a handshake flood from the
-// internet cannot grow this process beyond it (T-13).
-constexpr size_t kMaxBridgeConns = 64;
+// The bridge port's admission pools (shared/admission.h, limits in
+// shared/limits.h): a handshake flood from the internet cannot grow this
+// process, hold the port, or take an authenticated bridge's slot.
+AdmissionLimits bridge_admission() {
+  AdmissionLimits l;
+  l.handshakes = limits::kBridgeHandshakes;
+  l.handshakes_per_source = limits::kBridgeHandshakesPerSource;
+  l.handshake_deadline = limits::kBridgeHandshakeDeadline;
+  l.min_age = limits::kBridgeHandshakeMinAge;
+  l.established = limits::kMaxBridgeLinks;
+  return l;
+}
 
 // Seccomp allowlist beyond the common set (shared/sandbox.cc). No socket(),
 // no connect(), no open(): this process only uses fds it was handed.
@@ -47,12 +58,17 @@ const std::vector<MsgRule> kAccepts = {
 
 class TlsProcess final : public ChildBase, public Link::Owner {
  public:
-  TlsProcess() : ChildBase("cloudtaser-broker", "tls", kAccepts) { tls_global_init(); }
+  TlsProcess() : ChildBase("cloudtaser-broker", "tls", kAccepts) {
+    tls_global_init();
+    // A spare fd to give back when accept() hits EMFILE (net.h accept_peer).
+    spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
+  }
 
  private:
   struct Listener : Loop::Handler {
     TlsProcess* self = nullptr;
     UniqueFd fd;
+    bool active = false;
     void on_io(uint32_t) noexcept override { self->accept_bridges(); }
   };
 
@@ -79,13 +95,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         LOG_INFO("certificate material loaded, own pin %s, %zu bridge pin(s)",
                  ctx_->own_pin().c_str(), ctx_->pins().size());
         send(Msg::kReady, {});
+        update_listener(Clock::now());
         return true;
       }
       case Msg::kListener:
         if (listener_.fd) return false;  // once
         listener_.self = this;
         listener_.fd = std::move(m.fd);
-        if (!draining_) loop_.add(listener_.fd.get(), EPOLLIN, &listener_);
+        update_listener(Clock::now());
         return true;
       case Msg::kPeerChannel:
         return set_local(std::move(m.fd));
@@ -115,30 +132,81 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   }
 
   // ---------------------------------------------------------------- bridges
+  // The listener is in epoll only while a newcomer can be admitted: with
+  // material, not draining, and a handshake slot free or evictable. Otherwise
+  // connections wait in the kernel's backlog (never accepted and closed).
+  void update_listener(TimePoint now) noexcept {
+    const bool want = listener_.fd && ctx_ && !draining_ && admission_.accepting(now);
+    if (want == listener_.active) return;
+    listener_.active = want;
+    if (want) {
+      loop_.add(listener_.fd.get(), EPOLLIN, &listener_);
+      return;
+    }
+    if (!listener_.fd) return;
+    loop_.del(listener_.fd.get());
+    if (ctx_ && !draining_) {
+      admission_.count(Refusal::kPaused);
+      LOG_WARN_THROTTLED(pause_log_,
+                         "bridge port paused: %zu handshakes in flight, none old enough to evict",
+                         admission_.handshakes());
+    }
+  }
+
+  void refused(Refusal r, const SourceKey& src) noexcept {
+    if (r == Refusal::kEvicted)
+      LOG_WARN_THROTTLED(refuse_log_,
+                         "handshake pool full: the oldest handshake evicted for a "
+                         "connection from %s",
+                         src.str().c_str());
+    else
+      LOG_WARN_THROTTLED(refuse_log_, "bridge connection from %s refused: %s", src.str().c_str(),
+                         refusal_name(r));
+  }
+
   void accept_bridges() noexcept {
-    for (int i = 0; i < 16; i++) {
-      UniqueFd fd(accept4(listener_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    for (int i = 0; i < 16 && listener_.active; i++) {
+      const TimePoint now = Clock::now();
+      if (!admission_.accepting(now)) break;
+      sockaddr_storage peer{};
+      bool shed = false;
+      UniqueFd fd = accept_peer(listener_.fd.get(), &peer, &spare_, ctl_.fd(), &shed);
       if (!fd) {
+        if (shed) {
+          admission_.count(Refusal::kFdLimit);
+          LOG_WARN_THROTTLED(refuse_log_, "bridge connection shed: out of file descriptors (%zu)",
+                             bridges_.size());
+          continue;
+        }
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
           LOG_WARN_ERRNO(errno, "accept on the bridge listener");
-        return;
+        break;
       }
-      if (!ctx_ || bridges_.size() >= kMaxBridgeConns || draining_) {
-        LOG_WARN("refusing a bridge connection: %s", draining_ ? "draining"
-                                                     : !ctx_   ? "no material"
-                                                               : "too many bridge connections");
+      auto src = source_key(peer);
+      if (!src) continue;  // not TCP/IP: cannot happen on this listener
+      const uint64_t id = ++next_conn_;
+      const auto d = admission_.on_accept(id, *src, now);
+      if (d.evict != 0) {
+        if (auto it = bridges_.find(d.evict); it != bridges_.end()) {
+          refused(Refusal::kEvicted, *src);
+          it->second->close("evicted from the handshake pool by a newer connection");
+        }
+      }
+      if (!d.admit) {
+        refused(d.why, *src);
         continue;  // closes it
       }
       tune_link_socket(fd.get(), 15000);
-      const uint64_t id = ++next_conn_;
       SessionConfig c;
       c.role = Role::kBroker;
       c.opener = true;
       c.instance = random_instance();
       bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(fd),
                                                true, "", c, Clock::now());
-      LOG_DEBUG("conn=%llu bridge connection accepted", static_cast<unsigned long long>(id));
+      LOG_DEBUG("conn=%llu bridge connection accepted from %s", static_cast<unsigned long long>(id),
+                src->str().c_str());
     }
+    update_listener(Clock::now());
   }
 
   TlsLink* pick_bridge() {
@@ -147,41 +215,66 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       if (l->closed() || !l->has_session() || !l->session().ready() ||
           l->session().goaway_received() || l->session().goaway_sent())
         continue;
+      // A bridge at the concurrency it advertised cannot take a stream now
+      // (Session::open would refuse): picking it would re-queue the wrapper
+      // forever (the serve_pending hang).
+      if (l->session().open_streams() >= l->session().peer_hello().max_streams) continue;
       if (best == nullptr || l->session().open_streams() < best->session().open_streams())
         best = l.get();
     }
     return best;
   }
 
+  // Opens a stream for the wrapper on the least loaded bridge with room.
+  bool try_open(Relay* r) {
+    TlsLink* b = pick_bridge();
+    if (b == nullptr) return false;
+    const uint32_t id = b->session().open();
+    if (id == 0) return false;
+    relays_.attach(r, b, id);
+    LOG_DEBUG("conn=%llu stream=%u opened for wrapper stream %u",
+              static_cast<unsigned long long>(b->id()), id, r->a.id);
+    return true;
+  }
+
+  // Why a wrapper cannot be served: a bridge is connected but every one is at
+  // the concurrency it advertised (REFUSED), or there is none (NO_BRIDGE).
+  Code no_room_code() {
+    for (auto& [id, l] : bridges_)
+      if (!l->closed() && l->has_session() && l->session().ready() &&
+          !l->session().goaway_received() && !l->session().goaway_sent())
+        return Code::kRefused;
+    return Code::kNoBridge;
+  }
+
   void assign(Relay* r) {
-    if (TlsLink* b = pick_bridge()) {
-      const uint32_t id = b->session().open();
-      if (id != 0) {
-        relays_.attach(r, b, id);
-        LOG_DEBUG("conn=%llu stream=%u opened for wrapper stream %u",
-                  static_cast<unsigned long long>(b->id()), id, r->a.id);
-        return;
-      }
-    }
+    if (pending_.empty() && try_open(r)) return;  // never overtake a waiting wrapper
     if (pending_.size() >= limits::kMaxPendingOpens || draining_) {
-      LOG_WARN("stream=%u refused: no bridge and %zu wrappers already waiting", r->a.id,
-               pending_.size());
-      relays_.reset(r, Code::kNoBridge);
+      const Code c = no_room_code();
+      LOG_WARN_THROTTLED(pending_log_, "stream=%u refused (%s): %zu wrappers already waiting",
+                         r->a.id, std::string(code_name(c)).c_str(), pending_.size());
+      count_reset(c);
+      relays_.reset(r, c);
       return;
     }
     if (pending_.empty())
-      LOG_INFO("no bridge connected: holding wrappers for up to %u ms",
+      LOG_INFO("%s: holding wrappers for up to %u ms",
+               no_room_code() == Code::kRefused ? "every bridge is at its stream limit"
+                                                : "no bridge connected",
                settings_.pending_timeout_ms);
     pending_.push_back(
         {r->a.id, Clock::now() + std::chrono::milliseconds(settings_.pending_timeout_ms)});
   }
 
+  // Serves waiting wrappers in arrival order, each keeping the deadline it
+  // got on arrival. Every turn takes one off the queue or stops, so it ends
+  // even when every bridge is at its max_streams. Runs after every batch
+  // while wrappers wait: a bridge connecting or a stream closing makes room.
   void serve_pending() {
-    while (!pending_.empty() && pick_bridge() != nullptr) {
-      const auto p = pending_.front();
+    while (!pending_.empty()) {
+      Relay* r = local_ ? relays_.find(local_.get(), pending_.front().stream) : nullptr;
+      if (r != nullptr && r->b.link == nullptr && !try_open(r)) return;
       pending_.pop_front();
-      Relay* r = local_ ? relays_.find(local_.get(), p.stream) : nullptr;
-      if (r != nullptr && r->b.link == nullptr) assign(r);
     }
   }
 
@@ -200,11 +293,17 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   void on_link_events(Link& l) noexcept override {
     auto events = l.session().take_events();
     const bool is_local = (&l == local_.get());
+    bool no_slot = false;
     for (const Event& ev : events) {
+      if (no_slot) break;
       switch (ev.kind) {
         case Event::kReady:
           if (!is_local) {
             auto* t = static_cast<TlsLink*>(&l);
+            if (!admission_.on_established(l.id())) {
+              no_slot = true;
+              break;
+            }
             LOG_INFO("conn=%llu bridge connected: %s", static_cast<unsigned long long>(l.id()),
                      t->peer_subject().c_str());
             report_status();
@@ -244,6 +343,13 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           break;
       }
     }
+    if (no_slot) {
+      LOG_WARN_THROTTLED(refuse_log_,
+                         "conn=%llu authenticated bridge refused: all %zu link "
+                         "slots are taken",
+                         static_cast<unsigned long long>(l.id()), admission_.established());
+      l.close("no link slot left for an authenticated bridge");
+    }
   }
 
   void on_link_closed(Link& l) noexcept override {
@@ -257,23 +363,30 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     }
     auto it = bridges_.find(l.id());
     if (it == bridges_.end()) return;
+    admission_.on_closed(l.id());
     auto* t = static_cast<TlsLink*>(&l);
     if (l.has_session()) {
       bytes_to_bridge_ += l.session().stats().bytes_out;
       bytes_from_bridge_ += l.session().stats().bytes_in;
     }
-    if (!t->established())
-      handshake_failures_[static_cast<uint32_t>(classify_handshake_failure(l.close_reason()))]++;
-    if (t->established())
+    // Evictions are the admission layer's (counted and logged there), not
+    // the peer's failure.
+    const bool evicted = l.close_reason().rfind("evicted", 0) == 0;
+    if (!t->established() && !evicted) {
+      const HandshakeFailure why = classify_handshake_failure(l.close_reason());
+      handshake_failures_[static_cast<uint32_t>(why)]++;
+      // Anyone on the internet can fail a handshake at will.
+      LOG_WARN_THROTTLED(handshake_log_, "conn=%llu bridge handshake failed: %s",
+                         static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
+    } else if (t->established()) {
       LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
                static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
-    else
-      LOG_WARN("conn=%llu bridge handshake failed: %s", static_cast<unsigned long long>(l.id()),
-               l.close_reason().c_str());
+    }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     bridges_.erase(it);
     report_status();
+    update_listener(Clock::now());
   }
 
   // ---------------------------------------------------------------- time, drain
@@ -282,15 +395,24 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     std::vector<TlsLink*> links;
     for (auto& [id, l] : bridges_) links.push_back(l.get());
     for (TlsLink* l : links) l->tick(now);
+    // The bridge port's absolute handshake deadline (the link's own is longer).
+    for (Admission::Id id : admission_.expired(now))
+      if (auto it = bridges_.find(id); it != bridges_.end())
+        it->second->close("TLS handshake not completed within the deadline");
+    update_listener(now);
     while (!pending_.empty() && pending_.front().deadline <= now) {
       const auto p = pending_.front();
       pending_.pop_front();
       Relay* r = local_ ? relays_.find(local_.get(), p.stream) : nullptr;
       if (r != nullptr && r->b.link == nullptr) {
-        LOG_INFO("stream=%u no bridge within the pending timeout: closing the wrapper", p.stream);
+        const Code c = no_room_code();
+        LOG_WARN_THROTTLED(pending_log_,
+                           "stream=%u no bridge within the pending timeout: closing "
+                           "the wrapper (%s)",
+                           p.stream, std::string(code_name(c)).c_str());
         pending_timeouts_++;
-        count_reset(Code::kNoBridge);
-        relays_.reset(r, Code::kNoBridge);
+        count_reset(c);
+        relays_.reset(r, c);
       }
     }
     if (now >= next_stats_) {
@@ -309,6 +431,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (local_) t = std::min(t, local_->next_deadline());
     for (auto& [id, l] : bridges_) t = std::min(t, l->next_deadline());
     if (!pending_.empty()) t = std::min(t, pending_.front().deadline);
+    t = std::min(t, admission_.next_deadline());
     return std::min(t, next_stats_);
   }
 
@@ -335,6 +458,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (auto& [k, v] : handshake_failures_) m.push_back({MetricId::kHandshakeFailures, k, v});
     for (auto& [k, v] : resets_) m.push_back({MetricId::kResets, k, v});
     for (auto& [k, v] : link_errors_) m.push_back({MetricId::kLinkErrors, k, v});
+    for (size_t r = 0; r < kRefusalKinds; r++)
+      if (const uint64_t v = admission_.refused(static_cast<Refusal>(r)); v != 0)
+        m.push_back({MetricId::kAdmission, static_cast<uint32_t>(r), v});
     auto body = encode_metrics(m);
     if (body == last_stats_) return;
     send(Msg::kStats, body);
@@ -346,13 +472,17 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (auto& [id, l] : bridges_) l->flush();
   }
 
-  void after_batch() noexcept override { flush_all(); }
+  void after_batch() noexcept override {
+    if (!pending_.empty()) serve_pending();
+    flush_all();
+  }
 
   void start_drain() {
     if (draining_) return;
     draining_ = true;
     if (listener_.fd) {
-      loop_.del(listener_.fd.get());
+      if (listener_.active) loop_.del(listener_.fd.get());
+      listener_.active = false;
       listener_.fd.reset();
     }
     for (auto& [id, l] : bridges_)
@@ -368,6 +498,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   Listener listener_;
   std::unique_ptr<PlainLink> local_;
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
+  Admission admission_{bridge_admission()};
+  UniqueFd spare_;
+  // What a remote peer can make us log at will goes through these.
+  log::Throttle refuse_log_, pause_log_, handshake_log_, pending_log_;
   RelayTable relays_;
   std::deque<Pending> pending_;
   uint64_t next_conn_ = 0;
@@ -387,7 +521,9 @@ SandboxSpec tls_sandbox() {
   SandboxSpec s;
   s.process = "cloudtaser-broker tls";
   s.syscalls = kSyscalls;
-  s.max_fds = 256;       // kMaxBridgeConns links, the listener, channels, the loop
+  // kBridgeHandshakes + kMaxBridgeLinks (192), the listener, the spare fd,
+  // channels and the loop: the pools keep this process well under it.
+  s.max_fds = 256;
   s.tcp_options = true;  // setsockopt: NODELAY, keepalive and TCP_USER_TIMEOUT on bridge links
   return s;
 }

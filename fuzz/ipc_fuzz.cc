@@ -8,7 +8,8 @@
 //    reserved bits are 0, the length field matches the datagram, the body is
 //    within the type's cap and the fd count is what the rule declares; an
 //    accepted datagram is exactly header(type, 0, len) + body; a refusal says why;
-//  - decode_settings / decode_material / decode_status, applied to the body of
+//  - decode_settings / decode_material / decode_status / decode_metrics /
+//    decode_listener_options, applied to the body of
 //    an accepted message of their type and to the raw bytes as well: a
 //    successful decode re-encodes to the identical bytes (decoders consume a
 //    body exactly and accept one encoding only).
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
+#include "shared/admission.h"
 #include "shared/ipc.h"
 #include "shared/ipc_msgs.h"
 #include "shared/limits.h"
@@ -39,8 +41,9 @@ const MsgRule kBrokerTls[] = {
 };
 // broker/forward_proc.cc
 const MsgRule kBrokerForward[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, 0}, {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},     {Msg::kDrain, false, 0},   {Msg::kMetricsListener, true, 0},
+    {Msg::kSettings, false, 4096}, {Msg::kListener, true, kListenerOptionsSize},
+    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
+    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, kListenerOptionsSize},
     {Msg::kStats, false, 8192},
 };
 // bridge/tls_proc.cc
@@ -91,6 +94,12 @@ void check_bodies(Bytes body) {
   if (auto mt = decode_metrics(body)) {
     FZ_CHECK(equal(encode_metrics(*mt), body), "metrics do not re-encode identically");
     (void)render_metrics(*mt, ForwardCounters{}, "fuzz");  // never crashes on any accepted set
+  }
+  // An empty body is the defaults, which encode to the full form.
+  if (auto lo = decode_listener_options(body); lo && !body.empty()) {
+    FZ_CHECK(lo->probes_only <= 1, "listener options with probes_only %u", lo->probes_only);
+    FZ_CHECK(equal(encode_listener_options(*lo), body),
+             "listener options do not re-encode identically");
   }
   if (auto s = decode_settings(body)) {
     FZ_CHECK(!s->drop_user || (s->uid != 0 && s->gid != 0), "settings switch to root");

@@ -80,6 +80,59 @@ inline constexpr auto kDeadPeerTimeout = 15s;
 // cause before other fds get their turn (F-06).
 inline constexpr size_t kReadChunk = 256 * 1024;
 
+// ---------------------------------------------------------------- admission
+// Each listening port's admission pools (shared/admission.h).
+//
+// Bridge port (exposed to the internet): TLS handshakes in flight. 128 is far
+// more than a fleet of bridges reconnecting at once needs, and small enough
+// that the TLS process (RLIMIT_NOFILE 256) can hold them next to every link.
+inline constexpr size_t kBridgeHandshakes = 128;
+// One address may hold this many: a bridge host needs one, a NAT gateway in
+// front of a few bridges a handful; 50 addresses are still needed to fill the pool.
+inline constexpr size_t kBridgeHandshakesPerSource = 8;
+// A TLS 1.3 handshake is two round trips; 3 s covers a slow intercontinental
+// path, and a silent socket holds a slot for no longer (absolute, from accept).
+inline constexpr auto kBridgeHandshakeDeadline = 3s;
+// A handshake is never evicted before this age, so a real bridge always gets
+// one full second to finish however fast a flood reconnects; while every
+// handshake is younger the listener pauses and newcomers wait in the backlog.
+inline constexpr auto kBridgeHandshakeMinAge = 1s;
+// Authenticated bridge links: reserved, handshakes can never take them.
+// A deployment runs a few bridges per broker; 64 leaves room for a rolling
+// update of a large fleet.
+inline constexpr size_t kMaxBridgeLinks = 64;
+
+// Service port (every pod can reach it): wrapper connections at once. Each is
+// one fd and one stream on the data channel, whose peer accepts
+// kMaxConcurrentStreams; past it the listener pauses.
+inline constexpr size_t kMaxWrapperConns = 16384;
+// File descriptors the broker's forwarding process keeps apart from wrappers:
+// the metrics and probe listeners' pools (2 x (kHttpHeads + kHttpAnswers)) and
+// its own channels, listeners, reserve and loop (32), so that with every
+// wrapper slot taken /metrics and the probes are still answered. The service
+// port admits at most RLIMIT_NOFILE minus this many wrappers.
+inline constexpr size_t kFdsKeptApart = 96;
+// Default of --max-wrappers-per-source: a wrapper holds a few connections;
+// 256 leaves room for bursts while one pod can take at most 1/64 of the total.
+inline constexpr uint32_t kDefaultWrappersPerSource = 256;
+inline constexpr uint32_t kMaxWrappersPerSourceFlag = 16384;
+
+// Metrics and probe ports (plain HTTP, one GET per connection): a request head
+// must be complete within this long of accept; scrapers and kubelet send it at
+// once, so 2 s only ever cuts off a silent or dribbling client.
+inline constexpr auto kHttpHeadDeadline = 2s;
+// Request heads in flight per listener, and per source address: Prometheus
+// and kubelet each use one or two at a time.
+inline constexpr size_t kHttpHeads = 16;
+inline constexpr size_t kHttpHeadsPerSource = 8;
+// A head is evictable (oldest first) once this old: a probe's GET arrives in
+// well under that, so it is never evicted by a flood behind it.
+inline constexpr auto kHttpHeadMinAge = 250ms;
+// Answers being written, reserved apart from the heads; a reader that does
+// not take its answer is dropped at kHttpConnDeadline after accept.
+inline constexpr size_t kHttpAnswers = 16;
+inline constexpr auto kHttpConnDeadline = 5s;
+
 // IPC between processes of one daemon: a control message carries at most the
 // certificate material (a few chains and a key), never stream data.
 inline constexpr size_t kMaxIpcMessage = 1024 * 1024;

@@ -1,6 +1,7 @@
 #include "shared/metrics.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 #include "shared/frame.h"
@@ -39,6 +40,11 @@ constexpr Family kFamilies[] = {
      "Streams reset, by reason code.", "reason"},
     {MetricId::kLinkErrors, "cloudtaser_broker_link_errors_total", "counter",
      "Bridge links closed by a connection error, by code.", "code"},
+    // Rendered apart (two labels: port and reason), see render_admission().
+    {MetricId::kAdmission, "cloudtaser_broker_admission_refusals_total", "counter",
+     "Connections refused, evicted or shed by a listening port's admission pools, and "
+     "times a listener paused, by port and reason.",
+     nullptr},
 };
 
 const Family* family(MetricId id) {
@@ -60,6 +66,12 @@ std::string label_value(MetricId id, uint32_t label) {
         return "peer_closed";
       case HandshakeFailure::kOther:
         return "other";
+      case HandshakeFailure::kNoCertificate:
+        return "no_certificate";
+      case HandshakeFailure::kNotTls:
+        return "not_tls";
+      case HandshakeFailure::kVersion:
+        return "version";
     }
     return "other";
   }
@@ -68,6 +80,25 @@ std::string label_value(MetricId id, uint32_t label) {
 }
 
 constexpr size_t kMaxSamples = 256;
+
+void render_admission(std::string& out, const std::vector<MetricSample>& tls,
+                      const ForwardCounters& fwd) {
+  const Family& f = *family(MetricId::kAdmission);
+  out += std::string("# HELP ") + f.name + " " + f.help + "\n";
+  out += std::string("# TYPE ") + f.name + " " + f.type + "\n";
+  std::array<uint64_t, kRefusalKinds> bridge{};
+  for (const MetricSample& s : tls)
+    if (s.id == MetricId::kAdmission && s.label < kRefusalKinds) bridge[s.label] += s.value;
+  const std::pair<const char*, const std::array<uint64_t, kRefusalKinds>*> ports[] = {
+      {"bridge", &bridge},
+      {"service", &fwd.service_refusals},
+      {"metrics", &fwd.metrics_refusals},
+      {"probe", &fwd.probe_refusals}};
+  for (const auto& [port, counts] : ports)
+    for (size_t r = 0; r < kRefusalKinds; r++)
+      out += std::string(f.name) + "{port=\"" + port + "\",reason=\"" +
+             refusal_name(static_cast<Refusal>(r)) + "\"} " + std::to_string((*counts)[r]) + "\n";
+}
 
 }  // namespace
 
@@ -114,6 +145,10 @@ std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCo
   out += "# TYPE cloudtaser_broker_draining gauge\n";
   out += std::string("cloudtaser_broker_draining ") + (fwd.draining ? "1" : "0") + "\n";
   for (const Family& f : kFamilies) {
+    if (f.id == MetricId::kAdmission) {
+      render_admission(out, tls, fwd);
+      continue;
+    }
     std::map<std::string, uint64_t> values;
     for (const MetricSample& s : tls)
       if (s.id == f.id) values[f.label ? label_value(f.id, s.label) : ""] += s.value;
@@ -136,7 +171,20 @@ HandshakeFailure classify_handshake_failure(const std::string& why) {
   if (why.find("certificate verification failed") != std::string::npos)
     return HandshakeFailure::kVerify;
   if (why.find("within the deadline") != std::string::npos) return HandshakeFailure::kTimeout;
-  if (why.find("peer closed") != std::string::npos) return HandshakeFailure::kPeerClosed;
+  if (why.find("peer closed") != std::string::npos ||
+      why.find("Connection reset") != std::string::npos)
+    return HandshakeFailure::kPeerClosed;
+  // OpenSSL 3's reason strings for the cases an operator must tell apart.
+  if (why.find("peer did not return a certificate") != std::string::npos)
+    return HandshakeFailure::kNoCertificate;
+  if (why.find("unsupported protocol") != std::string::npos ||
+      why.find("no protocols available") != std::string::npos)
+    return HandshakeFailure::kVersion;
+  if (why.find("http request") != std::string::npos ||
+      why.find("wrong version number") != std::string::npos ||
+      why.find("packet length too long") != std::string::npos ||
+      why.find("record layer failure") != std::string::npos)
+    return HandshakeFailure::kNotTls;
   return HandshakeFailure::kOther;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/admission.h"
 #include "shared/bytes.h"
 
 namespace ct {
@@ -24,6 +25,7 @@ enum class MetricId : uint16_t {
   kPendingTimeouts = 8,    // counter
   kResets = 9,             // counter, label = reset code (docs/protocol.md §7)
   kLinkErrors = 10,        // counter, label = error code
+  kAdmission = 11,         // counter, label = Refusal (shared/admission.h), bridge port
 };
 
 enum class HandshakeFailure : uint32_t {
@@ -31,7 +33,10 @@ enum class HandshakeFailure : uint32_t {
   kPin = 1,
   kTimeout = 2,
   kPeerClosed = 3,
-  kOther = 4
+  kOther = 4,
+  kNoCertificate = 5,  // the peer sent no client certificate
+  kNotTls = 6,         // the first bytes were not a TLS record (HTTP, scanners)
+  kVersion = 7,        // no TLS 1.3 offered
 };
 
 struct MetricSample {
@@ -49,6 +54,8 @@ struct ForwardCounters {
   uint64_t wrapper_connections_total = 0;
   uint64_t wrappers_open = 0;
   bool draining = false;
+  // Admission refusals by Refusal, per port of the forwarding process.
+  std::array<uint64_t, kRefusalKinds> service_refusals{}, metrics_refusals{}, probe_refusals{};
 };
 std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCounters& fwd,
                            const char* version);

@@ -172,4 +172,25 @@ uint16_t local_port(int fd) {
   return 0;
 }
 
+UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
+                     bool* shed) {
+  *shed = false;
+  socklen_t len = sizeof *peer;
+  UniqueFd fd(
+      accept4(listener, reinterpret_cast<sockaddr*>(peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (fd || (errno != EMFILE && errno != ENFILE)) return fd;
+  const int saved = errno;
+  spare->reset();
+  UniqueFd victim(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  // With the table full the kernel says EMFILE before it looks at the queue;
+  // with the reserve free it tells the truth, and an empty queue is EAGAIN
+  // (the caller stops quietly) rather than an error to log.
+  const int victim_err = errno;
+  *shed = static_cast<bool>(victim);
+  victim.reset();
+  spare->reset(fcntl(spare_src, F_DUPFD_CLOEXEC, 0));
+  errno = *shed ? saved : victim_err;
+  return UniqueFd();
+}
+
 }  // namespace ct

@@ -49,4 +49,14 @@ bool set_nonblock(int fd);
 // The port a socket is bound to (tests bind port 0).
 uint16_t local_port(int fd);
 
+// accept4 (non-blocking, close-on-exec) with the peer's address. When the
+// process is out of fds (EMFILE/ENFILE) a level-triggered listener would
+// report the same connection forever: this gives back the reserve fd
+// *spare, takes the connection off the queue, closes it and re-takes the
+// reserve (a duplicate of spare_src), then reports *shed = true; with nothing
+// queued it returns with errno EAGAIN, as a plain accept would. A process
+// that holds a reserve from start can always shed instead of spinning.
+UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
+                     bool* shed);
+
 }  // namespace ct

@@ -264,13 +264,17 @@ test("every flag the chart passes is one the broker binary documents in --help",
   for (const a of c.args.filter((x) => x.startsWith("--"))) assert.ok(help.includes(a), `broker --help does not mention ${a}`);
 });
 
-test("probes ask /healthz for liveness and /readyz for readiness on the metrics port, and the grace period covers the drain", () => {
+test("probes ask /healthz for liveness and /readyz for readiness on the probe port, apart from metrics, and the grace period covers the drain", () => {
   const { objects } = render(SEED);
   const pod = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec;
   const c = pod.containers[0];
-  assert.deepEqual(c.livenessProbe.httpGet, { path: "/healthz", port: "metrics" });
-  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "metrics" });
+  assert.deepEqual(c.livenessProbe.httpGet, { path: "/healthz", port: "probe" });
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "probe" });
   assert.equal(c.ports.find((p) => p.name === "metrics").containerPort, 9090);
+  assert.equal(c.ports.find((p) => p.name === "probe").containerPort, 9091);
+  const flag = (f) => c.args[c.args.indexOf(f) + 1];
+  assert.equal(flag("--probe-listen"), "0.0.0.0:9091");
+  assert.equal(flag("--max-wrappers-per-source"), "256");
   assert.ok(pod.terminationGracePeriodSeconds > 30, "must exceed --drain-timeout");
   const dep = find(objects, "Deployment", "cloudtaser-broker");
   assert.ok(dep.spec.strategy.rollingUpdate.maxUnavailable >= 1, "a rollout must not wait for a bridge that only moves on drain");
@@ -293,7 +297,20 @@ test("NetworkPolicy: 8443 only from in-cluster pods, the bridge port only from o
     { ipBlock: { cidr: "::/0", except: ["fd00::/8"] } },
     { ipBlock: { cidr: "198.51.100.7/32" } },
   ]);
+  // The metrics port only from Prometheus's namespace and pods; the probe
+  // port from nobody (kubelet comes from the node, always allowed).
+  const metricsRules = rule("metrics");
+  assert.equal(metricsRules.length, 1);
+  assert.deepEqual(metricsRules[0].from, [{
+    namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } },
+    podSelector: { matchLabels: { "app.kubernetes.io/name": "prometheus" } },
+  }]);
+  assert.equal(rule("probe").length, 0);
   assert.equal(np.spec.ingress.length, 3, "service, bridge, metrics and nothing else");
+  const none = find(render([...SEED, "--set", "broker.networkPolicy.metricsFrom=null"]).objects,
+    "NetworkPolicy", "cloudtaser-broker");
+  assert.equal(none.spec.ingress.filter((r) => r.ports.some((p) => p.port === "metrics")).length, 0,
+    "an empty metricsFrom admits nobody to the metrics port");
 });
 
 test("PodDisruptionBudget keeps one broker with several replicas and never blocks a drain with one", () => {

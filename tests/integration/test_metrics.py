@@ -41,7 +41,8 @@ def test_readiness_follows_the_bridge_link_and_metrics_count_streams(env):
     # Every sample line is "name{labels} integer"; HELP/TYPE precede each family.
     for line in text.splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or \
-            re.fullmatch(r'[a-z_]+(\{[a-z_]+="[A-Za-z0-9_.]+"\})? \d+', line), line
+            re.fullmatch(r'[a-z_]+(\{[a-z_]+="[A-Za-z0-9_.]+"(,[a-z_]+="[A-Za-z0-9_.]+")*\})? \d+',
+                         line), line
     assert b"s3cr3t" not in text.encode()  # counts, never payload
     bridge.kill()
     wait_for(lambda: get(mport, "/readyz")[0] == 503, 10, "readyz to turn 503 without a bridge")
