@@ -278,11 +278,15 @@ def test_the_bridge_forwarding_process_can_still_create_its_tcp_sockets(call):
 
 
 @production_only
-def test_the_broker_forwarding_process_out_of_fds_sheds_wrappers_and_survives_its_filter(
+def test_the_broker_out_of_fds_sheds_bridge_connections_and_survives_its_filter(
         env, tmp_path, monkeypatch):
-    # Its EMFILE path gives back a spare fd, accepts and closes, and takes the
-    # spare again with F_DUPFD_CLOEXEC: all inside the filter. The broker runs
-    # under a low fd limit (soft = hard, so raising the soft one changes nothing).
+    # The EMFILE path (net.h accept_peer) gives back a spare fd, accepts and
+    # closes, and takes the spare again with F_DUPFD_CLOEXEC: all inside the
+    # filter. The broker runs under a low fd limit (soft = hard, so raising the
+    # soft one changes nothing). The service port pauses before the fd limit on
+    # purpose (so /metrics keeps its fds); the bridge port's handshake pool is
+    # larger than 48 fds, so silent sockets from several sources reach EMFILE in
+    # the TLS process, which runs the same accept code as the forwarding process.
     import harness
     limited = tmp_path / "broker-with-48-fds"
     limited.write_text(f'#!/bin/sh\nexec prlimit --nofile=48:48 -- "{BROKER}" "$@"\n')
@@ -290,18 +294,21 @@ def test_the_broker_forwarding_process_out_of_fds_sheds_wrappers_and_survives_it
     monkeypatch.setattr(harness, "BROKER", limited)
     broker, _, _ = env.tunnel()
     assert kv_ok(broker.service_port)
-    fwd = broker.children()["forward"]
+    tls = broker.children()["tls"]
     flood = []
     try:
-        for _ in range(64):
-            flood.append(socket.create_connection(("127.0.0.1", broker.service_port), timeout=5))
-        broker.wait_log(r"\[forward\] warn: .*(out of file descriptors|EMFILE|Too many open files)",
-                        timeout=10)
+        for i in range(64):
+            s = socket.socket()
+            s.bind((f"127.0.0.{2 + i % 16}", 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", broker.bridge_port))
+            flood.append(s)
+        broker.wait_log(r"\[tls\] warn: .*out of file descriptors", timeout=10)
     finally:
         for c in flood:
             c.close()
     wait_for(lambda: kv_ok(broker.service_port), 15, "a wrapper served after the flood")
-    assert broker.children()["forward"] == fwd, "the forwarding process was restarted"
+    assert broker.children()["tls"] == tls, "the TLS process was restarted"
     assert broker.count(r"killed by signal") == 0, broker.text()
 
 
