@@ -150,11 +150,11 @@ EOF
       ;;
     *)
       local v4=${backend/iptables/iptables} v6=${backend/iptables/ip6tables}
-      in_vh "$v4" -A INPUT -p tcp --dport 22 -j ACCEPT
-      in_vh "$v4" -N OPERATOR
-      in_vh "$v4" -A OPERATOR -s 10.250.1.0/24 -j RETURN
-      in_vh "$v4" -P FORWARD DROP
-      in_vh "$v6" -A INPUT -p tcp --dport 22 -j ACCEPT
+      in_vh "$v4" -w 5 -A INPUT -p tcp --dport 22 -j ACCEPT
+      in_vh "$v4" -w 5 -N OPERATOR
+      in_vh "$v4" -w 5 -A OPERATOR -s 10.250.1.0/24 -j RETURN
+      in_vh "$v4" -w 5 -P FORWARD DROP
+      in_vh "$v6" -w 5 -A INPUT -p tcp --dport 22 -j ACCEPT
       ;;
   esac
 }
@@ -180,7 +180,7 @@ out_drops() {
       in_vh nft list chain inet vault_egress_lock output |
         sed -nE 's/.*counter packets ([0-9]+) bytes.*dropped by policy.*/\1/p' ;;
     *)
-      { in_vh "$backend" -L VAULT-EGRESS-OUT -n -v -x || true; } | awk '$3 == "DROP" { print $1 }' ;;
+      { in_vh "$backend" -w 5 -L VAULT-EGRESS-OUT -n -v -x || true; } | awk '$3 == "DROP" { print $1 }' ;;
   esac
 }
 
@@ -240,11 +240,11 @@ flush_all() {
     *)
       local c
       for c in "$backend" "${backend/iptables/ip6tables}"; do
-        in_vh "$c" -F
-        in_vh "$c" -X
-        in_vh "$c" -P INPUT ACCEPT
-        in_vh "$c" -P FORWARD ACCEPT
-        in_vh "$c" -P OUTPUT ACCEPT
+        in_vh "$c" -w 5 -F
+        in_vh "$c" -w 5 -X
+        in_vh "$c" -w 5 -P INPUT ACCEPT
+        in_vh "$c" -w 5 -P FORWARD ACCEPT
+        in_vh "$c" -w 5 -P OUTPUT ACCEPT
       done ;;
   esac
 }
@@ -269,13 +269,15 @@ other_tool_adds() {
       in_vh nft add table inet othertool
       in_vh nft add chain inet othertool out '{ type filter hook output priority 10; policy accept; }'
       in_vh nft add rule inet othertool out tcp dport 9999 accept ;;
-    *) in_vh "$1" -A OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
+    *) in_vh "$1" -w 5 -A OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
   esac
 }
 other_rule_present() {
   case $1 in
-    nft) in_vh nft list chain inet othertool out | grep -q 'tcp dport 9999 accept' ;;
-    *) in_vh "$1" -C OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
+    # Read whole, then matched: grep -q would quit early and, under
+    # pipefail, nft's SIGPIPE would turn a match into a failure.
+    nft) grep -q 'tcp dport 9999 accept' <<<"$(in_vh nft list chain inet othertool out)" ;;
+    *) in_vh "$1" -w 5 -C OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
   esac
 }
 
@@ -288,7 +290,7 @@ verify_fails_with_one_line() {
 
 lock_first_other_behind() {
   lock verify && probe_vh blocked:tcp:10.250.2.2:80 &&
-    in_vh "$1" -C OUTPUT -p tcp --dport 80 -j ACCEPT
+    in_vh "$1" -w 5 -C OUTPUT -p tcp --dport 80 -j ACCEPT
 }
 
 flush_then_verify_fails() { flush_all "$1" && verify_fails_with_one_line; }
@@ -345,7 +347,7 @@ run_backend() {
   if [ "$backend" = nft ]; then
     step "tamper" in_vh nft insert rule inet vault_egress_lock output tcp dport 80 accept
   else
-    step "tamper" in_vh "$backend" -I VAULT-EGRESS-OUT -p tcp --dport 80 -j ACCEPT
+    step "tamper" in_vh "$backend" -w 5 -I VAULT-EGRESS-OUT -p tcp --dport 80 -j ACCEPT
   fi
   if lock verify >/dev/null 2>&1; then fail "verify misses an added rule"
   else pass "verify notices an added rule"; fi
@@ -353,13 +355,13 @@ run_backend() {
   expect "re-apply repairs it" lock verify
   if [ "$backend" != nft ]; then
     # A rule above the jump to the lock's chain sees packets first.
-    step "a rule above the lock" in_vh "$backend" -I OUTPUT -p tcp --dport 80 -j ACCEPT
+    step "a rule above the lock" in_vh "$backend" -w 5 -I OUTPUT -p tcp --dport 80 -j ACCEPT
     if lock verify >/dev/null 2>&1; then fail "verify misses a rule above the jump to the lock"
     else pass "verify notices a rule above the jump to the lock"; fi
     step "re-apply" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
     expect "re-apply puts the lock first again; the other rule stays, behind it" \
       lock_first_other_behind "$backend"
-    step "delete the rule" in_vh "$backend" -D OUTPUT -p tcp --dport 80 -j ACCEPT
+    step "delete the rule" in_vh "$backend" -w 5 -D OUTPUT -p tcp --dport 80 -j ACCEPT
   fi
 
   expect "remove succeeds" lock remove
@@ -413,6 +415,8 @@ run_backend() {
     expect "an unconfirmed re-apply rolls back to the last confirmed lock, not to an open host" locked
     expect "after that rollback verify passes" lock verify
     expect "a rule another tool added after apply survives the rollback" other_rule_present "$backend"
+    expect "the watchdog's log says where it rolled back to" \
+      grep -q 'not confirmed within 2s: rolled back to the last confirmed lock' "$WORK/state/watchdog.log"
   else
     fail "the unconfirmed re-apply was still pending after 30 s"
   fi
@@ -448,6 +452,16 @@ run_backend() {
   else pass "verify does not pass on the fail-closed lockdown"; fi
   step "remove" lock remove
   expect "remove takes the lockdown off" probe_vh reach:tcp:10.250.1.2:443 reach:tcp:10.250.2.2:443
+
+  # The first boot after an upgrade from the helper that changed the
+  # built-in chains: its lock was never persisted, so there is nothing this
+  # version can restore, and the host must not come up open.
+  printf 'BACKEND=%s\nBROKER_SPEC=10.250.1.2:443\n' "$backend" >"$WORK/state/config"
+  expect "a boot over an older version's state exits 1 with one line and fails closed" \
+    boot_unit_fails_closed
+  expect "... loopback only" lockdown
+  rm -f "$WORK/state/config"
+  step "remove" lock remove
   drop_topology
 }
 
