@@ -230,6 +230,7 @@ locked() {
 
 not_applied() { ! lock verify >/dev/null 2>&1 && [ ! -f "$WORK/state/current.conf" ]; }
 settled() { [ ! -f "$WORK/state/pending" ] && watchdog_gone; }
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # What a reboot leaves of the firewall: nothing. The prior ruleset goes too,
 # as it would on a host that does not persist it.
@@ -419,6 +420,22 @@ run_backend() {
       grep -q 'not confirmed within 2s: rolled back to the last confirmed lock' "$WORK/state/watchdog.log"
   else
     fail "the unconfirmed re-apply was still pending after 30 s"
+  fi
+
+  # Two unconfirmed applies in a row: the second's rollback still goes to
+  # the confirmed lock, not to the first unconfirmed one.
+  rm -f "$WORK/state/watchdog.pid"
+  step "unconfirmed apply opening port 80" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:80 --backend "$backend" --confirm-timeout 3
+  wait_for 100 test -s "$WORK/state/watchdog.pid" || fail "the first watchdog did not start"
+  local first_watchdog
+  first_watchdog=$(cat "$WORK/state/watchdog.pid" 2>/dev/null || echo 0)
+  step "unconfirmed apply opening port 443 to the internet host" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:443 --backend "$backend" --confirm-timeout 2
+  if wait_for 300 settled && wait_for 100 pid_gone "$first_watchdog"; then
+    expect "two unconfirmed applies in a row roll back to the confirmed lock, not to the first" locked
+  else
+    fail "the two unconfirmed applies were still pending after 40 s"
   fi
 
   expect "verify exits 1 with one line when the lock's rules are flushed" \
