@@ -73,6 +73,11 @@ want /usr/bin/vault-bridge 755 root:root
 want /usr/libexec/cloudtaser/vault-bridge-forward 755 root:root
 want /usr/sbin/vault-egress-lock 755 root:root
 want /lib/systemd/system/vault-bridge.service 644 root:root
+want /lib/systemd/system/vault-egress-lock-restore.service 644 root:root
+if [ "$(readlink /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service)" = \
+  /lib/systemd/system/vault-egress-lock-restore.service ]; then
+  pass "the egress lock's boot unit is enabled (sysinit.target.wants)"
+else fail "vault-egress-lock-restore.service is not enabled after install"; fi
 want /etc/default/vault-bridge 644 root:root
 want /etc/vault-bridge 750 root:vault directory
 want /usr/share/selinux/packages/vault-bridge/vault_bridge.pp 644 root:root
@@ -119,6 +124,9 @@ else fail "vault-egress-lock --version"; fi
 if vout=$(systemd-analyze verify --man=no vault-bridge.service 2>&1) && [ -z "$vout" ]; then
   pass "systemd-analyze verify of the installed unit (real binary) is clean"
 else fail "systemd-analyze verify of the installed unit: $vout"; fi
+if vout=$(systemd-analyze verify --man=no vault-egress-lock-restore.service 2>&1) && [ -z "$vout" ]; then
+  pass "systemd-analyze verify of the installed boot unit (real helper) is clean"
+else fail "systemd-analyze verify of the installed boot unit: $vout"; fi
 # Upgrades and reinstalls keep the operator's settings.
 sed -i 's|^BROKER_ADDRESS=.*|BROKER_ADDRESS=broker.operator.example:443|' /etc/default/vault-bridge
 dpkg -i /tmp/pkg >/tmp/dpkg2.log 2>&1 || { fail "reinstall"; sed 's/^/    /' /tmp/dpkg2.log; }
@@ -129,10 +137,18 @@ dpkg -r vault-bridge >/tmp/dpkg3.log 2>&1 || { fail "dpkg -r"; sed 's/^/    /' /
 if [ ! -e /usr/bin/vault-bridge ] && [ ! -e /usr/libexec/cloudtaser ] && [ -e /etc/default/vault-bridge ]; then
   pass "dpkg -r removes the binaries (and /usr/libexec/cloudtaser) and keeps the configuration"
 else fail "dpkg -r left the wrong things"; fi
+if [ ! -e /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service ]; then
+  pass "dpkg -r disables the boot unit"
+else fail "dpkg -r left the boot unit enabled"; fi
 dpkg -P vault-bridge >/tmp/dpkg4.log 2>&1 || { fail "dpkg -P"; sed 's/^/    /' /tmp/dpkg4.log; }
 if [ ! -e /etc/default/vault-bridge ] && [ ! -e /etc/vault-bridge ] && [ ! -L /etc/bridge ]; then
   pass "dpkg -P removes the configuration, /etc/vault-bridge and the /etc/bridge link"
 else fail "dpkg -P left configuration behind"; fi
+if [ ! -e /etc/systemd/system/vault-egress-lock-restore.service ] &&
+  [ ! -L /etc/systemd/system/vault-egress-lock-restore.service ] &&
+  [ ! -L /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service ]; then
+  pass "dpkg -P leaves no mask or enablement link of the boot unit"
+else fail "dpkg -P left a link of the boot unit behind"; fi
 echo "  inside: $ok passed, $bad failed"
 [ "$bad" = 0 ]
 EOF
@@ -184,11 +200,17 @@ else fail "rpm: vault-bridge --version: $out"; fi
 if /usr/bin/vault-bridge --sandbox-policy forward 2>&1 | grep -q '^# vault-bridge forward: seccomp allowlist'; then
   pass "rpm: the daemon finds its forwarding executable in /usr/libexec/cloudtaser"
 else fail "rpm: vault-bridge does not find its forwarding executable"; fi
+if [ -L /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service ]; then
+  pass "rpm: the egress lock's boot unit is enabled (sysinit.target.wants)"
+else fail "rpm: vault-egress-lock-restore.service is not enabled after install"; fi
 if rpm -V --nodeps vault-bridge >/tmp/rpmv.log 2>&1; then pass "rpm -V: installed files match the package"
 else fail "rpm -V"; sed 's/^/    /' /tmp/rpmv.log; fi
 rpm -e --nodeps vault-bridge >/tmp/rpme.log 2>&1 || { fail "rpm -e"; sed 's/^/    /' /tmp/rpme.log; }
 if [ ! -e /usr/bin/vault-bridge ] && [ ! -e /usr/libexec/cloudtaser ]; then pass "rpm -e removes both binaries"
 else fail "rpm -e left a binary"; fi
+if [ ! -L /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service ]; then
+  pass "rpm -e disables the boot unit"
+else fail "rpm -e left the boot unit enabled"; fi
 echo "  inside: $ok passed, $bad failed"
 [ "$bad" = 0 ]
 EOF

@@ -33,6 +33,9 @@ else
 fi
 sed -e 's|@ENVFILE@|/etc/default/vault-bridge|' -e 's|@BINDIR@|/usr/bin|' \
   "$TOP/systemd/vault-bridge.service" >"$ROOT/etc/systemd/system/vault-bridge.service"
+mkdir -p "$ROOT/usr/sbin"
+install -m 0755 "$TOP/bridge/vault-egress-lock" "$ROOT/usr/sbin/vault-egress-lock"
+cp "$TOP/systemd/vault-egress-lock-restore.service" "$ROOT/etc/systemd/system/"
 cp "$TOP/systemd/vault-bridge.env" "$ROOT/etc/default/vault-bridge"
 
 verify() {
@@ -42,6 +45,24 @@ verify() {
   else fail "$what: systemd-analyze verify said:"; printf '    %s\n' "$out"; fi
 }
 verify "packaged unit" vault-bridge.service
+verify "egress lock boot unit" vault-egress-lock-restore.service
+
+# The boot unit restores the lock before any interface is configured, and
+# after the distribution's firewall loaders (which flush the ruleset).
+boot="$ROOT/etc/systemd/system/vault-egress-lock-restore.service"
+missing=""
+for key in 'DefaultDependencies=no' 'Wants=network-pre.target' 'Before=network-pre.target shutdown.target' \
+  'Type=oneshot' 'RemainAfterExit=yes' 'ExecStart=/usr/sbin/vault-egress-lock restore' \
+  'WantedBy=sysinit.target' 'RequiresMountsFor=/var/lib/vault-egress-lock'; do
+  grep -qx -- "$key" "$boot" || missing+=" $key"
+done
+after=$(sed -n 's/^After=//p' "$boot")
+for u in nftables.service netfilter-persistent.service local-fs.target; do
+  [[ " $after " == *" $u "* ]] || missing+=" After=$u"
+done
+if [ -z "$missing" ]; then
+  pass "boot unit: oneshot before network-pre.target, after the firewall loaders, runs 'vault-egress-lock restore'"
+else fail "boot unit lacks:$missing"; fi
 
 score_out=$(systemd-analyze security --offline=yes --no-pager --root="$ROOT" vault-bridge.service 2>&1) || true
 score=$(sed -nE 's/.*Overall exposure level for vault-bridge.service: ([0-9.]+).*/\1/p' <<<"$score_out")

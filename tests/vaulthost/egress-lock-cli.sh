@@ -1,7 +1,8 @@
 #!/bin/bash
 # vault-egress-lock without touching any firewall: the dry run prints the
-# reverse-connect guide's iptables rules exactly (the guide's lines are read
-# from the seed document itself), and bad arguments exit 2 with one message.
+# reverse-connect guide's iptables rules exactly, in the lock's own chains
+# (the guide's lines are read from the seed document itself), and bad
+# arguments exit 2 with one message.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,17 +36,32 @@ if [ "$(wc -l <"$TMP/seed")" -eq 8 ]; then pass "read the guide's 8 firewall lin
 else fail "expected 8 firewall lines in the guide, found $(wc -l <"$TMP/seed")"; fi
 
 "$LOCK" apply --broker 203.0.113.10 --backend iptables --dry-run >"$TMP/dry"
-# The IPv4 rules, without the chain flushes that make apply idempotent.
-grep '^iptables ' "$TMP/dry" | grep -v -- ' -F ' >"$TMP/ours"
-if diff -u "$TMP/seed" "$TMP/ours"; then pass "dry run = the guide's rules, in the guide's order"
+# The lock keeps its rules in chains of its own (so that taking it off
+# removes only them): the guide's INPUT rules go into VAULT-EGRESS-IN, its
+# OUTPUT rules into VAULT-EGRESS-OUT, and where the guide sets a built-in
+# chain's policy to DROP, ours ends in -j DROP.
+awk '
+  $2 == "-P" && $4 == "DROP" { drop[$3] = 1; next }
+  $2 == "-A" { chain = $3; sub(/^iptables -A [A-Z]+ /, ""); rules[chain] = rules[chain] "iptables -A VAULT-EGRESS-" (chain == "INPUT" ? "IN" : "OUT") " " $0 "\n" }
+  END {
+    printf "%s", rules["INPUT"]; if (drop["INPUT"]) print "iptables -A VAULT-EGRESS-IN -j DROP"
+    printf "%s", rules["OUTPUT"]; if (drop["OUTPUT"]) print "iptables -A VAULT-EGRESS-OUT -j DROP"
+  }' "$TMP/seed" >"$TMP/seed-ours"
+grep '^iptables -A ' "$TMP/dry" >"$TMP/ours"
+if diff -u "$TMP/seed-ours" "$TMP/ours"; then pass "dry run = the guide's rules, in the guide's order, in the lock's own chains"
 else fail "dry run differs from the guide"; fi
+if grep -qx -- 'iptables -I INPUT 1 -j VAULT-EGRESS-IN' "$TMP/dry" &&
+  grep -qx -- 'iptables -I OUTPUT 1 -j VAULT-EGRESS-OUT' "$TMP/dry" &&
+  ! grep -q -- ' -P ' "$TMP/dry"; then
+  pass "every packet of INPUT and OUTPUT goes through the lock's chains first; no built-in policy is changed"
+else fail "the dry run lacks the jumps at the top of INPUT/OUTPUT, or sets a policy"; fi
 
 "$LOCK" apply --broker 203.0.113.10:8443 --dns 192.0.2.53 --allow 198.51.100.0/24:5696 \
   --backend iptables --dry-run >"$TMP/dry2"
-if grep -qx -- 'iptables -A OUTPUT -d 203.0.113.10 -p tcp --dport 8443 -j ACCEPT' "$TMP/dry2" &&
-  grep -qx -- 'iptables -A OUTPUT -d 192.0.2.53 -p udp --dport 53 -j ACCEPT' "$TMP/dry2" &&
-  grep -qx -- 'iptables -A OUTPUT -d 198.51.100.0/24 -p tcp --dport 5696 -j ACCEPT' "$TMP/dry2" &&
-  ! grep -qx -- 'iptables -A OUTPUT -p udp --dport 53 -j ACCEPT' "$TMP/dry2"; then
+if grep -qx -- 'iptables -A VAULT-EGRESS-OUT -d 203.0.113.10 -p tcp --dport 8443 -j ACCEPT' "$TMP/dry2" &&
+  grep -qx -- 'iptables -A VAULT-EGRESS-OUT -d 192.0.2.53 -p udp --dport 53 -j ACCEPT' "$TMP/dry2" &&
+  grep -qx -- 'iptables -A VAULT-EGRESS-OUT -d 198.51.100.0/24 -p tcp --dport 5696 -j ACCEPT' "$TMP/dry2" &&
+  ! grep -qx -- 'iptables -A VAULT-EGRESS-OUT -p udp --dport 53 -j ACCEPT' "$TMP/dry2"; then
   pass "broker port, --dns and --allow show up as rules; DNS is narrowed"
 else fail "port/--dns/--allow rules wrong"; cat "$TMP/dry2"; fi
 
@@ -69,6 +85,8 @@ bad apply --broker 203.0.113.10 --allow 10.0.0.0/8 --dry-run
 bad apply --broker 203.0.113.10 --backend pf --dry-run
 bad apply --broker 203.0.113.10 --confirm-timeout soon --dry-run
 bad status extra
+bad restore extra
+bad remove extra
 
 echo "egress-lock-cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

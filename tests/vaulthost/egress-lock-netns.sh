@@ -14,9 +14,16 @@
 # answer); apply; the vault host reaches the broker port, DNS and loopback,
 # and nothing else goes out or comes in (8200 included, IPv6 included); the
 # policy's drop counters count the blocked probes; a second apply changes
-# nothing; verify passes and notices tampering; rollback brings back the
-# saved ruleset exactly (diff empty) and traffic flows again; an unconfirmed
-# apply rolls itself back; a confirmed one stays.
+# nothing; verify passes and notices tampering; remove brings back the
+# prior ruleset exactly (diff empty) and traffic flows again; an unconfirmed
+# first apply rolls itself back to no lock; a confirmed one stays.
+#
+# Then what must survive a reboot and a bad change: an unconfirmed re-apply
+# rolls back to the last confirmed lock (not to an open host) and leaves a
+# rule another tool added meanwhile; verify fails with one line after a
+# flush; a simulated reboot (flush everything, then the boot unit's own
+# ExecStart line) brings the lock back, also when an apply was pending;
+# a damaged record makes the boot restore fail closed.
 #
 # Usage: egress-lock-netns.sh [BACKEND...]   (default: iptables-legacy iptables-nft nft)
 set -euo pipefail
@@ -25,6 +32,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 LOCK=${LOCK:-$HERE/../../bridge/vault-egress-lock}
 LOCK=$(cd "$(dirname "$LOCK")" && pwd)/$(basename "$LOCK")
 PROBE=("${PYTHON:-python3}" "$HERE/netprobe.py")
+UNIT=$HERE/../../systemd/vault-egress-lock-restore.service
 BACKENDS=("$@")
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(iptables-legacy iptables-nft nft)
 
@@ -142,11 +150,11 @@ EOF
       ;;
     *)
       local v4=${backend/iptables/iptables} v6=${backend/iptables/ip6tables}
-      in_vh "$v4" -A INPUT -p tcp --dport 22 -j ACCEPT
-      in_vh "$v4" -N OPERATOR
-      in_vh "$v4" -A OPERATOR -s 10.250.1.0/24 -j RETURN
-      in_vh "$v4" -P FORWARD DROP
-      in_vh "$v6" -A INPUT -p tcp --dport 22 -j ACCEPT
+      in_vh "$v4" -w 5 -A INPUT -p tcp --dport 22 -j ACCEPT
+      in_vh "$v4" -w 5 -N OPERATOR
+      in_vh "$v4" -w 5 -A OPERATOR -s 10.250.1.0/24 -j RETURN
+      in_vh "$v4" -w 5 -P FORWARD DROP
+      in_vh "$v6" -w 5 -A INPUT -p tcp --dport 22 -j ACCEPT
       ;;
   esac
 }
@@ -163,8 +171,8 @@ dump() {
   esac
 }
 
-# Packets dropped by the OUTPUT policy (iptables) or the output chain's
-# trailing counter (nft).
+# Packets dropped by the lock's output chain: its trailing DROP rule
+# (iptables) or trailing counter (nft).
 out_drops() {
   local backend=$1
   case $backend in
@@ -172,7 +180,7 @@ out_drops() {
       in_vh nft list chain inet vault_egress_lock output |
         sed -nE 's/.*counter packets ([0-9]+) bytes.*dropped by policy.*/\1/p' ;;
     *)
-      in_vh "$backend" -L OUTPUT -n -v -x | sed -nE '1s/.*policy DROP ([0-9]+) packets.*/\1/p' ;;
+      { in_vh "$backend" -w 5 -L VAULT-EGRESS-OUT -n -v -x || true; } | awk '$3 == "DROP" { print $1 }' ;;
   esac
 }
 
@@ -220,7 +228,88 @@ locked() {
       "blocked:tcp:[fd00:ce1::1]:8200"
 }
 
-not_applied() { ! lock verify >/dev/null 2>&1 && [ ! -f "$WORK/state/config" ]; }
+not_applied() { ! lock verify >/dev/null 2>&1 && [ ! -f "$WORK/state/current.conf" ]; }
+settled() { [ ! -f "$WORK/state/pending" ] && watchdog_gone; }
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# What a reboot leaves of the firewall: nothing. The prior ruleset goes too,
+# as it would on a host that does not persist it.
+flush_all() {
+  local backend=$1
+  case $backend in
+    nft | iptables-nft) in_vh nft flush ruleset ;;
+    *)
+      local c
+      for c in "$backend" "${backend/iptables/ip6tables}"; do
+        in_vh "$c" -w 5 -F
+        in_vh "$c" -w 5 -X
+        in_vh "$c" -w 5 -P INPUT ACCEPT
+        in_vh "$c" -w 5 -P FORWARD ACCEPT
+        in_vh "$c" -w 5 -P OUTPUT ACCEPT
+      done ;;
+  esac
+}
+
+# The boot unit's ExecStart line, as systemd would run it, with the helper
+# from this checkout in place of the packaged /usr/sbin one.
+boot_unit() {
+  local -a argv
+  read -r -a argv <<<"$(sed -n 's/^ExecStart=//p' "$UNIT")"
+  if [ "${argv[0]:-}" != /usr/sbin/vault-egress-lock ]; then
+    echo "unexpected ExecStart in $UNIT: ${argv[*]}" >&2
+    return 1
+  fi
+  lock "${argv[@]:1}"
+}
+
+# Another tool's rule, added while the lock is in place; it must outlive the
+# lock's rollbacks. It matches nothing the probes send.
+other_tool_adds() {
+  case $1 in
+    nft)
+      in_vh nft add table inet othertool
+      in_vh nft add chain inet othertool out '{ type filter hook output priority 10; policy accept; }'
+      in_vh nft add rule inet othertool out tcp dport 9999 accept ;;
+    *) in_vh "$1" -w 5 -A OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
+  esac
+}
+other_rule_present() {
+  case $1 in
+    # Read whole, then matched: grep -q would quit early and, under
+    # pipefail, nft's SIGPIPE would turn a match into a failure.
+    nft) grep -q 'tcp dport 9999 accept' <<<"$(in_vh nft list chain inet othertool out)" ;;
+    *) in_vh "$1" -w 5 -C OUTPUT -p tcp --dport 9999 -j ACCEPT ;;
+  esac
+}
+
+verify_fails_with_one_line() {
+  local rc=0
+  lock verify >/dev/null 2>"$WORK/verify.err" || rc=$?
+  cat "$WORK/verify.err"
+  [ "$rc" = 1 ] && [ "$(wc -l <"$WORK/verify.err")" = 1 ] && grep -q 'drift' "$WORK/verify.err"
+}
+
+lock_first_other_behind() {
+  lock verify && probe_vh blocked:tcp:10.250.2.2:80 &&
+    in_vh "$1" -w 5 -C OUTPUT -p tcp --dport 80 -j ACCEPT
+}
+
+flush_then_verify_fails() { flush_all "$1" && verify_fails_with_one_line; }
+
+boot_unit_fails_closed() {
+  local rc=0
+  boot_unit 2>"$WORK/restore.err" || rc=$?
+  cat "$WORK/restore.err"
+  [ "$rc" = 1 ] && [ "$(wc -l <"$WORK/restore.err")" = 1 ] &&
+    grep -q 'failing closed' "$WORK/restore.err"
+}
+
+# After a failed restore: nothing leaves but loopback, not even to the broker.
+lockdown() {
+  probe_vh reach:tcp:127.0.0.1:8200 blocked:tcp:10.250.1.2:443 blocked:udp:10.250.2.2:53 \
+    blocked:tcp:10.250.2.2:443 "blocked:tcp:[fd00:ce1::2]:443" &&
+    probe_br blocked:tcp:10.250.1.1:8200
+}
 watchdog_gone() { ! kill -0 "$(cat "$WORK/state/watchdog.pid")" 2>/dev/null; }
 
 run_backend() {
@@ -259,35 +348,45 @@ run_backend() {
   if [ "$backend" = nft ]; then
     step "tamper" in_vh nft insert rule inet vault_egress_lock output tcp dport 80 accept
   else
-    step "tamper" in_vh "$backend" -I OUTPUT -p tcp --dport 80 -j ACCEPT
+    step "tamper" in_vh "$backend" -w 5 -I VAULT-EGRESS-OUT -p tcp --dport 80 -j ACCEPT
   fi
   if lock verify >/dev/null 2>&1; then fail "verify misses an added rule"
   else pass "verify notices an added rule"; fi
   step "re-apply" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
   expect "re-apply repairs it" lock verify
+  if [ "$backend" != nft ]; then
+    # A rule above the jump to the lock's chain sees packets first.
+    step "a rule above the lock" in_vh "$backend" -w 5 -I OUTPUT -p tcp --dport 80 -j ACCEPT
+    if lock verify >/dev/null 2>&1; then fail "verify misses a rule above the jump to the lock"
+    else pass "verify notices a rule above the jump to the lock"; fi
+    step "re-apply" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
+    expect "re-apply puts the lock first again; the other rule stays, behind it" \
+      lock_first_other_behind "$backend"
+    step "delete the rule" in_vh "$backend" -w 5 -D OUTPUT -p tcp --dport 80 -j ACCEPT
+  fi
 
-  expect "rollback succeeds" lock rollback
+  expect "remove succeeds" lock remove
   dump "$backend" >"$WORK/after"
-  expect "after rollback the saved ruleset is back (diff empty)" diff -u "$WORK/before" "$WORK/after"
-  expect "after rollback every probe answers again" all_open
+  expect "after remove the prior ruleset is back (diff empty)" diff -u "$WORK/before" "$WORK/after"
+  expect "after remove every probe answers again" all_open
 
   # --dns narrows DNS to the given resolver.
   step "apply --dns" lock apply --broker 10.250.1.2 --dns 10.250.2.2 --backend "$backend" --confirm-timeout 0
   expect "--dns: the named resolver answers, another is blocked" \
     probe_vh reach:udp:10.250.2.2:53 blocked:udp:10.250.2.3:53 reach:tcp:10.250.1.2:443
-  step "rollback" lock rollback
+  step "remove" lock remove
 
   # --allow adds one destination port, not the whole host.
   step "apply --allow" lock apply --broker 10.250.1.2 --allow 10.250.2.0/24:80 --backend "$backend" --confirm-timeout 0
   expect "--allow: the extra CIDR:PORT passes, other ports stay blocked" \
     probe_vh reach:tcp:10.250.2.2:80 blocked:tcp:10.250.2.2:443
-  step "rollback" lock rollback
+  step "remove" lock remove
 
-  # Unconfirmed: the detached watchdog restores the saved ruleset.
+  # Unconfirmed, with no lock confirmed before: back to no lock.
   step "apply --confirm-timeout 1" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 1
   if wait_for 100 not_applied; then
     dump "$backend" >"$WORK/after-timeout"
-    expect "unconfirmed apply rolls back by itself (diff empty)" \
+    expect "an unconfirmed first apply rolls back by itself to no lock (diff empty)" \
       diff -u "$WORK/before" "$WORK/after-timeout"
   else
     fail "unconfirmed apply was still in place after 10 s"
@@ -301,9 +400,85 @@ run_backend() {
   else
     fail "the watchdog did not finish within 10 s"
   fi
-  step "rollback" lock rollback
+  step "remove" lock remove
   dump "$backend" >"$WORK/after"
-  expect "final rollback: diff empty" diff -u "$WORK/before" "$WORK/after"
+  expect "remove after a confirmed apply: diff empty" diff -u "$WORK/before" "$WORK/after"
+
+  # A confirmed lock, then a re-apply that also opens port 80 and is never
+  # confirmed: the watchdog goes back to the confirmed lock, not to an open
+  # host, and only the lock's own chains/table change.
+  step "apply (confirmed)" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
+  step "re-apply with --allow, unconfirmed" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:80 --backend "$backend" --confirm-timeout 2
+  expect "the unconfirmed re-apply is live (port 80 passes)" probe_vh reach:tcp:10.250.2.2:80
+  step "another tool adds a rule" other_tool_adds "$backend"
+  if wait_for 300 settled; then
+    expect "an unconfirmed re-apply rolls back to the last confirmed lock, not to an open host" locked
+    expect "after that rollback verify passes" lock verify
+    expect "a rule another tool added after apply survives the rollback" other_rule_present "$backend"
+    expect "the watchdog's log says where it rolled back to" \
+      grep -q 'not confirmed within 2s: rolled back to the last confirmed lock' "$WORK/state/watchdog.log"
+  else
+    fail "the unconfirmed re-apply was still pending after 30 s"
+  fi
+
+  # Two unconfirmed applies in a row: the second's rollback still goes to
+  # the confirmed lock, not to the first unconfirmed one.
+  rm -f "$WORK/state/watchdog.pid"
+  step "unconfirmed apply opening port 80" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:80 --backend "$backend" --confirm-timeout 3
+  wait_for 100 test -s "$WORK/state/watchdog.pid" || fail "the first watchdog did not start"
+  local first_watchdog
+  first_watchdog=$(cat "$WORK/state/watchdog.pid" 2>/dev/null || echo 0)
+  step "unconfirmed apply opening port 443 to the internet host" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:443 --backend "$backend" --confirm-timeout 2
+  if wait_for 300 settled && wait_for 100 pid_gone "$first_watchdog"; then
+    expect "two unconfirmed applies in a row roll back to the confirmed lock, not to the first" locked
+  else
+    fail "the two unconfirmed applies were still pending after 40 s"
+  fi
+
+  expect "verify exits 1 with one line when the lock's rules are flushed" \
+    flush_then_verify_fails "$backend"
+  expect "a simulated reboot (flush everything, then the boot unit's ExecStart) restores the lock" boot_unit
+  expect "after the simulated reboot the broker passes and everything else is blocked" locked
+  expect "after the simulated reboot verify passes" lock verify
+
+  # A reboot while a re-apply waits for confirmation: its watchdog dies with
+  # the host, so the boot unit must bring back the confirmed lock.
+  rm -f "$WORK/state/watchdog.pid"
+  step "re-apply with --allow, unconfirmed, long timeout" lock apply --broker 10.250.1.2:443 \
+    --allow 10.250.2.0/24:80 --backend "$backend" --confirm-timeout 600
+  wait_for 100 test -s "$WORK/state/watchdog.pid" || fail "the watchdog did not start"
+  step "the watchdog dies with the host" kill "$(cat "$WORK/state/watchdog.pid")"
+  wait_for 100 watchdog_gone || fail "the watchdog did not end"
+  step "flush everything" flush_all "$backend"
+  expect "a reboot during an unconfirmed apply restores the last confirmed lock" boot_unit
+  expect "... which blocks what the unconfirmed apply opened" locked
+
+  # A damaged record (here: the confirmed rules truncated) must not boot
+  # into an open host.
+  local rec=confirmed.v4
+  if [ "$backend" = nft ]; then rec=confirmed.nft; fi
+  : >"$WORK/state/$rec"
+  step "flush everything" flush_all "$backend"
+  expect "a boot restore that cannot load the recorded lock exits 1 with one line and fails closed" \
+    boot_unit_fails_closed
+  expect "the fail-closed lockdown passes loopback only, not even the broker" lockdown
+  if lock verify >/dev/null 2>&1; then fail "verify passes on the fail-closed lockdown"
+  else pass "verify does not pass on the fail-closed lockdown"; fi
+  step "remove" lock remove
+  expect "remove takes the lockdown off" probe_vh reach:tcp:10.250.1.2:443 reach:tcp:10.250.2.2:443
+
+  # The first boot after an upgrade from the helper that changed the
+  # built-in chains: its lock was never persisted, so there is nothing this
+  # version can restore, and the host must not come up open.
+  printf 'BACKEND=%s\nBROKER_SPEC=10.250.1.2:443\n' "$backend" >"$WORK/state/config"
+  expect "a boot over an older version's state exits 1 with one line and fails closed" \
+    boot_unit_fails_closed
+  expect "... loopback only" lockdown
+  rm -f "$WORK/state/config"
+  step "remove" lock remove
   drop_topology
 }
 
