@@ -15,6 +15,12 @@ namespace ct {
 namespace {
 constexpr size_t kReadMax = 64 * 1024;
 constexpr int kReadRounds = 4;  // at most 256 KiB per wake-up: the loop stays fair
+
+// SO_LINGER {1, 0}: close() sends RST and discards what is queued.
+void set_reset_on_close(int fd, bool on) noexcept {
+  const linger l{on ? 1 : 0, 0};
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
 }  // namespace
 
 Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting)
@@ -24,6 +30,11 @@ Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, b
       id_(id),
       fd_(std::move(fd)),
       connecting_(connecting) {
+  // Armed from the start: if this process dies (kill -9, OOM), the kernel's
+  // close must abort the connection. A plain FIN would let the far end take
+  // a truncated close-delimited body for a whole one. Cleared in finish() for
+  // a clean end, so that queued bytes are delivered.
+  set_reset_on_close(fd_.get(), true);
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
   link_.splices[id_] = this;
@@ -217,11 +228,10 @@ void Splice::finish(bool abortive) noexcept {
   pend_.clear();
   if (fd_) {
     loop_.del(fd_.get());
-    if (abortive) {
-      // SO_LINGER 0: close sends RST, so the other side sees an abort, not EOF.
-      linger l{1, 0};
-      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    }
+    // Abortive: the linger armed at the start makes close() send RST, so the
+    // other side sees an abort, not EOF. Clean: both FINs were exchanged and
+    // what is still queued must reach the peer.
+    if (!abortive) set_reset_on_close(fd_.get(), false);
     fd_.reset();
   }
   auto it = link_.splices.find(id_);

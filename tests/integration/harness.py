@@ -212,10 +212,18 @@ class _KvHandler(BaseHTTPRequestHandler):
             name = self.path.rsplit("/", 1)[1]
             body = json.dumps({"data": {"data": {"name": name, "password": "s3cr3t-" + name},
                                         "metadata": {"version": 1}}}).encode()
-        elif self.path.startswith("/bytes/"):
+        elif self.path.startswith("/bytes/") or self.path.startswith("/bytes-close/"):
+            # /bytes-close/N: no Content-Length, the body ends where the
+            # connection does (close-delimited), so only the ending tells a
+            # client whether it got all of it.
             n = int(self.path.rsplit("/", 1)[1])
+            delimited = self.path.startswith("/bytes/")
             self.send_response(200)
-            self.send_header("Content-Length", str(n))
+            if delimited:
+                self.send_header("Content-Length", str(n))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             chunk = BYTES_CHUNK
             sent = 0

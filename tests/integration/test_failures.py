@@ -1,0 +1,94 @@
+"""Failures must look like failures: a dead process resets its connections,
+a dead socket is handled at once, and a clean end still delivers every byte."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import BYTES_CHUNK, wait_for
+
+# What a wrapper may wait, after the process holding its socket died, to learn
+# of it. The kernel's RST takes well under 100 ms on loopback; the margin is
+# for this shared, loaded machine (the measured figures go in the report).
+RESET_WITHIN = 0.5
+
+
+class Download:
+    """A raw-socket HTTP GET read as fast as it arrives, recording how the
+    connection ended: 'reset' (ECONNRESET), 'eof' (a clean FIN) or 'error'."""
+
+    def __init__(self, port, path, half_close=False, read_pause=0.0):
+        self.read_pause = read_pause
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        if half_close:
+            self.sock.shutdown(socket.SHUT_WR)
+        self.received = 0
+        self.ending = None
+        self.ended_at = None
+        self.head = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while True:
+                b = self.sock.recv(64 << 10 if self.read_pause else 1 << 20)
+                if self.read_pause:
+                    time.sleep(self.read_pause)
+                if not b:
+                    self.ending = "eof"
+                    break
+                if len(self.head) < 4096:
+                    self.head += b[: 4096 - len(self.head)]
+                self.received += len(b)
+        except ConnectionResetError:
+            self.ending = "reset"
+        except OSError as e:
+            self.ending = f"error {e!r}"
+        self.ended_at = time.monotonic()
+        self.sock.close()
+
+
+def _broker_kill(broker, target):
+    if target == "forward":
+        os.kill(broker.children()["forward"], signal.SIGKILL)
+    elif target == "parent":
+        os.kill(broker.proc.pid, signal.SIGKILL)  # children follow by PDEATHSIG
+    else:
+        os.killpg(broker.proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("target", ["forward", "parent", "group"])
+def test_wrappers_see_a_reset_not_a_clean_end_when_the_broker_is_killed(env, target):
+    broker, _, _ = env.tunnel()
+    # Close-delimited bodies far longer than the test: only the ending can
+    # tell the client the body was cut short.
+    downloads = [Download(broker.service_port, f"/bytes-close/{1 << 40}") for _ in range(8)]
+    wait_for(lambda: all(d.received > (1 << 20) for d in downloads), 20,
+             "every download under way")
+    t0 = time.monotonic()
+    _broker_kill(broker, target)
+    wait_for(lambda: all(d.ending for d in downloads), 10, "every download ended")
+    took = sorted(round(d.ended_at - t0, 3) for d in downloads)
+    print(f"kill -9 {target}: endings {[d.ending for d in downloads]}, seconds {took}")
+    assert [d.ending for d in downloads] == ["reset"] * len(downloads), took
+    assert took[-1] < RESET_WITHIN, took
+
+
+def test_a_close_delimited_body_ends_with_a_clean_fin_and_every_byte(env):
+    broker, _, _ = env.tunnel()
+    n = 4 << 20
+    # The request's FIN first, and a slow reader: both sides of the wrapper's
+    # stream then end while the tail of the body is still queued in the
+    # socket, the case where an abortive close would throw it away.
+    d = Download(broker.service_port, f"/bytes-close/{n}", half_close=True, read_pause=0.01)
+    d.thread.join(60)
+    assert d.ending == "eof", d.ending
+    head_end = d.head.index(b"\r\n\r\n") + 4
+    assert d.head.startswith(b"HTTP/1.") and b"Content-Length" not in d.head[:head_end]
+    assert d.received - head_end == n
+    assert d.head[head_end:] == BYTES_CHUNK[: len(d.head) - head_end]
