@@ -26,8 +26,8 @@ const SyscallRule kSyscalls[] = {
     {"socket", "a TCP socket per stream (IPv4)", true, 0, ~uint64_t{0}, AF_INET},
     {"socket", "a TCP socket per stream (IPv6)", true, 0, ~uint64_t{0}, AF_INET6},
     {"connect", "to --vault-addr"},
-    {"getsockopt", "SO_ERROR of a non-blocking connect"},
-    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    {"getsockopt", "SO_ERROR of a non-blocking connect, or of a socket that reported one"},
+    {"setsockopt", "TCP_NODELAY; SO_LINGER 0: a stream reset or our death is a TCP RST"},
     {"shutdown", "half-close towards OpenBao after the stream's FIN"},
 };
 

@@ -26,7 +26,8 @@ namespace {
 // No socket(), no connect(), no open(), and never OpenSSL.
 const SyscallRule kSyscalls[] = {
     {"accept4", "wrapper connections, and /metrics scrapes"},
-    {"setsockopt", "TCP_NODELAY; SO_LINGER 0 to turn a stream reset into a TCP RST"},
+    {"getsockopt", "SO_ERROR of a wrapper socket that reported an error"},
+    {"setsockopt", "TCP_NODELAY; SO_LINGER 0: a stream reset or our death is a TCP RST"},
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
 };
 

@@ -51,6 +51,11 @@ void Splice::update_interest() noexcept {
     if (!read_eof_ && !read_blocked_) want |= EPOLLIN | EPOLLRDHUP;
     if (out_pos_ < out_.size()) want |= EPOLLOUT;
   }
+  // Nothing wanted: epoll still reports EPOLLERR and EPOLLHUP, and level-
+  // triggered it would report them on every wait while we cannot act (no
+  // credit): a busy loop. Edge-triggered, a hang-up wakes us once; an error
+  // (an RST) wakes us once and is handled in on_io whatever the credit.
+  if (want == 0) want = EPOLLET;
   if (want != interest_) {
     interest_ = want;
     loop_.mod(fd_.get(), want, this);
@@ -71,10 +76,23 @@ void Splice::on_io(uint32_t events) noexcept {
     if (!done_) pump_read();
     return update_interest();
   }
+  if ((events & EPOLLERR) && fail_on_socket_error()) return;
   if (events & EPOLLOUT) pump_write();
   if (done_) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pump_read();
   if (!done_) update_interest();
+}
+
+bool Splice::fail_on_socket_error() noexcept {
+  // Read it now, not when credit returns: the far end aborted, and what it
+  // sent before is void. Resetting the stream at once also frees the other
+  // side's socket, which may be a wrapper that stopped reading.
+  const int err = socket_error(fd_.get());
+  if (err == 0) return false;
+  LOG_DEBUG("stream=%u socket error: %s", id_, std::strerror(err));
+  if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+  finish(true);
+  return true;
 }
 
 void Splice::pump_read() noexcept {

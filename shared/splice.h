@@ -47,6 +47,8 @@ class Splice final : public Loop::Handler {
   bool done() const { return done_; }
 
  private:
+  // EPOLLERR: reads SO_ERROR; if set, resets the stream and closes abortively.
+  bool fail_on_socket_error() noexcept;
   void pump_read() noexcept;
   void pump_write() noexcept;
   void update_interest() noexcept;

@@ -1,8 +1,10 @@
 """Failures must look like failures: a dead process resets its connections,
 a dead socket is handled at once, and a clean end still delivers every byte."""
+import errno
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -92,3 +94,73 @@ def test_a_close_delimited_body_ends_with_a_clean_fin_and_every_byte(env):
     assert d.head.startswith(b"HTTP/1.") and b"Content-Length" not in d.head[:head_end]
     assert d.received - head_end == n
     assert d.head[head_end:] == BYTES_CHUNK[: len(d.head) - head_end]
+
+
+class ResettingUpstream:
+    """Answers each connection with as much as it will take, then, once the
+    connection stops taking more, resets it (an OpenBao that crashed mid-answer).
+    Records when each reset was sent."""
+
+    def __init__(self):
+        self.lst = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lst.getsockname()[1]
+        self.reset_at = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def addr(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.lst.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+
+    def _answer(self, c):
+        try:
+            c.recv(4096)
+            c.settimeout(0.5)
+            chunk = b"\0" * 65536
+            for _ in range(4096):  # at most 256 MiB
+                c.send(chunk)
+        except OSError:
+            pass  # the send timed out: the far end stopped taking bytes
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        self.reset_at.append(time.monotonic())
+
+    def close(self):
+        self.lst.close()
+
+
+def _cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_upstream_reset_reaches_a_stalled_wrapper_at_once_without_a_busy_loop(env):
+    up = ResettingUpstream()
+    env.upstreams.append(up)
+    broker, bridge, _ = env.tunnel(upstream=up)
+    w = socket.socket()
+    w.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    w.connect(("127.0.0.1", broker.service_port))
+    w.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+    wait_for(lambda: up.reset_at, 30, "the upstream's reset once the path was full")
+    # The bridge's forwarding process has no credit for the dead socket now.
+    fwd = bridge.children()["forward"]
+    cpu0 = _cpu_seconds(fwd)
+
+    def wrapper_reset():
+        return w.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
+    wait_for(wrapper_reset, 10, "the stalled wrapper's RST", interval=0.005)
+    took = time.monotonic() - up.reset_at[0]
+    time.sleep(2)  # the measurement window itself, not a wait for an event
+    cpu = _cpu_seconds(fwd) - cpu0
+    print(f"upstream RST -> wrapper RST {took:.3f} s; bridge forward CPU {cpu:.2f} s over 2 s")
+    assert took < RESET_WITHIN, took
+    assert cpu < 0.2, cpu
+    w.close()
