@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <unordered_set>
 
 #include "bridge/bridge.h"
 #include "shared/child.h"
@@ -93,9 +94,29 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   void on_link_events(Link& l) noexcept override {
     auto events = l.session().take_events();
     for (const Event& ev : events) {
+      // OpenBao is dialled at the stream's first byte (the first plaintext
+      // byte with --service-cert), not at its open: a wrapper that connects
+      // and says nothing, or never finishes its TLS handshake, costs OpenBao
+      // nothing.
       if (ev.kind == Event::kOpened) {
-        open_upstream(l, ev.stream);
+        unconnected_.insert(ev.stream);
         continue;
+      }
+      if (unconnected_.count(ev.stream) != 0) {
+        if (ev.kind == Event::kData) {
+          unconnected_.erase(ev.stream);
+          open_upstream(l, ev.stream);  // the splice queues the bytes while it connects
+        } else if (ev.kind == Event::kFin) {
+          // Closed before it said anything: close ours too, no dial.
+          unconnected_.erase(ev.stream);
+          l.session().close_write(ev.stream);
+          continue;
+        } else if (ev.kind == Event::kReset) {
+          unconnected_.erase(ev.stream);
+          continue;
+        } else {
+          continue;
+        }
       }
       if (ev.kind == Event::kError) {
         LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
@@ -113,6 +134,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
+    unconnected_.clear();
     if (&l == local_.get()) {
       end_if_broken(*local_);
       loop_.retire(std::move(local_));
@@ -120,7 +142,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   void on_tick(TimePoint) noexcept override {
-    if (draining_ && splices_.empty()) {
+    if (draining_ && splices_.empty() && unconnected_.empty()) {
       if (local_) local_->flush();
       exit_child(0);
     }
@@ -134,6 +156,8 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   SockAddr upstream_;
   std::unique_ptr<PlainLink> local_;
   SpliceTable splices_{loop_};
+  // Streams opened by the TLS process whose first byte has not come yet.
+  std::unordered_set<uint32_t> unconnected_;
   bool draining_ = false;
 };
 

@@ -58,6 +58,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        relays_.set_timeouts(limits::kWrapperHandshakeTimeout,
+                             std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -199,6 +201,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           // process (and OpenBao on loopback) sees plaintext, the broker never.
           if (service_ctx_)
             r->codec = std::make_unique<TlsStreamServer>(service_ctx_, service_ctx_->get());
+          relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;
         }
@@ -265,6 +268,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   }
 
   void on_tick(TimePoint now) noexcept override {
+    relays_.expire(now);
     if (local_) local_->tick(now);
     // close() ends in on_link_closed(), which erases the link from links_ (and
     // retires it, so the pointers stay valid until the batch ends): walk a
@@ -296,7 +300,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (local_) t = std::min(t, local_->next_deadline());
     for (auto& [id, l] : links_) t = std::min(t, l->next_deadline());
     if (dial_ == DialState::kWaiting) t = std::min(t, next_dial_);
-    return t;
+    return std::min(t, relays_.next_deadline());
   }
 
   void flush_all() noexcept {

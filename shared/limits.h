@@ -71,6 +71,25 @@ inline constexpr size_t kMaxResetAllowances = 4096;
 // Time for the peer's HELLO after the session starts, and for a TLS handshake.
 inline constexpr auto kHelloTimeout = 10s;
 inline constexpr auto kHandshakeTimeout = 10s;
+// A wrapper's TLS handshake in the bridge (--service-cert), from the stream's
+// open: absolute, not renewed by bytes, so a client that sends nothing, or a
+// ClientHello one byte every few seconds, holds a broker fd, a stream and TLS
+// state for this long at most. A real client on a loaded node finishes in ms.
+inline constexpr auto kWrapperHandshakeTimeout = 10s;
+// --stream-idle-timeout's default: no byte either way for this long resets a
+// stream. OpenBao's own listener closes a keep-alive connection idle for 5
+// minutes (http_idle_timeout) and cancels a request after 90 s
+// (max_request_duration), so no request OpenBao itself lets run is cut; only
+// streams silent longer than OpenBao tolerates (sys/monitor, event
+// subscriptions with nothing to say) need a larger value or 0.
+inline constexpr auto kDefaultStreamIdleTimeout = 300s;
+inline constexpr uint32_t kMaxStreamIdleTimeoutSec = 86400;
+// TCP keepalive on wrapper and OpenBao sockets: a peer that vanished without a
+// FIN or RST (a node lost, a partition) is found within idle + interval x
+// count = 2 minutes even on a stream the idle timeout leaves alone.
+inline constexpr int kStreamKeepIdleSec = 60;
+inline constexpr int kStreamKeepIntervalSec = 10;
+inline constexpr int kStreamKeepCount = 6;
 // Keepalive on the link: a PING every 5 s; nothing received for 15 s means
 // the peer is dead (silent partitions, SIGSTOPped peers: F-39, FI-04, FI-06).
 inline constexpr auto kPingInterval = 5s;

@@ -57,6 +57,7 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
 void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
   if (r->codec) {
     if (r->a.link == from && r->a.id == id) {
       r->codec->put_outer(data);  // credited on `a` as the codec processes it
@@ -86,6 +87,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
 void RelayTable::on_fin(Link* from, uint32_t id) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::Dir& d = from_a ? r->ab : r->ba;
   d.fin = true;
@@ -168,8 +170,10 @@ bool RelayTable::pump_codec(Relay* r) {
     if (!progress) break;
   }
   if (c.failed()) {
-    LOG_INFO("stream=%u wrapper TLS: %s", a.id, c.error().c_str());
-    reset(r, Code::kProtocol);
+    if (c.established())
+      codec_failed(r, &codec_failures_.record, "record", c.error());
+    else
+      codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
     return false;
   }
   // Half-closes. The wrapper's close_notify or FIN ends the inner stream once
@@ -226,7 +230,70 @@ void RelayTable::maybe_done(Relay* r) {
   if (r->ab.fin_sent && r->ba.fin_sent) remove(r);
 }
 
+void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
+                              const std::string& why) {
+  (*counter)++;
+  LOG_WARN_THROTTLED(codec_log_,
+                     "stream=%u wrapper TLS failed (%s): %s; since start: handshake %llu, "
+                     "timeout %llu, record %llu",
+                     r->a.id, what, why.c_str(),
+                     static_cast<unsigned long long>(codec_failures_.handshake),
+                     static_cast<unsigned long long>(codec_failures_.timeout),
+                     static_cast<unsigned long long>(codec_failures_.record));
+  // The broker counts its resets by code: a client's bad TLS must not look
+  // like a protocol violation on the link, nor a deadline like bad TLS.
+  reset(r, counter == &codec_failures_.timeout ? Code::kTimeout : Code::kWrapperTls);
+}
+
+void RelayTable::set_timer(Relay* r, TimePoint at) {
+  if (r->timer_at != TimePoint::max()) timers_.erase({r->timer_at, r});
+  r->timer_at = at;
+  if (at != TimePoint::max()) timers_.insert({at, r});
+}
+
+void RelayTable::start_timers(Relay* r, TimePoint now) {
+  r->last_active = now;
+  TimePoint at = TimePoint::max();
+  if (r->codec && handshake_timeout_ > Duration::zero()) {
+    r->handshake_deadline = now + handshake_timeout_;
+    at = r->handshake_deadline;
+  }
+  if (idle_timeout_ > Duration::zero()) at = std::min(at, now + idle_timeout_);
+  set_timer(r, at);
+}
+
+void RelayTable::expire(TimePoint now) {
+  // Each pass removes the first timer: bounded by the number of relays.
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Relay* r = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    r->timer_at = TimePoint::max();
+    const bool handshaking = r->codec && !r->codec->established();
+    if (handshaking && now >= r->handshake_deadline) {
+      codec_failed(r, &codec_failures_.timeout, "timeout",
+                   "handshake not complete within the deadline");
+      continue;
+    }
+    TimePoint next = TimePoint::max();
+    if (idle_timeout_ > Duration::zero()) {
+      if (now >= r->last_active + idle_timeout_) {
+        idle_resets_++;
+        LOG_WARN_THROTTLED(idle_log_,
+                           "stream=%u no byte either way within the idle timeout: reset "
+                           "(%llu since start)",
+                           r->a.id, static_cast<unsigned long long>(idle_resets_));
+        reset(r, Code::kTimeout);
+        continue;
+      }
+      next = r->last_active + idle_timeout_;
+    }
+    if (handshaking) next = std::min(next, r->handshake_deadline);
+    set_timer(r, next);
+  }
+}
+
 void RelayTable::remove(Relay* r) {
+  set_timer(r, TimePoint::max());
   if (r->a.link != nullptr) r->a.link->relays.erase(r->a.id);
   if (r->b.link != nullptr) r->b.link->relays.erase(r->b.id);
   relays_.erase(r);

@@ -1,5 +1,7 @@
 #include "shared/splice.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -7,6 +9,7 @@
 #include <cstring>
 
 #include "shared/check.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/net.h"
 
@@ -15,6 +18,17 @@ namespace ct {
 namespace {
 constexpr size_t kReadMax = 64 * 1024;
 constexpr int kReadRounds = 4;  // at most 256 KiB per wake-up: the loop stays fair
+
+// A peer that vanished without FIN or RST is found even on a stream that
+// carries nothing (limits.h). Best effort: a socket that refuses keeps working.
+void set_keepalive(int fd) noexcept {
+  const int one = 1, idle = limits::kStreamKeepIdleSec, intvl = limits::kStreamKeepIntervalSec,
+            cnt = limits::kStreamKeepCount;
+  (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
 
 // SO_LINGER {1, 0}: close() sends RST and discards what is queued.
 void set_reset_on_close(int fd, bool on) noexcept {
@@ -35,6 +49,7 @@ Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, b
   // a truncated close-delimited body for a whole one. Cleared in finish() for
   // a clean end, so that queued bytes are delivered.
   set_reset_on_close(fd_.get(), true);
+  set_keepalive(fd_.get());
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
   link_.splices[id_] = this;

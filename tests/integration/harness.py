@@ -249,9 +249,16 @@ class KvUpstream:
     """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk."""
 
     def __init__(self, port=0):
+        self.accepts = 0  # connections taken: what the bridge's streams cost OpenBao
+        outer = self
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 1024  # listen backlog: hundreds of streams connect at once
+
+            def get_request(self):
+                outer.accepts += 1
+                return super().get_request()
         self.server = Server(("127.0.0.1", port), _KvHandler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
