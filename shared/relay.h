@@ -63,6 +63,11 @@ class Relay {
   TimePoint handshake_deadline = TimePoint::max();
   TimePoint last_active{};
   TimePoint timer_at = TimePoint::max();  // our key in RelayTable::timers_
+  bool inner_seen = false;                // codec: `b` (OpenBao) sent at least one byte
+  // codec: `b` could not reach OpenBao and is gone; we answer the wrapper
+  // ourselves (an HTTP 502) and then only wait for it to close.
+  bool answering = false;
+  bool answer_fin_sent = false;
 };
 
 // Why a codec (the wrapper's TLS in the bridge) ended a stream. A client can
@@ -120,6 +125,11 @@ class RelayTable {
   void maybe_done(Relay* r);
   void remove(Relay* r);
   void set_timer(Relay* r, TimePoint at);
+  // In TLS-terminating mode, OpenBao unreachable: a 502 the client's HTTP
+  // stack understands (and retries, as against OpenBao itself) instead of a
+  // reset it cannot tell from a broken tunnel.
+  void answer_unreachable(Relay* r, Code code);
+  void pump_answer(Relay* r);
   void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
   std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
   // Ordered by deadline: the next one is begin(); 16k streams cost a tree

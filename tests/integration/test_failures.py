@@ -1,16 +1,18 @@
 """Failures must look like failures: a dead process resets its connections,
 a dead socket is handled at once, and a clean end still delivers every byte."""
 import errno
+import json
 import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import BYTES_CHUNK, wait_for
+from harness import BYTES_CHUNK, free_port, wait_for
 
 # What a wrapper may wait, after the process holding its socket died, to learn
 # of it. The kernel's RST takes well under 100 ms on loopback; the margin is
@@ -164,3 +166,37 @@ def test_an_upstream_reset_reaches_a_stalled_wrapper_at_once_without_a_busy_loop
     assert took < RESET_WITHIN, took
     assert cpu < 0.2, cpu
     w.close()
+
+
+SVC = "cloudtaser-broker.cloudtaser-system.svc"
+
+
+def _curl(env, port, out):
+    return subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "--max-time", "20", "--cacert", str(env.pki.ca_crt),
+         "--resolve", f"{SVC}:{port}:127.0.0.1", "-o", str(out), "-w", "%{http_code}",
+         f"https://{SVC}:{port}/v1/secret/data/x"], capture_output=True, text=True, timeout=30)
+
+
+def test_openbao_unreachable_is_answered_with_a_502_that_openbao_clients_understand(env):
+    svc_crt, svc_key = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
+    broker = env.broker()
+    env.bridge(broker.bridge_port, f"http://127.0.0.1:{free_port()}", service=(svc_crt, svc_key))
+    broker.wait_log(r"conn=\d+ bridge connected")
+    out = env.tmp / "body"
+    r = _curl(env, broker.service_port, out)
+    # 22: an HTTP error the client can act on (retry), not 35: a TLS failure.
+    assert r.returncode == 22, (r.returncode, r.stderr)
+    assert r.stdout == "502"
+    body = json.loads(out.read_text())
+    assert isinstance(body["errors"], list) and "OpenBao cannot be reached" in body["errors"][0]
+
+
+def test_in_pass_through_mode_openbao_unreachable_stays_a_reset(env):
+    broker = env.broker()
+    env.bridge(broker.bridge_port, f"https://127.0.0.1:{free_port()}", service=None)
+    broker.wait_log(r"conn=\d+ bridge connected")
+    r = _curl(env, broker.service_port, env.tmp / "body")
+    # The wrapper's TLS is OpenBao's own here: the bridge cannot speak for it.
+    assert r.returncode not in (0, 22), (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "000"

@@ -37,16 +37,22 @@ class FakeCodec final : public StreamCodec {
   void put_outer(Bytes in) override { fed += in.size(); }
   uint64_t outer_consumed() const override { return fed; }
   size_t take_inner(std::span<uint8_t>) override { return 0; }
-  bool put_inner(Bytes) override { return is_established; }
+  bool put_inner(Bytes in) override {
+    if (!is_established) return false;
+    inner.append(in.begin(), in.end());
+    return true;
+  }
   Bytes outer_pending() const override { return {}; }
   void outer_sent(size_t) override {}
-  void close_inner() override {}
+  void close_inner() override { inner_closed = true; }
   bool inner_eof() const override { return false; }
   bool outer_drained() const override { return true; }
   bool established() const override { return is_established; }
   bool failed() const override { return has_failed; }
   const std::string& error() const override { return why; }
   uint64_t fed = 0;
+  std::string inner;  // what the relay wrote towards the wrapper
+  bool inner_closed = false;
 };
 
 SessionConfig cfg(bool opener) {
@@ -175,6 +181,46 @@ TEST_F(RelayFixture, AByteEitherWayMovesTheIdleDeadline) {
   table.expire(t0 + 5s);  // the first deadline: re-armed from the byte, not reset
   EXPECT_EQ(table.size(), 1u);
   EXPECT_GE(table.next_deadline(), after + 5s - 100ms);
+}
+
+TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotAReset) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  codec->is_established = true;
+  peer_b.reset(idb, Code::kUpstreamRefused);  // the forwarding process could not connect
+  move(peer_b, b.session());
+  for (const Event& ev : b.session().take_events())
+    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+  EXPECT_EQ(codec->inner.rfind("HTTP/1.1 502 ", 0), 0u) << codec->inner;
+  EXPECT_NE(codec->inner.find("{\"errors\":[\""), std::string::npos);
+  EXPECT_NE(codec->inner.find("Connection: close"), std::string::npos);
+  EXPECT_TRUE(codec->inner_closed);
+  move(a.session(), peer_a);
+  bool fin = false, reset = false;
+  for (const Event& ev : peer_a.take_events()) {
+    fin |= ev.kind == Event::kFin && ev.stream == ida;
+    reset |= ev.kind == Event::kReset && ev.stream == ida;
+  }
+  EXPECT_TRUE(fin);
+  EXPECT_FALSE(reset);
+  // The wrapper closes after reading it: the relay is gone.
+  EXPECT_EQ(table.size(), 1u);
+  peer_a.close_write(ida);
+  move(peer_a, a.session());
+  for (const Event& ev : a.session().take_events())
+    if (ev.kind == Event::kFin) table.on_fin(&a, ev.stream);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+TEST_F(RelayFixture, OpenBaoRefusedBeforeTheHandshakeStaysAReset) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  peer_b.reset(idb, Code::kUpstreamRefused);
+  move(peer_b, b.session());
+  for (const Event& ev : b.session().take_events())
+    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+  EXPECT_TRUE(codec->inner.empty());
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kUpstreamRefused);
 }
 
 }  // namespace
