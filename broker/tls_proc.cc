@@ -336,6 +336,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (auto& [k, v] : handshake_failures_) m.push_back({MetricId::kHandshakeFailures, k, v});
     for (auto& [k, v] : resets_) m.push_back({MetricId::kResets, k, v});
     for (auto& [k, v] : link_errors_) m.push_back({MetricId::kLinkErrors, k, v});
+    m.push_back(
+        {MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kTls), log::dropped_lines()});
     auto body = encode_metrics(m);
     if (body == last_stats_) return;
     send(Msg::kStats, body);

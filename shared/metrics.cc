@@ -39,6 +39,8 @@ constexpr Family kFamilies[] = {
      "Streams reset, by reason code.", "reason"},
     {MetricId::kLinkErrors, "cloudtaser_broker_link_errors_total", "counter",
      "Bridge links closed by a connection error, by code.", "code"},
+    {MetricId::kLogDropped, "cloudtaser_broker_log_lines_dropped_total", "counter",
+     "Log lines dropped because stderr would have blocked, by process.", "process"},
 };
 
 const Family* family(MetricId id) {
@@ -48,6 +50,8 @@ const Family* family(MetricId id) {
 }
 
 std::string label_value(MetricId id, uint32_t label) {
+  if (id == MetricId::kLogDropped)
+    return static_cast<LogProcess>(label) == LogProcess::kTls ? "tls" : "forward";
   if (id == MetricId::kHandshakeFailures) {
     switch (static_cast<HandshakeFailure>(label)) {
       case HandshakeFailure::kVerify:

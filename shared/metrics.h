@@ -24,7 +24,11 @@ enum class MetricId : uint16_t {
   kPendingTimeouts = 8,    // counter
   kResets = 9,             // counter, label = reset code (docs/protocol.md §7)
   kLinkErrors = 10,        // counter, label = error code
+  kLogDropped = 11,        // counter, label = LogProcess
 };
+
+// Whose log lines were dropped (stderr full): each process counts its own.
+enum class LogProcess : uint32_t { kTls = 0, kForward = 1 };
 
 enum class HandshakeFailure : uint32_t {
   kVerify = 0,

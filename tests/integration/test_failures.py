@@ -200,3 +200,41 @@ def test_in_pass_through_mode_openbao_unreachable_stays_a_reset(env):
     # The wrapper's TLS is OpenBao's own here: the bridge cannot speak for it.
     assert r.returncode not in (0, 22), (r.returncode, r.stdout, r.stderr)
     assert r.stdout == "000"
+
+
+def test_log_lines_dropped_on_a_full_stderr_are_reported_in_the_broker_metrics(env):
+    import fcntl
+    import re
+    import urllib.request
+    from harness import BROKER, kv_ok
+    up = env.kv()
+    bport, sport, mport = free_port(), free_port(), free_port()
+    rfd, wfd = os.pipe()
+    fcntl.fcntl(wfd, 1031, 4096)  # F_SETPIPE_SZ: one page, never read by anyone
+    proc = subprocess.Popen(
+        [str(BROKER), "--bridge-listen", f"127.0.0.1:{bport}", "--service-listen",
+         f"127.0.0.1:{sport}", "--metrics-listen", f"127.0.0.1:{mport}", "--cert",
+         str(env.broker_crt), "--key", str(env.broker_key), "--ca-cert", str(env.pki.ca_crt),
+         "--log-level", "debug"],
+        stdout=wfd, stderr=wfd, stdin=subprocess.DEVNULL, start_new_session=True)
+    os.close(wfd)
+    try:
+        env.bridge(bport, up.addr)
+
+        def dropped():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                return None
+            m = re.search(r'^cloudtaser_broker_log_lines_dropped_total\{process="tls"\} (\d+)$',
+                          text, re.M)
+            return int(m.group(1)) if m else None
+        wait_for(lambda: dropped() is not None and kv_ok(sport), 20, "the broker serving")
+        for i in range(100):  # a debug line per stream in the TLS process
+            assert kv_ok(sport, f"d{i}")
+        assert wait_for(lambda: (dropped() or 0) > 0, 10, "dropped lines in the metrics")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(rfd)
