@@ -20,6 +20,9 @@ namespace ct::bridge {
 
 namespace {
 
+// The process's budget for stream data (session.h CreditPool).
+CreditPool g_budget{0};
+
 // Seccomp allowlist beyond the common set: one TCP connection to OpenBao per
 // stream. Landlock (where the kernel has it) narrows connect() to the port of
 // --vault-addr. No open(), never OpenSSL.
@@ -52,6 +55,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         enter_sandbox(forward_sandbox(hp->port));
         send(Msg::kReady, {});
         return true;
@@ -62,6 +66,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         c.opener = false;  // the TLS process opens a stream per wrapper
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
+        c.pool = &g_budget;
         auto next = open_data_channel(*this, std::move(m.fd), c);
         if (!next) return false;  // PEER_RING comes first
         if (local_) local_->close("replaced by a new data channel");

@@ -23,6 +23,10 @@ namespace ct::bridge {
 
 namespace {
 
+// The process's budget for stream data (session.h CreditPool; the default of
+// --memory-budget, which only the broker exposes).
+CreditPool g_budget{0};
+
 // Reconnect backoff (FI-01, FI-06, FI-30): the n-th retry waits a uniform
 // random time in [0, min(cap, base * 2^(n-1))]; a link that stayed up for a
 // minute resets n. The randomness spreads a fleet of bridges after a broker
@@ -58,6 +62,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         relays_.set_timeouts(limits::kWrapperHandshakeTimeout,
                              std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
         return true;
@@ -94,6 +99,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         c.opener = true;
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
+        c.pool = &g_budget;
         auto next = open_data_channel(*this, std::move(m.fd), c);
         if (!next) return false;  // PEER_RING comes first
         if (local_) {
@@ -113,6 +119,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         c.role = Role::kBridge;
         c.opener = false;
         c.instance = random_instance();
+        c.pool = &g_budget;
         const std::string& name = settings_.peer_name;
         unsigned char ip[16];
         const bool is_ip =

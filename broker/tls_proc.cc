@@ -25,6 +25,9 @@ namespace ct::broker {
 
 namespace {
 
+// The process's --memory-budget for stream data (session.h CreditPool).
+CreditPool g_budget{0};
+
 // Bridges connected or handshaking at once: a handshake flood from the
 // internet cannot grow this process beyond it (T-13).
 constexpr size_t kMaxBridgeConns = 64;
@@ -60,6 +63,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -105,6 +109,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     c.stream_window = limits::kPendingStreamWindow;
     c.ping_interval = Duration::zero();
     c.instance = random_instance();
+    c.pool = &g_budget;
+    c.pooled_initial_window = limits::kPendingInitialWindow;
     auto next = open_data_channel(*this, std::move(fd), c);
     if (!next) return false;  // PEER_RING comes first
     if (local_) {
@@ -136,6 +142,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       c.role = Role::kBroker;
       c.opener = true;
       c.instance = random_instance();
+      c.pool = &g_budget;
       bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(fd),
                                                true, "", c, Clock::now());
       LOG_DEBUG("conn=%llu bridge connection accepted", static_cast<unsigned long long>(id));

@@ -36,6 +36,21 @@ inline constexpr uint32_t kLocalStreamWindow = 1024 * 1024;
 // buffer (kMaxPendingOpens x this), and it carries requests, which are small.
 inline constexpr uint32_t kPendingStreamWindow = 256 * 1024;
 
+// With a memory budget (--memory-budget, session.h CreditPool), what a stream
+// is granted before it earns more from the budget: 4096 pending wrappers hold
+// 32 MiB at most this way, and a stream reaches 1 MiB after seven updates.
+inline constexpr uint32_t kPooledInitialWindow = 8 * 1024;
+// ...except what the broker's TLS process grants a wrapper's upload: that is
+// what a wrapper held while no bridge is connected makes it buffer, and
+// kMaxPendingOpens x this (8 MiB) must stay well inside the budget. Requests
+// are small; a large upload earns more once it flows.
+inline constexpr uint32_t kPendingInitialWindow = 2 * 1024;
+// --memory-budget's default, per broker process (TLS and forwarding): two of
+// these plus the processes' own ~30 MiB fit the chart's 128 Mi limit with
+// headroom for socket and allocator overhead.
+inline constexpr uint32_t kDefaultMemoryBudgetMiB = 32;
+inline constexpr uint32_t kMaxMemoryBudgetMiB = 65536;
+
 // The connection window only bounds bytes in flight on the wire (credit is
 // returned as soon as bytes reach a stream), so it can be generous.
 inline constexpr uint32_t kDefaultConnWindow = 16 * 1024 * 1024;

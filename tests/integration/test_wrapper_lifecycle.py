@@ -180,3 +180,63 @@ def test_a_stream_idle_for_the_idle_timeout_is_reset(env):
     print(f"idle stream reset after {took:.2f} s (timeout 2 s)")
     assert 1.5 < took < 2 + LATE, took
     bridge.wait_log(r"no byte either way within the idle timeout")
+
+
+BUDGET_MIB = 16
+# Beyond the budget: the processes' own memory at rest is measured; this covers
+# allocator slack (vectors grow by doubling) and per-stream state.
+SLACK_MIB = 24
+
+
+def _peak_rss_kib(daemon, seconds):
+    """Highest resident memory of the daemon's processes over `seconds`,
+    sampled every 100 ms (bounded: seconds * 10 samples)."""
+    peak = 0
+    for _ in range(int(seconds * 10)):
+        peak = max(peak, daemon.rss_kib())
+        time.sleep(0.1)
+    return peak
+
+
+def test_the_broker_stays_within_its_memory_budget_while_64_wrappers_stop_reading(env):
+    from harness import kv_ok
+    broker, bridge, up = env.tunnel(broker_extra=["--memory-budget", str(BUDGET_MIB)])
+    idle = broker.rss_kib()
+    socks = []
+    for _ in range(64):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", broker.service_port))
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))  # never read
+        socks.append(s)
+    peak = _peak_rss_kib(broker, 8)
+    # With the budget used up by the stalled ones, others are still served.
+    assert kv_ok(broker.service_port, "meanwhile", timeout=10)
+    print(f"64 stalled wrappers: broker RSS {idle // 1024} MiB at rest, peak {peak // 1024} MiB "
+          f"(budget {BUDGET_MIB} MiB per process)")
+    assert peak < idle + (2 * BUDGET_MIB + SLACK_MIB) * 1024, (idle, peak)
+    for s in socks:
+        s.close()
+
+
+def test_the_broker_stays_within_its_memory_budget_while_4096_wrappers_are_pending(env):
+    raise_fd_limit(4096 + 256)
+    broker = env.broker(extra=["--pending-timeout", "60", "--memory-budget", str(BUDGET_MIB)])
+    idle = broker.rss_kib()
+    upload = (b"POST /v1/secret/data/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" +
+              b"a" * (1 << 20))
+    socks = []
+    for i in range(4096):
+        s = connect_from(i, broker.service_port)
+        try:
+            s.send(upload)  # as much as the kernel takes; the broker reads what it grants
+        except BlockingIOError:
+            pass
+        socks.append(s)
+    broker.wait_log(r"no bridge connected: holding wrappers")
+    peak = _peak_rss_kib(broker, 8)
+    print(f"4096 pending wrappers: broker RSS {idle // 1024} MiB at rest, peak {peak // 1024} MiB "
+          f"(budget {BUDGET_MIB} MiB per process)")
+    assert peak < idle + (2 * BUDGET_MIB + SLACK_MIB) * 1024, (idle, peak)
+    for s in socks:
+        s.close()
