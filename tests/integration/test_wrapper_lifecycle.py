@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from harness import wait_for
+
 
 SVC = "cloudtaser-broker.cloudtaser-system.svc"
 HANDSHAKE_DEADLINE = 10.0  # limits::kWrapperHandshakeTimeout
@@ -252,3 +254,33 @@ def test_the_broker_stays_within_its_memory_budget_while_4096_wrappers_are_pendi
     assert peak < idle + (2 * BUDGET_MIB + SLACK_MIB) * 1024, (idle, peak)
     for s in socks:
         s.close()
+
+
+def test_a_client_that_fails_the_wrapper_tls_handshake_is_counted_as_wrapper_tls_not_protocol(env):
+    import re
+    import urllib.request
+    from harness import free_port
+    up = env.kv()
+    svc_crt, svc_key = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
+    mport = free_port()
+    broker = env.broker(extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    bridge = env.bridge(broker.bridge_port, up.addr, service=(svc_crt, svc_key))
+    broker.wait_log(r"conn=\d+ bridge connected")
+    for _ in range(20):  # plaintext HTTP on the TLS port: a failed handshake each
+        with socket.create_connection(("127.0.0.1", broker.service_port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+
+    def resets():
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return dict(re.findall(r'^cloudtaser_broker_stream_resets_total\{reason="(\w+)"\} (\d+)$',
+                               text, re.M))
+    wait_for(lambda: resets().get("WRAPPER_TLS") == "20", 10, "20 WRAPPER_TLS resets")
+    assert "PROTOCOL" not in resets()
+    assert bridge.count(r"wrapper TLS failed \(handshake\)") <= 2  # throttled
+    assert up.accepts == 0
