@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <unordered_set>
 
 #include "bridge/bridge.h"
 #include "shared/child.h"
@@ -18,6 +19,9 @@
 namespace ct::bridge {
 
 namespace {
+
+// The process's budget for stream data (session.h CreditPool).
+CreditPool g_budget{0};
 
 // Seccomp allowlist beyond the common set: one TCP connection to OpenBao per
 // stream. Landlock (where the kernel has it) narrows connect() to the port of
@@ -35,8 +39,8 @@ const SyscallRule kSyscalls[] = {
     allow_if("socket", "a TCP socket per stream (IPv6)", arg_eq(0, AF_INET6),
              arg_masked(1, kTypeMask, SOCK_STREAM), arg_eq(2, IPPROTO_TCP)),
     {"connect", "to --vault-addr"},
-    allow_if("getsockopt", "SO_ERROR of a non-blocking connect", arg_eq(1, SOL_SOCKET),
-             arg_eq(2, SO_ERROR)),
+    allow_if("getsockopt", "SO_ERROR of a non-blocking connect, or of a socket that reported one",
+             arg_eq(1, SOL_SOCKET), arg_eq(2, SO_ERROR)),
     {"shutdown", "half-close towards OpenBao after the stream's FIN"},
 };
 
@@ -60,6 +64,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         enter_sandbox(forward_sandbox(hp->port));
         send(Msg::kReady, {});
         return true;
@@ -70,6 +75,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         c.opener = false;  // the TLS process opens a stream per wrapper
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
+        c.pool = &g_budget;
         auto next = open_data_channel(*this, std::move(m.fd), c);
         if (!next) return false;  // PEER_RING comes first
         if (local_) local_->close("replaced by a new data channel");
@@ -102,9 +108,29 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   void on_link_events(Link& l) noexcept override {
     auto events = l.session().take_events();
     for (const Event& ev : events) {
+      // OpenBao is dialled at the stream's first byte (the first plaintext
+      // byte with --service-cert), not at its open: a wrapper that connects
+      // and says nothing, or never finishes its TLS handshake, costs OpenBao
+      // nothing.
       if (ev.kind == Event::kOpened) {
-        open_upstream(l, ev.stream);
+        unconnected_.insert(ev.stream);
         continue;
+      }
+      if (unconnected_.count(ev.stream) != 0) {
+        if (ev.kind == Event::kData) {
+          unconnected_.erase(ev.stream);
+          open_upstream(l, ev.stream);  // the splice queues the bytes while it connects
+        } else if (ev.kind == Event::kFin) {
+          // Closed before it said anything: close ours too, no dial.
+          unconnected_.erase(ev.stream);
+          l.session().close_write(ev.stream);
+          continue;
+        } else if (ev.kind == Event::kReset) {
+          unconnected_.erase(ev.stream);
+          continue;
+        } else {
+          continue;
+        }
       }
       if (ev.kind == Event::kError) {
         LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
@@ -122,6 +148,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
              l.close_reason().c_str(), l.splices.size());
     splices_.abort_all(l);
+    unconnected_.clear();
     if (&l == local_.get()) {
       end_if_broken(*local_);
       loop_.retire(std::move(local_));
@@ -129,7 +156,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   void on_tick(TimePoint) noexcept override {
-    if (draining_ && splices_.empty()) {
+    if (draining_ && splices_.empty() && unconnected_.empty()) {
       if (local_) local_->flush();
       exit_child(0);
     }
@@ -143,6 +170,8 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   SockAddr upstream_;
   std::unique_ptr<PlainLink> local_;
   SpliceTable splices_{loop_};
+  // Streams opened by the TLS process whose first byte has not come yet.
+  std::unordered_set<uint32_t> unconnected_;
   bool draining_ = false;
 };
 

@@ -17,6 +17,7 @@
 #include "bridge/bridge.h"
 #include "shared/daemon_parent.h"
 #include "shared/flags.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/net.h"
 #include "shared/resolver.h"
@@ -57,6 +58,11 @@ std::vector<FlagSpec> flag_specs() {
        "name (or IP) the broker's certificate must carry (default: host of --broker-address)"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
+      {"stream-idle-timeout", "SECONDS",
+       "reset a stream that carried no byte either way for this long (default 300, 0: never). "
+       "OpenBao itself closes a keep-alive connection idle for 5 minutes and cancels a request "
+       "after 90 s, so the default cuts nothing OpenBao lets run; raise it (or 0) for streams "
+       "that may stay silent longer, e.g. sys/monitor or event subscriptions"},
       {"status-file", "PATH",
        "keep the link state in PATH (Prometheus text format, written atomically through "
        "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
@@ -202,6 +208,13 @@ class BridgeParent final : public DaemonParent {
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
     if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
+    if (f.has("stream-idle-timeout")) {
+      const std::string v = f.get("stream-idle-timeout");
+      auto s = v == "0" ? std::optional<unsigned>(0)
+                        : parse_seconds(v, limits::kMaxStreamIdleTimeoutSec);
+      if (!s) return usage_error("bad --stream-idle-timeout (whole seconds, 0 to 86400)");
+      base_.stream_idle_timeout_ms = *s * 1000;
+    }
     if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {
       // Written once now (link down): an unwritable path is a start-up error.

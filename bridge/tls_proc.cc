@@ -23,6 +23,10 @@ namespace ct::bridge {
 
 namespace {
 
+// The process's budget for stream data (session.h CreditPool; the default of
+// --memory-budget, which only the broker exposes).
+CreditPool g_budget{0};
+
 // Reconnect backoff (FI-01, FI-06, FI-30): the n-th retry waits a uniform
 // random time in [0, min(cap, base * 2^(n-1))]; a link that stayed up for a
 // minute resets n. The randomness spreads a fleet of bridges after a broker
@@ -57,6 +61,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
+        relays_.set_timeouts(limits::kWrapperHandshakeTimeout,
+                             std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -91,6 +98,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         c.opener = true;
         c.stream_window = limits::kLocalStreamWindow;
         c.ping_interval = Duration::zero();
+        c.pool = &g_budget;
         auto next = open_data_channel(*this, std::move(m.fd), c);
         if (!next) return false;  // PEER_RING comes first
         if (local_) {
@@ -110,6 +118,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         c.role = Role::kBridge;
         c.opener = false;
         c.instance = random_instance();
+        c.pool = &g_budget;
         const std::string& name = settings_.peer_name;
         unsigned char ip[16];
         const bool is_ip =
@@ -198,6 +207,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           // process (and OpenBao on loopback) sees plaintext, the broker never.
           if (service_ctx_)
             r->codec = std::make_unique<TlsStreamServer>(service_ctx_, service_ctx_->get());
+          relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;
         }
@@ -264,6 +274,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   }
 
   void on_tick(TimePoint now) noexcept override {
+    relays_.expire(now);
     if (local_) local_->tick(now);
     // close() ends in on_link_closed(), which erases the link from links_ (and
     // retires it, so the pointers stay valid until the batch ends): walk a
@@ -295,7 +306,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (local_) t = std::min(t, local_->next_deadline());
     for (auto& [id, l] : links_) t = std::min(t, l->next_deadline());
     if (dial_ == DialState::kWaiting) t = std::min(t, next_dial_);
-    return t;
+    return std::min(t, relays_.next_deadline());
   }
 
   void flush_all() noexcept {

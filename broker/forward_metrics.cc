@@ -175,9 +175,13 @@ std::string MetricsServer::answer(const std::string& head) const {
   std::string path =
       line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp1 - 1);
   if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
-  if (path == "/metrics" && !probes_only_)
+  if (path == "/metrics" && !probes_only_) {
+    auto samples = state_.tls;
+    samples.push_back(
+        {MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kForward), log::dropped_lines()});
     return reply("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                 render_metrics(state_.tls, state_.fwd, CT_VERSION));
+                 render_metrics(samples, state_.fwd, CT_VERSION));
+  }
   if (path == "/healthz") return reply("200 OK", text, "ok\n");
   if (path == "/readyz")
     return state_.ready() ? reply("200 OK", text, "ready\n")

@@ -24,10 +24,16 @@ namespace ct::broker {
 
 namespace {
 
+// The process's --memory-budget (static: sessions retired into the loop's
+// graveyard give their credit back after the process object is gone).
+CreditPool g_budget{0};
+
 // Seccomp allowlist beyond the common set: accept and tune local sockets.
 // No socket(), no connect(), no open(), and never OpenSSL.
 const SyscallRule kSyscalls[] = {
     {"accept4", "wrapper connections, and /metrics scrapes"},
+    allow_if("getsockopt", "SO_ERROR of a wrapper socket that reported an error",
+             arg_eq(1, SOL_SOCKET), arg_eq(2, SO_ERROR)),
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
 };
 
@@ -76,6 +82,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings: {
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         enter_sandbox(forward_sandbox(0));
         send(Msg::kReady, {});
         return true;
@@ -126,6 +133,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     c.opener = true;
     c.stream_window = limits::kLocalStreamWindow;
     c.ping_interval = Duration::zero();
+    c.pool = &g_budget;
     auto next = open_data_channel(*this, std::move(fd), c);
     if (!next) return false;  // PEER_RING comes first
     if (local_) local_->close("replaced by a new data channel");

@@ -49,6 +49,10 @@ std::vector<FlagSpec> flag_specs() {
        "refused at accept (default 256)"},
       {"drain-timeout", "SECONDS",
        "on SIGTERM, how long open streams may take to finish (default 30)"},
+      {"memory-budget", "MIB",
+       "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
+       "stopped reading (default 32; the pod's memory limit must exceed twice this plus "
+       "about 40 MiB)"},
       {"user", "NAME",
        "when started as root, the user the child processes run as (default: cloudtaser if it "
        "exists, else nobody)"},
@@ -79,6 +83,11 @@ class BrokerParent final : public DaemonParent {
       auto s = parse_seconds(f.get("pending-timeout"), 3600);
       if (!s) return usage_error("bad --pending-timeout (whole seconds, 1 to 3600)");
       base_.pending_timeout_ms = *s * 1000;
+    }
+    if (f.has("memory-budget")) {
+      auto m = parse_seconds(f.get("memory-budget"), limits::kMaxMemoryBudgetMiB);
+      if (!m) return usage_error("bad --memory-budget (whole MiB, 1 to 65536)");
+      base_.memory_budget_mib = *m;
     }
     cert_path_ = f.get("cert");
     key_path_ = f.get("key");

@@ -40,6 +40,9 @@ AdmissionLimits bridge_admission() {
   return l;
 }
 
+// The process's --memory-budget for stream data (session.h CreditPool).
+CreditPool g_budget{0};
+
 // Seccomp allowlist beyond the common set (shared/sandbox.cc). No socket(),
 // no connect(), no open(): this process only uses fds it was handed.
 const SyscallRule kSyscalls[] = {
@@ -75,6 +78,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -121,6 +125,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     c.stream_window = limits::kPendingStreamWindow;
     c.ping_interval = Duration::zero();
     c.instance = random_instance();
+    c.pool = &g_budget;
+    c.pooled_initial_window = limits::kPendingInitialWindow;
     auto next = open_data_channel(*this, std::move(fd), c);
     if (!next) return false;  // PEER_RING comes first
     if (local_) {
@@ -201,6 +207,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       c.role = Role::kBroker;
       c.opener = true;
       c.instance = random_instance();
+      c.pool = &g_budget;
       bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(fd),
                                                true, "", c, Clock::now());
       LOG_DEBUG("conn=%llu bridge connection accepted from %s", static_cast<unsigned long long>(id),
@@ -461,6 +468,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (size_t r = 0; r < kRefusalKinds; r++)
       if (const uint64_t v = admission_.refused(static_cast<Refusal>(r)); v != 0)
         m.push_back({MetricId::kAdmission, static_cast<uint32_t>(r), v});
+    m.push_back(
+        {MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kTls), log::dropped_lines()});
     auto body = encode_metrics(m);
     if (body == last_stats_) return;
     send(Msg::kStats, body);

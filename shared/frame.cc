@@ -60,6 +60,8 @@ std::string_view code_name(Code c) {
       return "SHUTDOWN";
     case Code::kResource:
       return "RESOURCE";
+    case Code::kWrapperTls:
+      return "WRAPPER_TLS";
     case Code::kTruncated:
       return "TRUNCATED";
   }

@@ -45,6 +45,7 @@ enum class Code : uint32_t {
   kShutdown = 14,
   kResource = 15,
   kTruncated = 16,
+  kWrapperTls = 17,
 };
 std::string_view code_name(Code c);
 std::string_view frame_type_name(FrameType t);

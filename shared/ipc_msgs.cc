@@ -36,6 +36,8 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u8(s.drop_user ? 1 : 0);
   w.u32(s.uid);
   w.u32(s.gid);
+  w.u32(s.stream_idle_timeout_ms);
+  w.u32(s.memory_budget_mib);
   return out;
 }
 
@@ -50,6 +52,8 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   const uint8_t drop = r.u8();
   s.uid = r.u32();
   s.gid = r.u32();
+  s.stream_idle_timeout_ms = r.u32();
+  s.memory_budget_mib = r.u32();
   if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
   s.drop_user = drop == 1;
   // Never "switch" to root.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "shared/bytes.h"
+#include "shared/limits.h"
 
 namespace ct {
 
@@ -26,6 +27,11 @@ struct ProcSettings {
   bool drop_user = false;
   uint32_t uid = 0;
   uint32_t gid = 0;
+  // Bridge TLS process: --stream-idle-timeout (0: none).
+  uint32_t stream_idle_timeout_ms =
+      static_cast<uint32_t>(std::chrono::milliseconds(limits::kDefaultStreamIdleTimeout).count());
+  // Broker TLS and forwarding processes: --memory-budget, each.
+  uint32_t memory_budget_mib = limits::kDefaultMemoryBudgetMiB;
 };
 std::vector<uint8_t> encode_settings(const ProcSettings& s);
 std::optional<ProcSettings> decode_settings(Bytes b);

@@ -36,6 +36,21 @@ inline constexpr uint32_t kLocalStreamWindow = 1024 * 1024;
 // buffer (kMaxPendingOpens x this), and it carries requests, which are small.
 inline constexpr uint32_t kPendingStreamWindow = 256 * 1024;
 
+// With a memory budget (--memory-budget, session.h CreditPool), what a stream
+// is granted before it earns more from the budget: 4096 pending wrappers hold
+// 32 MiB at most this way, and a stream reaches 1 MiB after seven updates.
+inline constexpr uint32_t kPooledInitialWindow = 8 * 1024;
+// ...except what the broker's TLS process grants a wrapper's upload: that is
+// what a wrapper held while no bridge is connected makes it buffer, and
+// kMaxPendingOpens x this (8 MiB) must stay well inside the budget. Requests
+// are small; a large upload earns more once it flows.
+inline constexpr uint32_t kPendingInitialWindow = 2 * 1024;
+// --memory-budget's default, per broker process (TLS and forwarding): two of
+// these plus the processes' own ~30 MiB fit the chart's 128 Mi limit with
+// headroom for socket and allocator overhead.
+inline constexpr uint32_t kDefaultMemoryBudgetMiB = 32;
+inline constexpr uint32_t kMaxMemoryBudgetMiB = 65536;
+
 // The connection window only bounds bytes in flight on the wire (credit is
 // returned as soon as bytes reach a stream), so it can be generous.
 inline constexpr uint32_t kDefaultConnWindow = 16 * 1024 * 1024;
@@ -71,6 +86,25 @@ inline constexpr size_t kMaxResetAllowances = 4096;
 // Time for the peer's HELLO after the session starts, and for a TLS handshake.
 inline constexpr auto kHelloTimeout = 10s;
 inline constexpr auto kHandshakeTimeout = 10s;
+// A wrapper's TLS handshake in the bridge (--service-cert), from the stream's
+// open: absolute, not renewed by bytes, so a client that sends nothing, or a
+// ClientHello one byte every few seconds, holds a broker fd, a stream and TLS
+// state for this long at most. A real client on a loaded node finishes in ms.
+inline constexpr auto kWrapperHandshakeTimeout = 10s;
+// --stream-idle-timeout's default: no byte either way for this long resets a
+// stream. OpenBao's own listener closes a keep-alive connection idle for 5
+// minutes (http_idle_timeout) and cancels a request after 90 s
+// (max_request_duration), so no request OpenBao itself lets run is cut; only
+// streams silent longer than OpenBao tolerates (sys/monitor, event
+// subscriptions with nothing to say) need a larger value or 0.
+inline constexpr auto kDefaultStreamIdleTimeout = 300s;
+inline constexpr uint32_t kMaxStreamIdleTimeoutSec = 86400;
+// TCP keepalive on wrapper and OpenBao sockets: a peer that vanished without a
+// FIN or RST (a node lost, a partition) is found within idle + interval x
+// count = 2 minutes even on a stream the idle timeout leaves alone.
+inline constexpr int kStreamKeepIdleSec = 60;
+inline constexpr int kStreamKeepIntervalSec = 10;
+inline constexpr int kStreamKeepCount = 6;
 // Keepalive on the link: a PING every 5 s; nothing received for 15 s means
 // the peer is dead (silent partitions, SIGSTOPped peers: F-39, FI-04, FI-06).
 inline constexpr auto kPingInterval = 5s;

@@ -17,6 +17,13 @@ char g_daemon[32] = "cloudtaser";
 char g_process[16] = "main";
 Level g_level = kInfo;
 uint64_t g_dropped = 0;
+// The tail of a line a stream socket took only in part. It goes out before
+// any later line of ours, so what we write is always whole lines: a half line
+// followed by the next would merge two events into one unparseable line.
+// (A pipe takes a line of this size whole or not at all, PIPE_BUF; a unix
+// stream socket does too, one skb; TCP may split it.)
+char g_rest[1024];
+size_t g_rest_len = 0;
 const char* const kLevelNames[] = {"error", "warn", "info", "debug"};
 
 void copy_name(char* dst, size_t cap, std::string_view s) {
@@ -49,8 +56,26 @@ __attribute__((format(printf, 3, 0))) void vemit(Level l, int err, const char* f
   for (size_t i = 0; i < len; i++)
     if (static_cast<unsigned char>(line[i]) < 0x20) line[i] = '?';
   line[len++] = '\n';
+  if (g_rest_len > 0) {
+    const ssize_t r = ::write(STDERR_FILENO, g_rest, g_rest_len);
+    if (r > 0) {
+      std::memmove(g_rest, g_rest + r, g_rest_len - static_cast<size_t>(r));
+      g_rest_len -= static_cast<size_t>(r);
+    }
+    if (g_rest_len > 0) {
+      g_dropped++;  // still blocked: this line is dropped whole, never started
+      return;
+    }
+  }
   // One write per line: lines from the three processes never interleave.
-  if (::write(STDERR_FILENO, line, len) != static_cast<ssize_t>(len)) g_dropped++;
+  const ssize_t w = ::write(STDERR_FILENO, line, len);
+  if (w == static_cast<ssize_t>(len)) return;
+  if (w <= 0) {
+    g_dropped++;
+    return;
+  }
+  g_rest_len = len - static_cast<size_t>(w);
+  std::memcpy(g_rest, line + w, g_rest_len);
 }
 }  // namespace
 

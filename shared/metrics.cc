@@ -45,6 +45,8 @@ constexpr Family kFamilies[] = {
      "Connections refused, evicted or shed by a listening port's admission pools, and "
      "times a listener paused, by port and reason.",
      nullptr},
+    {MetricId::kLogDropped, "cloudtaser_broker_log_lines_dropped_total", "counter",
+     "Log lines dropped because stderr would have blocked, by process.", "process"},
 };
 
 const Family* family(MetricId id) {
@@ -54,6 +56,8 @@ const Family* family(MetricId id) {
 }
 
 std::string label_value(MetricId id, uint32_t label) {
+  if (id == MetricId::kLogDropped)
+    return static_cast<LogProcess>(label) == LogProcess::kTls ? "tls" : "forward";
   if (id == MetricId::kHandshakeFailures) {
     switch (static_cast<HandshakeFailure>(label)) {
       case HandshakeFailure::kVerify:

@@ -26,7 +26,11 @@ enum class MetricId : uint16_t {
   kResets = 9,             // counter, label = reset code (docs/protocol.md §7)
   kLinkErrors = 10,        // counter, label = error code
   kAdmission = 11,         // counter, label = Refusal (shared/admission.h), bridge port
+  kLogDropped = 12,        // counter, label = LogProcess
 };
+
+// Whose log lines were dropped (stderr full): each process counts its own.
+enum class LogProcess : uint32_t { kTls = 0, kForward = 1 };
 
 enum class HandshakeFailure : uint32_t {
   kVerify = 0,

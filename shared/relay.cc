@@ -57,6 +57,14 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
 void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
+  if (r->answering) {
+    // The rest of the request goes nowhere: credit it so the wrapper is not
+    // stalled before it reads the answer.
+    from->session().consume(id, data.size());
+    return;
+  }
+  if (r->codec && from == r->b.link && id == r->b.id) r->inner_seen = true;
   if (r->codec) {
     if (r->a.link == from && r->a.id == id) {
       r->codec->put_outer(data);  // credited on `a` as the codec processes it
@@ -86,6 +94,13 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
 void RelayTable::on_fin(Link* from, uint32_t id) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
+  if (r->answering) {
+    // The wrapper is done; once our answer and FIN are out, so are we.
+    r->ab.fin = true;
+    if (r->answer_fin_sent) remove(r);
+    return;
+  }
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::Dir& d = from_a ? r->ab : r->ba;
   d.fin = true;
@@ -102,6 +117,7 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
 void RelayTable::on_writable(Link* to, uint32_t id) {
   Relay* r = find(to, id);
   if (r == nullptr) return;
+  if (r->answering) return pump_answer(r);
   if (r->codec) {
     pump_codec(r);
     return;
@@ -168,8 +184,10 @@ bool RelayTable::pump_codec(Relay* r) {
     if (!progress) break;
   }
   if (c.failed()) {
-    LOG_INFO("stream=%u wrapper TLS: %s", a.id, c.error().c_str());
-    reset(r, Code::kProtocol);
+    if (c.established())
+      codec_failed(r, &codec_failures_.record, "record", c.error());
+    else
+      codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
     return false;
   }
   // Half-closes. The wrapper's close_notify or FIN ends the inner stream once
@@ -198,6 +216,10 @@ bool RelayTable::pump_codec(Relay* r) {
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
+  if (r->codec && r->codec->established() && !r->answering && !r->inner_seen && from == r->b.link &&
+      id == r->b.id && (code == Code::kUpstreamRefused || code == Code::kResource)) {
+    return answer_unreachable(r, code);
+  }
   // The stream is already gone from `from`'s session; reset only the other end.
   Relay::End& other = (r->a.link == from && r->a.id == id) ? r->b : r->a;
   if (other.link != nullptr && !other.link->closed()) other.link->session().reset(other.id, code);
@@ -226,7 +248,108 @@ void RelayTable::maybe_done(Relay* r) {
   if (r->ab.fin_sent && r->ba.fin_sent) remove(r);
 }
 
+void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
+                              const std::string& why) {
+  (*counter)++;
+  LOG_WARN_THROTTLED(codec_log_,
+                     "stream=%u wrapper TLS failed (%s): %s; since start: handshake %llu, "
+                     "timeout %llu, record %llu",
+                     r->a.id, what, why.c_str(),
+                     static_cast<unsigned long long>(codec_failures_.handshake),
+                     static_cast<unsigned long long>(codec_failures_.timeout),
+                     static_cast<unsigned long long>(codec_failures_.record));
+  // The broker counts its resets by code: a client's bad TLS must not look
+  // like a protocol violation on the link, nor a deadline like bad TLS.
+  reset(r, counter == &codec_failures_.timeout ? Code::kTimeout : Code::kWrapperTls);
+}
+
+void RelayTable::answer_unreachable(Relay* r, Code code) {
+  // `b` is gone from its session already: forget it.
+  r->b.link->relays.erase(r->b.id);
+  r->b = {};
+  r->answering = true;
+  const std::string why = code == Code::kResource
+                              ? "vault-bridge: out of resources for a connection to OpenBao"
+                              : "vault-bridge: OpenBao cannot be reached from the bridge";
+  const std::string body = "{\"errors\":[\"" + why + "\"]}\n";
+  const std::string resp =
+      "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  StreamCodec& c = *r->codec;
+  c.put_inner(Bytes(reinterpret_cast<const uint8_t*>(resp.data()), resp.size()));
+  c.close_inner();
+  pump_answer(r);
+}
+
+void RelayTable::pump_answer(Relay* r) {
+  if (r->a.link == nullptr || r->a.link->closed() || r->answer_fin_sent) return;
+  Session& sa = r->a.link->session();
+  StreamCodec& c = *r->codec;
+  while (!c.outer_pending().empty()) {
+    const size_t cap = sa.send_capacity(r->a.id);
+    if (cap == 0) return;  // kWritable brings us back
+    const Bytes out = c.outer_pending();
+    const size_t n = std::min(cap, out.size());
+    sa.send(r->a.id, out.first(n), false);
+    c.outer_sent(n);
+  }
+  // Answer and close_notify sent: our half ends; the wrapper's FIN (or the
+  // idle timeout) removes the relay.
+  r->answer_fin_sent = true;
+  sa.close_write(r->a.id);
+  if (r->ab.fin) remove(r);
+}
+
+void RelayTable::set_timer(Relay* r, TimePoint at) {
+  if (r->timer_at != TimePoint::max()) timers_.erase({r->timer_at, r});
+  r->timer_at = at;
+  if (at != TimePoint::max()) timers_.insert({at, r});
+}
+
+void RelayTable::start_timers(Relay* r, TimePoint now) {
+  r->last_active = now;
+  TimePoint at = TimePoint::max();
+  if (r->codec && handshake_timeout_ > Duration::zero()) {
+    r->handshake_deadline = now + handshake_timeout_;
+    at = r->handshake_deadline;
+  }
+  if (idle_timeout_ > Duration::zero()) at = std::min(at, now + idle_timeout_);
+  set_timer(r, at);
+}
+
+void RelayTable::expire(TimePoint now) {
+  // Each pass removes the first timer: bounded by the number of relays.
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Relay* r = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    r->timer_at = TimePoint::max();
+    const bool handshaking = r->codec && !r->codec->established();
+    if (handshaking && now >= r->handshake_deadline) {
+      codec_failed(r, &codec_failures_.timeout, "timeout",
+                   "handshake not complete within the deadline");
+      continue;
+    }
+    TimePoint next = TimePoint::max();
+    if (idle_timeout_ > Duration::zero()) {
+      if (now >= r->last_active + idle_timeout_) {
+        idle_resets_++;
+        LOG_WARN_THROTTLED(idle_log_,
+                           "stream=%u no byte either way within the idle timeout: reset "
+                           "(%llu since start)",
+                           r->a.id, static_cast<unsigned long long>(idle_resets_));
+        reset(r, Code::kTimeout);
+        continue;
+      }
+      next = r->last_active + idle_timeout_;
+    }
+    if (handshaking) next = std::min(next, r->handshake_deadline);
+    set_timer(r, next);
+  }
+}
+
 void RelayTable::remove(Relay* r) {
+  set_timer(r, TimePoint::max());
   if (r->a.link != nullptr) r->a.link->relays.erase(r->a.id);
   if (r->b.link != nullptr) r->b.link->relays.erase(r->b.id);
   relays_.erase(r);

@@ -6,11 +6,13 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "shared/link.h"
+#include "shared/log.h"
 
 namespace ct {
 
@@ -29,6 +31,7 @@ class StreamCodec {
   virtual void close_inner() = 0;          // inner side done: close_notify
   virtual bool inner_eof() const = 0;      // the outer peer closed cleanly
   virtual bool outer_drained() const = 0;  // every outer byte given is processed
+  virtual bool established() const = 0;    // the handshake (if any) is complete
   virtual bool failed() const = 0;
   virtual const std::string& error() const = 0;
 };
@@ -41,7 +44,6 @@ class Relay {
   };
   End a;  // the side the stream was opened from (or the first attached)
   End b;  // the other side; unset while the stream is pending
-  TimePoint pending_deadline{};
   std::unique_ptr<StreamCodec> codec;  // optional: a transform between a and b
 
  private:
@@ -56,6 +58,26 @@ class Relay {
   uint64_t outer_credited = 0;  // codec: outer bytes already consumed on `a`
   bool inner_fin_sent = false;  // codec: FIN sent towards `b`
   bool outer_closing = false;   // codec: close_notify queued towards `a`
+  // Deadlines (RelayTable::start_timers): the codec's handshake must be done
+  // by handshake_deadline; last_active is the last byte either way.
+  TimePoint handshake_deadline = TimePoint::max();
+  TimePoint last_active{};
+  TimePoint timer_at = TimePoint::max();  // our key in RelayTable::timers_
+  bool inner_seen = false;                // codec: `b` (OpenBao) sent at least one byte
+  // codec: `b` could not reach OpenBao and is gone; we answer the wrapper
+  // ourselves (an HTTP 502) and then only wait for it to close.
+  bool answering = false;
+  bool answer_fin_sent = false;
+};
+
+// Why a codec (the wrapper's TLS in the bridge) ended a stream. A client can
+// cause these at will (a wrong CA, a port scan), so they are counted and
+// logged throttled, and reset with WRAPPER_TLS or TIMEOUT, not PROTOCOL: they
+// say nothing about the link.
+struct CodecFailures {
+  uint64_t handshake = 0;  // the handshake failed (alert, bad ClientHello, wrong version)
+  uint64_t timeout = 0;    // not complete within the handshake deadline
+  uint64_t record = 0;     // a bad record or write after the handshake
 };
 
 class RelayTable {
@@ -78,6 +100,23 @@ class RelayTable {
   // All relays that still lack their second end.
   std::vector<Relay*> pending() const;
 
+  // Deadlines for the relays given to start_timers(): a codec's handshake
+  // must complete within `handshake` (absolute, never extended by bytes: a
+  // client sending one byte a second gains nothing); a stream with no byte
+  // either way for `idle` is reset (zero: never).
+  void set_timeouts(Duration handshake, Duration idle) {
+    handshake_timeout_ = handshake;
+    idle_timeout_ = idle;
+  }
+  void start_timers(Relay* r, TimePoint now);
+  // Resets the relays whose deadline passed (TIMEOUT on both ends).
+  void expire(TimePoint now);
+  TimePoint next_deadline() const {
+    return timers_.empty() ? TimePoint::max() : timers_.begin()->first;
+  }
+  const CodecFailures& codec_failures() const { return codec_failures_; }
+  uint64_t idle_resets() const { return idle_resets_; }
+
  private:
   void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
   // The codec's pump: moves what it can in both directions; false when the
@@ -85,7 +124,23 @@ class RelayTable {
   bool pump_codec(Relay* r);
   void maybe_done(Relay* r);
   void remove(Relay* r);
+  void set_timer(Relay* r, TimePoint at);
+  // In TLS-terminating mode, OpenBao unreachable: a 502 the client's HTTP
+  // stack understands (and retries, as against OpenBao itself) instead of a
+  // reset it cannot tell from a broken tunnel.
+  void answer_unreachable(Relay* r, Code code);
+  void pump_answer(Relay* r);
+  void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
   std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
+  // Ordered by deadline: the next one is begin(); 16k streams cost a tree
+  // walk per change, not a scan per loop iteration.
+  std::set<std::pair<TimePoint, Relay*>> timers_;
+  Duration handshake_timeout_ = Duration::zero();
+  Duration idle_timeout_ = Duration::zero();
+  CodecFailures codec_failures_;
+  uint64_t idle_resets_ = 0;
+  log::Throttle codec_log_;
+  log::Throttle idle_log_;
 };
 
 }  // namespace ct

@@ -20,13 +20,36 @@ Session::Session(const SessionConfig& cfg, TimePoint now)
   Hello h;
   h.role = cfg_.role;
   h.opener = cfg_.opener;
-  h.stream_window = cfg_.stream_window;
+  h.stream_window = initial_window();
   h.conn_window = cfg_.conn_window;
   h.max_streams = cfg_.max_streams;
   h.max_frame = cfg_.max_frame;
   h.instance = cfg_.instance;
   encode_hello(out_, h);
   stats_.frames_out++;
+}
+
+Session::~Session() {
+  if (cfg_.pool != nullptr)
+    for (auto& [id, s] : streams_) cfg_.pool->give_back(s.granted);
+}
+
+uint32_t Session::initial_window() const {
+  return cfg_.pool != nullptr ? std::min(cfg_.pooled_initial_window, cfg_.stream_window)
+                              : cfg_.stream_window;
+}
+
+void Session::init_recv(Stream& s) {
+  s.recv_window = initial_window();
+  s.granted = initial_window();
+  if (cfg_.pool != nullptr) cfg_.pool->charge(s.granted);
+}
+
+void Session::erase_stream(uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  if (cfg_.pool != nullptr) cfg_.pool->give_back(it->second.granted);
+  streams_.erase(it);
 }
 
 std::vector<Event> Session::take_events() {
@@ -158,7 +181,7 @@ void Session::on_open(const Frame& f) {
   }
   Stream s;
   s.send_window = peer_.stream_window;
-  s.recv_window = cfg_.stream_window;
+  init_recv(s);
   streams_.emplace(id, s);
   events_.push_back({Event::kOpened, id, Code::kNoError, {}, ""});
 }
@@ -272,7 +295,7 @@ void Session::on_goaway(const Frame& f) {
   std::sort(refused.begin(), refused.end());
   for (uint32_t id : refused) {
     events_.push_back({Event::kReset, id, Code::kRefused, {}, "above peer's GOAWAY"});
-    streams_.erase(id);
+    erase_stream(id);
   }
 }
 
@@ -356,7 +379,7 @@ void Session::set_state(uint32_t id, Stream& s, StreamInput in) {
   auto next = stream_transition(s.state, in);
   CT_CHECK(next.has_value());  // callers check legality first
   s.state = *next;
-  if (s.state == StreamState::kClosed) streams_.erase(id);
+  if (s.state == StreamState::kClosed) erase_stream(id);
 }
 
 // ------------------------------------------------------------------ application side
@@ -378,7 +401,7 @@ uint32_t Session::open() {
   highest_id_ = id;
   Stream s;
   s.send_window = ready_ ? peer_.stream_window : 0;
-  s.recv_window = cfg_.stream_window;
+  init_recv(s);
   streams_.emplace(id, s);
   encode_open(out_, id);
   stats_.frames_out++;
@@ -453,10 +476,19 @@ void Session::consume(uint32_t stream, size_t n) {
   CT_CHECK(n <= s.delivered);
   s.delivered -= n;
   s.unacked += static_cast<uint32_t>(n);
-  if (s.unacked >= credit_threshold(cfg_.stream_window) && can_receive(s.state)) {
-    encode_window(out_, stream, s.unacked);
+  if (s.unacked >= credit_threshold(s.granted) && can_receive(s.state)) {
+    uint32_t inc = s.unacked;
+    // A stream whose data is being consumed earns a larger window, at most
+    // doubling per update (slow-start), as far as the budget has room.
+    if (cfg_.pool != nullptr && s.granted < cfg_.stream_window) {
+      const auto extra = static_cast<uint32_t>(
+          cfg_.pool->take(std::min(cfg_.stream_window - s.granted, s.granted)));
+      inc += extra;
+      s.granted += extra;
+    }
+    encode_window(out_, stream, inc);
     stats_.frames_out++;
-    s.recv_window += s.unacked;
+    s.recv_window += inc;
     s.unacked = 0;
   }
 }

@@ -10,6 +10,7 @@
 //   s.tick(now) when now >= s.next_deadline().
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -27,6 +28,33 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using Duration = Clock::duration;
 
+// One process's byte budget for stream data it lets peers send it: every
+// stream's receive credit (window not yet used, plus bytes delivered to the
+// application and not consumed) is held against it. A stream starts with a
+// small window charged unconditionally and grows towards its full window only
+// from what the budget has left, so streams whose reader stalled pin at most
+// the budget together, and the others keep moving on small windows.
+class CreditPool {
+ public:
+  explicit CreditPool(uint64_t limit) : limit_(limit) {}
+  uint64_t limit() const { return limit_; }
+  uint64_t held() const { return held_; }
+  bool exhausted() const { return held_ >= limit_; }
+  void charge(uint64_t n) { held_ += n; }
+  // Up to `want` more, as far as the budget allows.
+  uint64_t take(uint64_t want) {
+    const uint64_t n = std::min(want, held_ < limit_ ? limit_ - held_ : 0);
+    held_ += n;
+    return n;
+  }
+  void give_back(uint64_t n) { held_ -= std::min(n, held_); }
+  void set_limit(uint64_t limit) { limit_ = limit; }
+
+ private:
+  uint64_t limit_;
+  uint64_t held_ = 0;
+};
+
 struct SessionConfig {
   Role role = Role::kBroker;
   bool opener = false;
@@ -38,6 +66,11 @@ struct SessionConfig {
   Duration ping_interval = limits::kPingInterval;  // zero: no keepalive (socketpairs)
   Duration dead_timeout = limits::kDeadPeerTimeout;
   std::array<uint8_t, 16> instance{};
+  // Optional: the process's budget (not owned). With it, HELLO grants each
+  // stream `pooled_initial_window` and the rest up to stream_window comes
+  // from the pool as the stream's data is consumed.
+  CreditPool* pool = nullptr;
+  uint32_t pooled_initial_window = limits::kPooledInitialWindow;
 };
 
 struct Event {
@@ -69,6 +102,9 @@ struct SessionStats {
 class Session {
  public:
   Session(const SessionConfig& cfg, TimePoint now);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   // --- input
   // A writable region of at least `min` bytes at the end of the input buffer.
@@ -135,6 +171,7 @@ class Session {
     int64_t recv_window = 0;  // what we still allow the peer
     uint64_t delivered = 0;   // handed to the app, not yet consumed
     uint32_t unacked = 0;     // consumed, not yet credited back
+    uint32_t granted = 0;     // recv_window + delivered + unacked: held against the pool
   };
 
   void parse(TimePoint now);
@@ -161,6 +198,10 @@ class Session {
   void late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream);
   void wake_blocked();
   int64_t capacity_of(const Stream& s) const;
+  // What HELLO grants each stream, and a new stream's receive side.
+  uint32_t initial_window() const;
+  void init_recv(Stream& s);
+  void erase_stream(uint32_t id);
 
   SessionConfig cfg_;
   Hello peer_;

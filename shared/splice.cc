@@ -1,5 +1,7 @@
 #include "shared/splice.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -7,6 +9,7 @@
 #include <cstring>
 
 #include "shared/check.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/net.h"
 
@@ -15,6 +18,23 @@ namespace ct {
 namespace {
 constexpr size_t kReadMax = 64 * 1024;
 constexpr int kReadRounds = 4;  // at most 256 KiB per wake-up: the loop stays fair
+
+// A peer that vanished without FIN or RST is found even on a stream that
+// carries nothing (limits.h). Best effort: a socket that refuses keeps working.
+void set_keepalive(int fd) noexcept {
+  const int one = 1, idle = limits::kStreamKeepIdleSec, intvl = limits::kStreamKeepIntervalSec,
+            cnt = limits::kStreamKeepCount;
+  (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
+// SO_LINGER {1, 0}: close() sends RST and discards what is queued.
+void set_reset_on_close(int fd, bool on) noexcept {
+  const linger l{on ? 1 : 0, 0};
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
 }  // namespace
 
 Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting)
@@ -24,6 +44,12 @@ Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, b
       id_(id),
       fd_(std::move(fd)),
       connecting_(connecting) {
+  // Armed from the start: if this process dies (kill -9, OOM), the kernel's
+  // close must abort the connection. A plain FIN would let the far end take
+  // a truncated close-delimited body for a whole one. Cleared in finish() for
+  // a clean end, so that queued bytes are delivered.
+  set_reset_on_close(fd_.get(), true);
+  set_keepalive(fd_.get());
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
   link_.splices[id_] = this;
@@ -40,6 +66,11 @@ void Splice::update_interest() noexcept {
     if (!read_eof_ && !read_blocked_) want |= EPOLLIN | EPOLLRDHUP;
     if (out_pos_ < out_.size()) want |= EPOLLOUT;
   }
+  // Nothing wanted: epoll still reports EPOLLERR and EPOLLHUP, and level-
+  // triggered it would report them on every wait while we cannot act (no
+  // credit): a busy loop. Edge-triggered, a hang-up wakes us once; an error
+  // (an RST) wakes us once and is handled in on_io whatever the credit.
+  if (want == 0) want = EPOLLET;
   if (want != interest_) {
     interest_ = want;
     loop_.mod(fd_.get(), want, this);
@@ -60,10 +91,23 @@ void Splice::on_io(uint32_t events) noexcept {
     if (!done_) pump_read();
     return update_interest();
   }
+  if ((events & EPOLLERR) && fail_on_socket_error()) return;
   if (events & EPOLLOUT) pump_write();
   if (done_) return;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) pump_read();
   if (!done_) update_interest();
+}
+
+bool Splice::fail_on_socket_error() noexcept {
+  // Read it now, not when credit returns: the far end aborted, and what it
+  // sent before is void. Resetting the stream at once also frees the other
+  // side's socket, which may be a wrapper that stopped reading.
+  const int err = socket_error(fd_.get());
+  if (err == 0) return false;
+  LOG_DEBUG("stream=%u socket error: %s", id_, std::strerror(err));
+  if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+  finish(true);
+  return true;
 }
 
 void Splice::pump_read() noexcept {
@@ -217,11 +261,10 @@ void Splice::finish(bool abortive) noexcept {
   pend_.clear();
   if (fd_) {
     loop_.del(fd_.get());
-    if (abortive) {
-      // SO_LINGER 0: close sends RST, so the other side sees an abort, not EOF.
-      linger l{1, 0};
-      setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-    }
+    // Abortive: the linger armed at the start makes close() send RST, so the
+    // other side sees an abort, not EOF. Clean: both FINs were exchanged and
+    // what is still queued must reach the peer.
+    if (!abortive) set_reset_on_close(fd_.get(), false);
     fd_.reset();
   }
   auto it = link_.splices.find(id_);

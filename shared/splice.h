@@ -4,7 +4,9 @@
 // the stream has send capacity, and stream data is consumed only once written
 // to the socket, so nothing is buffered beyond one window. EOF becomes FIN,
 // FIN becomes shutdown(SHUT_WR), a socket error becomes RESET, and RESET
-// closes the socket abortively (RST) so the far end sees an abrupt close.
+// closes the socket abortively (RST) so the far end sees an abrupt close. The
+// socket is armed for RST from the start (SO_LINGER 0), so the death of this
+// process aborts it too; only a clean end, both FINs exchanged, disarms it.
 #pragma once
 
 #include <map>
@@ -45,6 +47,8 @@ class Splice final : public Loop::Handler {
   bool done() const { return done_; }
 
  private:
+  // EPOLLERR: reads SO_ERROR; if set, resets the stream and closes abortively.
+  bool fail_on_socket_error() noexcept;
   void pump_read() noexcept;
   void pump_write() noexcept;
   void update_interest() noexcept;

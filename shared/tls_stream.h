@@ -28,6 +28,7 @@ class TlsStreamServer final : public StreamCodec {
   void close_inner() override;
   bool inner_eof() const override { return clean_close_; }
   bool outer_drained() const override;
+  bool established() const override { return established_; }
   bool failed() const override { return failed_; }
   const std::string& error() const override { return error_; }
 

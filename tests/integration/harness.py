@@ -212,10 +212,18 @@ class _KvHandler(BaseHTTPRequestHandler):
             name = self.path.rsplit("/", 1)[1]
             body = json.dumps({"data": {"data": {"name": name, "password": "s3cr3t-" + name},
                                         "metadata": {"version": 1}}}).encode()
-        elif self.path.startswith("/bytes/"):
+        elif self.path.startswith("/bytes/") or self.path.startswith("/bytes-close/"):
+            # /bytes-close/N: no Content-Length, the body ends where the
+            # connection does (close-delimited), so only the ending tells a
+            # client whether it got all of it.
             n = int(self.path.rsplit("/", 1)[1])
+            delimited = self.path.startswith("/bytes/")
             self.send_response(200)
-            self.send_header("Content-Length", str(n))
+            if delimited:
+                self.send_header("Content-Length", str(n))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             chunk = BYTES_CHUNK
             sent = 0
@@ -241,9 +249,16 @@ class KvUpstream:
     """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk."""
 
     def __init__(self, port=0):
+        self.accepts = 0  # connections taken: what the bridge's streams cost OpenBao
+        outer = self
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 1024  # listen backlog: hundreds of streams connect at once
+
+            def get_request(self):
+                outer.accepts += 1
+                return super().get_request()
         self.server = Server(("127.0.0.1", port), _KvHandler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -336,9 +336,12 @@ TEST(IpcMsgs, SettingsRoundTripAndTruncation) {
   s.drain_timeout_ms = 0xFFFFFFFFu;
   s.peer_name = "broker.example.internal";
   s.upstream = "[::1]:8200";
+  s.stream_idle_timeout_ms = 0xFEDCBA98u;
   auto b = encode_settings(s);
   auto got = decode_settings(b);
   ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->stream_idle_timeout_ms, 0xFEDCBA98u);
+  EXPECT_EQ(got->memory_budget_mib, limits::kDefaultMemoryBudgetMiB);
   EXPECT_EQ(got->log_level, 1);
   EXPECT_EQ(got->pending_timeout_ms, 123456u);
   EXPECT_EQ(got->drain_timeout_ms, 0xFFFFFFFFu);

@@ -1510,3 +1510,72 @@ TEST(Session, DeadSessionIgnoresApplicationCalls) {
 
 }  // namespace
 }  // namespace ct
+
+// ------------------------------------------------------------------ memory budget
+
+namespace ct {
+namespace {
+
+// A receiver with a CreditPool grants each stream a small window and grows it
+// from the pool only as the stream's data is consumed: streams whose reader
+// stalled hold at most the pool together.
+TEST(CreditPool, StreamsStartSmallGrowFromThePoolAndGiveItBackWhenClosed) {
+  CreditPool pool(256 * 1024);
+  SessionConfig cb = acceptor_cfg();
+  cb.pool = &pool;
+  cb.pooled_initial_window = 8 * 1024;
+  Pair p(opener_cfg(), cb);
+  p.handshake();
+  const uint32_t id = p.open();
+  EXPECT_EQ(p.a.s.send_capacity(id), 8u * 1024);
+  EXPECT_EQ(pool.held(), 8u * 1024);
+  // Consumed as it arrives: the window doubles per update until the stream's
+  // full window or the pool's end.
+  std::vector<uint8_t> chunk(1024, 7);
+  size_t sent = 0;
+  for (int i = 0; i < 10000 && sent < (4u << 20); i++) {
+    const size_t cap = p.a.s.send_capacity(id);
+    if (cap == 0) break;
+    const size_t n = std::min(cap, chunk.size());
+    p.a.s.send(id, Bytes(chunk).first(n), false);
+    sent += n;
+    p.pump();  // b consumes what arrives (auto_consume)
+  }
+  EXPECT_EQ(pool.held(), 256u * 1024) << "grew to the pool's limit, not to the 1 MiB window";
+  // A second stream stalls: it keeps its small window, the pool stays whole.
+  const uint32_t id2 = p.open();
+  EXPECT_EQ(p.a.s.send_capacity(id2), 8u * 1024);
+  std::vector<uint8_t> w(8 * 1024, 1);
+  p.b.auto_consume = false;
+  p.a.s.send(id2, w, false);
+  p.pump();
+  EXPECT_EQ(p.a.s.send_capacity(id2), 0u);
+  EXPECT_EQ(pool.held(), 256u * 1024 + 8 * 1024);
+  // Closing both streams gives everything back.
+  p.b.s.consume(id2, w.size());
+  for (uint32_t s : {id, id2}) {
+    p.a.s.close_write(s);
+    p.b.s.close_write(s);
+  }
+  p.pump();
+  EXPECT_EQ(p.a.s.open_streams(), 0u);
+  EXPECT_EQ(p.b.s.open_streams(), 0u);
+  EXPECT_EQ(pool.held(), 0u);
+}
+
+TEST(CreditPool, ASessionDestroyedWithOpenStreamsGivesTheirCreditBack) {
+  CreditPool pool(1 << 20);
+  {
+    SessionConfig cb = acceptor_cfg();
+    cb.pool = &pool;
+    Pair p(opener_cfg(), cb);
+    p.handshake();
+    p.open();
+    p.open();
+    EXPECT_EQ(pool.held(), 2u * limits::kPooledInitialWindow);
+  }
+  EXPECT_EQ(pool.held(), 0u);
+}
+
+}  // namespace
+}  // namespace ct
