@@ -43,9 +43,14 @@ std::vector<FlagSpec> flag_specs() {
       {"client-key", "FILE", "PEM private key of --client-cert (unencrypted)"},
       {"ca-cert", "FILE", "PEM CA certificate(s) that the broker's certificate must chain to"},
       {"broker-pin-file", "FILE",
-       "more pins, one sha256//BASE64 per line (re-read on SIGHUP and when it changes)"},
+       "more pins, one sha256//BASE64 per line, at most 16 in all (re-read on SIGHUP and when it "
+       "changes; a file without a pin is refused; default: broker.pin beside --client-cert)"},
       {"broker-pin", "sha256//BASE64",
        "accept only a broker whose certificate key hashes to this pin (curl's form)", true},
+      {"insecure-no-pin", "",
+       "accept any broker certificate the CA signed (no pin); without it the bridge refuses to "
+       "start when neither --broker-pin, --broker-pin-file nor broker.pin beside --client-cert "
+       "gives a pin"},
       {"service-cert", "FILE",
        "PEM certificate wrappers trust (SAN: the broker's in-cluster name); their TLS ends "
        "here and OpenBao gets plaintext on loopback (default: service.crt beside --client-cert)"},
@@ -201,6 +206,7 @@ class BridgeParent final : public DaemonParent {
     cert_path_ = f.get("client-cert");
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
+    if (!choose_pin_source(cert_path_, "broker.pin", &err)) return usage_error(err);
     if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
     if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {

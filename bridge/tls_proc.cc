@@ -77,6 +77,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        close_untrusted_links();
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
@@ -149,6 +150,23 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     dial_ = DialState::kWaiting;
     LOG_INFO("reconnecting in %lld ms (attempt %u)", static_cast<long long>(delay.count()),
              attempt_);
+  }
+
+  // After a reload: a link to a broker the new material no longer admits (a
+  // removed pin, another CA) ends now, not at its next handshake.
+  void close_untrusted_links() noexcept {
+    std::vector<TlsLink*> gone;
+    for (auto& [id, l] : links_) {
+      std::string why;
+      if (l->closed() || !l->established() || ctx_->peer_trusted(l->ssl(), &why)) continue;
+      LOG_WARN("conn=%llu broker no longer admitted by the reloaded material: %s",
+               static_cast<unsigned long long>(id), why.c_str());
+      if (l->has_session()) l->session().go_away(Code::kRefused);
+      l->flush();  // the GOAWAY, then close_notify: the peer learns why
+      l->shutdown_tls();
+      gone.push_back(l.get());
+    }
+    for (TlsLink* l : gone) l->close("broker no longer admitted after a reload");
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.

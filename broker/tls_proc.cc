@@ -73,6 +73,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        close_untrusted_links();
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is
         // handled inside the sandbox.
@@ -140,6 +141,23 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                                                true, "", c, Clock::now());
       LOG_DEBUG("conn=%llu bridge connection accepted", static_cast<unsigned long long>(id));
     }
+  }
+
+  // After a reload: a link whose bridge the new material no longer admits (a
+  // removed pin, another CA) ends now, not at its next handshake.
+  void close_untrusted_links() noexcept {
+    std::vector<TlsLink*> gone;
+    for (auto& [id, l] : bridges_) {
+      std::string why;
+      if (l->closed() || !l->established() || ctx_->peer_trusted(l->ssl(), &why)) continue;
+      LOG_WARN("conn=%llu bridge no longer admitted by the reloaded material: %s",
+               static_cast<unsigned long long>(id), why.c_str());
+      if (l->has_session()) l->session().go_away(Code::kRefused);
+      l->flush();  // the GOAWAY, then close_notify: the peer learns why
+      l->shutdown_tls();
+      gone.push_back(l.get());
+    }
+    for (TlsLink* l : gone) l->close("bridge no longer admitted after a reload");
   }
 
   TlsLink* pick_bridge() {

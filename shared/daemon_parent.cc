@@ -9,6 +9,7 @@
 
 #include <cstdio>
 
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/proc.h"
@@ -86,6 +87,8 @@ int DaemonParent::parse_common_flags(const Flags& f, const char* summary,
   }
   std::string err;
   if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
+  pin_flag_ = pin_flag;
+  insecure_no_pin_ = f.has("insecure-no-pin");
   pin_file_path_ = f.get(pin_flag + "-file");
   for (const std::string& p : f.all(pin_flag)) {
     auto pin = parse_pin(p);
@@ -95,6 +98,31 @@ int DaemonParent::parse_common_flags(const Flags& f, const char* summary,
     pins_.push_back(*pin);
   }
   return -1;
+}
+
+bool DaemonParent::choose_pin_source(const std::string& cert_path, const char* default_name,
+                                     std::string* err) {
+  const bool given = !pins_.empty() || !pin_file_path_.empty();
+  if (insecure_no_pin_) {
+    if (given)
+      return *err = "--insecure-no-pin contradicts --" + pin_flag_ + "/--" + pin_flag_ +
+                    "-file: drop one",
+             false;
+    return true;
+  }
+  if (given) return true;
+  const size_t slash = cert_path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : cert_path.substr(0, slash);
+  const std::string path = dir + "/" + default_name;
+  if (access(path.c_str(), F_OK) == 0) {
+    pin_file_path_ = path;
+    return true;
+  }
+  const std::string peer = pin_flag_.substr(0, pin_flag_.find('-'));
+  *err = "no " + peer + " pin: give --" + pin_flag_ + " or --" + pin_flag_ + "-file, or put " +
+         path + " (one sha256// pin per line, as cloudtaser-certs writes it); --insecure-no-pin " +
+         "accepts any " + peer + " certificate the CA signed";
+  return false;
 }
 
 int DaemonParent::usage_error(const std::string& msg) const {
@@ -120,7 +148,7 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
       wipe_material(*m);
       return false;
     }
-    size_t line_no = 0, pos = 0;
+    size_t line_no = 0, pos = 0, file_pins = 0;
     while (pos < text.size()) {
       size_t eol = text.find('\n', pos);
       if (eol == std::string::npos) eol = text.size();
@@ -139,7 +167,22 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
         return false;
       }
       m->pins.push_back(*pin);
+      file_pins++;
     }
+    // A file of comments only (or one caught mid-rewrite) would otherwise
+    // mean "no pin", i.e. any certificate the CA signed.
+    if (file_pins == 0) {
+      *err = pin_file_path_ + ": no pin in the file (one sha256//<base64 of 32 bytes> per line)";
+      wipe_material(*m);
+      return false;
+    }
+  }
+  if (m->pins.size() > limits::kMaxPins) {
+    *err = std::to_string(m->pins.size()) + " pins given (--" + pin_flag_ + " and " +
+           (pin_file_path_.empty() ? std::string("no file") : pin_file_path_) + "); at most " +
+           std::to_string(limits::kMaxPins);
+    wipe_material(*m);
+    return false;
   }
   return true;
 }
@@ -184,6 +227,10 @@ int DaemonParent::run() {
   std::string err;
   if (!loaded_ && !preload_material(&err)) return usage_error(err);
   if (!fwd_exe_ && !open_executables(&err)) return usage_error(err);
+  if (insecure_no_pin_)
+    LOG_WARN("--insecure-no-pin: any %s certificate the CA signed is accepted; pin the %s's key",
+             pin_flag_.substr(0, pin_flag_.find('-')).c_str(),
+             pin_flag_.substr(0, pin_flag_.find('-')).c_str());
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
     if (sig == SIGCHLD)

@@ -51,6 +51,11 @@ class DaemonParent : public Supervisor::Hooks {
                          std::initializer_list<const char*> required, const std::string& pin_flag);
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
   int usage_error(const std::string& msg) const;
+  // Identity fails closed: without --<pin_flag> or --<pin_flag>-file the pin
+  // file `default_name` beside `cert_path` is used (cloudtaser-certs writes
+  // it), and without that either the daemon refuses to start unless
+  // --insecure-no-pin says it may accept any certificate the CA signed.
+  bool choose_pin_source(const std::string& cert_path, const char* default_name, std::string* err);
 
   // When running as root, the children switch to `name` (default: the
   // dedicated "cloudtaser" user if it exists, else "nobody"). As any other user
@@ -76,7 +81,9 @@ class DaemonParent : public Supervisor::Hooks {
   std::string service_cert_path_, service_key_path_;  // bridge, optional
   std::string pin_file_path_;  // optional: one sha256// pin per line, '#' comments
   std::vector<Pin> pins_;
-  ProcSettings base_;  // log level, timeouts
+  std::string pin_flag_;          // "bridge-pin" or "broker-pin"
+  bool insecure_no_pin_ = false;  // --insecure-no-pin: chain verification only
+  ProcSettings base_;             // log level, timeouts
   Loop loop_;
   std::unique_ptr<Supervisor> sup_;
   UniqueFd tls_exe_, fwd_exe_;

@@ -7,7 +7,7 @@ namespace ct {
 
 namespace {
 constexpr size_t kCap = limits::kMaxIpcMessage;
-constexpr size_t kMaxPins = 16;
+constexpr size_t kMaxPins = limits::kMaxPins;
 
 void put_str16(ByteWriter& w, std::string_view s) {
   w.u16(static_cast<uint16_t>(s.size() > 0xffff ? 0xffff : s.size()));

@@ -84,4 +84,9 @@ inline constexpr size_t kReadChunk = 256 * 1024;
 // certificate material (a few chains and a key), never stream data.
 inline constexpr size_t kMaxIpcMessage = 1024 * 1024;
 
+// Peer pins per daemon (flags and pin file together): a current and a next key
+// for each of a few bridges or brokers. More is a mistake in the file, and
+// every pin is checked on every handshake.
+inline constexpr size_t kMaxPins = 16;
+
 }  // namespace ct::limits
