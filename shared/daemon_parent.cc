@@ -231,6 +231,13 @@ int DaemonParent::run() {
     LOG_WARN("--insecure-no-pin: any %s certificate the CA signed is accepted; pin the %s's key",
              pin_flag_.substr(0, pin_flag_.find('-')).c_str(),
              pin_flag_.substr(0, pin_flag_.find('-')).c_str());
+  uint64_t fds_from = 0, fds_to = 0;
+  if (!raise_fd_limit(&fds_from, &fds_to, &err))
+    LOG_WARN("cannot raise the file descriptor limit (%s): streams may fail beyond %llu fds",
+             err.c_str(), static_cast<unsigned long long>(fds_from));
+  else if (fds_to != fds_from)
+    LOG_INFO("file descriptor limit raised from %llu to %llu",
+             static_cast<unsigned long long>(fds_from), static_cast<unsigned long long>(fds_to));
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
     if (sig == SIGCHLD)

@@ -4,6 +4,7 @@
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -176,6 +177,17 @@ bool read_small_file(const std::string& path, size_t cap, std::string* out, std:
     out->append(buf, static_cast<size_t>(n));
   }
   explicit_bzero(buf, sizeof buf);
+  return true;
+}
+
+bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  *from = *to = r.rlim_cur;
+  if (r.rlim_cur == r.rlim_max) return true;
+  r.rlim_cur = r.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  *to = r.rlim_cur;
   return true;
 }
 

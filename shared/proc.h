@@ -55,6 +55,11 @@ UniqueFd child_take_control();
 bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err);
 // One datagram to $NOTIFY_SOCKET (systemd Type=notify); no-op without it.
 void sd_notify(const std::string& msg);
+// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it: the
+// forwarding processes hold one fd per wrapper or OpenBao connection, and a
+// soft limit of 1024 would fail streams long before the stream limit). On
+// failure *err says why; *from/*to are the soft limits before and after.
+bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err);
 // Overwrites a string's bytes before it is freed (key material in the parent).
 void wipe(std::string& s);
 
