@@ -331,6 +331,7 @@ class BridgeParent final : public DaemonParent {
     int e = 0;
     dial_.self = this;
     dial_.target = addr.str();
+    LOG_DEBUG("dialling %s", dial_.target.c_str());
     dial_.fd = connect_tcp(addr, &in_progress, &e);
     if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
     loop_.add(dial_.fd.get(), EPOLLOUT, &dial_);

@@ -256,6 +256,11 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                    std::string(code_name(ev.code)).c_str());
           break;
         case Event::kError:
+          if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
+            LOG_INFO("conn=%llu %s closed cleanly", static_cast<unsigned long long>(l.id()),
+                     is_local ? "data channel" : "link");
+            break;
+          }
           LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
                    is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
                    std::string(ev.what).c_str());

@@ -84,6 +84,19 @@ inline constexpr size_t kReadChunk = 256 * 1024;
 // certificate material (a few chains and a key), never stream data.
 inline constexpr size_t kMaxIpcMessage = 1024 * 1024;
 
+// The bridge's redial. A failure that cost the broker nothing (connection
+// refused, reset, no route, a connect timeout, a lookup failure) is retried
+// after a uniform 250-500 ms: the bridge serves again within a second of the
+// broker listening again, the jitter spreads a fleet of bridges, and a bridge
+// waiting for its broker makes at most 4 connection attempts per second.
+inline constexpr auto kRedialMin = 250ms;
+inline constexpr auto kRedialMax = 500ms;
+// A failure that cost the broker a handshake, or that the same configuration
+// will repeat (TLS, certificate or pin errors): full jitter over 1 s doubling
+// to 30 s, the attempt count reset by any link that completed its HELLO.
+inline constexpr auto kRedialBackoffBase = 1s;
+inline constexpr auto kRedialBackoffCap = 30s;
+
 // Peer pins per daemon (flags and pin file together): a current and a next key
 // for each of a few bridges or brokers. More is a mistake in the file, and
 // every pin is checked on every handshake.

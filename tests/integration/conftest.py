@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from harness import Bridge, Broker, EchoUpstream, KvUpstream, Pki, pin_of
@@ -75,6 +77,19 @@ class Env:
             d.kill()
         for u in self.upstreams:
             u.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes long; run with CT_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CT_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: set CT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

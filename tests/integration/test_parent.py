@@ -1,8 +1,12 @@
 """The parents: what they guarantee about their children whatever the
 children do (limits, liveness, the control channel)."""
+import os
+import time
 from pathlib import Path
 
-from harness import BROKER, Daemon
+import pytest
+
+from harness import BROKER, Daemon, free_port, kv_ok
 
 
 def _limit(pid, name):
@@ -26,3 +30,107 @@ def test_the_soft_fd_limit_is_raised_to_the_hard_limit_before_the_children_start
     assert _limit(d.proc.pid, "Max open files") == ("8192", "8192")
     fwd = d.children()["forward"]
     assert _limit(fwd, "Max open files") == ("8192", "8192")
+
+
+# ---------------------------------------------------------------- the bridge's redial
+def _log_time(match_line):
+    """Unix time of a log line's timestamp (2026-12-01T02:10:33.702Z ...)."""
+    import datetime
+    stamp = match_line.split(" ", 1)[0]
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _outage_then_first_secret(env, broker, outage, n):
+    """Kills the whole broker, keeps it down for `outage` seconds, starts a new
+    one on the same bridge port and returns the seconds from its 'listening'
+    line to the first secret served through it."""
+    import threading
+    bport = broker.bridge_port
+    broker.kill()
+    time.sleep(outage)  # the outage itself, not a wait for something
+    nb = env.broker(bridge_port=bport)
+    listening = nb.wait_log(r"(?m)^(\S+) \S+ info: listening for bridges on").group(0)
+    t_listen = _log_time(listening)
+    # A wrapper that arrives while no bridge is connected is held (pending
+    # timeout 10 s) and served the moment the bridge's link is up.
+    served = []
+
+    def fetch():
+        if kv_ok(nb.service_port, f"back{n}", timeout=15):
+            served.append(time.time())
+    t = threading.Thread(target=fetch)
+    t.start()
+    t.join(20)
+    assert served, f"no secret served after a {outage} s outage:\n{nb.text()}"
+    return nb, served[0] - t_listen
+
+
+def _redial_runs(env, outages):
+    up = env.kv()
+    broker = env.broker()
+    bridge = env.bridge(broker.bridge_port, up.addr)
+    bridge.wait_log(r"connected to the broker")
+    times = []
+    for n, outage in enumerate(outages):
+        broker, dt = _outage_then_first_secret(env, broker, outage, n)
+        times.append(dt)
+    return bridge, sorted(times)
+
+
+def _p(times, q):
+    return times[min(len(times) - 1, int(q * len(times)))]
+
+
+def test_the_bridge_serves_again_within_a_second_of_the_broker_returning(env):
+    outages = [1, 1, 1, 1, 10, 1, 10]
+    bridge, times = _redial_runs(env, outages)
+    print(f"\nrestart -> first served secret over {len(times)} runs (outages {outages}): "
+          f"p50 {_p(times, 0.5):.3f} s, max {times[-1]:.3f} s")
+    assert times[-1] < 1.0, times
+    # Cheap failures (the broker was down: refused) are retried on a short
+    # interval, and each class is logged at most once per interval.
+    assert bridge.count(r"cannot reach the broker \(refused\)") >= 1
+    assert bridge.count(r"cannot reach the broker \(refused\)") <= 2 * len(outages) + 4
+
+
+def test_a_bridge_waiting_for_its_broker_dials_at_most_four_times_a_second(env):
+    # Nothing listens on the broker's port: every dial is refused, a cheap
+    # failure retried every 250-500 ms. The parent logs each dial (debug).
+    port = free_port()
+    up = env.kv()
+    bridge = env.bridge(port, up.addr, extra=["--log-level", "debug"])
+    bridge.wait_log(r"reconnecting in \d+ ms")
+    t0 = time.monotonic()
+    time.sleep(5)  # the observation window
+    window = time.monotonic() - t0
+    tls_pid = bridge.children()["tls"]
+    attempts = bridge.count(r"\[parent\] debug: dialling 127\.0\.0\.1:")
+    fields = Path(f"/proc/{tls_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    assert 2 * window <= attempts <= 4 * (window + 2), attempts
+    # Refusals are logged once per interval, not once per dial.
+    assert bridge.count(r"cannot reach the broker \(refused\)") <= 2
+    # No tight loop: well under a tenth of a CPU second per second.
+    assert ticks < 0.1 * os.sysconf("SC_CLK_TCK") * (window + 2), ticks
+
+
+@pytest.mark.slow
+def test_the_bridge_serves_again_within_a_second_after_outages_of_1_10_and_60_seconds(env):
+    outages = [1] * 10 + [10] * 10 + [60]
+    _, times = _redial_runs(env, outages)
+    print(f"\nrestart -> first served secret over {len(times)} runs: p50 "
+          f"{_p(times, 0.5):.3f} s, p99 {_p(times, 0.99):.3f} s, max {times[-1]:.3f} s")
+    assert _p(times, 0.99) < 1.0, times
+
+
+def test_a_bridge_stopped_cleanly_is_not_logged_by_the_broker_as_a_link_error(env):
+    import signal
+    broker, bridge, _ = env.tunnel()
+    assert kv_ok(broker.service_port, "before-stop")
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait_exit(15) == 0
+    broker.wait_log(r"conn=\d+ bridge disconnected")
+    # GOAWAY, then close_notify: a clean end, at info level.
+    broker.wait_log(r"info: conn=\d+ link closed cleanly")
+    assert broker.count(r"warn: conn=\d+ link error") == 0, broker.text()
