@@ -11,6 +11,9 @@ namespace ct {
 
 ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts)
     : boot_(child_take_control()), daemon_(daemon), process_(process) {
+  // Every child answers the parent's heartbeat (from its loop, so a stuck
+  // loop is noticed).
+  accepts.push_back({Msg::kPing, false, 8});
   ctl_ = IpcChannel(std::move(boot_), accepts);
   log::init(daemon, process, log::kInfo);
   signal(SIGPIPE, SIG_IGN);
@@ -58,6 +61,10 @@ void ChildBase::on_io(uint32_t events) noexcept {
       LOG_ERROR("bad control message from the parent: %s; exiting", why.c_str());
       exit_child(1);
       return;
+    }
+    if (m.type == Msg::kPing) {
+      send(Msg::kPong, m.body);
+      continue;
     }
     if (m.type == Msg::kSettings) {
       auto s = decode_settings(m.body);

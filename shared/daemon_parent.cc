@@ -24,10 +24,12 @@ constexpr auto kStartupTimeout = std::chrono::seconds(10);
 const std::vector<MsgRule> kFromTls = {
     {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
     {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
+    {Msg::kPong, false, 8},
 };
 const std::vector<MsgRule> kFromForward = {
     {Msg::kReady, false, 0},
     {Msg::kDrained, false, 0},
+    {Msg::kPong, false, 8},
 };
 }  // namespace
 
@@ -356,8 +358,26 @@ void DaemonParent::on_status(const Status& s) noexcept {
   sd_notify("STATUS=" + s.text);
 }
 
+void DaemonParent::tls_out_of_service() noexcept {
+  if (last_stats_.empty()) return;  // no figures (the bridge): nothing to correct
+  auto samples = decode_metrics(last_stats_);
+  if (!samples) return;
+  for (MetricSample& s : *samples)
+    if (s.id == MetricId::kBridgesConnected) s.value = 0;
+  last_stats_ = encode_metrics(*samples);
+  if (IpcChannel* ch = sup_->channel(Supervisor::kForward)) ch->send(Msg::kStats, last_stats_);
+}
+
+void DaemonParent::on_child_answering(Supervisor::Which w, bool answering) noexcept {
+  if (w == Supervisor::kTls && !answering) tls_out_of_service();
+  // Answering again: its next STATS (every second) brings the real figures.
+}
+
 void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
-  if (w == Supervisor::kTls) candidate_pending_ = false;
+  if (w == Supervisor::kTls) {
+    candidate_pending_ = false;
+    tls_out_of_service();
+  }
   if (WIFEXITED(status) && WEXITSTATUS(status) == kExitVersionMismatch && fatal_error_.empty()) {
     // Its own line says which versions; this one says which file to replace.
     fatal_error_ = std::string("the ") + Supervisor::name(w) + " process refused to run: " +

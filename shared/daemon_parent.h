@@ -75,6 +75,7 @@ class DaemonParent : public Supervisor::Hooks {
   void on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept override;
   void on_child_message(Supervisor::Which w, IpcMessage& m) noexcept override;
   void on_child_exited(Supervisor::Which w, int status) noexcept override;
+  void on_child_answering(Supervisor::Which w, bool answering) noexcept override;
 
   const char* daemon_;
   std::string cert_path_, key_path_, ca_path_;
@@ -92,6 +93,10 @@ class DaemonParent : public Supervisor::Hooks {
  private:
   enum class Phase { kStarting, kRunning, kDraining };
   void reload() noexcept;
+  // The broker's forwarding process serves /readyz from the TLS process's
+  // figures; while that process is stuck or restarting, it gets them with no
+  // bridge connected (the last ones would say "ready" forever).
+  void tls_out_of_service() noexcept;
   void begin_drain() noexcept;
   // The material files' identity (device, inode, size, mtime): a change of
   // any (a rewrite, a Kubernetes secret's symlink swap) triggers a reload.

@@ -33,6 +33,10 @@ const char* msg_name(Msg m) {
       return "DIAL_FAILED";
     case Msg::kDrain:
       return "DRAIN";
+    case Msg::kPing:
+      return "PING";
+    case Msg::kPong:
+      return "PONG";
     case Msg::kReady:
       return "READY";
     case Msg::kMaterialError:

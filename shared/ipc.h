@@ -33,6 +33,7 @@ enum class Msg : uint16_t {
   kDrain = 7,            // stop accepting, goaway, finish streams
   kMetricsListener = 8,  // fd: the broker's --metrics-listen socket (forwarding process)
   kPeerRing = 9,  // fd: the data channel's shared-memory rings (shm_ring.h), before PEER_CHANNEL
+  kPing = 10,     // u64: the heartbeat; the child's loop answers PONG with the same body
   // child -> parent
   kReady = 32,          // settings (and material) applied
   kMaterialError = 33,  // text: why the material was refused
@@ -40,6 +41,7 @@ enum class Msg : uint16_t {
   kStatus = 35,         // u32 links up, text
   kDrained = 36,        // no streams left
   kStats = 37,          // metric samples (metrics.h): broker tls -> parent -> forward
+  kPong = 38,           // u64: the answer to PING
 };
 const char* msg_name(Msg m);
 

@@ -97,6 +97,16 @@ inline constexpr auto kRedialMax = 500ms;
 inline constexpr auto kRedialBackoffBase = 1s;
 inline constexpr auto kRedialBackoffCap = 30s;
 
+// The parent's heartbeat on each child's control channel: a PING every
+// second, answered by the child's loop. A loop never blocks (every fd is
+// non-blocking and each iteration's work is bounded, kReadChunk), so a child
+// that has not answered within 2 s is stuck or stopped: the broker's /readyz
+// turns not-ready; within 5 s (generous on a loaded machine) it is killed
+// and restarted, well before a bridge's 15 s dead-peer timeout.
+inline constexpr auto kHeartbeatInterval = 1s;
+inline constexpr auto kHeartbeatGrace = 2s;
+inline constexpr auto kHeartbeatTimeout = 5s;
+
 // Peer pins per daemon (flags and pin file together): a current and a next key
 // for each of a few bridges or brokers. More is a mistake in the file, and
 // every pin is checked on every handshake.

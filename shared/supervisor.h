@@ -31,6 +31,9 @@ class Supervisor {
     // `status` as waitpid() gives it. A child that exited kExitVersionMismatch
     // is not restarted (the same file would refuse again).
     virtual void on_child_exited(Which w, int status) noexcept = 0;
+    // The child stopped answering the heartbeat for kHeartbeatGrace (false),
+    // or answered again (true). At kHeartbeatTimeout it is killed.
+    virtual void on_child_answering(Which w, bool answering) noexcept { (void)w, (void)answering; }
   };
 
   // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start
@@ -65,8 +68,15 @@ class Supervisor {
     unsigned failures = 0;
     TimePoint started{};
     TimePoint restart_at = TimePoint::max();
+    // Heartbeat: the next PING, and the one outstanding (max: none).
+    TimePoint next_ping = TimePoint::max();
+    TimePoint ping_sent = TimePoint::max();
+    uint64_t ping_seq = 0;
+    bool late = false;  // on_child_answering(false) was called
     void on_io(uint32_t events) noexcept override;
   };
+  void heartbeat(Kid& k, TimePoint now) noexcept;
+  void on_pong(Kid& k, const IpcMessage& m) noexcept;
   bool spawn(Which w);
   void connect_pair();
   void drop_channel(Kid& k);

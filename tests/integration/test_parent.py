@@ -1,12 +1,13 @@
 """The parents: what they guarantee about their children whatever the
 children do (limits, liveness, the control channel)."""
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import BROKER, Daemon, free_port, kv_ok
+from harness import BROKER, Daemon, free_port, http_get, kv_ok, wait_for
 
 
 def _limit(pid, name):
@@ -125,7 +126,6 @@ def test_the_bridge_serves_again_within_a_second_after_outages_of_1_10_and_60_se
 
 
 def test_a_bridge_stopped_cleanly_is_not_logged_by_the_broker_as_a_link_error(env):
-    import signal
     broker, bridge, _ = env.tunnel()
     assert kv_ok(broker.service_port, "before-stop")
     bridge.signal(signal.SIGTERM)
@@ -134,3 +134,68 @@ def test_a_bridge_stopped_cleanly_is_not_logged_by_the_broker_as_a_link_error(en
     # GOAWAY, then close_notify: a clean end, at info level.
     broker.wait_log(r"info: conn=\d+ link closed cleanly")
     assert broker.count(r"warn: conn=\d+ link error") == 0, broker.text()
+
+
+# ---------------------------------------------------------------- the watchdog
+def _readyz(port):
+    try:
+        return http_get(port, "/readyz", timeout=2)[0]
+    except OSError:
+        return None
+
+
+def test_a_stopped_broker_tls_process_is_killed_and_restarted_and_readyz_says_so_meanwhile(env):
+    mport = free_port()
+    broker, bridge, _ = env.tunnel(broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    wait_for(lambda: _readyz(mport) == 200, 10, "/readyz to say ready")
+    tls = broker.children()["tls"]
+    os.kill(tls, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        # Not ready once the heartbeat is 2 s late (one ping interval on top).
+        wait_for(lambda: _readyz(mport) == 503, 6, "/readyz to say not ready")
+        broker.wait_log(rf"killing tls process pid={tls}: no answer to the heartbeat", timeout=10)
+        killed_after = time.monotonic() - t0
+    finally:
+        try:
+            os.kill(tls, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert killed_after < 5 + 1 + 3, killed_after  # timeout + ping interval + a loaded machine
+    new = wait_for(lambda: broker.children().get("tls") not in (None, tls) and
+                   broker.children()["tls"], 10, "a new TLS process")
+    assert new != tls
+    # The bridge's link died with the old process: it dials again and is served.
+    wait_for(lambda: broker.count(r"conn=\d+ bridge connected") >= 2, 10, "the bridge to reconnect")
+    assert wait_for(lambda: kv_ok(broker.service_port, "after-watchdog"), 10, "a secret")
+    wait_for(lambda: _readyz(mport) == 200, 10, "/readyz to say ready again")
+
+
+def test_a_stopped_bridge_tls_process_is_killed_and_restarted_and_the_bridge_reconnects(env):
+    broker, bridge, _ = env.tunnel()
+    tls = bridge.children()["tls"]
+    os.kill(tls, signal.SIGSTOP)
+    try:
+        bridge.wait_log(rf"killing tls process pid={tls}: no answer to the heartbeat", timeout=10)
+    finally:
+        try:
+            os.kill(tls, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: broker.count(r"conn=\d+ bridge connected") >= 2, 15, "the bridge to reconnect")
+    assert wait_for(lambda: kv_ok(broker.service_port, "bridge-watchdog"), 10, "a secret")
+
+
+def test_a_stopped_forwarding_process_is_killed_and_restarted(env):
+    broker, bridge, _ = env.tunnel()
+    fwd = broker.children()["forward"]
+    os.kill(fwd, signal.SIGSTOP)
+    try:
+        broker.wait_log(rf"killing forward process pid={fwd}: no answer to the heartbeat",
+                        timeout=10)
+    finally:
+        try:
+            os.kill(fwd, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert wait_for(lambda: kv_ok(broker.service_port, "fwd-watchdog"), 15, "a secret")
