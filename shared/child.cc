@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <cstring>
 #include <random>
 
 #include "shared/log.h"
@@ -91,7 +92,10 @@ void ChildBase::on_io(uint32_t events) noexcept {
       }
       continue;
     }
-    if (!have_settings_ || !on_message(m)) {
+    const bool allowed = have_settings_ && on_message(m);
+    // A MATERIAL body holds the private key: no copy outlives its handling.
+    explicit_bzero(m.body.data(), m.body.size());
+    if (!allowed) {
       LOG_ERROR("control message %s not allowed now; exiting", msg_name(m.type));
       exit_child(1);
       return;

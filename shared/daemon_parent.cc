@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "shared/limits.h"
 #include "shared/log.h"
@@ -179,6 +180,18 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
       return false;
     }
   }
+  {
+    std::vector<uint8_t> enc = encode_material(*m);
+    const size_t size = enc.size();
+    explicit_bzero(enc.data(), enc.size());
+    if (size == 0 || size > limits::kMaxMaterial) {
+      *err = "certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
+             " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
+             " KiB fit the control message to the TLS process";
+      wipe_material(*m);
+      return false;
+    }
+  }
   if (m->pins.size() > limits::kMaxPins) {
     *err = std::to_string(m->pins.size()) + " pins given (--" + pin_flag_ + " and " +
            (pin_file_path_.empty() ? std::string("no file") : pin_file_path_) + "); at most " +
@@ -209,10 +222,10 @@ std::string DaemonParent::files_stamp() const {
 void DaemonParent::watch_files(TimePoint now) noexcept {
   if (now < next_watch_) return;
   next_watch_ = now + std::chrono::seconds(2);
-  std::string stamp = files_stamp();
-  if (stamp == last_stamp_) return;
-  last_stamp_ = std::move(stamp);
-  LOG_INFO("certificate, key, CA or pin file changed: reloading");
+  if (files_stamp() == last_stamp_) return;
+  // reload() records the new stamp once it applies (or refuses) the files; a
+  // reload deferred while the TLS process restarts leaves it, so it is retried.
+  if (!reload_deferred_) LOG_INFO("certificate, key, CA or pin file changed: reloading");
   reload();
 }
 
@@ -233,6 +246,12 @@ int DaemonParent::run() {
     LOG_WARN("--insecure-no-pin: any %s certificate the CA signed is accepted; pin the %s's key",
              pin_flag_.substr(0, pin_flag_.find('-')).c_str(),
              pin_flag_.substr(0, pin_flag_.find('-')).c_str());
+  // The parent holds every private key for the daemon's life: no core dump,
+  // and no ptrace or /proc/<pid>/mem by processes of the same user.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    std::fprintf(stderr, "%s: prctl(PR_SET_DUMPABLE, 0): %s\n", daemon_, std::strerror(errno));
+    return 1;
+  }
   uint64_t fds_from = 0, fds_to = 0;
   if (!raise_fd_limit(&fds_from, &fds_to, &err))
     LOG_WARN("cannot raise the file descriptor limit (%s): streams may fail beyond %llu fds",
@@ -269,6 +288,9 @@ int DaemonParent::run() {
     sup_->tick(now);
     extra_tick(now);
     if (phase_ == Phase::kRunning) watch_files(now);
+    // Whatever this iteration (and the last batch) sent: failed channels end
+    // their child, queued output arms EPOLLOUT.
+    sup_->after_batch();
     TimePoint dl =
         std::min({sup_->next_deadline(), extra_deadline(),
                   phase_ == Phase::kStarting ? startup_deadline_ : TimePoint::max(),
@@ -291,7 +313,7 @@ void DaemonParent::on_child_started(Supervisor::Which w, IpcChannel& ch) noexcep
   const auto s = encode_settings(settings_for(w));
   ch.send(Msg::kSettings, s);
   if (w == Supervisor::kTls) {
-    ch.send(Msg::kMaterial, encode_material(good_));
+    send_material(ch, good_);
     material_sent_to_current_tls_ = true;
     candidate_pending_ = false;  // a new process only ever sees the good material
   }
@@ -313,10 +335,14 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
         LOG_INFO("reload: new certificate material in service");
         return;
       }
+      if (w == Supervisor::kTls) tls_ready_ = true;
       if (w == Supervisor::kTls && phase_ == Phase::kStarting) {
         phase_ = Phase::kRunning;
         LOG_INFO("ready");
         sd_notify("READY=1\nSTATUS=started; no link yet");
+      } else if (w == Supervisor::kTls && reload_deferred_) {
+        LOG_INFO("TLS process ready again: applying the deferred reload");
+        reload();
       }
       return;
     case Msg::kMaterialError: {
@@ -335,9 +361,11 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
       sup_->kill_child(w, "refused material it accepted before: " + why);
       return;
     }
-    case Msg::kStatus:
-      if (auto s = decode_status(m.body)) return on_status(*s);
-      return sup_->kill_child(w, "malformed STATUS");
+    case Msg::kStatus: {
+      auto s = decode_status(m.body);
+      if (!s) return sup_->kill_child(w, "malformed STATUS (or a control character in its text)");
+      return on_status(*s);
+    }
     case Msg::kDrained:
       return;
     case Msg::kStats:
@@ -358,6 +386,12 @@ void DaemonParent::on_status(const Status& s) noexcept {
   sd_notify("STATUS=" + s.text);
 }
 
+void DaemonParent::send_material(IpcChannel& ch, const Material& m) noexcept {
+  std::vector<uint8_t> enc = encode_material(m);
+  ch.send(Msg::kMaterial, enc);  // copied into the queue, which wipes it once sent
+  explicit_bzero(enc.data(), enc.size());
+}
+
 void DaemonParent::tls_out_of_service() noexcept {
   if (last_stats_.empty()) return;  // no figures (the bridge): nothing to correct
   auto samples = decode_metrics(last_stats_);
@@ -376,6 +410,7 @@ void DaemonParent::on_child_answering(Supervisor::Which w, bool answering) noexc
 void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
   if (w == Supervisor::kTls) {
     candidate_pending_ = false;
+    tls_ready_ = false;
     tls_out_of_service();
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == kExitVersionMismatch && fatal_error_.empty()) {
@@ -392,7 +427,17 @@ void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
 
 void DaemonParent::reload() noexcept {
   if (phase_ != Phase::kRunning) return;
-  last_stamp_ = files_stamp();  // what this reload reads; the watcher fires on the next change
+  const std::string stamp = files_stamp();
+  IpcChannel* ch = sup_->channel(Supervisor::kTls);
+  if (ch == nullptr || !tls_ready_) {
+    // Kept, not lost: applied when the restarted TLS process is ready. The
+    // stamp stays old so that the watcher also tries again.
+    reload_deferred_ = true;
+    LOG_WARN("reload deferred: TLS process is restarting");
+    return;
+  }
+  reload_deferred_ = false;
+  last_stamp_ = stamp;  // what this reload reads; the watcher fires on the next change
   std::string err;
   Material m;
   if (!read_material(&m, &err) || !validate_material(m, &err)) {
@@ -400,16 +445,10 @@ void DaemonParent::reload() noexcept {
     LOG_WARN("reload refused, keeping the material in service: %s", err.c_str());
     return;
   }
-  IpcChannel* ch = sup_->channel(Supervisor::kTls);
-  if (ch == nullptr) {
-    wipe_material(m);
-    LOG_WARN("reload deferred: TLS process is restarting");
-    return;
-  }
   wipe_material(candidate_);
   candidate_ = std::move(m);
   candidate_pending_ = true;
-  ch->send(Msg::kMaterial, encode_material(candidate_));
+  send_material(*ch, candidate_);
   LOG_INFO("reload: material sent to the TLS process");
 }
 

@@ -97,6 +97,8 @@ class DaemonParent : public Supervisor::Hooks {
   // figures; while that process is stuck or restarting, it gets them with no
   // bridge connected (the last ones would say "ready" forever).
   void tls_out_of_service() noexcept;
+  // Encodes and queues the material; the encoded copy is wiped at once.
+  void send_material(IpcChannel& ch, const Material& m) noexcept;
   void begin_drain() noexcept;
   // The material files' identity (device, inode, size, mtime): a change of
   // any (a rewrite, a Kubernetes secret's symlink swap) triggers a reload.
@@ -109,6 +111,8 @@ class DaemonParent : public Supervisor::Hooks {
   bool loaded_ = false;
   Material candidate_;  // sent on SIGHUP, awaiting the verdict
   bool candidate_pending_ = false;
+  bool tls_ready_ = false;        // the current TLS process said READY
+  bool reload_deferred_ = false;  // a reload waits for the TLS process
   bool material_sent_to_current_tls_ = false;
   int exit_code_ = 0;
   // Ends the parent with this line and kExitUsage: a start-up failure, or a

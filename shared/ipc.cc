@@ -58,8 +58,16 @@ const char* msg_name(Msg m) {
 IpcChannel::IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts)
     : fd_(std::move(fd)), accepts_(accepts.begin(), accepts.end()) {}
 
+// Queued datagrams may hold key material (MATERIAL): wiped before they are freed.
+IpcChannel::~IpcChannel() {
+  for (Pending& p : queue_) explicit_bzero(p.datagram.data(), p.datagram.size());
+}
+
 bool IpcChannel::send(Msg type, Bytes body, int pass_fd) {
-  if (queue_.size() >= kMaxQueued || body.size() > limits::kMaxIpcMessage) return false;
+  if (queue_.size() >= kMaxQueued || body.size() > limits::kMaxIpcMessage) {
+    failed_ = true;
+    return false;
+  }
   Pending p;
   p.datagram.reserve(kHeader + body.size());
   ByteWriter w(p.datagram, kHeader + limits::kMaxIpcMessage);
@@ -97,8 +105,10 @@ bool IpcChannel::flush() {
     const ssize_t n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return true;
+      failed_ = true;
       return false;
     }
+    explicit_bzero(p.datagram.data(), p.datagram.size());
     queue_.pop_front();
   }
   return true;
@@ -164,7 +174,11 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     return Recv::kBad;
   }
   const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
-  if (!ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why)) return Recv::kBad;
+  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why);
+  // The buffer is reused for the life of the channel: no copy of a MATERIAL
+  // (the key) stays in it.
+  explicit_bzero(rbuf_.get(), static_cast<size_t>(n));
+  if (!ok) return Recv::kBad;
   if (!fds.empty()) out->fd = std::move(fds.front());
   return Recv::kMessage;
 }

@@ -62,13 +62,21 @@ class IpcChannel {
   IpcChannel() = default;
   IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts);
 
+  ~IpcChannel();
+  IpcChannel(IpcChannel&&) = default;
+  IpcChannel& operator=(IpcChannel&&) = default;
+
   // Queues a message (with an fd to pass, which is duplicated). Never blocks.
-  // Returns false when the queue is over its cap: the peer is not reading.
+  // Returns false when the queue is over its cap (the peer is not reading) or
+  // the socket failed (e.g. EMSGSIZE); failed() then stays true.
   bool send(Msg type, Bytes body, int pass_fd = -1);
   bool send(Msg type, std::string_view text) { return send(type, as_bytes(text)); }
   // Writes what is queued; false on a fatal socket error.
   bool flush();
   bool wants_write() const { return !queue_.empty(); }
+  // A send could not be queued or a queued one cannot ever be written: the
+  // receiving process is treated as dead (the parent restarts it).
+  bool failed() const { return failed_; }
 
   enum class Recv { kMessage, kAgain, kClosed, kBad };
   // Receives one message. kBad sets *why; the caller ends its process.
@@ -85,6 +93,7 @@ class IpcChannel {
   UniqueFd fd_;
   std::vector<MsgRule> accepts_;
   std::deque<Pending> queue_;
+  bool failed_ = false;
   // The receive buffer: one datagram of the largest size, allocated on the
   // first recv() and reused (not a fresh zero-filled MiB per call).
   std::unique_ptr<uint8_t[]> rbuf_;

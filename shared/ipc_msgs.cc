@@ -113,6 +113,10 @@ std::optional<Status> decode_status(Bytes b) {
   s.links_up = r.u32();
   s.text = get_str16(r);
   if (!r.finish()) return std::nullopt;
+  // The text goes into sd_notify, one assignment per line: a newline would
+  // let a child send READY=1, STOPPING=1 or MAINPID= (a misbehaving child).
+  for (const char c : s.text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return std::nullopt;
   return s;
 }
 

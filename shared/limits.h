@@ -107,6 +107,12 @@ inline constexpr auto kHeartbeatInterval = 1s;
 inline constexpr auto kHeartbeatGrace = 2s;
 inline constexpr auto kHeartbeatTimeout = 5s;
 
+// Certificate material (certificate, key, CA, pins, service certificate and
+// key) travels to the TLS process in one control message, one SOCK_SEQPACKET
+// datagram, which must fit the socket's send buffer: 208 KiB with Linux's
+// default net.core.wmem_default (sendmsg fails with EMSGSIZE beyond).
+inline constexpr size_t kMaxMaterial = 192 * 1024;
+
 // Peer pins per daemon (flags and pin file together): a current and a next key
 // for each of a few bridges or brokers. More is a mistake in the file, and
 // every pin is checked on every handshake.

@@ -63,6 +63,7 @@ bool Supervisor::spawn(Which w) {
   k.started = Clock::now();
   k.restart_at = TimePoint::max();
   k.ch = IpcChannel(std::move(mine), accepts_[w]);
+  k.want_out = false;
   k.next_ping = k.started + limits::kHeartbeatInterval;
   k.ping_sent = TimePoint::max();
   k.late = false;
@@ -160,6 +161,21 @@ void Supervisor::heartbeat(Kid& k, TimePoint now) noexcept {
   if (!k.ch.send(Msg::kPing, body)) return kill_child(k.which, "control channel stuck");
   k.ping_sent = now;
   k.next_ping = now + limits::kHeartbeatInterval;
+}
+
+void Supervisor::after_batch() noexcept {
+  for (Kid& k : kids_) {
+    if (k.pid <= 0 || !k.registered) continue;
+    if (k.ch.failed()) {
+      kill_child(k.which, "its control channel failed (a message could not be sent)");
+      continue;
+    }
+    const bool want = k.ch.wants_write();
+    if (want != k.want_out) {
+      k.want_out = want;
+      loop_.mod(k.ch.fd(), EPOLLIN | (want ? EPOLLOUT : 0u), &k);
+    }
+  }
 }
 
 void Supervisor::drop_channel(Kid& k) {

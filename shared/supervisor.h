@@ -46,6 +46,10 @@ class Supervisor {
   // SIGCHLD: reaps and schedules restarts (unless stopping).
   void on_sigchld() noexcept;
   void tick(TimePoint now) noexcept;
+  // After each loop batch: a channel whose send failed (queue over its cap, a
+  // fatal socket error such as EMSGSIZE) counts as its child's death (killed
+  // and restarted); one with queued output waits for EPOLLOUT.
+  void after_batch() noexcept;
   TimePoint next_deadline() const;
   IpcChannel* channel(Which w);
   pid_t pid(Which w) const { return kids_[w].pid; }
@@ -65,6 +69,7 @@ class Supervisor {
     pid_t pid = -1;
     IpcChannel ch;
     bool registered = false;
+    bool want_out = false;  // EPOLLOUT armed
     unsigned failures = 0;
     TimePoint started{};
     TimePoint restart_at = TimePoint::max();

@@ -199,3 +199,49 @@ def test_a_stopped_forwarding_process_is_killed_and_restarted(env):
         except ProcessLookupError:
             pass
     assert wait_for(lambda: kv_ok(broker.service_port, "fwd-watchdog"), 15, "a secret")
+
+
+# ---------------------------------------------------------------- material and reloads
+def test_certificate_material_too_large_for_one_control_message_is_refused_at_start(env):
+    import subprocess
+    from harness import BRIDGE
+    pad = "".join(f"# padding line {i:05d} " + "x" * 40 + "\n" for i in range(1200))  # ~70 KiB
+    files = {}
+    for name, src in (("c.crt", env.bridge_crt), ("ca.crt", env.pki.ca_crt),
+                      ("svc.crt", env.broker_crt), ("svc.key", env.broker_key)):
+        files[name] = env.tmp / name
+        files[name].write_text(pad[:60000] + Path(src).read_text())
+    r = subprocess.run([str(a) for a in [
+        BRIDGE, "--broker-address", "127.0.0.1:1", "--vault-addr", "http://127.0.0.1:8200",
+        "--client-cert", files["c.crt"], "--client-key", env.bridge_key,
+        "--ca-cert", files["ca.crt"], "--service-cert", files["svc.crt"],
+        "--service-key", files["svc.key"], "--broker-pin", env.broker_pin]],
+        capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1, err
+    assert "KiB fit the control message" in err, err
+
+
+def test_a_reload_while_the_tls_process_restarts_is_applied_once_it_is_back(env):
+    import shutil
+    from test_rotation import file_cert_sha256, served_cert_sha256
+    live_crt, live_key = env.tmp / "live.crt", env.tmp / "live.key"
+    shutil.copy(env.broker_crt, live_crt)
+    shutil.copy(env.broker_key, live_key)
+    broker = env.broker(files=(live_crt, live_key, env.pki.ca_crt))
+    # Each quick death doubles the restart delay (100 ms, 200, 400, 800 ms...):
+    # after four, the TLS process stays away long enough for a reload to land.
+    for n in range(4):
+        tls = broker.children()["tls"]
+        os.kill(tls, signal.SIGKILL)
+        broker.wait_log(rf"tls process pid={tls} killed by signal 9")
+        if n < 3:
+            wait_for(lambda: broker.children().get("tls") not in (None, tls), 10, "a new TLS process")
+    crt, key = env.pki.issue("broker-next", "serverAuth")
+    shutil.copy(crt, live_crt)
+    shutil.copy(key, live_key)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload deferred: TLS process is restarting")
+    broker.wait_log(r"applying the deferred reload", timeout=15)
+    broker.wait_log(r"reload: new certificate material in service", timeout=10)
+    assert served_cert_sha256(env, broker.bridge_port) == file_cert_sha256(crt)
