@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
@@ -159,7 +160,10 @@ bool read_small_file(const std::string& path, size_t cap, std::string* out, std:
     *err = "cannot read " + path + ": not a regular file";
     return false;
   }
-  out->clear();
+  // Room for the whole file up front: a string that grows reallocates and
+  // leaves copies of a key behind in freed memory.
+  wipe(*out);
+  out->reserve(std::min(static_cast<size_t>(st.st_size), cap) + 1);
   char buf[8192];
   for (;;) {
     const ssize_t n = ::read(fd.get(), buf, sizeof buf);
@@ -188,6 +192,44 @@ bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
   r.rlim_cur = r.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
   *to = r.rlim_cur;
+  return true;
+}
+
+bool check_key_file(const std::string& path, std::string* err) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    *err = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  const uid_t me = geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    *err = path + " is owned by uid " + std::to_string(st.st_uid) +
+           "; a private key must belong to root or to the user the daemon runs as (uid " +
+           std::to_string(me) + ")";
+    return false;
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0) {
+    *err = path + " has mode " + mode +
+           ": a private key must not be accessible to others nor writable by its group "
+           "(chmod 0600, or 0640 with the service's group)";
+    return false;
+  }
+  // Group-readable only by the group this daemon runs in (the package's
+  // 0640 root:vault for User=vault, a pod's fsGroup): that group can already
+  // act as the daemon. Any other group would hand the key to more users.
+  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != getegid()) {
+    gid_t groups[256];
+    const int n = getgroups(256, groups);
+    bool ours = false;
+    for (int i = 0; i < n; i++) ours = ours || groups[i] == st.st_gid;
+    if (!ours) {
+      *err = path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
+             ", which this daemon does not run in: chmod g-r, or give it the service's group";
+      return false;
+    }
+  }
   return true;
 }
 

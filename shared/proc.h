@@ -53,6 +53,9 @@ bool is_child_argv(int argc, char** argv, const char* daemon, const char* proces
 UniqueFd child_take_control();
 // Reads a file of at most `cap` bytes.
 bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err);
+// A private key file must belong to root or to us, give others no access,
+// and be readable by its group only when that is a group we run in.
+bool check_key_file(const std::string& path, std::string* err);
 // One datagram to $NOTIFY_SOCKET (systemd Type=notify); no-op without it.
 void sd_notify(const std::string& msg);
 // Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it: the

@@ -211,6 +211,7 @@ def test_certificate_material_too_large_for_one_control_message_is_refused_at_st
                       ("svc.crt", env.broker_crt), ("svc.key", env.broker_key)):
         files[name] = env.tmp / name
         files[name].write_text(pad[:60000] + Path(src).read_text())
+        files[name].chmod(0o600)
     r = subprocess.run([str(a) for a in [
         BRIDGE, "--broker-address", "127.0.0.1:1", "--vault-addr", "http://127.0.0.1:8200",
         "--client-cert", files["c.crt"], "--client-key", env.bridge_key,
@@ -245,3 +246,44 @@ def test_a_reload_while_the_tls_process_restarts_is_applied_once_it_is_back(env)
     broker.wait_log(r"applying the deferred reload", timeout=15)
     broker.wait_log(r"reload: new certificate material in service", timeout=10)
     assert served_cert_sha256(env, broker.bridge_port) == file_cert_sha256(crt)
+
+
+# ---------------------------------------------------------------- key files
+@pytest.mark.parametrize("mode,owner,expect", [
+    (0o644, None, "must not be accessible to others"),
+    (0o660, None, "nor writable by its group"),
+    (0o640, "nogroup", "which this daemon does not run in"),
+    (0o600, "nobody", "a private key must belong to root or to the user"),
+])
+def test_a_key_file_others_can_read_is_refused_at_start_with_one_line(env, mode, owner, expect):
+    import grp
+    import pwd
+    import shutil
+    import subprocess
+    if os.geteuid() != 0 and owner:
+        pytest.skip("chown needs root")
+    key = env.tmp / "k.key"
+    shutil.copy(env.broker_key, key)
+    key.chmod(mode)
+    if owner == "nogroup":
+        os.chown(key, 0, grp.getgrnam("nogroup").gr_gid)
+    elif owner == "nobody":
+        os.chown(key, pwd.getpwnam("nobody").pw_uid, -1)
+    r = subprocess.run([str(a) for a in [
+        BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0",
+        "--cert", env.broker_crt, "--key", key, "--ca-cert", env.pki.ca_crt,
+        "--bridge-pin", env.bridge_pin]], capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and expect in err, err
+
+
+def test_a_key_readable_by_the_daemons_own_group_is_accepted(env):
+    # The package installs keys 0640 root:vault for User=vault: the group read
+    # is how the service reads its key.
+    import shutil
+    key = env.tmp / "k.key"
+    shutil.copy(env.broker_key, key)
+    key.chmod(0o640)
+    os.chown(key, os.geteuid() if os.geteuid() else 0, os.getegid())
+    d = env.broker(files=(env.broker_crt, key, env.pki.ca_crt))
+    d.wait_log(r"\[parent\] info: ready")
