@@ -56,6 +56,17 @@ void tls_global_init() {
   if (RAND_bytes(b, sizeof b) != 1) LOG_WARN("RAND_bytes failed: %s", tls_errors().c_str());
 }
 
+bool cert_has_name(const std::string& cert_pem, const std::string& name) {
+  BioPtr b = mem_bio(cert_pem);
+  X509* c = PEM_read_bio_X509(b.get(), nullptr, no_passphrase, nullptr);
+  if (c == nullptr) return false;
+  const bool ok = is_ip(name) ? X509_check_ip_asc(c, name.c_str(), 0) == 1
+                              : X509_check_host(c, name.c_str(), name.size(), 0, nullptr) == 1;
+  X509_free(c);
+  ERR_clear_error();
+  return ok;
+}
+
 bool spki_pin(X509* cert, Pin* out) {
   unsigned char* der = nullptr;
   const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);

@@ -59,6 +59,9 @@ class TlsContext {
 // Installs a PEM certificate chain and its unencrypted key; checks they match.
 bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
                    std::string* own_pin, std::string* err);
+// Whether the first certificate in `cert_pem` carries `name` (a DNS name or
+// an IP address) as a subjectAltName.
+bool cert_has_name(const std::string& cert_pem, const std::string& name);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily

@@ -287,3 +287,39 @@ def test_a_key_readable_by_the_daemons_own_group_is_accepted(env):
     os.chown(key, os.geteuid() if os.geteuid() else 0, os.getegid())
     d = env.broker(files=(env.broker_crt, key, env.pki.ca_crt))
     d.wait_log(r"\[parent\] info: ready")
+
+
+# ---------------------------------------------------------------- misconfigurations said at start
+def _bridge_argv(env, *extra, vault="http://127.0.0.1:8200"):
+    from harness import BRIDGE
+    return [str(a) for a in [
+        BRIDGE, "--broker-address", "127.0.0.1:1", "--vault-addr", vault,
+        "--client-cert", env.bridge_crt, "--client-key", env.bridge_key,
+        "--ca-cert", env.pki.ca_crt, "--broker-pin", env.broker_pin, *extra]]
+
+
+def test_plaintext_to_an_openbao_off_loopback_is_refused_unless_explicitly_allowed(env):
+    import subprocess
+    argv = _bridge_argv(env, "--allow-plaintext-streams", vault="http://10.99.0.1:8200")
+    r = subprocess.run(argv, capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1, err
+    assert "not a loopback address" in err and "--allow-plaintext-upstream-over-network" in err
+    d = Daemon(argv + ["--allow-plaintext-upstream-over-network"], env.tmp / "bridge.log")
+    env.daemons.append(d)
+    d.wait_log(r"\[parent\] info: streams: plaintext")
+
+
+def test_a_service_certificate_without_the_service_name_is_refused_at_start(env):
+    import subprocess
+    crt, key = env.pki.issue("wrong-service", "serverAuth", sans=("DNS:elsewhere.example",))
+    r = subprocess.run(_bridge_argv(env, "--service-cert", crt, "--service-key", key),
+                       capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1, err
+    assert "does not carry the service name cloudtaser-broker.cloudtaser-system.svc" in err, err
+    # The configured name is the one checked.
+    d = Daemon(_bridge_argv(env, "--service-cert", crt, "--service-key", key,
+                            "--service-name", "elsewhere.example"), env.tmp / "bridge.log")
+    env.daemons.append(d)
+    d.wait_log(rf"streams: wrapper TLS ends here with {crt} \(for elsewhere\.example\)")
