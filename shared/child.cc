@@ -1,6 +1,7 @@
 #include "shared/child.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <random>
@@ -11,7 +12,7 @@
 namespace ct {
 
 ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts)
-    : boot_(child_take_control()), daemon_(daemon), process_(process) {
+    : boot_(child_take_control()), daemon_(daemon), process_(process), parent_(getppid()) {
   // Every child answers the parent's heartbeat (from its loop, so a stuck
   // loop is noticed).
   accepts.push_back({Msg::kPing, false, 8});
@@ -107,6 +108,7 @@ void ChildBase::on_io(uint32_t events) noexcept {
 void ChildBase::enter_sandbox(SandboxSpec spec) {
   if (sandboxed_) return;
   spec.drop_user = settings_.drop_user;
+  spec.parent = parent_;
   spec.uid = settings_.uid;
   spec.gid = settings_.gid;
   sandbox_enter(spec);

@@ -198,6 +198,10 @@ std::span<const SyscallRule> sandbox_common_rules() {
 
 void sandbox_enter(const SandboxSpec& s) {
   drop_privileges(s);
+  if (s.parent != 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die(s.process, "PR_SET_PDEATHSIG", errno);
+    if (getppid() != s.parent) die(s.process, "the parent exited during start-up", 0);
+  }
   set_limits(s);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(s.process, "PR_SET_NO_NEW_PRIVS", errno);
   // Not dumpable: no core, and other processes of the same user cannot ptrace it.

@@ -42,6 +42,9 @@ struct SandboxSpec {
   bool landlock_net = true;
   uint16_t connect_port = 0;
   uint64_t max_fds = 0;  // RLIMIT_NOFILE (0: leave as is)
+  // The parent's pid (0: unknown). The kernel clears PR_SET_PDEATHSIG at the
+  // user switch: it is armed again, and the parent checked to be alive.
+  pid_t parent = 0;
 };
 
 // Enters the sandbox or exits the process (status 70) saying why.

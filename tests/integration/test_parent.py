@@ -323,3 +323,37 @@ def test_a_service_certificate_without_the_service_name_is_refused_at_start(env)
                             "--service-name", "elsewhere.example"), env.tmp / "bridge.log")
     env.daemons.append(d)
     d.wait_log(rf"streams: wrapper TLS ends here with {crt} \(for elsewhere\.example\)")
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def test_children_that_switched_user_still_die_with_their_parent(env):
+    # The kernel clears the parent-death signal at the user switch. A stopped
+    # child cannot notice its control channel closing: only that signal ends it.
+    if os.geteuid() != 0:
+        pytest.skip("the user switch needs root")
+    d = Daemon([BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0",
+                "--cert", env.broker_crt, "--key", env.broker_key, "--ca-cert", env.pki.ca_crt,
+                "--bridge-pin", env.bridge_pin, "--user", "nobody"], env.tmp / "broker.log")
+    env.daemons.append(d)
+    d.wait_log(r"\[parent\] info: ready")
+    kids = wait_for(lambda: len(d.children()) == 2 and d.children(), 10, "both children")
+    for pid in kids.values():
+        assert Path(f"/proc/{pid}/status").read_text().count("\t65534\t") >= 1  # switched
+        os.kill(pid, signal.SIGSTOP)
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(10)
+    try:
+        wait_for(lambda: not any(_alive(p) for p in kids.values()), 5, "the children to die")
+    finally:
+        for pid in kids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
