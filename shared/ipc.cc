@@ -59,8 +59,24 @@ IpcChannel::IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts)
     : fd_(std::move(fd)), accepts_(accepts.begin(), accepts.end()) {}
 
 // Queued datagrams may hold key material (MATERIAL): wiped before they are freed.
-IpcChannel::~IpcChannel() {
+void IpcChannel::wipe_queue() noexcept {
   for (Pending& p : queue_) explicit_bzero(p.datagram.data(), p.datagram.size());
+  queue_.clear();
+}
+
+IpcChannel::~IpcChannel() {
+  wipe_queue();
+}
+
+IpcChannel& IpcChannel::operator=(IpcChannel&& o) noexcept {
+  if (this == &o) return *this;
+  wipe_queue();
+  fd_ = std::move(o.fd_);
+  accepts_ = std::move(o.accepts_);
+  queue_ = std::move(o.queue_);
+  failed_ = o.failed_;
+  rbuf_ = std::move(o.rbuf_);
+  return *this;
 }
 
 bool IpcChannel::send(Msg type, Bytes body, int pass_fd) {

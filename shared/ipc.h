@@ -64,7 +64,8 @@ class IpcChannel {
 
   ~IpcChannel();
   IpcChannel(IpcChannel&&) = default;
-  IpcChannel& operator=(IpcChannel&&) = default;
+  // Wipes what this channel still had queued before taking the other's.
+  IpcChannel& operator=(IpcChannel&& o) noexcept;
 
   // Queues a message (with an fd to pass, which is duplicated). Never blocks.
   // Returns false when the queue is over its cap (the peer is not reading) or
@@ -92,6 +93,7 @@ class IpcChannel {
   };
   UniqueFd fd_;
   std::vector<MsgRule> accepts_;
+  void wipe_queue() noexcept;
   std::deque<Pending> queue_;
   bool failed_ = false;
   // The receive buffer: one datagram of the largest size, allocated on the

@@ -233,6 +233,15 @@ void Supervisor::on_sigchld() noexcept {
 }
 
 void Supervisor::tick(TimePoint now) noexcept {
+  // The loop wakes at least once per heartbeat interval (next_deadline): a
+  // gap of more than the grace on top means the parent itself was not running
+  // (stopped with its process group, a paused machine). Its children were no
+  // slower than it: start their clocks again rather than kill them for it.
+  if (last_tick_ != TimePoint{} &&
+      now - last_tick_ > limits::kHeartbeatInterval + limits::kHeartbeatGrace)
+    for (Kid& k : kids_)
+      if (k.ping_sent != TimePoint::max()) k.ping_sent = now;
+  last_tick_ = now;
   // The heartbeat runs while draining too: a stuck child would hold the
   // drain to its deadline.
   for (Kid& k : kids_) heartbeat(k, now);
@@ -255,6 +264,7 @@ TimePoint Supervisor::next_deadline() const {
   TimePoint t = TimePoint::max();
   for (const Kid& k : kids_) {
     if (k.pid <= 0 || !k.ch.valid()) continue;
+    t = std::min(t, last_tick_ + limits::kHeartbeatInterval);  // see tick()
     if (k.ping_sent == TimePoint::max())
       t = std::min(t, k.next_ping);
     else

@@ -94,6 +94,7 @@ class Supervisor {
   std::array<Kid, 2> kids_;
   bool stopping_ = false;
   uint64_t restarts_ = 0;
+  TimePoint last_tick_{};
 };
 
 }  // namespace ct

@@ -159,3 +159,16 @@ def test_a_ca_file_holding_a_leaf_certificate_is_refused_at_start(env):
                    "--cert", env.broker_crt, "--key", env.broker_key, "--ca-cert", env.bridge_crt,
                    "--bridge-pin", env.bridge_pin])
     assert rc == 2 and err.count("\n") == 1 and "not a CA" in err, err
+
+
+@pytest.mark.parametrize("side", ["broker", "bridge"])
+def test_a_reload_that_still_admits_the_peer_keeps_the_link(env, side):
+    # The re-check after a reload covers chain, name, EKU and pins: a peer
+    # that passes them all keeps its link (and its streams).
+    broker, bridge, _ = env.tunnel()
+    d = broker if side == "broker" else bridge
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload: new certificate material in service")
+    assert kv_ok(broker.service_port, "still-here")
+    assert d.count(r"no longer admitted") == 0
+    assert broker.count(r"conn=\d+ bridge connected") == 1
