@@ -134,16 +134,14 @@ int DaemonParent::usage_error(const std::string& msg) const {
 }
 
 bool DaemonParent::read_material(Material* m, std::string* err) const {
-  if (!check_key_file(key_path_, err) ||
-      (!service_key_path_.empty() && !check_key_file(service_key_path_, err)))
-    return false;
   if (!read_small_file(cert_path_, kMaxPemFile, &m->cert_pem, err) ||
-      !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err) ||
+      !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err, /*private_key=*/true) ||
       !read_small_file(ca_path_, kMaxPemFile, &m->ca_pem, err) ||
       (!service_cert_path_.empty() &&
        !read_small_file(service_cert_path_, kMaxPemFile, &m->service_cert_pem, err)) ||
       (!service_key_path_.empty() &&
-       !read_small_file(service_key_path_, kMaxPemFile, &m->service_key_pem, err))) {
+       !read_small_file(service_key_path_, kMaxPemFile, &m->service_key_pem, err,
+                        /*private_key=*/true))) {
     wipe_material(*m);
     return false;
   }

@@ -149,7 +149,8 @@ UniqueFd child_take_control() {
   return UniqueFd(kChildControlFd);
 }
 
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err) {
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
+                     bool private_key) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd) {
     *err = "cannot read " + path + ": " + std::strerror(errno);
@@ -160,6 +161,8 @@ bool read_small_file(const std::string& path, size_t cap, std::string* out, std:
     *err = "cannot read " + path + ": not a regular file";
     return false;
   }
+  // Checked on the file opened, not on the path (which may change meanwhile).
+  if (private_key && !check_key_file(path, st, err)) return false;
   // Room for the whole file up front: a string that grows reallocates and
   // leaves copies of a key behind in freed memory.
   wipe(*out);
@@ -195,12 +198,7 @@ bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
   return true;
 }
 
-bool check_key_file(const std::string& path, std::string* err) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    *err = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
+bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
   const uid_t me = geteuid();
   if (st.st_uid != 0 && st.st_uid != me) {
     *err = path + " is owned by uid " + std::to_string(st.st_uid) +
