@@ -357,3 +357,34 @@ def test_children_that_switched_user_still_die_with_their_parent(env):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_parent_holding_the_keys_is_not_dumpable(env):
+    # Run as an unprivileged user: a dumpable process's /proc files belong to
+    # it, a non-dumpable one's to root, and processes of its own user can
+    # then neither ptrace it nor read its memory.
+    import pwd
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("starting the daemon as another user needs root")
+    nobody = pwd.getpwnam("nobody")
+    d = Path(tempfile.mkdtemp(prefix="ct-dumpable-"))
+    try:
+        d.chmod(0o755)
+        for src, name in ((env.broker_crt, "tls.crt"), (env.broker_key, "tls.key"),
+                          (env.pki.ca_crt, "ca.crt")):
+            shutil.copy(src, d / name)
+            os.chown(d / name, nobody.pw_uid, nobody.pw_gid)
+        broker = Daemon(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                         "--clear-groups", BROKER, "--bridge-listen", "127.0.0.1:0",
+                         "--service-listen", "127.0.0.1:0", "--cert", d / "tls.crt",
+                         "--key", d / "tls.key", "--ca-cert", d / "ca.crt",
+                         "--bridge-pin", env.bridge_pin], env.tmp / "broker.log")
+        env.daemons.append(broker)
+        broker.wait_log(r"\[parent\] info: ready")
+        st = os.stat(f"/proc/{broker.proc.pid}/environ")
+        assert (st.st_uid, st.st_gid) == (0, 0), (st.st_uid, st.st_gid)
+        broker.kill()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
