@@ -53,7 +53,7 @@ STREAM_MODE=${STREAM_MODE:-plain}
 bridge_stream_flags() {
   case $STREAM_MODE in
   plain) if "$BRIDGE" --help 2>&1 | grep -q -- '--allow-plaintext-streams'; then echo "--allow-plaintext-streams"; fi ;;
-  tls) echo "--service-cert $1/server.pem --service-key $1/server.key" ;;
+  tls) echo "--service-cert $1/server.pem --service-key $1/server.key --service-name localhost" ;;
   *) echo "bench: STREAM_MODE must be plain or tls" >&2; exit 1 ;;
   esac
 }
