@@ -59,6 +59,7 @@ bridge_stream_flags() {
 }
 SCHEME=http; [ "$STREAM_MODE" = tls ] && SCHEME=https
 # The daemons refuse to start without a pin: each pins the other's key (curl's sha256// form).
+# shellcheck disable=SC2016  # expanded later, with $1 set by pin_of or inside run.sh
 PIN_OF='sha256//$(openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64)'
 pin_of() { eval "echo \"$PIN_OF\""; }
 mkdir -p "$OUTDIR"
