@@ -433,8 +433,8 @@ void DaemonParent::reload() noexcept {
   if (ch == nullptr || !tls_ready_) {
     // Kept, not lost: applied when the restarted TLS process is ready. The
     // stamp stays old so that the watcher also tries again.
+    if (!reload_deferred_) LOG_WARN("reload deferred: TLS process is restarting");
     reload_deferred_ = true;
-    LOG_WARN("reload deferred: TLS process is restarting");
     return;
   }
   reload_deferred_ = false;
