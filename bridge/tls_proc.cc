@@ -194,10 +194,17 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   // After a reload: a link to a broker the new material no longer admits (a
   // removed pin, another CA) ends now, not at its next handshake.
   void close_untrusted_links() noexcept {
-    std::vector<TlsLink*> gone;
+    std::vector<TlsLink*> gone, unverified;
     for (auto& [id, l] : links_) {
       std::string why;
-      if (l->closed() || !l->established() || ctx_->peer_trusted(l->ssl(), &why)) continue;
+      if (l->closed()) continue;
+      // A handshake begun before the reload would finish under the old
+      // material: it is started again (the peer redials) under the new one.
+      if (!l->established()) {
+        unverified.push_back(l.get());
+        continue;
+      }
+      if (ctx_->peer_trusted(l->ssl(), &why)) continue;
       LOG_WARN("conn=%llu broker no longer admitted by the reloaded material: %s",
                static_cast<unsigned long long>(id), why.c_str());
       if (l->has_session()) l->session().go_away(Code::kRefused);
@@ -206,6 +213,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       gone.push_back(l.get());
     }
     for (TlsLink* l : gone) l->close("broker no longer admitted after a reload");
+    for (TlsLink* l : unverified) l->close("handshake begun before a reload");
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.

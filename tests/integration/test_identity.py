@@ -172,3 +172,25 @@ def test_a_reload_that_still_admits_the_peer_keeps_the_link(env, side):
     assert kv_ok(broker.service_port, "still-here")
     assert d.count(r"no longer admitted") == 0
     assert broker.count(r"conn=\d+ bridge connected") == 1
+
+
+def test_a_handshake_in_flight_at_a_reload_is_started_again_under_the_new_pins(env):
+    # A connection still in its handshake would be judged by the old pins: the
+    # reload closes it, and the peer's next handshake meets the new material.
+    import socket
+    import time
+    pins = env.tmp / "bridge-pins"
+    pins.write_text(f"{env.bridge_pin}\n")
+    broker = env.broker(extra=["--bridge-pin-file", str(pins), "--log-level", "debug"])
+    s = socket.create_connection(("127.0.0.1", broker.bridge_port), timeout=10)
+    broker.wait_log(r"conn=\d+ bridge connection accepted")  # the TLS process holds it
+    other = Pki(env.tmp / "other", "other-ca")
+    next_crt, _ = other.issue("next-bridge", "clientAuth")
+    pins.write_text(f"{pin_of(next_crt)}\n")
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload: new certificate material in service")
+    t0 = time.monotonic()
+    s.settimeout(8)
+    assert s.recv(100) == b""  # closed now, not at the 10 s handshake deadline
+    assert time.monotonic() - t0 < 5
+    s.close()
