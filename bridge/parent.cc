@@ -3,6 +3,7 @@
 // as connected fds), and supervision of the TLS and forwarding processes.
 // Nothing from the network is ever parsed here. With --status-file it also
 // keeps a node_exporter textfile-collector file saying whether the link is up.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,13 +45,24 @@ std::vector<FlagSpec> flag_specs() {
       {"client-key", "FILE", "PEM private key of --client-cert (unencrypted)"},
       {"ca-cert", "FILE", "PEM CA certificate(s) that the broker's certificate must chain to"},
       {"broker-pin-file", "FILE",
-       "more pins, one sha256//BASE64 per line (re-read on SIGHUP and when it changes)"},
+       "more pins, one sha256//BASE64 per line, at most 16 in all (re-read on SIGHUP and when it "
+       "changes; a file without a pin is refused; default: broker.pin beside --client-cert)"},
       {"broker-pin", "sha256//BASE64",
        "accept only a broker whose certificate key hashes to this pin (curl's form)", true},
+      {"insecure-no-pin", "",
+       "accept any broker certificate the CA signed (no pin); without it the bridge refuses to "
+       "start when neither --broker-pin, --broker-pin-file nor broker.pin beside --client-cert "
+       "gives a pin"},
       {"service-cert", "FILE",
        "PEM certificate wrappers trust (SAN: the broker's in-cluster name); their TLS ends "
        "here and OpenBao gets plaintext on loopback (default: service.crt beside --client-cert)"},
       {"service-key", "FILE", "PEM private key of --service-cert (default: service.key beside it)"},
+      {"service-name", "NAME",
+       "the name wrappers reach the broker by, which --service-cert must carry (default "
+       "cloudtaser-broker.cloudtaser-system.svc)"},
+      {"allow-plaintext-upstream-over-network", "",
+       "allow an http:// --vault-addr that is not a loopback address (wrappers' tokens and "
+       "secrets then cross that network in plaintext)"},
       {"allow-plaintext-streams", "",
        "carry wrapper streams unchanged with an http:// --vault-addr and no service certificate "
        "(the broker can then read them; for tests only)"},
@@ -108,6 +120,20 @@ bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::s
   }
   *out = *hp;
   return true;
+}
+
+// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: traffic that never leaves the host.
+bool is_loopback(const SockAddr& a) {
+  if (a.family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&a.ss);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (a.family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.ss);
+    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
 }
 
 double unix_seconds() {
@@ -204,9 +230,17 @@ class BridgeParent final : public DaemonParent {
     auto vaddr = resolve(vault, &err);
     if (!vaddr) return usage_error("bad --vault-addr: " + err);
     base_.upstream = vaddr->str();
+    // README and --help promise plaintext to OpenBao on loopback only.
+    if (!vault_https && !is_loopback(*vaddr) && !f.has("allow-plaintext-upstream-over-network"))
+      return usage_error("--vault-addr " + f.get("vault-addr") + " is http:// to " + vaddr->str() +
+                         ", not a loopback address: wrappers' tokens and secrets would cross the "
+                         "network in plaintext (use https://, OpenBao on this host's loopback, "
+                         "or --allow-plaintext-upstream-over-network)");
+    service_name_ = f.get("service-name", "cloudtaser-broker.cloudtaser-system.svc");
     cert_path_ = f.get("client-cert");
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
+    if (!choose_pin_source(cert_path_, "broker.pin", &err)) return usage_error(err);
     if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
     if (f.has("stream-idle-timeout")) {
       const std::string v = f.get("stream-idle-timeout");
@@ -231,6 +265,15 @@ class BridgeParent final : public DaemonParent {
           "the broker (and anyone who controls it) can read every secret");
     LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
              base_.peer_name.c_str(), base_.upstream.c_str());
+    // Which of the three stream modes is in force, every start.
+    if (!service_cert_path_.empty())
+      LOG_INFO("streams: wrapper TLS ends here with %s (for %s); OpenBao gets plaintext on %s",
+               service_cert_path_.c_str(), service_name_.c_str(), base_.upstream.c_str());
+    else if (vault_https)
+      LOG_INFO("streams: pass-through, wrapper TLS goes unchanged to OpenBao at %s",
+               base_.upstream.c_str());
+    else
+      LOG_INFO("streams: plaintext (--allow-plaintext-streams): the broker can read them");
     const int rc = run();
     // A stopped bridge has no link, whatever the last status said.
     if (!status_path_.empty() && links_up_ != 0) write_status(0);
@@ -255,6 +298,14 @@ class BridgeParent final : public DaemonParent {
     if (!m.service_cert_pem.empty() &&
         !TlsContext::create_service(m.service_cert_pem, m.service_key_pem, err)) {
       *err = "--service-cert/--service-key: " + *err;
+      return false;
+    }
+    // Wrappers verify that name: a certificate without it fails every
+    // wrapper's handshake, which is better said at start.
+    if (!m.service_cert_pem.empty() && !cert_has_name(m.service_cert_pem, service_name_)) {
+      *err = (service_cert_path_.empty() ? std::string("--service-cert") : service_cert_path_) +
+             " does not carry the service name " + service_name_ +
+             " (wrappers would refuse it; see --service-name)";
       return false;
     }
     return true;
@@ -338,6 +389,7 @@ class BridgeParent final : public DaemonParent {
     int e = 0;
     dial_.self = this;
     dial_.target = addr.str();
+    LOG_DEBUG("dialling %s", dial_.target.c_str());
     dial_.fd = connect_tcp(addr, &in_progress, &e);
     if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
     loop_.add(dial_.fd.get(), EPOLLOUT, &dial_);
@@ -381,6 +433,7 @@ class BridgeParent final : public DaemonParent {
   }
 
   HostPort broker_;
+  std::string service_name_;
   Dial dial_;
   Resolver resolver_;
   std::string status_path_;  // empty: no --status-file

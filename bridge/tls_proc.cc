@@ -2,7 +2,9 @@
 // (connections are dialled by the parent, which resolves names, and handed
 // over as fds), and relays every stream the broker opens to a stream towards
 // the forwarding process, which connects to OpenBao. After any link loss it
-// asks for a new connection with full-jitter exponential backoff.
+// asks for a new connection: soon after failures that cost the broker
+// nothing, with exponential backoff after TLS and certificate failures
+// (limits.h, kRedial*).
 #include <arpa/inet.h>
 
 #include <map>
@@ -27,13 +29,35 @@ namespace {
 // --memory-budget, which only the broker exposes).
 CreditPool g_budget{0};
 
-// Reconnect backoff (FI-01, FI-06, FI-30): the n-th retry waits a uniform
-// random time in [0, min(cap, base * 2^(n-1))]; a link that stayed up for a
-// minute resets n. The randomness spreads a fleet of bridges after a broker
-// restart instead of having them all arrive in the same second.
-constexpr auto kBackoffBase = std::chrono::seconds(1);
-constexpr auto kBackoffCap = std::chrono::seconds(30);
-constexpr auto kStableLink = std::chrono::seconds(60);
+// Why a connection to the broker failed, and whether retrying soon is cheap
+// for the broker (nothing reached its TLS process) or not (a handshake, or a
+// configuration error that the next attempt repeats).
+struct DialFailure {
+  const char* cls;
+  bool expensive;
+};
+
+DialFailure classify_dial_failure(const std::string& why) {
+  if (why.find("refused") != std::string::npos) return {"refused", false};
+  if (why.find("reset") != std::string::npos) return {"reset", false};
+  if (why.find("unreachable") != std::string::npos || why.find("No route") != std::string::npos)
+    return {"no route", false};
+  if (why.find("timed out") != std::string::npos || why.find("no answer") != std::string::npos)
+    return {"timeout", false};
+  if (why.find("resolve") != std::string::npos) return {"lookup", false};
+  return {"network", false};
+}
+
+DialFailure classify_link_failure(const std::string& why) {
+  if (why.find("certificate") != std::string::npos || why.find("pin") != std::string::npos)
+    return {"certificate", true};
+  // The broker's end went away before the handshake did any work (it is
+  // restarting): as cheap as a refused connection.
+  if (why.find("reset by peer") != std::string::npos ||
+      why.find("peer closed") != std::string::npos)
+    return {"reset", false};
+  return {"tls", true};
+}
 
 // Seccomp allowlist beyond the common set. The parent dials; this process
 // only tunes and closes the sockets it is handed: no socket(), no connect().
@@ -83,6 +107,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        close_untrusted_links();
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
@@ -129,9 +154,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       }
       case Msg::kDialFailed: {
         if (dial_ != DialState::kDialing) return false;
-        LOG_WARN("cannot reach the broker: %s", std::string(m.body.begin(), m.body.end()).c_str());
+        const std::string why(m.body.begin(), m.body.end());
         dial_ = DialState::kIdle;
-        schedule_retry();
+        retry_after(classify_dial_failure(why), "cannot reach the broker", why);
         return true;
       }
       case Msg::kDrain:
@@ -145,18 +170,58 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     }
   }
 
-  void schedule_retry() {
+  // Schedules the next dial after a failure of class f.cls, and says so at
+  // most once per interval per class (a broker that is down, or a peer that
+  // fails every handshake, would otherwise write lines at will).
+  void retry_after(DialFailure f, const char* what, const std::string& why) noexcept {
     if (draining_) return;
-    attempt_++;
-    const auto cap =
-        std::min<Duration>(kBackoffCap, kBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
-    std::uniform_int_distribution<long long> d(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(cap).count());
-    const auto delay = std::chrono::milliseconds(d(rng_));
-    next_dial_ = Clock::now() + delay;
+    using std::chrono::milliseconds;
+    const auto ms = [](Duration d) -> long long {
+      return std::chrono::duration_cast<milliseconds>(d).count();
+    };
+    long long delay = 0;
+    if (f.expensive) {
+      attempt_++;
+      const auto cap =
+          std::min<Duration>(limits::kRedialBackoffCap,
+                             limits::kRedialBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
+      delay = std::max(ms(limits::kRedialMin),
+                       std::uniform_int_distribution<long long>(0, ms(cap))(rng_));
+    } else {
+      delay = std::uniform_int_distribution<long long>(ms(limits::kRedialMin),
+                                                       ms(limits::kRedialMax))(rng_);
+    }
+    next_dial_ = Clock::now() + milliseconds(delay);
     dial_ = DialState::kWaiting;
-    LOG_INFO("reconnecting in %lld ms (attempt %u)", static_cast<long long>(delay.count()),
-             attempt_);
+    log::Throttle& t = retry_log_[f.cls];
+    LOG_WARN_THROTTLED(t, "%s (%s): %s; reconnecting in %lld ms (%s, attempt %u)", what, f.cls,
+                       why.c_str(), delay, f.expensive ? "backing off" : "cheap to retry",
+                       attempt_);
+  }
+
+  // After a reload: a link to a broker the new material no longer admits (a
+  // removed pin, another CA) ends now, not at its next handshake.
+  void close_untrusted_links() noexcept {
+    std::vector<TlsLink*> gone, unverified;
+    for (auto& [id, l] : links_) {
+      std::string why;
+      if (l->closed()) continue;
+      // A handshake begun before the reload would finish under the old
+      // material: it is started again (the peer redials) under the new one.
+      if (!l->established()) {
+        unverified.push_back(l.get());
+        continue;
+      }
+      if (ctx_->peer_trusted(l->ssl(), &why)) continue;
+      LOG_WARN("conn=%llu broker no longer admitted by the reloaded material: %s",
+               static_cast<unsigned long long>(id), why.c_str());
+      if (l->has_session()) l->session().go_away(Code::kRefused);
+      l->flush();  // the GOAWAY, then close_notify: the peer learns why
+      l->shutdown_tls();
+      gone.push_back(l.get());
+    }
+    for (TlsLink* l : gone) l->close("broker no longer admitted after a reload");
+    for (TlsLink* l : unverified) l->close("handshake begun before a reload");
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.
@@ -185,6 +250,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         case Event::kReady:
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
+            attempt_ = 0;  // a link completed its HELLO: the configuration works
             LOG_INFO("conn=%llu connected to the broker: %s",
                      static_cast<unsigned long long>(l.id()),
                      static_cast<TlsLink&>(l).peer_subject().c_str());
@@ -255,22 +321,27 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     }
     auto it = links_.find(l.id());
     if (it == links_.end()) return;
-    const auto now = Clock::now();
     auto up = up_since_.find(l.id());
-    if (up != up_since_.end()) {
-      if (now - up->second >= kStableLink) attempt_ = 0;
+    const bool was_up = up != up_since_.end();
+    // A link that was up ends at most once per completed HELLO: logged every
+    // time. Failed handshakes are logged per class, throttled (retry_after).
+    if (was_up) {
       LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
                static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
       up_since_.erase(up);
-    } else {
-      LOG_WARN("conn=%llu TLS with the broker failed: %s", static_cast<unsigned long long>(l.id()),
-               l.close_reason().c_str());
     }
+    const std::string why = l.close_reason();
+    const uint64_t id = l.id();
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     links_.erase(it);
     report_status();
-    if (!have_usable_link() && dial_ == DialState::kIdle) schedule_retry();
+    if (have_usable_link() || dial_ != DialState::kIdle) return;
+    if (was_up)
+      retry_after({"link lost", false}, "link to the broker lost", why);
+    else
+      retry_after(classify_link_failure(why),
+                  ("conn=" + std::to_string(id) + " TLS with the broker failed").c_str(), why);
   }
 
   void on_tick(TimePoint now) noexcept override {
@@ -296,6 +367,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     }
     if (draining_ && relays_.size() == 0) {
       flush_all();
+      // close_notify after the GOAWAY: the broker sees a clean end, not a
+      // transport failure.
+      for (auto& [id, l] : links_)
+        if (!l->closed()) l->shutdown_tls();
       LOG_INFO("drained");
       exit_child(0);
     }
@@ -324,7 +399,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   RelayTable relays_;
   DialState dial_ = DialState::kIdle;
   TimePoint next_dial_ = TimePoint::max();
-  unsigned attempt_ = 0;
+  unsigned attempt_ = 0;  // expensive failures since the last link that completed HELLO
+  std::map<std::string, log::Throttle> retry_log_;  // one per failure class
   uint64_t next_conn_ = 0;
   uint32_t reported_up_ = UINT32_MAX;
   bool draining_ = false;

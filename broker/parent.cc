@@ -34,9 +34,14 @@ std::vector<FlagSpec> flag_specs() {
       {"key", "FILE", "PEM private key of --cert (unencrypted)"},
       {"ca-cert", "FILE", "PEM CA certificate(s) that bridge certificates must chain to"},
       {"bridge-pin-file", "FILE",
-       "more pins, one sha256//BASE64 per line (re-read on SIGHUP and when it changes)"},
+       "more pins, one sha256//BASE64 per line, at most 16 in all (re-read on SIGHUP and when it "
+       "changes; a file without a pin is refused; default: bridge.pin beside --cert)"},
       {"bridge-pin", "sha256//BASE64",
        "accept only bridges whose certificate key hashes to this pin (curl's form)", true},
+      {"insecure-no-pin", "",
+       "accept any bridge certificate the CA signed (no pin); without it the broker refuses to "
+       "start when neither --bridge-pin, --bridge-pin-file nor bridge.pin beside --cert gives a "
+       "pin"},
       {"pending-timeout", "SECONDS",
        "how long a wrapper waits for a bridge when none is connected (default 10)"},
       {"metrics-listen", "ADDR:PORT",
@@ -92,6 +97,7 @@ class BrokerParent final : public DaemonParent {
     cert_path_ = f.get("cert");
     key_path_ = f.get("key");
     ca_path_ = f.get("ca-cert");
+    if (!choose_pin_source(cert_path_, "bridge.pin", &err)) return usage_error(err);
     if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     SockAddr bridge_addr, service_addr;
     if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr,

@@ -1,7 +1,9 @@
 #include "shared/child.h"
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <random>
 
 #include "shared/log.h"
@@ -10,7 +12,10 @@
 namespace ct {
 
 ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts)
-    : boot_(child_take_control()), daemon_(daemon), process_(process) {
+    : boot_(child_take_control()), daemon_(daemon), process_(process), parent_(getppid()) {
+  // Every child answers the parent's heartbeat (from its loop, so a stuck
+  // loop is noticed).
+  accepts.push_back({Msg::kPing, false, 8});
   ctl_ = IpcChannel(std::move(boot_), accepts);
   log::init(daemon, process, log::kInfo);
   signal(SIGPIPE, SIG_IGN);
@@ -59,6 +64,10 @@ void ChildBase::on_io(uint32_t events) noexcept {
       exit_child(1);
       return;
     }
+    if (m.type == Msg::kPing) {
+      send(Msg::kPong, m.body);
+      continue;
+    }
     if (m.type == Msg::kSettings) {
       auto s = decode_settings(m.body);
       if (have_settings_ || !s) {
@@ -84,7 +93,10 @@ void ChildBase::on_io(uint32_t events) noexcept {
       }
       continue;
     }
-    if (!have_settings_ || !on_message(m)) {
+    const bool allowed = have_settings_ && on_message(m);
+    // A MATERIAL body holds the private key: no copy outlives its handling.
+    explicit_bzero(m.body.data(), m.body.size());
+    if (!allowed) {
       LOG_ERROR("control message %s not allowed now; exiting", msg_name(m.type));
       exit_child(1);
       return;
@@ -96,6 +108,7 @@ void ChildBase::on_io(uint32_t events) noexcept {
 void ChildBase::enter_sandbox(SandboxSpec spec) {
   if (sandboxed_) return;
   spec.drop_user = settings_.drop_user;
+  spec.parent = parent_;
   spec.uid = settings_.uid;
   spec.gid = settings_.gid;
   sandbox_enter(spec);

@@ -62,6 +62,7 @@ class ChildBase : public Loop::Handler {
 
  private:
   int exit_code_ = 0;
+  pid_t parent_;  // spawn_child armed PDEATHSIG for this parent; the sandbox re-arms it
   std::unique_ptr<ShmRing> peer_ring_;
   bool sandboxed_ = false;
 };

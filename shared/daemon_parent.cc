@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/proc.h"
@@ -23,10 +25,12 @@ constexpr auto kStartupTimeout = std::chrono::seconds(10);
 const std::vector<MsgRule> kFromTls = {
     {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
     {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
+    {Msg::kPong, false, 8},
 };
 const std::vector<MsgRule> kFromForward = {
     {Msg::kReady, false, 0},
     {Msg::kDrained, false, 0},
+    {Msg::kPong, false, 8},
 };
 }  // namespace
 
@@ -86,6 +90,8 @@ int DaemonParent::parse_common_flags(const Flags& f, const char* summary,
   }
   std::string err;
   if (!resolve_run_user(f.get("user"), &err)) return usage_error(err);
+  pin_flag_ = pin_flag;
+  insecure_no_pin_ = f.has("insecure-no-pin");
   pin_file_path_ = f.get(pin_flag + "-file");
   for (const std::string& p : f.all(pin_flag)) {
     auto pin = parse_pin(p);
@@ -97,6 +103,31 @@ int DaemonParent::parse_common_flags(const Flags& f, const char* summary,
   return -1;
 }
 
+bool DaemonParent::choose_pin_source(const std::string& cert_path, const char* default_name,
+                                     std::string* err) {
+  const bool given = !pins_.empty() || !pin_file_path_.empty();
+  if (insecure_no_pin_) {
+    if (given)
+      return *err = "--insecure-no-pin contradicts --" + pin_flag_ + "/--" + pin_flag_ +
+                    "-file: drop one",
+             false;
+    return true;
+  }
+  if (given) return true;
+  const size_t slash = cert_path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : cert_path.substr(0, slash);
+  const std::string path = dir + "/" + default_name;
+  if (access(path.c_str(), F_OK) == 0) {
+    pin_file_path_ = path;
+    return true;
+  }
+  const std::string peer = pin_flag_.substr(0, pin_flag_.find('-'));
+  *err = "no " + peer + " pin: give --" + pin_flag_ + " or --" + pin_flag_ + "-file, or put " +
+         path + " (one sha256// pin per line, as cloudtaser-certs writes it); --insecure-no-pin " +
+         "accepts any " + peer + " certificate the CA signed";
+  return false;
+}
+
 int DaemonParent::usage_error(const std::string& msg) const {
   std::fprintf(stderr, "%s: %s\n", daemon_, msg.c_str());
   return kExitUsage;
@@ -104,12 +135,13 @@ int DaemonParent::usage_error(const std::string& msg) const {
 
 bool DaemonParent::read_material(Material* m, std::string* err) const {
   if (!read_small_file(cert_path_, kMaxPemFile, &m->cert_pem, err) ||
-      !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err) ||
+      !read_small_file(key_path_, kMaxPemFile, &m->key_pem, err, /*private_key=*/true) ||
       !read_small_file(ca_path_, kMaxPemFile, &m->ca_pem, err) ||
       (!service_cert_path_.empty() &&
        !read_small_file(service_cert_path_, kMaxPemFile, &m->service_cert_pem, err)) ||
       (!service_key_path_.empty() &&
-       !read_small_file(service_key_path_, kMaxPemFile, &m->service_key_pem, err))) {
+       !read_small_file(service_key_path_, kMaxPemFile, &m->service_key_pem, err,
+                        /*private_key=*/true))) {
     wipe_material(*m);
     return false;
   }
@@ -120,7 +152,7 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
       wipe_material(*m);
       return false;
     }
-    size_t line_no = 0, pos = 0;
+    size_t line_no = 0, pos = 0, file_pins = 0;
     while (pos < text.size()) {
       size_t eol = text.find('\n', pos);
       if (eol == std::string::npos) eol = text.size();
@@ -139,7 +171,34 @@ bool DaemonParent::read_material(Material* m, std::string* err) const {
         return false;
       }
       m->pins.push_back(*pin);
+      file_pins++;
     }
+    // A file of comments only (or one caught mid-rewrite) would otherwise
+    // mean "no pin", i.e. any certificate the CA signed.
+    if (file_pins == 0) {
+      *err = pin_file_path_ + ": no pin in the file (one sha256//<base64 of 32 bytes> per line)";
+      wipe_material(*m);
+      return false;
+    }
+  }
+  {
+    std::vector<uint8_t> enc = encode_material(*m);
+    const size_t size = enc.size();
+    explicit_bzero(enc.data(), enc.size());
+    if (size == 0 || size > limits::kMaxMaterial) {
+      *err = "certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
+             " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
+             " KiB fit the control message to the TLS process";
+      wipe_material(*m);
+      return false;
+    }
+  }
+  if (m->pins.size() > limits::kMaxPins) {
+    *err = std::to_string(m->pins.size()) + " pins given (--" + pin_flag_ + " and " +
+           (pin_file_path_.empty() ? std::string("no file") : pin_file_path_) + "); at most " +
+           std::to_string(limits::kMaxPins);
+    wipe_material(*m);
+    return false;
   }
   return true;
 }
@@ -164,10 +223,10 @@ std::string DaemonParent::files_stamp() const {
 void DaemonParent::watch_files(TimePoint now) noexcept {
   if (now < next_watch_) return;
   next_watch_ = now + std::chrono::seconds(2);
-  std::string stamp = files_stamp();
-  if (stamp == last_stamp_) return;
-  last_stamp_ = std::move(stamp);
-  LOG_INFO("certificate, key, CA or pin file changed: reloading");
+  if (files_stamp() == last_stamp_) return;
+  // reload() records the new stamp once it applies (or refuses) the files; a
+  // reload deferred while the TLS process restarts leaves it, so it is retried.
+  if (!reload_deferred_) LOG_INFO("certificate, key, CA or pin file changed: reloading");
   reload();
 }
 
@@ -184,6 +243,23 @@ int DaemonParent::run() {
   std::string err;
   if (!loaded_ && !preload_material(&err)) return usage_error(err);
   if (!fwd_exe_ && !open_executables(&err)) return usage_error(err);
+  if (insecure_no_pin_)
+    LOG_WARN("--insecure-no-pin: any %s certificate the CA signed is accepted; pin the %s's key",
+             pin_flag_.substr(0, pin_flag_.find('-')).c_str(),
+             pin_flag_.substr(0, pin_flag_.find('-')).c_str());
+  // The parent holds every private key for the daemon's life: no core dump,
+  // and no ptrace or /proc/<pid>/mem by processes of the same user.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    std::fprintf(stderr, "%s: prctl(PR_SET_DUMPABLE, 0): %s\n", daemon_, std::strerror(errno));
+    return 1;
+  }
+  uint64_t fds_from = 0, fds_to = 0;
+  if (!raise_fd_limit(&fds_from, &fds_to, &err))
+    LOG_WARN("cannot raise the file descriptor limit (%s): streams may fail beyond %llu fds",
+             err.c_str(), static_cast<unsigned long long>(fds_from));
+  else if (fds_to != fds_from)
+    LOG_INFO("file descriptor limit raised from %llu to %llu",
+             static_cast<unsigned long long>(fds_from), static_cast<unsigned long long>(fds_to));
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
     if (sig == SIGCHLD)
@@ -213,6 +289,9 @@ int DaemonParent::run() {
     sup_->tick(now);
     extra_tick(now);
     if (phase_ == Phase::kRunning) watch_files(now);
+    // Whatever this iteration (and the last batch) sent: failed channels end
+    // their child, queued output arms EPOLLOUT.
+    sup_->after_batch();
     TimePoint dl =
         std::min({sup_->next_deadline(), extra_deadline(),
                   phase_ == Phase::kStarting ? startup_deadline_ : TimePoint::max(),
@@ -235,7 +314,7 @@ void DaemonParent::on_child_started(Supervisor::Which w, IpcChannel& ch) noexcep
   const auto s = encode_settings(settings_for(w));
   ch.send(Msg::kSettings, s);
   if (w == Supervisor::kTls) {
-    ch.send(Msg::kMaterial, encode_material(good_));
+    send_material(ch, good_);
     material_sent_to_current_tls_ = true;
     candidate_pending_ = false;  // a new process only ever sees the good material
   }
@@ -257,10 +336,14 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
         LOG_INFO("reload: new certificate material in service");
         return;
       }
+      if (w == Supervisor::kTls) tls_ready_ = true;
       if (w == Supervisor::kTls && phase_ == Phase::kStarting) {
         phase_ = Phase::kRunning;
         LOG_INFO("ready");
         sd_notify("READY=1\nSTATUS=started; no link yet");
+      } else if (w == Supervisor::kTls && reload_deferred_) {
+        LOG_INFO("TLS process ready again: applying the deferred reload");
+        reload();
       }
       return;
     case Msg::kMaterialError: {
@@ -279,9 +362,11 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
       sup_->kill_child(w, "refused material it accepted before: " + why);
       return;
     }
-    case Msg::kStatus:
-      if (auto s = decode_status(m.body)) return on_status(*s);
-      return sup_->kill_child(w, "malformed STATUS");
+    case Msg::kStatus: {
+      auto s = decode_status(m.body);
+      if (!s) return sup_->kill_child(w, "malformed STATUS (or a control character in its text)");
+      return on_status(*s);
+    }
     case Msg::kDrained:
       return;
     case Msg::kStats:
@@ -302,8 +387,33 @@ void DaemonParent::on_status(const Status& s) noexcept {
   sd_notify("STATUS=" + s.text);
 }
 
+void DaemonParent::send_material(IpcChannel& ch, const Material& m) noexcept {
+  std::vector<uint8_t> enc = encode_material(m);
+  ch.send(Msg::kMaterial, enc);  // copied into the queue, which wipes it once sent
+  explicit_bzero(enc.data(), enc.size());
+}
+
+void DaemonParent::tls_out_of_service() noexcept {
+  if (last_stats_.empty()) return;  // no figures (the bridge): nothing to correct
+  auto samples = decode_metrics(last_stats_);
+  if (!samples) return;
+  for (MetricSample& s : *samples)
+    if (s.id == MetricId::kBridgesConnected) s.value = 0;
+  last_stats_ = encode_metrics(*samples);
+  if (IpcChannel* ch = sup_->channel(Supervisor::kForward)) ch->send(Msg::kStats, last_stats_);
+}
+
+void DaemonParent::on_child_answering(Supervisor::Which w, bool answering) noexcept {
+  if (w == Supervisor::kTls && !answering) tls_out_of_service();
+  // Answering again: its next STATS (every second) brings the real figures.
+}
+
 void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
-  if (w == Supervisor::kTls) candidate_pending_ = false;
+  if (w == Supervisor::kTls) {
+    candidate_pending_ = false;
+    tls_ready_ = false;
+    tls_out_of_service();
+  }
   if (WIFEXITED(status) && WEXITSTATUS(status) == kExitVersionMismatch && fatal_error_.empty()) {
     // Its own line says which versions; this one says which file to replace.
     fatal_error_ = std::string("the ") + Supervisor::name(w) + " process refused to run: " +
@@ -318,7 +428,17 @@ void DaemonParent::on_child_exited(Supervisor::Which w, int status) noexcept {
 
 void DaemonParent::reload() noexcept {
   if (phase_ != Phase::kRunning) return;
-  last_stamp_ = files_stamp();  // what this reload reads; the watcher fires on the next change
+  const std::string stamp = files_stamp();
+  IpcChannel* ch = sup_->channel(Supervisor::kTls);
+  if (ch == nullptr || !tls_ready_) {
+    // Kept, not lost: applied when the restarted TLS process is ready. The
+    // stamp stays old so that the watcher also tries again.
+    if (!reload_deferred_) LOG_WARN("reload deferred: TLS process is restarting");
+    reload_deferred_ = true;
+    return;
+  }
+  reload_deferred_ = false;
+  last_stamp_ = stamp;  // what this reload reads; the watcher fires on the next change
   std::string err;
   Material m;
   if (!read_material(&m, &err) || !validate_material(m, &err)) {
@@ -326,16 +446,10 @@ void DaemonParent::reload() noexcept {
     LOG_WARN("reload refused, keeping the material in service: %s", err.c_str());
     return;
   }
-  IpcChannel* ch = sup_->channel(Supervisor::kTls);
-  if (ch == nullptr) {
-    wipe_material(m);
-    LOG_WARN("reload deferred: TLS process is restarting");
-    return;
-  }
   wipe_material(candidate_);
   candidate_ = std::move(m);
   candidate_pending_ = true;
-  ch->send(Msg::kMaterial, encode_material(candidate_));
+  send_material(*ch, candidate_);
   LOG_INFO("reload: material sent to the TLS process");
 }
 

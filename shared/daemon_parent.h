@@ -51,6 +51,11 @@ class DaemonParent : public Supervisor::Hooks {
                          std::initializer_list<const char*> required, const std::string& pin_flag);
   // Prints "<daemon>: <msg>" and returns kExitUsage (for main()).
   int usage_error(const std::string& msg) const;
+  // Identity fails closed: without --<pin_flag> or --<pin_flag>-file the pin
+  // file `default_name` beside `cert_path` is used (cloudtaser-certs writes
+  // it), and without that either the daemon refuses to start unless
+  // --insecure-no-pin says it may accept any certificate the CA signed.
+  bool choose_pin_source(const std::string& cert_path, const char* default_name, std::string* err);
 
   // When running as root, the children switch to `name` (default: the
   // dedicated "cloudtaser" user if it exists, else "nobody"). As any other user
@@ -70,13 +75,16 @@ class DaemonParent : public Supervisor::Hooks {
   void on_child_started(Supervisor::Which w, IpcChannel& ch) noexcept override;
   void on_child_message(Supervisor::Which w, IpcMessage& m) noexcept override;
   void on_child_exited(Supervisor::Which w, int status) noexcept override;
+  void on_child_answering(Supervisor::Which w, bool answering) noexcept override;
 
   const char* daemon_;
   std::string cert_path_, key_path_, ca_path_;
   std::string service_cert_path_, service_key_path_;  // bridge, optional
   std::string pin_file_path_;  // optional: one sha256// pin per line, '#' comments
   std::vector<Pin> pins_;
-  ProcSettings base_;  // log level, timeouts
+  std::string pin_flag_;          // "bridge-pin" or "broker-pin"
+  bool insecure_no_pin_ = false;  // --insecure-no-pin: chain verification only
+  ProcSettings base_;             // log level, timeouts
   Loop loop_;
   std::unique_ptr<Supervisor> sup_;
   UniqueFd tls_exe_, fwd_exe_;
@@ -85,6 +93,12 @@ class DaemonParent : public Supervisor::Hooks {
  private:
   enum class Phase { kStarting, kRunning, kDraining };
   void reload() noexcept;
+  // The broker's forwarding process serves /readyz from the TLS process's
+  // figures; while that process is stuck or restarting, it gets them with no
+  // bridge connected (the last ones would say "ready" forever).
+  void tls_out_of_service() noexcept;
+  // Encodes and queues the material; the encoded copy is wiped at once.
+  void send_material(IpcChannel& ch, const Material& m) noexcept;
   void begin_drain() noexcept;
   // The material files' identity (device, inode, size, mtime): a change of
   // any (a rewrite, a Kubernetes secret's symlink swap) triggers a reload.
@@ -97,6 +111,8 @@ class DaemonParent : public Supervisor::Hooks {
   bool loaded_ = false;
   Material candidate_;  // sent on SIGHUP, awaiting the verdict
   bool candidate_pending_ = false;
+  bool tls_ready_ = false;        // the current TLS process said READY
+  bool reload_deferred_ = false;  // a reload waits for the TLS process
   bool material_sent_to_current_tls_ = false;
   int exit_code_ = 0;
   // Ends the parent with this line and kExitUsage: a start-up failure, or a

@@ -33,6 +33,10 @@ const char* msg_name(Msg m) {
       return "DIAL_FAILED";
     case Msg::kDrain:
       return "DRAIN";
+    case Msg::kPing:
+      return "PING";
+    case Msg::kPong:
+      return "PONG";
     case Msg::kReady:
       return "READY";
     case Msg::kMaterialError:
@@ -54,8 +58,32 @@ const char* msg_name(Msg m) {
 IpcChannel::IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts)
     : fd_(std::move(fd)), accepts_(accepts.begin(), accepts.end()) {}
 
+// Queued datagrams may hold key material (MATERIAL): wiped before they are freed.
+void IpcChannel::wipe_queue() noexcept {
+  for (Pending& p : queue_) explicit_bzero(p.datagram.data(), p.datagram.size());
+  queue_.clear();
+}
+
+IpcChannel::~IpcChannel() {
+  wipe_queue();
+}
+
+IpcChannel& IpcChannel::operator=(IpcChannel&& o) noexcept {
+  if (this == &o) return *this;
+  wipe_queue();
+  fd_ = std::move(o.fd_);
+  accepts_ = std::move(o.accepts_);
+  queue_ = std::move(o.queue_);
+  failed_ = o.failed_;
+  rbuf_ = std::move(o.rbuf_);
+  return *this;
+}
+
 bool IpcChannel::send(Msg type, Bytes body, int pass_fd) {
-  if (queue_.size() >= kMaxQueued || body.size() > limits::kMaxIpcMessage) return false;
+  if (queue_.size() >= kMaxQueued || body.size() > limits::kMaxIpcMessage) {
+    failed_ = true;
+    return false;
+  }
   Pending p;
   p.datagram.reserve(kHeader + body.size());
   ByteWriter w(p.datagram, kHeader + limits::kMaxIpcMessage);
@@ -93,8 +121,10 @@ bool IpcChannel::flush() {
     const ssize_t n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return true;
+      failed_ = true;
       return false;
     }
+    explicit_bzero(p.datagram.data(), p.datagram.size());
     queue_.pop_front();
   }
   return true;
@@ -160,7 +190,11 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     return Recv::kBad;
   }
   const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
-  if (!ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why)) return Recv::kBad;
+  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why);
+  // The buffer is reused for the life of the channel: no copy of a MATERIAL
+  // (the key) stays in it.
+  explicit_bzero(rbuf_.get(), static_cast<size_t>(n));
+  if (!ok) return Recv::kBad;
   if (!fds.empty()) out->fd = std::move(fds.front());
   return Recv::kMessage;
 }

@@ -33,6 +33,7 @@ enum class Msg : uint16_t {
   kDrain = 7,            // stop accepting, goaway, finish streams
   kMetricsListener = 8,  // fd: the broker's --metrics-listen socket (forwarding process)
   kPeerRing = 9,  // fd: the data channel's shared-memory rings (shm_ring.h), before PEER_CHANNEL
+  kPing = 10,     // u64: the heartbeat; the child's loop answers PONG with the same body
   // child -> parent
   kReady = 32,          // settings (and material) applied
   kMaterialError = 33,  // text: why the material was refused
@@ -40,6 +41,7 @@ enum class Msg : uint16_t {
   kStatus = 35,         // u32 links up, text
   kDrained = 36,        // no streams left
   kStats = 37,          // metric samples (metrics.h): broker tls -> parent -> forward
+  kPong = 38,           // u64: the answer to PING
 };
 const char* msg_name(Msg m);
 
@@ -60,13 +62,22 @@ class IpcChannel {
   IpcChannel() = default;
   IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts);
 
+  ~IpcChannel();
+  IpcChannel(IpcChannel&&) = default;
+  // Wipes what this channel still had queued before taking the other's.
+  IpcChannel& operator=(IpcChannel&& o) noexcept;
+
   // Queues a message (with an fd to pass, which is duplicated). Never blocks.
-  // Returns false when the queue is over its cap: the peer is not reading.
+  // Returns false when the queue is over its cap (the peer is not reading) or
+  // the socket failed (e.g. EMSGSIZE); failed() then stays true.
   bool send(Msg type, Bytes body, int pass_fd = -1);
   bool send(Msg type, std::string_view text) { return send(type, as_bytes(text)); }
   // Writes what is queued; false on a fatal socket error.
   bool flush();
   bool wants_write() const { return !queue_.empty(); }
+  // A send could not be queued or a queued one cannot ever be written: the
+  // receiving process is treated as dead (the parent restarts it).
+  bool failed() const { return failed_; }
 
   enum class Recv { kMessage, kAgain, kClosed, kBad };
   // Receives one message. kBad sets *why; the caller ends its process.
@@ -82,7 +93,9 @@ class IpcChannel {
   };
   UniqueFd fd_;
   std::vector<MsgRule> accepts_;
+  void wipe_queue() noexcept;
   std::deque<Pending> queue_;
+  bool failed_ = false;
   // The receive buffer: one datagram of the largest size, allocated on the
   // first recv() and reused (not a fresh zero-filled MiB per call).
   std::unique_ptr<uint8_t[]> rbuf_;

@@ -7,7 +7,7 @@ namespace ct {
 
 namespace {
 constexpr size_t kCap = limits::kMaxIpcMessage;
-constexpr size_t kMaxPins = 16;
+constexpr size_t kMaxPins = limits::kMaxPins;
 
 void put_str16(ByteWriter& w, std::string_view s) {
   w.u16(static_cast<uint16_t>(s.size() > 0xffff ? 0xffff : s.size()));
@@ -117,6 +117,10 @@ std::optional<Status> decode_status(Bytes b) {
   s.links_up = r.u32();
   s.text = get_str16(r);
   if (!r.finish()) return std::nullopt;
+  // The text goes into sd_notify, one assignment per line: a newline would
+  // let a child send READY=1, STOPPING=1 or MAINPID= (a misbehaving child).
+  for (const char c : s.text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return std::nullopt;
   return s;
 }
 

@@ -58,6 +58,7 @@ struct Status {
   std::string text;
 };
 std::vector<uint8_t> encode_status(const Status& s);
+// Refuses text with a control character (it ends up in sd_notify).
 std::optional<Status> decode_status(Bytes b);
 
 // "sha256//<base64 of 32 bytes>" (curl's pin form) -> Pin.

@@ -171,4 +171,38 @@ inline constexpr auto kHttpConnDeadline = 5s;
 // certificate material (a few chains and a key), never stream data.
 inline constexpr size_t kMaxIpcMessage = 1024 * 1024;
 
+// The bridge's redial. A failure that cost the broker nothing (connection
+// refused, reset, no route, a connect timeout, a lookup failure) is retried
+// after a uniform 250-500 ms: the bridge serves again within a second of the
+// broker listening again, the jitter spreads a fleet of bridges, and a bridge
+// waiting for its broker makes at most 4 connection attempts per second.
+inline constexpr auto kRedialMin = 250ms;
+inline constexpr auto kRedialMax = 500ms;
+// A failure that cost the broker a handshake, or that the same configuration
+// will repeat (TLS, certificate or pin errors): full jitter over 1 s doubling
+// to 30 s, the attempt count reset by any link that completed its HELLO.
+inline constexpr auto kRedialBackoffBase = 1s;
+inline constexpr auto kRedialBackoffCap = 30s;
+
+// The parent's heartbeat on each child's control channel: a PING every
+// second, answered by the child's loop. A loop never blocks (every fd is
+// non-blocking and each iteration's work is bounded, kReadChunk), so a child
+// that has not answered within 2 s is stuck or stopped: the broker's /readyz
+// turns not-ready; within 5 s (generous on a loaded machine) it is killed
+// and restarted, well before a bridge's 15 s dead-peer timeout.
+inline constexpr auto kHeartbeatInterval = 1s;
+inline constexpr auto kHeartbeatGrace = 2s;
+inline constexpr auto kHeartbeatTimeout = 5s;
+
+// Certificate material (certificate, key, CA, pins, service certificate and
+// key) travels to the TLS process in one control message, one SOCK_SEQPACKET
+// datagram, which must fit the socket's send buffer: 208 KiB with Linux's
+// default net.core.wmem_default (sendmsg fails with EMSGSIZE beyond).
+inline constexpr size_t kMaxMaterial = 192 * 1024;
+
+// Peer pins per daemon (flags and pin file together): a current and a next key
+// for each of a few bridges or brokers. More is a mistake in the file, and
+// every pin is checked on every handshake.
+inline constexpr size_t kMaxPins = 16;
+
 }  // namespace ct::limits

@@ -4,6 +4,7 @@
 // control channel, small file reads and systemd notification.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <string>
@@ -51,10 +52,21 @@ bool is_child_argv(int argc, char** argv, const char* daemon, const char* proces
 // In a child: checks that fd 3 is our control channel and closes every fd
 // above it. Exits 70 when started by hand without one.
 UniqueFd child_take_control();
-// Reads a file of at most `cap` bytes.
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err);
+// Reads a file of at most `cap` bytes. With `private_key`, the file opened
+// must also pass check_key_file.
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
+                     bool private_key = false);
+// A private key file must belong to root or to us, give others no access,
+// and be readable by its group only when that is a group we run in.
+// `st` is the fstat of the opened file; *err names `path`.
+bool check_key_file(const std::string& path, const struct stat& st, std::string* err);
 // One datagram to $NOTIFY_SOCKET (systemd Type=notify); no-op without it.
 void sd_notify(const std::string& msg);
+// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it: the
+// forwarding processes hold one fd per wrapper or OpenBao connection, and a
+// soft limit of 1024 would fail streams long before the stream limit). On
+// failure *err says why; *from/*to are the soft limits before and after.
+bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err);
 // Overwrites a string's bytes before it is freed (key material in the parent).
 void wipe(std::string& s);
 

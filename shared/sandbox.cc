@@ -308,6 +308,12 @@ void check_single_thread(const SandboxSpec& s) {
 void enter(const SandboxSpec& s, bool with_seccomp) {
   check_single_thread(s);
   drop_privileges(s);
+  // The kernel clears PR_SET_PDEATHSIG at the user switch: arm it again, and
+  // make sure the parent did not die in between (we would never be told).
+  if (s.parent != 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) die(s.process, "PR_SET_PDEATHSIG", errno);
+    if (getppid() != s.parent) die(s.process, "the parent exited during start-up", 0);
+  }
   set_limits(s);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(s.process, "PR_SET_NO_NEW_PRIVS", errno);
   // Not dumpable: no core, and other processes of the same user cannot ptrace it.

@@ -79,6 +79,9 @@ struct SandboxSpec {
   // setsockopt for the TCP options shared/net.cc and shared/splice.cc set
   // (one list for every process that tunes sockets), and no other option.
   bool tcp_options = false;
+  // The parent's pid (0: unknown). The kernel clears PR_SET_PDEATHSIG at the
+  // user switch: it is armed again, and the parent checked to be alive.
+  pid_t parent = 0;
 };
 
 // Enters the sandbox or exits the process (status 70) saying why.

@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "shared/bytes.h"
+#include "shared/limits.h"
 #include "shared/log.h"
 #include "shared/proc.h"
 #include "shared/shm_ring.h"
@@ -61,6 +63,10 @@ bool Supervisor::spawn(Which w) {
   k.started = Clock::now();
   k.restart_at = TimePoint::max();
   k.ch = IpcChannel(std::move(mine), accepts_[w]);
+  k.want_out = false;
+  k.next_ping = k.started + limits::kHeartbeatInterval;
+  k.ping_sent = TimePoint::max();
+  k.late = false;
   loop_.add(k.ch.fd(), EPOLLIN, &k);
   k.registered = true;
   LOG_INFO("started %s process pid=%d", name(w), pid);
@@ -103,7 +109,72 @@ void Supervisor::Kid::on_io(uint32_t events) noexcept {
       sup->kill_child(which, "bad control message: " + why);
       break;
     }
+    if (m.type == Msg::kPong) {
+      sup->on_pong(*this, m);
+      continue;
+    }
     sup->hooks_.on_child_message(which, m);
+  }
+}
+
+void Supervisor::on_pong(Kid& k, const IpcMessage& m) noexcept {
+  ByteReader r(m.body);
+  const uint64_t seq = r.u64();
+  // Only the PING outstanding may be answered, once.
+  if (!r.finish() || k.ping_sent == TimePoint::max() || seq != k.ping_seq)
+    return kill_child(k.which, "PONG that answers no PING");
+  k.ping_sent = TimePoint::max();
+  if (k.late) {
+    k.late = false;
+    LOG_INFO("%s process pid=%d answers again", name(k.which), k.pid);
+    hooks_.on_child_answering(k.which, true);
+  }
+}
+
+void Supervisor::heartbeat(Kid& k, TimePoint now) noexcept {
+  if (k.pid <= 0 || !k.ch.valid()) return;
+  if (k.ping_sent != TimePoint::max()) {
+    const auto waited = now - k.ping_sent;
+    if (waited >= limits::kHeartbeatTimeout) {
+      k.late = false;
+      kill_child(k.which,
+                 "no answer to the heartbeat for " +
+                     std::to_string(
+                         std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()) +
+                     " ms (stuck or stopped)");
+      hooks_.on_child_answering(k.which, false);
+      return;
+    }
+    if (waited >= limits::kHeartbeatGrace && !k.late) {
+      k.late = true;
+      LOG_WARN("%s process pid=%d has not answered the heartbeat for %lld ms", name(k.which), k.pid,
+               static_cast<long long>(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
+      hooks_.on_child_answering(k.which, false);
+    }
+    return;
+  }
+  if (now < k.next_ping) return;
+  std::vector<uint8_t> body;
+  ByteWriter w(body, 8);
+  w.u64(++k.ping_seq);
+  if (!k.ch.send(Msg::kPing, body)) return kill_child(k.which, "control channel stuck");
+  k.ping_sent = now;
+  k.next_ping = now + limits::kHeartbeatInterval;
+}
+
+void Supervisor::after_batch() noexcept {
+  for (Kid& k : kids_) {
+    if (k.pid <= 0 || !k.registered) continue;
+    if (k.ch.failed()) {
+      kill_child(k.which, "its control channel failed (a message could not be sent)");
+      continue;
+    }
+    const bool want = k.ch.wants_write();
+    if (want != k.want_out) {
+      k.want_out = want;
+      loop_.mod(k.ch.fd(), EPOLLIN | (want ? EPOLLOUT : 0u), &k);
+    }
   }
 }
 
@@ -162,6 +233,18 @@ void Supervisor::on_sigchld() noexcept {
 }
 
 void Supervisor::tick(TimePoint now) noexcept {
+  // The loop wakes at least once per heartbeat interval (next_deadline): a
+  // gap of more than the grace on top means the parent itself was not running
+  // (stopped with its process group, a paused machine). Its children were no
+  // slower than it: start their clocks again rather than kill them for it.
+  if (last_tick_ != TimePoint{} &&
+      now - last_tick_ > limits::kHeartbeatInterval + limits::kHeartbeatGrace)
+    for (Kid& k : kids_)
+      if (k.ping_sent != TimePoint::max()) k.ping_sent = now;
+  last_tick_ = now;
+  // The heartbeat runs while draining too: a stuck child would hold the
+  // drain to its deadline.
+  for (Kid& k : kids_) heartbeat(k, now);
   if (stopping_) return;
   bool spawned = false;
   for (Kid& k : kids_) {
@@ -179,6 +262,15 @@ void Supervisor::tick(TimePoint now) noexcept {
 
 TimePoint Supervisor::next_deadline() const {
   TimePoint t = TimePoint::max();
+  for (const Kid& k : kids_) {
+    if (k.pid <= 0 || !k.ch.valid()) continue;
+    t = std::min(t, last_tick_ + limits::kHeartbeatInterval);  // see tick()
+    if (k.ping_sent == TimePoint::max())
+      t = std::min(t, k.next_ping);
+    else
+      t = std::min(t, k.late ? k.ping_sent + limits::kHeartbeatTimeout
+                             : k.ping_sent + limits::kHeartbeatGrace);
+  }
   if (stopping_) return t;
   for (const Kid& k : kids_)
     if (k.pid <= 0) t = std::min(t, k.restart_at);

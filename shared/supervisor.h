@@ -31,6 +31,9 @@ class Supervisor {
     // `status` as waitpid() gives it. A child that exited kExitVersionMismatch
     // is not restarted (the same file would refuse again).
     virtual void on_child_exited(Which w, int status) noexcept = 0;
+    // The child stopped answering the heartbeat for kHeartbeatGrace (false),
+    // or answered again (true). At kHeartbeatTimeout it is killed.
+    virtual void on_child_answering(Which w, bool answering) noexcept { (void)w, (void)answering; }
   };
 
   // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start
@@ -43,6 +46,10 @@ class Supervisor {
   // SIGCHLD: reaps and schedules restarts (unless stopping).
   void on_sigchld() noexcept;
   void tick(TimePoint now) noexcept;
+  // After each loop batch: a channel whose send failed (queue over its cap, a
+  // fatal socket error such as EMSGSIZE) counts as its child's death (killed
+  // and restarted); one with queued output waits for EPOLLOUT.
+  void after_batch() noexcept;
   TimePoint next_deadline() const;
   IpcChannel* channel(Which w);
   pid_t pid(Which w) const { return kids_[w].pid; }
@@ -62,11 +69,19 @@ class Supervisor {
     pid_t pid = -1;
     IpcChannel ch;
     bool registered = false;
+    bool want_out = false;  // EPOLLOUT armed
     unsigned failures = 0;
     TimePoint started{};
     TimePoint restart_at = TimePoint::max();
+    // Heartbeat: the next PING, and the one outstanding (max: none).
+    TimePoint next_ping = TimePoint::max();
+    TimePoint ping_sent = TimePoint::max();
+    uint64_t ping_seq = 0;
+    bool late = false;  // on_child_answering(false) was called
     void on_io(uint32_t events) noexcept override;
   };
+  void heartbeat(Kid& k, TimePoint now) noexcept;
+  void on_pong(Kid& k, const IpcMessage& m) noexcept;
   bool spawn(Which w);
   void connect_pair();
   void drop_channel(Kid& k);
@@ -79,6 +94,7 @@ class Supervisor {
   std::array<Kid, 2> kids_;
   bool stopping_ = false;
   uint64_t restarts_ = 0;
+  TimePoint last_tick_{};
 };
 
 }  // namespace ct

@@ -56,6 +56,8 @@ class TlsConn {
   const std::string& error() const { return error_; }
   // Peer certificate subject, for logs.
   std::string peer_subject() const;
+  // For re-checking the peer against reloaded material (TlsContext::peer_trusted).
+  SSL* ssl() const { return ssl_; }
 
  private:
   friend struct TlsConnBio;

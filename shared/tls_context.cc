@@ -56,6 +56,17 @@ void tls_global_init() {
   if (RAND_bytes(b, sizeof b) != 1) LOG_WARN("RAND_bytes failed: %s", tls_errors().c_str());
 }
 
+bool cert_has_name(const std::string& cert_pem, const std::string& name) {
+  BioPtr b = mem_bio(cert_pem);
+  X509* c = PEM_read_bio_X509(b.get(), nullptr, no_passphrase, nullptr);
+  if (c == nullptr) return false;
+  const bool ok = is_ip(name) ? X509_check_ip_asc(c, name.c_str(), 0) == 1
+                              : X509_check_host(c, name.c_str(), name.size(), 0, nullptr) == 1;
+  X509_free(c);
+  ERR_clear_error();
+  return ok;
+}
+
 bool spki_pin(X509* cert, Pin* out) {
   unsigned char* der = nullptr;
   const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
@@ -100,6 +111,29 @@ bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& k
   return true;
 }
 
+bool TlsContext::leaf_allowed(X509* leaf, std::string* why) const {
+  // The peer's role, stated by its certificate and required explicitly:
+  // OpenSSL's purpose check passes a certificate that has no EKU at all, so a
+  // broker's serverAuth-only certificate (or one with none) could act as a
+  // bridge, and the other way round.
+  const uint32_t want = side_ == Side::kServer ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
+  if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) == 0 ||
+      (X509_get_extended_key_usage(leaf) & want) == 0) {
+    *why = std::string("peer certificate lacks the ") +
+           (side_ == Side::kServer ? "clientAuth" : "serverAuth") + " extended key usage";
+    return false;
+  }
+  if (pins_.empty()) return true;
+  // The pin is checked on the leaf the chain was verified for, never on
+  // whatever else the peer sent along.
+  Pin p;
+  if (!spki_pin(leaf, &p)) return *why = "cannot hash the peer certificate key", false;
+  for (const Pin& want_pin : pins_)
+    if (want_pin == p) return true;
+  *why = "peer certificate key " + format_pin(p) + " matches no configured pin";
+  return false;
+}
+
 int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
   if (ok != 1) return 0;
   if (X509_STORE_CTX_get_error_depth(sctx) != 0) return 1;
@@ -108,16 +142,37 @@ int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
   if (ssl == nullptr) return 0;
   auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (self == nullptr) return 0;
-  if (self->pins_.empty()) return 1;
-  // The pin is checked on the leaf the chain was verified for, never on
-  // whatever else the peer sent along (T-04).
-  Pin p;
-  if (!spki_pin(X509_STORE_CTX_get_current_cert(sctx), &p)) return 0;
-  for (const Pin& want : self->pins_)
-    if (want == p) return 1;
-  LOG_WARN("peer certificate key %s matches no configured pin", format_pin(p).c_str());
+  std::string why;
+  if (self->leaf_allowed(X509_STORE_CTX_get_current_cert(sctx), &why)) return 1;
+  // A peer can cause this at will: one line per interval.
+  static log::Throttle throttle;
+  LOG_WARN_THROTTLED(throttle, "%s", why.c_str());
   X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
   return 0;
+}
+
+bool TlsContext::peer_trusted(SSL* ssl, std::string* why) const {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (leaf == nullptr) return *why = "no peer certificate", false;
+  // What the peer sent along (with or without the leaf, by side): untrusted
+  // intermediates only; the anchors are this context's CA file.
+  STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl);
+  X509_STORE_CTX* sctx = X509_STORE_CTX_new();
+  if (sctx == nullptr) return *why = "out of memory", false;
+  bool ok = X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(ctx_), leaf, sent) == 1 &&
+            X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(sctx), SSL_CTX_get0_param(ctx_)) == 1;
+  if (ok && X509_verify_cert(sctx) != 1) {
+    *why = std::string("peer certificate no longer verifies: ") +
+           X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx));
+    ok = false;
+  } else if (ok) {
+    ok = leaf_allowed(leaf, why);
+  } else {
+    *why = "cannot verify the peer certificate: " + tls_errors();
+  }
+  X509_STORE_CTX_free(sctx);
+  ERR_clear_error();
+  return ok;
 }
 
 std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
@@ -148,11 +203,20 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   BioPtr ab = mem_bio(m.ca_pem);
   int anchors = 0;
+  bool not_ca = false;
   while (X509* ca = PEM_read_bio_X509(ab.get(), nullptr, no_passphrase, nullptr)) {
-    if (X509_STORE_add_cert(store, ca) == 1) anchors++;
+    // A leaf given as the CA file would make that one certificate the only
+    // peer accepted, silently: refused, so the mistake shows at start.
+    if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0)
+      not_ca = true;
+    else if (X509_STORE_add_cert(store, ca) == 1)
+      anchors++;
     X509_free(ca);
   }
   ERR_clear_error();
+  if (not_ca)
+    return *err = "CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)",
+           nullptr;
   if (anchors == 0) return *err = "CA file holds no PEM certificate", nullptr;
 
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);

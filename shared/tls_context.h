@@ -38,9 +38,16 @@ class TlsContext {
   const std::vector<Pin>& pins() const { return pins_; }
   // The pin of our own certificate (for logs).
   const std::string& own_pin() const { return own_pin_; }
+  // Whether the peer of an established connection would pass this context's
+  // CA, name, EKU and pins now (after a reload: links to a peer that no
+  // longer does are closed). *why names the failure.
+  bool peer_trusted(SSL* ssl, std::string* why) const;
 
  private:
   TlsContext() = default;
+  // The leaf checks beyond the chain: the peer's extended key usage (clientAuth
+  // for bridges, serverAuth for brokers) and the pins.
+  bool leaf_allowed(X509* leaf, std::string* why) const;
   static int verify_callback(int ok, X509_STORE_CTX* sctx);
   SSL_CTX* ctx_ = nullptr;
   Side side_ = Side::kServer;
@@ -52,6 +59,9 @@ class TlsContext {
 // Installs a PEM certificate chain and its unencrypted key; checks they match.
 bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
                    std::string* own_pin, std::string* err);
+// Whether the first certificate in `cert_pem` carries `name` (a DNS name or
+// an IP address) as a subjectAltName.
+bool cert_has_name(const std::string& cert_pem, const std::string& name);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily

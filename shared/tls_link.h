@@ -25,6 +25,7 @@ class TlsLink final : public Link {
 
   bool established() const { return tls_.established(); }
   std::string peer_subject() const { return tls_.peer_subject(); }
+  SSL* ssl() const { return tls_.ssl(); }
   // Sends close_notify after the pending output (graceful close).
   void shutdown_tls() noexcept { tls_.shutdown(); }
 

@@ -53,11 +53,15 @@ STREAM_MODE=${STREAM_MODE:-plain}
 bridge_stream_flags() {
   case $STREAM_MODE in
   plain) if "$BRIDGE" --help 2>&1 | grep -q -- '--allow-plaintext-streams'; then echo "--allow-plaintext-streams"; fi ;;
-  tls) echo "--service-cert $1/server.pem --service-key $1/server.key" ;;
+  tls) echo "--service-cert $1/server.pem --service-key $1/server.key --service-name localhost" ;;
   *) echo "bench: STREAM_MODE must be plain or tls" >&2; exit 1 ;;
   esac
 }
 SCHEME=http; [ "$STREAM_MODE" = tls ] && SCHEME=https
+# The daemons refuse to start without a pin: each pins the other's key (curl's sha256// form).
+# shellcheck disable=SC2016  # expanded later, with $1 set by pin_of or inside run.sh
+PIN_OF='sha256//$(openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64)'
+pin_of() { eval "echo \"$PIN_OF\""; }
 mkdir -p "$OUTDIR"
 REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 
@@ -125,8 +129,8 @@ if [[ " $PARTS " == *" peers "* ]]; then
     : >"$OUTDIR/project-row.log"
     # Single-quoted parts expand inside run.sh's `bash -c`, where BASELINE_PKI/BASELINE_UPSTREAM are set.
     PROJECT_START="exec >>'$OUTDIR/project-row.log' 2>&1
-'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$BASELINE_PKI/server.pem" --key "$BASELINE_PKI/server.key" --ca-cert "$BASELINE_PKI/ca.pem" &
-'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" '"$(bridge_stream_flags '"$BASELINE_PKI"')"' &
+'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$BASELINE_PKI/server.pem" --key "$BASELINE_PKI/server.key" --ca-cert "$BASELINE_PKI/ca.pem" --bridge-pin "$(set -- "$BASELINE_PKI/client.pem"; echo '"$PIN_OF"')" &
+'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" --broker-pin "$(set -- "$BASELINE_PKI/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$BASELINE_PKI"')"' &
 wait'
     export PROJECT_START PROJECT_PORT PROJECT_SCHEME=$SCHEME PROJECT_NAME="cloudtaser broker+bridge ($STREAM_MODE streams)"
     export OUT="$OUTDIR/peers.md"; rm -f "$OUT"
@@ -183,10 +187,11 @@ start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" si
   case $1 in
   project)
     start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" \
-      --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem"; SRV_PID=$LAST_PID
+      --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem" \
+      --bridge-pin "$(pin_of "$W/pki/client.pem")"; SRV_PID=$LAST_PID
     start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
       --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
-      $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
+      --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
     SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
   ssh-R)
     mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"; rm -f "$W/ssh/"*

@@ -43,6 +43,11 @@ for d in broker bridge service; do
   expect "$d pin is in pins.txt" grep -qxF "$(printf '%-7s %s' "$d" "$p")" "$pki/pins.txt"
 done
 
+expect "broker/bridge.pin holds the bridge's pin (the broker's default pin file)" grep -qxF "$(pin_of "$pki/bridge/tls.crt")" "$pki/broker/bridge.pin"
+expect "bridge/broker.pin holds the broker's pin (the bridge's default pin file)" grep -qxF "$(pin_of "$pki/broker/tls.crt")" "$pki/bridge/broker.pin"
+"$certs" --out "$work/ip" --external-host 192.0.2.7 >/dev/null
+expect "an IP --external-host is written as an IP SAN" test "$(ext "$work/ip/broker/tls.crt" subjectAltName)" = "IPAddress:192.0.2.7 "
+
 # Refusals and rotation.
 s=0; "$certs" --out "$pki" --external-host "$host" >/dev/null 2>&1 || s=$?
 expect "an existing output is not overwritten without --force (exit $s)" test "$s" = 1

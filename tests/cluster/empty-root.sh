@@ -60,6 +60,11 @@ if [ -n "$certs" ]; then
   for f in tls.crt tls.key ca.crt; do
     install -o 0 -g 65532 -m 0440 "$certs/$f" "$certs_mnt/$f"
   done
+  # The bridge pin, as the Secret holds it (cloudtaser-certs writes it): the
+  # broker refuses to start without a pin.
+  if [ -e "$certs/bridge.pin" ]; then
+    install -o 0 -g 65532 -m 0440 "$certs/bridge.pin" "$certs_mnt/bridge.pin"
+  fi
   mount --bind "$certs_mnt" "$mnt/etc/cloudtaser/tls"
   mount -o remount,bind,ro,nosuid,nodev,noexec "$mnt/etc/cloudtaser/tls"
 fi

@@ -1,6 +1,19 @@
+import os
+
 import pytest
 
-from harness import Bridge, Broker, EchoUpstream, KvUpstream, Pki
+from harness import Bridge, Broker, EchoUpstream, KvUpstream, Pki, pin_of
+
+PIN_FLAGS = ("--bridge-pin", "--bridge-pin-file", "--broker-pin", "--broker-pin-file",
+             "--insecure-no-pin")
+
+
+def _with_pin(extra, flag, pin):
+    """`extra` plus `flag pin`, unless the test chose its own pins (or none)."""
+    extra = list(extra)
+    if any(a.split("=")[0] in PIN_FLAGS for a in map(str, extra)):
+        return extra
+    return [flag, pin, *extra]
 
 
 class Env:
@@ -11,6 +24,7 @@ class Env:
         self.pki = Pki(tmp_path / "pki")
         self.broker_crt, self.broker_key = self.pki.issue("broker", "serverAuth")
         self.bridge_crt, self.bridge_key = self.pki.issue("bridge", "clientAuth")
+        self.broker_pin, self.bridge_pin = pin_of(self.broker_crt), pin_of(self.bridge_crt)
         self.daemons = []
         self.upstreams = []
         self._n = 0
@@ -35,13 +49,17 @@ class Env:
         self.upstreams.append(u)
         return u
 
-    def broker(self, files=None, **kw):
-        b = Broker(files or self.broker_files(), self._log("broker"), **kw)
+    def broker(self, files=None, extra=(), **kw):
+        # Pinned by default, as deployed: the broker admits this test's bridge key.
+        extra = _with_pin(extra, "--bridge-pin", self.bridge_pin)
+        b = Broker(files or self.broker_files(), self._log("broker"), extra=extra, **kw)
         self.daemons.append(b)
         return b
 
-    def bridge(self, broker_port, vault_addr, files=None, **kw):
-        b = Bridge(files or self.bridge_files(), self._log("bridge"), broker_port, vault_addr, **kw)
+    def bridge(self, broker_port, vault_addr, files=None, extra=(), **kw):
+        extra = _with_pin(extra, "--broker-pin", self.broker_pin)
+        b = Bridge(files or self.bridge_files(), self._log("bridge"), broker_port, vault_addr,
+                   extra=extra, **kw)
         self.daemons.append(b)
         return b
 
@@ -59,6 +77,19 @@ class Env:
             d.kill()
         for u in self.upstreams:
             u.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes long; run with CT_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CT_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: set CT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from harness import BRIDGE, BROKER
+from harness import BRIDGE, BROKER, pin_of
 
 
 def run(argv):
@@ -18,7 +18,8 @@ def files(env):
 
 def broker_args(env, **over):
     a = {"--bridge-listen": "127.0.0.1:0", "--service-listen": "127.0.0.1:0",
-         "--cert": env.broker_crt, "--key": env.broker_key, "--ca-cert": env.pki.ca_crt}
+         "--cert": env.broker_crt, "--key": env.broker_key, "--ca-cert": env.pki.ca_crt,
+         "--bridge-pin": env.bridge_pin}
     a.update(over)
     out = [BROKER]
     for k, v in a.items():
@@ -30,7 +31,7 @@ def broker_args(env, **over):
 def bridge_args(env, **over):
     a = {"--broker-address": "127.0.0.1:1", "--vault-addr": "http://127.0.0.1:8200",
          "--client-cert": env.bridge_crt, "--client-key": env.bridge_key,
-         "--ca-cert": env.pki.ca_crt}
+         "--ca-cert": env.pki.ca_crt, "--broker-pin": env.broker_pin}
     a.update(over)
     out = [BRIDGE, "--allow-plaintext-streams"]
     for k, v in a.items():
@@ -113,6 +114,8 @@ def _etc_bridge(env, with_service):
     shutil.copy(env.bridge_crt, d / "tls.crt")
     shutil.copy(env.bridge_key, d / "tls.key")
     shutil.copy(env.pki.ca_crt, d / "ca.crt")
+    (d / "broker.pin").write_text(f"# the broker's key (cloudtaser-certs writes this)\n"
+                                  f"{pin_of(env.broker_crt)}\n")
     if with_service:
         crt, key = env.pki.issue("service", "serverAuth",
                                  sans=("DNS:cloudtaser-broker.cloudtaser-system.svc",))

@@ -70,7 +70,8 @@ def test_a_dns_server_that_never_answers_does_not_freeze_the_bridge_parent(env, 
     bridge = Daemon(["ip", "netns", "exec", ns, BRIDGE,
                      "--broker-address", "broker.cloudtaser.test:9443",
                      "--vault-addr", "http://127.0.0.1:8200", "--client-cert", crt,
-                     "--client-key", key, "--ca-cert", ca, "--allow-plaintext-streams"],
+                     "--client-key", key, "--ca-cert", ca, "--allow-plaintext-streams",
+                     "--broker-pin", env.broker_pin],
                     env.tmp / "dns-bridge.log")
     env.daemons.append(bridge)
     assert _next_query(hole, 10), "the bridge never asked for the broker's address"

@@ -42,10 +42,12 @@ def daemon_argv(env, which, exe, port=0):
     """A command line that passes every start-up check, for `exe`."""
     if which == "broker":
         return [exe, "--bridge-listen", "127.0.0.1:0", "--service-listen", f"127.0.0.1:{port}",
-                "--cert", env.broker_crt, "--key", env.broker_key, "--ca-cert", env.pki.ca_crt]
+                "--cert", env.broker_crt, "--key", env.broker_key, "--ca-cert", env.pki.ca_crt,
+                "--bridge-pin", env.bridge_pin]
     return [exe, "--broker-address", "127.0.0.1:1", "--vault-addr", "http://127.0.0.1:8200",
             "--client-cert", env.bridge_crt, "--client-key", env.bridge_key,
-            "--ca-cert", env.pki.ca_crt, "--allow-plaintext-streams"]
+            "--ca-cert", env.pki.ca_crt, "--allow-plaintext-streams", "--broker-pin",
+            env.broker_pin]
 
 
 def run(argv, timeout=20):

@@ -111,6 +111,7 @@ def test_a_changed_certificate_file_is_picked_up_without_a_signal(env):
     crt, key = env.pki.issue("broker-next", "serverAuth")
     # Swap both at once the way a Kubernetes secret update does (rename over).
     (env.tmp / "new.key").write_bytes(key.read_bytes())
+    (env.tmp / "new.key").chmod(0o600)  # a key others can read is refused
     (env.tmp / "new.crt").write_bytes(crt.read_bytes())
     os.replace(env.tmp / "new.key", live_key)
     os.replace(env.tmp / "new.crt", live_crt)

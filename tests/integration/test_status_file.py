@@ -118,7 +118,8 @@ def test_an_unwritable_status_file_is_a_start_up_error(env, where):
     r = subprocess.run([str(BRIDGE), "--broker-address", "127.0.0.1:1", "--vault-addr",
                         "http://127.0.0.1:8200", "--client-cert", str(env.bridge_crt),
                         "--client-key", str(env.bridge_key), "--ca-cert", str(env.pki.ca_crt),
-                        "--allow-plaintext-streams", "--status-file", str(path)],
+                        "--allow-plaintext-streams", "--broker-pin", env.broker_pin,
+                        "--status-file", str(path)],
                        capture_output=True, timeout=20)
     err = r.stderr.decode()
     assert r.returncode == 2, err

@@ -429,6 +429,35 @@ TEST(IpcMsgs, StatusRoundTripAndTruncation) {
   expect_every_truncation_rejected<Status>(b, decode_status);
 }
 
+TEST(IpcMsgs, StatusWithAControlCharacterIsRefused) {
+  // A newline would smuggle READY=1, STOPPING=1 or MAINPID= into sd_notify.
+  for (const char* text : {"up\nREADY=1", "up\rx", "tab\there", "del\x7f", "nul"}) {
+    std::string t(text);
+    if (t == "nul") t = std::string("a\0b", 3);
+    EXPECT_FALSE(decode_status(encode_status({1, t})).has_value()) << text;
+  }
+  EXPECT_TRUE(decode_status(encode_status({1, "connected to broker b.example.com"})).has_value());
+}
+
+TEST(IpcChannel, AFailedSendMarksTheChannelFailed) {
+  Channels c;
+  EXPECT_FALSE(c.parent.failed());
+  // Within the IPC cap but larger than the socket's send buffer: sendmsg
+  // fails with EMSGSIZE, and the channel says so instead of wedging its queue.
+  std::vector<uint8_t> big(limits::kMaxIpcMessage, 'x');
+  EXPECT_FALSE(c.parent.send(Msg::kMaterial, big));
+  EXPECT_TRUE(c.parent.failed());
+}
+
+TEST(IpcChannel, AMaterialSizedMessageFitsOneDatagram) {
+  // limits::kMaxMaterial must fit the default socket send buffer.
+  Channels c;
+  std::vector<uint8_t> body(limits::kMaxMaterial, 'k');
+  ASSERT_TRUE(c.parent.send(Msg::kMaterial, body));
+  EXPECT_FALSE(c.parent.failed());
+  EXPECT_FALSE(c.parent.wants_write());
+}
+
 TEST(IpcMsgs, MsgNames) {
   EXPECT_STREQ(msg_name(Msg::kSettings), "SETTINGS");
   EXPECT_STREQ(msg_name(Msg::kDrained), "DRAINED");

@@ -52,6 +52,12 @@ Included by every broker template so `helm template` reports it too.
 {{- if and $b.tls.create (or (not $b.tls.crt) (not $b.tls.key) (not $b.tls.ca)) -}}
 {{- fail "broker.tls.create=true needs broker.tls.crt, broker.tls.key and broker.tls.ca (use --set-file with the files cloudtaser-certs wrote)" -}}
 {{- end -}}
+{{- if and $b.insecureNoPin $b.bridgePins -}}
+{{- fail "broker.insecureNoPin=true contradicts broker.bridgePins: drop one" -}}
+{{- end -}}
+{{- if and $b.tls.create (not $b.bridgePins) (not $b.insecureNoPin) -}}
+{{- fail "broker.tls.create=true needs broker.bridgePins (cloudtaser-certs prints the bridge pin): the broker refuses to start without a pin" -}}
+{{- end -}}
 {{- $addr := .Values.operator.secretstore.address -}}
 {{- if hasPrefix "broker://" $addr -}}
 {{- $want := printf "broker://%s.%s.svc:%v" (include "cloudtaser.broker.name" .) .Release.Namespace $b.ports.service -}}
