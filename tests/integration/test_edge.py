@@ -446,7 +446,8 @@ def test_a_full_service_port_pauses_before_the_fd_limit_so_metrics_and_probes_st
                      "--bridge-listen", "127.0.0.1:0", "--service-listen", "127.0.0.1:0",
                      "--metrics-listen", f"127.0.0.1:{mport}", "--probe-listen",
                      f"127.0.0.1:{pport}", "--cert", env.broker_crt, "--key", env.broker_key,
-                     "--ca-cert", env.pki.ca_crt], env.tmp / "broker-160fds.log")
+                     "--ca-cert", env.pki.ca_crt, "--bridge-pin", env.bridge_pin],
+                    env.tmp / "broker-160fds.log")
     env.daemons.append(broker)
     m = broker.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
                         r"127\.0\.0\.1:(\d+)")

@@ -215,7 +215,7 @@ def test_log_lines_dropped_on_a_full_stderr_are_reported_in_the_broker_metrics(e
         [str(BROKER), "--bridge-listen", f"127.0.0.1:{bport}", "--service-listen",
          f"127.0.0.1:{sport}", "--metrics-listen", f"127.0.0.1:{mport}", "--cert",
          str(env.broker_crt), "--key", str(env.broker_key), "--ca-cert", str(env.pki.ca_crt),
-         "--log-level", "debug"],
+         "--bridge-pin", env.bridge_pin, "--log-level", "debug"],
         stdout=wfd, stderr=wfd, stdin=subprocess.DEVNULL, start_new_session=True)
     os.close(wfd)
     try:
