@@ -234,7 +234,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       by_source_[*src].emplace_back(id, aid);
       tune_stream_socket(fd.get());
       mstate_.fwd.wrapper_connections_total++;
-      splices_.add(*local_, id, std::move(fd), false);
+      splices_.add(*local_, id, std::move(fd), false, Code::kCancel);
     }
     update_listener();
     publish_counts();

@@ -238,3 +238,71 @@ def test_log_lines_dropped_on_a_full_stderr_are_reported_in_the_broker_metrics(e
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         os.close(rfd)
+
+def _ending(sock, timeout=10):
+    """How a connection the far end closes ended: 'reset', 'eof' or 'data'."""
+    sock.settimeout(timeout)
+    try:
+        return "eof" if not sock.recv(4096) else "data"
+    except ConnectionResetError:
+        return "reset"
+
+
+class ResetAtOnceUpstream:
+    """Reads each request and resets the connection (an OpenBao that crashed,
+    or a load balancer in front of it that gave up)."""
+
+    def __init__(self):
+        self.lst = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lst.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def addr(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.lst.accept()
+            except OSError:
+                return
+            c.settimeout(10)
+            try:
+                c.recv(4096)
+            except OSError:
+                pass
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    def close(self):
+        self.lst.close()
+
+
+def _metric(port, name, label):
+    import re
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(rf'^{name}\{{{label}\}} (\d+)$', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_openbao_resetting_a_connection_is_counted_as_upstream_reset_not_cancel(env):
+    up = ResetAtOnceUpstream()
+    env.upstreams.append(up)
+    mport = free_port()
+    broker, _, _ = env.tunnel(upstream=up,
+                              broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    n = 3
+    for _ in range(n):
+        w = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+        w.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _ending(w) == "reset"
+        w.close()
+    name = "cloudtaser_broker_stream_resets_total"
+    # The stats reach the metrics server once a second: poll.
+    wait_for(lambda: _metric(mport, name, 'reason="UPSTREAM_RESET"') == n, 10,
+             f"{n} UPSTREAM_RESET in the broker's metrics")
+    assert _metric(mport, name, 'reason="CANCEL"') == 0
+
