@@ -248,6 +248,31 @@ def _ending(sock, timeout=10):
         return "reset"
 
 
+def test_a_wrapper_over_the_per_source_cap_is_refused_with_a_reset_not_an_empty_answer(env):
+    broker, _, _ = env.tunnel(broker_extra=["--max-wrappers-per-source", "2"])
+    held = [socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+            for _ in range(2)]
+    # Accepted in order: when the third is taken off the queue, the two
+    # before it fill the cap. A FIN here could pass for an empty answer.
+    third = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+    assert _ending(third) == "reset"
+    broker.wait_log(r"wrapper connection from 127\.0\.0\.1 refused: per_source")
+    third.close()
+    for s in held:
+        s.close()
+
+
+def test_a_wrapper_no_bridge_came_for_is_reset_not_closed(env):
+    broker = env.broker(extra=["--pending-timeout", "1"])
+    w = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+    w.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    # NO_BRIDGE (and REFUSED, the same reset in the broker's TLS process)
+    # reach the wrapper as an RST: no client takes it for an empty answer.
+    assert _ending(w) == "reset"
+    broker.wait_log(r"no bridge within the pending timeout: closing the wrapper \(NO_BRIDGE\)")
+    w.close()
+
+
 class ResetAtOnceUpstream:
     """Reads each request and resets the connection (an OpenBao that crashed,
     or a load balancer in front of it that gave up)."""
