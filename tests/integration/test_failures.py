@@ -142,12 +142,12 @@ def _kill(daemon, what):
         os.kill(daemon.children()[what], signal.SIGKILL)
 
 
-def tls_tunnel(env):
+def tls_tunnel(env, upstream=None, broker_extra=()):
     """Broker + bridge terminating the wrappers' TLS (--service-cert), as
     deployed; returns (broker, bridge, client ssl context)."""
     svc_crt, svc_key = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
-    up = env.kv()
-    broker = env.broker()
+    up = upstream or env.kv()
+    broker = env.broker(extra=broker_extra)
     bridge = env.bridge(broker.bridge_port, up.addr, service=(svc_crt, svc_key))
     broker.wait_log(r"conn=\d+ bridge connected")
     bridge.wait_log(r"connected to the broker")
@@ -412,24 +412,36 @@ def _metric(port, name, label):
     return int(m.group(1)) if m else 0
 
 
-def test_openbao_resetting_a_connection_is_counted_as_upstream_reset_not_cancel(env):
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "wrapper-tls"])
+def test_openbao_resetting_a_connection_is_counted_as_upstream_reset_not_cancel(env, tls):
     up = ResetAtOnceUpstream()
     env.upstreams.append(up)
     mport = free_port()
-    broker, _, _ = env.tunnel(upstream=up,
-                              broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    extra = ["--metrics-listen", f"127.0.0.1:{mport}"]
+    if tls:
+        broker, _, ctx = tls_tunnel(env, upstream=up, broker_extra=extra)
+    else:
+        broker, _, _ = env.tunnel(upstream=up, broker_extra=extra)
     n = 3
     for _ in range(n):
         w = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+        if tls:
+            w = TlsOverSocket(w, ctx, SVC)
         w.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _ending(w) == "reset"
+        try:
+            got = w.recv(4096)
+            ending = "data" if got else "close"
+        except ConnectionResetError:
+            ending = "reset"
+        except BareFin:
+            ending = "fin"
+        assert ending == "reset"
         w.close()
     name = "cloudtaser_broker_stream_resets_total"
     # The stats reach the metrics server once a second: poll.
     wait_for(lambda: _metric(mport, name, 'reason="UPSTREAM_RESET"') == n, 10,
              f"{n} UPSTREAM_RESET in the broker's metrics")
     assert _metric(mport, name, 'reason="CANCEL"') == 0
-
 
 def kill_table(runs, tls=True):
     """The closing note's table: for each target and body kind, the endings
