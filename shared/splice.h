@@ -3,7 +3,8 @@
 // TLS process. Bytes pass unchanged both ways; the socket is read only while
 // the stream has send capacity, and stream data is consumed only once written
 // to the socket, so nothing is buffered beyond one window. EOF becomes FIN,
-// FIN becomes shutdown(SHUT_WR), a socket error becomes RESET, and RESET
+// FIN becomes shutdown(SHUT_WR), a socket error becomes RESET (with the
+// splice's `aborted` code: whose abort it was), and RESET
 // closes the socket abortively (RST) so the far end sees an abrupt close. The
 // socket is armed for RST from the start (SO_LINGER 0), so the death of this
 // process aborts it too; only a clean end, both FINs exchanged, disarms it.
