@@ -102,7 +102,9 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       return;
     }
     tune_stream_socket(fd.get());
-    splices_.add(l, id, std::move(fd), in_progress);
+    // OpenBao aborting the connection is UPSTREAM_RESET, so that the broker's
+    // stream_resets_total does not count it as a wrapper's cancel.
+    splices_.add(l, id, std::move(fd), in_progress, Code::kUpstreamReset);
   }
 
   void on_link_events(Link& l) noexcept override {

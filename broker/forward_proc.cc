@@ -45,6 +45,14 @@ const std::vector<MsgRule> kAccepts = {
     {Msg::kStats, false, 8192},
 };
 
+// A wrapper refused at accept is closed with an RST (SO_LINGER {1, 0}): a
+// FIN straight after the connect could pass for an empty answer, a reset is
+// plainly a refusal, which clients retry.
+void refuse(UniqueFd fd) {
+  const linger abort_close{1, 0};
+  (void)setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+}
+
 // The service port: no handshake at the broker (the wrapper's TLS, if any,
 // ends at the bridge), so every wrapper is "established" at accept, with a
 // per-source cap set by --max-wrappers-per-source, and a total that leaves
@@ -214,7 +222,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         break;
       }
       auto src = source_key(peer);
-      if (!src) continue;
+      if (!src) {
+        refuse(std::move(fd));
+        continue;
+      }
       const Admission::Id aid = ++next_wrapper_;
       auto d = svc_.on_accept(aid, *src, Clock::now());
       if (!d.admit && d.why == Refusal::kPerSource && release_closed_wrappers(&*src))
@@ -222,19 +233,21 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       if (!d.admit) {
         LOG_WARN_THROTTLED(refuse_log_, "wrapper connection from %s refused: %s",
                            src->str().c_str(), refusal_name(d.why));
-        continue;  // closes it
+        refuse(std::move(fd));
+        continue;
       }
       const uint32_t id = local_->session().open();
       if (id == 0) {
         svc_.on_closed(aid);
         LOG_WARN_THROTTLED(refuse_log_, "wrapper refused: %s",
                            "no stream id available on the data channel");
+        refuse(std::move(fd));
         continue;
       }
       by_source_[*src].emplace_back(id, aid);
       tune_stream_socket(fd.get());
       mstate_.fwd.wrapper_connections_total++;
-      splices_.add(*local_, id, std::move(fd), false);
+      splices_.add(*local_, id, std::move(fd), false, Code::kCancel);
     }
     update_listener();
     publish_counts();

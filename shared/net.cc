@@ -187,6 +187,12 @@ UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int 
   // (the caller stops quietly) rather than an error to log.
   const int victim_err = errno;
   *shed = static_cast<bool>(victim);
+  if (victim) {
+    // Shed with an RST: a FIN right after the accept could pass for an empty
+    // answer; a reset is a refusal any client retries.
+    const linger abort_close{1, 0};
+    (void)setsockopt(victim.get(), SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+  }
   victim.reset();
   spare->reset(fcntl(spare_src, F_DUPFD_CLOEXEC, 0));
   errno = *shed ? saved : victim_err;

@@ -37,13 +37,15 @@ void set_reset_on_close(int fd, bool on) noexcept {
 }
 }  // namespace
 
-Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting)
+Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting,
+               Code aborted)
     : loop_(loop),
       owner_(owner),
       link_(link),
       id_(id),
       fd_(std::move(fd)),
-      connecting_(connecting) {
+      connecting_(connecting),
+      aborted_(aborted) {
   // Armed from the start: if this process dies (kill -9, OOM), the kernel's
   // close must abort the connection. A plain FIN would let the far end take
   // a truncated close-delimited body for a whole one. Cleared in finish() for
@@ -105,7 +107,7 @@ bool Splice::fail_on_socket_error() noexcept {
   const int err = socket_error(fd_.get());
   if (err == 0) return false;
   LOG_DEBUG("stream=%u socket error: %s", id_, std::strerror(err));
-  if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+  if (!link_.closed()) link_.session().reset(id_, aborted_);
   finish(true);
   return true;
 }
@@ -146,7 +148,7 @@ void Splice::pump_read() noexcept {
   }
   if (errno == EAGAIN || errno == EINTR) return;
   // ECONNRESET and friends: the far end aborted; so do we, on the stream.
-  s.reset(id_, connecting_ ? Code::kUpstreamRefused : Code::kCancel);
+  s.reset(id_, connecting_ ? Code::kUpstreamRefused : aborted_);
   finish(true);
 }
 
@@ -166,7 +168,7 @@ void Splice::pump_write() noexcept {
     const ssize_t n = ::sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
       pend_.clear();
-      if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+      if (!link_.closed()) link_.session().reset(id_, aborted_);
       return finish(true);
     }
     size_t skip = n > 0 ? static_cast<size_t>(n) : 0;
@@ -190,7 +192,7 @@ void Splice::pump_write() noexcept {
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return update_interest();
-    if (!link_.closed()) link_.session().reset(id_, Code::kCancel);
+    if (!link_.closed()) link_.session().reset(id_, aborted_);
     return finish(true);
   }
   out_.clear();
@@ -272,8 +274,8 @@ void Splice::finish(bool abortive) noexcept {
   owner_.on_splice_done(*this);
 }
 
-Splice* SpliceTable::add(Link& link, uint32_t id, UniqueFd fd, bool connecting) {
-  auto s = std::make_unique<Splice>(loop_, *this, link, id, std::move(fd), connecting);
+Splice* SpliceTable::add(Link& link, uint32_t id, UniqueFd fd, bool connecting, Code aborted) {
+  auto s = std::make_unique<Splice>(loop_, *this, link, id, std::move(fd), connecting, aborted);
   Splice* raw = s.get();
   splices_[raw] = std::move(s);
   return raw;

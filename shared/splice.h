@@ -3,7 +3,8 @@
 // TLS process. Bytes pass unchanged both ways; the socket is read only while
 // the stream has send capacity, and stream data is consumed only once written
 // to the socket, so nothing is buffered beyond one window. EOF becomes FIN,
-// FIN becomes shutdown(SHUT_WR), a socket error becomes RESET, and RESET
+// FIN becomes shutdown(SHUT_WR), a socket error becomes RESET (with the
+// splice's `aborted` code: whose abort it was), and RESET
 // closes the socket abortively (RST) so the far end sees an abrupt close. The
 // socket is armed for RST from the start (SO_LINGER 0), so the death of this
 // process aborts it too; only a clean end, both FINs exchanged, disarms it.
@@ -26,7 +27,12 @@ class Splice final : public Loop::Handler {
     virtual void on_splice_dirty(Splice& s) noexcept = 0;
   };
   // `connecting`: a non-blocking connect is in flight (bridge -> OpenBao).
-  Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting);
+  // `aborted`: the code the stream is reset with when the socket's peer
+  // aborts (RST or another socket error): the broker names a wrapper's abort
+  // CANCEL, the bridge names OpenBao's UPSTREAM_RESET, so that the broker's
+  // stream_resets_total tells one from the other.
+  Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, bool connecting,
+         Code aborted);
   ~Splice() override;
 
   void on_io(uint32_t events) noexcept override;
@@ -61,6 +67,7 @@ class Splice final : public Loop::Handler {
   uint32_t id_;
   UniqueFd fd_;
   bool connecting_;
+  Code aborted_;
   bool read_blocked_ = false;  // waiting for send capacity
   bool read_eof_ = false;      // socket EOF seen and FIN sent
   bool peer_fin_ = false;      // stream FIN received
@@ -81,7 +88,7 @@ class Splice final : public Loop::Handler {
 class SpliceTable final : public Splice::Owner {
  public:
   explicit SpliceTable(Loop& loop) : loop_(loop) {}
-  Splice* add(Link& link, uint32_t id, UniqueFd fd, bool connecting);
+  Splice* add(Link& link, uint32_t id, UniqueFd fd, bool connecting, Code aborted);
   // Data, Fin, Reset and Writable events go to their stream's splice.
   void dispatch(Link& link, const Event& ev) noexcept;
   // The data channel died: every socket is closed abortively.

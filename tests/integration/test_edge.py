@@ -345,8 +345,9 @@ def echo_from(src, port, payload=b"ping", timeout=5):
     s = socket.socket()
     s.bind((src, 0))
     s.settimeout(timeout)
-    s.connect(("127.0.0.1", port))
     try:
+        # A refusal at accept is an RST, which may beat connect()'s return.
+        s.connect(("127.0.0.1", port))
         s.sendall(payload)
         got = b""
         while len(got) < len(payload):

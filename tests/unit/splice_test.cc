@@ -116,7 +116,7 @@ TEST_F(SpliceFixture, ResetByThePeerWithoutCreditResetsTheStreamAtOnce) {
   ASSERT_EQ(::connect(far, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
   UniqueFd near(::accept4(lst.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
   ASSERT_TRUE(near.valid());
-  table.add(link, id, std::move(near), false);
+  table.add(link, id, std::move(near), false, Code::kUpstreamReset);
   fill_credit();
 
   const linger l{1, 0};
@@ -128,8 +128,13 @@ TEST_F(SpliceFixture, ResetByThePeerWithoutCreditResetsTheStreamAtOnce) {
   EXPECT_FALSE(link.session().stream_exists(id));
   move(link.session(), peer);
   bool reset = false;
-  for (const Event& ev : peer.take_events())
-    if (ev.kind == Event::kReset && ev.stream == id) reset = true;
+  for (const Event& ev : peer.take_events()) {
+    if (ev.kind != Event::kReset || ev.stream != id) continue;
+    reset = true;
+    // The splice's own code for an abort by its socket's peer, not CANCEL:
+    // the broker counts resets by code.
+    EXPECT_EQ(ev.code, Code::kUpstreamReset);
+  }
   EXPECT_TRUE(reset) << "the peer was not told";
   // Nothing left in epoll that could wake the loop.
   EXPECT_LE(rounds_within(300ms, 100ms), 4);
@@ -139,7 +144,7 @@ TEST_F(SpliceFixture, HangUpWithoutCreditWakesOnceAndTheRestFollowsWhenCreditRet
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
   far = sv[1];
-  table.add(link, id, UniqueFd(sv[0]), false);
+  table.add(link, id, UniqueFd(sv[0]), false, Code::kCancel);
   const size_t written = fill_credit();
   ::close(far);  // a clean close: EPOLLHUP on our end, data still unread
   far = -1;
