@@ -107,7 +107,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
-        close_untrusted_links();
+        close_links_not_admitted(links_, *ctx_, "broker");
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
@@ -197,31 +197,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     LOG_WARN_THROTTLED(t, "%s (%s): %s; reconnecting in %lld ms (%s, attempt %u)", what, f.cls,
                        why.c_str(), delay, f.expensive ? "backing off" : "cheap to retry",
                        attempt_);
-  }
-
-  // After a reload: a link to a broker the new material no longer admits (a
-  // removed pin, another CA) ends now, not at its next handshake.
-  void close_untrusted_links() noexcept {
-    std::vector<TlsLink*> gone, unverified;
-    for (auto& [id, l] : links_) {
-      std::string why;
-      if (l->closed()) continue;
-      // A handshake begun before the reload would finish under the old
-      // material: it is started again (the peer redials) under the new one.
-      if (!l->established()) {
-        unverified.push_back(l.get());
-        continue;
-      }
-      if (ctx_->peer_trusted(l->ssl(), &why)) continue;
-      LOG_WARN("conn=%llu broker no longer admitted by the reloaded material: %s",
-               static_cast<unsigned long long>(id), why.c_str());
-      if (l->has_session()) l->session().go_away(Code::kRefused);
-      l->flush();  // the GOAWAY, then close_notify: the peer learns why
-      l->shutdown_tls();
-      gone.push_back(l.get());
-    }
-    for (TlsLink* l : gone) l->close("broker no longer admitted after a reload");
-    for (TlsLink* l : unverified) l->close("handshake begun before a reload");
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.

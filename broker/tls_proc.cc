@@ -92,7 +92,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         }
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
-        close_untrusted_links();
+        close_links_not_admitted(bridges_, *ctx_, "bridge");
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is
         // handled inside the sandbox.
@@ -215,31 +215,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                 src->str().c_str());
     }
     update_listener(Clock::now());
-  }
-
-  // After a reload: a link whose bridge the new material no longer admits (a
-  // removed pin, another CA) ends now, not at its next handshake.
-  void close_untrusted_links() noexcept {
-    std::vector<TlsLink*> gone, unverified;
-    for (auto& [id, l] : bridges_) {
-      std::string why;
-      if (l->closed()) continue;
-      // A handshake begun before the reload would finish under the old
-      // material: it is started again (the peer redials) under the new one.
-      if (!l->established()) {
-        unverified.push_back(l.get());
-        continue;
-      }
-      if (ctx_->peer_trusted(l->ssl(), &why)) continue;
-      LOG_WARN("conn=%llu bridge no longer admitted by the reloaded material: %s",
-               static_cast<unsigned long long>(id), why.c_str());
-      if (l->has_session()) l->session().go_away(Code::kRefused);
-      l->flush();  // the GOAWAY, then close_notify: the peer learns why
-      l->shutdown_tls();
-      gone.push_back(l.get());
-    }
-    for (TlsLink* l : gone) l->close("bridge no longer admitted after a reload");
-    for (TlsLink* l : unverified) l->close("handshake begun before a reload");
   }
 
   TlsLink* pick_bridge() {

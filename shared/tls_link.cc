@@ -116,4 +116,27 @@ TimePoint TlsLink::next_deadline() const {
   return Link::next_deadline();
 }
 
+void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& links,
+                              const TlsContext& ctx, const char* peer) {
+  std::vector<TlsLink*> gone, unverified;
+  for (auto& [id, l] : links) {
+    std::string why;
+    if (l->closed()) continue;
+    if (!l->established()) {
+      unverified.push_back(l.get());
+      continue;
+    }
+    if (ctx.peer_trusted(l->ssl(), &why)) continue;
+    LOG_WARN("conn=%llu %s no longer admitted by the reloaded material: %s",
+             static_cast<unsigned long long>(id), peer, why.c_str());
+    if (l->has_session()) l->session().go_away(Code::kRefused);
+    l->flush();
+    l->shutdown_tls();
+    gone.push_back(l.get());
+  }
+  const std::string reason = std::string(peer) + " no longer admitted after a reload";
+  for (TlsLink* l : gone) l->close(reason);
+  for (TlsLink* l : unverified) l->close("handshake begun before a reload");
+}
+
 }  // namespace ct

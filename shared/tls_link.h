@@ -3,10 +3,12 @@
 // handshake deadline applies (T-12, L-01).
 #pragma once
 
+#include <map>
 #include <memory>
 
 #include "shared/link.h"
 #include "shared/tls_conn.h"
+#include "shared/tls_context.h"
 
 namespace ct {
 
@@ -40,5 +42,13 @@ class TlsLink final : public Link {
   bool want_out_ = false;
   bool registered_ = false;
 };
+
+// After a material reload: a link whose peer `ctx` no longer admits (a
+// removed pin, another CA) ends now, with GOAWAY(REFUSED) and close_notify so
+// the peer learns why, not at its next handshake; a handshake begun before the
+// reload would finish under the old material, so it is closed and the peer
+// redials under the new one. `peer` names the other side in the log line.
+void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& links,
+                              const TlsContext& ctx, const char* peer);
 
 }  // namespace ct
