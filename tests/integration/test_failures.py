@@ -197,10 +197,9 @@ def test_a_close_delimited_body_ends_with_a_clean_fin_and_every_byte(env):
     assert d.head[head_end:] == BYTES_CHUNK[: len(d.head) - head_end]
 
 
-class ResettingUpstream:
-    """Answers each connection with as much as it will take, then, once the
-    connection stops taking more, resets it (an OpenBao that crashed mid-answer).
-    Records when each reset was sent."""
+class _ResetUpstream:
+    """A stand-in OpenBao that ends every connection with an RST after
+    answer(c) (which may raise OSError). Records when each reset was sent."""
 
     def __init__(self):
         self.lst = socket.create_server(("127.0.0.1", 0))
@@ -218,23 +217,40 @@ class ResettingUpstream:
                 c, _ = self.lst.accept()
             except OSError:
                 return
-            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
 
-    def _answer(self, c):
+    def _one(self, c):
         try:
-            c.recv(4096)
-            c.settimeout(0.5)
-            chunk = b"\0" * 65536
-            for _ in range(4096):  # at most 256 MiB
-                c.send(chunk)
+            self.answer(c)
         except OSError:
-            pass  # the send timed out: the far end stopped taking bytes
+            pass
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         self.reset_at.append(time.monotonic())
 
     def close(self):
         self.lst.close()
+
+
+class ResettingUpstream(_ResetUpstream):
+    """Answers each connection with as much as it will take, then, once the
+    connection stops taking more, resets it (an OpenBao that crashed mid-answer)."""
+
+    def answer(self, c):
+        c.recv(4096)
+        c.settimeout(0.5)
+        chunk = b"\0" * 65536
+        for _ in range(4096):  # at most 256 MiB; the send times out once the far end stops
+            c.send(chunk)
+
+
+class ResetAtOnceUpstream(_ResetUpstream):
+    """Reads each request and resets the connection (an OpenBao that crashed,
+    or a load balancer in front of it that gave up)."""
+
+    def answer(self, c):
+        c.settimeout(10)
+        c.recv(4096)
 
 
 def _cpu_seconds(pid):
@@ -370,37 +386,6 @@ def test_a_wrapper_no_bridge_came_for_is_reset_not_closed(env):
     assert _ending(w) == "reset"
     broker.wait_log(r"no bridge within the pending timeout: closing the wrapper \(NO_BRIDGE\)")
     w.close()
-
-
-class ResetAtOnceUpstream:
-    """Reads each request and resets the connection (an OpenBao that crashed,
-    or a load balancer in front of it that gave up)."""
-
-    def __init__(self):
-        self.lst = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lst.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def addr(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.lst.accept()
-            except OSError:
-                return
-            c.settimeout(10)
-            try:
-                c.recv(4096)
-            except OSError:
-                pass
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
-
-    def close(self):
-        self.lst.close()
 
 
 def _metric(port, name, label):
