@@ -75,6 +75,10 @@ std::vector<FlagSpec> flag_specs() {
        "OpenBao itself closes a keep-alive connection idle for 5 minutes and cancels a request "
        "after 90 s, so the default cuts nothing OpenBao lets run; raise it (or 0) for streams "
        "that may stay silent longer, e.g. sys/monitor or event subscriptions"},
+      {"memory-budget", "MIB",
+       "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
+       "stopped reading while OpenBao sends (default 32; the host must have twice this plus "
+       "about 40 MiB to spare)"},
       {"status-file", "PATH",
        "keep the link state in PATH (Prometheus text format, written atomically through "
        "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
@@ -248,6 +252,11 @@ class BridgeParent final : public DaemonParent {
                         : parse_seconds(v, limits::kMaxStreamIdleTimeoutSec);
       if (!s) return usage_error("bad --stream-idle-timeout (whole seconds, 0 to 86400)");
       base_.stream_idle_timeout_ms = *s * 1000;
+    }
+    if (f.has("memory-budget")) {
+      auto m = parse_seconds(f.get("memory-budget"), limits::kMaxMemoryBudgetMiB);
+      if (!m) return usage_error("bad --memory-budget (whole MiB, 1 to 65536)");
+      base_.memory_budget_mib = *m;
     }
     if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {
