@@ -75,6 +75,10 @@ std::vector<FlagSpec> flag_specs() {
        "OpenBao itself closes a keep-alive connection idle for 5 minutes and cancels a request "
        "after 90 s, so the default cuts nothing OpenBao lets run; raise it (or 0) for streams "
        "that may stay silent longer, e.g. sys/monitor or event subscriptions"},
+      {"memory-budget", "MIB",
+       "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
+       "stopped reading while OpenBao sends (default 32; the host must have twice this plus "
+       "about 40 MiB to spare)"},
       {"status-file", "PATH",
        "keep the link state in PATH (Prometheus text format, written atomically through "
        "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
@@ -143,9 +147,17 @@ double unix_seconds() {
   return static_cast<double>(ms) / 1000.0;
 }
 
+// Log lines each process dropped (its stderr full), by Supervisor::Which and
+// then the parent's own: counters over the bridge's life.
+struct LogDropped {
+  uint64_t tls = 0, forward = 0, parent = 0;
+  bool operator==(const LogDropped&) const = default;
+};
+
 // The textfile-collector file: the link state, and when it last changed.
-std::string status_text(uint32_t links_up, double changed, double started) {
-  char buf[1536];
+std::string status_text(uint32_t links_up, double changed, double started,
+                        const LogDropped& dropped) {
+  char buf[2048];
   const int n = std::snprintf(
       buf, sizeof buf,
       "# HELP cloudtaser_bridge_build_info Build information.\n"
@@ -164,8 +176,16 @@ std::string status_text(uint32_t links_up, double changed, double started) {
       "cloudtaser_bridge_last_change_timestamp_seconds %.3f\n"
       "# HELP cloudtaser_bridge_start_time_seconds Unix time the bridge started.\n"
       "# TYPE cloudtaser_bridge_start_time_seconds gauge\n"
-      "cloudtaser_bridge_start_time_seconds %.3f\n",
-      CT_VERSION, links_up > 0 ? 1u : 0u, links_up, changed, started);
+      "cloudtaser_bridge_start_time_seconds %.3f\n"
+      "# HELP cloudtaser_bridge_log_lines_dropped_total Log lines a bridge process dropped "
+      "because its stderr was full.\n"
+      "# TYPE cloudtaser_bridge_log_lines_dropped_total counter\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"parent\"} %llu\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"tls\"} %llu\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"forward\"} %llu\n",
+      CT_VERSION, links_up > 0 ? 1u : 0u, links_up, changed, started,
+      static_cast<unsigned long long>(dropped.parent), static_cast<unsigned long long>(dropped.tls),
+      static_cast<unsigned long long>(dropped.forward));
   if (n < 0) return {};
   return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
 }
@@ -249,13 +269,18 @@ class BridgeParent final : public DaemonParent {
       if (!s) return usage_error("bad --stream-idle-timeout (whole seconds, 0 to 86400)");
       base_.stream_idle_timeout_ms = *s * 1000;
     }
+    if (f.has("memory-budget")) {
+      auto m = parse_seconds(f.get("memory-budget"), limits::kMaxMemoryBudgetMiB);
+      if (!m) return usage_error("bad --memory-budget (whole MiB, 1 to 65536)");
+      base_.memory_budget_mib = *m;
+    }
     if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
     if (f.has("status-file")) {
       // Written once now (link down): an unwritable path is a start-up error.
       status_path_ = f.get("status-file");
       if (status_path_.empty()) return usage_error("bad --status-file: empty path");
       started_ = changed_ = unix_seconds();
-      if (!write_atomically(status_path_, status_text(0, changed_, started_), &err))
+      if (!write_atomically(status_path_, status_text(0, changed_, started_, dropped_), &err))
         return usage_error("bad --status-file: " + err);
     }
     // Every start says it, after the start-up checks (which print one line each).
@@ -353,11 +378,33 @@ class BridgeParent final : public DaemonParent {
     if (!status_path_.empty() && s.links_up != links_up_) write_status(s.links_up);
   }
 
+  // Each heartbeat answer brings a child's count; the file is rewritten only
+  // when a count moved, so a full stderr costs at most a write per second
+  // per process.
+  void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept override {
+    const size_t i = w == Supervisor::kTls ? 0 : 1;
+    // A restarted child counts from 0 again: the counter goes on from the
+    // total its predecessors reached.
+    if (lines < child_dropped_last_[i]) child_dropped_last_[i] = 0;
+    uint64_t& total = i == 0 ? dropped_.tls : dropped_.forward;
+    const LogDropped before = dropped_;
+    total += lines - child_dropped_last_[i];
+    child_dropped_last_[i] = lines;
+    dropped_.parent = log::dropped_lines();
+    if (!status_path_.empty() && !(dropped_ == before)) rewrite_status();
+  }
+
   void write_status(uint32_t links_up) noexcept {
     links_up_ = links_up;
     changed_ = unix_seconds();
+    rewrite_status();
+  }
+
+  void rewrite_status() noexcept {
+    dropped_.parent = log::dropped_lines();
     std::string err;
-    if (write_atomically(status_path_, status_text(links_up, changed_, started_), &err)) {
+    if (write_atomically(status_path_, status_text(links_up_, changed_, started_, dropped_),
+                         &err)) {
       status_failing_ = false;
     } else if (!status_failing_) {  // logged once until a write succeeds again
       status_failing_ = true;
@@ -428,7 +475,8 @@ class BridgeParent final : public DaemonParent {
   }
 
   void on_child_exited(Supervisor::Which w, int status) noexcept override {
-    if (w == Supervisor::kTls) abandon_dial();  // the asker is gone
+    if (w == Supervisor::kTls) abandon_dial();               // the asker is gone
+    child_dropped_last_[w == Supervisor::kTls ? 0 : 1] = 0;  // its successor counts from 0
     DaemonParent::on_child_exited(w, status);
   }
 
@@ -440,6 +488,8 @@ class BridgeParent final : public DaemonParent {
   uint32_t links_up_ = 0;
   double started_ = 0, changed_ = 0;
   bool status_failing_ = false;
+  LogDropped dropped_;
+  uint64_t child_dropped_last_[2] = {0, 0};  // the current tls, forward process's own count
 };
 
 }  // namespace

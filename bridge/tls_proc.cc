@@ -25,8 +25,7 @@ namespace ct::bridge {
 
 namespace {
 
-// The process's budget for stream data (session.h CreditPool; the default of
-// --memory-budget, which only the broker exposes).
+// The process's --memory-budget for stream data (session.h CreditPool).
 CreditPool g_budget{0};
 
 // Why a connection to the broker failed, and whether retrying soon is cheap

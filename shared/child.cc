@@ -65,7 +65,13 @@ void ChildBase::on_io(uint32_t events) noexcept {
       return;
     }
     if (m.type == Msg::kPing) {
-      send(Msg::kPong, m.body);
+      // The answer also carries our dropped log lines: a daemon whose
+      // stderr is full has no other way to learn them (the bridge's status
+      // file reports them, the broker's metrics have them anyway).
+      std::vector<uint8_t> body(m.body);
+      ByteWriter w(body, 16);
+      w.u64(log::dropped_lines());
+      send(Msg::kPong, body);
       continue;
     }
     if (m.type == Msg::kSettings) {

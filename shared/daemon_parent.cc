@@ -25,12 +25,12 @@ constexpr auto kStartupTimeout = std::chrono::seconds(10);
 const std::vector<MsgRule> kFromTls = {
     {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
     {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
-    {Msg::kPong, false, 8},
+    {Msg::kPong, false, 16},
 };
 const std::vector<MsgRule> kFromForward = {
     {Msg::kReady, false, 0},
     {Msg::kDrained, false, 0},
-    {Msg::kPong, false, 8},
+    {Msg::kPong, false, 16},
 };
 }  // namespace
 

@@ -33,7 +33,7 @@ enum class Msg : uint16_t {
   kDrain = 7,            // stop accepting, goaway, finish streams
   kMetricsListener = 8,  // fd: the broker's --metrics-listen socket (forwarding process)
   kPeerRing = 9,  // fd: the data channel's shared-memory rings (shm_ring.h), before PEER_CHANNEL
-  kPing = 10,     // u64: the heartbeat; the child's loop answers PONG with the same body
+  kPing = 10,     // u64: the heartbeat; the child's loop answers PONG with the same number
   // child -> parent
   kReady = 32,          // settings (and material) applied
   kMaterialError = 33,  // text: why the material was refused
@@ -41,7 +41,7 @@ enum class Msg : uint16_t {
   kStatus = 35,         // u32 links up, text
   kDrained = 36,        // no streams left
   kStats = 37,          // metric samples (metrics.h): broker tls -> parent -> forward
-  kPong = 38,           // u64: the answer to PING
+  kPong = 38,           // u64 PING's number, u64 log lines the child dropped (log.h)
 };
 const char* msg_name(Msg m);
 

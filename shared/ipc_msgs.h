@@ -30,7 +30,7 @@ struct ProcSettings {
   // Bridge TLS process: --stream-idle-timeout (0: none).
   uint32_t stream_idle_timeout_ms =
       static_cast<uint32_t>(std::chrono::milliseconds(limits::kDefaultStreamIdleTimeout).count());
-  // Broker TLS and forwarding processes: --memory-budget, each.
+  // TLS and forwarding processes (both daemons): --memory-budget, each.
   uint32_t memory_budget_mib = limits::kDefaultMemoryBudgetMiB;
 };
 std::vector<uint8_t> encode_settings(const ProcSettings& s);

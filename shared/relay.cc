@@ -34,6 +34,35 @@ std::vector<Relay*> RelayTable::pending() const {
   return out;
 }
 
+// Appends to what is held unsent. The budget bounds the unsent bytes of all
+// streams together, so what a stream's buffer allocates must stay close to
+// them: bytes already sent on are dropped before the buffer would grow (the
+// copy replaces the one growing would make), and growth is by a quarter, not
+// std::vector's doubling, which let a process hold several times its budget
+// (the bridge's TLS process held 190 MiB with a budget of 16).
+void Relay::Dir::append(Bytes data) {
+  if (data.empty()) return;
+  if (buf.size() + data.size() > buf.capacity()) {
+    if (pos > 0) {
+      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(pos));
+      pos = 0;
+    }
+    const size_t need = buf.size() + data.size();
+    if (need > buf.capacity()) buf.reserve(need + need / 4);
+  }
+  buf.insert(buf.end(), data.begin(), data.end());
+}
+
+// Everything was sent on. The allocation is kept for the next burst only up
+// to a small size: a stalled stream that once held its full window must not
+// keep that memory once its data has gone, or such streams add up past the
+// budget.
+void Relay::Dir::drained() {
+  buf.clear();
+  pos = 0;
+  if (buf.capacity() > limits::kRelayKeptBufferBytes) std::vector<uint8_t>().swap(buf);
+}
+
 void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d) {
   if (dst.link == nullptr || dst.link->closed()) return;
   Session& out = dst.link->session();
@@ -45,8 +74,7 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
     d.pos += n;
     if (src.link != nullptr && !src.link->closed()) src.link->session().consume(src.id, n);
   }
-  d.buf.clear();
-  d.pos = 0;
+  d.drained();
   if (d.fin && !d.fin_sent) {
     d.fin_sent = true;
     out.close_write(dst.id);
@@ -69,7 +97,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
     if (r->a.link == from && r->a.id == id) {
       r->codec->put_outer(data);  // credited on `a` as the codec processes it
     } else {
-      r->ba.buf.insert(r->ba.buf.end(), data.begin(), data.end());  // credited when encoded
+      r->ba.append(data);  // credited when encoded
     }
     pump_codec(r);
     return;
@@ -88,7 +116,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
       data = data.subspan(n);
     }
   }
-  d.buf.insert(d.buf.end(), data.begin(), data.end());
+  d.append(data);
 }
 
 void RelayTable::on_fin(Link* from, uint32_t id) {

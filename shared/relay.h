@@ -53,6 +53,9 @@ class Relay {
     size_t pos = 0;
     bool fin = false;       // source half-closed
     bool fin_sent = false;  // ...and we forwarded it
+    // Keeps what buf allocates close to what it holds unsent (relay.cc).
+    void append(Bytes data);
+    void drained();
   };
   Dir ab, ba;
   uint64_t outer_credited = 0;  // codec: outer bytes already consumed on `a`

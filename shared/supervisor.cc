@@ -120,10 +120,12 @@ void Supervisor::Kid::on_io(uint32_t events) noexcept {
 void Supervisor::on_pong(Kid& k, const IpcMessage& m) noexcept {
   ByteReader r(m.body);
   const uint64_t seq = r.u64();
+  const uint64_t log_dropped = r.u64();
   // Only the PING outstanding may be answered, once.
   if (!r.finish() || k.ping_sent == TimePoint::max() || seq != k.ping_seq)
     return kill_child(k.which, "PONG that answers no PING");
   k.ping_sent = TimePoint::max();
+  hooks_.on_child_log_dropped(k.which, log_dropped);
   if (k.late) {
     k.late = false;
     LOG_INFO("%s process pid=%d answers again", name(k.which), k.pid);

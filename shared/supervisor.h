@@ -34,6 +34,9 @@ class Supervisor {
     // The child stopped answering the heartbeat for kHeartbeatGrace (false),
     // or answered again (true). At kHeartbeatTimeout it is killed.
     virtual void on_child_answering(Which w, bool answering) noexcept { (void)w, (void)answering; }
+    // Each answer to the heartbeat: the log lines the child has dropped so
+    // far (a restarted child starts again from 0).
+    virtual void on_child_log_dropped(Which w, uint64_t lines) noexcept { (void)w, (void)lines; }
   };
 
   // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start

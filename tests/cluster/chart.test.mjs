@@ -248,6 +248,7 @@ test("the broker gets the contract's flags: listen addresses, certificates, pins
   assert.equal(flag("--metrics-listen"), "[::]:9090");
   assert.equal(flag("--pending-timeout"), "10");
   assert.equal(flag("--drain-timeout"), "30");
+  assert.equal(flag("--memory-budget"), "32");
   const pins = c.args.flatMap((a, i) => (a === "--bridge-pin" ? [c.args[i + 1]] : []));
   assert.deepEqual(pins, [PIN_A, PIN_B]);
   const seed = find(render(SEED).objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
@@ -350,6 +351,16 @@ test("helm lint --strict passes with the seed's values", { skip: path.basename(h
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
 
+test("the broker's memory budget follows broker.memoryBudget, and a limit of 2 x the budget + 40 Mi in any unit is enough", () => {
+  const budgetOf = (args) => {
+    const c = find(render([...SEED, ...args]).objects, "Deployment", "cloudtaser-broker").spec.template.spec.containers[0];
+    return c.args[c.args.indexOf("--memory-budget") + 1];
+  };
+  assert.equal(budgetOf(["--set", "broker.memoryBudget=44"]), "44"); // 2 x 44 + 40 = the default 128Mi
+  for (const limit of ["104Mi", "106496Ki", "109051904", "110M", "1Gi", "0.5Gi"])
+    assert.equal(budgetOf(["--set", `broker.resources.limits.memory=${limit}`]), "32", limit);
+});
+
 const FAILURES = {
   "broker.enabled without broker.externalHost": [["--namespace", "cloudtaser-system", "--set", "broker.enabled=true"], /broker\.externalHost is required/],
   "an address for another namespace than the release's": [[...SEED.slice(2), "--namespace", "default"], /cloudtaser-broker\.default\.svc:8443/],
@@ -359,6 +370,11 @@ const FAILURES = {
   "tls.create without the files": [[...SEED, "--set", "broker.tls.create=true"], /broker\.tls\.crt/],
   "maxUnavailable 0, which would deadlock a rollout": [[...SEED, "--set", "broker.updateStrategy.maxUnavailable=0"], /maxUnavailable/],
   "a host name for the listen address": [[...SEED, "--set", "broker.listenAddress=localhost"], /listenAddress/],
+  "a memory limit below twice the budget plus 40 MiB": [[...SEED, "--set", "broker.resources.limits.memory=103Mi"], /limits\.memory 103Mi is below what broker\.memoryBudget=32 needs: at least 104Mi/],
+  "a budget raised past what the default limit holds": [[...SEED, "--set", "broker.memoryBudget=45"], /broker\.memoryBudget=45 needs: at least 130Mi/],
+  "a memory limit in decimal units that falls short": [[...SEED, "--set", "broker.resources.limits.memory=0.1G"], /limits\.memory 0\.1G is below/],
+  "a memory limit the chart cannot read": [[...SEED, "--set", "broker.resources.limits.memory=1e9"], /limits\.memory 1e9 is not a quantity this chart reads/],
+  "a memory budget of 0": [[...SEED, "--set", "broker.memoryBudget=0"], /memoryBudget/],
 };
 for (const [what, [args, message]] of Object.entries(FAILURES)) {
   test(`the render fails with a clear message on ${what}`, () => {

@@ -40,6 +40,16 @@ def wait_for(pred, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
+def peak_rss_kib(daemon, seconds):
+    """Highest resident memory of the daemon's processes over `seconds`,
+    sampled every 100 ms (bounded: seconds * 10 samples)."""
+    peak = 0
+    for _ in range(int(seconds * 10)):
+        peak = max(peak, daemon.rss_kib())
+        time.sleep(0.1)
+    return peak
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -197,3 +197,44 @@ def test_status_file_is_documented_in_help_and_the_man_page():
     assert r.returncode == 0 and b"--status-file PATH" in r.stdout
     man = (Path(__file__).resolve().parents[2] / "docs/man/vault-bridge.8").read_text()
     assert r"\-\-status\-file" in man and "cloudtaser_bridge_link_up" in man
+
+
+def test_log_lines_dropped_on_a_full_stderr_are_counted_in_the_status_file(env):
+    import fcntl
+    import socket
+    status = env.tmp / "vault-bridge.prom"
+    broker = env.broker()
+    closed = free_port()  # nothing listens: each stream costs the forwarding process a log line
+    rfd, wfd = os.pipe()
+    fcntl.fcntl(wfd, 1031, 4096)  # F_SETPIPE_SZ: one page, never read by anyone
+    proc = subprocess.Popen(
+        [str(BRIDGE), "--broker-address", f"127.0.0.1:{broker.bridge_port}", "--vault-addr",
+         f"http://127.0.0.1:{closed}", "--client-cert", str(env.bridge_crt), "--client-key",
+         str(env.bridge_key), "--ca-cert", str(env.pki.ca_crt), "--broker-pin", env.broker_pin,
+         "--allow-plaintext-streams", "--status-file", str(status), "--log-level", "debug"],
+        stdout=wfd, stderr=wfd, stdin=subprocess.DEVNULL, start_new_session=True)
+    os.close(wfd)
+    try:
+        wait_for(lambda: link_up(status) == 1, 20, "the bridge's link up")
+
+        def dropped(process):
+            m = re.search(r'^cloudtaser_bridge_log_lines_dropped_total\{process="%s"\} (\d+)$'
+                          % process, read(status), re.M)
+            return int(m.group(1)) if m else None
+        assert dropped("forward") == 0, read(status)
+        for i in range(100):  # one "upstream connect failed" line each, in the forwarding process
+            with socket.create_connection(("127.0.0.1", broker.service_port), timeout=10) as s:
+                s.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.settimeout(10)
+                try:
+                    s.recv(4096)  # the stream's end: reset or closed
+                except OSError:
+                    pass
+        # Answers to the heartbeat carry the count, once a second.
+        wait_for(lambda: (dropped("forward") or 0) > 0, 10, "dropped lines in the status file")
+        check_format(read(status))
+        print(read(status))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(rfd)

@@ -58,12 +58,47 @@ Included by every broker template so `helm template` reports it too.
 {{- if and $b.tls.create (not $b.bridgePins) (not $b.insecureNoPin) -}}
 {{- fail "broker.tls.create=true needs broker.bridgePins (cloudtaser-certs prints the bridge pin): the broker refuses to start without a pin" -}}
 {{- end -}}
+{{- $limit := dig "limits" "memory" "" ($b.resources | default dict) -}}
+{{- if $limit -}}
+{{- $have := include "cloudtaser.memoryMiB" $limit -}}
+{{- if not $have -}}
+{{- fail (printf "broker.resources.limits.memory %v is not a quantity this chart reads: give it as e.g. 128Mi or 1Gi" $limit) -}}
+{{- end -}}
+{{- $need := add (mul 2 (int $b.memoryBudget)) 40 -}}
+{{- if lt (float64 $have) (float64 $need) -}}
+{{- fail (printf "broker.resources.limits.memory %v is below what broker.memoryBudget=%v needs: at least %vMi (the TLS and the forwarding process may each hold the budget, and the processes themselves take about 40 MiB); raise the limit or lower the budget" $limit $b.memoryBudget $need) -}}
+{{- end -}}
+{{- end -}}
 {{- $addr := .Values.operator.secretstore.address -}}
 {{- if hasPrefix "broker://" $addr -}}
 {{- $want := printf "broker://%s.%s.svc:%v" (include "cloudtaser.broker.name" .) .Release.Namespace $b.ports.service -}}
 {{- $wantLong := printf "broker://%s.%s.svc.cluster.local:%v" (include "cloudtaser.broker.name" .) .Release.Namespace $b.ports.service -}}
 {{- if and (ne $addr $want) (ne $addr $wantLong) -}}
 {{- fail (printf "operator.secretstore.address is %s but this release serves the broker at %s (check --namespace)" $addr $want) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A Kubernetes memory quantity (128Mi, 1Gi, 500M, 134217728) in MiB, or ""
+when it is not one of those forms (exponents and milli are not read).
+*/}}
+{{- define "cloudtaser.memoryMiB" -}}
+{{- $q := . -}}
+{{- if or (kindIs "float64" $q) (kindIs "int" $q) (kindIs "int64" $q) -}}
+{{- divf $q 1048576 -}}
+{{- else -}}
+{{- $s := toString $q -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $s -}}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" $s -}}
+{{- $unit := trimPrefix $n $s -}}
+{{- $perMiB := dict "" 1048576.0 "Ki" 1024.0 "Mi" 1.0 "k" 1048.576 "M" 1.048576 -}}
+{{- $inMiB := dict "Gi" 1024.0 "Ti" 1048576.0 "Pi" 1073741824.0 "Ei" 1099511627776.0 "G" 953.67431640625 "T" 953674.31640625 "P" 953674316.40625 "E" 953674316406.25 -}}
+{{- if hasKey $perMiB $unit -}}
+{{- divf (float64 $n) (get $perMiB $unit) -}}
+{{- else -}}
+{{- mulf (float64 $n) (get $inMiB $unit) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
