@@ -54,6 +54,13 @@ inline constexpr uint32_t kDefaultMemoryBudgetMiB = 32;
 // without reallocating, small enough that streams which once held a full
 // window do not keep that memory after their data has gone.
 inline constexpr size_t kRelayKeptBufferBytes = 16 * 1024;
+// The kernel's send buffer of each spliced socket (SO_SNDBUF; Linux doubles
+// it for its own overhead). Bytes a stalled reader has not taken sit there,
+// charged to the pod's memory cgroup but invisible to --memory-budget, and
+// autotuning grows the buffer to tcp_wmem's 4 MiB: 64 stalled wrappers held
+// 171 MiB of send queue in the broker, beyond the chart's 128 Mi. Fixed at
+// 128 KiB (256 KiB charged) a stalled socket holds at most that much.
+inline constexpr int kSpliceSendBuffer = 128 * 1024;
 inline constexpr uint32_t kMaxMemoryBudgetMiB = 65536;
 
 // The connection window only bounds bytes in flight on the wire (credit is

@@ -104,6 +104,8 @@ const SyscallRule kTcpOptions[] = {
              arg_eq(1, IPPROTO_TCP), arg_eq(2, TCP_USER_TIMEOUT)),
     allow_if("setsockopt", "SO_LINGER 0: a stream reset becomes a TCP RST", arg_eq(1, SOL_SOCKET),
              arg_eq(2, SO_LINGER)),
+    allow_if("setsockopt", "SO_SNDBUF: what a stalled reader leaves queued stays bounded",
+             arg_eq(1, SOL_SOCKET), arg_eq(2, SO_SNDBUF)),
 };
 
 [[noreturn]] void die(const char* process, const char* what, int err) {

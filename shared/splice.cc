@@ -30,6 +30,13 @@ void set_keepalive(int fd) noexcept {
   (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 }
 
+// A fixed send buffer (limits.h kSpliceSendBuffer): what a stalled reader
+// leaves queued in the kernel stays bounded. Best effort, like keepalive.
+void set_send_buffer(int fd) noexcept {
+  const int bytes = limits::kSpliceSendBuffer;
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+}
+
 // SO_LINGER {1, 0}: close() sends RST and discards what is queued.
 void set_reset_on_close(int fd, bool on) noexcept {
   const linger l{on ? 1 : 0, 0};
@@ -52,6 +59,7 @@ Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, b
   // a clean end, so that queued bytes are delivered.
   set_reset_on_close(fd_.get(), true);
   set_keepalive(fd_.get());
+  set_send_buffer(fd_.get());
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
   link_.splices[id_] = this;
