@@ -101,7 +101,7 @@ void ChildBase::on_io(uint32_t events) noexcept {
     }
     const bool allowed = have_settings_ && on_message(m);
     // A MATERIAL body holds the private key: no copy outlives its handling.
-    explicit_bzero(m.body.data(), m.body.size());
+    if (!m.body.empty()) explicit_bzero(m.body.data(), m.body.size());
     if (!allowed) {
       LOG_ERROR("control message %s not allowed now; exiting", msg_name(m.type));
       exit_child(1);
