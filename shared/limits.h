@@ -49,11 +49,6 @@ inline constexpr uint32_t kPendingInitialWindow = 2 * 1024;
 // these plus the processes' own ~30 MiB fit the chart's 128 Mi limit with
 // headroom for socket and allocator overhead.
 inline constexpr uint32_t kDefaultMemoryBudgetMiB = 32;
-// A relay direction's buffer (relay.h Relay::Dir) keeps at most this much
-// allocation once drained, outside the budget: enough for a frame or two
-// without reallocating, small enough that streams which once held a full
-// window do not keep that memory after their data has gone.
-inline constexpr size_t kRelayKeptBufferBytes = 16 * 1024;
 // The kernel's send buffer of each spliced socket (SO_SNDBUF; Linux doubles
 // it for its own overhead). Bytes a stalled reader has not taken sit there,
 // charged to the pod's memory cgroup but invisible to --memory-budget, and
