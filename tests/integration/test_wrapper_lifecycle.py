@@ -207,18 +207,24 @@ rss_figures = pytest.mark.skipif("asan" in os.environ.get("CT_BUILD", ""),
 SLACK_MIB = 24
 
 
+def _stalled_wrappers(port, n):
+    """n wrappers that ask for 64 MiB each and never read a byte of it."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))
+        socks.append(s)
+    return socks
+
+
 @rss_figures
 def test_the_broker_stays_within_its_memory_budget_while_64_wrappers_stop_reading(env):
     from harness import kv_ok
     broker, bridge, up = env.tunnel(broker_extra=["--memory-budget", str(BUDGET_MIB)])
     idle = broker.rss_kib()
-    socks = []
-    for _ in range(64):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", broker.service_port))
-        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))  # never read
-        socks.append(s)
+    socks = _stalled_wrappers(broker.service_port, 64)
     peak = peak_rss_kib(broker, 8)
     # With the budget used up by the stalled ones, others are still served.
     assert kv_ok(broker.service_port, "meanwhile", timeout=10)
@@ -260,13 +266,7 @@ def test_the_bridge_stays_within_its_memory_budget_while_64_wrappers_stop_readin
     broker, bridge, up = env.tunnel(broker_extra=["--memory-budget", "4"],
                                     bridge_extra=["--memory-budget", str(BUDGET_MIB)])
     idle = bridge.rss_kib()
-    socks = []
-    for _ in range(64):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", broker.service_port))
-        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % (64 << 20))  # never read
-        socks.append(s)
+    socks = _stalled_wrappers(broker.service_port, 64)
     peak = peak_rss_kib(bridge, 8)
     assert kv_ok(broker.service_port, "meanwhile", timeout=10)
     print(f"64 stalled wrappers: bridge RSS {idle // 1024} MiB at rest, peak {peak // 1024} MiB "
