@@ -7,27 +7,13 @@
 
 #include <vector>
 
+#include "tests/unit/memory_link.h"
+
 namespace ct {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct NullOwner : Link::Owner {
-  void on_link_events(Link&) noexcept override {}
-  void on_link_closed(Link&) noexcept override {}
-};
-
-class TestLink final : public Link {
- public:
-  TestLink(Loop& loop, Owner& owner, uint64_t id, const SessionConfig& c) : Link(loop, owner, id) {
-    start_session(c, Clock::now());
-  }
-  void on_io(uint32_t) noexcept override {}
-  void flush() noexcept override {}
-
- private:
-  void close_transport() noexcept override {}
-};
+using namespace testing_links;
 
 class FakeCodec final : public StreamCodec {
  public:
@@ -58,23 +44,6 @@ class FakeCodec final : public StreamCodec {
   bool inner_closed = false;
 };
 
-SessionConfig cfg(bool opener) {
-  SessionConfig c;
-  c.role = opener ? Role::kBroker : Role::kBridge;
-  c.opener = opener;
-  c.ping_interval = Duration::zero();
-  return c;
-}
-
-void move(Session& from, Session& to) {
-  for (int i = 0; i < 1000 && from.has_output(); i++) {
-    const Bytes o = from.output();
-    const std::vector<uint8_t> piece(o.begin(), o.end());
-    from.output_written(piece.size());
-    to.feed(piece, Clock::now());
-  }
-}
-
 void handshake(Session& x, Session& y) {
   for (int i = 0; i < 10; i++) {
     move(x, y);
@@ -94,9 +63,9 @@ struct RelayFixture : ::testing::Test {
   Loop loop;
   NullOwner owner;
   // `a`: the broker's link (it opened the stream); `b`: the data channel.
-  TestLink a{loop, owner, 1, cfg(false)};
+  MemoryLink a{loop, owner, 1, cfg(false)};
   Session peer_a{cfg(true), Clock::now()};
-  TestLink b{loop, owner, 2, cfg(true)};
+  MemoryLink b{loop, owner, 2, cfg(true)};
   Session peer_b{cfg(false), Clock::now()};
   RelayTable table;
   uint32_t ida = 0, idb = 0;
@@ -105,7 +74,7 @@ struct RelayFixture : ::testing::Test {
   const TimePoint t0 = Clock::now();
 
   // `peer` sends bytes on the stream; `l`'s session delivers them to the table.
-  void deliver(Session& peer, TestLink& l, uint32_t peer_id, std::vector<uint8_t> bytes) {
+  void deliver(Session& peer, MemoryLink& l, uint32_t peer_id, std::vector<uint8_t> bytes) {
     peer.send(peer_id, bytes, false);
     move(peer, l.session());
     for (const Event& ev : l.session().take_events())

@@ -11,50 +11,18 @@
 
 #include <vector>
 
+#include "tests/unit/memory_link.h"
+
 namespace ct {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct NullOwner : Link::Owner {
-  void on_link_events(Link&) noexcept override {}
-  void on_link_closed(Link&) noexcept override {}
-};
-
-// A link without a transport: the test moves its session's bytes by hand.
-class TestLink final : public Link {
- public:
-  TestLink(Loop& loop, Owner& owner, const SessionConfig& c) : Link(loop, owner, 1) {
-    start_session(c, Clock::now());
-  }
-  void on_io(uint32_t) noexcept override {}
-  void flush() noexcept override {}
-
- private:
-  void close_transport() noexcept override {}
-};
-
-SessionConfig cfg(bool opener) {
-  SessionConfig c;
-  c.role = opener ? Role::kBroker : Role::kBridge;
-  c.opener = opener;
-  c.ping_interval = Duration::zero();
-  return c;
-}
-
-void move(Session& from, Session& to) {
-  for (int i = 0; i < 1000 && from.has_output(); i++) {
-    const Bytes o = from.output();
-    const std::vector<uint8_t> piece(o.begin(), o.end());
-    from.output_written(piece.size());
-    to.feed(piece, Clock::now());
-  }
-}
+using namespace testing_links;
 
 struct SpliceFixture : ::testing::Test {
   Loop loop;
   NullOwner owner;
-  TestLink link{loop, owner, cfg(true)};
+  MemoryLink link{loop, owner, 1, cfg(true)};
   Session peer{cfg(false), Clock::now()};
   SpliceTable table{loop};
   uint32_t id = 0;
