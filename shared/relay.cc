@@ -27,13 +27,6 @@ Relay* RelayTable::find(Link* l, uint32_t id) const {
   return it == l->relays.end() ? nullptr : it->second;
 }
 
-std::vector<Relay*> RelayTable::pending() const {
-  std::vector<Relay*> out;
-  for (auto& [raw, r] : relays_)
-    if (r->b.link == nullptr) out.push_back(raw);
-  return out;
-}
-
 // Appends to what is held unsent. The budget bounds the unsent bytes of all
 // streams together, so what a stream's buffer allocates must stay close to
 // them: bytes already sent on are dropped before the buffer would grow (the

@@ -100,8 +100,6 @@ class RelayTable {
   void reset(Relay* r, Code code);
   // The link is gone: every relay on it resets its other end with `code`.
   void link_closed(Link* l, Code code);
-  // All relays that still lack their second end.
-  std::vector<Relay*> pending() const;
 
   // Deadlines for the relays given to start_timers(): a codec's handshake
   // must complete within `handshake` (absolute, never extended by bytes: a
