@@ -36,21 +36,31 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit unit-tests check-layers fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward
 all: $(addprefix $(BUILD)/,$(EXES))
 
 # ---------------------------------------------------------------- sources
-SHARED_SRC := $(filter-out shared/tls_%.cc,$(wildcard shared/*.cc))
-TLSLIB_SRC := $(wildcard shared/tls_*.cc)
-# The forwarding process of each daemon is its own executable (forward_*.cc),
-# linked without libtls.a and OpenSSL: a reference to either fails its link.
-BROKER_FWD_SRC := $(wildcard broker/forward_*.cc)
+# shared/ is one static library per layer, lowest first (docs/architecture.md).
+# A layer may include and link only the layers before it; check-layers says so
+# when one does not. Only shared/tls includes OpenSSL.
+LAYERS     := base wire os ipc stream proc parent tls
+layer_lib   = $(BUILD)/lib/libct_$(1).a
+# The libraries a layer may use, in link order (itself first, base last).
+layers_upto = $(foreach l,$(shell echo $(LAYERS) | tr ' ' '\n' | sed -n '1,/^$(1)$$/p' | tac),$(call layer_lib,$(l)))
+ALL_LIBS   := $(call layers_upto,tls)
+# The forwarding executables link every layer but tls (and no OpenSSL).
+FWD_LIBS   := $(call layers_upto,parent)
+SHARED_SRC := $(foreach l,$(LAYERS),$(wildcard shared/$(l)/*.cc))
+# Each daemon's code: forward_*.cc only in its forwarding executable, metrics.cc
+# (the broker's figures, decoded by both of its processes) in both, the rest in
+# the daemon.
+BROKER_BOTH    := broker/metrics.cc
+BROKER_FWD_SRC := $(wildcard broker/forward_*.cc) $(BROKER_BOTH)
 BRIDGE_FWD_SRC := $(wildcard bridge/forward_*.cc)
-BROKER_SRC := $(filter-out $(BROKER_FWD_SRC),$(wildcard broker/*.cc))
+BROKER_SRC := $(filter-out $(wildcard broker/forward_*.cc),$(wildcard broker/*.cc))
 BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
-UNIT_SRC   := $(wildcard tests/unit/*.cc)
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 
@@ -58,22 +68,35 @@ $(BUILD)/obj/%.o: %.cc | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(ALLFLAGS) -c $< -o $@
 
-$(BUILD)/libshared.a: $(call obj,$(SHARED_SRC))
-	@rm -f $@; ar rcs $@ $^
-$(BUILD)/libtls.a: $(call obj,$(TLSLIB_SRC))
-	@rm -f $@; ar rcs $@ $^
+define layer_rule
+$(call layer_lib,$(1)): $(call obj,$(wildcard shared/$(1)/*.cc))
+	@mkdir -p $$(dir $$@); rm -f $$@; ar rcs $$@ $$^
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
 
-$(BUILD)/cloudtaser-broker: $(call obj,$(BROKER_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
+$(BUILD)/cloudtaser-broker: $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(TLS_LIBS) $(SYS_LIBS)
-$(BUILD)/vault-bridge: $(call obj,$(BRIDGE_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
+$(BUILD)/vault-bridge: $(call obj,$(BRIDGE_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(TLS_LIBS) $(SYS_LIBS)
-$(BUILD)/cloudtaser-broker-forward: $(call obj,$(BROKER_FWD_SRC)) $(BUILD)/libshared.a
+$(BUILD)/cloudtaser-broker-forward: $(call obj,$(BROKER_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
-$(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(BUILD)/libshared.a
+$(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
-$(BUILD)/unit-tests: $(call obj,$(UNIT_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
-	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) -lgtest -lgtest_main -pthread $(TLS_LIBS) $(SYS_LIBS)
+# Unit tests: one binary per folder of tests/unit/, linked with only the
+# layers that folder may use (tests/unit/stream/ cannot reach parent or tls).
+# tests/unit/broker/ tests the broker's own code and may use every layer.
+UNIT_DIRS  := $(notdir $(wildcard tests/unit/*))
+UNIT_BINS  := $(patsubst %,$(BUILD)/unit/%-tests,$(UNIT_DIRS))
+unit_libs   = $(if $(filter $(1),$(LAYERS)),$(call layers_upto,$(1)),$(ALL_LIBS))
+unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_BOTH)))
+define unit_rule
+$(BUILD)/unit/$(1)-tests: $(call obj,$(wildcard tests/unit/$(1)/*.cc)) $(call unit_extra,$(1)) $(call unit_libs,$(1))
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(ALLFLAGS) $$^ -o $$@ $$(LDFLAGS) -lgtest -lgtest_main -pthread $(if $(filter $(1),$(LAYERS)),$(if $(filter tls,$(1)),$$(TLS_LIBS)),$$(TLS_LIBS)) $$(SYS_LIBS)
+endef
+$(foreach d,$(UNIT_DIRS),$(eval $(call unit_rule,$(d))))
+unit-tests: $(UNIT_BINS)
 
 # ---------------------------------------------------------------- deps
 # $(call apt_ensure,PACKAGES[,EXTRA]): installs the Debian packages that are
@@ -103,16 +126,21 @@ CHECKS := check-clang
 # The same sources, warnings as errors, with clang (into build/clang).
 check-clang:
 	$(MAKE) --no-print-directory BUILD=build/clang CXX=clang++ \
-	  $(addprefix build/clang/,$(EXES)) build/clang/unit-tests
-	build/clang/unit-tests --gtest_brief=1
+	  $(addprefix build/clang/,$(EXES)) unit
 -include mk/*.mk
 
 # ---------------------------------------------------------------- tests
-test: all $(BUILD)/unit-tests
-	$(MAKE) --no-print-directory unit fuzz-replay integration $(CHECKS)
+test: all unit-tests
+	$(MAKE) --no-print-directory check-layers unit fuzz-replay integration $(CHECKS)
 
-unit: $(BUILD)/unit-tests
-	$(BUILD)/unit-tests --gtest_brief=1
+unit: $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do echo "$$t"; $$t --gtest_brief=1 || exit 1; done
+
+# Fails when a file includes a layer after its own, <openssl/ appears outside
+# shared/tls, or a forwarding executable links OpenSSL; then plants each kind
+# of violation in a copy of the tree and fails if the check misses it.
+check-layers: $(BUILD)/cloudtaser-broker-forward $(BUILD)/vault-bridge-forward
+	$(PYTHON) tests/check_layers.py --build $(BUILD) --self-test
 
 integration: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
@@ -126,8 +154,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_MAKE = $(MAKE) --no-print-directory BUILD=build/asan SANITIZE="$(ASAN_FLAGS)" OPT="-O1 -g" \
             CXXFLAGS="-Wno-stringop-overflow -Wno-array-bounds"
 asan:
-	$(ASAN_MAKE) $(addprefix build/asan/,$(EXES)) build/asan/unit-tests
-	build/asan/unit-tests --gtest_brief=1
+	$(ASAN_MAKE) $(addprefix build/asan/,$(EXES)) unit
 	$(ASAN_MAKE) fuzz-replay
 	@# LeakSanitizer runs above; sandboxed children cannot run it at exit (no
 	@# /proc under Landlock, not dumpable), so the daemons run without it.

@@ -1,7 +1,7 @@
 // vault-bridge: entry points of its three processes (docs/architecture.md).
 #pragma once
 
-#include "shared/sandbox.h"
+#include "shared/os/sandbox.h"
 
 namespace ct::bridge {
 

@@ -10,11 +10,11 @@
 #include <unordered_set>
 
 #include "bridge/bridge.h"
-#include "shared/child.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/net.h"
-#include "shared/splice.h"
+#include "shared/base/log.h"
+#include "shared/os/net.h"
+#include "shared/proc/child.h"
+#include "shared/stream/splice.h"
+#include "shared/wire/limits.h"
 
 namespace ct::bridge {
 

@@ -3,9 +3,9 @@
 // Three processes: the parent re-executes this binary with --child=tls and
 // starts vault-bridge-forward (bridge/forward_main.cc, no OpenSSL) with
 // --child=forward (docs/architecture.md). The test hooks (docs/sandbox.md) are
-// in shared/forward_exe.cc.
+// in shared/proc/forward_exe.cc.
 #include "bridge/bridge.h"
-#include "shared/forward_exe.h"
+#include "shared/proc/forward_exe.h"
 
 int main(int argc, char** argv) {
   return ct::daemon_exe_main(

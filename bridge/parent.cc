@@ -16,14 +16,14 @@
 #include <string>
 
 #include "bridge/bridge.h"
-#include "shared/daemon_parent.h"
-#include "shared/flags.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/net.h"
-#include "shared/resolver.h"
-#include "shared/tls_context.h"
-#include "shared/unique_fd.h"
+#include "shared/base/log.h"
+#include "shared/base/unique_fd.h"
+#include "shared/os/flags.h"
+#include "shared/os/net.h"
+#include "shared/os/resolver.h"
+#include "shared/parent/daemon_parent.h"
+#include "shared/tls/context.h"
+#include "shared/wire/limits.h"
 
 namespace ct::bridge {
 

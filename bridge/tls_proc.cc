@@ -12,14 +12,14 @@
 #include <random>
 
 #include "bridge/bridge.h"
-#include "shared/child.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/net.h"
-#include "shared/relay.h"
-#include "shared/tls_context.h"
-#include "shared/tls_link.h"
-#include "shared/tls_stream.h"
+#include "shared/base/log.h"
+#include "shared/os/net.h"
+#include "shared/proc/child.h"
+#include "shared/stream/relay.h"
+#include "shared/tls/context.h"
+#include "shared/tls/link.h"
+#include "shared/tls/stream.h"
+#include "shared/wire/limits.h"
 
 namespace ct::bridge {
 

@@ -5,8 +5,8 @@
 
 #include <cerrno>
 
-#include "shared/limits.h"
-#include "shared/net.h"
+#include "shared/os/net.h"
+#include "shared/wire/limits.h"
 
 namespace ct::broker {
 

@@ -4,7 +4,7 @@
 // and holds no key). Minimal HTTP/1.x: one GET per connection, the request
 // head capped at 4 KiB and due kHttpHeadDeadline after accept, then the
 // answer and close. Each listener has its own admission pools
-// (shared/admission.h): a flood of idle connections cycles through the head
+// (shared/os/admission.h): a flood of idle connections cycles through the head
 // pool by eviction, never holds it, and the listener pauses rather than
 // accepting and closing. Kubelet's probes use their own listener so that no
 // flood on the metrics port (which Prometheus must reach) can fail them.
@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "shared/admission.h"
-#include "shared/log.h"
-#include "shared/loop.h"
-#include "shared/metrics.h"
+#include "broker/metrics.h"
+#include "shared/base/log.h"
+#include "shared/os/admission.h"
+#include "shared/os/loop.h"
 
 namespace ct::broker {
 

@@ -13,12 +13,12 @@
 
 #include "broker/broker.h"
 #include "broker/forward_metrics.h"
-#include "shared/admission.h"
-#include "shared/child.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/net.h"
-#include "shared/splice.h"
+#include "shared/base/log.h"
+#include "shared/os/admission.h"
+#include "shared/os/net.h"
+#include "shared/proc/child.h"
+#include "shared/stream/splice.h"
+#include "shared/wire/limits.h"
 
 namespace ct::broker {
 

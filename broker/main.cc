@@ -2,9 +2,9 @@
 // Three processes: the parent re-executes this binary with --child=tls and
 // starts cloudtaser-broker-forward (broker/forward_main.cc, no OpenSSL) with
 // --child=forward (see docs/architecture.md for the process table). The test
-// hooks (docs/sandbox.md) are in shared/forward_exe.cc.
+// hooks (docs/sandbox.md) are in shared/proc/forward_exe.cc.
 #include "broker/broker.h"
-#include "shared/forward_exe.h"
+#include "shared/proc/forward_exe.h"
 
 int main(int argc, char** argv) {
   return ct::daemon_exe_main(argc, argv,

@@ -8,13 +8,14 @@
 #include <string>
 
 #include "broker/broker.h"
-#include "shared/admission.h"
-#include "shared/daemon_parent.h"
-#include "shared/flags.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/net.h"
-#include "shared/tls_context.h"
+#include "broker/metrics.h"
+#include "shared/base/log.h"
+#include "shared/os/admission.h"
+#include "shared/os/flags.h"
+#include "shared/os/net.h"
+#include "shared/parent/daemon_parent.h"
+#include "shared/tls/context.h"
+#include "shared/wire/limits.h"
 
 namespace ct::broker {
 
@@ -152,6 +153,17 @@ class BrokerParent final : public DaemonParent {
   }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }
+
+  bool check_stats(Bytes body) const override { return decode_metrics(body).has_value(); }
+  // While the TLS process is stuck or restarting, no bridge is connected:
+  // /readyz must not go on saying "ready" from the last figures.
+  std::vector<uint8_t> stats_without_tls(Bytes last) const override {
+    auto samples = decode_metrics(last);
+    if (!samples) return {};
+    for (MetricSample& m : *samples)
+      if (m.id == MetricId::kBridgesConnected) m.value = 0;
+    return encode_metrics(*samples);
+  }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
     if (w == Supervisor::kTls) {

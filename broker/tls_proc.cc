@@ -13,22 +13,22 @@
 #include <random>
 
 #include "broker/broker.h"
-#include "shared/admission.h"
-#include "shared/child.h"
-#include "shared/limits.h"
-#include "shared/log.h"
-#include "shared/metrics.h"
-#include "shared/net.h"
-#include "shared/relay.h"
-#include "shared/tls_context.h"
-#include "shared/tls_link.h"
+#include "broker/metrics.h"
+#include "shared/base/log.h"
+#include "shared/os/admission.h"
+#include "shared/os/net.h"
+#include "shared/proc/child.h"
+#include "shared/stream/relay.h"
+#include "shared/tls/context.h"
+#include "shared/tls/link.h"
+#include "shared/wire/limits.h"
 
 namespace ct::broker {
 
 namespace {
 
-// The bridge port's admission pools (shared/admission.h, limits in
-// shared/limits.h): a handshake flood from the internet cannot grow this
+// The bridge port's admission pools (shared/os/admission.h, limits in
+// shared/wire/limits.h): a handshake flood from the internet cannot grow this
 // process, hold the port, or take an authenticated bridge's slot.
 AdmissionLimits bridge_admission() {
   AdmissionLimits l;
@@ -43,7 +43,7 @@ AdmissionLimits bridge_admission() {
 // The process's --memory-budget for stream data (session.h CreditPool).
 CreditPool g_budget{0};
 
-// Seccomp allowlist beyond the common set (shared/sandbox.cc). No socket(),
+// Seccomp allowlist beyond the common set (shared/os/sandbox.cc). No socket(),
 // no connect(), no open(): this process only uses fds it was handed.
 const SyscallRule kSyscalls[] = {
     {"accept4", "bridge connections on the listener the parent bound"},

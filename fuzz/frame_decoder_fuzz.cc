@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "shared/frame.h"
+#include "shared/wire/frame.h"
 
 namespace {
 

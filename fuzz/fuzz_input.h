@@ -17,7 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "shared/bytes.h"
+#include "shared/base/bytes.h"
 
 #define FZ_CHECK(cond, ...)                                                        \
   do {                                                                             \

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "shared/frame.h"
-#include "shared/session.h"
+#include "shared/wire/frame.h"
+#include "shared/wire/session.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// FZ-5: the privsep IPC layer (shared/ipc.h, shared/ipc_msgs.h), each
+// FZ-5: the privsep IPC layer (shared/ipc/channel.h, shared/ipc/msgs.h), each
 // direction, with the rule tables the daemons use.
 //
 // Input: one byte choosing the receiving channel end (and so its rule table),
@@ -20,12 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "broker/metrics.h"
 #include "fuzz/fuzz_input.h"
-#include "shared/admission.h"
-#include "shared/ipc.h"
-#include "shared/ipc_msgs.h"
-#include "shared/limits.h"
-#include "shared/metrics.h"
+#include "shared/ipc/channel.h"
+#include "shared/ipc/msgs.h"
+#include "shared/os/admission.h"
+#include "shared/wire/limits.h"
 
 namespace {
 
@@ -60,7 +60,7 @@ const MsgRule kBridgeForward[] = {
     {Msg::kPeerRing, true, 0},
     {Msg::kDrain, false, 0},
 };
-// shared/daemon_parent.cc: the parent, from its TLS child and its forwarding child.
+// shared/parent/daemon_parent.cc: the parent, from its TLS child and its forwarding child.
 const MsgRule kParentFromTls[] = {
     {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
     {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},

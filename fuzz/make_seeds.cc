@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "shared/frame.h"
-#include "shared/ipc.h"
-#include "shared/ipc_msgs.h"
-#include "shared/limits.h"
+#include "shared/ipc/channel.h"
+#include "shared/ipc/msgs.h"
+#include "shared/wire/frame.h"
+#include "shared/wire/limits.h"
 
 namespace {
 

@@ -39,9 +39,9 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "shared/frame.h"
-#include "shared/limits.h"
-#include "shared/session.h"
+#include "shared/wire/frame.h"
+#include "shared/wire/limits.h"
+#include "shared/wire/session.h"
 
 namespace {
 

@@ -51,11 +51,11 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 # -pie is dropped: a static non-PIE executable needs no loader at all. The
 # broker listens on numeric addresses only, so static glibc (no NSS) is fine.
 static: $(STATIC_BROKER) $(STATIC_FORWARD)
-$(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(BUILD)/libtls.a $(BUILD)/libshared.a
+$(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
 # No OpenSSL here either; the image installs it beside the broker as
 # /cloudtaser-broker-forward, where the broker looks for it.
-$(STATIC_FORWARD): $(call obj,$(BROKER_FWD_SRC)) $(BUILD)/libshared.a
+$(STATIC_FORWARD): $(call obj,$(BROKER_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image

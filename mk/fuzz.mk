@@ -45,14 +45,14 @@ FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
             $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_TARGETS))
 
 # ---------------------------------------------------------------- replay (g++)
-$(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(BUILD)/libshared.a
+$(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(call obj,$(BROKER_BOTH)) $(FWD_LIBS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
 fuzz-replay: $(FUZZ_REPLAYS)
 	@for t in $(FUZZ_TARGETS); do $(FUZZ_DIR)/replay/$$t $$t fuzz/corpus/$$t || exit 1; done
 
-$(FUZZ_DIR)/make_seeds: $(BUILD)/obj/fuzz/make_seeds.o $(BUILD)/libshared.a
+$(FUZZ_DIR)/make_seeds: $(BUILD)/obj/fuzz/make_seeds.o $(FWD_LIBS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
@@ -69,13 +69,15 @@ $(FUZZ_STAMP):
 # without coverage instrumentation). Our own warnings are errors for the fuzz
 # targets; for shared/ they are g++'s job, so a clang-only warning there does
 # not stop a fuzzing run.
-$(FUZZ_DIR)/obj/shared/%.o: shared/%.cc | $(FUZZ_STAMP)
+$(FUZZ_DIR)/obj/%.o: %.cc | $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(filter-out -Werror,$(WARN)) -fsanitize=fuzzer-no-link -c $< -o $@
 $(FUZZ_DIR)/obj/fuzz/%.o: fuzz/%.cc | $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer-no-link -c $< -o $@
-$(FUZZ_DIR)/libshared.a: $(patsubst shared/%.cc,$(FUZZ_DIR)/obj/shared/%.o,$(SHARED_SRC))
+# Every layer but tls (no fuzz target reaches OpenSSL), and the broker's figures.
+FUZZ_LIB_SRC := $(filter-out shared/tls/%,$(SHARED_SRC)) $(BROKER_BOTH)
+$(FUZZ_DIR)/libshared.a: $(patsubst %.cc,$(FUZZ_DIR)/obj/%.o,$(FUZZ_LIB_SRC))
 	@rm -f $@; ar rcs $@ $^
 $(FUZZ_DIR)/bin/%: $(FUZZ_DIR)/obj/fuzz/%.o $(FUZZ_DIR)/libshared.a
 	@mkdir -p $(dir $@)

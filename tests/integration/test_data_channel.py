@@ -1,5 +1,5 @@
 """The data channel between a daemon's TLS and forwarding processes: its bytes travel through
-shared-memory rings (a sealed memfd from the parent, shared/shm_ring.h), its wake-ups and EOF
+shared-memory rings (a sealed memfd from the parent, shared/ipc/shm_ring.h), its wake-ups and EOF
 through a socketpair. These tests look at the real processes: both children map the same
 rings, a restart maps fresh ones and leaks none, and a process that sees an impossible ring
 position (what a compromised sibling could write) ends itself and the tunnel recovers."""
@@ -12,7 +12,7 @@ import pytest
 from harness import kv_ok, wait_for
 
 RING_NAME = "memfd:cloudtaser-data-channel"
-# shared/shm_ring.cc: direction 0 (tls -> forward) at offset 0 of the header, head at +64.
+# shared/ipc/shm_ring.cc: direction 0 (tls -> forward) at offset 0 of the header, head at +64.
 HEAD0 = 64
 
 

@@ -147,8 +147,8 @@ while IFS= read -r line; do
   first=no
 done < <(grep '^SystemCallFilter=' "$unit")
 # The parent's own calls the unit must keep: exec of the children, and the data channel's
-# sealed memfd (shared/shm_ring.cc: memfd_create, ftruncate, fcntl F_ADD_SEALS), and the thread the
-# broker's name is looked up on (shared/resolver.cc: clone3, or clone on older libcs).
+# sealed memfd (shared/ipc/shm_ring.cc: memfd_create, ftruncate, fcntl F_ADD_SEALS), and the thread the
+# broker's name is looked up on (shared/os/resolver.cc: clone3, or clone on older libcs).
 missing=""
 for c in execve execveat memfd_create ftruncate fcntl clone clone3 eventfd2; do
   grep -qx "$c" <<<"$allowed" || missing+=" $c"

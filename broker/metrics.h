@@ -1,0 +1,70 @@
+// Broker metrics: a fixed table of metric families, the counters the TLS
+// process keeps, their encoding for the STATS control message (TLS process ->
+// parent -> forwarding process, which serves /metrics), and the Prometheus
+// text rendering. Only counts and states; never payload.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/base/bytes.h"
+#include "shared/os/admission.h"
+
+namespace ct {
+
+enum class MetricId : uint16_t {
+  kBridgesConnected = 1,   // gauge
+  kStreamsOpen = 2,        // gauge
+  kStreamsTotal = 3,       // counter
+  kBytesToBridge = 4,      // counter (stream payload towards the bridges)
+  kBytesFromBridge = 5,    // counter
+  kHandshakeFailures = 6,  // counter, label = HandshakeFailure
+  kWrappersPending = 7,    // gauge
+  kPendingTimeouts = 8,    // counter
+  kResets = 9,             // counter, label = reset code (docs/protocol.md §7)
+  kLinkErrors = 10,        // counter, label = error code
+  kAdmission = 11,         // counter, label = Refusal (shared/os/admission.h), bridge port
+  kLogDropped = 12,        // counter, label = LogProcess
+};
+
+// Whose log lines were dropped (stderr full): each process counts its own.
+enum class LogProcess : uint32_t { kTls = 0, kForward = 1 };
+
+enum class HandshakeFailure : uint32_t {
+  kVerify = 0,
+  kPin = 1,
+  kTimeout = 2,
+  kPeerClosed = 3,
+  kOther = 4,
+  kNoCertificate = 5,  // the peer sent no client certificate
+  kNotTls = 6,         // the first bytes were not a TLS record (HTTP, scanners)
+  kVersion = 7,        // no TLS 1.3 offered
+};
+
+struct MetricSample {
+  MetricId id;
+  uint32_t label = 0;
+  uint64_t value = 0;
+};
+
+std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m);
+std::optional<std::vector<MetricSample>> decode_metrics(Bytes b);
+
+// Prometheus text exposition of the samples plus what the forwarding process
+// knows itself.
+struct ForwardCounters {
+  uint64_t wrapper_connections_total = 0;
+  uint64_t wrappers_open = 0;
+  bool draining = false;
+  // Admission refusals by Refusal, per port of the forwarding process.
+  std::array<uint64_t, kRefusalKinds> service_refusals{}, metrics_refusals{}, probe_refusals{};
+};
+std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCounters& fwd,
+                           const char* version);
+
+// Classifies a handshake failure from the TLS layer's message.
+HandshakeFailure classify_handshake_failure(const std::string& why);
+
+}  // namespace ct

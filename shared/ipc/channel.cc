@@ -1,0 +1,218 @@
+#include "shared/ipc/channel.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "shared/wire/limits.h"
+
+namespace ct {
+
+namespace {
+constexpr size_t kHeader = 8;
+constexpr size_t kMaxQueued = 256;  // control messages are few; more means a stuck peer
+}  // namespace
+
+const char* msg_name(Msg m) {
+  switch (m) {
+    case Msg::kSettings:
+      return "SETTINGS";
+    case Msg::kMaterial:
+      return "MATERIAL";
+    case Msg::kListener:
+      return "LISTENER";
+    case Msg::kPeerChannel:
+      return "PEER_CHANNEL";
+    case Msg::kPeerRing:
+      return "PEER_RING";
+    case Msg::kDialed:
+      return "DIALED";
+    case Msg::kDialFailed:
+      return "DIAL_FAILED";
+    case Msg::kDrain:
+      return "DRAIN";
+    case Msg::kPing:
+      return "PING";
+    case Msg::kPong:
+      return "PONG";
+    case Msg::kReady:
+      return "READY";
+    case Msg::kMaterialError:
+      return "MATERIAL_ERROR";
+    case Msg::kDialRequest:
+      return "DIAL_REQUEST";
+    case Msg::kStatus:
+      return "STATUS";
+    case Msg::kDrained:
+      return "DRAINED";
+    case Msg::kMetricsListener:
+      return "METRICS_LISTENER";
+    case Msg::kStats:
+      return "STATS";
+  }
+  return "UNKNOWN";
+}
+
+IpcChannel::IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts)
+    : fd_(std::move(fd)), accepts_(accepts.begin(), accepts.end()) {}
+
+// Queued datagrams may hold key material (MATERIAL): wiped before they are freed.
+void IpcChannel::wipe_queue() noexcept {
+  for (Pending& p : queue_) explicit_bzero(p.datagram.data(), p.datagram.size());
+  queue_.clear();
+}
+
+IpcChannel::~IpcChannel() {
+  wipe_queue();
+}
+
+IpcChannel& IpcChannel::operator=(IpcChannel&& o) noexcept {
+  if (this == &o) return *this;
+  wipe_queue();
+  fd_ = std::move(o.fd_);
+  accepts_ = std::move(o.accepts_);
+  queue_ = std::move(o.queue_);
+  failed_ = o.failed_;
+  rbuf_ = std::move(o.rbuf_);
+  return *this;
+}
+
+bool IpcChannel::send(Msg type, Bytes body, int pass_fd) {
+  if (queue_.size() >= kMaxQueued || body.size() > limits::kMaxIpcMessage) {
+    failed_ = true;
+    return false;
+  }
+  Pending p;
+  p.datagram.reserve(kHeader + body.size());
+  ByteWriter w(p.datagram, kHeader + limits::kMaxIpcMessage);
+  w.u16(static_cast<uint16_t>(type));
+  w.u16(0);
+  w.u32(static_cast<uint32_t>(body.size()));
+  w.bytes(body);
+  if (pass_fd >= 0) {
+    p.fd.reset(fcntl(pass_fd, F_DUPFD_CLOEXEC, 0));
+    if (!p.fd) return false;
+  }
+  queue_.push_back(std::move(p));
+  return flush();
+}
+
+bool IpcChannel::flush() {
+  while (!queue_.empty()) {
+    Pending& p = queue_.front();
+    iovec iov{p.datagram.data(), p.datagram.size()};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+    if (p.fd) {
+      std::memset(cbuf, 0, sizeof cbuf);
+      mh.msg_control = cbuf;
+      mh.msg_controllen = sizeof cbuf;
+      cmsghdr* c = CMSG_FIRSTHDR(&mh);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      const int f = p.fd.get();
+      std::memcpy(CMSG_DATA(c), &f, sizeof f);
+    }
+    const ssize_t n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return true;
+      failed_ = true;
+      return false;
+    }
+    explicit_bzero(p.datagram.data(), p.datagram.size());
+    queue_.pop_front();
+  }
+  return true;
+}
+
+bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMessage* out,
+               std::string* why) {
+  ByteReader rd(datagram);
+  const uint16_t type = rd.u16();
+  const uint16_t reserved = rd.u16();
+  const uint32_t len = rd.u32();
+  if (!rd.ok()) return *why = "short header", false;
+  if (reserved != 0) return *why = "reserved header bits set", false;
+  const MsgRule* rule = nullptr;
+  for (const MsgRule& r : accepts)
+    if (static_cast<uint16_t>(r.type) == type) rule = &r;
+  if (rule == nullptr)
+    return *why = "message type " + std::to_string(type) + " not accepted here", false;
+  if (len != rd.remaining()) return *why = "length field does not match the datagram", false;
+  if (len > rule->max_len)
+    return *why = std::string(msg_name(rule->type)) + " over its size cap", false;
+  if (nfds != (rule->has_fd ? 1 : 0))
+    return *why = std::string(msg_name(rule->type)) + " with the wrong number of fds", false;
+  Bytes body = rd.bytes(len);
+  out->type = rule->type;
+  out->body.assign(body.begin(), body.end());
+  return true;
+}
+
+IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
+  constexpr size_t kBufSize = kHeader + limits::kMaxIpcMessage + 1;
+  if (!rbuf_) rbuf_.reset(new uint8_t[kBufSize]);  // uninitialised: recvmsg fills what counts
+  iovec iov{rbuf_.get(), kBufSize};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  // Room for several fds so that a peer passing too many is seen and refused
+  // rather than having the kernel silently truncate (P-03).
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  const ssize_t n = recvmsg(fd_.get(), &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) return Recv::kAgain;
+    if (errno == ECONNRESET) return Recv::kClosed;  // the peer process died
+    *why = std::string("recvmsg: ") + std::strerror(errno);
+    return Recv::kBad;
+  }
+  if (n == 0) return Recv::kClosed;
+  // Take ownership of every fd first so none leaks whatever happens next.
+  std::vector<UniqueFd> fds;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+      fds.emplace_back(f);
+    }
+  }
+  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    *why = "truncated datagram or control data";
+    return Recv::kBad;
+  }
+  const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
+  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why);
+  // The buffer is reused for the life of the channel: no copy of a MATERIAL
+  // (the key) stays in it.
+  explicit_bzero(rbuf_.get(), static_cast<size_t>(n));
+  if (!ok) return Recv::kBad;
+  if (!fds.empty()) out->fd = std::move(fds.front());
+  return Recv::kMessage;
+}
+
+bool make_seqpacket_pair(UniqueFd* a, UniqueFd* b) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) return false;
+  a->reset(sv[0]);
+  b->reset(sv[1]);
+  return true;
+}
+
+bool make_stream_pair(UniqueFd* a, UniqueFd* b) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) return false;
+  a->reset(sv[0]);
+  b->reset(sv[1]);
+  return true;
+}
+
+}  // namespace ct

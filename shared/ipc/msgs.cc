@@ -1,0 +1,126 @@
+#include "shared/ipc/msgs.h"
+
+#include "shared/wire/limits.h"
+
+namespace ct {
+
+namespace {
+constexpr size_t kCap = limits::kMaxIpcMessage;
+constexpr size_t kMaxPins = limits::kMaxPins;
+
+void put_str16(ByteWriter& w, std::string_view s) {
+  w.u16(static_cast<uint16_t>(s.size() > 0xffff ? 0xffff : s.size()));
+  w.str(s.substr(0, 0xffff));
+}
+void put_str32(ByteWriter& w, std::string_view s) {
+  w.u32(static_cast<uint32_t>(s.size()));
+  w.str(s);
+}
+std::string get_str16(ByteReader& r) {
+  return std::string(r.str(r.u16()));
+}
+std::string get_str32(ByteReader& r) {
+  return std::string(r.str(r.u32()));
+}
+}  // namespace
+
+std::vector<uint8_t> encode_settings(const ProcSettings& s) {
+  std::vector<uint8_t> out;
+  ByteWriter w(out, kCap);
+  w.u8(s.log_level);
+  w.u32(s.pending_timeout_ms);
+  w.u32(s.drain_timeout_ms);
+  put_str16(w, s.peer_name);
+  put_str16(w, s.upstream);
+  w.u8(s.drop_user ? 1 : 0);
+  w.u32(s.uid);
+  w.u32(s.gid);
+  w.u32(s.stream_idle_timeout_ms);
+  w.u32(s.memory_budget_mib);
+  return out;
+}
+
+std::optional<ProcSettings> decode_settings(Bytes b) {
+  ByteReader r(b);
+  ProcSettings s;
+  s.log_level = r.u8();
+  s.pending_timeout_ms = r.u32();
+  s.drain_timeout_ms = r.u32();
+  s.peer_name = get_str16(r);
+  s.upstream = get_str16(r);
+  const uint8_t drop = r.u8();
+  s.uid = r.u32();
+  s.gid = r.u32();
+  s.stream_idle_timeout_ms = r.u32();
+  s.memory_budget_mib = r.u32();
+  if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
+  s.drop_user = drop == 1;
+  // Never "switch" to root.
+  if (s.drop_user && (s.uid == 0 || s.gid == 0)) return std::nullopt;
+  return s;
+}
+
+std::vector<uint8_t> encode_material(const Material& m) {
+  std::vector<uint8_t> out;
+  ByteWriter w(out, kCap);
+  put_str32(w, m.cert_pem);
+  put_str32(w, m.key_pem);
+  put_str32(w, m.ca_pem);
+  w.u16(static_cast<uint16_t>(m.pins.size()));
+  for (const Pin& p : m.pins) w.bytes(p);
+  put_str32(w, m.service_cert_pem);
+  put_str32(w, m.service_key_pem);
+  if (!w.ok()) out.clear();
+  return out;
+}
+
+std::optional<Material> decode_material(Bytes b) {
+  ByteReader r(b);
+  Material m;
+  m.cert_pem = get_str32(r);
+  m.key_pem = get_str32(r);
+  m.ca_pem = get_str32(r);
+  const uint16_t n = r.u16();
+  if (n > kMaxPins) return std::nullopt;
+  for (uint16_t i = 0; i < n && r.ok(); i++) {
+    Pin p;
+    r.copy_to(p);
+    m.pins.push_back(p);
+  }
+  m.service_cert_pem = get_str32(r);
+  m.service_key_pem = get_str32(r);
+  if (!r.finish()) return std::nullopt;
+  return m;
+}
+
+void wipe_material(Material& m) {
+  wipe(m.cert_pem);
+  wipe(m.key_pem);
+  wipe(m.ca_pem);
+  wipe(m.service_cert_pem);
+  wipe(m.service_key_pem);
+  m.pins.clear();
+}
+
+std::vector<uint8_t> encode_status(const Status& s) {
+  std::vector<uint8_t> out;
+  ByteWriter w(out, kCap);
+  w.u32(s.links_up);
+  put_str16(w, s.text);
+  return out;
+}
+
+std::optional<Status> decode_status(Bytes b) {
+  ByteReader r(b);
+  Status s;
+  s.links_up = r.u32();
+  s.text = get_str16(r);
+  if (!r.finish()) return std::nullopt;
+  // The text goes into sd_notify, one assignment per line: a newline would
+  // let a child send READY=1, STOPPING=1 or MAINPID= (a misbehaving child).
+  for (const char c : s.text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return std::nullopt;
+  return s;
+}
+
+}  // namespace ct

@@ -1,0 +1,63 @@
+// Bodies of the control messages (channel.h). Each has one encoder and one
+// decoder; decoders consume the body exactly or fail (a failure ends the
+// receiving process, like any bad internal message).
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/base/bytes.h"
+#include "shared/base/pin.h"
+#include "shared/wire/limits.h"
+
+namespace ct {
+
+// Settings for a child process, sent once after it starts.
+struct ProcSettings {
+  uint8_t log_level = 2;
+  uint32_t pending_timeout_ms = 10000;  // broker: wrappers held while no bridge
+  uint32_t drain_timeout_ms = 30000;
+  std::string peer_name;  // bridge TLS process: the broker name to verify
+  std::string upstream;   // bridge forwarding process: numeric host:port of OpenBao
+  // Children started as root switch to this user (resolved by the parent,
+  // which may use NSS; children never do).
+  bool drop_user = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  // Bridge TLS process: --stream-idle-timeout (0: none).
+  uint32_t stream_idle_timeout_ms =
+      static_cast<uint32_t>(std::chrono::milliseconds(limits::kDefaultStreamIdleTimeout).count());
+  // TLS and forwarding processes (both daemons): --memory-budget, each.
+  uint32_t memory_budget_mib = limits::kDefaultMemoryBudgetMiB;
+};
+std::vector<uint8_t> encode_settings(const ProcSettings& s);
+std::optional<ProcSettings> decode_settings(Bytes b);
+
+// Certificate material for the TLS process: PEM text as read from the files,
+// and the accepted peer pins (empty: chain verification only).
+struct Material {
+  std::string cert_pem;
+  std::string key_pem;
+  std::string ca_pem;
+  std::vector<Pin> pins;
+  // Bridge only, optional: the certificate and key wrappers' TLS ends in
+  // (--service-cert/--service-key). Empty: streams pass through unchanged.
+  std::string service_cert_pem;
+  std::string service_key_pem;
+};
+std::vector<uint8_t> encode_material(const Material& m);
+std::optional<Material> decode_material(Bytes b);
+// Overwrites the PEM text (the key above all) before the memory is freed.
+void wipe_material(Material& m);
+
+struct Status {
+  uint32_t links_up = 0;
+  std::string text;
+};
+std::vector<uint8_t> encode_status(const Status& s);
+// Refuses text with a control character (it ends up in sd_notify).
+std::optional<Status> decode_status(Bytes b);
+
+}  // namespace ct

@@ -1,0 +1,151 @@
+#include "shared/ipc/shm_ring.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+namespace ct {
+
+// One direction's shared fields, each on its own cache line: the writer
+// stores `tail` and clears `reader_sleeping`; the reader stores `head` and
+// clears `writer_sleeping`; each sets the other flag before it sleeps.
+struct ShmRing::Dir {
+  alignas(64) uint64_t tail;
+  alignas(64) uint64_t head;
+  alignas(64) uint32_t reader_sleeping;
+  alignas(64) uint32_t writer_sleeping;
+};
+
+static_assert((ShmRing::kRingBytes & (ShmRing::kRingBytes - 1)) == 0);
+
+namespace {
+constexpr uint64_t kMask = ShmRing::kRingBytes - 1;
+template <typename T>
+std::atomic_ref<T> shared(T& field) {
+  return std::atomic_ref<T>(field);
+}
+}  // namespace
+
+UniqueFd ShmRing::create(int* err) {
+  UniqueFd fd(::memfd_create("cloudtaser-data-channel", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(kFileBytes)) != 0 ||
+      ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    *err = errno;
+    return UniqueFd();
+  }
+  return fd;
+}
+
+std::unique_ptr<ShmRing> ShmRing::map(int fd, Side side, std::string* why) {
+  void* p = ::mmap(nullptr, kFileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    *why = std::string("mmap of the data channel ring: ") + std::strerror(errno);
+    return nullptr;
+  }
+  return std::unique_ptr<ShmRing>(new ShmRing(static_cast<uint8_t*>(p), side));
+}
+
+ShmRing::ShmRing(uint8_t* base, Side side) : base_(base) {
+  static_assert(2 * 512 <= kHeaderBytes && sizeof(Dir) <= 512);
+  Dir* d0 = reinterpret_cast<Dir*>(base_);
+  Dir* d1 = reinterpret_cast<Dir*>(base_ + 512);
+  uint8_t* r0 = base_ + kHeaderBytes;
+  uint8_t* r1 = r0 + kRingBytes;
+  const bool tls = side == Side::kTls;
+  out_dir_ = tls ? d0 : d1;
+  in_dir_ = tls ? d1 : d0;
+  out_ring_ = tls ? r0 : r1;
+  in_ring_ = tls ? r1 : r0;  // a fresh file: every position starts at zero
+}
+
+ShmRing::~ShmRing() {
+  ::munmap(base_, kFileBytes);
+}
+
+// Reads the peer's position and checks it against ours: the reader's head
+// lies in [its last value, our tail], and our tail is at most a ring ahead of
+// it; the writer's tail lies in [its last value, our head + ring size].
+uint64_t ShmRing::peer_pos(uint64_t* field, uint64_t mine, bool producer) {
+  const uint64_t v = shared(*field).load(std::memory_order_seq_cst);
+  if (producer) {
+    if (v < seen_head_ || v > mine || mine - v > kRingBytes) {
+      corrupt_ = "the peer's read position is impossible";
+      return mine;  // "full": nothing more is written
+    }
+    seen_head_ = v;
+  } else {
+    if (v < seen_tail_ || v < mine || v - mine > kRingBytes) {
+      corrupt_ = "the peer's write position is impossible";
+      return mine;  // "empty": nothing more is read
+    }
+    seen_tail_ = v;
+  }
+  return v;
+}
+
+size_t ShmRing::write(Bytes data) {
+  if (corrupt()) return 0;
+  const uint64_t head = peer_pos(&out_dir_->head, tail_, true);
+  if (corrupt()) return 0;
+  const size_t space = kRingBytes - static_cast<size_t>(tail_ - head);
+  const size_t n = std::min(space, data.size());
+  if (n == 0) return 0;
+  const size_t off = static_cast<size_t>(tail_ & kMask);
+  const size_t first = std::min(n, kRingBytes - off);
+  std::memcpy(out_ring_ + off, data.data(), first);
+  std::memcpy(out_ring_, data.data() + first, n - first);
+  tail_ += n;
+  shared(out_dir_->tail).store(tail_, std::memory_order_seq_cst);
+  return n;
+}
+
+bool ShmRing::take_reader_sleeping() {
+  return shared(out_dir_->reader_sleeping).exchange(0, std::memory_order_seq_cst) != 0;
+}
+
+bool ShmRing::wait_for_space() {
+  shared(out_dir_->writer_sleeping).store(1, std::memory_order_seq_cst);
+  const uint64_t head = peer_pos(&out_dir_->head, tail_, true);
+  if (corrupt()) return true;  // the caller sees corrupt() and closes
+  if (tail_ - head < kRingBytes) {
+    shared(out_dir_->writer_sleeping).store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+size_t ShmRing::read(std::span<uint8_t> out) {
+  if (corrupt()) return 0;
+  const uint64_t tail = peer_pos(&in_dir_->tail, head_, false);
+  if (corrupt()) return 0;
+  const size_t n = std::min(static_cast<size_t>(tail - head_), out.size());
+  if (n == 0) return 0;
+  const size_t off = static_cast<size_t>(head_ & kMask);
+  const size_t first = std::min(n, kRingBytes - off);
+  std::memcpy(out.data(), in_ring_ + off, first);
+  std::memcpy(out.data() + first, in_ring_, n - first);
+  head_ += n;
+  shared(in_dir_->head).store(head_, std::memory_order_seq_cst);
+  return n;
+}
+
+bool ShmRing::take_writer_sleeping() {
+  return shared(in_dir_->writer_sleeping).exchange(0, std::memory_order_seq_cst) != 0;
+}
+
+bool ShmRing::wait_for_data() {
+  shared(in_dir_->reader_sleeping).store(1, std::memory_order_seq_cst);
+  const uint64_t tail = peer_pos(&in_dir_->tail, head_, false);
+  if (corrupt()) return true;
+  if (tail != head_) {
+    shared(in_dir_->reader_sleeping).store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace ct

@@ -1,0 +1,202 @@
+#include "shared/os/net.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+namespace ct {
+
+std::string SockAddr::str() const {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return "?";
+}
+
+std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
+                                        bool allow_port_zero) {
+  HostPort hp;
+  std::string_view port;
+  if (!s.empty() && s.front() == '[') {
+    const size_t close = s.find(']');
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      *err = "expected [ipv6]:port";
+      return std::nullopt;
+    }
+    hp.host = std::string(s.substr(1, close - 1));
+    port = s.substr(close + 2);
+  } else {
+    const size_t colon = s.rfind(':');
+    if (colon == std::string_view::npos || s.find(':') != colon) {
+      *err = "expected host:port";
+      return std::nullopt;
+    }
+    hp.host = std::string(s.substr(0, colon));
+    port = s.substr(colon + 1);
+  }
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+  if (hp.host.empty() || port.empty() || ec != std::errc() || p != port.data() + port.size() ||
+      (v == 0 && !allow_port_zero) || v > 65535) {
+    *err = "expected host:port with a port from 1 to 65535";
+    return std::nullopt;
+  }
+  hp.port = static_cast<uint16_t>(v);
+  return hp;
+}
+
+std::optional<SockAddr> numeric_addr(const HostPort& hp) {
+  SockAddr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+  if (inet_pton(AF_INET, hp.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(hp.port);
+    a.len = sizeof(sockaddr_in);
+    return a;
+  }
+  if (inet_pton(AF_INET6, hp.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(hp.port);
+    a.len = sizeof(sockaddr_in6);
+    return a;
+  }
+  return std::nullopt;
+}
+
+std::optional<SockAddr> resolve(const HostPort& hp, std::string* err) {
+  if (auto a = numeric_addr(hp)) return a;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const int rc = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    *err = std::string("cannot resolve ") + hp.host + ": " + gai_strerror(rc);
+    return std::nullopt;
+  }
+  SockAddr a;
+  std::memcpy(&a.ss, res->ai_addr, res->ai_addrlen);
+  a.len = res->ai_addrlen;
+  freeaddrinfo(res);
+  if (a.ss.ss_family == AF_INET)
+    reinterpret_cast<sockaddr_in*>(&a.ss)->sin_port = htons(hp.port);
+  else
+    reinterpret_cast<sockaddr_in6*>(&a.ss)->sin6_port = htons(hp.port);
+  return a;
+}
+
+UniqueFd listen_tcp(const SockAddr& a, int backlog, int* err) {
+  UniqueFd fd(socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    *err = errno;
+    return {};
+  }
+  const int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd.get(), a.get(), a.len) != 0 || listen(fd.get(), backlog) != 0) {
+    *err = errno;
+    return {};
+  }
+  return fd;
+}
+
+UniqueFd connect_tcp(const SockAddr& a, bool* in_progress, int* err) {
+  UniqueFd fd(socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    *err = errno;
+    return {};
+  }
+  *in_progress = false;
+  if (connect(fd.get(), a.get(), a.len) != 0) {
+    if (errno != EINPROGRESS) {
+      *err = errno;
+      return {};
+    }
+    *in_progress = true;
+  }
+  return fd;
+}
+
+int socket_error(int fd) {
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) return errno;
+  return e;
+}
+
+void tune_stream_socket(int fd) {
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void tune_link_socket(int fd, unsigned user_timeout_ms) {
+  tune_stream_socket(fd);
+  const int one = 1, idle = 5, intvl = 5, cnt = 3;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+  // Socket buffers are left to the kernel: setting SO_SNDBUF/SO_RCVBUF would
+  // switch off autotuning, which grows them far past what we could set.
+}
+
+bool set_nonblock(int fd) {
+  const int fl = fcntl(fd, F_GETFL);
+  return fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+uint16_t local_port(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
+                     bool* shed) {
+  *shed = false;
+  socklen_t len = sizeof *peer;
+  UniqueFd fd(
+      accept4(listener, reinterpret_cast<sockaddr*>(peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (fd || (errno != EMFILE && errno != ENFILE)) return fd;
+  const int saved = errno;
+  spare->reset();
+  UniqueFd victim(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  // With the table full the kernel says EMFILE before it looks at the queue;
+  // with the reserve free it tells the truth, and an empty queue is EAGAIN
+  // (the caller stops quietly) rather than an error to log.
+  const int victim_err = errno;
+  *shed = static_cast<bool>(victim);
+  if (victim) {
+    // Shed with an RST: a FIN right after the accept could pass for an empty
+    // answer; a reset is a refusal any client retries.
+    const linger abort_close{1, 0};
+    (void)setsockopt(victim.get(), SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+  }
+  victim.reset();
+  spare->reset(fcntl(spare_src, F_DUPFD_CLOEXEC, 0));
+  errno = *shed ? saved : victim_err;
+  return UniqueFd();
+}
+
+}  // namespace ct

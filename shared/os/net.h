@@ -1,0 +1,62 @@
+// Socket helpers: address parsing, listeners, non-blocking connects and the
+// TCP options every link and stream socket gets.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "shared/base/unique_fd.h"
+
+namespace ct {
+
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&ss); }
+  int family() const { return ss.ss_family; }
+  std::string str() const;
+};
+
+struct HostPort {
+  std::string host;  // without brackets
+  uint16_t port = 0;
+};
+
+// Splits "host:port" or "[v6]:port". Returns nullopt with *err set otherwise.
+// Port 0 ("any free port") is accepted only for listen addresses.
+std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
+                                        bool allow_port_zero = false);
+// A numeric address only (no name lookup): listen addresses, tests.
+std::optional<SockAddr> numeric_addr(const HostPort& hp);
+// Name resolution (parent processes only: it may read /etc and talk DNS).
+std::optional<SockAddr> resolve(const HostPort& hp, std::string* err);
+
+// A non-blocking listening TCP socket with SO_REUSEADDR.
+UniqueFd listen_tcp(const SockAddr& a, int backlog, int* err);
+// Starts a non-blocking connect; *in_progress tells whether to wait for EPOLLOUT.
+UniqueFd connect_tcp(const SockAddr& a, bool* in_progress, int* err);
+// The result of a non-blocking connect once the socket is writable.
+int socket_error(int fd);
+// TCP_NODELAY (we coalesce our own writes), and on link sockets keepalive and
+// TCP_USER_TIMEOUT so un-ACKed data fails the link in bounded time (FI-06).
+void tune_stream_socket(int fd);
+void tune_link_socket(int fd, unsigned user_timeout_ms);
+bool set_nonblock(int fd);
+// The port a socket is bound to (tests bind port 0).
+uint16_t local_port(int fd);
+
+// accept4 (non-blocking, close-on-exec) with the peer's address. When the
+// process is out of fds (EMFILE/ENFILE) a level-triggered listener would
+// report the same connection forever: this gives back the reserve fd
+// *spare, takes the connection off the queue, closes it and re-takes the
+// reserve (a duplicate of spare_src), then reports *shed = true; with nothing
+// queued it returns with errno EAGAIN, as a plain accept would. A process
+// that holds a reserve from start can always shed instead of spinning.
+UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
+                     bool* shed);
+
+}  // namespace ct

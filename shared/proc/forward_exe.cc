@@ -1,0 +1,46 @@
+#include "shared/proc/forward_exe.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "shared/proc/spawn.h"
+
+namespace ct {
+
+int forward_exe_main(int argc, char** argv, const ForwardExe& exe) {
+  constexpr int kExitUsage = 2;  // as DaemonParent's
+  constexpr uint16_t kProbePort = 8200;
+  if (is_child_argv(argc, argv, exe.daemon, "forward")) return exe.process_main();
+  if (argc == 3 && std::strcmp(argv[1], "--sandbox-policy") == 0 &&
+      std::strcmp(argv[2], "forward") == 0) {
+    sandbox_print_policy(exe.sandbox(kProbePort));
+    return 0;
+  }
+  if (argc == 4 && std::strcmp(argv[1], "--sandbox-probe") == 0 &&
+      std::strcmp(argv[2], "forward") == 0)
+    return sandbox_probe(exe.sandbox(kProbePort), argv[3]);
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::printf("%s-forward %s\n", exe.daemon, CT_VERSION);
+    return 0;
+  }
+  std::fprintf(stderr,
+               "%s-forward: an internal helper of %s (its forwarding process), started by it; "
+               "run %s instead\n",
+               exe.daemon, exe.daemon, exe.daemon);
+  return kExitUsage;
+}
+
+int daemon_exe_main(int argc, char** argv, const DaemonExe& exe) {
+  if (is_child_argv(argc, argv, exe.daemon, "tls")) return exe.tls_main();
+  const bool hook = (argc == 3 && std::strcmp(argv[1], "--sandbox-policy") == 0) ||
+                    (argc == 4 && std::strcmp(argv[1], "--sandbox-probe") == 0);
+  if (hook && std::strcmp(argv[2], "forward") == 0) return exec_forward_exe(exe.daemon, argv);
+  if (hook && std::strcmp(argv[2], "tls") == 0) {
+    if (argc == 4) return sandbox_probe(exe.tls_sandbox(), argv[3]);
+    sandbox_print_policy(exe.tls_sandbox());
+    return 0;
+  }
+  return exe.parent_main(argc, argv);
+}
+
+}  // namespace ct

@@ -1,0 +1,249 @@
+#include "shared/proc/spawn.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "shared/base/log.h"
+
+extern char** environ;
+
+namespace ct {
+
+bool open_self_exe(UniqueFd* out, std::string* err) {
+  out->reset(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!*out) {
+    *err = std::string("cannot open /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+namespace {
+// "/usr/bin/x" -> "/usr/bin"; "/x" -> "" (so that dir + "/" + name works).
+std::string dir_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+}  // namespace
+
+bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* path,
+                      std::string* err) {
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    *err = std::string("cannot read /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
+    return false;
+  }
+  self[n] = '\0';
+  const std::string name = daemon + "-forward";
+  const std::string dir = dir_of(self);
+  const std::string tries[] = {dir + "/" + name, dir_of(dir) + "/libexec/cloudtaser/" + name};
+  std::string tried;
+  for (const std::string& p : tries) {
+    if (!tried.empty()) tried += ", ";
+    // AT_EACCESS: as the effective user; X_OK also fails on a noexec mount.
+    if (faccessat(AT_FDCWD, p.c_str(), X_OK, AT_EACCESS) != 0) {
+      tried += p + " (" + std::strerror(errno) + ")";
+      continue;
+    }
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (!fd) {
+      tried += p + " (" + std::strerror(errno) + ")";
+      continue;
+    }
+    if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      tried += p + " (not a regular file)";
+      continue;
+    }
+    *out = std::move(fd);
+    *path = p;
+    return true;
+  }
+  *err = "cannot find its forwarding executable " + name + "; tried " + tried +
+         "; it ships with the daemon and belongs beside it or in ../libexec/cloudtaser/";
+  return false;
+}
+
+int exec_forward_exe(const std::string& daemon, char** argv) {
+  constexpr int kExitUsage = 2;  // as DaemonParent's
+  UniqueFd fd;
+  std::string path, err;
+  if (!open_forward_exe(daemon, &fd, &path, &err)) {
+    std::fprintf(stderr, "%s: %s\n", daemon.c_str(), err.c_str());
+    return kExitUsage;
+  }
+  argv[0] = path.data();
+  syscall(SYS_execveat, fd.get(), "", argv, environ, AT_EMPTY_PATH);
+  std::fprintf(stderr, "%s: cannot execute %s: %s\n", daemon.c_str(), path.c_str(),
+               std::strerror(errno));
+  return kExitUsage;
+}
+
+pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_flag,
+                  UniqueFd control) {
+  // Built before fork: the child may only make async-signal-safe calls.
+  const std::string version = std::string(kDaemonVersionFlag) + CT_VERSION;
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid != 0) return pid;  // parent (or -1)
+  // Child: async-signal-safe calls only until exec.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(71);
+  const int c = fcntl(control.get(), F_DUPFD, 10);
+  const int e = fcntl(exe_fd, F_DUPFD_CLOEXEC, 10);
+  if (c < 0 || e < 0 || dup2(c, kChildControlFd) != kChildControlFd || dup3(e, 4, O_CLOEXEC) != 4)
+    _exit(72);
+  syscall(SYS_close_range, 5u, ~0u, 0u);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  char* const argv[] = {const_cast<char*>(argv0.c_str()), const_cast<char*>(role_flag.c_str()),
+                        const_cast<char*>(version.c_str()), nullptr};
+  syscall(SYS_execveat, 4, "", argv, environ, AT_EMPTY_PATH);
+  _exit(73);
+}
+
+bool is_child_argv(int argc, char** argv, const char* daemon, const char* process) {
+  if (argc < 2 || std::string("--child=") + process != argv[1]) return false;
+  constexpr size_t kFlagLen = sizeof kDaemonVersionFlag - 1;
+  const char* theirs = argc == 3 && std::strncmp(argv[2], kDaemonVersionFlag, kFlagLen) == 0
+                           ? argv[2] + kFlagLen
+                           : nullptr;
+  if (theirs != nullptr && std::strcmp(theirs, CT_VERSION) == 0) return true;
+  log::init(daemon, process, log::kInfo);
+  LOG_ERROR(
+      "refusing to run: this executable is version %s and its daemon %s%s; install the "
+      "daemon and its helper from one package",
+      CT_VERSION, theirs != nullptr ? "is version " : "gave no version",
+      theirs != nullptr ? theirs : "");
+  std::exit(kExitVersionMismatch);
+}
+
+UniqueFd child_take_control() {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(kChildControlFd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+      type != SOCK_SEQPACKET) {
+    std::fprintf(stderr, "this mode is internal: the daemon starts its own child processes\n");
+    std::exit(70);
+  }
+  syscall(SYS_close_range, 4u, ~0u, 0u);
+  fcntl(kChildControlFd, F_SETFD, FD_CLOEXEC);
+  fcntl(kChildControlFd, F_SETFL, O_NONBLOCK);
+  return UniqueFd(kChildControlFd);
+}
+
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
+                     bool private_key) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) {
+    *err = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    *err = "cannot read " + path + ": not a regular file";
+    return false;
+  }
+  // Checked on the file opened, not on the path (which may change meanwhile).
+  if (private_key && !check_key_file(path, st, err)) return false;
+  // Room for the whole file up front: a string that grows reallocates and
+  // leaves copies of a key behind in freed memory.
+  wipe(*out);
+  out->reserve(std::min(static_cast<size_t>(st.st_size), cap) + 1);
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *err = "cannot read " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (out->size() + static_cast<size_t>(n) > cap) {
+      wipe(*out);
+      *err = "cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB";
+      return false;
+    }
+    out->append(buf, static_cast<size_t>(n));
+  }
+  explicit_bzero(buf, sizeof buf);
+  return true;
+}
+
+bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  *from = *to = r.rlim_cur;
+  if (r.rlim_cur == r.rlim_max) return true;
+  r.rlim_cur = r.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  *to = r.rlim_cur;
+  return true;
+}
+
+bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
+  const uid_t me = geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    *err = path + " is owned by uid " + std::to_string(st.st_uid) +
+           "; a private key must belong to root or to the user the daemon runs as (uid " +
+           std::to_string(me) + ")";
+    return false;
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0) {
+    *err = path + " has mode " + mode +
+           ": a private key must not be accessible to others nor writable by its group "
+           "(chmod 0600, or 0640 with the service's group)";
+    return false;
+  }
+  // Group-readable only by the group this daemon runs in (the package's
+  // 0640 root:vault for User=vault, a pod's fsGroup): that group can already
+  // act as the daemon. Any other group would hand the key to more users.
+  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != getegid()) {
+    gid_t groups[256];
+    const int n = getgroups(256, groups);
+    bool ours = false;
+    for (int i = 0; i < n; i++) ours = ours || groups[i] == st.st_gid;
+    if (!ours) {
+      *err = path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
+             ", which this daemon does not run in: chmod g-r, or give it the service's group";
+      return false;
+    }
+  }
+  return true;
+}
+
+void sd_notify(const std::string& msg) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const size_t plen = std::strlen(path);
+  if (plen >= sizeof sa.sun_path) return;
+  std::memcpy(sa.sun_path, path, plen);
+  if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace
+  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return;
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + plen);
+  sendto(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa), len);
+}
+
+}  // namespace ct

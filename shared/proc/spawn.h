@@ -1,0 +1,72 @@
+// Process plumbing: exec of a fresh binary for each child (our own for the TLS
+// process, <daemon>-forward for the forwarding process: a fresh address space
+// that inherited nothing from the parent's heap), the child's side of the
+// control channel, small file reads and systemd notification.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+
+#include "shared/base/pin.h"
+#include "shared/base/unique_fd.h"
+
+namespace ct {
+
+// The control channel is always fd 3 in a child.
+inline constexpr int kChildControlFd = 3;
+
+// What a parent puts after a child's role flag: "--daemon-version=" and its
+// own CT_VERSION. A child built from another version (a forward executable
+// left behind by another package) refuses to run with kExitVersionMismatch,
+// and the parent stops: restarting the same file cannot help.
+inline constexpr char kDaemonVersionFlag[] = "--daemon-version=";
+inline constexpr int kExitVersionMismatch = 78;  // sysexits' EX_CONFIG
+
+// /proc/self/exe opened once at start, so restarts exec the same binary even
+// after a package upgrade replaced the file.
+bool open_self_exe(UniqueFd* out, std::string* err);
+// The daemon's forwarding executable, "<daemon>-forward", which links no
+// OpenSSL. Looked for beside the real path of the running daemon (symlinks
+// resolved), then in <that directory>/../libexec/cloudtaser/ (the packages'
+// /usr/bin/vault-bridge and /usr/libexec/cloudtaser/vault-bridge-forward).
+// Opened once, like open_self_exe, so that every restart execs the file the
+// daemon started with. *path is the file found; on failure *err is one line
+// naming each path tried and why it was not used.
+bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* path,
+                      std::string* err);
+// Replaces the process with the forwarding executable, same argv but argv[0]
+// (the daemons' --sandbox-policy/--sandbox-probe hooks for the forwarding
+// process, so that they test the real binary). Returns only on failure, with
+// the exit code for main() after printing one line.
+int exec_forward_exe(const std::string& daemon, char** argv);
+// fork + exec of `exe_fd` with argv {argv0, role_flag, --daemon-version=...}
+// (role_flag e.g. "--child=tls"), `control` as fd 3, every other fd but 0-2
+// closed, signals unblocked, and SIGKILL on parent death.
+pid_t spawn_child(int exe_fd, const std::string& argv0, const std::string& role_flag,
+                  UniqueFd control);
+// In a child's main(): whether argv asks for `process` ("--child=tls"). A
+// child started with another version's --daemon-version (or none) logs one
+// line and exits kExitVersionMismatch.
+bool is_child_argv(int argc, char** argv, const char* daemon, const char* process);
+// In a child: checks that fd 3 is our control channel and closes every fd
+// above it. Exits 70 when started by hand without one.
+UniqueFd child_take_control();
+// Reads a file of at most `cap` bytes. With `private_key`, the file opened
+// must also pass check_key_file.
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
+                     bool private_key = false);
+// A private key file must belong to root or to us, give others no access,
+// and be readable by its group only when that is a group we run in.
+// `st` is the fstat of the opened file; *err names `path`.
+bool check_key_file(const std::string& path, const struct stat& st, std::string* err);
+// One datagram to $NOTIFY_SOCKET (systemd Type=notify); no-op without it.
+void sd_notify(const std::string& msg);
+// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it: the
+// forwarding processes hold one fd per wrapper or OpenBao connection, and a
+// soft limit of 1024 would fail streams long before the stream limit). On
+// failure *err says why; *from/*to are the soft limits before and after.
+bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err);
+
+}  // namespace ct

@@ -1,0 +1,98 @@
+// A Session carried over a transport. PlainLink runs it over the data
+// channel between two processes of one daemon; TlsLink (tls_link.h) over the mutual
+// TLS connection between broker and bridge. The owner reacts to the session's
+// events; output is flushed once per loop batch so many streams' frames leave
+// in one write.
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+
+#include "shared/base/unique_fd.h"
+#include "shared/ipc/shm_ring.h"
+#include "shared/os/loop.h"
+#include "shared/wire/session.h"
+
+namespace ct {
+
+class Relay;
+class Splice;
+
+class Link : public Loop::Handler {
+ public:
+  struct Owner {
+    virtual ~Owner() = default;
+    // The session has events to handle (take them with session().take_events()).
+    virtual void on_link_events(Link& l) noexcept = 0;
+    // The link is gone (error, EOF, handshake failure). The owner drops its
+    // streams and retires the link.
+    virtual void on_link_closed(Link& l) noexcept = 0;
+  };
+
+  Link(Loop& loop, Owner& owner, uint64_t id) : loop_(loop), owner_(owner), id_(id) {}
+  ~Link() override = default;
+
+  uint64_t id() const { return id_; }
+  bool has_session() const { return session_ != nullptr; }
+  Session& session() { return *session_; }
+  bool closed() const { return closed_; }
+  const std::string& close_reason() const { return close_reason_; }
+
+  // Writes pending session output to the transport.
+  virtual void flush() noexcept = 0;
+  virtual void tick(TimePoint now) noexcept;
+  virtual TimePoint next_deadline() const;
+  // Closes the transport (after a best-effort flush) and tells the owner once.
+  void close(std::string reason) noexcept;
+
+  // Streams of this link joined to something else (owned by the owner).
+  std::unordered_map<uint32_t, Relay*> relays;
+  std::unordered_map<uint32_t, Splice*> splices;
+
+ protected:
+  void start_session(const SessionConfig& cfg, TimePoint now);
+  // Hands the session's events to the owner and, when the session died,
+  // closes the link.
+  void after_input() noexcept;
+  virtual void close_transport() noexcept = 0;
+
+  Loop& loop_;
+  Owner& owner_;
+  uint64_t id_;
+  std::unique_ptr<Session> session_;
+  bool closed_ = false;
+  std::string close_reason_;
+};
+
+// The session over the data channel between a daemon's TLS and forwarding
+// processes: bytes through a shared-memory ring (shm_ring.h), wake-ups and
+// the other process's exit through a socketpair.
+class PlainLink final : public Link {
+ public:
+  PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, std::unique_ptr<ShmRing> ring,
+            const SessionConfig& cfg, TimePoint now);
+  ~PlainLink() override;
+  void on_io(uint32_t events) noexcept override;
+  void flush() noexcept override;
+  // Closed because the other process broke the channel (an impossible ring
+  // position, a protocol error), not because it exited or we replaced the
+  // channel. Its owner then ends its own process: the parent restarts it and
+  // joins both ends afresh (error policy: a bad internal peer is fatal).
+  bool failed() const {
+    return closed_ && !eof_ &&
+           (ring_->corrupt() || (session_->dead() && session_->error_code() != Code::kNoError));
+  }
+
+ private:
+  void close_transport() noexcept override;
+  void pump_input() noexcept;
+  void wake_peer() noexcept;
+  void update_interest() noexcept;
+  UniqueFd fd_;
+  std::unique_ptr<ShmRing> ring_;
+  bool more_input_ = true;  // the ring may hold input we have not taken (EPOLLOUT: run again)
+  bool eof_ = false;        // the other process closed the channel (it exited)
+  uint32_t interest_ = 0;
+};
+
+}  // namespace ct

@@ -1,0 +1,147 @@
+// Joins a stream of one link to a stream of another, in both directions, in
+// a TLS process (local socketpair link <-> broker/bridge link). Back-pressure
+// is end to end: bytes are consumed (credited) on the source stream only
+// once the destination stream accepted them, so a stalled wrapper stalls only
+// its own stream, and each direction buffers at most one window.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "shared/base/log.h"
+#include "shared/stream/link.h"
+
+namespace ct {
+
+// A byte transform between a relay's outer end `a` (e.g. a wrapper's TLS
+// records arriving on the link) and its inner end `b` (plaintext towards
+// OpenBao). The bridge's TLS process attaches a TLS server (tls_stream.h).
+class StreamCodec {
+ public:
+  virtual ~StreamCodec() = default;
+  virtual void put_outer(Bytes in) = 0;                   // outer bytes in (all kept)
+  virtual uint64_t outer_consumed() const = 0;            // of those, how many are processed
+  virtual size_t take_inner(std::span<uint8_t> out) = 0;  // inner bytes ready
+  virtual bool put_inner(Bytes in) = 0;                   // false: not now (handshake)
+  virtual Bytes outer_pending() const = 0;                // outer bytes to send
+  virtual void outer_sent(size_t n) = 0;
+  virtual void close_inner() = 0;          // inner side done: close_notify
+  virtual bool inner_eof() const = 0;      // the outer peer closed cleanly
+  virtual bool outer_drained() const = 0;  // every outer byte given is processed
+  virtual bool established() const = 0;    // the handshake (if any) is complete
+  virtual bool failed() const = 0;
+  virtual const std::string& error() const = 0;
+};
+
+class Relay {
+ public:
+  struct End {
+    Link* link = nullptr;
+    uint32_t id = 0;
+  };
+  End a;  // the side the stream was opened from (or the first attached)
+  End b;  // the other side; unset while the stream is pending
+  std::unique_ptr<StreamCodec> codec;  // optional: a transform between a and b
+
+ private:
+  friend class RelayTable;
+  struct Dir {
+    std::vector<uint8_t> buf;  // accepted from the source, not yet sent on
+    size_t pos = 0;
+    bool fin = false;       // source half-closed
+    bool fin_sent = false;  // ...and we forwarded it
+    // Keeps what buf allocates close to what it holds unsent (relay.cc).
+    void append(Bytes data);
+    void drained();
+  };
+  Dir ab, ba;
+  uint64_t outer_credited = 0;  // codec: outer bytes already consumed on `a`
+  bool inner_fin_sent = false;  // codec: FIN sent towards `b`
+  bool outer_closing = false;   // codec: close_notify queued towards `a`
+  // Deadlines (RelayTable::start_timers): the codec's handshake must be done
+  // by handshake_deadline; last_active is the last byte either way.
+  TimePoint handshake_deadline = TimePoint::max();
+  TimePoint last_active{};
+  TimePoint timer_at = TimePoint::max();  // our key in RelayTable::timers_
+  bool inner_seen = false;                // codec: `b` (OpenBao) sent at least one byte
+  // codec: `b` could not reach OpenBao and is gone; we answer the wrapper
+  // ourselves (an HTTP 502) and then only wait for it to close.
+  bool answering = false;
+  bool answer_fin_sent = false;
+};
+
+// Why a codec (the wrapper's TLS in the bridge) ended a stream. A client can
+// cause these at will (a wrong CA, a port scan), so they are counted and
+// logged throttled, and reset with WRAPPER_TLS or TIMEOUT, not PROTOCOL: they
+// say nothing about the link.
+struct CodecFailures {
+  uint64_t handshake = 0;  // the handshake failed (alert, bad ClientHello, wrong version)
+  uint64_t timeout = 0;    // not complete within the handshake deadline
+  uint64_t record = 0;     // a bad record or write after the handshake
+};
+
+class RelayTable {
+ public:
+  // A relay with only its first end (the other attaches later, or never).
+  Relay* create(Link* a, uint32_t id_a);
+  void attach(Relay* r, Link* b, uint32_t id_b);
+  Relay* find(Link* l, uint32_t id) const;
+  size_t size() const { return relays_.size(); }
+
+  // Session events for a stream that belongs to a relay.
+  void on_data(Link* from, uint32_t id, Bytes data);
+  void on_fin(Link* from, uint32_t id);
+  void on_reset(Link* from, uint32_t id, Code code);
+  void on_writable(Link* to, uint32_t id);
+  // Ends a relay from the outside (timeout, refusal): resets both ends.
+  void reset(Relay* r, Code code);
+  // The link is gone: every relay on it resets its other end with `code`.
+  void link_closed(Link* l, Code code);
+
+  // Deadlines for the relays given to start_timers(): a codec's handshake
+  // must complete within `handshake` (absolute, never extended by bytes: a
+  // client sending one byte a second gains nothing); a stream with no byte
+  // either way for `idle` is reset (zero: never).
+  void set_timeouts(Duration handshake, Duration idle) {
+    handshake_timeout_ = handshake;
+    idle_timeout_ = idle;
+  }
+  void start_timers(Relay* r, TimePoint now);
+  // Resets the relays whose deadline passed (TIMEOUT on both ends).
+  void expire(TimePoint now);
+  TimePoint next_deadline() const {
+    return timers_.empty() ? TimePoint::max() : timers_.begin()->first;
+  }
+  const CodecFailures& codec_failures() const { return codec_failures_; }
+  uint64_t idle_resets() const { return idle_resets_; }
+
+ private:
+  void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
+  // The codec's pump: moves what it can in both directions; false when the
+  // relay was removed (codec failure).
+  bool pump_codec(Relay* r);
+  void maybe_done(Relay* r);
+  void remove(Relay* r);
+  void set_timer(Relay* r, TimePoint at);
+  // In TLS-terminating mode, OpenBao unreachable: a 502 the client's HTTP
+  // stack understands (and retries, as against OpenBao itself) instead of a
+  // reset it cannot tell from a broken tunnel.
+  void answer_unreachable(Relay* r, Code code);
+  void pump_answer(Relay* r);
+  void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
+  std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
+  // Ordered by deadline: the next one is begin(); 16k streams cost a tree
+  // walk per change, not a scan per loop iteration.
+  std::set<std::pair<TimePoint, Relay*>> timers_;
+  Duration handshake_timeout_ = Duration::zero();
+  Duration idle_timeout_ = Duration::zero();
+  CodecFailures codec_failures_;
+  uint64_t idle_resets_ = 0;
+  log::Throttle codec_log_;
+  log::Throttle idle_log_;
+};
+
+}  // namespace ct

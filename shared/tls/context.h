@@ -1,0 +1,73 @@
+// OpenSSL configuration for the link: TLS 1.3 only, a certificate required
+// from both sides, the chain verified against the given CA, and - where pins
+// are configured - the verified leaf's SubjectPublicKeyInfo must hash to one
+// of them. No tickets, no session cache, no renegotiation, no early data: every
+// connection is a full handshake, so a pin change applies to the next one.
+// Only the TLS processes link this (libtls.a).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+
+#include "shared/ipc/msgs.h"
+
+namespace ct {
+
+class TlsContext {
+ public:
+  enum class Side { kServer, kClient };
+  // Builds a context from PEM material. On failure returns null and sets *err
+  // to one line naming what is wrong (e.g. "key does not match certificate").
+  // `verify_name` (client side): the DNS name or IP the broker's certificate
+  // must carry; empty skips the name check (pins and the CA still apply).
+  static std::unique_ptr<TlsContext> create(Side side, const Material& m,
+                                            const std::string& verify_name, std::string* err);
+  // The context wrappers' TLS ends in, inside the bridge (--service-cert): the
+  // certificate wrappers trust for the broker's in-cluster name.
+  static std::unique_ptr<TlsContext> create_service(const std::string& cert_pem,
+                                                    const std::string& key_pem, std::string* err);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+  Side side() const { return side_; }
+  const std::string& verify_name() const { return verify_name_; }
+  const std::vector<Pin>& pins() const { return pins_; }
+  // The pin of our own certificate (for logs).
+  const std::string& own_pin() const { return own_pin_; }
+  // Whether the peer of an established connection would pass this context's
+  // CA, name, EKU and pins now (after a reload: links to a peer that no
+  // longer does are closed). *why names the failure.
+  bool peer_trusted(SSL* ssl, std::string* why) const;
+
+ private:
+  TlsContext() = default;
+  // The leaf checks beyond the chain: the peer's extended key usage (clientAuth
+  // for bridges, serverAuth for brokers) and the pins.
+  bool leaf_allowed(X509* leaf, std::string* why) const;
+  static int verify_callback(int ok, X509_STORE_CTX* sctx);
+  SSL_CTX* ctx_ = nullptr;
+  Side side_ = Side::kServer;
+  std::string verify_name_;
+  std::vector<Pin> pins_;
+  std::string own_pin_;
+};
+
+// Installs a PEM certificate chain and its unencrypted key; checks they match.
+bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
+                   std::string* own_pin, std::string* err);
+// Whether the first certificate in `cert_pem` carries `name` (a DNS name or
+// an IP address) as a subjectAltName.
+bool cert_has_name(const std::string& cert_pem, const std::string& name);
+// SHA-256 of the certificate's DER SubjectPublicKeyInfo.
+bool spki_pin(X509* cert, Pin* out);
+// Loads every OpenSSL piece a sandboxed process would otherwise load lazily
+// (error strings, providers, the RNG), so nothing needs a file afterwards.
+void tls_global_init();
+// The OpenSSL error queue as one line (and clears it).
+std::string tls_errors();
+
+}  // namespace ct

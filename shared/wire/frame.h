@@ -1,0 +1,126 @@
+// Frame codec of the link protocol (docs/protocol.md §1, §2). Sans-IO: the
+// decoder is handed bytes and returns frames or one typed error; the encoder
+// appends to a buffer. Neither knows about sockets, clocks or sessions.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "shared/base/bytes.h"
+#include "shared/wire/limits.h"
+
+namespace ct {
+
+enum class FrameType : uint8_t {
+  kHello = 0,
+  kOpen = 1,
+  kData = 2,
+  kWindow = 3,
+  kReset = 4,
+  kPing = 5,
+  kGoAway = 6
+};
+inline constexpr uint8_t kFlagFin = 0x01;  // DATA: half-close
+inline constexpr uint8_t kFlagAck = 0x01;  // PING: reply
+
+// Error and reset codes (docs/protocol.md §7).
+enum class Code : uint32_t {
+  kNoError = 0,
+  kProtocol = 1,
+  kInternal = 2,
+  kFlowControl = 3,
+  kTimeout = 4,
+  kStreamClosed = 5,
+  kFrameSize = 6,
+  kRefused = 7,
+  kCancel = 8,
+  kEnhanceYourCalm = 9,
+  kVersion = 10,
+  kUpstreamRefused = 11,
+  kUpstreamReset = 12,
+  kNoBridge = 13,
+  kShutdown = 14,
+  kResource = 15,
+  kTruncated = 16,
+  kWrapperTls = 17,
+};
+std::string_view code_name(Code c);
+std::string_view frame_type_name(FrameType t);
+
+struct FrameHeader {
+  uint32_t length = 0;
+  FrameType type = FrameType::kHello;
+  uint8_t flags = 0;
+  uint32_t stream = 0;
+};
+
+enum class Role : uint8_t { kBroker = 1, kBridge = 2, kTlsProcess = 3, kForwardProcess = 4 };
+inline constexpr uint8_t kHelloFlagOpener = 0x01;
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kHelloSize = 44;
+
+struct Hello {
+  uint16_t min_version = kProtocolVersion;
+  uint16_t max_version = kProtocolVersion;
+  Role role = Role::kBroker;
+  bool opener = false;
+  uint32_t stream_window = limits::kDefaultStreamWindow;
+  uint32_t conn_window = limits::kDefaultConnWindow;
+  uint32_t max_streams = limits::kMaxConcurrentStreams;
+  uint32_t max_frame = limits::kMaxFramePayload;
+  std::array<uint8_t, 16> instance{};
+};
+
+// A decoded frame. `payload` points into the buffer given to decode() and is
+// valid only as long as that buffer is.
+struct Frame {
+  FrameHeader h;
+  Bytes payload;
+};
+
+struct FrameError {
+  Code code;
+  std::string_view what;  // static string, for logs
+};
+
+// Checks a header against the per-type table (§1) before any payload is
+// buffered. `max_payload` is the limit we advertised.
+std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload);
+
+// Result of one decode step over a byte buffer.
+struct DecodeResult {
+  enum Kind { kFrame, kNeedMore, kError } kind = kNeedMore;
+  Frame frame;                           // kFrame
+  size_t consumed = 0;                   // kFrame: bytes to drop from the front
+  FrameError error{Code::kNoError, ""};  // kError
+};
+
+// Decodes at most one frame from the front of `in`. Never reads past `in`;
+// rejects a bad header as soon as its 10 bytes are present.
+DecodeResult decode_frame(Bytes in, uint32_t max_payload);
+
+// Typed payload parsers; each consumes its payload exactly.
+std::optional<Hello> parse_hello(Bytes payload, FrameError* err);
+std::optional<uint32_t> parse_u32_payload(Bytes payload);  // WINDOW, RESET
+struct GoAway {
+  uint32_t last_stream;
+  uint32_t code;
+};
+std::optional<GoAway> parse_goaway(Bytes payload);
+
+// Encoders append one whole frame to `out` (no cap: callers bound what they
+// produce through flow control and the control-frame counter).
+void encode_header(std::vector<uint8_t>& out, uint32_t length, FrameType t, uint8_t flags,
+                   uint32_t stream);
+void encode_hello(std::vector<uint8_t>& out, const Hello& h);
+void encode_open(std::vector<uint8_t>& out, uint32_t stream);
+void encode_data(std::vector<uint8_t>& out, uint32_t stream, Bytes data, bool fin);
+void encode_window(std::vector<uint8_t>& out, uint32_t stream, uint32_t increment);
+void encode_reset(std::vector<uint8_t>& out, uint32_t stream, Code code);
+void encode_ping(std::vector<uint8_t>& out, uint64_t opaque, bool ack);
+void encode_goaway(std::vector<uint8_t>& out, uint32_t last_stream, Code code);
+
+}  // namespace ct

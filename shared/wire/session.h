@@ -1,0 +1,247 @@
+// The link multiplexer (docs/protocol.md §2-§6), sans-IO: bytes and time go
+// in, events and bytes come out. It never touches an fd or reads a clock, so
+// two sessions can be run back to back in memory by tests and fuzzers.
+//
+// Usage pattern (one per connection):
+//   auto space = s.input_space();  read(fd, space) -> n;  s.commit_input(n, now);
+//   for (auto& ev : s.take_events()) ...handle...;      // Data spans valid until
+//                                                       // the next input_space()
+//   write(fd, s.output()) -> n;  s.output_written(n);
+//   s.tick(now) when now >= s.next_deadline().
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "shared/base/raw_buffer.h"
+#include "shared/base/time.h"
+#include "shared/wire/frame.h"
+#include "shared/wire/stream_state.h"
+
+namespace ct {
+
+// One process's byte budget for stream data it lets peers send it: every
+// stream's receive credit (window not yet used, plus bytes delivered to the
+// application and not consumed) is held against it. A stream starts with a
+// small window charged unconditionally and grows towards its full window only
+// from what the budget has left, so streams whose reader stalled pin at most
+// the budget together, and the others keep moving on small windows.
+class CreditPool {
+ public:
+  explicit CreditPool(uint64_t limit) : limit_(limit) {}
+  uint64_t limit() const { return limit_; }
+  uint64_t held() const { return held_; }
+  bool exhausted() const { return held_ >= limit_; }
+  void charge(uint64_t n) { held_ += n; }
+  // Up to `want` more, as far as the budget allows.
+  uint64_t take(uint64_t want) {
+    const uint64_t n = std::min(want, held_ < limit_ ? limit_ - held_ : 0);
+    held_ += n;
+    return n;
+  }
+  void give_back(uint64_t n) { held_ -= std::min(n, held_); }
+  void set_limit(uint64_t limit) { limit_ = limit; }
+
+ private:
+  uint64_t limit_;
+  uint64_t held_ = 0;
+};
+
+struct SessionConfig {
+  Role role = Role::kBroker;
+  bool opener = false;
+  uint32_t stream_window = limits::kDefaultStreamWindow;  // what we grant per stream
+  uint32_t conn_window = limits::kDefaultConnWindow;      // what we grant per connection
+  uint32_t max_streams = limits::kMaxConcurrentStreams;   // what we accept concurrently
+  uint32_t max_frame = limits::kMaxFramePayload;          // largest payload we accept
+  Duration hello_timeout = limits::kHelloTimeout;
+  Duration ping_interval = limits::kPingInterval;  // zero: no keepalive (socketpairs)
+  Duration dead_timeout = limits::kDeadPeerTimeout;
+  std::array<uint8_t, 16> instance{};
+  // Optional: the process's budget (not owned). With it, HELLO grants each
+  // stream `pooled_initial_window` and the rest up to stream_window comes
+  // from the pool as the stream's data is consumed.
+  CreditPool* pool = nullptr;
+  uint32_t pooled_initial_window = limits::kPooledInitialWindow;
+};
+
+struct Event {
+  enum Kind : uint8_t {
+    kReady,     // peer HELLO accepted; `hello` holds it
+    kOpened,    // peer opened `stream`
+    kData,      // `data` arrived on `stream`; hand it on, then consume()
+    kFin,       // peer half-closed `stream`
+    kReset,     // `stream` was reset (by the peer, or by us for a peer error): forget it
+    kWritable,  // `stream`'s send capacity went from 0 to > 0
+    kGoAway,    // peer sent GOAWAY(`stream` = last id, `code`)
+    kError,     // connection error `code` (`what` says why); flush output, then close
+  };
+  Kind kind;
+  uint32_t stream = 0;
+  Code code = Code::kNoError;
+  Bytes data;
+  std::string_view what;
+};
+
+struct SessionStats {
+  uint64_t frames_in = 0, frames_out = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;  // DATA payload bytes
+  uint64_t glitches = 0;
+  uint64_t resets_in = 0, resets_out = 0;
+  uint64_t pings_out = 0, pongs_in = 0;
+};
+
+class Session {
+ public:
+  Session(const SessionConfig& cfg, TimePoint now);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // --- input
+  // A writable region of at least `min` bytes at the end of the input buffer.
+  std::span<uint8_t> input_space(size_t min = limits::kReadChunk);
+  // Bumped by every input_space(): Data spans taken under another epoch are
+  // stale. Lets a consumer that keeps spans past its event handler (Splice's
+  // zero-copy write) check that it never outlives them.
+  uint64_t input_epoch() const { return input_epoch_; }
+  // Marks n bytes of input_space() as filled and parses every complete frame.
+  void commit_input(size_t n, TimePoint now);
+  // Convenience: copies `in` into input_space() and commits it.
+  void feed(Bytes in, TimePoint now);
+  // The transport ended. A partial frame left over is TRUNCATED.
+  void transport_closed(bool clean);
+  // Runs deadlines (HELLO, dead peer, keepalive ping).
+  void tick(TimePoint now);
+  TimePoint next_deadline() const;
+
+  // --- events
+  std::vector<Event>& events() { return events_; }
+  // Moves the pending events out (clearing the internal list).
+  std::vector<Event> take_events();
+
+  // --- streams (application side)
+  // Opens a stream (opener only). Returns 0 when no stream can be opened now
+  // (goaway, id space used up, the peer's max concurrent streams reached,
+  // dead): the caller refuses its wrapper.
+  uint32_t open();
+  // How many bytes send() would accept now. A zero result registers interest:
+  // a kWritable event follows when capacity returns.
+  size_t send_capacity(uint32_t stream);
+  // Sends data (at most send_capacity() bytes) and optionally FIN.
+  void send(uint32_t stream, Bytes data, bool fin);
+  void close_write(uint32_t stream) { send(stream, {}, true); }
+  void reset(uint32_t stream, Code code);
+  // The application delivered n bytes of this stream onward: credit the peer.
+  void consume(uint32_t stream, size_t n);
+  // Stop new streams; existing ones continue.
+  void go_away(Code code);
+
+  // --- output
+  Bytes output() const { return Bytes(out_).subspan(out_pos_); }
+  void output_written(size_t n);
+  bool has_output() const { return out_pos_ < out_.size(); }
+
+  // --- state
+  bool ready() const { return ready_; }
+  bool dead() const { return dead_; }
+  bool goaway_sent() const { return goaway_sent_; }
+  bool goaway_received() const { return goaway_received_; }
+  size_t open_streams() const { return streams_.size(); }
+  bool stream_exists(uint32_t id) const { return streams_.count(id) != 0; }
+  std::optional<StreamState> stream_state(uint32_t id) const;
+  const Hello& peer_hello() const { return peer_; }
+  const SessionStats& stats() const { return stats_; }
+  Code error_code() const { return error_code_; }
+
+ private:
+  struct Stream {
+    StreamState state = StreamState::kOpen;
+    bool blocked = false;     // app saw zero capacity; owes it a kWritable
+    bool queued = false;      // its id is in blocked_ (at most once)
+    int64_t send_window = 0;  // what the peer still allows us
+    int64_t recv_window = 0;  // what we still allow the peer
+    uint64_t delivered = 0;   // handed to the app, not yet consumed
+    uint32_t unacked = 0;     // consumed, not yet credited back
+    uint32_t granted = 0;     // recv_window + delivered + unacked: held against the pool
+  };
+
+  void parse(TimePoint now);
+  void on_frame(const Frame& f, TimePoint now);
+  void on_hello(const Frame& f);
+  void on_open(const Frame& f);
+  void on_data(const Frame& f);
+  void on_window(const Frame& f);
+  void on_reset(const Frame& f);
+  void on_ping(const Frame& f);
+  void on_goaway(const Frame& f);
+
+  void conn_error(Code code, std::string_view what);
+  void stream_error(uint32_t id, Code code, std::string_view what);
+  bool charge_misbehaviour(TimePoint now);
+  void glitch();
+  void control_frame_queued();
+  void set_state(uint32_t id, Stream& s, StreamInput in);
+  bool known_closed(uint32_t id) const;
+  // Queues RESET for `s`, remembers its in-flight allowance, closes it.
+  void send_reset(uint32_t id, Stream& s, Code code);
+  // A frame for a closed stream: counted; charged unless it is the in-flight
+  // race with our RESET (DATA within the allowance, or the peer's crossing RESET).
+  void late_frame(uint32_t id, uint64_t data_bytes, bool ends_stream);
+  void wake_blocked();
+  int64_t capacity_of(const Stream& s) const;
+  // What HELLO grants each stream, and a new stream's receive side.
+  uint32_t initial_window() const;
+  void init_recv(Stream& s);
+  void erase_stream(uint32_t id);
+
+  SessionConfig cfg_;
+  Hello peer_;
+  bool ready_ = false;
+  bool dead_ = false;
+  bool goaway_sent_ = false;
+  bool goaway_received_ = false;
+  uint32_t goaway_last_ = limits::kMaxStreamId;  // peer's last_stream_id
+  Code error_code_ = Code::kNoError;
+
+  std::unordered_map<uint32_t, Stream> streams_;
+  uint32_t next_id_ = 1;     // opener: the next id to use
+  uint32_t highest_id_ = 0;  // highest id ever opened on this connection
+  std::vector<uint32_t> blocked_;
+  // Streams we reset -> DATA bytes the peer may still have in flight on them
+  // (kMaxResetAllowances, oldest forgotten first).
+  std::unordered_map<uint32_t, int64_t> reset_allowance_;
+  std::deque<uint32_t> reset_order_;
+
+  int64_t conn_send_window_ = 0;  // what the peer allows us (0 until its HELLO)
+  int64_t conn_recv_window_ = 0;  // what we still allow the peer
+  uint32_t conn_unacked_ = 0;     // delivered, not yet credited back
+
+  RawBuffer in_;
+  uint64_t input_epoch_ = 0;
+  size_t in_pos_ = 0;     // first unparsed byte
+  size_t in_filled_ = 0;  // bytes of in_ holding real input
+  std::vector<uint8_t> out_;
+  size_t out_pos_ = 0;
+  size_t control_since_drain_ = 0;
+
+  std::vector<Event> events_;
+
+  TimePoint started_;
+  TimePoint last_rx_;
+  TimePoint last_ping_;
+  uint64_t ping_outstanding_ = 0;  // opaque of the ping in flight, 0 when none
+  uint64_t ping_seq_ = 0;
+
+  double tokens_ = limits::kMisbehaviourBurst;
+  TimePoint tokens_at_;
+
+  SessionStats stats_;
+};
+
+}  // namespace ct

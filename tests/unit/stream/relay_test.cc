@@ -1,0 +1,201 @@
+// RelayTable's deadlines and codec failures: a relay between two links whose
+// sessions are joined back to back with peer sessions in memory, a codec
+// whose state the test sets, and a clock the test passes in.
+#include "shared/stream/relay.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "tests/unit/stream/memory_link.h"
+
+namespace ct {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace testing_links;
+
+class FakeCodec final : public StreamCodec {
+ public:
+  bool is_established = false;
+  bool has_failed = false;
+  std::string why = "bad ClientHello";
+  void put_outer(Bytes in) override { fed += in.size(); }
+  uint64_t outer_consumed() const override { return fed; }
+  size_t take_inner(std::span<uint8_t>) override { return 0; }
+  bool put_inner(Bytes in) override {
+    if (!is_established) return false;
+    inner.append(in.begin(), in.end());
+    if (sink != nullptr) sink->append(in.begin(), in.end());
+    return true;
+  }
+  Bytes outer_pending() const override { return {}; }
+  void outer_sent(size_t) override {}
+  void close_inner() override { inner_closed = true; }
+  bool inner_eof() const override { return false; }
+  bool outer_drained() const override { return true; }
+  bool established() const override { return is_established; }
+  bool failed() const override { return has_failed; }
+  const std::string& error() const override { return why; }
+  uint64_t fed = 0;
+  std::string inner;  // what the relay wrote towards the wrapper
+  // The same, kept by the fixture: a reset relay destroys its codec.
+  std::string* sink = nullptr;
+  bool inner_closed = false;
+};
+
+void handshake(Session& x, Session& y) {
+  for (int i = 0; i < 10; i++) {
+    move(x, y);
+    move(y, x);
+  }
+}
+
+// The reset code `peer` got for `id`, or nullopt.
+std::optional<Code> reset_code(Session& from, Session& peer, uint32_t id) {
+  move(from, peer);
+  for (const Event& ev : peer.take_events())
+    if (ev.kind == Event::kReset && ev.stream == id) return ev.code;
+  return std::nullopt;
+}
+
+struct RelayFixture : ::testing::Test {
+  Loop loop;
+  NullOwner owner;
+  // `a`: the broker's link (it opened the stream); `b`: the data channel.
+  MemoryLink a{loop, owner, 1, cfg(false)};
+  Session peer_a{cfg(true), Clock::now()};
+  MemoryLink b{loop, owner, 2, cfg(true)};
+  Session peer_b{cfg(false), Clock::now()};
+  RelayTable table;
+  uint32_t ida = 0, idb = 0;
+  FakeCodec* codec = nullptr;  // owned by its relay: not to be used once the relay is gone
+  std::string written;         // what the relay wrote towards the wrapper, relay or not
+  const TimePoint t0 = Clock::now();
+
+  // `peer` sends bytes on the stream; `l`'s session delivers them to the table.
+  void deliver(Session& peer, MemoryLink& l, uint32_t peer_id, std::vector<uint8_t> bytes) {
+    peer.send(peer_id, bytes, false);
+    move(peer, l.session());
+    for (const Event& ev : l.session().take_events())
+      if (ev.kind == Event::kData) table.on_data(&l, ev.stream, ev.data);
+  }
+
+  Relay* make(bool with_codec) {
+    handshake(a.session(), peer_a);
+    handshake(b.session(), peer_b);
+    ida = peer_a.open();
+    move(peer_a, a.session());
+    a.session().take_events();
+    idb = b.session().open();
+    move(b.session(), peer_b);
+    peer_b.take_events();
+    Relay* r = table.create(&a, ida);
+    if (with_codec) {
+      auto c = std::make_unique<FakeCodec>();
+      codec = c.get();
+      codec->sink = &written;
+      r->codec = std::move(c);
+    }
+    table.start_timers(r, t0);
+    table.attach(r, &b, idb);
+    return r;
+  }
+};
+
+TEST_F(RelayFixture, AHandshakeNotDoneByTheDeadlineIsResetWithTimeoutOnBothEnds) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  EXPECT_EQ(table.next_deadline(), t0 + 10s);
+  table.expire(t0 + 9s);
+  EXPECT_EQ(table.size(), 1u);
+  table.expire(t0 + 10s);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.codec_failures().timeout, 1u);
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kTimeout);
+  EXPECT_EQ(reset_code(b.session(), peer_b, idb), Code::kTimeout);
+  EXPECT_EQ(table.next_deadline(), TimePoint::max());
+}
+
+TEST_F(RelayFixture, AnEstablishedCodecOutlivesTheHandshakeDeadline) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  codec->is_established = true;
+  table.expire(t0 + 10s);
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_EQ(table.next_deadline(), TimePoint::max()) << "no timer left without an idle timeout";
+}
+
+TEST_F(RelayFixture, AFailedHandshakeIsResetWithWrapperTlsNotProtocol) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  codec->has_failed = true;
+  deliver(peer_a, a, ida, {'G', 'E', 'T'});
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.codec_failures().handshake, 1u);
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kWrapperTls);
+}
+
+TEST_F(RelayFixture, AStreamWithNoByteForTheIdleTimeoutIsReset) {
+  table.set_timeouts(10s, 5s);
+  make(false);
+  table.expire(t0 + 4s);
+  EXPECT_EQ(table.size(), 1u);
+  table.expire(t0 + 5s);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.idle_resets(), 1u);
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kTimeout);
+}
+
+TEST_F(RelayFixture, AByteEitherWayMovesTheIdleDeadline) {
+  table.set_timeouts(10s, 5s);
+  make(false);
+  deliver(peer_b, b, idb, {1});  // from OpenBao's side, at the real clock's now
+  const TimePoint after = Clock::now();
+  table.expire(t0 + 5s);  // the first deadline: re-armed from the byte, not reset
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_GE(table.next_deadline(), after + 5s - 100ms);
+}
+
+TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotAReset) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  codec->is_established = true;
+  peer_b.reset(idb, Code::kUpstreamRefused);  // the forwarding process could not connect
+  move(peer_b, b.session());
+  for (const Event& ev : b.session().take_events())
+    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+  EXPECT_EQ(codec->inner.rfind("HTTP/1.1 502 ", 0), 0u) << codec->inner;
+  EXPECT_NE(codec->inner.find("{\"errors\":[\""), std::string::npos);
+  EXPECT_NE(codec->inner.find("Connection: close"), std::string::npos);
+  EXPECT_TRUE(codec->inner_closed);
+  move(a.session(), peer_a);
+  bool fin = false, reset = false;
+  for (const Event& ev : peer_a.take_events()) {
+    fin |= ev.kind == Event::kFin && ev.stream == ida;
+    reset |= ev.kind == Event::kReset && ev.stream == ida;
+  }
+  EXPECT_TRUE(fin);
+  EXPECT_FALSE(reset);
+  // The wrapper closes after reading it: the relay is gone.
+  EXPECT_EQ(table.size(), 1u);
+  peer_a.close_write(ida);
+  move(peer_a, a.session());
+  for (const Event& ev : a.session().take_events())
+    if (ev.kind == Event::kFin) table.on_fin(&a, ev.stream);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+TEST_F(RelayFixture, OpenBaoRefusedBeforeTheHandshakeStaysAReset) {
+  table.set_timeouts(10s, Duration::zero());
+  make(true);
+  peer_b.reset(idb, Code::kUpstreamRefused);
+  move(peer_b, b.session());
+  for (const Event& ev : b.session().take_events())
+    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+  EXPECT_TRUE(written.empty()) << written;
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kUpstreamRefused);
+}
+
+}  // namespace
+}  // namespace ct
