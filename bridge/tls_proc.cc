@@ -147,8 +147,11 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         unsigned char ip[16];
         const bool is_ip =
             inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
-        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(m.fd),
-                                               false, is_ip ? "" : name, c, Clock::now());
+        links_[id] = std::make_unique<TlsLink>(
+            loop_, *this, id, std::move(m.fd),
+            TlsLinkOptions{
+                .context = ctx_, .server = false, .sni = is_ip ? "" : name, .session = c},
+            Clock::now());
         return true;
       }
       case Msg::kDialFailed: {
@@ -266,8 +269,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         case Event::kGoAway:
           if (!is_local) {
             LOG_INFO(
-                "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
-                "its %zu streams",
+                "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes its %zu "
+                "streams",
                 static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str(),
                 l.relays.size());
             if (dial_ == DialState::kIdle && !draining_) {
@@ -320,13 +323,12 @@ class TlsProcess final : public ChildBase, public Link::Owner {
 
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    if (local_) local_->tick(now);
-    // close() ends in on_link_closed(), which erases the link from links_ (and
-    // retires it, so the pointers stay valid until the batch ends): walk a
-    // copy, never the map itself.
+    // The links' deadlines are their own timers (Link::tick). close() ends
+    // in on_link_closed(), which erases the link from links_ (and retires it,
+    // so the pointers stay valid until the batch ends): walk a copy, never
+    // the map itself.
     std::vector<TlsLink*> links;
     for (auto& [id, l] : links_) links.push_back(l.get());
-    for (TlsLink* l : links) l->tick(now);
     // Retire a link the broker sent GOAWAY on once its streams are done.
     for (TlsLink* l : links)
       if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
@@ -352,8 +354,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (local_) t = std::min(t, local_->next_deadline());
-    for (auto& [id, l] : links_) t = std::min(t, l->next_deadline());
     if (dial_ == DialState::kWaiting) t = std::min(t, next_dial_);
     return std::min(t, relays_.next_deadline());
   }

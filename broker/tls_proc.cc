@@ -209,8 +209,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       c.opener = true;
       c.instance = random_instance();
       c.pool = &g_budget;
-      bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(fd),
-                                               true, "", c, Clock::now());
+      bridges_[id] = std::make_unique<TlsLink>(
+          loop_, *this, id, std::move(fd),
+          TlsLinkOptions{.context = ctx_, .server = true, .sni = "", .session = c}, Clock::now());
       LOG_DEBUG("conn=%llu bridge connection accepted from %s", static_cast<unsigned long long>(id),
                 src->str().c_str());
     }
@@ -403,11 +404,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   }
 
   // ---------------------------------------------------------------- time, drain
+  // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
-    if (local_) local_->tick(now);
-    std::vector<TlsLink*> links;
-    for (auto& [id, l] : bridges_) links.push_back(l.get());
-    for (TlsLink* l : links) l->tick(now);
     // The bridge port's absolute handshake deadline (the link's own is longer).
     for (Admission::Id id : admission_.expired(now))
       if (auto it = bridges_.find(id); it != bridges_.end())
@@ -441,8 +439,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (local_) t = std::min(t, local_->next_deadline());
-    for (auto& [id, l] : bridges_) t = std::min(t, l->next_deadline());
     if (!pending_.empty()) t = std::min(t, pending_.front().deadline);
     t = std::min(t, admission_.next_deadline());
     return std::min(t, next_stats_);

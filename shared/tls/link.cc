@@ -7,17 +7,17 @@
 
 namespace ct {
 
-TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, std::shared_ptr<const void> keep,
-                 SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni,
-                 const SessionConfig& cfg, TimePoint now)
+TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOptions opt,
+                 TimePoint now)
     : Link(loop, owner, id),
-      keep_(std::move(keep)),
-      tls_(ctx, std::move(fd), server, sni),
-      cfg_(cfg),
+      context_(std::move(opt.context)),
+      tls_(context_->get(), std::move(fd), opt.server, opt.sni),
+      cfg_(std::move(opt.session)),
       handshake_deadline_(now + limits::kHandshakeTimeout) {
   loop_.add(tls_.fd(), EPOLLIN | EPOLLRDHUP, this);
   registered_ = true;
-  if (!server) pump();  // the client speaks first
+  arm_if_earlier();         // the handshake deadline
+  if (!opt.server) pump();  // the client speaks first
 }
 
 TlsLink::~TlsLink() = default;
