@@ -228,8 +228,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
             attempt_ = 0;  // a link completed its HELLO: the configuration works
-            LOG_INFO("conn=%llu connected to the broker: %s",
-                     static_cast<unsigned long long>(l.id()),
+            LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s",
                      static_cast<TlsLink&>(l).peer_subject().c_str());
             report_status();
           }
@@ -268,11 +267,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           break;
         case Event::kGoAway:
           if (!is_local) {
-            LOG_INFO(
-                "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes its %zu "
-                "streams",
-                static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str(),
-                l.relays.size());
+            LOG_LINK(LOG_INFO, l.id(),
+                     "broker sent GOAWAY (%s): dialling a new link, this one finishes its %zu "
+                     "streams",
+                     std::string(code_name(ev.code)).c_str(), l.relays.size());
             if (dial_ == DialState::kIdle && !draining_) {
               next_dial_ = Clock::now();
               dial_ = DialState::kWaiting;
@@ -280,9 +278,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           }
           break;
         case Event::kError:
-          LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
-                   is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
-                   std::string(ev.what).c_str());
+          LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
+                   std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
           break;
       }
     }
@@ -303,8 +300,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     // A link that was up ends at most once per completed HELLO: logged every
     // time. Failed handshakes are logged per class, throttled (retry_after).
     if (was_up) {
-      LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
+      LOG_LINK(LOG_WARN, l.id(), "link to the broker lost: %s (%zu streams reset)",
+               l.close_reason().c_str(), l.relays.size());
       up_since_.erase(up);
     }
     const std::string why = l.close_reason();

@@ -212,8 +212,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       bridges_[id] = std::make_unique<TlsLink>(
           loop_, *this, id, std::move(fd),
           TlsLinkOptions{.context = ctx_, .server = true, .sni = "", .session = c}, Clock::now());
-      LOG_DEBUG("conn=%llu bridge connection accepted from %s", static_cast<unsigned long long>(id),
-                src->str().c_str());
+      LOG_LINK(LOG_DEBUG, id, "bridge connection accepted from %s", src->str().c_str());
     }
     update_listener(Clock::now());
   }
@@ -241,8 +240,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     const uint32_t id = b->session().open();
     if (id == 0) return false;
     relays_.attach(r, b, id);
-    LOG_DEBUG("conn=%llu stream=%u opened for wrapper stream %u",
-              static_cast<unsigned long long>(b->id()), id, r->a.id);
+    LOG_LINK(LOG_DEBUG, b->id(), "stream=%u opened for wrapper stream %u", id, r->a.id);
     return true;
   }
 
@@ -313,8 +311,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
               no_slot = true;
               break;
             }
-            LOG_INFO("conn=%llu bridge connected: %s", static_cast<unsigned long long>(l.id()),
-                     t->peer_subject().c_str());
+            LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s", t->peer_subject().c_str());
             report_status();
             serve_pending();
           }
@@ -340,28 +337,25 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           relays_.on_writable(&l, ev.stream);
           break;
         case Event::kGoAway:
-          LOG_INFO("conn=%llu bridge sent GOAWAY (%s): no new streams on it",
-                   static_cast<unsigned long long>(l.id()),
+          LOG_LINK(LOG_INFO, l.id(), "bridge sent GOAWAY (%s): no new streams on it",
                    std::string(code_name(ev.code)).c_str());
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
-            LOG_INFO("conn=%llu %s closed cleanly", static_cast<unsigned long long>(l.id()),
-                     is_local ? "data channel" : "link");
+            LOG_LINK(LOG_INFO, l.id(), "%s closed cleanly", is_local ? "data channel" : "link");
             break;
           }
-          LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
-                   is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
-                   std::string(ev.what).c_str());
+          LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
+                   std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
           if (!is_local) link_errors_[static_cast<uint32_t>(ev.code)]++;
           break;
       }
     }
     if (no_slot) {
-      LOG_WARN_THROTTLED(refuse_log_,
-                         "conn=%llu authenticated bridge refused: all %zu link "
+      LOG_LINK_THROTTLED(refuse_log_, l.id(),
+                         "authenticated bridge refused: all %zu link "
                          "slots are taken",
-                         static_cast<unsigned long long>(l.id()), admission_.established());
+                         admission_.established());
       l.close("no link slot left for an authenticated bridge");
     }
   }
@@ -390,11 +384,11 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       const HandshakeFailure why = classify_handshake_failure(l.close_reason());
       handshake_failures_[static_cast<uint32_t>(why)]++;
       // Anyone on the internet can fail a handshake at will.
-      LOG_WARN_THROTTLED(handshake_log_, "conn=%llu bridge handshake failed: %s",
-                         static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
+      LOG_LINK_THROTTLED(handshake_log_, l.id(), "bridge handshake failed: %s",
+                         l.close_reason().c_str());
     } else if (t->established()) {
-      LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
+      LOG_LINK(LOG_INFO, l.id(), "bridge disconnected: %s (%zu streams reset)",
+               l.close_reason().c_str(), l.relays.size());
     }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));

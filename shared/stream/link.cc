@@ -114,8 +114,7 @@ void PlainLink::on_io(uint32_t events) noexcept {
   pump_input();  // before EOF: what the peer wrote before it went is delivered
   if (closed_) return;
   if (ring_->corrupt()) {
-    LOG_WARN("conn=%llu data channel ring: %s", static_cast<unsigned long long>(id_),
-             ring_->corruption().c_str());
+    LOG_LINK(LOG_WARN, id_, "data channel ring: %s", ring_->corruption().c_str());
     close("data channel ring: " + ring_->corruption());
     return;
   }

@@ -50,7 +50,7 @@ void TlsLink::pump() noexcept {
       return;
     }
     start_session(cfg_, Clock::now());
-    LOG_DEBUG("conn=%llu TLS established", static_cast<unsigned long long>(id_));
+    LOG_LINK(LOG_DEBUG, id_, "TLS established");
   }
   // Decrypt whatever arrived, frame by frame into the session.
   for (;;) {
@@ -127,8 +127,7 @@ void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& link
       continue;
     }
     if (ctx.peer_trusted(l->ssl(), &why)) continue;
-    LOG_WARN("conn=%llu %s no longer admitted by the reloaded material: %s",
-             static_cast<unsigned long long>(id), peer, why.c_str());
+    LOG_LINK(LOG_WARN, id, "%s no longer admitted by the reloaded material: %s", peer, why.c_str());
     if (l->has_session()) l->session().go_away(Code::kRefused);
     l->flush();
     l->shutdown_tls();
