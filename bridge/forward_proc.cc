@@ -157,16 +157,12 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     }
   }
 
-  void on_tick(TimePoint) noexcept override {
-    if (draining_ && splices_.empty() && unconnected_.empty()) {
-      if (local_) local_->flush();
-      exit_child(0);
-    }
-  }
+  void on_tick(TimePoint) noexcept override {}
   TimePoint next_deadline() const override { return TimePoint::max(); }
   void after_batch() noexcept override {
     splices_.flush();  // first: the credit it returns leaves in the same flush below
     if (local_) local_->flush();
+    if (draining_ && splices_.empty() && unconnected_.empty()) exit_child(0);
   }
 
   SockAddr upstream_;

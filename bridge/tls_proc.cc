@@ -318,18 +318,9 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                   ("conn=" + std::to_string(id) + " TLS with the broker failed").c_str(), why);
   }
 
+  // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    // The links' deadlines are their own timers (Link::tick). close() ends
-    // in on_link_closed(), which erases the link from links_ (and retires it,
-    // so the pointers stay valid until the batch ends): walk a copy, never
-    // the map itself.
-    std::vector<TlsLink*> links;
-    for (auto& [id, l] : links_) links.push_back(l.get());
-    // Retire a link the broker sent GOAWAY on once its streams are done.
-    for (TlsLink* l : links)
-      if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
-        l->close("broker asked us to go away and no stream is left");
     if (dial_ == DialState::kWaiting && now >= next_dial_ && ctx_ && !draining_) {
       if (have_usable_link()) {
         dial_ = DialState::kIdle;
@@ -337,15 +328,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         dial_ = DialState::kDialing;
         send(Msg::kDialRequest, {});
       }
-    }
-    if (draining_ && relays_.size() == 0) {
-      flush_all();
-      // close_notify after the GOAWAY: the broker sees a clean end, not a
-      // transport failure.
-      for (auto& [id, l] : links_)
-        if (!l->closed()) l->shutdown_tls();
-      LOG_INFO("drained");
-      exit_child(0);
     }
   }
 
@@ -359,7 +341,27 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     if (local_) local_->flush();
     for (auto& [id, l] : links_) l->flush();
   }
-  void after_batch() noexcept override { flush_all(); }
+  void after_batch() noexcept override {
+    flush_all();  // first: a link retired below must not lose its last frames (a FIN)
+    // close() ends in on_link_closed(), which erases the link from links_
+    // (and retires it, so the pointers stay valid until the batch ends): walk
+    // a copy, never the map itself.
+    std::vector<TlsLink*> links;
+    for (auto& [id, l] : links_) links.push_back(l.get());
+    // Retire a link the broker sent GOAWAY on once its streams are done.
+    for (TlsLink* l : links)
+      if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
+        l->close("broker asked us to go away and no stream is left");
+    if (draining_ && relays_.size() == 0) {
+      flush_all();
+      // close_notify after the GOAWAY: the broker sees a clean end, not a
+      // transport failure.
+      for (auto& [id, l] : links_)
+        if (!l->closed()) l->shutdown_tls();
+      LOG_INFO("drained");
+      exit_child(0);
+    }
+  }
 
   enum class DialState { kIdle, kWaiting, kDialing };
   std::shared_ptr<TlsContext> ctx_;

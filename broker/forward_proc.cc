@@ -296,11 +296,6 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       publish_counts();
       next_sweep_ = now + kSweepInterval;
     }
-    if (draining_ && splices_.empty()) {
-      if (local_) local_->flush();
-      LOG_INFO("drained");
-      exit_child(0);
-    }
   }
   TimePoint next_deadline() const override {
     TimePoint t = by_source_.empty() ? TimePoint::max() : next_sweep_;
@@ -311,6 +306,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   void after_batch() noexcept override {
     splices_.flush();  // first: the credit it returns leaves in the same flush below
     if (local_) local_->flush();
+    if (draining_ && splices_.empty()) {
+      LOG_INFO("drained");
+      exit_child(0);
+    }
   }
 
   Listener listener_;

@@ -424,11 +424,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       send_stats();
       next_stats_ = now + std::chrono::seconds(1);
     }
-    if (draining_ && relays_.size() == 0) {
-      LOG_INFO("drained");
-      flush_all();
-      exit_child(0);
-    }
   }
 
   TimePoint next_deadline() const override {
@@ -480,6 +475,12 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   void after_batch() noexcept override {
     if (!pending_.empty()) serve_pending();
     flush_all();
+    update_listener(Clock::now());
+    if (draining_ && relays_.size() == 0) {
+      LOG_INFO("drained");
+      flush_all();
+      exit_child(0);
+    }
   }
 
   void start_drain() {

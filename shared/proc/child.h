@@ -28,8 +28,13 @@ class ChildBase : public Loop::Handler {
   // A message from the parent, already checked against the accepted types.
   // Returning false means "not allowed now": the child exits (error policy).
   virtual bool on_message(IpcMessage& m) noexcept = 0;
+  // The process's own deadline work (each link has its own timer): run by a
+  // timer that after every batch is re-armed for next_deadline(), so an
+  // iteration with nothing due never calls it.
   virtual void on_tick(TimePoint now) noexcept = 0;
   virtual TimePoint next_deadline() const = 0;
+  // After every batch of events and timers: flushes, and the checks that
+  // follow from events rather than time (drained: exit).
   virtual void after_batch() noexcept {}
   void exit_child(int code) {
     exit_code_ = code;
