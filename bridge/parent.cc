@@ -116,10 +116,9 @@ bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::s
   const bool has_port = rest.rfind(':') != std::string::npos &&
                         (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
   if (!has_port) rest += ":" + std::to_string(def_port);
-  std::string e;
-  auto hp = parse_host_port(rest, &e);
+  auto hp = parse_host_port(rest);
   if (!hp) {
-    *err = "bad --vault-addr '" + url + "': " + e;
+    *err = "bad --vault-addr '" + url + "': " + hp.what();
     return false;
   }
   *out = *hp;
@@ -233,22 +232,23 @@ class BridgeParent final : public DaemonParent {
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     std::string err;
-    if (!f.parse(argc, argv, &err)) return usage_error(err);
+    if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(parsed.what());
     const int common = parse_common_flags(
         f, kSummary, {"broker-address", "vault-addr", "client-cert", "client-key", "ca-cert"},
         "broker-pin");
     if (common >= 0) return common;
-    auto broker = parse_host_port(f.get("broker-address"), &err);
+    auto broker = parse_host_port(f.get("broker-address"));
     if (!broker)
-      return usage_error("bad --broker-address '" + f.get("broker-address") + "': " + err);
+      return usage_error("bad --broker-address '" + f.get("broker-address") +
+                         "': " + broker.what());
     broker_ = *broker;
     base_.peer_name = f.get("broker-name", broker_.host);
     HostPort vault;
     bool vault_https = false;
     if (!parse_vault_addr(f.get("vault-addr"), &vault, &vault_https, &err)) return usage_error(err);
     // OpenBao is on this host: resolve it once, at start, here.
-    auto vaddr = resolve(vault, &err);
-    if (!vaddr) return usage_error("bad --vault-addr: " + err);
+    auto vaddr = resolve(vault);
+    if (!vaddr) return usage_error("bad --vault-addr: " + vaddr.what());
     base_.upstream = vaddr->str();
     // README and --help promise plaintext to OpenBao on loopback only.
     if (!vault_https && !is_loopback(*vaddr) && !f.has("allow-plaintext-upstream-over-network"))
@@ -261,7 +261,7 @@ class BridgeParent final : public DaemonParent {
     key_path_ = f.get("client-key");
     ca_path_ = f.get("ca-cert");
     if (!choose_pin_source(cert_path_, "broker.pin", &err)) return usage_error(err);
-    if (!choose_stream_mode(f, vault_https, &err)) return usage_error(err);
+    if (Result<void> st = choose_stream_mode(f, vault_https); !st) return usage_error(st.what());
     if (f.has("stream-idle-timeout")) {
       const std::string v = f.get("stream-idle-timeout");
       auto s = v == "0" ? std::optional<unsigned>(0)
@@ -315,15 +315,17 @@ class BridgeParent final : public DaemonParent {
   };
 
   bool validate_material(const Material& m, std::string* err) const override {
-    auto ctx = TlsContext::create(TlsContext::Side::kClient, m, base_.peer_name, err);
+    auto ctx = TlsContext::create(TlsContext::Side::kClient, m, base_.peer_name);
     if (!ctx) {
-      *err = "--client-cert/--client-key/--ca-cert: " + *err;
+      *err = "--client-cert/--client-key/--ca-cert: " + ctx.what();
       return false;
     }
-    if (!m.service_cert_pem.empty() &&
-        !TlsContext::create_service(m.service_cert_pem, m.service_key_pem, err)) {
-      *err = "--service-cert/--service-key: " + *err;
-      return false;
+    if (!m.service_cert_pem.empty()) {
+      auto service = TlsContext::create_service(m.service_cert_pem, m.service_key_pem);
+      if (!service) {
+        *err = "--service-cert/--service-key: " + service.what();
+        return false;
+      }
     }
     // Wrappers verify that name: a certificate without it fails every
     // wrapper's handshake, which is better said at start.
@@ -342,9 +344,9 @@ class BridgeParent final : public DaemonParent {
   //    to an http:// --vault-addr on this host; or
   //  - an https:// --vault-addr: their TLS passes through to OpenBao.
   // Neither is refused unless --allow-plaintext-streams says so.
-  bool choose_stream_mode(const Flags& f, bool vault_https, std::string* err) {
+  Result<void> choose_stream_mode(const Flags& f, bool vault_https) {
     const bool c = f.has("service-cert"), k = f.has("service-key");
-    if (c != k) return *err = "--service-cert and --service-key go together", false;
+    if (c != k) return fail("--service-cert and --service-key go together");
     if (c) {
       service_cert_path_ = f.get("service-cert");
       service_key_path_ = f.get("service-key");
@@ -358,17 +360,15 @@ class BridgeParent final : public DaemonParent {
       }
     }
     if (!service_cert_path_.empty() && vault_https)
-      return *err =
-                 "--service-cert terminates wrapper TLS here, so --vault-addr must be http:// "
-                 "(OpenBao on this host); drop one of them",
-             false;
+      return fail(
+          "--service-cert terminates wrapper TLS here, so --vault-addr must be http:// "
+          "(OpenBao on this host); drop one of them");
     if (service_cert_path_.empty() && !vault_https && !f.has("allow-plaintext-streams"))
-      return *err =
-                 "wrapper traffic would cross the broker in plaintext: give --service-cert and "
-                 "--service-key (or put service.crt and service.key beside --client-cert), use "
-                 "an https:// --vault-addr, or pass --allow-plaintext-streams",
-             false;
-    return true;
+      return fail(
+          "wrapper traffic would cross the broker in plaintext: give --service-cert and "
+          "--service-key (or put service.crt and service.key beside --client-cert), use "
+          "an https:// --vault-addr, or pass --allow-plaintext-streams");
+    return {};
   }
 
   ProcSettings settings_for(Supervisor::Which) override { return base_; }
@@ -433,12 +433,12 @@ class BridgeParent final : public DaemonParent {
 
   void connect_to(const SockAddr& addr) noexcept {
     bool in_progress = false;
-    int e = 0;
     dial_.self = this;
     dial_.target = addr.str();
     LOG_DEBUG("dialling %s", dial_.target.c_str());
-    dial_.fd = connect_tcp(addr, &in_progress, &e);
-    if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
+    auto fd = connect_tcp(addr, &in_progress);
+    if (!fd) return dial_failed("connect to " + dial_.target + ": " + fd.what());
+    dial_.fd = std::move(fd).value();
     loop_.add(dial_.fd.get(), EPOLLOUT, &dial_);
   }
 

@@ -91,12 +91,15 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
         if (!mat) return false;
-        std::string err;
-        auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name, &err);
+        auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name);
+        std::string err = ctx ? "" : ctx.what();
         std::unique_ptr<TlsContext> service;
         if (ctx && !mat->service_cert_pem.empty()) {
-          service = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem, &err);
-          if (!service) err = "service certificate: " + err;
+          auto made = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem);
+          if (made)
+            service = std::move(made).value();
+          else
+            err = "service certificate: " + made.what();
         }
         const bool terminate = !mat->service_cert_pem.empty();
         wipe_material(*mat);
@@ -105,7 +108,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           return true;
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
-        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(links_, *ctx_, "broker");
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());

@@ -83,15 +83,14 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
         if (!mat) return false;
-        std::string err;
-        auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "", &err);
+        auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "");
         wipe_material(*mat);
         if (!ctx) {
-          send(Msg::kMaterialError, as_bytes(err));
+          send(Msg::kMaterialError, as_bytes(ctx.what()));
           return true;
         }
         // New handshakes use the new context; existing links keep theirs alive.
-        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(bridges_, *ctx_, "bridge");
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is

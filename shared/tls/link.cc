@@ -120,14 +120,15 @@ void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& link
                               const TlsContext& ctx, const char* peer) {
   std::vector<TlsLink*> gone, unverified;
   for (auto& [id, l] : links) {
-    std::string why;
     if (l->closed()) continue;
     if (!l->established()) {
       unverified.push_back(l.get());
       continue;
     }
-    if (ctx.peer_trusted(l->ssl(), &why)) continue;
-    LOG_LINK(LOG_WARN, id, "%s no longer admitted by the reloaded material: %s", peer, why.c_str());
+    const auto trusted = ctx.peer_trusted(l->ssl());
+    if (trusted) continue;
+    LOG_LINK(LOG_WARN, id, "%s no longer admitted by the reloaded material: %s", peer,
+             trusted.what().c_str());
     if (l->has_session()) l->session().go_away(Code::kRefused);
     l->flush();
     l->shutdown_tls();
