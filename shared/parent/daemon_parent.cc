@@ -253,9 +253,9 @@ int DaemonParent::run() {
     return 1;
   }
   uint64_t fds_from = 0, fds_to = 0;
-  if (!raise_fd_limit(&fds_from, &fds_to, &err))
+  if (const auto raised = raise_fd_limit(&fds_from, &fds_to); !raised)
     LOG_WARN("cannot raise the file descriptor limit (%s): streams may fail beyond %llu fds",
-             err.c_str(), static_cast<unsigned long long>(fds_from));
+             raised.what().c_str(), static_cast<unsigned long long>(fds_from));
   else if (fds_to != fds_from)
     LOG_INFO("file descriptor limit raised from %llu to %llu",
              static_cast<unsigned long long>(fds_from), static_cast<unsigned long long>(fds_to));

@@ -187,15 +187,15 @@ bool read_small_file(const std::string& path, size_t cap, std::string* out, std:
   return true;
 }
 
-bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
+Result<void> raise_fd_limit(uint64_t* from, uint64_t* to) {
   rlimit r{};
-  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return fail_errno(errno, "");
   *from = *to = r.rlim_cur;
-  if (r.rlim_cur == r.rlim_max) return true;
+  if (r.rlim_cur == r.rlim_max) return {};
   r.rlim_cur = r.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return fail_errno(errno, "");
   *to = r.rlim_cur;
-  return true;
+  return {};
 }
 
 bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
