@@ -425,8 +425,8 @@ class BridgeParent final : public DaemonParent {
   void start_dial() noexcept {
     dial_.deadline = Clock::now() + kDialTimeout;
     if (auto addr = numeric_addr(broker_)) return connect_to(*addr);
-    resolver_.start(broker_, [this](std::optional<SockAddr> addr, const std::string& err) {
-      if (!addr) return dial_failed(err);
+    resolver_.start(broker_, [this](Result<SockAddr> addr) {
+      if (!addr) return dial_failed(addr.what());
       connect_to(*addr);
     });
   }

@@ -89,7 +89,10 @@ void Resolver::on_io(uint32_t) noexcept {
   job_.reset();
   Done done = std::move(done_);
   done_ = nullptr;
-  done(addr, err);
+  if (addr)
+    done(*addr);
+  else
+    done(fail(err));
 }
 
 }  // namespace ct
