@@ -52,10 +52,11 @@ class TimerHeap {
   // The earliest armed deadline; TimePoint::max() when none is armed.
   TimePoint next() const { return heap_.empty() ? TimePoint::max() : heap_.front()->at_; }
   size_t size() const { return heap_.size(); }
-  // Fires, in deadline order, every timer due at `now` that was armed before
+  // Fires, in deadline order, the timers due at `now` that were armed before
   // this call; one armed by a callback fires in the next call at the
-  // earliest, so a callback that re-arms for `now` cannot spin here. Each
-  // timer is disarmed before its callback runs. Returns how many fired.
+  // earliest (with any due timer ordered after it), so a callback that
+  // re-arms for `now` cannot spin here; the loop's next wait is then zero.
+  // Each timer is disarmed before its callback runs. Returns how many fired.
   size_t run_due(TimePoint now);
 
  private:
