@@ -1,30 +1,44 @@
 #include "shared/stream/relay.h"
 
+#include <algorithm>
+
 #include "shared/base/check.h"
 #include "shared/base/log.h"
 
 namespace ct {
 
 Relay* RelayTable::create(Link* a, uint32_t id_a) {
+  const StreamKey key{a, id_a};
+  // A session never reuses a stream id, and a relay leaves ends_ when its
+  // stream ends: a second relay for one stream is a bug in the caller.
+  CT_CHECK(ends_.count(key) == 0);
   auto r = std::make_unique<Relay>();
   r->a = {a, id_a};
   Relay* raw = r.get();
-  a->relays[id_a] = raw;
-  relays_.emplace(raw, std::move(r));
+  ends_.emplace(key, raw);
+  relays_.emplace(key, std::move(r));
   return raw;
 }
 
 void RelayTable::attach(Relay* r, Link* b, uint32_t id_b) {
   CT_CHECK(r->b.link == nullptr);
+  CT_CHECK(ends_.emplace(StreamKey{b, id_b}, r).second);
   r->b = {b, id_b};
-  b->relays[id_b] = r;
   // Whatever the first side sent while we waited goes out now.
   pump(r, r->a, r->b, r->ab);
 }
 
-Relay* RelayTable::find(Link* l, uint32_t id) const {
-  auto it = l->relays.find(id);
-  return it == l->relays.end() ? nullptr : it->second;
+Relay* RelayTable::find(const Link* l, uint32_t id) const {
+  auto it = ends_.find(StreamKey{l, id});
+  return it == ends_.end() ? nullptr : it->second;
+}
+
+size_t RelayTable::streams_on(const Link& l) const {
+  size_t n = 0;
+  for (auto it = ends_.lower_bound(StreamKey{&l, 0}); it != ends_.end() && it->first.link == &l;
+       ++it)
+    n++;
+  return n;
 }
 
 // Appends to what is held unsent. The budget bounds the unsent bytes of all
@@ -255,7 +269,11 @@ void RelayTable::reset(Relay* r, Code code) {
 
 void RelayTable::link_closed(Link* l, Code code) {
   std::vector<Relay*> gone;
-  for (auto& [id, r] : l->relays) gone.push_back(r);
+  for (auto it = ends_.lower_bound(StreamKey{l, 0}); it != ends_.end() && it->first.link == l; ++it)
+    gone.push_back(it->second);
+  // A relay with both ends on `l` is listed twice: remove it once.
+  std::sort(gone.begin(), gone.end());
+  gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
   for (Relay* r : gone) {
     Relay::End& other = (r->a.link == l) ? r->b : r->a;
     if (other.link != nullptr && other.link != l && !other.link->closed())
@@ -286,7 +304,7 @@ void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
 
 void RelayTable::answer_unreachable(Relay* r, Code code) {
   // `b` is gone from its session already: forget it.
-  r->b.link->relays.erase(r->b.id);
+  ends_.erase(StreamKey{r->b.link, r->b.id});
   r->b = {};
   r->answering = true;
   const std::string why = code == Code::kResource
@@ -371,9 +389,10 @@ void RelayTable::expire(TimePoint now) {
 
 void RelayTable::remove(Relay* r) {
   set_timer(r, TimePoint::max());
-  if (r->a.link != nullptr) r->a.link->relays.erase(r->a.id);
-  if (r->b.link != nullptr) r->b.link->relays.erase(r->b.id);
-  relays_.erase(r);
+  const StreamKey key{r->a.link, r->a.id};
+  ends_.erase(key);
+  if (r->b.link != nullptr) ends_.erase(StreamKey{r->b.link, r->b.id});
+  relays_.erase(key);  // last: it frees r
 }
 
 }  // namespace ct

@@ -5,10 +5,10 @@
 // its own stream, and each direction buffers at most one window.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "shared/base/log.h"
@@ -83,13 +83,19 @@ struct CodecFailures {
   uint64_t record = 0;     // a bad record or write after the handshake
 };
 
+// Owns every relay of a TLS process and is the only index from a stream to
+// its relay: nothing else holds a relay past the call that returned it but
+// through find().
 class RelayTable {
  public:
   // A relay with only its first end (the other attaches later, or never).
+  // The stream must not belong to another relay.
   Relay* create(Link* a, uint32_t id_a);
   void attach(Relay* r, Link* b, uint32_t id_b);
-  Relay* find(Link* l, uint32_t id) const;
+  Relay* find(const Link* l, uint32_t id) const;
   size_t size() const { return relays_.size(); }
+  // How many of `l`'s streams belong to a relay.
+  size_t streams_on(const Link& l) const;
 
   // Session events for a stream that belongs to a relay.
   void on_data(Link* from, uint32_t id, Bytes data);
@@ -132,7 +138,10 @@ class RelayTable {
   void answer_unreachable(Relay* r, Code code);
   void pump_answer(Relay* r);
   void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
-  std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
+  // Keyed by the first end, which never changes; ends_ indexes both ends
+  // (the second one from attach() until its stream is gone).
+  std::map<StreamKey, std::unique_ptr<Relay>> relays_;
+  std::map<StreamKey, Relay*> ends_;
   // Ordered by deadline: the next one is begin(); 16k streams cost a tree
   // walk per change, not a scan per loop iteration.
   std::set<std::pair<TimePoint, Relay*>> timers_;
