@@ -252,16 +252,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           break;
         }
         case Event::kData:
-          relays_.on_data(&l, ev.stream, ev.data);
-          break;
         case Event::kFin:
-          relays_.on_fin(&l, ev.stream);
-          break;
         case Event::kReset:
-          relays_.on_reset(&l, ev.stream, ev.code);
-          break;
         case Event::kWritable:
-          relays_.on_writable(&l, ev.stream);
+          relays_.dispatch(l, ev);
           break;
         case Event::kGoAway:
           if (!is_local) {

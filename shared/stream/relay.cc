@@ -89,6 +89,21 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
   }
 }
 
+void RelayTable::dispatch(Link& l, const Event& ev) noexcept {
+  switch (ev.kind) {
+    case Event::kData:
+      return on_data(&l, ev.stream, ev.data);
+    case Event::kFin:
+      return on_fin(&l, ev.stream);
+    case Event::kReset:
+      return on_reset(&l, ev.stream, ev.code);
+    case Event::kWritable:
+      return on_writable(&l, ev.stream);
+    default:
+      return;
+  }
+}
+
 void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   Relay* r = find(from, id);
   if (r == nullptr) return;

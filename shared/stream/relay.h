@@ -97,11 +97,10 @@ class RelayTable {
   // How many of `l`'s streams belong to a relay.
   size_t streams_on(const Link& l) const;
 
-  // Session events for a stream that belongs to a relay.
-  void on_data(Link* from, uint32_t id, Bytes data);
-  void on_fin(Link* from, uint32_t id);
-  void on_reset(Link* from, uint32_t id, Code code);
-  void on_writable(Link* to, uint32_t id);
+  // Data, Fin, Reset and Writable events go to their stream's relay (others,
+  // and streams without one, are not ours and are ignored), as
+  // SpliceTable::dispatch does for the forwarding process.
+  void dispatch(Link& l, const Event& ev) noexcept;
   // Ends a relay from the outside (timeout, refusal): resets both ends.
   void reset(Relay* r, Code code);
   // The link is gone: every relay on it resets its other end with `code`.
@@ -125,6 +124,10 @@ class RelayTable {
   uint64_t idle_resets() const { return idle_resets_; }
 
  private:
+  void on_data(Link* from, uint32_t id, Bytes data);
+  void on_fin(Link* from, uint32_t id);
+  void on_reset(Link* from, uint32_t id, Code code);
+  void on_writable(Link* to, uint32_t id);
   void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
   // The codec's pump: moves what it can in both directions; false when the
   // relay was removed (codec failure).

@@ -78,7 +78,7 @@ struct RelayFixture : ::testing::Test {
     peer.send(peer_id, bytes, false);
     move(peer, l.session());
     for (const Event& ev : l.session().take_events())
-      if (ev.kind == Event::kData) table.on_data(&l, ev.stream, ev.data);
+      if (ev.kind == Event::kData) table.dispatch(l, ev);
   }
 
   Relay* make(bool with_codec) {
@@ -164,7 +164,7 @@ TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotARese
   peer_b.reset(idb, Code::kUpstreamRefused);  // the forwarding process could not connect
   move(peer_b, b.session());
   for (const Event& ev : b.session().take_events())
-    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+    if (ev.kind == Event::kReset) table.dispatch(b, ev);
   EXPECT_EQ(codec->inner.rfind("HTTP/1.1 502 ", 0), 0u) << codec->inner;
   EXPECT_NE(codec->inner.find("{\"errors\":[\""), std::string::npos);
   EXPECT_NE(codec->inner.find("Connection: close"), std::string::npos);
@@ -182,7 +182,7 @@ TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotARese
   peer_a.close_write(ida);
   move(peer_a, a.session());
   for (const Event& ev : a.session().take_events())
-    if (ev.kind == Event::kFin) table.on_fin(&a, ev.stream);
+    if (ev.kind == Event::kFin) table.dispatch(a, ev);
   EXPECT_EQ(table.size(), 0u);
 }
 
@@ -192,7 +192,7 @@ TEST_F(RelayFixture, OpenBaoRefusedBeforeTheHandshakeStaysAReset) {
   peer_b.reset(idb, Code::kUpstreamRefused);
   move(peer_b, b.session());
   for (const Event& ev : b.session().take_events())
-    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+    if (ev.kind == Event::kReset) table.dispatch(b, ev);
   EXPECT_TRUE(written.empty()) << written;
   EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kUpstreamRefused);
 }
