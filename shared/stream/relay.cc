@@ -41,36 +41,7 @@ size_t RelayTable::streams_on(const Link& l) const {
   return n;
 }
 
-// Appends to what is held unsent. The budget bounds the unsent bytes of all
-// streams together, so what a stream's buffer allocates must stay close to
-// them: bytes already sent on are dropped before the buffer would grow (the
-// copy replaces the one growing would make), and growth is by a quarter, not
-// std::vector's doubling, which let a process hold several times its budget
-// (the bridge's TLS process held 190 MiB with a budget of 16).
-void Relay::Dir::append(Bytes data) {
-  if (data.empty()) return;
-  if (buf.size() + data.size() > buf.capacity()) {
-    if (pos > 0) {
-      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(pos));
-      pos = 0;
-    }
-    const size_t need = buf.size() + data.size();
-    if (need > buf.capacity()) buf.reserve(need + need / 4);
-  }
-  buf.insert(buf.end(), data.begin(), data.end());
-}
-
-// Everything was sent on. The allocation is kept for the next burst: a
-// stream keeps the credit it earned (session.h CreditPool), so what it may
-// buffer again is already counted in the budget, and the buffer holds at most
-// a quarter more than that (append). Giving it back at every drain cost 12%
-// more CPU per GiB in `make bench-bulk` (each burst grew it again in steps).
-void Relay::Dir::drained() {
-  buf.clear();
-  pos = 0;
-}
-
-void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d) {
+void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, RelayDir& d) {
   if (dst.link == nullptr || dst.link->closed()) return;
   Session& out = dst.link->session();
   while (d.pos < d.buf.size()) {
@@ -119,7 +90,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
     if (r->a.link == from && r->a.id == id) {
       r->codec->put_outer(data);  // credited on `a` as the codec processes it
     } else {
-      r->ba.append(data);  // credited when encoded
+      r->pump.inner_data(data);  // credited when encoded
     }
     pump_codec(r);
     return;
@@ -127,7 +98,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::End& src = from_a ? r->a : r->b;
   Relay::End& dst = from_a ? r->b : r->a;
-  Relay::Dir& d = from_a ? r->ab : r->ba;
+  RelayDir& d = from_a ? r->ab : r->ba;
   if (d.pos == d.buf.size() && dst.link != nullptr && !dst.link->closed()) {
     // Fast path: straight through without a copy into our buffer.
     Session& out = dst.link->session();
@@ -147,17 +118,21 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
   if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
   if (r->answering) {
     // The wrapper is done; once our answer and FIN are out, so are we.
-    r->ab.fin = true;
+    r->pump.outer_fin();
     if (r->answer_fin_sent) remove(r);
     return;
   }
   const bool from_a = (r->a.link == from && r->a.id == id);
-  Relay::Dir& d = from_a ? r->ab : r->ba;
-  d.fin = true;
   if (r->codec) {
+    if (from_a)
+      r->pump.outer_fin();
+    else
+      r->pump.inner_fin();
     pump_codec(r);
     return;
   }
+  RelayDir& d = from_a ? r->ab : r->ba;
+  d.fin = true;
   if (from_a)
     pump(r, r->a, r->b, d);
   else
@@ -179,88 +154,19 @@ void RelayTable::on_writable(Link* to, uint32_t id) {
     pump(r, r->b, r->a, r->ba);
 }
 
-bool RelayTable::pump_codec(Relay* r) {
-  StreamCodec& c = *r->codec;
+void RelayTable::pump_codec(Relay* r) {
   Relay::End& a = r->a;
   Relay::End& b = r->b;
-  if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return true;
-  Session& sa = a.link->session();
-  Session& sb = b.link->session();
-  // Outer bytes buffered at most this far ahead of the link's window: beyond
-  // it we stop encoding inner data (and stop crediting `b`).
-  constexpr size_t kOuterHigh = 64 * 1024;
-  uint8_t buf[16 * 1024];
-  for (int round = 0; round < 64; round++) {
-    bool progress = false;
-    // 1. Outer bytes (handshake, records, alerts) to `a`.
-    while (!c.outer_pending().empty()) {
-      const size_t cap = sa.send_capacity(a.id);
-      if (cap == 0) break;
-      const Bytes out = c.outer_pending();
-      const size_t n = std::min(cap, out.size());
-      sa.send(a.id, out.first(n), false);
-      c.outer_sent(n);
-      progress = true;
-    }
-    // 2. Inner bytes to `b`, as far as `b` has credit.
-    while (sb.stream_exists(b.id) && !r->inner_fin_sent) {
-      const size_t cap = sb.send_capacity(b.id);
-      if (cap == 0) break;
-      const size_t n = c.take_inner(std::span<uint8_t>(buf, std::min(cap, sizeof buf)));
-      if (n == 0) break;
-      sb.send(b.id, Bytes(buf, n), false);
-      progress = true;
-    }
-    if (c.failed()) break;
-    // 3. Credit `a` for the outer bytes the codec has processed.
-    const uint64_t done = c.outer_consumed();
-    if (done > r->outer_credited) {
-      sa.consume(a.id, static_cast<size_t>(done - r->outer_credited));
-      r->outer_credited = done;
-    }
-    // 4. Inner bytes from `b` into the codec while its output is drained.
-    Relay::Dir& d = r->ba;
-    if (d.pos < d.buf.size() && c.outer_pending().size() < kOuterHigh) {
-      const Bytes in = Bytes(d.buf).subspan(d.pos);
-      if (c.put_inner(in)) {
-        sb.consume(b.id, in.size());
-        d.buf.clear();
-        d.pos = 0;
-        progress = true;
-      }
-    }
-    // Reading may have produced outer bytes (handshake replies): another round sends them.
-    if (!c.outer_pending().empty() && sa.send_capacity(a.id) > 0) progress = true;
-    if (!progress) break;
-  }
-  if (c.failed()) {
+  if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return;
+  StreamCodec& c = *r->codec;
+  if (!r->pump.run(c, a.link->session(), a.id, b.link->session(), b.id)) {
     if (c.established())
       codec_failed(r, &codec_failures_.record, "record", c.error());
     else
       codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
-    return false;
+    return;
   }
-  // Half-closes. The wrapper's close_notify or FIN ends the inner stream once
-  // everything before it was delivered; OpenBao's FIN becomes close_notify and
-  // then FIN once those records left.
-  if (!r->inner_fin_sent && (c.inner_eof() || r->ab.fin) && c.outer_drained() &&
-      sb.stream_exists(b.id)) {
-    r->inner_fin_sent = true;
-    r->ab.fin_sent = true;
-    sb.close_write(b.id);
-  }
-  Relay::Dir& d = r->ba;
-  if (d.fin && d.pos == d.buf.size() && !r->outer_closing) {
-    r->outer_closing = true;
-    c.close_inner();
-    return pump_codec(r);
-  }
-  if (r->outer_closing && c.outer_pending().empty() && !d.fin_sent && sa.stream_exists(a.id)) {
-    d.fin_sent = true;
-    sa.close_write(a.id);
-  }
-  maybe_done(r);
-  return true;
+  if (r->pump.done()) remove(r);
 }
 
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {
@@ -352,7 +258,7 @@ void RelayTable::pump_answer(Relay* r) {
   // idle timeout) removes the relay.
   r->answer_fin_sent = true;
   sa.close_write(r->a.id);
-  if (r->ab.fin) remove(r);
+  if (r->pump.outer_fin_seen()) remove(r);
 }
 
 void RelayTable::set_timer(Relay* r, TimePoint at) {

@@ -44,13 +44,6 @@ class FakeCodec final : public StreamCodec {
   bool inner_closed = false;
 };
 
-void handshake(Session& x, Session& y) {
-  for (int i = 0; i < 10; i++) {
-    move(x, y);
-    move(y, x);
-  }
-}
-
 // The reset code `peer` got for `id`, or nullopt.
 std::optional<Code> reset_code(Session& from, Session& peer, uint32_t id) {
   move(from, peer);
