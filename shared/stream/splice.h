@@ -51,7 +51,6 @@ class Splice final : public Loop::Handler {
 
   uint32_t id() const { return id_; }
   const Link& link() const { return link_; }
-  bool done() const { return done_; }
 
  private:
   // EPOLLERR: reads SO_ERROR; if set, resets the stream and closes abortively.
