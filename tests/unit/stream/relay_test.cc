@@ -284,6 +284,13 @@ TEST_F(RelayFixture, ALinkThatClosesResetsTheOtherEndsAndFreesEveryEntry) {
   EXPECT_EQ(table.streams_on(b), 0u);
 }
 
+TEST_F(RelayFixture, ASecondRelayForOneStreamIsACallerBugAndAborts) {
+  make(false);
+  EXPECT_DEATH(table.create(&a, ida), "check failed");
+  Relay* other = table.create(&a, ida + 2);
+  EXPECT_DEATH(table.attach(other, &b, idb), "check failed");
+}
+
 TEST_F(RelayFixture, EventsForStreamsWithoutARelayAreIgnored) {
   make(false);
   const uint32_t other = peer_a.open();

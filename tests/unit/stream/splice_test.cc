@@ -197,6 +197,15 @@ TEST_F(SpliceFixture, HangUpWithoutCreditWakesOnceAndTheRestFollowsWhenCreditRet
   EXPECT_EQ(delivered, written);
 }
 
+TEST_F(SpliceFixture, ASecondSpliceForOneStreamIsACallerBugAndAborts) {
+  unix_pair();
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  ::close(sv[1]);
+  UniqueFd second(sv[0]);
+  EXPECT_DEATH(table.add(link, id, std::move(second), false, Code::kCancel), "check failed");
+}
+
 TEST_F(SpliceFixture, BytesCrossIntactBothWays) {
   unix_pair();
   far_to_send = pattern(3 * 1024 * 1024 + 11, 1);
