@@ -295,7 +295,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     // time. Failed handshakes are logged per class, throttled (retry_after).
     if (was_up) {
       LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), relays_.streams_on(l));
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
+               relays_.streams_on(l));
       up_since_.erase(up);
     }
     const std::string why = l.close_reason();
@@ -323,7 +324,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (TlsLink* l : links) l->tick(now);
     // Retire a link the broker sent GOAWAY on once its streams are done.
     for (TlsLink* l : links)
-      if (!l->closed() && l->has_session() && l->session().goaway_received() && relays_.streams_on(*l) == 0)
+      if (!l->closed() && l->has_session() && l->session().goaway_received() &&
+          relays_.streams_on(*l) == 0)
         l->close("broker asked us to go away and no stream is left");
     if (dial_ == DialState::kWaiting && now >= next_dial_ && ctx_ && !draining_) {
       if (have_usable_link()) {

@@ -388,7 +388,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                          static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
     } else if (t->established()) {
       LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), relays_.streams_on(l));
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
+               relays_.streams_on(l));
     }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
