@@ -262,7 +262,7 @@ int DaemonParent::run() {
   signal(SIGPIPE, SIG_IGN);
   loop_.watch_signals({SIGCHLD, SIGTERM, SIGINT, SIGHUP}, [this](int sig) {
     if (sig == SIGCHLD)
-      sup_->on_sigchld();
+      sup_->on_sigchld(Clock::now());
     else if (sig == SIGHUP)
       reload();
     else
@@ -273,7 +273,7 @@ int DaemonParent::run() {
   startup_deadline_ = Clock::now() + kStartupTimeout;
   last_stamp_ = files_stamp();
   next_watch_ = Clock::now() + std::chrono::seconds(2);
-  if (!sup_->start()) {
+  if (!sup_->start(Clock::now())) {
     sup_->signal_all(SIGKILL);
     return usage_error("cannot start child processes");
   }
