@@ -60,8 +60,7 @@ std::vector<FlagSpec> flag_specs() {
            "secrets then cross that network in plaintext)"},
           {"allow-plaintext-streams", "",
            "carry wrapper streams unchanged with an http:// --vault-addr and no service "
-           "certificate "
-           "(the broker can then read them; for tests only)"},
+           "certificate (the broker can then read them; for tests only)"},
           {"broker-name", "NAME",
            "name (or IP) the broker's certificate must carry (default: host of --broker-address)"},
           {"drain-timeout", "SECONDS",
