@@ -23,22 +23,23 @@ TEST(FileWatcher, UnchangedFilesNeverTrigger) {
   for (int i = 1; i <= 5; i++) EXPECT_FALSE(w.changed(t0 + i * kPeriod)) << i;
 }
 
-TEST(FileWatcher, ARewriteInPlaceTriggersAtTheNextLook) {
+// One certificate file, watched since t0.
+class WatchedFile : public ::testing::Test {
+ protected:
+  WatchedFile() { w.start(t0); }
   test::TempDir dir;
-  const std::string cert = dir.write("tls.crt", "cert-1");
-  FileWatcher w({cert}, kPeriod);
-  w.start(t0);
+  std::string cert = dir.write("tls.crt", "cert-1");
+  FileWatcher w{{cert}, kPeriod};
+};
+
+TEST_F(WatchedFile, ARewriteInPlaceTriggersAtTheNextLook) {
   dir.write("tls.crt", "cert-2 is longer");
   EXPECT_FALSE(w.changed(t0 + seconds(1)));  // not due yet: no look
   EXPECT_TRUE(w.changed(t0 + kPeriod));
   EXPECT_EQ(w.deadline(), t0 + 2 * kPeriod);
 }
 
-TEST(FileWatcher, ARewriteKeepsTriggeringUntilAReloadRecordsIt) {
-  test::TempDir dir;
-  const std::string cert = dir.write("tls.crt", "cert-1");
-  FileWatcher w({cert}, kPeriod);
-  w.start(t0);
+TEST_F(WatchedFile, ARewriteKeepsTriggeringUntilAReloadRecordsIt) {
   dir.write("tls.crt", "cert-2 is longer");
   ASSERT_TRUE(w.changed(t0 + kPeriod));
   // A reload that could not run (the TLS process restarting) records nothing.
@@ -65,15 +66,11 @@ TEST(FileWatcher, ASecretsSymlinkSwapTriggers) {
   EXPECT_TRUE(w.changed(t0 + 2 * kPeriod));
 }
 
-TEST(FileWatcher, AFileThatGoesAndComesBackTriggersBothTimes) {
-  test::TempDir dir;
-  const std::string pins = dir.write("bridge.pin", "pin");
-  FileWatcher w({pins}, kPeriod);
-  w.start(t0);
-  ASSERT_EQ(unlink(pins.c_str()), 0);
+TEST_F(WatchedFile, AFileThatGoesAndComesBackTriggersBothTimes) {
+  ASSERT_EQ(unlink(cert.c_str()), 0);
   EXPECT_TRUE(w.changed(t0 + kPeriod));
   w.record(w.stamp());
-  dir.write("bridge.pin", "pin, longer");
+  dir.write("tls.crt", "cert-1, longer");
   EXPECT_TRUE(w.changed(t0 + 2 * kPeriod));
 }
 
