@@ -39,11 +39,19 @@ int child_main(const char* role) {
   const char* mode = std::getenv((std::string("CT_TEST_") + role).c_str());
   const std::string m = mode == nullptr ? "silent" : mode;
   if (m == "exit") return 3;
+  if (m == "other-version") return kExitVersionMismatch;
   const MsgRule accepts[] = {
       {Msg::kPeerRing, true, 0}, {Msg::kPeerChannel, true, 0}, {Msg::kPing, false, 8}};
   IpcChannel ch(UniqueFd(kChildControlFd), accepts);
   // A child role's parent never accepts DIAL_REQUEST in these tests.
   if (m == "forbidden") ch.send(Msg::kDialRequest, Bytes{});
+  if (m == "unasked-pong") {
+    std::vector<uint8_t> body;
+    ByteWriter out(body, 16);
+    out.u64(99);
+    out.u64(0);
+    ch.send(Msg::kPong, body);
+  }
   const auto until = Clock::now() + milliseconds(kChildLifeMs);
   while (Clock::now() < until) {
     pollfd p{kChildControlFd, POLLIN, 0};
@@ -186,6 +194,34 @@ TEST_F(SupervisorTest, NoRestartOnceStopping) {
   sup_->tick(t0 + seconds(20));
   EXPECT_FALSE(sup_->alive(Supervisor::kTls));
   EXPECT_EQ(rec_.started[Supervisor::kTls], 1);
+}
+
+TEST_F(SupervisorTest, AChildOfAnotherVersionIsNotRestarted) {
+  start("other-version", "silent");
+  ASSERT_TRUE(reap(Supervisor::kTls, t0));
+  sup_->tick(t0 + seconds(30));
+  EXPECT_FALSE(sup_->alive(Supervisor::kTls));
+  EXPECT_EQ(sup_->restarts(), 0u);
+}
+
+TEST_F(SupervisorTest, ALateAnswerIsReportedAndThenTheChildAnswersAgain) {
+  start("answer", "silent");
+  // The PONG waits in the socket while the loop does not run: late.
+  for (int i = 1; i <= 3; i++) sup_->tick(t0 + i * limits::kHeartbeatInterval);
+  ASSERT_EQ(rec_.answering.size(), 2u);  // both children (the sibling never answers)
+  EXPECT_EQ(rec_.answering[0], std::make_pair(Which(Supervisor::kTls), false));
+  ASSERT_TRUE(pump_until([&] { return rec_.answering.size() == 3; }));
+  EXPECT_EQ(rec_.answering[2], std::make_pair(Which(Supervisor::kTls), true));
+  EXPECT_EQ(rec_.pongs[Supervisor::kTls], 1);
+}
+
+TEST_F(SupervisorTest, APongThatAnswersNoPingKillsItsSender) {
+  start("unasked-pong", "silent");
+  ASSERT_TRUE(pump_until([&] { return sup_->channel(Supervisor::kTls) == nullptr; }));
+  ASSERT_TRUE(reap(Supervisor::kTls, t0));
+  ASSERT_EQ(rec_.exited.size(), 1u);
+  EXPECT_TRUE(WIFSIGNALED(rec_.exited[0].second));
+  EXPECT_EQ(rec_.pongs[Supervisor::kTls], 0);
 }
 
 TEST_F(SupervisorTest, AChildThatDoesNotAnswerThePingIsKilledAtTheDeadline) {
