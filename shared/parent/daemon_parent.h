@@ -40,7 +40,10 @@ class DaemonParent final : Supervisor::Hooks {
     // Draining: close what the daemon holds that lets new work in (the
     // broker's listeners), so the kernel stops completing handshakes for us.
     virtual void on_drain() noexcept {}
+    // A child is gone (before the parent's own bookkeeping): drop what was
+    // only for it (the bridge's dial in flight for its TLS process).
     virtual void on_child_exited(Supervisor::Which w) noexcept { (void)w; }
+    // Each heartbeat answer: the log lines the child dropped so far.
     virtual void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept {
       (void)w, (void)lines;
     }
@@ -70,8 +73,8 @@ class DaemonParent final : Supervisor::Hooks {
   // the first MaterialStore::load, before anything is bound, so that a
   // missing file is the only line printed.
   bool open_executables(std::string* err);
-  // Starts the children and runs until drained. `store` must be loaded; the
-  // children get `flags.settings`.
+  // Starts the children and runs until drained (loading `store` first if
+  // the daemon did not). The children get `flags.settings`.
   int run(const CommonFlags& flags, MaterialStore& store);
 
   Loop& loop() { return loop_; }
