@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bridge/bridge.h"
+#include "bridge/status_file.h"
 #include "shared/base/log.h"
 #include "shared/base/unique_fd.h"
 #include "shared/os/flags.h"
@@ -131,92 +132,6 @@ bool is_loopback(const SockAddr& a) {
   return false;
 }
 
-double unix_seconds() {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
-  return static_cast<double>(ms) / 1000.0;
-}
-
-// Log lines each process dropped (its stderr full), by Supervisor::Which and
-// then the parent's own: counters over the bridge's life.
-struct LogDropped {
-  uint64_t tls = 0, forward = 0, parent = 0;
-  bool operator==(const LogDropped&) const = default;
-};
-
-// The textfile-collector file: the link state, and when it last changed.
-std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped) {
-  char buf[2048];
-  const int n = std::snprintf(
-      buf, sizeof buf,
-      "# HELP cloudtaser_bridge_build_info Build information.\n"
-      "# TYPE cloudtaser_bridge_build_info gauge\n"
-      "cloudtaser_bridge_build_info{version=\"%s\"} 1\n"
-      "# HELP cloudtaser_bridge_link_up 1 while at least one link to the broker is up.\n"
-      "# TYPE cloudtaser_bridge_link_up gauge\n"
-      "cloudtaser_bridge_link_up %u\n"
-      "# HELP cloudtaser_bridge_links_up Links to the broker that are up (2 while a draining "
-      "broker's link finishes its streams).\n"
-      "# TYPE cloudtaser_bridge_links_up gauge\n"
-      "cloudtaser_bridge_links_up %u\n"
-      "# HELP cloudtaser_bridge_last_change_timestamp_seconds Unix time the number of links up "
-      "last changed (or the bridge started).\n"
-      "# TYPE cloudtaser_bridge_last_change_timestamp_seconds gauge\n"
-      "cloudtaser_bridge_last_change_timestamp_seconds %.3f\n"
-      "# HELP cloudtaser_bridge_start_time_seconds Unix time the bridge started.\n"
-      "# TYPE cloudtaser_bridge_start_time_seconds gauge\n"
-      "cloudtaser_bridge_start_time_seconds %.3f\n"
-      "# HELP cloudtaser_bridge_log_lines_dropped_total Log lines a bridge process dropped "
-      "because its stderr was full.\n"
-      "# TYPE cloudtaser_bridge_log_lines_dropped_total counter\n"
-      "cloudtaser_bridge_log_lines_dropped_total{process=\"parent\"} %llu\n"
-      "cloudtaser_bridge_log_lines_dropped_total{process=\"tls\"} %llu\n"
-      "cloudtaser_bridge_log_lines_dropped_total{process=\"forward\"} %llu\n",
-      CT_VERSION, links_up > 0 ? 1u : 0u, links_up, changed, started,
-      static_cast<unsigned long long>(dropped.parent), static_cast<unsigned long long>(dropped.tls),
-      static_cast<unsigned long long>(dropped.forward));
-  if (n < 0) return {};
-  return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
-}
-
-// Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
-// the umask (the unit's is 0077): the collector runs as another user, and the
-// file holds no secret. Blocking, but a few hundred bytes on a local disk.
-bool write_atomically(const std::string& path, const std::string& text, std::string* err) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) {
-    *err = "cannot write " + tmp + ": " + std::strerror(errno);
-    return false;
-  }
-  UniqueFd f(fd);
-  size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t w = ::write(f.get(), text.data() + off, text.size() - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      *err = "cannot write " + tmp + ": " + std::strerror(w < 0 ? errno : ENOSPC);
-      ::unlink(tmp.c_str());
-      return false;
-    }
-    off += static_cast<size_t>(w);
-  }
-  if (::fchmod(f.get(), 0644) != 0 || ::fsync(f.get()) != 0) {
-    *err = "cannot write " + tmp + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  f.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    *err = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return false;
-  }
-  return true;
-}
-
 class BridgeParent final : DaemonParent::Hooks {
  public:
   BridgeParent() : parent_(kDaemon, *this), resolver_(parent_.loop()) {}
@@ -267,14 +182,8 @@ class BridgeParent final : DaemonParent::Hooks {
          flags_.pin_file, flags_.pins, flags_.pin_flag},
         [this](const Material& m, std::string* e) { return validate_material(m, e); });
     if (!parent_.open_executables(&err) || !store.load(&err)) return usage_error(kDaemon, err);
-    if (f.has("status-file")) {
-      // Written once now (link down): an unwritable path is a start-up error.
-      status_path_ = f.get("status-file");
-      if (status_path_.empty()) return usage_error(kDaemon, "bad --status-file: empty path");
-      started_ = changed_ = unix_seconds();
-      if (!write_atomically(status_path_, status_text(0, changed_, started_, dropped_), &err))
-        return usage_error(kDaemon, "bad --status-file: " + err);
-    }
+    if (f.has("status-file") && !status_.open(f.get("status-file"), unix_seconds(), &err))
+      return usage_error(kDaemon, "bad --status-file: " + err);
     // Every start says it, after the start-up checks (which print one line each).
     if (f.has("allow-plaintext-streams") && service_cert_path_.empty() && !vault_https)
       LOG_WARN(
@@ -293,7 +202,7 @@ class BridgeParent final : DaemonParent::Hooks {
       LOG_INFO("streams: plaintext (--allow-plaintext-streams): the broker can read them");
     const int rc = parent_.run(flags_, store);
     // A stopped bridge has no link, whatever the last status said.
-    if (!status_path_.empty() && links_up_ != 0) write_status(0);
+    status_.links(0, unix_seconds());
     return rc;
   }
 
@@ -364,42 +273,10 @@ class BridgeParent final : DaemonParent::Hooks {
     return true;
   }
 
-  void on_status(const Status& s) noexcept override {
-    if (!status_path_.empty() && s.links_up != links_up_) write_status(s.links_up);
-  }
+  void on_status(const Status& s) noexcept override { status_.links(s.links_up, unix_seconds()); }
 
-  // Each heartbeat answer brings a child's count; the file is rewritten only
-  // when a count moved, so a full stderr costs at most a write per second
-  // per process.
   void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept override {
-    const size_t i = w == Supervisor::kTls ? 0 : 1;
-    // A restarted child counts from 0 again: the counter goes on from the
-    // total its predecessors reached.
-    if (lines < child_dropped_last_[i]) child_dropped_last_[i] = 0;
-    uint64_t& total = i == 0 ? dropped_.tls : dropped_.forward;
-    const LogDropped before = dropped_;
-    total += lines - child_dropped_last_[i];
-    child_dropped_last_[i] = lines;
-    dropped_.parent = log::dropped_lines();
-    if (!status_path_.empty() && !(dropped_ == before)) rewrite_status();
-  }
-
-  void write_status(uint32_t links_up) noexcept {
-    links_up_ = links_up;
-    changed_ = unix_seconds();
-    rewrite_status();
-  }
-
-  void rewrite_status() noexcept {
-    dropped_.parent = log::dropped_lines();
-    std::string err;
-    if (write_atomically(status_path_, status_text(links_up_, changed_, started_, dropped_),
-                         &err)) {
-      status_failing_ = false;
-    } else if (!status_failing_) {  // logged once until a write succeeds again
-      status_failing_ = true;
-      LOG_WARN("--status-file: %s", err.c_str());
-    }
+    status_.child_log_dropped(w, lines);
   }
 
   bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept override {
@@ -466,8 +343,8 @@ class BridgeParent final : DaemonParent::Hooks {
   }
 
   void on_child_exited(Supervisor::Which w) noexcept override {
-    if (w == Supervisor::kTls) abandon_dial();               // the asker is gone
-    child_dropped_last_[w == Supervisor::kTls ? 0 : 1] = 0;  // its successor counts from 0
+    if (w == Supervisor::kTls) abandon_dial();  // the asker is gone
+    status_.child_exited(w);                    // its successor counts from 0
   }
 
   static constexpr const char* kDaemon = "vault-bridge";
@@ -478,12 +355,7 @@ class BridgeParent final : DaemonParent::Hooks {
   std::string service_cert_path_, service_key_path_;  // empty: no service certificate
   Dial dial_;
   Resolver resolver_;
-  std::string status_path_;  // empty: no --status-file
-  uint32_t links_up_ = 0;
-  double started_ = 0, changed_ = 0;
-  bool status_failing_ = false;
-  LogDropped dropped_;
-  uint64_t child_dropped_last_[2] = {0, 0};  // the current tls, forward process's own count
+  StatusFile status_;
 };
 
 }  // namespace
