@@ -43,25 +43,24 @@ std::string receive(int fd) {
 class SdNotify : public ::testing::Test {
  protected:
   void TearDown() override { unsetenv("NOTIFY_SOCKET"); }
+  // What the socket bound at `name` receives when NOTIFY_SOCKET names it.
+  std::string delivered(const std::string& name, const std::string& msg) {
+    UniqueFd sock = bind_notify_socket(name);
+    if (!sock.valid()) return "(cannot bind " + name + ")";
+    setenv("NOTIFY_SOCKET", name.c_str(), 1);
+    sd_notify(msg);
+    return receive(sock.get());
+  }
 };
 
 TEST_F(SdNotify, SendsOneDatagramToThePathInNotifySocket) {
   test::TempDir dir;
-  const std::string path = dir.path("notify");
-  UniqueFd sock = bind_notify_socket(path);
-  ASSERT_TRUE(sock.valid());
-  setenv("NOTIFY_SOCKET", path.c_str(), 1);
-  sd_notify("READY=1\nSTATUS=started; no link yet");
-  EXPECT_EQ(receive(sock.get()), "READY=1\nSTATUS=started; no link yet");
+  EXPECT_EQ(delivered(dir.path("notify"), "READY=1\nSTATUS=started; no link yet"),
+            "READY=1\nSTATUS=started; no link yet");
 }
 
 TEST_F(SdNotify, AnAtSignMeansTheAbstractNamespace) {
-  const std::string name = "@ct-parent-test-" + std::to_string(getpid());
-  UniqueFd sock = bind_notify_socket(name);
-  ASSERT_TRUE(sock.valid());
-  setenv("NOTIFY_SOCKET", name.c_str(), 1);
-  sd_notify("STOPPING=1");
-  EXPECT_EQ(receive(sock.get()), "STOPPING=1");
+  EXPECT_EQ(delivered("@ct-parent-test-" + std::to_string(getpid()), "STOPPING=1"), "STOPPING=1");
 }
 
 TEST_F(SdNotify, WithoutNotifySocketNothingIsSent) {
