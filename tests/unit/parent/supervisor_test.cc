@@ -116,7 +116,7 @@ class SupervisorTest : public ::testing::Test {
     }
   }
 
-  // Waits (5 s at most, on the real clock) until child `w` has ended, then
+  // Waits (10 s at most, on the real clock) until child `w` has ended, then
   // lets the supervisor reap it as SIGCHLD would. False if it did not end.
   bool reap(Which w, TimePoint now) {
     const pid_t pid = sup_->pid(w);
@@ -124,17 +124,18 @@ class SupervisorTest : public ::testing::Test {
     const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0) return false;
     pollfd p{pidfd, POLLIN, 0};
-    const int n = poll(&p, 1, 5000);
+    const int n = poll(&p, 1, 10000);
     close(pidfd);
     if (n != 1) return false;
     sup_->on_sigchld(now);
     return !sup_->alive(w);
   }
 
-  // Runs the loop (real time, 2 s at most) until `done` holds.
+  // Runs the loop until `done` holds: 10 s at most on the real clock, far
+  // more than a child needs even on a loaded machine.
   template <typename F>
   bool pump_until(F done) {
-    const auto until = Clock::now() + seconds(2);
+    const auto until = Clock::now() + seconds(10);
     while (!done() && Clock::now() < until) {
       sup_->after_batch();
       loop_.run_once(Clock::now() + milliseconds(50));
