@@ -168,7 +168,8 @@ class BridgeParent final : DaemonParent::Hooks {
                        "or --allow-plaintext-upstream-over-network)");
     service_name_ = f.get("service-name", "cloudtaser-broker.cloudtaser-system.svc");
     const std::string cert = f.get("client-cert");
-    if (!choose_pin_source(cert, "broker.pin", &flags_, &err)) return usage_error(kDaemon, err);
+    if (auto pins = choose_pin_source(cert, "broker.pin", &flags_); !pins)
+      return usage_error(kDaemon, pins.what());
     if (Result<void> st = choose_stream_mode(f, cert, vault_https); !st)
       return usage_error(kDaemon, st.what());
     if (f.has("stream-idle-timeout")) {

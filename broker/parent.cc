@@ -96,8 +96,8 @@ class BrokerParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --pending-timeout (whole seconds, 1 to 3600)");
       settings.pending_timeout_ms = *s * 1000;
     }
-    if (!choose_pin_source(f.get("cert"), "bridge.pin", &flags_, &err))
-      return usage_error(kDaemon, err);
+    if (auto pins = choose_pin_source(f.get("cert"), "bridge.pin", &flags_); !pins)
+      return usage_error(kDaemon, pins.what());
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
                          flags_.pins, flags_.pin_flag},
                         validate_material);
