@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bridge/bridge.h"
+#include "bridge/procs.h"
 #include "shared/base/log.h"
 #include "shared/base/unique_fd.h"
 #include "shared/os/flags.h"
@@ -228,7 +229,7 @@ bool write_atomically(const std::string& path, const std::string& text, std::str
 
 class BridgeParent final : public DaemonParent {
  public:
-  BridgeParent() : DaemonParent("vault-bridge"), resolver_(loop_) {}
+  BridgeParent() : DaemonParent(kProcs), resolver_(loop_) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());

@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "broker/metrics.h"
+#include "broker/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/admission.h"
 #include "shared/os/flags.h"
@@ -70,7 +71,7 @@ std::vector<FlagSpec> flag_specs() {
 
 class BrokerParent final : public DaemonParent {
  public:
-  BrokerParent() : DaemonParent("cloudtaser-broker") {}
+  BrokerParent() : DaemonParent(kProcs) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());

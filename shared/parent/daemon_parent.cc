@@ -20,17 +20,6 @@ namespace {
 constexpr size_t kMaxPemFile = 64 * 1024;
 constexpr auto kStartupTimeout = std::chrono::seconds(10);
 
-// Tls child: what it may send to the parent, and in which size.
-const std::vector<MsgRule> kFromTls = {
-    {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
-    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
-    {Msg::kPong, false, 16},
-};
-const std::vector<MsgRule> kFromForward = {
-    {Msg::kReady, false, 0},
-    {Msg::kDrained, false, 0},
-    {Msg::kPong, false, 16},
-};
 }  // namespace
 
 bool DaemonParent::resolve_run_user(const std::string& name, std::string* err) {
@@ -268,8 +257,9 @@ int DaemonParent::run() {
     else
       begin_drain();
   });
-  sup_ = std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(tls_exe_),
-                                      std::move(fwd_exe_), kFromTls, kFromForward);
+  sup_ =
+      std::make_unique<Supervisor>(loop_, *this, daemon_, std::move(tls_exe_), std::move(fwd_exe_),
+                                   procs_.parent.from_tls, procs_.parent.from_forward);
   startup_deadline_ = Clock::now() + kStartupTimeout;
   last_stamp_ = files_stamp();
   next_watch_ = Clock::now() + std::chrono::seconds(2);
@@ -366,8 +356,6 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
       if (!s) return sup_->kill_child(w, "malformed STATUS (or a control character in its text)");
       return on_status(*s);
     }
-    case Msg::kDrained:
-      return;
     case Msg::kStats:
       // Checked here, then handed to the forwarding process, which serves them.
       if (w != Supervisor::kTls || !check_stats(m.body))

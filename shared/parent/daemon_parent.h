@@ -13,6 +13,7 @@
 #include "shared/os/flags.h"
 #include "shared/os/loop.h"
 #include "shared/parent/supervisor.h"
+#include "shared/proc/process_spec.h"
 
 namespace ct {
 
@@ -21,7 +22,8 @@ inline constexpr int kExitUsage = 2;
 
 class DaemonParent : public Supervisor::Hooks {
  public:
-  explicit DaemonParent(const char* daemon) : daemon_(daemon) {}
+  // `procs`: the daemon's process table (what the parent accepts from each child).
+  explicit DaemonParent(const DaemonProcs& procs) : daemon_(procs.daemon), procs_(procs) {}
   ~DaemonParent() override = default;
   // Loads the material, starts the children and runs until drained.
   int run();
@@ -90,6 +92,7 @@ class DaemonParent : public Supervisor::Hooks {
   void on_child_answering(Supervisor::Which w, bool answering) noexcept override;
 
   const char* daemon_;
+  const DaemonProcs& procs_;
   std::string cert_path_, key_path_, ca_path_;
   std::string service_cert_path_, service_key_path_;  // bridge, optional
   std::string pin_file_path_;  // optional: one sha256// pin per line, '#' comments

@@ -1,0 +1,63 @@
+// A daemon's processes as data, OpenSSH monitor style: for each process its
+// role, the control messages it accepts and from whom (with their phase, once
+// and pairing bits, enforced by IpcChannel), its end of the data channel and
+// the name of its sandbox policy. Each daemon declares its table once
+// (broker/procs.h, bridge/procs.h); the parent, the children, the IPC fuzzer
+// and `--ipc-policy PROCESS` all read that one declaration.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "shared/ipc/channel.h"
+#include "shared/os/sandbox.h"
+
+namespace ct {
+
+enum class ProcRole : uint8_t { kParent, kTls, kForward };
+
+constexpr const char* role_name(ProcRole r) {
+  return r == ProcRole::kParent ? "parent" : r == ProcRole::kTls ? "tls" : "forward";
+}
+// The role a command-line name stands for ("tls"), if any.
+std::optional<ProcRole> role_from_name(std::string_view name);
+
+// A child's end of the data channel between the TLS and forwarding processes.
+struct DataChannelSpec {
+  bool opens_streams;      // this end opens a stream per wrapper
+  uint32_t stream_window;  // what it grants per stream
+  // Non-zero: streams start with this window and grow from the process's
+  // memory budget (session.h CreditPool), for wrappers that may wait.
+  uint32_t pooled_initial_window = 0;
+};
+
+struct ProcessSpec {
+  ProcRole role;
+  // What the process accepts on its control channels: a child from the
+  // parent; the parent from each child.
+  std::span<const MsgRule> from_parent;
+  std::span<const MsgRule> from_tls;
+  std::span<const MsgRule> from_forward;
+  DataChannelSpec data_channel;  // unused for the parent
+  const char* sandbox;           // its seccomp policy (--sandbox-policy), nullptr: none
+};
+
+struct DaemonProcs {
+  const char* daemon;  // "vault-bridge"
+  ProcessSpec parent, tls, forward;
+
+  constexpr const ProcessSpec& of(ProcRole r) const {
+    return r == ProcRole::kParent ? parent : r == ProcRole::kTls ? tls : forward;
+  }
+};
+
+// A child's sandbox: its policy's name from the table, `syscalls` beyond the
+// common set, and the TCP options every child sets on its sockets (NODELAY;
+// keepalive and TCP_USER_TIMEOUT on links; SO_LINGER 0 for a reset). The
+// caller adds what is its own (an fd cap, the one port it may connect to).
+SandboxSpec child_sandbox(const ProcessSpec& p, std::span<const SyscallRule> syscalls);
+
+
+}  // namespace ct
