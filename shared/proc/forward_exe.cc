@@ -32,6 +32,16 @@ int forward_exe_main(int argc, char** argv, const ForwardExe& exe) {
 
 int daemon_exe_main(int argc, char** argv, const DaemonExe& exe) {
   if (is_child_argv(argc, argv, exe.daemon, "tls")) return exe.tls_main();
+  if (argc >= 2 && std::strcmp(argv[1], "--ipc-policy") == 0) {
+    const auto role = argc == 3 ? role_from_name(argv[2]) : std::nullopt;
+    if (!role) {
+      std::fprintf(stderr, "%s: --ipc-policy takes one process: parent, tls or forward\n",
+                   exe.daemon);
+      return 2;  // as DaemonParent's usage errors
+    }
+    ipc_print_policy(*exe.procs, *role);
+    return 0;
+  }
   const bool hook = (argc == 3 && std::strcmp(argv[1], "--sandbox-policy") == 0) ||
                     (argc == 4 && std::strcmp(argv[1], "--sandbox-probe") == 0);
   if (hook && std::strcmp(argv[2], "forward") == 0) return exec_forward_exe(exe.daemon, argv);

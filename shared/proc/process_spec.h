@@ -59,5 +59,9 @@ struct DaemonProcs {
 // caller adds what is its own (an fd cap, the one port it may connect to).
 SandboxSpec child_sandbox(const ProcessSpec& p, std::span<const SyscallRule> syscalls);
 
+// `--ipc-policy PROCESS`: one line per message the process accepts (sender,
+// type, fd, size cap, phase, once), then its data channel and sandbox, in the
+// shape of `--sandbox-policy` (comments start with #).
+void ipc_print_policy(const DaemonProcs& procs, ProcRole role);
 
 }  // namespace ct
