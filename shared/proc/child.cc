@@ -28,10 +28,7 @@ ChildBase::ChildBase(const DaemonProcs& procs, ProcRole role, CreditPool* budget
 
 bool ChildBase::on_settings(const IpcMessage& m) noexcept {
   auto s = decode_settings(m.body);
-  if (!s) {
-    LOG_ERROR("SETTINGS malformed; exiting");
-    return false;
-  }
+  if (!s) return false;
   settings_ = *s;
   log::set_level(static_cast<log::Level>(settings_.log_level));
   budget_->set_limit(uint64_t{settings_.memory_budget_mib} << 20);
@@ -105,7 +102,12 @@ void ChildBase::on_io(uint32_t events) noexcept {
     bool allowed = true;
     switch (m.type) {
       case Msg::kSettings:
-        allowed = on_settings(m) && on_message(m);
+        if (!on_settings(m)) {
+          LOG_ERROR("SETTINGS malformed; exiting");
+          exit_child(1);
+          return;
+        }
+        allowed = on_message(m);
         break;
       case Msg::kPeerRing: {
         // Mapped now, used by the PEER_CHANNEL that follows (the table
