@@ -14,13 +14,17 @@
 
 #include "shared/ipc/channel.h"
 #include "shared/os/loop.h"
+#include "shared/proc/process_spec.h"
 
 namespace ct {
 
 class Supervisor {
  public:
   enum Which { kTls = 0, kForward = 1 };
-  static const char* name(Which w) { return w == kTls ? "tls" : "forward"; }
+  // Also the child's --child= name, which the child matches (daemon_exe_main).
+  static const char* name(Which w) {
+    return role_name(w == kTls ? ProcRole::kTls : ProcRole::kForward);
+  }
 
   struct Hooks {
     virtual ~Hooks() = default;
