@@ -12,46 +12,30 @@ namespace ct::broker {
 
 inline constexpr uint32_t kMaxMaterial = static_cast<uint32_t>(limits::kMaxIpcMessage);
 
-// The TLS process, from the parent. LISTENER: the --bridge-listen socket.
-inline constexpr MsgRule kTlsFromParent[] = {
-    {Msg::kSettings, false, 4096, kPhaseSetup, kOnce | kOpens},
+// clang-format off
+// The TLS process, from the parent, beyond every child's rows. LISTENER: the
+// --bridge-listen socket.
+inline constexpr auto kTlsFromParent = table_of(kChildRules, {
     {Msg::kMaterial, false, kMaxMaterial, kPhaseRunning},  // again at every reload
     {Msg::kListener, true, 0, kPhaseRunning, kOnce},
-    {Msg::kPeerRing, true, 0, kPhaseRunning},  // again whenever the forwarding process restarts
-    {Msg::kPeerChannel, true, 0, kPhaseRunning, 0, Msg::kPeerRing},
-    {Msg::kDrain, false, 0, kPhaseRunning, kOnce},
-    {Msg::kPing, false, 8, kPhaseAny},
-};
+});
 
 // The forwarding process, from the parent. LISTENER (--service-listen) and
-// METRICS_LISTENER (--metrics-listen, then the probe port) carry the port's
-// ListenerOptions; STATS are the TLS process's figures, which it serves.
-inline constexpr MsgRule kForwardFromParent[] = {
-    {Msg::kSettings, false, 4096, kPhaseSetup, kOnce | kOpens},
+// METRICS_LISTENER (--metrics-listen, then the probe port; once per port,
+// checked by the process) carry the port's ListenerOptions; STATS are the
+// TLS process's figures, which it serves.
+inline constexpr auto kForwardFromParent = table_of(kChildRules, {
     {Msg::kListener, true, kListenerOptionsSize, kPhaseRunning, kOnce},
-    {Msg::kMetricsListener, true, kListenerOptionsSize,
-     kPhaseRunning},  // once per port (checked there)
+    {Msg::kMetricsListener, true, kListenerOptionsSize, kPhaseRunning},
     {Msg::kStats, false, 8192, kPhaseRunning},
-    {Msg::kPeerRing, true, 0, kPhaseRunning},
-    {Msg::kPeerChannel, true, 0, kPhaseRunning, 0, Msg::kPeerRing},
-    {Msg::kDrain, false, 0, kPhaseRunning, kOnce},
-    {Msg::kPing, false, 8, kPhaseAny},
-};
+});
 
-// The parent, from the TLS process: READY after every MATERIAL it applied,
-// MATERIAL_ERROR instead when it refused one; STATS once a second from its
-// first loop turn; STATUS only about bridge links, which need material.
-inline constexpr MsgRule kParentFromTls[] = {
-    {Msg::kReady, false, 0, kPhaseAny, kOpens}, {Msg::kMaterialError, false, 1024, kPhaseAny},
-    {Msg::kStatus, false, 1024, kPhaseRunning}, {Msg::kStats, false, 8192, kPhaseAny},
-    {Msg::kPong, false, 16, kPhaseAny},
-};
-
-// The parent, from the forwarding process: READY once its settings are applied.
-inline constexpr MsgRule kParentFromForward[] = {
-    {Msg::kReady, false, 0, kPhaseSetup, kOnce | kOpens},
-    {Msg::kPong, false, 16, kPhaseAny},
-};
+// The parent, from the TLS process: also its metric samples, once a second
+// from its first loop turn.
+inline constexpr auto kParentFromTls = table_of(kFromTlsRules, {
+    {Msg::kStats, false, 8192, kPhaseAny},
+});
+// clang-format on
 
 inline constexpr DaemonProcs kProcs = {
     "cloudtaser-broker",

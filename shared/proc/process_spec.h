@@ -6,6 +6,8 @@
 // and `--ipc-policy PROCESS` all read that one declaration.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -32,6 +34,53 @@ struct DataChannelSpec {
   // memory budget (session.h CreditPool), for wrappers that may wait.
   uint32_t pooled_initial_window = 0;
 };
+
+// The rows every child's table has: SETTINGS first and once (it opens the
+// running phase), the data channel's PEER_RING + PEER_CHANNEL pair (again
+// whenever the sibling restarts), DRAIN once, and the heartbeat any time.
+// clang-format off
+inline constexpr MsgRule kChildRules[] = {
+    {Msg::kSettings, false, 4096, kPhaseSetup, kOnce | kOpens},
+    {Msg::kPeerRing, true, 0, kPhaseRunning},
+    {Msg::kPeerChannel, true, 0, kPhaseRunning, 0, Msg::kPeerRing},
+    {Msg::kDrain, false, 0, kPhaseRunning, kOnce},
+    {Msg::kPing, false, 8, kPhaseAny},
+};
+
+// The rows every parent has for its TLS process: READY after every MATERIAL
+// it applied (the first opens the running phase), MATERIAL_ERROR instead
+// when it refused one, STATUS about its links (which need material, so after
+// READY), and the heartbeat's answer.
+inline constexpr MsgRule kFromTlsRules[] = {
+    {Msg::kReady, false, 0, kPhaseAny, kOpens},
+    {Msg::kMaterialError, false, 1024, kPhaseAny},
+    {Msg::kStatus, false, 1024, kPhaseRunning},
+    {Msg::kPong, false, 16, kPhaseAny},
+};
+
+// What the parent takes from any forwarding process: READY once, when its
+// settings are applied, and the heartbeat's answer.
+inline constexpr MsgRule kParentFromForward[] = {
+    {Msg::kReady, false, 0, kPhaseSetup, kOnce | kOpens},
+    {Msg::kPong, false, 16, kPhaseAny},
+};
+// clang-format on
+
+// `common` followed by a process's own rows, as one table (compile time).
+template <size_t C, size_t N>
+constexpr std::array<MsgRule, C + N> table_of(const MsgRule (&common)[C], const MsgRule (&own)[N]) {
+  std::array<MsgRule, C + N> t{};
+  size_t i = 0;
+  for (const MsgRule& r : common) t[i++] = r;
+  for (const MsgRule& r : own) t[i++] = r;
+  return t;
+}
+template <size_t C>
+constexpr std::array<MsgRule, C> table_of(const MsgRule (&common)[C]) {
+  std::array<MsgRule, C> t{};
+  for (size_t i = 0; i < C; i++) t[i] = common[i];
+  return t;
+}
 
 struct ProcessSpec {
   ProcRole role;

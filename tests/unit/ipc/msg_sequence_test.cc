@@ -113,12 +113,23 @@ TEST(MsgSequence, ATypeOutsideTheTableIsRefused) {
 
 // Through a real channel: the order is checked in recv(), and a refusal is
 // kBad (the receiving process ends), as for a malformed message.
+// A parent end (which takes READY) and a child end with kChild's rules.
+struct Ends {
+  IpcChannel parent, child;
+  Ends() {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) return;
+    static const MsgRule kAny[] = {{Msg::kReady, false, 0}};
+    parent = IpcChannel(UniqueFd(sv[0]), kAny);
+    child = IpcChannel(UniqueFd(sv[1]), kChild);
+  }
+};
+
 TEST(MsgSequence, IpcChannelRefusesASecondSettingsAsABadMessage) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
-  const MsgRule any[] = {{Msg::kReady, false, 0}};
-  IpcChannel parent(UniqueFd(sv[0]), any);
-  IpcChannel child(UniqueFd(sv[1]), kChild);
+  Ends e;
+  ASSERT_TRUE(e.child.valid());
+  IpcChannel& parent = e.parent;
+  IpcChannel& child = e.child;
   ASSERT_TRUE(parent.send(Msg::kSettings, as_bytes("a")));
   ASSERT_TRUE(parent.send(Msg::kMaterial, as_bytes("b")));
   ASSERT_TRUE(parent.send(Msg::kSettings, as_bytes("c")));
@@ -131,15 +142,12 @@ TEST(MsgSequence, IpcChannelRefusesASecondSettingsAsABadMessage) {
 }
 
 TEST(MsgSequence, IpcChannelRefusesAMessageBeforeItsPhase) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
-  const MsgRule any[] = {{Msg::kReady, false, 0}};
-  IpcChannel parent(UniqueFd(sv[0]), any);
-  IpcChannel child(UniqueFd(sv[1]), kChild);
-  ASSERT_TRUE(parent.send(Msg::kDrain, Bytes{}));
+  Ends e;
+  ASSERT_TRUE(e.child.valid());
+  ASSERT_TRUE(e.parent.send(Msg::kDrain, Bytes{}));
   IpcMessage m;
   std::string why;
-  EXPECT_EQ(child.recv(&m, &why), IpcChannel::Recv::kBad);
+  EXPECT_EQ(e.child.recv(&m, &why), IpcChannel::Recv::kBad);
   EXPECT_EQ(why, "DRAIN before SETTINGS");
 }
 
