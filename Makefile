@@ -89,7 +89,11 @@ $(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 UNIT_DIRS  := $(notdir $(wildcard tests/unit/*))
 UNIT_BINS  := $(patsubst %,$(BUILD)/unit/%-tests,$(UNIT_DIRS))
 unit_libs   = $(if $(filter $(1),$(LAYERS)),$(call layers_upto,$(1)),$(ALL_LIBS))
-unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_BOTH)))
+# The daemons' own pieces that their unit tests (tests/unit/broker/, bridge/)
+# link beside every layer: sans-IO classes with no process around them.
+BROKER_UNIT := $(BROKER_BOTH)
+BRIDGE_UNIT := bridge/dial.cc
+unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_UNIT)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT)))
 define unit_rule
 $(BUILD)/unit/$(1)-tests: $(call obj,$(wildcard tests/unit/$(1)/*.cc)) $(call unit_extra,$(1)) $(call unit_libs,$(1))
 	@mkdir -p $$(dir $$@)
