@@ -91,7 +91,7 @@ UNIT_BINS  := $(patsubst %,$(BUILD)/unit/%-tests,$(UNIT_DIRS))
 unit_libs   = $(if $(filter $(1),$(LAYERS)),$(call layers_upto,$(1)),$(ALL_LIBS))
 # The daemons' own pieces that their unit tests (tests/unit/broker/, bridge/)
 # link beside every layer: sans-IO classes with no process around them.
-BROKER_UNIT := $(BROKER_BOTH)
+BROKER_UNIT := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc
 BRIDGE_UNIT := bridge/dial.cc
 unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_UNIT)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT)))
 define unit_rule
