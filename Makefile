@@ -36,7 +36,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit unit-tests check-layers fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward
 all: $(addprefix $(BUILD)/,$(EXES))
@@ -135,7 +135,7 @@ check-clang:
 
 # ---------------------------------------------------------------- tests
 test: all unit-tests
-	$(MAKE) --no-print-directory check-layers unit fuzz-replay integration $(CHECKS)
+	$(MAKE) --no-print-directory check-layers check-ids unit fuzz-replay integration $(CHECKS)
 
 unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "$$t"; $$t --gtest_brief=1 || exit 1; done
@@ -145,6 +145,11 @@ unit: $(UNIT_BINS)
 # of violation in a copy of the tree and fails if the check misses it.
 check-layers: $(BUILD)/cloudtaser-broker-forward $(BUILD)/vault-bridge-forward
 	$(PYTHON) tests/check_layers.py --build $(BUILD) --self-test
+
+# Every test id the project cites (F-18, FI-06, ...) is defined in
+# docs/reliability.md, and every test a row there names exists.
+check-ids:
+	$(PYTHON) tests/check_ids.py
 
 integration: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration

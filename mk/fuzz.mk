@@ -1,7 +1,7 @@
-# libFuzzer targets (fuzz/*.cc; reliability catalog §6, FZ-1..FZ-5).
+# libFuzzer targets (fuzz/*.cc).
 #
 #   make fuzz-replay   every file under fuzz/corpus/<target>/ through its target,
-#                      built with g++ and the normal flags against libshared.a,
+#                      built with g++ and the normal flags against the layer libraries,
 #                      linked with fuzz/replay_main.cc instead of libFuzzer.
 #                      Part of `make test`; takes seconds.
 #   make fuzz          each target built with clang, libFuzzer, ASan and UBSan and

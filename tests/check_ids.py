@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""make check-ids: docs/reliability.md defines every test id the project cites.
+
+  - every id (F-18, FI-06, ...) written in code, tests, scripts or docs, and every id a
+    unit test name carries (F18_...), has a row in docs/reliability.md;
+  - every test a row names exists: `file.cc: Suite.Name` is a TEST/TEST_F in that file
+    under tests/unit/, `file.py::function` a function in tests/integration/.
+Exit status 0 when both hold, 1 otherwise (one line per problem).
+"""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = "docs/reliability.md"
+FAMILIES = r"(?:FI|FZ|F|L|T|R|P|S)"
+CITED = re.compile(r"\b(" + FAMILIES + r")-([0-9]{2})\b")
+IN_NAME = re.compile(r"\b(" + FAMILIES + r")([0-9]{2})_")
+ROW = re.compile(r"^\| (" + FAMILIES + r"-[0-9]{2}) \|", re.M)
+
+
+def tracked(*patterns):
+    out = subprocess.run(["git", "ls-files", "--", *patterns], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return [p for p in out.split() if os.path.isfile(os.path.join(ROOT, p))]
+
+
+def read(rel):
+    with open(os.path.join(ROOT, rel), encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def main():
+    doc = read(DOC)
+    defined = set(ROW.findall(doc))
+    problems = []
+    files = tracked("*.cc", "*.h", "*.py", "*.sh", "*.mk", "Makefile", "*.md", "*.yaml")
+    for rel in files:
+        if rel == DOC or rel.startswith("fuzz/corpus/"):
+            continue
+        text = read(rel)
+        ids = {f"{a}-{b}" for a, b in CITED.findall(text)}
+        if rel.startswith("tests/"):
+            ids |= {f"{a}-{b}" for a, b in IN_NAME.findall(text)}
+        for i in sorted(ids - defined):
+            problems.append(f"{rel}: cites {i}, which {DOC} does not define")
+    # The tests each row names must exist.
+    unit = {os.path.basename(p): read(p) for p in tracked("tests/unit/*.cc")}
+    integ = {os.path.basename(p): read(p) for p in tracked("tests/integration/*.py")}
+    for line in doc.splitlines():
+        m = ROW.match(line)
+        if not m:
+            continue
+        cell = line.rstrip().rstrip("|").rsplit("|", 1)[-1]
+        for part in re.split(r";", cell):
+            part = part.strip()
+            u = re.match(r"([a-z_]+_test\.cc): (.*)", part)
+            if u:
+                body = unit.get(u.group(1))
+                for name in re.findall(r"(\w+)\.(\w+)", u.group(2)):
+                    if body is None or not re.search(
+                            r"TEST(?:_F|_P)?\(\s*" + name[0] + r",\s*" + name[1] + r"\)", body):
+                        problems.append(f"{DOC}: {m.group(1)} names {u.group(1)}: "
+                                        f"{name[0]}.{name[1]}, which does not exist")
+            for f, fn in re.findall(r"(test_[a-z_]+\.py)::(\w+)", part):
+                body = integ.get(f)
+                if body is None or not re.search(r"def " + fn + r"\(", body):
+                    problems.append(f"{DOC}: {m.group(1)} names {f}::{fn}, which does not exist")
+    for p in problems:
+        print(f"check-ids: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"check-ids: {len(defined)} ids defined in {DOC}; every cited id is among them "
+          f"and every test a row names exists")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
