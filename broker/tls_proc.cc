@@ -2,7 +2,8 @@
 // runs mutual TLS and the link session on each, and relays every stream the
 // forwarding process opens (one per wrapper) to the least loaded bridge.
 // Wrappers that arrive while no bridge is connected wait here, up to
-// --pending-timeout, and are served the moment one connects.
+// --pending-timeout, and are served the moment one connects (the choice and
+// the queue: broker/bridge_pool.h; the counters for /metrics: broker/stats.h).
 #include <fcntl.h>
 #include <sys/socket.h>
 
