@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -133,6 +135,91 @@ TEST_F(DialFixture, DrainingPlansNoDialAndLeavesNoDeadline) {
   dial.dial_soon(t0 + 1h);
   dial.on_link_closed(5, true, "read: EOF", false, t0 + 1h);
   EXPECT_EQ(dial.state(), State::kIdle);
+}
+
+// A seeded random walk over every input, checked against a model of what
+// the TLS process may see: at most one DIAL_REQUEST unanswered, nothing
+// after drain, and every wait inside the bounds of its failure class.
+TEST(Redialer, AnySequenceOfInputsKeepsOneDialInFlightAndWaitsInBounds) {
+  std::mt19937_64 rng(11);
+  Redialer dial([&rng](long long lo, long long hi) {
+    return std::uniform_int_distribution<long long>(lo, hi)(rng);
+  });
+  const char* const reasons[] = {"connect: Connection refused", "TLS handshake failed: alert",
+                                 "certificate verification failed", "peer closed the connection",
+                                 "read: EOF"};
+  TimePoint now = Clock::now();
+  bool in_flight = false, drained = false;
+  unsigned dials = 0;
+  for (int i = 0; i < 20000; i++) {
+    const std::string why = reasons[rng() % 5];
+    const unsigned before = dial.attempt();
+    bool failed = false;
+    DialFailure f{"", false};
+    switch (rng() % 9) {
+      case 0:
+        dial.dial_soon(now);
+        break;
+      case 1:
+      case 2: {
+        const bool due = dial.due(now, rng() % 4 == 0);
+        ASSERT_FALSE(due && (in_flight || drained)) << "step " << i;
+        if (due) {
+          in_flight = true;
+          dials++;
+        }
+        break;
+      }
+      case 3:
+        ASSERT_EQ(dial.on_dialed(), in_flight) << "step " << i;
+        in_flight = false;
+        break;
+      case 4:
+        failed = in_flight && !drained;
+        f = classify_dial_failure(why);
+        ASSERT_EQ(dial.on_dial_failed(why, now), in_flight) << "step " << i;
+        in_flight = false;
+        break;
+      case 5:
+        dial.on_link_up();
+        ASSERT_EQ(dial.attempt(), 0u);
+        break;
+      case 6: {
+        const bool was_up = rng() % 2 == 0, usable = rng() % 3 == 0;
+        failed = !usable && !in_flight && !drained && dial.state() == Redialer::State::kIdle;
+        f = was_up ? DialFailure{"link lost", false} : classify_link_failure(why);
+        dial.on_link_closed(9, was_up, why, usable, now);
+        break;
+      }
+      case 7:
+        if (i > 18000 && rng() % 50 == 0) {  // late: most of the walk runs undrained
+          dial.drain();
+          drained = true;
+        }
+        break;
+      default:
+        now += std::chrono::milliseconds(rng() % 40000);
+        break;
+    }
+    if (failed) {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(dial.last_delay()).count();
+      ASSERT_EQ(dial.next_deadline(), now + dial.last_delay()) << "step " << i;
+      ASSERT_GE(ms, 250) << "step " << i;
+      if (f.expensive) {
+        ASSERT_EQ(dial.attempt(), before + 1) << "step " << i;
+        ASSERT_LE(ms, std::min(30000LL, 1000LL << std::min(before, 5u))) << "step " << i;
+      } else {
+        ASSERT_EQ(dial.attempt(), before) << "step " << i;
+        ASSERT_LE(ms, 500) << "step " << i;
+      }
+    }
+    ASSERT_EQ(dial.next_deadline() != TimePoint::max(), dial.state() == Redialer::State::kWaiting);
+    ASSERT_EQ(dial.state() == Redialer::State::kDialing, in_flight) << "step " << i;
+  }
+  // The walk reached the interesting states.
+  EXPECT_GT(dials, 500u);
+  EXPECT_TRUE(drained);
 }
 
 TEST(DialFailure, ClassesSayWhetherTheBrokerPaidForTheAttempt) {
