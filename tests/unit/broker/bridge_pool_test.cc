@@ -5,10 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <iterator>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "tests/unit/stream/memory_link.h"
 
@@ -22,11 +25,15 @@ struct FakeWrappers final : BridgePool<MemoryLink>::Wrappers {
   std::set<uint32_t> open;
   std::map<uint32_t, std::pair<uint64_t, uint32_t>> attached;  // wrapper -> (bridge, stream)
   std::map<uint32_t, Code> resets;
+  std::vector<uint32_t> order;  // wrappers in the order they got a stream
   bool waiting(uint32_t w) override { return open.count(w) != 0 && attached.count(w) == 0; }
   void attach(uint32_t w, MemoryLink& b, uint32_t stream) override {
+    EXPECT_TRUE(waiting(w)) << "wrapper " << w << " attached twice or after it left";
     attached[w] = {b.id(), stream};
+    order.push_back(w);
   }
   void reset(uint32_t w, Code c) override {
+    EXPECT_TRUE(waiting(w)) << "wrapper " << w << " reset after it left or got a stream";
     resets[w] = c;
     open.erase(w);
   }
@@ -181,6 +188,67 @@ TEST_F(PoolFixture, ADrainingBrokerRefusesWhatItCannotServeAtOnce) {
   EXPECT_EQ(bridge_of(11), 1u);
   pool.clear();
   EXPECT_EQ(pool.pending(), 0u);
+}
+
+// A seeded random walk: wrappers arrive and leave, bridges connect, fill,
+// send GOAWAY and go, the clock moves. Whatever the order, wrappers get
+// bridge streams in arrival order (a held wrapper is never overtaken), only
+// on a bridge with room, and none still waits past its deadline once the
+// TLS process has called expire().
+TEST_F(PoolFixture, AnySequenceServesInArrivalOrderOnlyWithRoomAndWithinTheDeadline) {
+  std::mt19937_64 rng(5);
+  std::map<uint32_t, TimePoint> arrived;
+  uint32_t next_wrapper = 1;
+  TimePoint now = t0;
+  for (int i = 0; i < 5000; i++) {
+    switch (rng() % 8) {
+      case 0:
+      case 1:
+        arrived[next_wrapper] = now;
+        arrive(next_wrapper++, now);
+        break;
+      case 2:
+        if (links.size() < 4) {
+          const uint64_t id = 100 + rng() % 1000;
+          if (links.count(id) == 0) bridge(id, static_cast<uint32_t>(1 + rng() % 3));
+        }
+        break;
+      case 3:
+        if (!links.empty()) {  // a bridge goes: one of ours is told to leave, or is gone
+          auto it = std::next(links.begin(), static_cast<long>(rng() % links.size()));
+          if (rng() % 2 == 0) {
+            it->second->session().go_away(Code::kShutdown);
+          } else {
+            peers.erase(it->first);
+            links.erase(it);
+          }
+        }
+        break;
+      case 4:
+        if (!wrappers.open.empty())  // a wrapper hangs up
+          wrappers.open.erase(
+              std::next(wrappers.open.begin(), static_cast<long>(rng() % wrappers.open.size())));
+        break;
+      case 5:
+        pool.serve();
+        break;
+      default:
+        now += std::chrono::milliseconds(rng() % 200);
+        pool.expire(now);
+        for (auto& [w, at] : arrived)
+          if (wrappers.waiting(w)) {
+            ASSERT_GT(at + kTimeout, now) << "wrapper " << w;
+          }
+        break;
+    }
+    for (auto& [id, l] : links)
+      ASSERT_LE(l->session().open_streams(), l->session().peer_hello().max_streams);
+  }
+  const std::vector<uint32_t>& order = wrappers.order;
+  ASSERT_GT(order.size(), 50u);
+  for (size_t k = 1; k < order.size(); k++) ASSERT_LT(order[k - 1], order[k]);
+  for (auto& [w, code] : wrappers.resets) EXPECT_EQ(wrappers.attached.count(w), 0u);
+  EXPECT_GT(wrappers.resets.size(), 10u);
 }
 
 TEST(BrokerStats, CountersAddTheLiveFiguresAndOnlyChangesAreSent) {
