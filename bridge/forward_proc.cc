@@ -148,7 +148,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
 
   void on_link_closed(Link& l) noexcept override {
     LOG_WARN("data channel to the TLS process closed: %s; closing %zu upstream connections",
-             l.close_reason().c_str(), l.splices.size());
+             l.close_reason().c_str(), splices_.streams_on(l));
     splices_.abort_all(l);
     unconnected_.clear();
     if (&l == local_.get()) {

@@ -193,16 +193,10 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           break;
         }
         case Event::kData:
-          relays_.on_data(&l, ev.stream, ev.data);
-          break;
         case Event::kFin:
-          relays_.on_fin(&l, ev.stream);
-          break;
         case Event::kReset:
-          relays_.on_reset(&l, ev.stream, ev.code);
-          break;
         case Event::kWritable:
-          relays_.on_writable(&l, ev.stream);
+          relays_.dispatch(l, ev);
           break;
         case Event::kGoAway:
           if (!is_local) {
@@ -210,7 +204,7 @@ class TlsProcess final : public ChildBase, public Link::Owner {
                 "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
                 "its %zu streams",
                 static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str(),
-                l.relays.size());
+                relays_.streams_on(l));
             dial_.dial_soon(Clock::now());
           }
           break;
@@ -239,7 +233,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     // time. Failed handshakes are logged per class, throttled (Redialer).
     if (was_up) {
       LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
+               relays_.streams_on(l));
       up_since_.erase(up);
     }
     const std::string why = l.close_reason();
@@ -262,7 +257,8 @@ class TlsProcess final : public ChildBase, public Link::Owner {
     for (TlsLink* l : links) l->tick(now);
     // Retire a link the broker sent GOAWAY on once its streams are done.
     for (TlsLink* l : links)
-      if (!l->closed() && l->has_session() && l->session().goaway_received() && l->relays.empty())
+      if (!l->closed() && l->has_session() && l->session().goaway_received() &&
+          relays_.streams_on(*l) == 0)
         l->close("broker asked us to go away and no stream is left");
     if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
     if (draining_ && relays_.size() == 0) {

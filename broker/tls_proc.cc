@@ -272,18 +272,13 @@ class TlsProcess final : public ChildBase,
                         std::chrono::milliseconds(settings_.pending_timeout_ms), draining_);
           }
           break;
-        case Event::kData:
-          relays_.on_data(&l, ev.stream, ev.data);
-          break;
-        case Event::kFin:
-          relays_.on_fin(&l, ev.stream);
-          break;
         case Event::kReset:
           stats_.reset(ev.code);
-          relays_.on_reset(&l, ev.stream, ev.code);
-          break;
+          [[fallthrough]];
+        case Event::kData:
+        case Event::kFin:
         case Event::kWritable:
-          relays_.on_writable(&l, ev.stream);
+          relays_.dispatch(l, ev);
           break;
         case Event::kGoAway:
           LOG_INFO("conn=%llu bridge sent GOAWAY (%s): no new streams on it",
@@ -336,7 +331,8 @@ class TlsProcess final : public ChildBase,
                          static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
     } else if (t->established()) {
       LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(), l.relays.size());
+               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
+               relays_.streams_on(l));
     }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));

@@ -314,6 +314,46 @@ void session_seeds() {
   write_seed(t, "hello-timeout", late.b);
 }
 
+// ---------------------------------------------------------------- shm ring
+// Input (shm_ring_fuzz.cc): a side byte, then actions, each an opcode byte
+// (mod 13) and its operands. The seeds reach each rule of the trust model:
+// an honest exchange on either side, a full ring, a position that goes
+// backwards or claims more than the ring, and the peer's scribbles.
+void shm_ring_seeds() {
+  const char* t = "shm_ring_fuzz";
+  enum : uint8_t { kWrite = 0, kRead = 2, kWaitSpace = 4, kWaitData = 5, kTake = 6 };
+  enum : uint8_t { kPeerHead = 7, kPeerTail = 8, kFlag = 9, kPayload = 10, kOurs = 11 };
+  enum : uint8_t { kHeader = 12 };
+  enum : uint8_t { kHonest = 0, kAny = 1, kBack = 2, kPast = 3 };
+  const Buf write_16k = {kWrite, 1, 0x40, 0x00, 0, 0};  // 16 KiB from offset 0
+  const Buf write_full = {kWrite, 2, 31, 0, 0};         // the ring and 15 bytes more
+  const Buf head_all = {kPeerHead, kHonest, 0xff, 0xff, 0xff, 0xff};
+  const Buf tail_8k = {kPeerTail, kHonest, 0, 0, 0x20, 0x00, 0x20, 0x00, 0, 7};
+  const Buf read_12k = {kRead, 1, 0x30, 0x00};
+  const Buf honest =
+      cat({write_16k, head_all, tail_8k, read_12k, {kWaitData, kTake, 0}, {kWaitSpace, kTake, 1}});
+  write_seed(t, "honest-tls", cat({{0}, honest}));
+  write_seed(t, "honest-forward", cat({{1}, honest}));
+  write_seed(t, "full-ring",
+             cat({{0}, write_full, {kWaitSpace}, write_full, head_all, write_full, {kWaitSpace}}));
+  write_seed(t, "head-backwards",
+             cat({{0}, write_16k, head_all, {kPeerHead, kBack, 0}, write_16k}));
+  write_seed(t, "head-past-tail", cat({{0}, write_16k, {kPeerHead, kPast, 0, kWaitSpace}}));
+  write_seed(t, "tail-past-ring", cat({{1}, {kPeerTail, kPast, 3, 0, 0, 0, 0, kRead, 0, 9}}));
+  write_seed(t, "tail-any",
+             cat({{0}, {kPeerTail, kAny, 0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, kWaitData}}));
+  write_seed(t, "scribbles",
+             cat({{0},
+                  {kFlag, 0, 1, 0, 0, 0, 1, kFlag, 1, 0, 0, 0, 0, 2},
+                  {kPayload, 1, 0, 0, 0, 0, 4, 1, 2, 3, 4},
+                  {kOurs, 1, 0xff, 0xff, 0, 0, 0, 0, 0, 0},
+                  {kHeader, 0x02, 0x00, 0x7f},
+                  write_16k,
+                  tail_8k,
+                  read_12k,
+                  {kTake, 0, kTake, 1}}));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -326,6 +366,7 @@ int main(int argc, char** argv) {
   hello_seeds();
   ipc_seeds();
   session_seeds();
+  shm_ring_seeds();
   std::printf("make_seeds: %d seeds written under %s\n", g_written, g_root.c_str());
   return 0;
 }

@@ -14,7 +14,7 @@
 #   make fuzz-minimize rebuilds each corpus as the smallest set with the same
 #                      coverage (keeps seed-* and regress-* files as they are).
 
-FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz
+FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz
 FUZZ_SECONDS  ?= 60
 FUZZ_CXX      ?= clang++
 FUZZ_DIR      := $(BUILD)/fuzz
@@ -24,11 +24,14 @@ FUZZ_FLAGS    := $(CXXSTD) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN)
 FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
 # Largest input per target: two max-size frames; a session script of a few
 # hundred actions; a HELLO payload with room for wrong sizes; an IPC body far
-# above every cap but MATERIAL's (whose cap only adds copying time).
+# above every cap but MATERIAL's (whose cap only adds copying time); a ring
+# script of 256 actions of up to 14 bytes (each run copies the 2 MiB file
+# twice, so longer scripts buy little).
 FUZZ_MAXLEN_frame_decoder_fuzz := 33000
 FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128
 FUZZ_MAXLEN_ipc_fuzz           := 8192
+FUZZ_MAXLEN_shm_ring_fuzz      := 4096
 # Dictionaries: wire constants and boundary integers (catalog §6 practice).
 FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
 FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict

@@ -5,8 +5,8 @@
 // in one write.
 #pragma once
 
+#include <functional>
 #include <memory>
-#include <unordered_map>
 
 #include "shared/base/unique_fd.h"
 #include "shared/ipc/shm_ring.h"
@@ -15,8 +15,20 @@
 
 namespace ct {
 
-class Relay;
-class Splice;
+class Link;
+
+// One stream of one link: the key under which RelayTable and SpliceTable keep
+// what they own. Ordered by link first, so a link's streams are one range
+// (what a link's close walks) without a per-link index to keep in step.
+struct StreamKey {
+  const Link* link = nullptr;
+  uint32_t id = 0;
+  friend bool operator<(const StreamKey& x, const StreamKey& y) {
+    if (x.link != y.link) return std::less<const Link*>()(x.link, y.link);
+    return x.id < y.id;
+  }
+  bool operator==(const StreamKey&) const = default;
+};
 
 class Link : public Loop::Handler {
  public:
@@ -44,10 +56,6 @@ class Link : public Loop::Handler {
   virtual TimePoint next_deadline() const;
   // Closes the transport (after a best-effort flush) and tells the owner once.
   void close(std::string reason) noexcept;
-
-  // Streams of this link joined to something else (owned by the owner).
-  std::unordered_map<uint32_t, Relay*> relays;
-  std::unordered_map<uint32_t, Splice*> splices;
 
  protected:
   void start_session(const SessionConfig& cfg, TimePoint now);

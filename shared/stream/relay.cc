@@ -1,62 +1,47 @@
 #include "shared/stream/relay.h"
 
+#include <algorithm>
+
 #include "shared/base/check.h"
 #include "shared/base/log.h"
 
 namespace ct {
 
 Relay* RelayTable::create(Link* a, uint32_t id_a) {
+  const StreamKey key{a, id_a};
+  // A session never reuses a stream id, and a relay leaves ends_ when its
+  // stream ends: a second relay for one stream is a bug in the caller.
+  CT_CHECK(ends_.count(key) == 0);
   auto r = std::make_unique<Relay>();
   r->a = {a, id_a};
   Relay* raw = r.get();
-  a->relays[id_a] = raw;
-  relays_.emplace(raw, std::move(r));
+  ends_.emplace(key, raw);
+  relays_.emplace(key, std::move(r));
   return raw;
 }
 
 void RelayTable::attach(Relay* r, Link* b, uint32_t id_b) {
   CT_CHECK(r->b.link == nullptr);
+  CT_CHECK(ends_.emplace(StreamKey{b, id_b}, r).second);
   r->b = {b, id_b};
-  b->relays[id_b] = r;
   // Whatever the first side sent while we waited goes out now.
   pump(r, r->a, r->b, r->ab);
 }
 
-Relay* RelayTable::find(Link* l, uint32_t id) const {
-  auto it = l->relays.find(id);
-  return it == l->relays.end() ? nullptr : it->second;
+Relay* RelayTable::find(const Link* l, uint32_t id) const {
+  auto it = ends_.find(StreamKey{l, id});
+  return it == ends_.end() ? nullptr : it->second;
 }
 
-// Appends to what is held unsent. The budget bounds the unsent bytes of all
-// streams together, so what a stream's buffer allocates must stay close to
-// them: bytes already sent on are dropped before the buffer would grow (the
-// copy replaces the one growing would make), and growth is by a quarter, not
-// std::vector's doubling, which let a process hold several times its budget
-// (the bridge's TLS process held 190 MiB with a budget of 16).
-void Relay::Dir::append(Bytes data) {
-  if (data.empty()) return;
-  if (buf.size() + data.size() > buf.capacity()) {
-    if (pos > 0) {
-      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(pos));
-      pos = 0;
-    }
-    const size_t need = buf.size() + data.size();
-    if (need > buf.capacity()) buf.reserve(need + need / 4);
-  }
-  buf.insert(buf.end(), data.begin(), data.end());
+size_t RelayTable::streams_on(const Link& l) const {
+  size_t n = 0;
+  for (auto it = ends_.lower_bound(StreamKey{&l, 0}); it != ends_.end() && it->first.link == &l;
+       ++it)
+    n++;
+  return n;
 }
 
-// Everything was sent on. The allocation is kept for the next burst: a
-// stream keeps the credit it earned (session.h CreditPool), so what it may
-// buffer again is already counted in the budget, and the buffer holds at most
-// a quarter more than that (append). Giving it back at every drain cost 12%
-// more CPU per GiB in `make bench-bulk` (each burst grew it again in steps).
-void Relay::Dir::drained() {
-  buf.clear();
-  pos = 0;
-}
-
-void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d) {
+void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, RelayDir& d) {
   if (dst.link == nullptr || dst.link->closed()) return;
   Session& out = dst.link->session();
   while (d.pos < d.buf.size()) {
@@ -75,6 +60,21 @@ void RelayTable::pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d)
   }
 }
 
+void RelayTable::dispatch(Link& l, const Event& ev) noexcept {
+  switch (ev.kind) {
+    case Event::kData:
+      return on_data(&l, ev.stream, ev.data);
+    case Event::kFin:
+      return on_fin(&l, ev.stream);
+    case Event::kReset:
+      return on_reset(&l, ev.stream, ev.code);
+    case Event::kWritable:
+      return on_writable(&l, ev.stream);
+    default:
+      return;
+  }
+}
+
 void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   Relay* r = find(from, id);
   if (r == nullptr) return;
@@ -90,7 +90,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
     if (r->a.link == from && r->a.id == id) {
       r->codec->put_outer(data);  // credited on `a` as the codec processes it
     } else {
-      r->ba.append(data);  // credited when encoded
+      r->pump.inner_data(data);  // credited when encoded
     }
     pump_codec(r);
     return;
@@ -98,7 +98,7 @@ void RelayTable::on_data(Link* from, uint32_t id, Bytes data) {
   const bool from_a = (r->a.link == from && r->a.id == id);
   Relay::End& src = from_a ? r->a : r->b;
   Relay::End& dst = from_a ? r->b : r->a;
-  Relay::Dir& d = from_a ? r->ab : r->ba;
+  RelayDir& d = from_a ? r->ab : r->ba;
   if (d.pos == d.buf.size() && dst.link != nullptr && !dst.link->closed()) {
     // Fast path: straight through without a copy into our buffer.
     Session& out = dst.link->session();
@@ -118,17 +118,21 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
   if (idle_timeout_ > Duration::zero()) r->last_active = Clock::now();
   if (r->answering) {
     // The wrapper is done; once our answer and FIN are out, so are we.
-    r->ab.fin = true;
+    r->pump.outer_fin();
     if (r->answer_fin_sent) remove(r);
     return;
   }
   const bool from_a = (r->a.link == from && r->a.id == id);
-  Relay::Dir& d = from_a ? r->ab : r->ba;
-  d.fin = true;
   if (r->codec) {
+    if (from_a)
+      r->pump.outer_fin();
+    else
+      r->pump.inner_fin();
     pump_codec(r);
     return;
   }
+  RelayDir& d = from_a ? r->ab : r->ba;
+  d.fin = true;
   if (from_a)
     pump(r, r->a, r->b, d);
   else
@@ -150,88 +154,19 @@ void RelayTable::on_writable(Link* to, uint32_t id) {
     pump(r, r->b, r->a, r->ba);
 }
 
-bool RelayTable::pump_codec(Relay* r) {
-  StreamCodec& c = *r->codec;
+void RelayTable::pump_codec(Relay* r) {
   Relay::End& a = r->a;
   Relay::End& b = r->b;
-  if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return true;
-  Session& sa = a.link->session();
-  Session& sb = b.link->session();
-  // Outer bytes buffered at most this far ahead of the link's window: beyond
-  // it we stop encoding inner data (and stop crediting `b`).
-  constexpr size_t kOuterHigh = 64 * 1024;
-  uint8_t buf[16 * 1024];
-  for (int round = 0; round < 64; round++) {
-    bool progress = false;
-    // 1. Outer bytes (handshake, records, alerts) to `a`.
-    while (!c.outer_pending().empty()) {
-      const size_t cap = sa.send_capacity(a.id);
-      if (cap == 0) break;
-      const Bytes out = c.outer_pending();
-      const size_t n = std::min(cap, out.size());
-      sa.send(a.id, out.first(n), false);
-      c.outer_sent(n);
-      progress = true;
-    }
-    // 2. Inner bytes to `b`, as far as `b` has credit.
-    while (sb.stream_exists(b.id) && !r->inner_fin_sent) {
-      const size_t cap = sb.send_capacity(b.id);
-      if (cap == 0) break;
-      const size_t n = c.take_inner(std::span<uint8_t>(buf, std::min(cap, sizeof buf)));
-      if (n == 0) break;
-      sb.send(b.id, Bytes(buf, n), false);
-      progress = true;
-    }
-    if (c.failed()) break;
-    // 3. Credit `a` for the outer bytes the codec has processed.
-    const uint64_t done = c.outer_consumed();
-    if (done > r->outer_credited) {
-      sa.consume(a.id, static_cast<size_t>(done - r->outer_credited));
-      r->outer_credited = done;
-    }
-    // 4. Inner bytes from `b` into the codec while its output is drained.
-    Relay::Dir& d = r->ba;
-    if (d.pos < d.buf.size() && c.outer_pending().size() < kOuterHigh) {
-      const Bytes in = Bytes(d.buf).subspan(d.pos);
-      if (c.put_inner(in)) {
-        sb.consume(b.id, in.size());
-        d.buf.clear();
-        d.pos = 0;
-        progress = true;
-      }
-    }
-    // Reading may have produced outer bytes (handshake replies): another round sends them.
-    if (!c.outer_pending().empty() && sa.send_capacity(a.id) > 0) progress = true;
-    if (!progress) break;
-  }
-  if (c.failed()) {
+  if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return;
+  StreamCodec& c = *r->codec;
+  if (!r->pump.run(c, a.link->session(), a.id, b.link->session(), b.id)) {
     if (c.established())
       codec_failed(r, &codec_failures_.record, "record", c.error());
     else
       codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
-    return false;
+    return;
   }
-  // Half-closes. The wrapper's close_notify or FIN ends the inner stream once
-  // everything before it was delivered; OpenBao's FIN becomes close_notify and
-  // then FIN once those records left.
-  if (!r->inner_fin_sent && (c.inner_eof() || r->ab.fin) && c.outer_drained() &&
-      sb.stream_exists(b.id)) {
-    r->inner_fin_sent = true;
-    r->ab.fin_sent = true;
-    sb.close_write(b.id);
-  }
-  Relay::Dir& d = r->ba;
-  if (d.fin && d.pos == d.buf.size() && !r->outer_closing) {
-    r->outer_closing = true;
-    c.close_inner();
-    return pump_codec(r);
-  }
-  if (r->outer_closing && c.outer_pending().empty() && !d.fin_sent && sa.stream_exists(a.id)) {
-    d.fin_sent = true;
-    sa.close_write(a.id);
-  }
-  maybe_done(r);
-  return true;
+  if (r->pump.done()) remove(r);
 }
 
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {
@@ -255,7 +190,11 @@ void RelayTable::reset(Relay* r, Code code) {
 
 void RelayTable::link_closed(Link* l, Code code) {
   std::vector<Relay*> gone;
-  for (auto& [id, r] : l->relays) gone.push_back(r);
+  for (auto it = ends_.lower_bound(StreamKey{l, 0}); it != ends_.end() && it->first.link == l; ++it)
+    gone.push_back(it->second);
+  // A relay with both ends on `l` is listed twice: remove it once.
+  std::sort(gone.begin(), gone.end());
+  gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
   for (Relay* r : gone) {
     Relay::End& other = (r->a.link == l) ? r->b : r->a;
     if (other.link != nullptr && other.link != l && !other.link->closed())
@@ -286,7 +225,7 @@ void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
 
 void RelayTable::answer_unreachable(Relay* r, Code code) {
   // `b` is gone from its session already: forget it.
-  r->b.link->relays.erase(r->b.id);
+  ends_.erase(StreamKey{r->b.link, r->b.id});
   r->b = {};
   r->answering = true;
   const std::string why = code == Code::kResource
@@ -319,7 +258,7 @@ void RelayTable::pump_answer(Relay* r) {
   // idle timeout) removes the relay.
   r->answer_fin_sent = true;
   sa.close_write(r->a.id);
-  if (r->ab.fin) remove(r);
+  if (r->pump.outer_fin_seen()) remove(r);
 }
 
 void RelayTable::set_timer(Relay* r, TimePoint at) {
@@ -371,9 +310,10 @@ void RelayTable::expire(TimePoint now) {
 
 void RelayTable::remove(Relay* r) {
   set_timer(r, TimePoint::max());
-  if (r->a.link != nullptr) r->a.link->relays.erase(r->a.id);
-  if (r->b.link != nullptr) r->b.link->relays.erase(r->b.id);
-  relays_.erase(r);
+  const StreamKey key{r->a.link, r->a.id};
+  ends_.erase(key);
+  if (r->b.link != nullptr) ends_.erase(StreamKey{r->b.link, r->b.id});
+  relays_.erase(key);  // last: it frees r
 }
 
 }  // namespace ct

@@ -5,36 +5,17 @@
 // its own stream, and each direction buffers at most one window.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "shared/base/log.h"
+#include "shared/stream/codec_pump.h"
 #include "shared/stream/link.h"
 
 namespace ct {
-
-// A byte transform between a relay's outer end `a` (e.g. a wrapper's TLS
-// records arriving on the link) and its inner end `b` (plaintext towards
-// OpenBao). The bridge's TLS process attaches a TLS server (tls_stream.h).
-class StreamCodec {
- public:
-  virtual ~StreamCodec() = default;
-  virtual void put_outer(Bytes in) = 0;                   // outer bytes in (all kept)
-  virtual uint64_t outer_consumed() const = 0;            // of those, how many are processed
-  virtual size_t take_inner(std::span<uint8_t> out) = 0;  // inner bytes ready
-  virtual bool put_inner(Bytes in) = 0;                   // false: not now (handshake)
-  virtual Bytes outer_pending() const = 0;                // outer bytes to send
-  virtual void outer_sent(size_t n) = 0;
-  virtual void close_inner() = 0;          // inner side done: close_notify
-  virtual bool inner_eof() const = 0;      // the outer peer closed cleanly
-  virtual bool outer_drained() const = 0;  // every outer byte given is processed
-  virtual bool established() const = 0;    // the handshake (if any) is complete
-  virtual bool failed() const = 0;
-  virtual const std::string& error() const = 0;
-};
 
 class Relay {
  public:
@@ -48,19 +29,8 @@ class Relay {
 
  private:
   friend class RelayTable;
-  struct Dir {
-    std::vector<uint8_t> buf;  // accepted from the source, not yet sent on
-    size_t pos = 0;
-    bool fin = false;       // source half-closed
-    bool fin_sent = false;  // ...and we forwarded it
-    // Keeps what buf allocates close to what it holds unsent (relay.cc).
-    void append(Bytes data);
-    void drained();
-  };
-  Dir ab, ba;
-  uint64_t outer_credited = 0;  // codec: outer bytes already consumed on `a`
-  bool inner_fin_sent = false;  // codec: FIN sent towards `b`
-  bool outer_closing = false;   // codec: close_notify queued towards `a`
+  RelayDir ab, ba;  // without a codec
+  CodecPump pump;   // with one
   // Deadlines (RelayTable::start_timers): the codec's handshake must be done
   // by handshake_deadline; last_active is the last byte either way.
   TimePoint handshake_deadline = TimePoint::max();
@@ -83,19 +53,24 @@ struct CodecFailures {
   uint64_t record = 0;     // a bad record or write after the handshake
 };
 
+// Owns every relay of a TLS process and is the only index from a stream to
+// its relay: nothing else holds a relay past the call that returned it but
+// through find().
 class RelayTable {
  public:
   // A relay with only its first end (the other attaches later, or never).
+  // The stream must not belong to another relay.
   Relay* create(Link* a, uint32_t id_a);
   void attach(Relay* r, Link* b, uint32_t id_b);
-  Relay* find(Link* l, uint32_t id) const;
+  Relay* find(const Link* l, uint32_t id) const;
   size_t size() const { return relays_.size(); }
+  // How many of `l`'s streams belong to a relay.
+  size_t streams_on(const Link& l) const;
 
-  // Session events for a stream that belongs to a relay.
-  void on_data(Link* from, uint32_t id, Bytes data);
-  void on_fin(Link* from, uint32_t id);
-  void on_reset(Link* from, uint32_t id, Code code);
-  void on_writable(Link* to, uint32_t id);
+  // Data, Fin, Reset and Writable events go to their stream's relay (others,
+  // and streams without one, are not ours and are ignored), as
+  // SpliceTable::dispatch does for the forwarding process.
+  void dispatch(Link& l, const Event& ev) noexcept;
   // Ends a relay from the outside (timeout, refusal): resets both ends.
   void reset(Relay* r, Code code);
   // The link is gone: every relay on it resets its other end with `code`.
@@ -119,10 +94,14 @@ class RelayTable {
   uint64_t idle_resets() const { return idle_resets_; }
 
  private:
-  void pump(Relay* r, Relay::End& src, Relay::End& dst, Relay::Dir& d);
-  // The codec's pump: moves what it can in both directions; false when the
-  // relay was removed (codec failure).
-  bool pump_codec(Relay* r);
+  void on_data(Link* from, uint32_t id, Bytes data);
+  void on_fin(Link* from, uint32_t id);
+  void on_reset(Link* from, uint32_t id, Code code);
+  void on_writable(Link* to, uint32_t id);
+  void pump(Relay* r, Relay::End& src, Relay::End& dst, RelayDir& d);
+  // Runs the relay's CodecPump; resets and removes the relay when the codec
+  // failed, removes it when both FINs are through.
+  void pump_codec(Relay* r);
   void maybe_done(Relay* r);
   void remove(Relay* r);
   void set_timer(Relay* r, TimePoint at);
@@ -132,7 +111,10 @@ class RelayTable {
   void answer_unreachable(Relay* r, Code code);
   void pump_answer(Relay* r);
   void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
-  std::unordered_map<Relay*, std::unique_ptr<Relay>> relays_;
+  // Keyed by the first end, which never changes; ends_ indexes both ends
+  // (the second one from attach() until its stream is gone).
+  std::map<StreamKey, std::unique_ptr<Relay>> relays_;
+  std::map<StreamKey, Relay*> ends_;
   // Ordered by deadline: the next one is begin(); 16k streams cost a tree
   // walk per change, not a scan per loop iteration.
   std::set<std::pair<TimePoint, Relay*>> timers_;

@@ -62,7 +62,6 @@ Splice::Splice(Loop& loop, Owner& owner, Link& link, uint32_t id, UniqueFd fd, b
   set_send_buffer(fd_.get());
   interest_ = connecting_ ? EPOLLOUT : EPOLLIN | EPOLLRDHUP;
   loop_.add(fd_.get(), interest_, this);
-  link_.splices[id_] = this;
 }
 
 Splice::~Splice() = default;
@@ -277,22 +276,36 @@ void Splice::finish(bool abortive) noexcept {
     if (!abortive) set_reset_on_close(fd_.get(), false);
     fd_.reset();
   }
-  auto it = link_.splices.find(id_);
-  if (it != link_.splices.end() && it->second == this) link_.splices.erase(it);
   owner_.on_splice_done(*this);
 }
 
 Splice* SpliceTable::add(Link& link, uint32_t id, UniqueFd fd, bool connecting, Code aborted) {
+  const StreamKey key{&link, id};
+  // A session never reuses a stream id, and a finished splice leaves the
+  // table at once: a second splice for one stream is a bug in the caller.
+  CT_CHECK(splices_.count(key) == 0);
   auto s = std::make_unique<Splice>(loop_, *this, link, id, std::move(fd), connecting, aborted);
   Splice* raw = s.get();
-  splices_[raw] = std::move(s);
+  splices_.emplace(key, std::move(s));
   return raw;
 }
 
+Splice* SpliceTable::find(const Link& link, uint32_t id) const {
+  auto it = splices_.find(StreamKey{&link, id});
+  return it == splices_.end() ? nullptr : it->second.get();
+}
+
+size_t SpliceTable::streams_on(const Link& link) const {
+  size_t n = 0;
+  for (auto it = splices_.lower_bound(StreamKey{&link, 0});
+       it != splices_.end() && it->first.link == &link; ++it)
+    n++;
+  return n;
+}
+
 void SpliceTable::dispatch(Link& link, const Event& ev) noexcept {
-  auto it = link.splices.find(ev.stream);
-  if (it == link.splices.end()) return;
-  Splice* s = it->second;
+  Splice* s = find(link, ev.stream);
+  if (s == nullptr) return;
   switch (ev.kind) {
     case Event::kData:
       return s->on_data(ev.data);
@@ -308,8 +321,11 @@ void SpliceTable::dispatch(Link& link, const Event& ev) noexcept {
 }
 
 void SpliceTable::abort_all(Link& link) noexcept {
+  // abort() ends in on_splice_done, which erases from splices_: walk a copy.
   std::vector<Splice*> all;
-  for (auto& [id, s] : link.splices) all.push_back(s);
+  for (auto it = splices_.lower_bound(StreamKey{&link, 0});
+       it != splices_.end() && it->first.link == &link; ++it)
+    all.push_back(it->second.get());
   for (Splice* s : all) s->abort();
 }
 
@@ -321,8 +337,8 @@ void SpliceTable::flush() noexcept {
 }
 
 void SpliceTable::on_splice_done(Splice& s) noexcept {
-  auto it = splices_.find(&s);
-  if (it == splices_.end()) return;
+  auto it = splices_.find(StreamKey{&s.link(), s.id()});
+  if (it == splices_.end() || it->second.get() != &s) return;
   loop_.retire(std::move(it->second));
   splices_.erase(it);
 }

@@ -50,7 +50,7 @@ class Splice final : public Loop::Handler {
   void flush() noexcept;
 
   uint32_t id() const { return id_; }
-  bool done() const { return done_; }
+  const Link& link() const { return link_; }
 
  private:
   // EPOLLERR: reads SO_ERROR; if set, resets the stream and closes abortively.
@@ -84,16 +84,21 @@ class Splice final : public Loop::Handler {
 };
 
 // The splices of a forwarding process: owns them, retires finished ones, and
-// hands the data channel's stream events to the right one.
+// hands the data channel's stream events to the right one. The only index
+// from a stream to its splice: a finished splice leaves it at once.
 class SpliceTable final : public Splice::Owner {
  public:
   explicit SpliceTable(Loop& loop) : loop_(loop) {}
+  // The stream must not have a splice already.
   Splice* add(Link& link, uint32_t id, UniqueFd fd, bool connecting, Code aborted);
+  Splice* find(const Link& link, uint32_t id) const;
   // Data, Fin, Reset and Writable events go to their stream's splice.
   void dispatch(Link& link, const Event& ev) noexcept;
   // The data channel died: every socket is closed abortively.
   void abort_all(Link& link) noexcept;
   size_t size() const { return splices_.size(); }
+  // How many of `link`'s streams have a splice.
+  size_t streams_on(const Link& link) const;
   bool empty() const { return splices_.empty(); }
   void on_splice_done(Splice& s) noexcept override;
   void on_splice_dirty(Splice& s) noexcept override { dirty_.push_back(&s); }
@@ -104,7 +109,7 @@ class SpliceTable final : public Splice::Owner {
 
  private:
   Loop& loop_;
-  std::map<Splice*, std::unique_ptr<Splice>> splices_;
+  std::map<StreamKey, std::unique_ptr<Splice>> splices_;
   std::vector<Splice*> dirty_;
 };
 

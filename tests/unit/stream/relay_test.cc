@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "shared/wire/limits.h"
 #include "tests/unit/stream/memory_link.h"
 
 namespace ct {
@@ -44,13 +45,6 @@ class FakeCodec final : public StreamCodec {
   bool inner_closed = false;
 };
 
-void handshake(Session& x, Session& y) {
-  for (int i = 0; i < 10; i++) {
-    move(x, y);
-    move(y, x);
-  }
-}
-
 // The reset code `peer` got for `id`, or nullopt.
 std::optional<Code> reset_code(Session& from, Session& peer, uint32_t id) {
   move(from, peer);
@@ -78,7 +72,26 @@ struct RelayFixture : ::testing::Test {
     peer.send(peer_id, bytes, false);
     move(peer, l.session());
     for (const Event& ev : l.session().take_events())
-      if (ev.kind == Event::kData) table.on_data(&l, ev.stream, ev.data);
+      if (ev.kind == Event::kData) table.dispatch(l, ev);
+  }
+
+  // Rounds of: both peers send what their stream allows, each link's
+  // session events go to the table, the peers take what arrived. `ea` is the
+  // wrapper's side (peer_a), `eb` the forwarding process's (peer_b).
+  TestEnd ea, eb;
+  void settle(int rounds = 100) {
+    for (int i = 0; i < rounds; i++) {
+      ea.send_some(peer_a, ida);
+      eb.send_some(peer_b, idb);
+      move(peer_a, a.session());
+      for (const Event& ev : a.session().take_events()) table.dispatch(a, ev);
+      move(peer_b, b.session());
+      for (const Event& ev : b.session().take_events()) table.dispatch(b, ev);
+      move(a.session(), peer_a);
+      ea.take(peer_a, ida);
+      move(b.session(), peer_b);
+      eb.take(peer_b, idb);
+    }
   }
 
   Relay* make(bool with_codec) {
@@ -164,7 +177,7 @@ TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotARese
   peer_b.reset(idb, Code::kUpstreamRefused);  // the forwarding process could not connect
   move(peer_b, b.session());
   for (const Event& ev : b.session().take_events())
-    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+    if (ev.kind == Event::kReset) table.dispatch(b, ev);
   EXPECT_EQ(codec->inner.rfind("HTTP/1.1 502 ", 0), 0u) << codec->inner;
   EXPECT_NE(codec->inner.find("{\"errors\":[\""), std::string::npos);
   EXPECT_NE(codec->inner.find("Connection: close"), std::string::npos);
@@ -182,7 +195,7 @@ TEST_F(RelayFixture, OpenBaoRefusedAfterTheHandshakeIsAnswered502AndAFinNotARese
   peer_a.close_write(ida);
   move(peer_a, a.session());
   for (const Event& ev : a.session().take_events())
-    if (ev.kind == Event::kFin) table.on_fin(&a, ev.stream);
+    if (ev.kind == Event::kFin) table.dispatch(a, ev);
   EXPECT_EQ(table.size(), 0u);
 }
 
@@ -192,9 +205,100 @@ TEST_F(RelayFixture, OpenBaoRefusedBeforeTheHandshakeStaysAReset) {
   peer_b.reset(idb, Code::kUpstreamRefused);
   move(peer_b, b.session());
   for (const Event& ev : b.session().take_events())
-    if (ev.kind == Event::kReset) table.on_reset(&b, ev.stream, ev.code);
+    if (ev.kind == Event::kReset) table.dispatch(b, ev);
   EXPECT_TRUE(written.empty()) << written;
   EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kUpstreamRefused);
+}
+
+TEST_F(RelayFixture, BytesCrossIntactBothWays) {
+  make(false);
+  ea.to_send = pattern(3 * 1024 * 1024 + 17, 1);  // several windows
+  eb.to_send = pattern(2 * 1024 * 1024 + 5, 2);
+  settle();
+  EXPECT_EQ(eb.got.size(), ea.to_send.size());
+  EXPECT_TRUE(eb.got == ea.to_send) << "bytes from a arrived changed at b";
+  EXPECT_EQ(ea.got.size(), eb.to_send.size());
+  EXPECT_TRUE(ea.got == eb.to_send) << "bytes from b arrived changed at a";
+  EXPECT_EQ(table.size(), 1u);
+}
+
+TEST_F(RelayFixture, AFinEachWayArrivesAfterTheBytesAndTheLastOneFreesTheEntry) {
+  make(false);
+  ea.to_send = pattern(100000, 3);
+  ea.fin_after = true;
+  settle();
+  EXPECT_TRUE(eb.fin);
+  EXPECT_EQ(eb.got, ea.to_send);
+  EXPECT_FALSE(ea.fin);
+  EXPECT_EQ(table.size(), 1u) << "half-closed: the other way still carries bytes";
+  eb.to_send = pattern(5000, 4);
+  eb.fin_after = true;
+  settle();
+  EXPECT_TRUE(ea.fin);
+  EXPECT_EQ(ea.got, eb.to_send);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.streams_on(a) + table.streams_on(b), 0u);
+}
+
+TEST_F(RelayFixture, AResetFromAReachesBWithItsCodeAndFreesTheEntry) {
+  make(false);
+  peer_a.reset(ida, Code::kCancel);
+  settle(3);
+  EXPECT_EQ(eb.reset, Code::kCancel);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.find(&b, idb), nullptr);
+}
+
+TEST_F(RelayFixture, AResetFromBReachesAWithItsCodeAndFreesTheEntry) {
+  make(false);
+  peer_b.reset(idb, Code::kUpstreamReset);
+  settle(3);
+  EXPECT_EQ(ea.reset, Code::kUpstreamReset);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.find(&a, ida), nullptr);
+}
+
+TEST_F(RelayFixture, AReaderThatDoesNotConsumeStopsTheWriterAtTheWindowThenItResumes) {
+  make(false);
+  eb.consume = false;
+  ea.to_send = pattern(8 * 1024 * 1024, 5);
+  settle();
+  // At most a window in flight to b and a window held by the relay.
+  EXPECT_LE(ea.sent, 2 * size_t{limits::kDefaultStreamWindow}) << "the writer never stalled";
+  EXPECT_EQ(peer_a.send_capacity(ida), 0u);
+  const size_t stalled_at = ea.sent;
+  settle(20);
+  EXPECT_EQ(ea.sent, stalled_at);
+  eb.consume = true;
+  settle(200);
+  EXPECT_EQ(eb.got.size(), ea.to_send.size());
+  EXPECT_TRUE(eb.got == ea.to_send);
+}
+
+TEST_F(RelayFixture, ALinkThatClosesResetsTheOtherEndsAndFreesEveryEntry) {
+  make(false);
+  table.link_closed(&a, Code::kCancel);
+  settle(3);
+  EXPECT_EQ(eb.reset, Code::kCancel);
+  EXPECT_EQ(table.size(), 0u);
+  EXPECT_EQ(table.streams_on(b), 0u);
+}
+
+TEST_F(RelayFixture, ASecondRelayForOneStreamIsACallerBugAndAborts) {
+  make(false);
+  EXPECT_DEATH(table.create(&a, ida), "check failed");
+  Relay* other = table.create(&a, ida + 2);
+  EXPECT_DEATH(table.attach(other, &b, idb), "check failed");
+}
+
+TEST_F(RelayFixture, EventsForStreamsWithoutARelayAreIgnored) {
+  make(false);
+  const uint32_t other = peer_a.open();
+  peer_a.send(other, Bytes(reinterpret_cast<const uint8_t*>("x"), 1), true);
+  settle(3);
+  EXPECT_EQ(table.size(), 1u);
+  EXPECT_EQ(table.find(&a, other), nullptr);
+  EXPECT_TRUE(eb.got.empty());
 }
 
 }  // namespace
