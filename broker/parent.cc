@@ -28,98 +28,100 @@ const char* kSummary =
     "forwards bytes; wrapper traffic is end-to-end encrypted when wrappers use TLS.";
 
 std::vector<FlagSpec> flag_specs() {
-  return {
-      {"bridge-listen", "ADDR:PORT", "where bridges connect (mutual TLS), e.g. 0.0.0.0:9443"},
-      {"service-listen", "ADDR:PORT", "where wrappers connect, e.g. 0.0.0.0:8443"},
-      {"cert", "FILE", "PEM certificate chain presented to bridges"},
-      {"key", "FILE", "PEM private key of --cert (unencrypted)"},
-      {"ca-cert", "FILE", "PEM CA certificate(s) that bridge certificates must chain to"},
-      {"bridge-pin-file", "FILE",
-       "more pins, one sha256//BASE64 per line, at most 16 in all (re-read on SIGHUP and when it "
-       "changes; a file without a pin is refused; default: bridge.pin beside --cert)"},
-      {"bridge-pin", "sha256//BASE64",
-       "accept only bridges whose certificate key hashes to this pin (curl's form)", true},
-      {"insecure-no-pin", "",
-       "accept any bridge certificate the CA signed (no pin); without it the broker refuses to "
-       "start when neither --bridge-pin, --bridge-pin-file nor bridge.pin beside --cert gives a "
-       "pin"},
-      {"pending-timeout", "SECONDS",
-       "how long a wrapper waits for a bridge when none is connected (default 10)"},
-      {"metrics-listen", "ADDR:PORT",
-       "serve /metrics (Prometheus), /healthz and /readyz over plain HTTP, e.g. 0.0.0.0:9090"},
-      {"probe-listen", "ADDR:PORT",
-       "serve only /healthz and /readyz, for kubelet's probes, on a port of their own so that "
-       "no flood on --metrics-listen can fail them, e.g. 0.0.0.0:9091"},
-      {"max-wrappers-per-source", "N",
-       "wrapper connections one source address (an IPv6 /64) may hold at once; more are "
-       "refused at accept (default 256)"},
-      {"drain-timeout", "SECONDS",
-       "on SIGTERM, how long open streams may take to finish (default 30)"},
-      {"memory-budget", "MIB",
-       "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
-       "stopped reading (default 32; the pod's memory limit must exceed twice this plus "
-       "about 40 MiB)"},
-      {"user", "NAME",
-       "when started as root, the user the child processes run as (default: cloudtaser if it "
-       "exists, else nobody)"},
-      {"log-level", "LEVEL", "error, warn, info (default) or debug"},
-      {"version", "", "print the version and exit"},
-      {"help", "", "print this help and exit"},
-  };
+  return join_flag_specs({
+      {
+          {"bridge-listen", "ADDR:PORT", "where bridges connect (mutual TLS), e.g. 0.0.0.0:9443"},
+          {"service-listen", "ADDR:PORT", "where wrappers connect, e.g. 0.0.0.0:8443"},
+      },
+      identity_flag_specs(
+          {"cert", "key", "bridges", "bridge certificates", "bridge", "bridges", "broker"}),
+      {
+          {"pending-timeout", "SECONDS",
+           "how long a wrapper waits for a bridge when none is connected (default 10)"},
+          {"metrics-listen", "ADDR:PORT",
+           "serve /metrics (Prometheus), /healthz and /readyz over plain HTTP, e.g. 0.0.0.0:9090"},
+          {"probe-listen", "ADDR:PORT",
+           "serve only /healthz and /readyz, for kubelet's probes, on a port of their own so that "
+           "no flood on --metrics-listen can fail them, e.g. 0.0.0.0:9091"},
+          {"max-wrappers-per-source", "N",
+           "wrapper connections one source address (an IPv6 /64) may hold at once; more are "
+           "refused at accept (default 256)"},
+          {"drain-timeout", "SECONDS",
+           "on SIGTERM, how long open streams may take to finish (default 30)"},
+          {"memory-budget", "MIB",
+           "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
+           "stopped reading (default 32; the pod's memory limit must exceed twice this plus "
+           "about 40 MiB)"},
+      },
+      last_flag_specs(),
+  });
 }
 
-class BrokerParent final : public DaemonParent {
+// STATS from the TLS process must decode as the broker's figures.
+bool check_stats(Bytes body) {
+  return decode_metrics(body).has_value();
+}
+
+// While the TLS process is stuck or restarting, no bridge is connected:
+// /readyz must not go on saying "ready" from the last figures.
+std::vector<uint8_t> stats_without_tls(Bytes last) {
+  auto samples = decode_metrics(last);
+  if (!samples) return {};
+  for (MetricSample& m : *samples)
+    if (m.id == MetricId::kBridgesConnected) m.value = 0;
+  return encode_metrics(*samples);
+}
+
+class BrokerParent final : DaemonParent::Hooks {
  public:
-  BrokerParent() : DaemonParent("cloudtaser-broker") {}
+  BrokerParent() : parent_(kDaemon, *this, {check_stats, stats_without_tls}) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     std::string err;
-    if (!f.parse(argc, argv, &err)) return usage_error(err);
+    if (!f.parse(argc, argv, &err)) return usage_error(kDaemon, err);
     const int common = parse_common_flags(
-        f, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"}, "bridge-pin");
+        f, kDaemon, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"},
+        "bridge-pin", &flags_);
     if (common >= 0) return common;
+    ProcSettings& settings = flags_.settings;
     if (f.has("max-wrappers-per-source")) {
       auto n = parse_seconds(f.get("max-wrappers-per-source"), limits::kMaxWrappersPerSourceFlag);
       if (!n || *n == 0)
-        return usage_error("bad --max-wrappers-per-source (a whole number, 1 to 16384)");
+        return usage_error(kDaemon, "bad --max-wrappers-per-source (a whole number, 1 to 16384)");
       wrapper_opts_.max_per_source = *n;
     }
     if (f.has("pending-timeout")) {
       auto s = parse_seconds(f.get("pending-timeout"), 3600);
-      if (!s) return usage_error("bad --pending-timeout (whole seconds, 1 to 3600)");
-      base_.pending_timeout_ms = *s * 1000;
+      if (!s) return usage_error(kDaemon, "bad --pending-timeout (whole seconds, 1 to 3600)");
+      settings.pending_timeout_ms = *s * 1000;
     }
-    if (f.has("memory-budget")) {
-      auto m = parse_seconds(f.get("memory-budget"), limits::kMaxMemoryBudgetMiB);
-      if (!m) return usage_error("bad --memory-budget (whole MiB, 1 to 65536)");
-      base_.memory_budget_mib = *m;
-    }
-    cert_path_ = f.get("cert");
-    key_path_ = f.get("key");
-    ca_path_ = f.get("ca-cert");
-    if (!choose_pin_source(cert_path_, "bridge.pin", &err)) return usage_error(err);
-    if (!open_executables(&err) || !preload_material(&err)) return usage_error(err);
+    if (!choose_pin_source(f.get("cert"), "bridge.pin", &flags_, &err))
+      return usage_error(kDaemon, err);
+    MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
+                         flags_.pins, flags_.pin_flag},
+                        validate_material);
+    if (!parent_.open_executables(&err) || !store.load(&err)) return usage_error(kDaemon, err);
     SockAddr bridge_addr, service_addr;
     if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr,
                        &err) ||
         !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr,
                        &err))
-      return usage_error(err);
+      return usage_error(kDaemon, err);
     SockAddr metrics_addr;
     if (f.has("metrics-listen") && !bind_listener(f.get("metrics-listen"), "--metrics-listen",
                                                   &metrics_fd_, &metrics_addr, &err))
-      return usage_error(err);
+      return usage_error(kDaemon, err);
     // The bound addresses (port 0 becomes the real port: tests rely on this line).
     LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
              service_addr.str().c_str());
     SockAddr probe_addr;
     if (f.has("probe-listen") &&
         !bind_listener(f.get("probe-listen"), "--probe-listen", &probe_fd_, &probe_addr, &err))
-      return usage_error(err);
+      return usage_error(kDaemon, err);
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
     if (probe_fd_) LOG_INFO("serving probes on %s", probe_addr.str().c_str());
-    return run();
+    return parent_.run(flags_, store);
   }
 
  private:
@@ -146,23 +148,10 @@ class BrokerParent final : public DaemonParent {
     return true;
   }
 
-  bool validate_material(const Material& m, std::string* err) const override {
+  static bool validate_material(const Material& m, std::string* err) {
     auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "", err);
     if (!ctx) *err = "--cert/--key/--ca-cert: " + *err;
     return ctx != nullptr;
-  }
-
-  ProcSettings settings_for(Supervisor::Which) override { return base_; }
-
-  bool check_stats(Bytes body) const override { return decode_metrics(body).has_value(); }
-  // While the TLS process is stuck or restarting, no bridge is connected:
-  // /readyz must not go on saying "ready" from the last figures.
-  std::vector<uint8_t> stats_without_tls(Bytes last) const override {
-    auto samples = decode_metrics(last);
-    if (!samples) return {};
-    for (MetricSample& m : *samples)
-      if (m.id == MetricId::kBridgesConnected) m.value = 0;
-    return encode_metrics(*samples);
   }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
@@ -182,6 +171,9 @@ class BrokerParent final : public DaemonParent {
     service_fd_.reset();
   }
 
+  static constexpr const char* kDaemon = "cloudtaser-broker";
+  CommonFlags flags_;
+  DaemonParent parent_;
   UniqueFd bridge_fd_, service_fd_, metrics_fd_, probe_fd_;
   ListenerOptions wrapper_opts_{limits::kDefaultWrappersPerSource, 0};
 };

@@ -39,13 +39,13 @@ IpcChannel* Supervisor::channel(Which w) {
   return kids_[w].pid > 0 && kids_[w].ch.valid() ? &kids_[w].ch : nullptr;
 }
 
-bool Supervisor::start() {
-  if (!spawn(kTls) || !spawn(kForward)) return false;
+bool Supervisor::start(TimePoint now) {
+  if (!spawn(kTls, now) || !spawn(kForward, now)) return false;
   connect_pair();
   return true;
 }
 
-bool Supervisor::spawn(Which w) {
+bool Supervisor::spawn(Which w, TimePoint now) {
   Kid& k = kids_[w];
   UniqueFd mine, theirs;
   if (!make_seqpacket_pair(&mine, &theirs)) {
@@ -60,7 +60,7 @@ bool Supervisor::spawn(Which w) {
     return false;
   }
   k.pid = pid;
-  k.started = Clock::now();
+  k.started = now;
   k.restart_at = TimePoint::max();
   k.ch = IpcChannel(std::move(mine), accepts_[w]);
   k.want_out = false;
@@ -201,7 +201,7 @@ void Supervisor::signal_all(int sig) noexcept {
     if (k.pid > 0) ::kill(k.pid, sig);
 }
 
-void Supervisor::on_sigchld() noexcept {
+void Supervisor::on_sigchld(TimePoint now) noexcept {
   for (int i = 0; i < 16; i++) {
     int status = 0;
     const pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -216,7 +216,6 @@ void Supervisor::on_sigchld() noexcept {
                  WEXITSTATUS(status));
       k.pid = -1;
       drop_channel(k);
-      const auto now = Clock::now();
       if (now - k.started >= kStableRun) k.failures = 0;
       const auto delay =
           std::min<Duration>(kRestartCap, kRestartBase * (1u << std::min(k.failures, 7u)));
@@ -251,7 +250,7 @@ void Supervisor::tick(TimePoint now) noexcept {
   bool spawned = false;
   for (Kid& k : kids_) {
     if (k.pid <= 0 && k.restart_at <= now) {
-      if (spawn(k.which)) {
+      if (spawn(k.which, now)) {
         restarts_++;
         spawned = true;
       } else {

@@ -45,9 +45,11 @@ class Supervisor {
              std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts);
 
   // Spawns both children joined by a data channel. False if fork fails.
-  bool start();
+  // Every time the supervisor keeps (heartbeat, backoff) is on the clock
+  // the caller passes here and to on_sigchld() and tick().
+  bool start(TimePoint now);
   // SIGCHLD: reaps and schedules restarts (unless stopping).
-  void on_sigchld() noexcept;
+  void on_sigchld(TimePoint now) noexcept;
   void tick(TimePoint now) noexcept;
   // After each loop batch: a channel whose send failed (queue over its cap, a
   // fatal socket error such as EMSGSIZE) counts as its child's death (killed
@@ -85,7 +87,7 @@ class Supervisor {
   };
   void heartbeat(Kid& k, TimePoint now) noexcept;
   void on_pong(Kid& k, const IpcMessage& m) noexcept;
-  bool spawn(Which w);
+  bool spawn(Which w, TimePoint now);
   void connect_pair();
   void drop_channel(Kid& k);
 

@@ -4,17 +4,14 @@
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -147,103 +144,6 @@ UniqueFd child_take_control() {
   fcntl(kChildControlFd, F_SETFD, FD_CLOEXEC);
   fcntl(kChildControlFd, F_SETFL, O_NONBLOCK);
   return UniqueFd(kChildControlFd);
-}
-
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
-                     bool private_key) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd) {
-    *err = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  struct stat st;
-  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    *err = "cannot read " + path + ": not a regular file";
-    return false;
-  }
-  // Checked on the file opened, not on the path (which may change meanwhile).
-  if (private_key && !check_key_file(path, st, err)) return false;
-  // Room for the whole file up front: a string that grows reallocates and
-  // leaves copies of a key behind in freed memory.
-  wipe(*out);
-  out->reserve(std::min(static_cast<size_t>(st.st_size), cap) + 1);
-  char buf[8192];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      *err = "cannot read " + path + ": " + std::strerror(errno);
-      return false;
-    }
-    if (out->size() + static_cast<size_t>(n) > cap) {
-      wipe(*out);
-      *err = "cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB";
-      return false;
-    }
-    out->append(buf, static_cast<size_t>(n));
-  }
-  explicit_bzero(buf, sizeof buf);
-  return true;
-}
-
-bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
-  rlimit r{};
-  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
-  *from = *to = r.rlim_cur;
-  if (r.rlim_cur == r.rlim_max) return true;
-  r.rlim_cur = r.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
-  *to = r.rlim_cur;
-  return true;
-}
-
-bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
-  const uid_t me = geteuid();
-  if (st.st_uid != 0 && st.st_uid != me) {
-    *err = path + " is owned by uid " + std::to_string(st.st_uid) +
-           "; a private key must belong to root or to the user the daemon runs as (uid " +
-           std::to_string(me) + ")";
-    return false;
-  }
-  char mode[8];
-  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0) {
-    *err = path + " has mode " + mode +
-           ": a private key must not be accessible to others nor writable by its group "
-           "(chmod 0600, or 0640 with the service's group)";
-    return false;
-  }
-  // Group-readable only by the group this daemon runs in (the package's
-  // 0640 root:vault for User=vault, a pod's fsGroup): that group can already
-  // act as the daemon. Any other group would hand the key to more users.
-  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != getegid()) {
-    gid_t groups[256];
-    const int n = getgroups(256, groups);
-    bool ours = false;
-    for (int i = 0; i < n; i++) ours = ours || groups[i] == st.st_gid;
-    if (!ours) {
-      *err = path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
-             ", which this daemon does not run in: chmod g-r, or give it the service's group";
-      return false;
-    }
-  }
-  return true;
-}
-
-void sd_notify(const std::string& msg) {
-  const char* path = std::getenv("NOTIFY_SOCKET");
-  if (path == nullptr || path[0] == '\0') return;
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const size_t plen = std::strlen(path);
-  if (plen >= sizeof sa.sun_path) return;
-  std::memcpy(sa.sun_path, path, plen);
-  if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace
-  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd) return;
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + plen);
-  sendto(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa), len);
 }
 
 }  // namespace ct

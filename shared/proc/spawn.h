@@ -1,15 +1,13 @@
 // Process plumbing: exec of a fresh binary for each child (our own for the TLS
 // process, <daemon>-forward for the forwarding process: a fresh address space
 // that inherited nothing from the parent's heap), the child's side of the
-// control channel, small file reads and systemd notification.
+// control channel.
 #pragma once
 
-#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <string>
 
-#include "shared/base/pin.h"
 #include "shared/base/unique_fd.h"
 
 namespace ct {
@@ -53,20 +51,4 @@ bool is_child_argv(int argc, char** argv, const char* daemon, const char* proces
 // In a child: checks that fd 3 is our control channel and closes every fd
 // above it. Exits 70 when started by hand without one.
 UniqueFd child_take_control();
-// Reads a file of at most `cap` bytes. With `private_key`, the file opened
-// must also pass check_key_file.
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
-                     bool private_key = false);
-// A private key file must belong to root or to us, give others no access,
-// and be readable by its group only when that is a group we run in.
-// `st` is the fstat of the opened file; *err names `path`.
-bool check_key_file(const std::string& path, const struct stat& st, std::string* err);
-// One datagram to $NOTIFY_SOCKET (systemd Type=notify); no-op without it.
-void sd_notify(const std::string& msg);
-// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it: the
-// forwarding processes hold one fd per wrapper or OpenBao connection, and a
-// soft limit of 1024 would fail streams long before the stream limit). On
-// failure *err says why; *from/*to are the soft limits before and after.
-bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err);
-
 }  // namespace ct

@@ -1,0 +1,128 @@
+#include "bridge/status_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "shared/base/log.h"
+#include "shared/base/unique_fd.h"
+
+namespace ct::bridge {
+
+double unix_seconds() {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  return static_cast<double>(ms) / 1000.0;
+}
+
+std::string status_text(uint32_t links_up, double changed, double started,
+                        const LogDropped& dropped) {
+  char buf[2048];
+  const int n = std::snprintf(
+      buf, sizeof buf,
+      "# HELP cloudtaser_bridge_build_info Build information.\n"
+      "# TYPE cloudtaser_bridge_build_info gauge\n"
+      "cloudtaser_bridge_build_info{version=\"%s\"} 1\n"
+      "# HELP cloudtaser_bridge_link_up 1 while at least one link to the broker is up.\n"
+      "# TYPE cloudtaser_bridge_link_up gauge\n"
+      "cloudtaser_bridge_link_up %u\n"
+      "# HELP cloudtaser_bridge_links_up Links to the broker that are up (2 while a draining "
+      "broker's link finishes its streams).\n"
+      "# TYPE cloudtaser_bridge_links_up gauge\n"
+      "cloudtaser_bridge_links_up %u\n"
+      "# HELP cloudtaser_bridge_last_change_timestamp_seconds Unix time the number of links up "
+      "last changed (or the bridge started).\n"
+      "# TYPE cloudtaser_bridge_last_change_timestamp_seconds gauge\n"
+      "cloudtaser_bridge_last_change_timestamp_seconds %.3f\n"
+      "# HELP cloudtaser_bridge_start_time_seconds Unix time the bridge started.\n"
+      "# TYPE cloudtaser_bridge_start_time_seconds gauge\n"
+      "cloudtaser_bridge_start_time_seconds %.3f\n"
+      "# HELP cloudtaser_bridge_log_lines_dropped_total Log lines a bridge process dropped "
+      "because its stderr was full.\n"
+      "# TYPE cloudtaser_bridge_log_lines_dropped_total counter\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"parent\"} %llu\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"tls\"} %llu\n"
+      "cloudtaser_bridge_log_lines_dropped_total{process=\"forward\"} %llu\n",
+      CT_VERSION, links_up > 0 ? 1u : 0u, links_up, changed, started,
+      static_cast<unsigned long long>(dropped.parent), static_cast<unsigned long long>(dropped.tls),
+      static_cast<unsigned long long>(dropped.forward));
+  if (n < 0) return {};
+  return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
+}
+
+bool write_atomically(const std::string& path, const std::string& text, std::string* err) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) {
+    *err = "cannot write " + tmp + ": " + std::strerror(errno);
+    return false;
+  }
+  UniqueFd f(fd);
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t w = ::write(f.get(), text.data() + off, text.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      *err = "cannot write " + tmp + ": " + std::strerror(w < 0 ? errno : ENOSPC);
+      ::unlink(tmp.c_str());
+      return false;
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fchmod(f.get(), 0644) != 0 || ::fsync(f.get()) != 0) {
+    *err = "cannot write " + tmp + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  f.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    *err = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+bool StatusFile::open(std::string path, double now, std::string* err) {
+  if (path.empty()) return *err = "empty path", false;
+  path_ = std::move(path);
+  started_ = changed_ = now;
+  return write_atomically(path_, status_text(0, changed_, started_, dropped_), err);
+}
+
+void StatusFile::links(uint32_t links_up, double now) noexcept {
+  if (!enabled() || links_up == links_up_) return;
+  links_up_ = links_up;
+  changed_ = now;
+  rewrite();
+}
+
+void StatusFile::child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept {
+  if (lines < last_count_[w]) last_count_[w] = 0;
+  uint64_t& total = w == Supervisor::kTls ? dropped_.tls : dropped_.forward;
+  const LogDropped before = dropped_;
+  total += lines - last_count_[w];
+  last_count_[w] = lines;
+  dropped_.parent = log::dropped_lines();
+  if (enabled() && !(dropped_ == before)) rewrite();
+}
+
+void StatusFile::rewrite() noexcept {
+  dropped_.parent = log::dropped_lines();
+  std::string err;
+  if (write_atomically(path_, status_text(links_up_, changed_, started_, dropped_), &err)) {
+    failing_ = false;
+  } else if (!failing_) {  // logged once until a write succeeds again
+    failing_ = true;
+    LOG_WARN("--status-file: %s", err.c_str());
+  }
+}
+
+}  // namespace ct::bridge

@@ -1,0 +1,208 @@
+#include "shared/parent/material_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "shared/base/unique_fd.h"
+#include "shared/wire/limits.h"
+
+namespace ct {
+
+std::vector<std::string> MaterialFiles::paths() const {
+  std::vector<std::string> out;
+  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file})
+    if (!p->empty()) out.push_back(*p);
+  return out;
+}
+
+bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
+                     bool private_key) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) {
+    *err = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    *err = "cannot read " + path + ": not a regular file";
+    return false;
+  }
+  // Checked on the file opened, not on the path (which may change meanwhile).
+  if (private_key && !check_key_file(path, st, err)) return false;
+  // Room for the whole file up front: a string that grows reallocates and
+  // leaves copies of a key behind in freed memory.
+  wipe(*out);
+  out->reserve(std::min(static_cast<size_t>(st.st_size), cap) + 1);
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *err = "cannot read " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (out->size() + static_cast<size_t>(n) > cap) {
+      wipe(*out);
+      *err = "cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB";
+      return false;
+    }
+    out->append(buf, static_cast<size_t>(n));
+  }
+  explicit_bzero(buf, sizeof buf);
+  return true;
+}
+
+bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
+  const uid_t me = geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    *err = path + " is owned by uid " + std::to_string(st.st_uid) +
+           "; a private key must belong to root or to the user the daemon runs as (uid " +
+           std::to_string(me) + ")";
+    return false;
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0) {
+    *err = path + " has mode " + mode +
+           ": a private key must not be accessible to others nor writable by its group "
+           "(chmod 0600, or 0640 with the service's group)";
+    return false;
+  }
+  // Group-readable only by the group this daemon runs in (the package's
+  // 0640 root:vault for User=vault, a pod's fsGroup): that group can already
+  // act as the daemon. Any other group would hand the key to more users.
+  if ((st.st_mode & S_IRGRP) != 0 && st.st_gid != getegid()) {
+    gid_t groups[256];
+    const int n = getgroups(256, groups);
+    bool ours = false;
+    for (int i = 0; i < n; i++) ours = ours || groups[i] == st.st_gid;
+    if (!ours) {
+      *err = path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
+             ", which this daemon does not run in: chmod g-r, or give it the service's group";
+      return false;
+    }
+  }
+  return true;
+}
+
+MaterialStore::MaterialStore(MaterialFiles files, Validate validate)
+    : files_(std::move(files)), validate_(std::move(validate)) {}
+
+MaterialStore::~MaterialStore() {
+  wipe_material(good_);
+  wipe_material(candidate_);
+}
+
+bool MaterialStore::read_pin_file(Material* m, std::string* err) const {
+  std::string text;
+  if (!read_small_file(files_.pin_file, kMaxPemFile, &text, err)) return false;
+  size_t line_no = 0, pos = 0, file_pins = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    line_no++;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+      line.pop_back();
+    const size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line[start] == '#') continue;
+    auto pin = parse_pin(line.substr(start));
+    if (!pin) {
+      *err = files_.pin_file + ":" + std::to_string(line_no) +
+             ": not a pin (expected sha256//<base64 of 32 bytes>)";
+      return false;
+    }
+    m->pins.push_back(*pin);
+    file_pins++;
+  }
+  // A file of comments only (or one caught mid-rewrite) would otherwise
+  // mean "no pin", i.e. any certificate the CA signed.
+  if (file_pins == 0) {
+    *err = files_.pin_file + ": no pin in the file (one sha256//<base64 of 32 bytes> per line)";
+    return false;
+  }
+  return true;
+}
+
+bool MaterialStore::read(Material* m, std::string* err) const {
+  const auto fail = [m] {
+    wipe_material(*m);
+    return false;
+  };
+  if (!read_small_file(files_.cert, kMaxPemFile, &m->cert_pem, err) ||
+      !read_small_file(files_.key, kMaxPemFile, &m->key_pem, err, /*private_key=*/true) ||
+      !read_small_file(files_.ca, kMaxPemFile, &m->ca_pem, err) ||
+      (!files_.service_cert.empty() &&
+       !read_small_file(files_.service_cert, kMaxPemFile, &m->service_cert_pem, err)) ||
+      (!files_.service_key.empty() &&
+       !read_small_file(files_.service_key, kMaxPemFile, &m->service_key_pem, err,
+                        /*private_key=*/true)))
+    return fail();
+  m->pins = files_.pins;
+  if (!files_.pin_file.empty() && !read_pin_file(m, err)) return fail();
+  {
+    std::vector<uint8_t> enc = encode_material(*m);
+    const size_t size = enc.size();
+    explicit_bzero(enc.data(), enc.size());
+    if (size == 0 || size > limits::kMaxMaterial) {
+      *err = "certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
+             " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
+             " KiB fit the control message to the TLS process";
+      return fail();
+    }
+  }
+  if (m->pins.size() > limits::kMaxPins) {
+    *err = std::to_string(m->pins.size()) + " pins given (--" + files_.pin_flag + " and " +
+           (files_.pin_file.empty() ? std::string("no file") : files_.pin_file) + "); at most " +
+           std::to_string(limits::kMaxPins);
+    return fail();
+  }
+  return true;
+}
+
+bool MaterialStore::read_checked(Material* into, std::string* err) const {
+  Material m;
+  if (!read(&m, err) || !validate_(m, err)) {
+    wipe_material(m);
+    return false;
+  }
+  wipe_material(*into);
+  *into = std::move(m);
+  return true;
+}
+
+bool MaterialStore::load(std::string* err) {
+  if (!read_checked(&good_, err)) return false;
+  loaded_ = true;
+  return true;
+}
+
+bool MaterialStore::propose(std::string* err) {
+  if (!read_checked(&candidate_, err)) return false;
+  pending_ = true;
+  return true;
+}
+
+bool MaterialStore::accept() {
+  if (!pending_) return false;
+  wipe_material(good_);
+  good_ = std::move(candidate_);
+  candidate_ = Material{};
+  pending_ = false;
+  return true;
+}
+
+void MaterialStore::refuse() {
+  wipe_material(candidate_);
+  candidate_ = Material{};
+  pending_ = false;
+}
+
+}  // namespace ct
