@@ -61,8 +61,11 @@ BROKER_FWD_SRC := $(wildcard broker/forward_*.cc) $(BROKER_BOTH)
 BRIDGE_FWD_SRC := $(wildcard bridge/forward_*.cc)
 BROKER_SRC := $(filter-out $(wildcard broker/forward_*.cc),$(wildcard broker/*.cc))
 BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
-# The bridge parent's code that tests/unit/bridge/ links (the rest has a main).
-BRIDGE_UNIT_SRC := bridge/status_file.cc
+# The daemons' own code that tests/unit/broker/ and bridge/ link (the rest has
+# a main or a process around it): the bridge parent's status file, the TLS
+# processes' sans-IO policy (bridge pool, counters, redial machine).
+BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc
+BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 
@@ -87,12 +90,12 @@ $(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 
 # Unit tests: one binary per folder of tests/unit/, linked with only the
 # layers that folder may use (tests/unit/stream/ cannot reach parent or tls).
-# tests/unit/broker/ and tests/unit/bridge/ test a daemon's own code (BROKER_BOTH,
-# BRIDGE_UNIT_SRC) and may use every layer.
+# tests/unit/broker/ and tests/unit/bridge/ test a daemon's own code
+# (BROKER_UNIT_SRC, BRIDGE_UNIT_SRC) and may use every layer.
 UNIT_DIRS  := $(notdir $(wildcard tests/unit/*))
 UNIT_BINS  := $(patsubst %,$(BUILD)/unit/%-tests,$(UNIT_DIRS))
 unit_libs   = $(if $(filter $(1),$(LAYERS)),$(call layers_upto,$(1)),$(ALL_LIBS))
-unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_BOTH)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT_SRC)))
+unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_UNIT_SRC)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT_SRC)))
 define unit_rule
 $(BUILD)/unit/$(1)-tests: $(call obj,$(wildcard tests/unit/$(1)/*.cc)) $(call unit_extra,$(1)) $(call unit_libs,$(1))
 	@mkdir -p $$(dir $$@)

@@ -4,7 +4,7 @@
 // the forwarding process, which connects to OpenBao. After any link loss it
 // asks for a new connection: soon after failures that cost the broker
 // nothing, with exponential backoff after TLS and certificate failures
-// (limits.h, kRedial*).
+// (bridge/dial.h).
 #include <arpa/inet.h>
 
 #include <map>
@@ -12,6 +12,7 @@
 #include <random>
 
 #include "bridge/bridge.h"
+#include "bridge/dial.h"
 #include "bridge/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/net.h"
@@ -29,36 +30,6 @@ namespace {
 // The process's --memory-budget for stream data (session.h CreditPool).
 CreditPool g_budget{0};
 
-// Why a connection to the broker failed, and whether retrying soon is cheap
-// for the broker (nothing reached its TLS process) or not (a handshake, or a
-// configuration error that the next attempt repeats).
-struct DialFailure {
-  const char* cls;
-  bool expensive;
-};
-
-DialFailure classify_dial_failure(const std::string& why) {
-  if (why.find("refused") != std::string::npos) return {"refused", false};
-  if (why.find("reset") != std::string::npos) return {"reset", false};
-  if (why.find("unreachable") != std::string::npos || why.find("No route") != std::string::npos)
-    return {"no route", false};
-  if (why.find("timed out") != std::string::npos || why.find("no answer") != std::string::npos)
-    return {"timeout", false};
-  if (why.find("resolve") != std::string::npos) return {"lookup", false};
-  return {"network", false};
-}
-
-DialFailure classify_link_failure(const std::string& why) {
-  if (why.find("certificate") != std::string::npos || why.find("pin") != std::string::npos)
-    return {"certificate", true};
-  // The broker's end went away before the handshake did any work (it is
-  // restarting): as cheap as a refused connection.
-  if (why.find("reset by peer") != std::string::npos ||
-      why.find("peer closed") != std::string::npos)
-    return {"reset", false};
-  return {"tls", true};
-}
-
 // Seccomp allowlist beyond the common set. The parent dials; this process
 // only tunes and closes the sockets it is handed: no socket(), no connect().
 const SyscallRule kSyscalls[] = {
@@ -67,7 +38,12 @@ const SyscallRule kSyscalls[] = {
 
 class TlsProcess final : public ChildBase {
  public:
-  TlsProcess() : ChildBase(kProcs, ProcRole::kTls, &g_budget), rng_(std::random_device{}()) {
+  TlsProcess()
+      : ChildBase(kProcs, ProcRole::kTls, &g_budget),
+        rng_(std::random_device{}()),
+        dial_([this](long long lo, long long hi) {
+          return std::uniform_int_distribution<long long>(lo, hi)(rng_);
+        }) {
     tls_global_init();
   }
 
@@ -105,13 +81,11 @@ class TlsProcess final : public ChildBase {
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
                  ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
         send(Msg::kReady, {});
-        if (dial_ == DialState::kIdle) next_dial_ = Clock::now();  // first dial now
-        if (dial_ == DialState::kIdle) dial_ = DialState::kWaiting;
+        dial_.dial_soon(Clock::now());  // the first dial
         return true;
       }
       case Msg::kDialed: {
-        if (dial_ != DialState::kDialing) return false;  // never asked for it
-        dial_ = DialState::kIdle;
+        if (!dial_.on_dialed()) return false;  // never asked for it
         if (draining_) return true;
         tune_link_socket(m.fd.get(), 15000);
         const uint64_t id = ++next_conn_;
@@ -131,51 +105,18 @@ class TlsProcess final : public ChildBase {
             Clock::now());
         return true;
       }
-      case Msg::kDialFailed: {
-        if (dial_ != DialState::kDialing) return false;
-        const std::string why(m.body.begin(), m.body.end());
-        dial_ = DialState::kIdle;
-        retry_after(classify_dial_failure(why), "cannot reach the broker", why);
-        return true;
-      }
+      case Msg::kDialFailed:
+        return dial_.on_dial_failed(std::string(m.body.begin(), m.body.end()), Clock::now());
       default:
         return false;
     }
   }
 
   void on_drain() noexcept override {
+    dial_.drain();
     for (auto& [id, l] : links_)
       if (l->has_session()) l->session().go_away(Code::kShutdown);
     LOG_INFO("draining: %zu streams open", relays_.size());
-  }
-
-  // Schedules the next dial after a failure of class f.cls, and says so at
-  // most once per interval per class (a broker that is down, or a peer that
-  // fails every handshake, would otherwise write lines at will).
-  void retry_after(DialFailure f, const char* what, const std::string& why) noexcept {
-    if (draining_) return;
-    using std::chrono::milliseconds;
-    const auto ms = [](Duration d) -> long long {
-      return std::chrono::duration_cast<milliseconds>(d).count();
-    };
-    long long delay = 0;
-    if (f.expensive) {
-      attempt_++;
-      const auto cap =
-          std::min<Duration>(limits::kRedialBackoffCap,
-                             limits::kRedialBackoffBase * (1u << std::min(attempt_ - 1, 5u)));
-      delay = std::max(ms(limits::kRedialMin),
-                       std::uniform_int_distribution<long long>(0, ms(cap))(rng_));
-    } else {
-      delay = std::uniform_int_distribution<long long>(ms(limits::kRedialMin),
-                                                       ms(limits::kRedialMax))(rng_);
-    }
-    next_dial_ = Clock::now() + milliseconds(delay);
-    dial_ = DialState::kWaiting;
-    log::Throttle& t = retry_log_[f.cls];
-    LOG_WARN_THROTTLED(t, "%s (%s): %s; reconnecting in %lld ms (%s, attempt %u)", what, f.cls,
-                       why.c_str(), delay, f.expensive ? "backing off" : "cheap to retry",
-                       attempt_);
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.
@@ -204,7 +145,7 @@ class TlsProcess final : public ChildBase {
         case Event::kReady:
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
-            attempt_ = 0;  // a link completed its HELLO: the configuration works
+            dial_.on_link_up();  // a link completed its HELLO: the configuration works
             LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s",
                      static_cast<TlsLink&>(l).peer_subject().c_str());
             report_status();
@@ -242,10 +183,7 @@ class TlsProcess final : public ChildBase {
                      "broker sent GOAWAY (%s): dialling a new link, this one finishes its %zu "
                      "streams",
                      std::string(code_name(ev.code)).c_str(), relays_.streams_on(l));
-            if (dial_ == DialState::kIdle && !draining_) {
-              next_dial_ = Clock::now();
-              dial_ = DialState::kWaiting;
-            }
+            dial_.dial_soon(Clock::now());
           }
           break;
         case Event::kError:
@@ -269,7 +207,7 @@ class TlsProcess final : public ChildBase {
     auto up = up_since_.find(l.id());
     const bool was_up = up != up_since_.end();
     // A link that was up ends at most once per completed HELLO: logged every
-    // time. Failed handshakes are logged per class, throttled (retry_after).
+    // time. Failed handshakes are logged per class, throttled (Redialer).
     if (was_up) {
       LOG_LINK(LOG_WARN, l.id(), "link to the broker lost: %s (%zu streams reset)",
                l.close_reason().c_str(), relays_.streams_on(l));
@@ -281,30 +219,18 @@ class TlsProcess final : public ChildBase {
     loop_.retire(std::move(it->second));
     links_.erase(it);
     report_status();
-    if (have_usable_link() || dial_ != DialState::kIdle) return;
-    if (was_up)
-      retry_after({"link lost", false}, "link to the broker lost", why);
-    else
-      retry_after(classify_link_failure(why),
-                  ("conn=" + std::to_string(id) + " TLS with the broker failed").c_str(), why);
+    dial_.on_link_closed(id, was_up, why, have_usable_link(), Clock::now());
   }
 
   // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    if (dial_ == DialState::kWaiting && now >= next_dial_ && ctx_ && !draining_) {
-      if (have_usable_link()) {
-        dial_ = DialState::kIdle;
-      } else {
-        dial_ = DialState::kDialing;
-        send(Msg::kDialRequest, {});
-      }
-    }
+    if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
   }
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (dial_ == DialState::kWaiting) t = std::min(t, next_dial_);
+    t = std::min(t, dial_.next_deadline());
     return std::min(t, relays_.next_deadline());
   }
 
@@ -336,19 +262,15 @@ class TlsProcess final : public ChildBase {
     return true;
   }
 
-  enum class DialState { kIdle, kWaiting, kDialing };
   std::shared_ptr<TlsContext> ctx_;
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
   RelayTable relays_;
-  DialState dial_ = DialState::kIdle;
-  TimePoint next_dial_ = TimePoint::max();
-  unsigned attempt_ = 0;  // expensive failures since the last link that completed HELLO
-  std::map<std::string, log::Throttle> retry_log_;  // one per failure class
+  std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
+  Redialer dial_;
   uint64_t next_conn_ = 0;
   uint32_t reported_up_ = UINT32_MAX;
-  std::mt19937_64 rng_;
 };
 
 }  // namespace

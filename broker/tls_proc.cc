@@ -2,19 +2,21 @@
 // runs mutual TLS and the link session on each, and relays every stream the
 // forwarding process opens (one per wrapper) to the least loaded bridge.
 // Wrappers that arrive while no bridge is connected wait here, up to
-// --pending-timeout, and are served the moment one connects.
+// --pending-timeout, and are served the moment one connects (the choice and
+// the queue: broker/bridge_pool.h; the counters for /metrics: broker/stats.h).
 #include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <deque>
 #include <map>
 #include <memory>
 #include <random>
 
+#include "broker/bridge_pool.h"
 #include "broker/broker.h"
 #include "broker/metrics.h"
 #include "broker/procs.h"
+#include "broker/stats.h"
 #include "shared/base/log.h"
 #include "shared/os/admission.h"
 #include "shared/os/net.h"
@@ -51,7 +53,7 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "closing a bridge link"},
 };
 
-class TlsProcess final : public ChildBase {
+class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers {
  public:
   TlsProcess() : ChildBase(kProcs, ProcRole::kTls, &g_budget) {
     tls_global_init();
@@ -182,73 +184,16 @@ class TlsProcess final : public ChildBase {
     update_listener(Clock::now());
   }
 
-  TlsLink* pick_bridge() {
-    TlsLink* best = nullptr;
-    for (auto& [id, l] : bridges_) {
-      if (l->closed() || !l->has_session() || !l->session().ready() ||
-          l->session().goaway_received() || l->session().goaway_sent())
-        continue;
-      // A bridge at the concurrency it advertised cannot take a stream now
-      // (Session::open would refuse): picking it would re-queue the wrapper
-      // forever (the serve_pending hang).
-      if (l->session().open_streams() >= l->session().peer_hello().max_streams) continue;
-      if (best == nullptr || l->session().open_streams() < best->session().open_streams())
-        best = l.get();
-    }
-    return best;
+  // ---------------------------------------------------------------- wrappers (BridgePool)
+  Relay* wrapper(uint32_t w) const { return local_ ? relays_.find(local_.get(), w) : nullptr; }
+  bool waiting(uint32_t w) override {
+    Relay* r = wrapper(w);
+    return r != nullptr && r->b.link == nullptr;
   }
-
-  // Opens a stream for the wrapper on the least loaded bridge with room.
-  bool try_open(Relay* r) {
-    TlsLink* b = pick_bridge();
-    if (b == nullptr) return false;
-    const uint32_t id = b->session().open();
-    if (id == 0) return false;
-    relays_.attach(r, b, id);
-    LOG_LINK(LOG_DEBUG, b->id(), "stream=%u opened for wrapper stream %u", id, r->a.id);
-    return true;
+  void attach(uint32_t w, TlsLink& bridge, uint32_t stream) override {
+    relays_.attach(wrapper(w), &bridge, stream);
   }
-
-  // Why a wrapper cannot be served: a bridge is connected but every one is at
-  // the concurrency it advertised (REFUSED), or there is none (NO_BRIDGE).
-  Code no_room_code() {
-    for (auto& [id, l] : bridges_)
-      if (!l->closed() && l->has_session() && l->session().ready() &&
-          !l->session().goaway_received() && !l->session().goaway_sent())
-        return Code::kRefused;
-    return Code::kNoBridge;
-  }
-
-  void assign(Relay* r) {
-    if (pending_.empty() && try_open(r)) return;  // never overtake a waiting wrapper
-    if (pending_.size() >= limits::kMaxPendingOpens || draining_) {
-      const Code c = no_room_code();
-      LOG_WARN_THROTTLED(pending_log_, "stream=%u refused (%s): %zu wrappers already waiting",
-                         r->a.id, std::string(code_name(c)).c_str(), pending_.size());
-      count_reset(c);
-      relays_.reset(r, c);
-      return;
-    }
-    if (pending_.empty())
-      LOG_INFO("%s: holding wrappers for up to %u ms",
-               no_room_code() == Code::kRefused ? "every bridge is at its stream limit"
-                                                : "no bridge connected",
-               settings_.pending_timeout_ms);
-    pending_.push_back(
-        {r->a.id, Clock::now() + std::chrono::milliseconds(settings_.pending_timeout_ms)});
-  }
-
-  // Serves waiting wrappers in arrival order, each keeping the deadline it
-  // got on arrival. Every turn takes one off the queue or stops, so it ends
-  // even when every bridge is at its max_streams. Runs after every batch
-  // while wrappers wait: a bridge connecting or a stream closing makes room.
-  void serve_pending() {
-    while (!pending_.empty()) {
-      Relay* r = local_ ? relays_.find(local_.get(), pending_.front().stream) : nullptr;
-      if (r != nullptr && r->b.link == nullptr && !try_open(r)) return;
-      pending_.pop_front();
-    }
-  }
+  void reset(uint32_t w, Code code) override { relays_.reset(wrapper(w), code); }
 
   void report_status() {
     uint32_t up = 0;
@@ -278,18 +223,19 @@ class TlsProcess final : public ChildBase {
             }
             LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s", t->peer_subject().c_str());
             report_status();
-            serve_pending();
+            pool_.serve();
           }
           break;
         case Event::kOpened:
           if (is_local) {
-            streams_total_++;
-            Relay* r = relays_.create(&l, ev.stream);
-            assign(r);
+            stats_.stream_opened();
+            relays_.create(&l, ev.stream);
+            pool_.place(ev.stream, Clock::now(),
+                        std::chrono::milliseconds(settings_.pending_timeout_ms), draining_);
           }
           break;
         case Event::kReset:
-          count_reset(ev.code);
+          stats_.reset(ev.code);
           [[fallthrough]];
         case Event::kData:
         case Event::kFin:
@@ -307,7 +253,7 @@ class TlsProcess final : public ChildBase {
           }
           LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
                    std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
-          if (!is_local) link_errors_[static_cast<uint32_t>(ev.code)]++;
+          if (!is_local) stats_.link_error(ev.code);
           break;
       }
     }
@@ -324,7 +270,7 @@ class TlsProcess final : public ChildBase {
     if (&l == local_.get()) {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
       relays_.link_closed(&l, Code::kCancel);
-      pending_.clear();
+      pool_.clear();
       end_if_broken(*local_);
       loop_.retire(std::move(local_));
       return;
@@ -333,16 +279,12 @@ class TlsProcess final : public ChildBase {
     if (it == bridges_.end()) return;
     admission_.on_closed(l.id());
     auto* t = static_cast<TlsLink*>(&l);
-    if (l.has_session()) {
-      bytes_to_bridge_ += l.session().stats().bytes_out;
-      bytes_from_bridge_ += l.session().stats().bytes_in;
-    }
+    if (l.has_session()) stats_.link_closed(l.session().stats());
     // Evictions are the admission layer's (counted and logged there), not
     // the peer's failure.
     const bool evicted = l.close_reason().rfind("evicted", 0) == 0;
     if (!t->established() && !evicted) {
-      const HandshakeFailure why = classify_handshake_failure(l.close_reason());
-      handshake_failures_[static_cast<uint32_t>(why)]++;
+      stats_.handshake_failed(classify_handshake_failure(l.close_reason()));
       // Anyone on the internet can fail a handshake at will.
       LOG_LINK_THROTTLED(handshake_log_, l.id(), "bridge handshake failed: %s",
                          l.close_reason().c_str());
@@ -365,21 +307,7 @@ class TlsProcess final : public ChildBase {
       if (auto it = bridges_.find(id); it != bridges_.end())
         it->second->close("TLS handshake not completed within the deadline");
     update_listener(now);
-    while (!pending_.empty() && pending_.front().deadline <= now) {
-      const auto p = pending_.front();
-      pending_.pop_front();
-      Relay* r = local_ ? relays_.find(local_.get(), p.stream) : nullptr;
-      if (r != nullptr && r->b.link == nullptr) {
-        const Code c = no_room_code();
-        LOG_WARN_THROTTLED(pending_log_,
-                           "stream=%u no bridge within the pending timeout: closing "
-                           "the wrapper (%s)",
-                           p.stream, std::string(code_name(c)).c_str());
-        pending_timeouts_++;
-        count_reset(c);
-        relays_.reset(r, c);
-      }
-    }
+    pool_.expire(now);
     if (now >= next_stats_) {
       send_stats();
       next_stats_ = now + std::chrono::seconds(1);
@@ -394,43 +322,27 @@ class TlsProcess final : public ChildBase {
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (!pending_.empty()) t = std::min(t, pending_.front().deadline);
+    t = std::min(t, pool_.next_deadline());
     t = std::min(t, admission_.next_deadline());
     return std::min(t, next_stats_);
   }
 
-  void count_reset(Code c) { resets_[static_cast<uint32_t>(c)]++; }
-
   // Metric samples go to the parent (and on to the forwarding process, which
   // serves /metrics) once a second when anything changed.
   void send_stats() {
-    std::vector<MetricSample> m;
-    uint64_t up = 0, to = bytes_to_bridge_, from = bytes_from_bridge_;
+    BrokerStats::Live live;
     for (auto& [id, l] : bridges_) {
       if (!l->has_session()) continue;
-      if (!l->closed() && l->session().ready()) up++;
-      to += l->session().stats().bytes_out;
-      from += l->session().stats().bytes_in;
+      if (!l->closed() && l->session().ready()) live.bridges_up++;
+      live.bytes_to_bridge += l->session().stats().bytes_out;
+      live.bytes_from_bridge += l->session().stats().bytes_in;
     }
-    m.push_back({MetricId::kBridgesConnected, 0, up});
-    m.push_back({MetricId::kStreamsOpen, 0, relays_.size()});
-    m.push_back({MetricId::kStreamsTotal, 0, streams_total_});
-    m.push_back({MetricId::kBytesToBridge, 0, to});
-    m.push_back({MetricId::kBytesFromBridge, 0, from});
-    m.push_back({MetricId::kWrappersPending, 0, pending_.size()});
-    m.push_back({MetricId::kPendingTimeouts, 0, pending_timeouts_});
-    for (auto& [k, v] : handshake_failures_) m.push_back({MetricId::kHandshakeFailures, k, v});
-    for (auto& [k, v] : resets_) m.push_back({MetricId::kResets, k, v});
-    for (auto& [k, v] : link_errors_) m.push_back({MetricId::kLinkErrors, k, v});
+    live.streams_open = relays_.size();
+    live.wrappers_pending = pool_.pending();
     for (size_t r = 0; r < kRefusalKinds; r++)
-      if (const uint64_t v = admission_.refused(static_cast<Refusal>(r)); v != 0)
-        m.push_back({MetricId::kAdmission, static_cast<uint32_t>(r), v});
-    m.push_back(
-        {MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kTls), log::dropped_lines()});
-    auto body = encode_metrics(m);
-    if (body == last_stats_) return;
-    send(Msg::kStats, body);
-    last_stats_ = std::move(body);
+      live.admission[r] = admission_.refused(static_cast<Refusal>(r));
+    live.log_dropped = log::dropped_lines();
+    if (auto body = stats_.changed_body(live)) send(Msg::kStats, *body);
   }
 
   void flush_all() noexcept {
@@ -439,7 +351,7 @@ class TlsProcess final : public ChildBase {
   }
 
   void after_batch() noexcept override {
-    if (!pending_.empty()) serve_pending();
+    if (pool_.pending() != 0) pool_.serve();
     flush_all();
     update_listener(Clock::now());
   }
@@ -455,25 +367,17 @@ class TlsProcess final : public ChildBase {
     LOG_INFO("draining: %zu streams open", relays_.size());
   }
 
-  struct Pending {
-    uint32_t stream;
-    TimePoint deadline;
-  };
   std::shared_ptr<TlsContext> ctx_;
   Listener listener_;
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
   Admission admission_{bridge_admission()};
   UniqueFd spare_;
   // What a remote peer can make us log at will goes through these.
-  log::Throttle refuse_log_, pause_log_, handshake_log_, pending_log_;
+  log::Throttle refuse_log_, pause_log_, handshake_log_;
   RelayTable relays_;
-  std::deque<Pending> pending_;
+  BrokerStats stats_;
+  BridgePool<TlsLink> pool_{bridges_, *this, stats_};
   uint64_t next_conn_ = 0;
-  // Counters for /metrics (bytes of closed links are folded in when they close).
-  uint64_t streams_total_ = 0, pending_timeouts_ = 0;
-  uint64_t bytes_to_bridge_ = 0, bytes_from_bridge_ = 0;
-  std::map<uint32_t, uint64_t> handshake_failures_, resets_, link_errors_;
-  std::vector<uint8_t> last_stats_;
   TimePoint next_stats_{};
   uint32_t reported_up_ = UINT32_MAX;
 };

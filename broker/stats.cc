@@ -1,0 +1,33 @@
+#include "broker/stats.h"
+
+#include <utility>
+
+namespace ct::broker {
+
+std::vector<MetricSample> BrokerStats::samples(const Live& live) const {
+  std::vector<MetricSample> m;
+  m.push_back({MetricId::kBridgesConnected, 0, live.bridges_up});
+  m.push_back({MetricId::kStreamsOpen, 0, live.streams_open});
+  m.push_back({MetricId::kStreamsTotal, 0, streams_total_});
+  m.push_back({MetricId::kBytesToBridge, 0, bytes_to_bridge_ + live.bytes_to_bridge});
+  m.push_back({MetricId::kBytesFromBridge, 0, bytes_from_bridge_ + live.bytes_from_bridge});
+  m.push_back({MetricId::kWrappersPending, 0, live.wrappers_pending});
+  m.push_back({MetricId::kPendingTimeouts, 0, pending_timeouts_});
+  for (auto& [k, v] : handshake_failures_) m.push_back({MetricId::kHandshakeFailures, k, v});
+  for (auto& [k, v] : resets_) m.push_back({MetricId::kResets, k, v});
+  for (auto& [k, v] : link_errors_) m.push_back({MetricId::kLinkErrors, k, v});
+  for (size_t r = 0; r < kRefusalKinds; r++)
+    if (live.admission[r] != 0)
+      m.push_back({MetricId::kAdmission, static_cast<uint32_t>(r), live.admission[r]});
+  m.push_back({MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kTls), live.log_dropped});
+  return m;
+}
+
+std::optional<std::vector<uint8_t>> BrokerStats::changed_body(const Live& live) {
+  auto body = encode_metrics(samples(live));
+  if (body == last_body_) return std::nullopt;
+  last_body_ = body;
+  return body;
+}
+
+}  // namespace ct::broker

@@ -1,0 +1,291 @@
+// The broker's bridge pool over in-memory links: each bridge is a link whose
+// session is joined back to back with a bridge-side session the test holds,
+// the wrappers are a fake the test inspects, and the clock is passed in.
+#include "broker/bridge_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <iterator>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "tests/unit/stream/memory_link.h"
+
+namespace ct::broker {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace testing_links;
+
+struct FakeWrappers final : BridgePool<MemoryLink>::Wrappers {
+  std::set<uint32_t> open;
+  std::map<uint32_t, std::pair<uint64_t, uint32_t>> attached;  // wrapper -> (bridge, stream)
+  std::map<uint32_t, Code> resets;
+  std::vector<uint32_t> order;  // wrappers in the order they got a stream
+  bool waiting(uint32_t w) override { return open.count(w) != 0 && attached.count(w) == 0; }
+  void attach(uint32_t w, MemoryLink& b, uint32_t stream) override {
+    EXPECT_TRUE(waiting(w)) << "wrapper " << w << " attached twice or after it left";
+    attached[w] = {b.id(), stream};
+    order.push_back(w);
+  }
+  void reset(uint32_t w, Code c) override {
+    EXPECT_TRUE(waiting(w)) << "wrapper " << w << " reset after it left or got a stream";
+    resets[w] = c;
+    open.erase(w);
+  }
+};
+
+void handshake(Session& x, Session& y) {
+  for (int i = 0; i < 10; i++) {
+    move(x, y);
+    move(y, x);
+  }
+}
+
+struct PoolFixture : ::testing::Test {
+  Loop loop;
+  NullOwner owner;
+  std::map<uint64_t, std::unique_ptr<MemoryLink>> links;
+  std::map<uint64_t, std::unique_ptr<Session>> peers;  // the bridges' ends
+  FakeWrappers wrappers;
+  BrokerStats stats;
+  BridgePool<MemoryLink> pool{links, wrappers, stats};
+  const TimePoint t0 = Clock::now();
+  static constexpr auto kTimeout = 500ms;
+
+  // A bridge that completed its HELLO, accepting `max_streams` at once,
+  // with `load` streams already open on it.
+  MemoryLink& bridge(uint64_t id, uint32_t max_streams = 100, uint32_t load = 0) {
+    links[id] = std::make_unique<MemoryLink>(loop, owner, id, cfg(true));
+    SessionConfig pc = cfg(false);
+    pc.max_streams = max_streams;
+    peers[id] = std::make_unique<Session>(pc, t0);
+    Session& s = links[id]->session();
+    handshake(s, *peers[id]);
+    EXPECT_TRUE(s.ready());
+    for (uint32_t i = 0; i < load; i++) EXPECT_NE(s.open(), 0u);
+    s.take_events();
+    return *links[id];
+  }
+
+  void arrive(uint32_t w, TimePoint at, bool draining = false) {
+    wrappers.open.insert(w);
+    pool.place(w, at, kTimeout, draining);
+  }
+  uint64_t bridge_of(uint32_t w) {
+    auto it = wrappers.attached.find(w);
+    return it == wrappers.attached.end() ? 0 : it->second.first;
+  }
+  uint64_t sample(MetricId id, uint32_t label = 0) {
+    for (const MetricSample& m : stats.samples({}))
+      if (m.id == id && m.label == label) return m.value;
+    return 0;
+  }
+};
+
+TEST_F(PoolFixture, AWrapperGoesToTheLeastLoadedBridge) {
+  bridge(1, 100, 2);
+  bridge(2, 100, 1);
+  bridge(3, 100, 0);
+  arrive(10, t0);
+  EXPECT_EQ(bridge_of(10), 3u);
+  // Now 2, 1, 1: the first of the least loaded.
+  arrive(11, t0);
+  EXPECT_EQ(bridge_of(11), 2u);
+  EXPECT_EQ(links[2]->session().open_streams(), 2u);
+  EXPECT_EQ(pool.pending(), 0u);
+}
+
+TEST_F(PoolFixture, ABridgeThatSentOrGotGoawayOrIsFullIsNotChosen) {
+  MemoryLink& went = bridge(1);  // the bridge is leaving: it sent GOAWAY
+  peers[1]->go_away(Code::kShutdown);
+  move(*peers[1], went.session());
+  went.session().take_events();
+  ASSERT_TRUE(went.session().goaway_received());
+  bridge(2).session().go_away(Code::kShutdown);  // we are draining it
+  bridge(3, 1, 1);                               // at the concurrency it advertised
+  EXPECT_FALSE(bridge_usable(*links[1]));
+  EXPECT_FALSE(bridge_usable(*links[2]));
+  EXPECT_TRUE(bridge_usable(*links[3]));
+  EXPECT_FALSE(bridge_has_room(*links[3]));
+  EXPECT_EQ(pool.least_loaded(), nullptr);
+  // A connected bridge without room: REFUSED, not NO_BRIDGE.
+  EXPECT_EQ(pool.no_room_code(), Code::kRefused);
+  bridge(4, 100, 5);
+  arrive(10, t0);
+  EXPECT_EQ(bridge_of(10), 4u);
+}
+
+TEST_F(PoolFixture, AHeldWrapperGoesToTheBridgeThatArrives) {
+  EXPECT_EQ(pool.no_room_code(), Code::kNoBridge);
+  arrive(10, t0);
+  EXPECT_EQ(bridge_of(10), 0u);
+  EXPECT_EQ(pool.pending(), 1u);
+  EXPECT_EQ(pool.next_deadline(), t0 + kTimeout);
+  pool.serve();  // still no bridge: nothing changes
+  EXPECT_EQ(pool.pending(), 1u);
+  bridge(1);
+  pool.serve();
+  EXPECT_EQ(bridge_of(10), 1u);
+  EXPECT_EQ(pool.pending(), 0u);
+  EXPECT_EQ(pool.next_deadline(), TimePoint::max());
+  pool.expire(t0 + 1h);
+  EXPECT_TRUE(wrappers.resets.empty());
+}
+
+TEST_F(PoolFixture, AHeldWrapperIsResetAtItsOwnDeadline) {
+  arrive(10, t0);
+  arrive(11, t0 + 100ms);
+  pool.expire(t0 + kTimeout - 1ms);
+  EXPECT_TRUE(wrappers.resets.empty());
+  pool.expire(t0 + kTimeout);
+  EXPECT_EQ(wrappers.resets.at(10), Code::kNoBridge);
+  EXPECT_EQ(wrappers.resets.count(11), 0u);
+  EXPECT_EQ(pool.next_deadline(), t0 + 100ms + kTimeout);
+  bridge(1, 1, 1);  // connected, but full: the wrapper hears REFUSED
+  pool.serve();
+  pool.expire(t0 + 100ms + kTimeout);
+  EXPECT_EQ(wrappers.resets.at(11), Code::kRefused);
+  EXPECT_EQ(pool.pending(), 0u);
+  EXPECT_EQ(sample(MetricId::kPendingTimeouts), 2u);
+  EXPECT_EQ(sample(MetricId::kResets, static_cast<uint32_t>(Code::kNoBridge)), 1u);
+  EXPECT_EQ(sample(MetricId::kResets, static_cast<uint32_t>(Code::kRefused)), 1u);
+}
+
+TEST_F(PoolFixture, HeldWrappersAreServedInArrivalOrderAndNeverOvertaken) {
+  arrive(10, t0);
+  arrive(11, t0);
+  arrive(12, t0);
+  wrappers.open.erase(11);  // its wrapper went away while held
+  bridge(1, 1);
+  pool.serve();
+  EXPECT_EQ(bridge_of(10), 1u);
+  EXPECT_EQ(pool.pending(), 1u);  // 11 dropped, 12 waits: the bridge is full
+  bridge(2, 1);
+  arrive(13, t0 + 1ms);  // room now, but 12 came first
+  EXPECT_EQ(bridge_of(13), 0u);
+  pool.serve();
+  EXPECT_EQ(bridge_of(12), 2u);
+  EXPECT_EQ(bridge_of(13), 0u);
+  EXPECT_EQ(pool.pending(), 1u);
+  // A gone wrapper's deadline passes without a reset or a count.
+  wrappers.open.erase(13);
+  pool.expire(t0 + 1h);
+  EXPECT_TRUE(wrappers.resets.empty());
+  EXPECT_EQ(sample(MetricId::kPendingTimeouts), 0u);
+}
+
+TEST_F(PoolFixture, ADrainingBrokerRefusesWhatItCannotServeAtOnce) {
+  arrive(10, t0, true);
+  EXPECT_EQ(wrappers.resets.at(10), Code::kNoBridge);
+  EXPECT_EQ(pool.pending(), 0u);
+  bridge(1);
+  arrive(11, t0, true);  // a bridge with room still serves it
+  EXPECT_EQ(bridge_of(11), 1u);
+  pool.clear();
+  EXPECT_EQ(pool.pending(), 0u);
+}
+
+// A seeded random walk: wrappers arrive and leave, bridges connect, fill,
+// send GOAWAY and go, the clock moves. Whatever the order, wrappers get
+// bridge streams in arrival order (a held wrapper is never overtaken), only
+// on a bridge with room, and none still waits past its deadline once the
+// TLS process has called expire().
+TEST_F(PoolFixture, AnySequenceServesInArrivalOrderOnlyWithRoomAndWithinTheDeadline) {
+  std::mt19937_64 rng(5);
+  std::map<uint32_t, TimePoint> arrived;
+  uint32_t next_wrapper = 1;
+  TimePoint now = t0;
+  for (int i = 0; i < 5000; i++) {
+    switch (rng() % 8) {
+      case 0:
+      case 1:
+        arrived[next_wrapper] = now;
+        arrive(next_wrapper++, now);
+        break;
+      case 2:
+        if (links.size() < 4) {
+          const uint64_t id = 100 + rng() % 1000;
+          if (links.count(id) == 0) bridge(id, static_cast<uint32_t>(1 + rng() % 3));
+        }
+        break;
+      case 3:
+        if (!links.empty()) {  // a bridge goes: one of ours is told to leave, or is gone
+          auto it = std::next(links.begin(), static_cast<long>(rng() % links.size()));
+          if (rng() % 2 == 0) {
+            it->second->session().go_away(Code::kShutdown);
+          } else {
+            peers.erase(it->first);
+            links.erase(it);
+          }
+        }
+        break;
+      case 4:
+        if (!wrappers.open.empty())  // a wrapper hangs up
+          wrappers.open.erase(
+              std::next(wrappers.open.begin(), static_cast<long>(rng() % wrappers.open.size())));
+        break;
+      case 5:
+        pool.serve();
+        break;
+      default:
+        now += std::chrono::milliseconds(rng() % 200);
+        pool.expire(now);
+        for (auto& [w, at] : arrived)
+          if (wrappers.waiting(w)) {
+            ASSERT_GT(at + kTimeout, now) << "wrapper " << w;
+          }
+        break;
+    }
+    for (auto& [id, l] : links)
+      ASSERT_LE(l->session().open_streams(), l->session().peer_hello().max_streams);
+  }
+  const std::vector<uint32_t>& order = wrappers.order;
+  ASSERT_GT(order.size(), 50u);
+  for (size_t k = 1; k < order.size(); k++) ASSERT_LT(order[k - 1], order[k]);
+  for (auto& [w, code] : wrappers.resets) EXPECT_EQ(wrappers.attached.count(w), 0u);
+  EXPECT_GT(wrappers.resets.size(), 10u);
+}
+
+TEST(BrokerStats, CountersAddTheLiveFiguresAndOnlyChangesAreSent) {
+  BrokerStats s;
+  s.stream_opened();
+  s.stream_opened();
+  s.handshake_failed(HandshakeFailure::kPin);
+  s.link_error(Code::kProtocol);
+  SessionStats closed;
+  closed.bytes_out = 100;
+  closed.bytes_in = 40;
+  s.link_closed(closed);
+  BrokerStats::Live live;
+  live.bridges_up = 1;
+  live.bytes_to_bridge = 5;
+  live.bytes_from_bridge = 7;
+  live.admission[static_cast<size_t>(Refusal::kPerSource)] = 3;
+  auto body = s.changed_body(live);
+  ASSERT_TRUE(body.has_value());
+  EXPECT_FALSE(s.changed_body(live).has_value());  // nothing changed: nothing to send
+  auto m = decode_metrics(*body);
+  ASSERT_TRUE(m.has_value());
+  std::map<std::pair<MetricId, uint32_t>, uint64_t> got;
+  for (const MetricSample& x : *m) got[{x.id, x.label}] = x.value;
+  EXPECT_EQ((got[{MetricId::kBridgesConnected, 0}]), 1u);
+  EXPECT_EQ((got[{MetricId::kStreamsTotal, 0}]), 2u);
+  EXPECT_EQ((got[{MetricId::kBytesToBridge, 0}]), 105u);
+  EXPECT_EQ((got[{MetricId::kBytesFromBridge, 0}]), 47u);
+  EXPECT_EQ((got[{MetricId::kHandshakeFailures, static_cast<uint32_t>(HandshakeFailure::kPin)}]),
+            1u);
+  EXPECT_EQ((got[{MetricId::kLinkErrors, static_cast<uint32_t>(Code::kProtocol)}]), 1u);
+  EXPECT_EQ((got[{MetricId::kAdmission, static_cast<uint32_t>(Refusal::kPerSource)}]), 3u);
+  // Refusal kinds that never happened are not sent.
+  EXPECT_EQ(got.count({MetricId::kAdmission, static_cast<uint32_t>(Refusal::kEvicted)}), 0u);
+  s.reset(Code::kCancel);
+  EXPECT_TRUE(s.changed_body(live).has_value());
+}
+
+}  // namespace
+}  // namespace ct::broker
