@@ -180,8 +180,8 @@ class TlsProcess final : public ChildBase {
         case Event::kGoAway:
           if (!is_local) {
             LOG_LINK(LOG_INFO, l.id(),
-                     "broker sent GOAWAY (%s): dialling a new link, this one finishes its %zu "
-                     "streams",
+                     "broker sent GOAWAY (%s): dialling a new link, this one finishes "
+                     "its %zu streams",
                      std::string(code_name(ev.code)).c_str(), relays_.streams_on(l));
             dial_.dial_soon(Clock::now());
           }
@@ -228,6 +228,16 @@ class TlsProcess final : public ChildBase {
     if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
   }
 
+  bool drained() noexcept override {
+    if (relays_.size() != 0) return false;
+    flush_all();
+    // close_notify after the GOAWAY: the broker sees a clean end, not a
+    // transport failure.
+    for (auto& [id, l] : links_)
+      if (!l->closed()) l->shutdown_tls();
+    return true;
+  }
+
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
     t = std::min(t, dial_.next_deadline());
@@ -250,16 +260,6 @@ class TlsProcess final : public ChildBase {
       if (!l->closed() && l->has_session() && l->session().goaway_received() &&
           relays_.streams_on(*l) == 0)
         l->close("broker asked us to go away and no stream is left");
-  }
-
-  bool drained() noexcept override {
-    if (relays_.size() != 0) return false;
-    flush_all();
-    // close_notify after the GOAWAY: the broker sees a clean end, not a
-    // transport failure.
-    for (auto& [id, l] : links_)
-      if (!l->closed()) l->shutdown_tls();
-    return true;
   }
 
   std::shared_ptr<TlsContext> ctx_;

@@ -165,11 +165,11 @@ int ChildBase::run() {
   Timer deadlines(loop_.timers(), [this](TimePoint now) { on_tick(now); });
   auto batch_done = [this, &deadlines] {
     after_batch();
+    if (ctl_.wants_write()) ctl_.flush();
     if (!loop_.stopped() && draining_ && drained()) {
       LOG_INFO("drained");
       exit_child(0);
     }
-    if (ctl_.wants_write()) ctl_.flush();
     if (!loop_.stopped()) deadlines.arm(next_deadline());
   };
   loop_.set_after_batch(batch_done);
