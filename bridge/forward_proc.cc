@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "bridge/bridge.h"
+#include "bridge/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/net.h"
 #include "shared/proc/child.h"
@@ -44,16 +45,9 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "half-close towards OpenBao after the stream's FIN"},
 };
 
-const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},
-    {Msg::kDrain, false, 0},
-};
-
-class ForwardProcess final : public ChildBase, public Link::Owner {
+class ForwardProcess final : public ChildBase {
  public:
-  ForwardProcess() : ChildBase("vault-bridge", "forward", kAccepts) {}
+  ForwardProcess() : ChildBase(kProcs, ProcRole::kForward, &g_budget) {}
 
  private:
   bool on_message(IpcMessage& m) noexcept override {
@@ -64,27 +58,10 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
-        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         enter_sandbox(forward_sandbox(hp->port));
         send(Msg::kReady, {});
         return true;
       }
-      case Msg::kPeerChannel: {
-        SessionConfig c;
-        c.role = Role::kForwardProcess;
-        c.opener = false;  // the TLS process opens a stream per wrapper
-        c.stream_window = limits::kLocalStreamWindow;
-        c.ping_interval = Duration::zero();
-        c.pool = &g_budget;
-        auto next = open_data_channel(*this, std::move(m.fd), c);
-        if (!next) return false;  // PEER_RING comes first
-        if (local_) local_->close("replaced by a new data channel");
-        local_ = std::move(next);
-        return true;
-      }
-      case Msg::kDrain:
-        draining_ = true;
-        return true;
       default:
         return false;
     }
@@ -107,43 +84,36 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     splices_.add(l, id, std::move(fd), in_progress, Code::kUpstreamReset);
   }
 
-  void on_link_events(Link& l) noexcept override {
-    auto events = l.session().take_events();
-    for (const Event& ev : events) {
-      // OpenBao is dialled at the stream's first byte (the first plaintext
-      // byte with --service-cert), not at its open: a wrapper that connects
-      // and says nothing, or never finishes its TLS handshake, costs OpenBao
-      // nothing.
-      if (ev.kind == Event::kOpened) {
-        unconnected_.insert(ev.stream);
-        continue;
-      }
-      if (unconnected_.count(ev.stream) != 0) {
-        if (ev.kind == Event::kData) {
-          unconnected_.erase(ev.stream);
-          open_upstream(l, ev.stream);  // the splice queues the bytes while it connects
-        } else if (ev.kind == Event::kFin) {
-          // Closed before it said anything: close ours too, no dial.
-          unconnected_.erase(ev.stream);
-          l.session().close_write(ev.stream);
-          continue;
-        } else if (ev.kind == Event::kReset) {
-          unconnected_.erase(ev.stream);
-          continue;
-        } else {
-          continue;
-        }
-      }
-      if (ev.kind == Event::kError) {
-        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
-                 std::string(ev.what).c_str());
-        continue;
-      }
-      splices_.dispatch(l, ev);
+  // OpenBao is dialled at the stream's first byte (the first plaintext byte
+  // with --service-cert), not at its open: a wrapper that connects and says
+  // nothing, or never finishes its TLS handshake, costs OpenBao nothing.
+  // True when the event was about a stream not yet connected and is done with.
+  bool held_until_first_byte(Link& l, const Event& ev) {
+    if (ev.kind == Event::kOpened) {
+      unconnected_.insert(ev.stream);
+      return true;
     }
-    // Before the data channel is read again: splices write straight from its
-    // input buffer (Splice::flush).
-    splices_.flush();
+    if (unconnected_.count(ev.stream) == 0) return false;
+    switch (ev.kind) {
+      case Event::kData:
+        unconnected_.erase(ev.stream);
+        open_upstream(l, ev.stream);  // the splice queues the bytes while it connects
+        return false;                 // and takes them now
+      case Event::kFin:
+        // Closed before it said anything: close ours too, no dial.
+        unconnected_.erase(ev.stream);
+        l.session().close_write(ev.stream);
+        return true;
+      case Event::kReset:
+        unconnected_.erase(ev.stream);
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  void on_link_events(Link& l) noexcept override {
+    route_to_splices(l, splices_, [&](const Event& ev) { return held_until_first_byte(l, ev); });
   }
 
   void on_link_closed(Link& l) noexcept override {
@@ -157,11 +127,13 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
     }
   }
 
-  void on_tick(TimePoint) noexcept override {
-    if (draining_ && splices_.empty() && unconnected_.empty()) {
-      if (local_) local_->flush();
-      exit_child(0);
-    }
+  void on_tick(TimePoint) noexcept override {}
+  // The streams finish on their own (the TLS process drains the broker's).
+  void on_drain() noexcept override {}
+  bool drained() noexcept override {
+    if (!splices_.empty() || !unconnected_.empty()) return false;
+    if (local_) local_->flush();
+    return true;
   }
   TimePoint next_deadline() const override { return TimePoint::max(); }
   void after_batch() noexcept override {
@@ -170,27 +142,21 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   SockAddr upstream_;
-  std::unique_ptr<PlainLink> local_;
   SpliceTable splices_{loop_};
   // Streams opened by the TLS process whose first byte has not come yet.
   std::unordered_set<uint32_t> unconnected_;
-  bool draining_ = false;
 };
 
 }  // namespace
 
 SandboxSpec forward_sandbox(uint16_t upstream_port) {
-  SandboxSpec s;
-  s.process = "vault-bridge forward";
-  s.syscalls = kSyscalls;
-  s.connect_port = upstream_port;
-  s.tcp_options = true;  // setsockopt: TCP_NODELAY; SO_LINGER 0 for a reset
+  SandboxSpec s = child_sandbox(kProcs.forward, kSyscalls);
+  s.connect_port = upstream_port;  // Landlock: OpenBao's port and no other
   return s;
 }
 
 int forward_main() {
-  ForwardProcess p;
-  return p.run();
+  return run_child<ForwardProcess>();
 }
 
 }  // namespace ct::bridge

@@ -5,10 +5,11 @@
 // --child=forward (docs/architecture.md). The test hooks (docs/sandbox.md) are
 // in shared/proc/forward_exe.cc.
 #include "bridge/bridge.h"
+#include "bridge/procs.h"
 #include "shared/proc/forward_exe.h"
 
 int main(int argc, char** argv) {
-  return ct::daemon_exe_main(
-      argc, argv,
-      {"vault-bridge", ct::bridge::parent_main, ct::bridge::tls_main, ct::bridge::tls_sandbox});
+  return ct::daemon_exe_main(argc, argv,
+                             {"vault-bridge", ct::bridge::parent_main, ct::bridge::tls_main,
+                              ct::bridge::tls_sandbox, &ct::bridge::kProcs});
 }

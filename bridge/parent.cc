@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bridge/bridge.h"
+#include "bridge/procs.h"
 #include "bridge/status_file.h"
 #include "shared/base/log.h"
 #include "shared/base/unique_fd.h"
@@ -134,7 +135,7 @@ bool is_loopback(const SockAddr& a) {
 
 class BridgeParent final : DaemonParent::Hooks {
  public:
-  BridgeParent() : parent_(kDaemon, *this), resolver_(parent_.loop()) {}
+  BridgeParent() : parent_(kProcs, *this), resolver_(parent_.loop()) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
@@ -347,7 +348,7 @@ class BridgeParent final : DaemonParent::Hooks {
     status_.child_exited(w);                    // its successor counts from 0
   }
 
-  static constexpr const char* kDaemon = "vault-bridge";
+  static constexpr const char* kDaemon = kProcs.daemon;
   CommonFlags flags_;
   DaemonParent parent_;
   HostPort broker_;

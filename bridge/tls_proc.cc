@@ -13,6 +13,7 @@
 
 #include "bridge/bridge.h"
 #include "bridge/dial.h"
+#include "bridge/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/net.h"
 #include "shared/proc/child.h"
@@ -35,20 +36,10 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "closing a link"},
 };
 
-const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},
-    {Msg::kDialed, true, 0},
-    {Msg::kDialFailed, false, 1024},
-    {Msg::kDrain, false, 0},
-};
-
-class TlsProcess final : public ChildBase, public Link::Owner {
+class TlsProcess final : public ChildBase {
  public:
   TlsProcess()
-      : ChildBase("vault-bridge", "tls", kAccepts),
+      : ChildBase(kProcs, ProcRole::kTls, &g_budget),
         rng_(std::random_device{}()),
         dial_([this](long long lo, long long hi) {
           return std::uniform_int_distribution<long long>(lo, hi)(rng_);
@@ -60,7 +51,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
-        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         relays_.set_timeouts(limits::kWrapperHandshakeTimeout,
                              std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
         return true;
@@ -91,22 +81,6 @@ class TlsProcess final : public ChildBase, public Link::Owner {
         dial_.dial_soon(Clock::now());  // the first dial
         return true;
       }
-      case Msg::kPeerChannel: {
-        SessionConfig c;
-        c.role = Role::kTlsProcess;
-        c.opener = true;
-        c.stream_window = limits::kLocalStreamWindow;
-        c.ping_interval = Duration::zero();
-        c.pool = &g_budget;
-        auto next = open_data_channel(*this, std::move(m.fd), c);
-        if (!next) return false;  // PEER_RING comes first
-        if (local_) {
-          relays_.link_closed(local_.get(), Code::kCancel);
-          local_->close("replaced by a new data channel");
-        }
-        local_ = std::move(next);
-        return true;
-      }
       case Msg::kDialed: {
         if (!dial_.on_dialed()) return false;  // never asked for it
         if (draining_) return true;
@@ -127,16 +101,16 @@ class TlsProcess final : public ChildBase, public Link::Owner {
       }
       case Msg::kDialFailed:
         return dial_.on_dial_failed(std::string(m.body.begin(), m.body.end()), Clock::now());
-      case Msg::kDrain:
-        draining_ = true;
-        dial_.drain();
-        for (auto& [id, l] : links_)
-          if (l->has_session()) l->session().go_away(Code::kShutdown);
-        LOG_INFO("draining: %zu streams open", relays_.size());
-        return true;
       default:
         return false;
     }
+  }
+
+  void on_drain() noexcept override {
+    dial_.drain();
+    for (auto& [id, l] : links_)
+      if (l->has_session()) l->session().go_away(Code::kShutdown);
+    LOG_INFO("draining: %zu streams open", relays_.size());
   }
 
   // A link that can take new streams: the newest one the broker has not sent GOAWAY on.
@@ -261,15 +235,16 @@ class TlsProcess final : public ChildBase, public Link::Owner {
           relays_.streams_on(*l) == 0)
         l->close("broker asked us to go away and no stream is left");
     if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
-    if (draining_ && relays_.size() == 0) {
-      flush_all();
-      // close_notify after the GOAWAY: the broker sees a clean end, not a
-      // transport failure.
-      for (auto& [id, l] : links_)
-        if (!l->closed()) l->shutdown_tls();
-      LOG_INFO("drained");
-      exit_child(0);
-    }
+  }
+
+  bool drained() noexcept override {
+    if (relays_.size() != 0) return false;
+    flush_all();
+    // close_notify after the GOAWAY: the broker sees a clean end, not a
+    // transport failure.
+    for (auto& [id, l] : links_)
+      if (!l->closed()) l->shutdown_tls();
+    return true;
   }
 
   TimePoint next_deadline() const override {
@@ -290,29 +265,23 @@ class TlsProcess final : public ChildBase, public Link::Owner {
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
-  std::unique_ptr<PlainLink> local_;
   RelayTable relays_;
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;
   uint32_t reported_up_ = UINT32_MAX;
-  bool draining_ = false;
 };
 
 }  // namespace
 
 SandboxSpec tls_sandbox() {
-  SandboxSpec s;
-  s.process = "vault-bridge tls";
-  s.syscalls = kSyscalls;
-  s.max_fds = 64;
-  s.tcp_options = true;  // setsockopt: NODELAY, keepalive and TCP_USER_TIMEOUT on the link
+  SandboxSpec s = child_sandbox(kProcs.tls, kSyscalls);
+  s.max_fds = 64;  // a link or two to the broker, the data channel, the control channel
   return s;
 }
 
 int tls_main() {
-  TlsProcess p;
-  return p.run();
+  return run_child<TlsProcess>();
 }
 
 }  // namespace ct::bridge

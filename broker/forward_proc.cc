@@ -13,6 +13,7 @@
 
 #include "broker/broker.h"
 #include "broker/forward_metrics.h"
+#include "broker/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/admission.h"
 #include "shared/os/net.h"
@@ -37,14 +38,6 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
 };
 
-// LISTENER and METRICS_LISTENER carry the port's ListenerOptions (admission.h).
-const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, kListenerOptionsSize},
-    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
-    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, kListenerOptionsSize},
-    {Msg::kStats, false, 8192},
-};
-
 // A wrapper refused at accept is closed with an RST (SO_LINGER {1, 0}): a
 // FIN straight after the connect could pass for an empty answer, a reset is
 // plainly a refusal, which clients retry.
@@ -66,9 +59,9 @@ AdmissionLimits service_admission(uint32_t per_source, size_t fd_limit) {
   return l;
 }
 
-class ForwardProcess final : public ChildBase, public Link::Owner {
+class ForwardProcess final : public ChildBase {
  public:
-  ForwardProcess() : ChildBase("cloudtaser-broker", "forward", kAccepts) {
+  ForwardProcess() : ChildBase(kProcs, ProcRole::kForward, &g_budget) {
     // A spare fd to give back when accept() hits EMFILE, so the listener can
     // take the pending connection off the queue and close it instead of
     // spinning on a level-triggered event it cannot clear (FI-22, libuv#315).
@@ -90,14 +83,13 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings: {
-        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         enter_sandbox(forward_sandbox(0));
         send(Msg::kReady, {});
         return true;
       }
       case Msg::kListener: {
         auto o = decode_listener_options(m.body);
-        if (listener_.fd || !o) return false;
+        if (!o) return false;
         listener_.self = this;
         listener_.fd = std::move(m.fd);
         svc_ = Admission(service_admission(o->max_per_source, fd_limit_));
@@ -106,8 +98,6 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         update_listener();
         return true;
       }
-      case Msg::kPeerChannel:
-        return set_local(std::move(m.fd));
       case Msg::kMetricsListener: {
         auto o = decode_listener_options(m.body);
         if (!o) return false;
@@ -123,32 +113,19 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
         mstate_.tls = std::move(*s);
         return true;
       }
-      case Msg::kDrain:
-        draining_ = true;
-        mstate_.fwd.draining = true;  // readiness goes false first
-        update_listener();
-        listener_.fd.reset();  // new wrappers are refused, not queued until we exit
-        LOG_INFO("draining: %zu wrapper connections open", splices_.size());
-        return true;
       default:
         return false;
     }
   }
 
-  bool set_local(UniqueFd fd) {
-    SessionConfig c;
-    c.role = Role::kForwardProcess;
-    c.opener = true;
-    c.stream_window = limits::kLocalStreamWindow;
-    c.ping_interval = Duration::zero();
-    c.pool = &g_budget;
-    auto next = open_data_channel(*this, std::move(fd), c);
-    if (!next) return false;  // PEER_RING comes first
-    if (local_) local_->close("replaced by a new data channel");
-    local_ = std::move(next);
+  void on_drain() noexcept override {
+    mstate_.fwd.draining = true;  // readiness goes false first
     update_listener();
-    return true;
+    listener_.fd.reset();  // new wrappers are refused, not queued until we exit
+    LOG_INFO("draining: %zu wrapper connections open", splices_.size());
   }
+
+  void on_data_channel() noexcept override { update_listener(); }
 
   // Wrappers are accepted only while a data channel exists; otherwise they
   // wait in the kernel's backlog until the TLS process is back.
@@ -259,18 +236,7 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   void on_link_events(Link& l) noexcept override {
-    auto events = l.session().take_events();
-    for (const Event& ev : events) {
-      if (ev.kind == Event::kError) {
-        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
-                 std::string(ev.what).c_str());
-        continue;
-      }
-      splices_.dispatch(l, ev);
-    }
-    // Before the data channel is read again: splices write straight from its
-    // input buffer (Splice::flush).
-    splices_.flush();
+    route_to_splices(l, splices_, [](const Event&) { return false; });
   }
 
   void on_link_closed(Link& l) noexcept override {
@@ -296,11 +262,11 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
       publish_counts();
       next_sweep_ = now + kSweepInterval;
     }
-    if (draining_ && splices_.empty()) {
-      if (local_) local_->flush();
-      LOG_INFO("drained");
-      exit_child(0);
-    }
+  }
+  bool drained() noexcept override {
+    if (!splices_.empty()) return false;
+    if (local_) local_->flush();
+    return true;
   }
   TimePoint next_deadline() const override {
     TimePoint t = by_source_.empty() ? TimePoint::max() : next_sweep_;
@@ -314,7 +280,6 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   }
 
   Listener listener_;
-  std::unique_ptr<PlainLink> local_;
   SpliceTable splices_{loop_};
   MetricsState mstate_;
   std::unique_ptr<MetricsServer> metrics_, probes_;
@@ -327,22 +292,17 @@ class ForwardProcess final : public ChildBase, public Link::Owner {
   static constexpr auto kSweepInterval = std::chrono::seconds(1);
   TimePoint next_sweep_{};
   log::Throttle refuse_log_;
-  bool draining_ = false;
 };
 
 }  // namespace
 
+// The upstream port is the bridge's: the broker's forwarding process connects nowhere.
 SandboxSpec forward_sandbox(uint16_t) {
-  SandboxSpec s;
-  s.process = "cloudtaser-broker forward";
-  s.syscalls = kSyscalls;
-  s.tcp_options = true;  // setsockopt: TCP_NODELAY; SO_LINGER 0 for a reset
-  return s;
+  return child_sandbox(kProcs.forward, kSyscalls);
 }
 
 int forward_main() {
-  ForwardProcess p;
-  return p.run();
+  return run_child<ForwardProcess>();
 }
 
 }  // namespace ct::broker

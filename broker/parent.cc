@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "broker/metrics.h"
+#include "broker/procs.h"
 #include "shared/base/log.h"
 #include "shared/os/admission.h"
 #include "shared/os/flags.h"
@@ -74,7 +75,7 @@ std::vector<uint8_t> stats_without_tls(Bytes last) {
 
 class BrokerParent final : DaemonParent::Hooks {
  public:
-  BrokerParent() : parent_(kDaemon, *this, {check_stats, stats_without_tls}) {}
+  BrokerParent() : parent_(kProcs, *this, {check_stats, stats_without_tls}) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
@@ -171,7 +172,7 @@ class BrokerParent final : DaemonParent::Hooks {
     service_fd_.reset();
   }
 
-  static constexpr const char* kDaemon = "cloudtaser-broker";
+  static constexpr const char* kDaemon = kProcs.daemon;
   CommonFlags flags_;
   DaemonParent parent_;
   UniqueFd bridge_fd_, service_fd_, metrics_fd_, probe_fd_;

@@ -15,6 +15,7 @@
 #include "broker/bridge_pool.h"
 #include "broker/broker.h"
 #include "broker/metrics.h"
+#include "broker/procs.h"
 #include "broker/stats.h"
 #include "shared/base/log.h"
 #include "shared/os/admission.h"
@@ -52,20 +53,9 @@ const SyscallRule kSyscalls[] = {
     {"shutdown", "closing a bridge link"},
 };
 
-const std::vector<MsgRule> kAccepts = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kMaterial, false, static_cast<uint32_t>(limits::kMaxIpcMessage)},
-    {Msg::kListener, true, 0},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},
-    {Msg::kDrain, false, 0},
-};
-
-class TlsProcess final : public ChildBase,
-                         public Link::Owner,
-                         public BridgePool<TlsLink>::Wrappers {
+class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers {
  public:
-  TlsProcess() : ChildBase("cloudtaser-broker", "tls", kAccepts) {
+  TlsProcess() : ChildBase(kProcs, ProcRole::kTls, &g_budget) {
     tls_global_init();
     // A spare fd to give back when accept() hits EMFILE (net.h accept_peer).
     spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
@@ -82,7 +72,6 @@ class TlsProcess final : public ChildBase,
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
-        g_budget.set_limit(uint64_t{settings_.memory_budget_mib} << 20);
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -108,38 +97,13 @@ class TlsProcess final : public ChildBase,
         return true;
       }
       case Msg::kListener:
-        if (listener_.fd) return false;  // once
         listener_.self = this;
         listener_.fd = std::move(m.fd);
         update_listener(Clock::now());
         return true;
-      case Msg::kPeerChannel:
-        return set_local(std::move(m.fd));
-      case Msg::kDrain:
-        start_drain();
-        return true;
       default:
         return false;
     }
-  }
-
-  bool set_local(UniqueFd fd) {
-    SessionConfig c;
-    c.role = Role::kTlsProcess;
-    c.opener = false;  // the forwarding process opens a stream per wrapper
-    c.stream_window = limits::kPendingStreamWindow;
-    c.ping_interval = Duration::zero();
-    c.instance = random_instance();
-    c.pool = &g_budget;
-    c.pooled_initial_window = limits::kPendingInitialWindow;
-    auto next = open_data_channel(*this, std::move(fd), c);
-    if (!next) return false;  // PEER_RING comes first
-    if (local_) {
-      relays_.link_closed(local_.get(), Code::kCancel);
-      local_->close("replaced by a new data channel");
-    }
-    local_ = std::move(next);
-    return true;
   }
 
   // ---------------------------------------------------------------- bridges
@@ -357,11 +321,12 @@ class TlsProcess final : public ChildBase,
       send_stats();
       next_stats_ = now + std::chrono::seconds(1);
     }
-    if (draining_ && relays_.size() == 0) {
-      LOG_INFO("drained");
-      flush_all();
-      exit_child(0);
-    }
+  }
+
+  bool drained() noexcept override {
+    if (relays_.size() != 0) return false;
+    flush_all();
+    return true;
   }
 
   TimePoint next_deadline() const override {
@@ -401,9 +366,7 @@ class TlsProcess final : public ChildBase,
     flush_all();
   }
 
-  void start_drain() {
-    if (draining_) return;
-    draining_ = true;
+  void on_drain() noexcept override {
     if (listener_.fd) {
       if (listener_.active) loop_.del(listener_.fd.get());
       listener_.active = false;
@@ -416,7 +379,6 @@ class TlsProcess final : public ChildBase,
 
   std::shared_ptr<TlsContext> ctx_;
   Listener listener_;
-  std::unique_ptr<PlainLink> local_;
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
   Admission admission_{bridge_admission()};
   UniqueFd spare_;
@@ -428,25 +390,20 @@ class TlsProcess final : public ChildBase,
   uint64_t next_conn_ = 0;
   TimePoint next_stats_{};
   uint32_t reported_up_ = UINT32_MAX;
-  bool draining_ = false;
 };
 
 }  // namespace
 
 SandboxSpec tls_sandbox() {
-  SandboxSpec s;
-  s.process = "cloudtaser-broker tls";
-  s.syscalls = kSyscalls;
+  SandboxSpec s = child_sandbox(kProcs.tls, kSyscalls);
   // kBridgeHandshakes + kMaxBridgeLinks (192), the listener, the spare fd,
   // channels and the loop: the pools keep this process well under it.
   s.max_fds = 256;
-  s.tcp_options = true;  // setsockopt: NODELAY, keepalive and TCP_USER_TIMEOUT on bridge links
   return s;
 }
 
 int tls_main() {
-  TlsProcess p;
-  return p.run();
+  return run_child<TlsProcess>();
 }
 
 }  // namespace ct::broker

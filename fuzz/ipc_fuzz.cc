@@ -1,5 +1,5 @@
 // FZ-5: the privsep IPC layer (shared/ipc/channel.h, shared/ipc/msgs.h), each
-// direction, with the rule tables the daemons use.
+// direction, with the rule tables the daemons declare.
 //
 // Input: one byte choosing the receiving channel end (and so its rule table),
 // one byte for the number of fds the kernel handed over, then the datagram.
@@ -20,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "bridge/procs.h"
 #include "broker/metrics.h"
+#include "broker/procs.h"
 #include "fuzz/fuzz_input.h"
 #include "shared/ipc/channel.h"
 #include "shared/ipc/msgs.h"
@@ -31,47 +33,14 @@ namespace {
 
 using namespace ct;
 
-constexpr uint32_t kIpcMax = static_cast<uint32_t>(limits::kMaxIpcMessage);
-
-// Copies of the daemons' tables (keep in step with the files named).
-// broker/tls_proc.cc: the broker's TLS process, from its parent.
-const MsgRule kBrokerTls[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax}, {Msg::kListener, true, 0},
-    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},        {Msg::kDrain, false, 0},
+// Every channel end's table, as the daemons declare them (broker/procs.h,
+// bridge/procs.h): each child from its parent, each parent from each child.
+const std::span<const MsgRule> kTables[] = {
+    broker::kProcs.tls.from_parent, broker::kProcs.forward.from_parent,
+    bridge::kProcs.tls.from_parent, bridge::kProcs.forward.from_parent,
+    broker::kProcs.parent.from_tls, broker::kProcs.parent.from_forward,
+    bridge::kProcs.parent.from_tls, bridge::kProcs.parent.from_forward,
 };
-// broker/forward_proc.cc
-const MsgRule kBrokerForward[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kListener, true, kListenerOptionsSize},
-    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
-    {Msg::kDrain, false, 0},       {Msg::kMetricsListener, true, kListenerOptionsSize},
-    {Msg::kStats, false, 8192},
-};
-// bridge/tls_proc.cc
-const MsgRule kBridgeTls[] = {
-    {Msg::kSettings, false, 4096}, {Msg::kMaterial, false, kIpcMax},
-    {Msg::kPeerChannel, true, 0},  {Msg::kPeerRing, true, 0},
-    {Msg::kDialed, true, 0},       {Msg::kDialFailed, false, 1024},
-    {Msg::kDrain, false, 0},
-};
-// bridge/forward_proc.cc
-const MsgRule kBridgeForward[] = {
-    {Msg::kSettings, false, 4096},
-    {Msg::kPeerChannel, true, 0},
-    {Msg::kPeerRing, true, 0},
-    {Msg::kDrain, false, 0},
-};
-// shared/parent/daemon_parent.cc: the parent, from its TLS child and its forwarding child.
-const MsgRule kParentFromTls[] = {
-    {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
-    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
-};
-const MsgRule kParentFromForward[] = {
-    {Msg::kReady, false, 0},
-    {Msg::kDrained, false, 0},
-};
-
-const std::span<const MsgRule> kTables[] = {kBrokerTls,     kBrokerForward, kBridgeTls,
-                                            kBridgeForward, kParentFromTls, kParentFromForward};
 
 bool equal(const std::vector<uint8_t>& a, Bytes b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
@@ -134,6 +103,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     w.u32(static_cast<uint32_t>(msg.body.size()));
     w.bytes(msg.body);
     FZ_CHECK(w.ok() && equal(again, datagram), "accepted datagram is not header + body");
+    // As a channel's first message it passes the order rules exactly when
+    // its rule allows the setup phase and needs no predecessor.
+    MsgSequence seq(rules);
+    std::string order_why;
+    FZ_CHECK(seq.admit(msg.type, &order_why) ==
+                 ((rule->when & kPhaseSetup) != 0 && rule->after == Msg::kNone),
+             "%s as a first message: order rules disagree with its rule", msg_name(msg.type));
     switch (msg.type) {
       case Msg::kSettings:
       case Msg::kMaterial:

@@ -164,7 +164,9 @@ void hello_seeds() {
 
 // ---------------------------------------------------------------- ipc
 // Input: table (0 broker tls, 1 broker forward, 2 bridge tls, 3 bridge
-// forward, 4 parent from tls, 5 parent from forward), fd count, datagram.
+// forward, 4 broker parent from tls, 5 broker parent from forward, 6 bridge
+// parent from tls, 7 bridge parent from forward: fuzz/ipc_fuzz.cc kTables),
+// fd count, datagram.
 Buf datagram(Msg type, const Buf& body) {
   Buf d;
   ByteWriter w(d, 8 + limits::kMaxIpcMessage);
@@ -211,6 +213,12 @@ void ipc_seeds() {
   wrong_len[7]++;
   write_seed(t, "settings-wrong-length", with(0, 0, wrong_len));
   write_seed(t, "short-header", with(0, 0, Buf{0, 1, 0}));
+  // Only the bridge's TLS process dials; DRAINED (36) is no message any more;
+  // PEER_CHANNEL passes the type checks but never as a first message.
+  write_seed(t, "dial-request", with(6, 0, datagram(Msg::kDialRequest, {})));
+  write_seed(t, "dial-request-at-broker", with(4, 0, datagram(Msg::kDialRequest, {})));
+  write_seed(t, "drained-gone", with(5, 0, datagram(static_cast<Msg>(36), {})));
+  write_seed(t, "peer-channel-fd", with(0, 1, datagram(Msg::kPeerChannel, {})));
 }
 
 // ---------------------------------------------------------------- session

@@ -45,18 +45,18 @@ const char* msg_name(Msg m) {
       return "DIAL_REQUEST";
     case Msg::kStatus:
       return "STATUS";
-    case Msg::kDrained:
-      return "DRAINED";
     case Msg::kMetricsListener:
       return "METRICS_LISTENER";
     case Msg::kStats:
       return "STATS";
+    case Msg::kNone:
+      break;
   }
   return "UNKNOWN";
 }
 
 IpcChannel::IpcChannel(UniqueFd fd, std::span<const MsgRule> accepts)
-    : fd_(std::move(fd)), accepts_(accepts.begin(), accepts.end()) {}
+    : fd_(std::move(fd)), rules_(accepts) {}
 
 // Queued datagrams may hold key material (MATERIAL): wiped before they are freed.
 void IpcChannel::wipe_queue() noexcept {
@@ -72,7 +72,7 @@ IpcChannel& IpcChannel::operator=(IpcChannel&& o) noexcept {
   if (this == &o) return *this;
   wipe_queue();
   fd_ = std::move(o.fd_);
-  accepts_ = std::move(o.accepts_);
+  rules_ = std::move(o.rules_);
   queue_ = std::move(o.queue_);
   failed_ = o.failed_;
   rbuf_ = std::move(o.rbuf_);
@@ -127,6 +127,43 @@ bool IpcChannel::flush() {
     explicit_bzero(p.datagram.data(), p.datagram.size());
     queue_.pop_front();
   }
+  return true;
+}
+
+const MsgRule* MsgSequence::find(Msg type) const {
+  for (const MsgRule& r : rules_)
+    if (r.type == type) return &r;
+  return nullptr;
+}
+
+bool MsgSequence::admit(Msg type, std::string* why) {
+  const MsgRule* rule = find(type);
+  if (rule == nullptr) return *why = std::string(msg_name(type)) + " not accepted here", false;
+  // A message that leads a pair (PEER_RING) holds the channel until its
+  // follower arrives: the pair is one step, never split by another message.
+  for (const MsgRule& r : rules_)
+    if (r.after != Msg::kNone && r.after == last_ && r.type != type)
+      return *why = std::string(msg_name(type)) + " where " + msg_name(r.type) + " must follow " +
+                    msg_name(last_),
+             false;
+  if (rule->after != Msg::kNone && last_ != rule->after)
+    return *why = std::string(msg_name(type)) + " without " + msg_name(rule->after) +
+                  " just before it",
+           false;
+  if ((rule->flags & kOnce) != 0)
+    for (Msg m : seen_once_)
+      if (m == type) return *why = std::string(msg_name(type)) + " sent twice", false;
+  if ((rule->when & (running_ ? kPhaseRunning : kPhaseSetup)) == 0) {
+    const MsgRule* opener = nullptr;
+    for (const MsgRule& r : rules_)
+      if ((r.flags & kOpens) != 0) opener = &r;
+    return *why = std::string(msg_name(type)) + (running_ ? " after " : " before ") +
+                  (opener != nullptr ? msg_name(opener->type) : "the running phase"),
+           false;
+  }
+  if ((rule->flags & kOnce) != 0) seen_once_.push_back(type);
+  if ((rule->flags & kOpens) != 0) running_ = true;
+  last_ = type;
   return true;
 }
 
@@ -190,7 +227,8 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     return Recv::kBad;
   }
   const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
-  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), accepts_, out, why);
+  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), rules_.rules(), out, why) &&
+                  rules_.admit(out->type, why);
   // The buffer is reused for the life of the channel: no copy of a MATERIAL
   // (the key) stays in it.
   explicit_bzero(rbuf_.get(), static_cast<size_t>(n));

@@ -23,6 +23,7 @@
 namespace ct {
 
 enum class Msg : uint16_t {
+  kNone = 0,  // no message: MsgRule::after's "no predecessor required"
   // parent -> child
   kSettings = 1,         // process settings (msgs.h)
   kMaterial = 2,         // certificate, key, CA and pins for the TLS process
@@ -39,16 +40,54 @@ enum class Msg : uint16_t {
   kMaterialError = 33,  // text: why the material was refused
   kDialRequest = 34,    // bridge TLS process wants a connection to the broker
   kStatus = 35,         // u32 links up, text
-  kDrained = 36,        // no streams left
   kStats = 37,          // metric samples (metrics.h): broker tls -> parent -> forward
   kPong = 38,           // u64 PING's number, u64 log lines the child dropped (log.h)
 };
 const char* msg_name(Msg m);
 
+// When a message may arrive on a channel end. A channel starts in its setup
+// phase; the one message marked kOpens (SETTINGS towards a child, READY
+// towards the parent) moves it to the running phase for good.
+inline constexpr uint8_t kPhaseSetup = 1;
+inline constexpr uint8_t kPhaseRunning = 2;
+inline constexpr uint8_t kPhaseAny = kPhaseSetup | kPhaseRunning;
+// MsgRule::flags.
+inline constexpr uint8_t kOnce = 1;   // a second one is refused
+inline constexpr uint8_t kOpens = 2;  // its arrival starts the running phase
+
+// One accepted message type of a channel end. The processes' tables are in
+// broker/procs.h and bridge/procs.h (`--ipc-policy PROCESS` prints them).
 struct MsgRule {
   Msg type;
   bool has_fd;
   uint32_t max_len;
+  uint8_t when = kPhaseAny;  // kPhaseSetup, kPhaseRunning or both
+  uint8_t flags = 0;         // kOnce, kOpens
+  // Allowed only as the message right after `after` (PEER_CHANNEL after
+  // PEER_RING), which must then be followed by this one and nothing else.
+  Msg after = Msg::kNone;
+};
+
+// The phase, once and pairing bits of one channel end's table, enforced over
+// the sequence of messages that passed ipc_check (sans-IO; IpcChannel::recv
+// runs every message through one). A refusal is a bad message like any other.
+class MsgSequence {
+ public:
+  MsgSequence() = default;
+  explicit MsgSequence(std::span<const MsgRule> rules) : rules_(rules.begin(), rules.end()) {}
+  // `type` has a rule in the table (ipc_check found it). Returns false and
+  // sets *why when it is not allowed now; the state then no longer matters
+  // (the receiving process ends).
+  bool admit(Msg type, std::string* why);
+  bool running() const { return running_; }
+  std::span<const MsgRule> rules() const { return rules_; }
+
+ private:
+  const MsgRule* find(Msg type) const;
+  std::vector<MsgRule> rules_;
+  std::vector<Msg> seen_once_;  // kOnce types already received
+  Msg last_ = Msg::kNone;
+  bool running_ = false;
 };
 
 struct IpcMessage {
@@ -92,7 +131,7 @@ class IpcChannel {
     UniqueFd fd;
   };
   UniqueFd fd_;
-  std::vector<MsgRule> accepts_;
+  MsgSequence rules_;
   void wipe_queue() noexcept;
   std::deque<Pending> queue_;
   bool failed_ = false;
@@ -101,7 +140,8 @@ class IpcChannel {
   std::unique_ptr<uint8_t[]> rbuf_;
 };
 
-// Validates one received datagram against the rules (exposed for the fuzzer).
+// Validates one received datagram against the rules' type, fd and size
+// columns (exposed for the fuzzer); MsgSequence adds the order.
 bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMessage* out,
                std::string* why);
 

@@ -19,17 +19,6 @@ constexpr auto kStartupTimeout = std::chrono::seconds(10);
 // How often the material files are looked at (a stat each).
 constexpr auto kWatchPeriod = std::chrono::seconds(2);
 
-// Tls child: what it may send to the parent, and in which size.
-const std::vector<MsgRule> kFromTls = {
-    {Msg::kReady, false, 0},       {Msg::kMaterialError, false, 1024}, {Msg::kStatus, false, 1024},
-    {Msg::kDialRequest, false, 0}, {Msg::kDrained, false, 0},          {Msg::kStats, false, 8192},
-    {Msg::kPong, false, 16},
-};
-const std::vector<MsgRule> kFromForward = {
-    {Msg::kReady, false, 0},
-    {Msg::kDrained, false, 0},
-    {Msg::kPong, false, 16},
-};
 }  // namespace
 
 bool DaemonParent::open_executables(std::string* err) {
@@ -68,8 +57,9 @@ int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
       begin_drain();
   });
   Supervisor::Hooks& hooks = *this;  // a private base: converted here, where it is accessible
-  sup_ = std::make_unique<Supervisor>(loop_, hooks, daemon_, std::move(tls_exe_),
-                                      std::move(fwd_exe_), kFromTls, kFromForward);
+  sup_ =
+      std::make_unique<Supervisor>(loop_, hooks, daemon_, std::move(tls_exe_), std::move(fwd_exe_),
+                                   procs_.parent.from_tls, procs_.parent.from_forward);
   const auto started = Clock::now();
   drain_.start(started, kStartupTimeout);
   watcher_ = std::make_unique<FileWatcher>(store.files().paths(), kWatchPeriod);
@@ -171,8 +161,6 @@ void DaemonParent::on_child_message(Supervisor::Which w, IpcMessage& m) noexcept
       sd_notify("STATUS=" + s->text);
       return hooks_.on_status(*s);
     }
-    case Msg::kDrained:
-      return;
     case Msg::kStats:
       // Checked here, then handed to the forwarding process, which serves them.
       if (w != Supervisor::kTls || !stats_.check || !stats_.check(m.body))

@@ -18,6 +18,7 @@
 #include "shared/parent/file_watcher.h"
 #include "shared/parent/material_store.h"
 #include "shared/parent/supervisor.h"
+#include "shared/proc/process_spec.h"
 
 namespace ct {
 
@@ -64,8 +65,9 @@ class DaemonParent final : Supervisor::Hooks {
     std::function<std::vector<uint8_t>(Bytes)> without_tls;
   };
 
-  DaemonParent(const char* daemon, Hooks& hooks, StatsRelay stats = {})
-      : daemon_(daemon), hooks_(hooks), stats_(std::move(stats)) {}
+  // `procs`: the daemon's process table (what the parent accepts from each child).
+  DaemonParent(const DaemonProcs& procs, Hooks& hooks, StatsRelay stats = {})
+      : daemon_(procs.daemon), procs_(procs), hooks_(hooks), stats_(std::move(stats)) {}
   ~DaemonParent() override = default;
 
   // Opens the two files the children exec, once: our own (TLS process) and
@@ -102,6 +104,7 @@ class DaemonParent final : Supervisor::Hooks {
   void begin_drain() noexcept;
 
   const char* daemon_;
+  const DaemonProcs& procs_;
   Hooks& hooks_;
   StatsRelay stats_;
   Loop loop_;

@@ -22,13 +22,13 @@ constexpr auto kStableRun = std::chrono::seconds(60);
 }  // namespace
 
 Supervisor::Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd tls_exe,
-                       UniqueFd fwd_exe, std::vector<MsgRule> tls_accepts,
-                       std::vector<MsgRule> fwd_accepts)
+                       UniqueFd fwd_exe, std::span<const MsgRule> tls_accepts,
+                       std::span<const MsgRule> fwd_accepts)
     : loop_(loop), hooks_(hooks), daemon_(std::move(daemon)) {
   exe_[kTls] = std::move(tls_exe);
   exe_[kForward] = std::move(fwd_exe);
-  accepts_[kTls] = std::move(tls_accepts);
-  accepts_[kForward] = std::move(fwd_accepts);
+  accepts_[kTls] = tls_accepts;
+  accepts_[kForward] = fwd_accepts;
   for (int i = 0; i < 2; i++) {
     kids_[static_cast<size_t>(i)].sup = this;
     kids_[static_cast<size_t>(i)].which = static_cast<Which>(i);

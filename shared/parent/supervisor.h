@@ -14,13 +14,17 @@
 
 #include "shared/ipc/channel.h"
 #include "shared/os/loop.h"
+#include "shared/proc/process_spec.h"
 
 namespace ct {
 
 class Supervisor {
  public:
   enum Which { kTls = 0, kForward = 1 };
-  static const char* name(Which w) { return w == kTls ? "tls" : "forward"; }
+  // Also the child's --child= name, which the child matches (daemon_exe_main).
+  static const char* name(Which w) {
+    return role_name(w == kTls ? ProcRole::kTls : ProcRole::kForward);
+  }
 
   struct Hooks {
     virtual ~Hooks() = default;
@@ -42,7 +46,7 @@ class Supervisor {
   // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start
   // (open_self_exe, open_forward_exe).
   Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd tls_exe, UniqueFd fwd_exe,
-             std::vector<MsgRule> tls_accepts, std::vector<MsgRule> fwd_accepts);
+             std::span<const MsgRule> tls_accepts, std::span<const MsgRule> fwd_accepts);
 
   // Spawns both children joined by a data channel. False if fork fails.
   // Every time the supervisor keeps (heartbeat, backoff) is on the clock
@@ -95,7 +99,7 @@ class Supervisor {
   Hooks& hooks_;
   std::string daemon_;
   std::array<UniqueFd, 2> exe_;
-  std::array<std::vector<MsgRule>, 2> accepts_;
+  std::array<std::span<const MsgRule>, 2> accepts_;  // the daemon's process table
   std::array<Kid, 2> kids_;
   bool stopping_ = false;
   uint64_t restarts_ = 0;

@@ -11,13 +11,14 @@
 
 namespace ct {
 
-ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts)
-    : boot_(child_take_control()), daemon_(daemon), process_(process), parent_(getppid()) {
-  // Every child answers the parent's heartbeat (from its loop, so a stuck
-  // loop is noticed).
-  accepts.push_back({Msg::kPing, false, 8});
-  ctl_ = IpcChannel(std::move(boot_), accepts);
-  log::init(daemon, process, log::kInfo);
+ChildBase::ChildBase(const DaemonProcs& procs, ProcRole role, CreditPool* budget)
+    : boot_(child_take_control()),
+      spec_(procs.of(role)),
+      daemon_(procs.daemon),
+      budget_(budget),
+      parent_(getppid()) {
+  ctl_ = IpcChannel(std::move(boot_), spec_.from_parent);
+  log::init(daemon_, role_name(role), log::kInfo);
   signal(SIGPIPE, SIG_IGN);
   // Terminal signals reach the whole process group; only the parent acts on
   // them (it drains the children over the control channel).
@@ -25,17 +26,41 @@ ChildBase::ChildBase(const char* daemon, const char* process, std::vector<MsgRul
   loop_.add(ctl_.fd(), EPOLLIN, this);
 }
 
-std::unique_ptr<PlainLink> ChildBase::open_data_channel(Link::Owner& owner, UniqueFd fd,
-                                                        const SessionConfig& cfg) {
-  if (!peer_ring_) return nullptr;
-  return std::make_unique<PlainLink>(loop_, owner, 0, std::move(fd), std::move(peer_ring_), cfg,
-                                     Clock::now());
+bool ChildBase::on_settings(const IpcMessage& m) noexcept {
+  auto s = decode_settings(m.body);
+  if (!s) return false;
+  settings_ = *s;
+  log::set_level(static_cast<log::Level>(settings_.log_level));
+  budget_->set_limit(uint64_t{settings_.memory_budget_mib} << 20);
+  return true;
+}
+
+// The data channel: the socket of this PEER_CHANNEL and the rings of the
+// PEER_RING the table made come just before it. It replaces the old channel,
+// whose close resets the streams that ran over it.
+bool ChildBase::on_peer_channel(UniqueFd fd) noexcept {
+  if (!peer_ring_) return false;
+  const DataChannelSpec& d = spec_.data_channel;
+  SessionConfig c;
+  c.role = spec_.role == ProcRole::kTls ? Role::kTlsProcess : Role::kForwardProcess;
+  c.opener = d.opens_streams;
+  c.stream_window = d.stream_window;
+  c.ping_interval = Duration::zero();  // a socketpair: the sibling's death is its EOF
+  c.instance = random_instance();
+  c.pool = budget_;
+  if (d.pooled_initial_window != 0) c.pooled_initial_window = d.pooled_initial_window;
+  auto next = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(peer_ring_), c,
+                                          Clock::now());
+  if (local_) local_->close("replaced by a new data channel");
+  local_ = std::move(next);
+  on_data_channel();
+  return true;
 }
 
 bool ChildBase::end_if_broken(const PlainLink& l) {
   if (!l.failed()) return false;
   LOG_ERROR("the %s process broke the data channel; exiting so both ends start afresh",
-            std::string_view(process_) == "tls" ? "forwarding" : "TLS");
+            spec_.role == ProcRole::kTls ? "forwarding" : "TLS");
   exit_child(1);
   return true;
 }
@@ -74,32 +99,40 @@ void ChildBase::on_io(uint32_t events) noexcept {
       send(Msg::kPong, body);
       continue;
     }
-    if (m.type == Msg::kSettings) {
-      auto s = decode_settings(m.body);
-      if (have_settings_ || !s) {
-        LOG_ERROR("SETTINGS %s; exiting", have_settings_ ? "sent twice" : "malformed");
-        exit_child(1);
-        return;
+    bool allowed = true;
+    switch (m.type) {
+      case Msg::kSettings:
+        if (!on_settings(m)) {
+          LOG_ERROR("SETTINGS malformed; exiting");
+          exit_child(1);
+          return;
+        }
+        allowed = on_message(m);
+        break;
+      case Msg::kPeerRing: {
+        // Mapped now, used by the PEER_CHANNEL that follows (the table
+        // admits nothing else in between).
+        std::string map_err;
+        peer_ring_ = ShmRing::map(
+            m.fd.get(),
+            spec_.role == ProcRole::kTls ? ShmRing::Side::kTls : ShmRing::Side::kForward, &map_err);
+        if (!peer_ring_) {
+          LOG_ERROR("%s; exiting", map_err.c_str());
+          exit_child(1);
+          return;
+        }
+        break;
       }
-      settings_ = *s;
-      have_settings_ = true;
-      log::set_level(static_cast<log::Level>(settings_.log_level));
+      case Msg::kPeerChannel:
+        allowed = on_peer_channel(std::move(m.fd));
+        break;
+      case Msg::kDrain:
+        draining_ = true;
+        on_drain();
+        break;
+      default:
+        allowed = on_message(m);
     }
-    if (have_settings_ && m.type == Msg::kPeerRing) {
-      // Mapped now, used by the PEER_CHANNEL that follows (open_data_channel()).
-      std::string map_err;
-      peer_ring_ = ShmRing::map(
-          m.fd.get(),
-          std::string_view(process_) == "tls" ? ShmRing::Side::kTls : ShmRing::Side::kForward,
-          &map_err);
-      if (!peer_ring_) {
-        LOG_ERROR("%s; exiting", map_err.c_str());
-        exit_child(1);
-        return;
-      }
-      continue;
-    }
-    const bool allowed = have_settings_ && on_message(m);
     // A MATERIAL body holds the private key: no copy outlives its handling.
     if (!m.body.empty()) explicit_bzero(m.body.data(), m.body.size());
     if (!allowed) {
@@ -135,6 +168,10 @@ int ChildBase::run() {
   });
   while (!loop_.stopped()) {
     on_tick(Clock::now());
+    if (!loop_.stopped() && draining_ && drained()) {
+      LOG_INFO("drained");
+      exit_child(0);
+    }
     if (loop_.stopped()) break;
     // What the deadlines produced (a reset, a ping) leaves now, not with the
     // next event, which may never come.

@@ -1,6 +1,9 @@
 // What every child process (TLS or forwarding, broker or bridge) shares: the
-// control channel to the parent on fd 3, its loop, and the rule that the
-// child lives only as long as that channel (parent gone: exit at once).
+// control channel to the parent on fd 3 (its rules from the daemon's process
+// table, process_spec.h), its loop, the rule that the child lives only as long
+// as that channel (parent gone: exit at once), the data channel to its
+// sibling (PEER_RING + PEER_CHANNEL) and the drain (DRAIN, then exit once
+// nothing is left).
 #pragma once
 
 #include <array>
@@ -8,26 +11,41 @@
 #include <string>
 #include <vector>
 
+#include "shared/base/log.h"
 #include "shared/ipc/channel.h"
 #include "shared/ipc/msgs.h"
 #include "shared/ipc/shm_ring.h"
 #include "shared/os/loop.h"
 #include "shared/os/sandbox.h"
+#include "shared/proc/process_spec.h"
 #include "shared/stream/link.h"
+#include "shared/stream/splice.h"
 
 namespace ct {
 
-class ChildBase : public Loop::Handler {
+class ChildBase : public Loop::Handler, public Link::Owner {
  public:
-  ChildBase(const char* daemon, const char* process, std::vector<MsgRule> accepts);
+  // `budget` is the process's --memory-budget for stream data, set from
+  // SETTINGS; it outlives the process object (retired sessions return credit
+  // to it after the object is gone).
+  ChildBase(const DaemonProcs& procs, ProcRole role, CreditPool* budget);
   ~ChildBase() override = default;
   // Runs the loop until exit_child() or the parent goes away; returns the exit code.
   int run();
 
  protected:
-  // A message from the parent, already checked against the accepted types.
+  // A message from the parent, already checked against the process's table
+  // (type, size, fd, phase, once). SETTINGS comes here after settings_ and the
+  // budget are set; PEER_RING, PEER_CHANNEL, DRAIN and PING never do.
   // Returning false means "not allowed now": the child exits (error policy).
   virtual bool on_message(IpcMessage& m) noexcept = 0;
+  // local_ is a new data channel (the old one, if any, was closed first).
+  virtual void on_data_channel() noexcept {}
+  // DRAIN arrived (once): stop taking new work; the open streams finish.
+  virtual void on_drain() noexcept = 0;
+  // While draining, after every tick: true when nothing is left, after the
+  // process's last writes. The child then exits 0.
+  virtual bool drained() noexcept = 0;
   virtual void on_tick(TimePoint now) noexcept = 0;
   virtual TimePoint next_deadline() const = 0;
   virtual void after_batch() noexcept {}
@@ -42,11 +60,24 @@ class ChildBase : public Loop::Handler {
   // A random id for a session's HELLO (logs only).
   static std::array<uint8_t, 16> random_instance();
   void on_io(uint32_t events) noexcept override;
-  // The data channel of a PEER_CHANNEL: its socket and the rings the PEER_RING
-  // just before it brought. Null when no PEER_RING came first (the message is
-  // then not allowed now).
-  std::unique_ptr<PlainLink> open_data_channel(Link::Owner& owner, UniqueFd fd,
-                                               const SessionConfig& cfg);
+  // A forwarding process's data-channel events, each to its stream's splice
+  // unless `claim(ev)` takes it first; an error is only logged (the close
+  // that follows ends every splice). Then the splices write what they were
+  // given before the channel is read again: they write straight from its
+  // input buffer (Splice::flush).
+  template <class Claim>
+  void route_to_splices(Link& l, SpliceTable& splices, Claim claim) {
+    for (const Event& ev : l.session().take_events()) {
+      if (claim(ev)) continue;
+      if (ev.kind == Event::kError) {
+        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
+                 std::string(ev.what).c_str());
+        continue;
+      }
+      splices.dispatch(l, ev);
+    }
+    splices.flush();
+  }
   // The data channel `l` closed. If the sibling broke it, this process ends
   // (the parent restarts it and joins both ends afresh) and it returns true.
   bool end_if_broken(const PlainLink& l);
@@ -56,15 +87,28 @@ class ChildBase : public Loop::Handler {
   Loop loop_;
   IpcChannel ctl_;
   ProcSettings settings_;
-  bool have_settings_ = false;
+  const ProcessSpec& spec_;
   const char* daemon_;
-  const char* process_;
+  // The data channel to the sibling process (null until PEER_CHANNEL, and
+  // after it closed: the owner's on_link_closed retires it).
+  std::unique_ptr<PlainLink> local_;
+  bool draining_ = false;
 
  private:
+  bool on_settings(const IpcMessage& m) noexcept;
+  bool on_peer_channel(UniqueFd fd) noexcept;
+  CreditPool* budget_;
   int exit_code_ = 0;
   pid_t parent_;  // spawn_child armed PDEATHSIG for this parent; the sandbox re-arms it
   std::unique_ptr<ShmRing> peer_ring_;
   bool sandboxed_ = false;
 };
+
+// The main of a child process whose class is P.
+template <class P>
+int run_child() {
+  P p;
+  return p.run();
+}
 
 }  // namespace ct

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "shared/os/sandbox.h"
+#include "shared/proc/process_spec.h"
 
 namespace ct {
 
@@ -31,11 +32,14 @@ struct DaemonExe {
   int (*parent_main)(int argc, char** argv);
   int (*tls_main)();             // the TLS process
   SandboxSpec (*tls_sandbox)();  // its sandbox, for the hooks
+  const DaemonProcs* procs;      // its process table, for --ipc-policy
 };
 
 // --child=tls --daemon-version=V: the TLS process. --sandbox-policy tls|forward
 // and --sandbox-probe tls|forward CALL: docs/sandbox.md's test hooks (the
 // forwarding process's are answered by its own executable, exec'd here).
+// --ipc-policy parent|tls|forward: that process's rows of the table (another
+// name: one line on stderr, exit 2).
 // Anything else: the parent.
 int daemon_exe_main(int argc, char** argv, const DaemonExe& exe);
 

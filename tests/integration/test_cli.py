@@ -147,3 +147,41 @@ def test_without_a_service_certificate_the_bridge_refuses_to_carry_plaintext(env
     rc, err = run(_seed_bridge(env, _etc_bridge(env, False)))
     assert rc == 2
     assert err.count("\n") == 1 and "would cross the broker in plaintext" in err, err
+
+
+def _ipc_rows(binary, process):
+    r = subprocess.run([str(binary), "--ipc-policy", process], capture_output=True, timeout=10)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    out = r.stdout.decode()
+    return out, [line.split() for line in out.splitlines() if not line.startswith("#")]
+
+
+def test_ipc_policy_prints_who_may_send_each_process_what_when_and_how_much():
+    # The rows come from the daemons' process tables (broker/procs.h,
+    # bridge/procs.h): sender, message, fd, size cap, phase, once.
+    out, rows = _ipc_rows(BROKER, "tls")
+    assert out.startswith("# cloudtaser-broker tls: "), out
+    assert ["parent", "SETTINGS", "-", "4096", "before", "SETTINGS", "once"] == rows[0][:7], out
+    assert ["parent", "LISTENER", "fd", "0", "after", "SETTINGS", "once"] in rows, out
+    assert any(r[:2] == ["parent", "PEER_CHANNEL"] and "PEER_RING" in r for r in rows), out
+    _, rows = _ipc_rows(BROKER, "parent")
+    assert ["tls", "STATUS", "-", "1024", "after", "READY", "-"] in rows
+    assert not any(r[1] == "DIAL_REQUEST" for r in rows), rows  # the broker never dials
+    assert not any(r[1] == "DRAINED" for r in rows), rows  # nothing sends it
+    out, rows = _ipc_rows(BRIDGE, "parent")
+    assert out.startswith("# vault-bridge parent: "), out
+    assert ["tls", "DIAL_REQUEST", "-", "0", "after", "READY", "-"] in rows, out
+    assert ["forward", "READY", "-", "0", "before", "READY", "once"] == \
+        [r[:7] for r in rows if r[0] == "forward"][0], out
+    _, rows = _ipc_rows(BRIDGE, "forward")
+    assert ["parent", "PING", "-", "8", "any", "time", "-"] in rows
+    assert not any(r[1] == "LISTENER" for r in rows), rows  # the bridge listens nowhere
+
+
+def test_ipc_policy_refuses_an_unknown_process_with_one_line_and_exit_2():
+    for binary, name in ((BROKER, "cloudtaser-broker"), (BRIDGE, "vault-bridge")):
+        for argv in (["--ipc-policy", "monitor"], ["--ipc-policy"],
+                     ["--ipc-policy", "tls", "forward"]):
+            rc, err = run([binary] + argv)
+            assert rc == 2, argv
+            assert err.count("\n") == 1 and err.startswith(name + ": --ipc-policy"), err

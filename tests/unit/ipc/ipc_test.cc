@@ -460,7 +460,7 @@ TEST(IpcChannel, AMaterialSizedMessageFitsOneDatagram) {
 
 TEST(IpcMsgs, MsgNames) {
   EXPECT_STREQ(msg_name(Msg::kSettings), "SETTINGS");
-  EXPECT_STREQ(msg_name(Msg::kDrained), "DRAINED");
+  EXPECT_STREQ(msg_name(Msg::kDialRequest), "DIAL_REQUEST");
   EXPECT_STREQ(msg_name(static_cast<Msg>(999)), "UNKNOWN");
 }
 
