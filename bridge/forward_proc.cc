@@ -53,8 +53,7 @@ class ForwardProcess final : public ChildBase {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings: {
-        std::string err;
-        auto hp = parse_host_port(settings_.upstream, &err);
+        auto hp = parse_host_port(settings_.upstream);
         auto addr = hp ? numeric_addr(*hp) : std::nullopt;
         if (!addr) return false;  // the parent resolves it; anything else is a bug
         upstream_ = *addr;
@@ -69,15 +68,15 @@ class ForwardProcess final : public ChildBase {
 
   void open_upstream(Link& l, uint32_t id) {
     bool in_progress = false;
-    int err = 0;
-    UniqueFd fd = connect_tcp(upstream_, &in_progress, &err);
-    if (!fd) {
-      LOG_INFO("stream=%u cannot connect to %s: %s", id, upstream_.str().c_str(),
-               std::strerror(err));
+    auto r = connect_tcp(upstream_, &in_progress);
+    if (!r) {
+      LOG_INFO("stream=%u cannot connect to %s: %s", id, upstream_.str().c_str(), r.what().c_str());
+      const int err = r.error().code;
       l.session().reset(id,
                         err == EMFILE || err == ENFILE ? Code::kResource : Code::kUpstreamRefused);
       return;
     }
+    UniqueFd fd = std::move(r).value();
     tune_stream_socket(fd.get());
     // OpenBao aborting the connection is UPSTREAM_RESET, so that the broker's
     // stream_resets_total does not count it as a wrapper's cancel.

@@ -109,10 +109,9 @@ bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::s
   const bool has_port = rest.rfind(':') != std::string::npos &&
                         (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
   if (!has_port) rest += ":" + std::to_string(def_port);
-  std::string e;
-  auto hp = parse_host_port(rest, &e);
+  auto hp = parse_host_port(rest);
   if (!hp) {
-    *err = "bad --vault-addr '" + url + "': " + e;
+    *err = "bad --vault-addr '" + url + "': " + hp.what();
     return false;
   }
   *out = *hp;
@@ -140,16 +139,17 @@ class BridgeParent final : DaemonParent::Hooks {
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     std::string err;
-    if (!f.parse(argc, argv, &err)) return usage_error(kDaemon, err);
+    if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
     const int common =
         parse_common_flags(f, kDaemon, kSummary,
                            {"broker-address", "vault-addr", "client-cert", "client-key", "ca-cert"},
                            "broker-pin", &flags_);
     if (common >= 0) return common;
     ProcSettings& settings = flags_.settings;
-    auto broker = parse_host_port(f.get("broker-address"), &err);
+    auto broker = parse_host_port(f.get("broker-address"));
     if (!broker)
-      return usage_error(kDaemon, "bad --broker-address '" + f.get("broker-address") + "': " + err);
+      return usage_error(
+          kDaemon, "bad --broker-address '" + f.get("broker-address") + "': " + broker.what());
     broker_ = *broker;
     settings.peer_name = f.get("broker-name", broker_.host);
     HostPort vault;
@@ -157,8 +157,8 @@ class BridgeParent final : DaemonParent::Hooks {
     if (!parse_vault_addr(f.get("vault-addr"), &vault, &vault_https, &err))
       return usage_error(kDaemon, err);
     // OpenBao is on this host: resolve it once, at start, here.
-    auto vaddr = resolve(vault, &err);
-    if (!vaddr) return usage_error(kDaemon, "bad --vault-addr: " + err);
+    auto vaddr = resolve(vault);
+    if (!vaddr) return usage_error(kDaemon, "bad --vault-addr: " + vaddr.what());
     settings.upstream = vaddr->str();
     // README and --help promise plaintext to OpenBao on loopback only.
     if (!vault_https && !is_loopback(*vaddr) && !f.has("allow-plaintext-upstream-over-network"))
@@ -169,8 +169,10 @@ class BridgeParent final : DaemonParent::Hooks {
                        "or --allow-plaintext-upstream-over-network)");
     service_name_ = f.get("service-name", "cloudtaser-broker.cloudtaser-system.svc");
     const std::string cert = f.get("client-cert");
-    if (!choose_pin_source(cert, "broker.pin", &flags_, &err)) return usage_error(kDaemon, err);
-    if (!choose_stream_mode(f, cert, vault_https, &err)) return usage_error(kDaemon, err);
+    if (auto pins = choose_pin_source(cert, "broker.pin", &flags_); !pins)
+      return usage_error(kDaemon, pins.what());
+    if (Result<void> st = choose_stream_mode(f, cert, vault_https); !st)
+      return usage_error(kDaemon, st.what());
     if (f.has("stream-idle-timeout")) {
       const std::string v = f.get("stream-idle-timeout");
       auto s = v == "0" ? std::optional<unsigned>(0)
@@ -217,15 +219,17 @@ class BridgeParent final : DaemonParent::Hooks {
   };
 
   bool validate_material(const Material& m, std::string* err) const {
-    auto ctx = TlsContext::create(TlsContext::Side::kClient, m, flags_.settings.peer_name, err);
+    auto ctx = TlsContext::create(TlsContext::Side::kClient, m, flags_.settings.peer_name);
     if (!ctx) {
-      *err = "--client-cert/--client-key/--ca-cert: " + *err;
+      *err = "--client-cert/--client-key/--ca-cert: " + ctx.what();
       return false;
     }
-    if (!m.service_cert_pem.empty() &&
-        !TlsContext::create_service(m.service_cert_pem, m.service_key_pem, err)) {
-      *err = "--service-cert/--service-key: " + *err;
-      return false;
+    if (!m.service_cert_pem.empty()) {
+      auto service = TlsContext::create_service(m.service_cert_pem, m.service_key_pem);
+      if (!service) {
+        *err = "--service-cert/--service-key: " + service.what();
+        return false;
+      }
     }
     // Wrappers verify that name: a certificate without it fails every
     // wrapper's handshake, which is better said at start.
@@ -244,10 +248,9 @@ class BridgeParent final : DaemonParent::Hooks {
   //    to an http:// --vault-addr on this host; or
   //  - an https:// --vault-addr: their TLS passes through to OpenBao.
   // Neither is refused unless --allow-plaintext-streams says so.
-  bool choose_stream_mode(const Flags& f, const std::string& cert_path, bool vault_https,
-                          std::string* err) {
+  Result<void> choose_stream_mode(const Flags& f, const std::string& cert_path, bool vault_https) {
     const bool c = f.has("service-cert"), k = f.has("service-key");
-    if (c != k) return *err = "--service-cert and --service-key go together", false;
+    if (c != k) return fail("--service-cert and --service-key go together");
     if (c) {
       service_cert_path_ = f.get("service-cert");
       service_key_path_ = f.get("service-key");
@@ -261,17 +264,15 @@ class BridgeParent final : DaemonParent::Hooks {
       }
     }
     if (!service_cert_path_.empty() && vault_https)
-      return *err =
-                 "--service-cert terminates wrapper TLS here, so --vault-addr must be http:// "
-                 "(OpenBao on this host); drop one of them",
-             false;
+      return fail(
+          "--service-cert terminates wrapper TLS here, so --vault-addr must be http:// "
+          "(OpenBao on this host); drop one of them");
     if (service_cert_path_.empty() && !vault_https && !f.has("allow-plaintext-streams"))
-      return *err =
-                 "wrapper traffic would cross the broker in plaintext: give --service-cert and "
-                 "--service-key (or put service.crt and service.key beside --client-cert), use "
-                 "an https:// --vault-addr, or pass --allow-plaintext-streams",
-             false;
-    return true;
+      return fail(
+          "wrapper traffic would cross the broker in plaintext: give --service-cert and "
+          "--service-key (or put service.crt and service.key beside --client-cert), use "
+          "an https:// --vault-addr, or pass --allow-plaintext-streams");
+    return {};
   }
 
   void on_status(const Status& s) noexcept override { status_.links(s.links_up, unix_seconds()); }
@@ -293,20 +294,20 @@ class BridgeParent final : DaemonParent::Hooks {
   void start_dial() noexcept {
     dial_.deadline = Clock::now() + kDialTimeout;
     if (auto addr = numeric_addr(broker_)) return connect_to(*addr);
-    resolver_.start(broker_, [this](std::optional<SockAddr> addr, const std::string& err) {
-      if (!addr) return dial_failed(err);
+    resolver_.start(broker_, [this](Result<SockAddr> addr) {
+      if (!addr) return dial_failed(addr.what());
       connect_to(*addr);
     });
   }
 
   void connect_to(const SockAddr& addr) noexcept {
     bool in_progress = false;
-    int e = 0;
     dial_.self = this;
     dial_.target = addr.str();
     LOG_DEBUG("dialling %s", dial_.target.c_str());
-    dial_.fd = connect_tcp(addr, &in_progress, &e);
-    if (!dial_.fd) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
+    auto fd = connect_tcp(addr, &in_progress);
+    if (!fd) return dial_failed("connect to " + dial_.target + ": " + fd.what());
+    dial_.fd = std::move(fd).value();
     parent_.loop().add(dial_.fd.get(), EPOLLOUT, &dial_);
   }
 

@@ -57,12 +57,15 @@ class TlsProcess final : public ChildBase {
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
         if (!mat) return false;
-        std::string err;
-        auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name, &err);
+        auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name);
+        std::string err = ctx ? "" : ctx.what();
         std::unique_ptr<TlsContext> service;
         if (ctx && !mat->service_cert_pem.empty()) {
-          service = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem, &err);
-          if (!service) err = "service certificate: " + err;
+          auto made = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem);
+          if (made)
+            service = std::move(made).value();
+          else
+            err = "service certificate: " + made.what();
         }
         const bool terminate = !mat->service_cert_pem.empty();
         wipe_material(*mat);
@@ -71,7 +74,7 @@ class TlsProcess final : public ChildBase {
           return true;
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
-        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(links_, *ctx_, "broker");
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
@@ -95,8 +98,11 @@ class TlsProcess final : public ChildBase {
         unsigned char ip[16];
         const bool is_ip =
             inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
-        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(m.fd),
-                                               false, is_ip ? "" : name, c, Clock::now());
+        links_[id] = std::make_unique<TlsLink>(
+            loop_, *this, id, std::move(m.fd),
+            TlsLinkOptions{
+                .context = ctx_, .server = false, .sni = is_ip ? "" : name, .session = c},
+            Clock::now());
         return true;
       }
       case Msg::kDialFailed:
@@ -140,8 +146,7 @@ class TlsProcess final : public ChildBase {
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
             dial_.on_link_up();  // a link completed its HELLO: the configuration works
-            LOG_INFO("conn=%llu connected to the broker: %s",
-                     static_cast<unsigned long long>(l.id()),
+            LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s",
                      static_cast<TlsLink&>(l).peer_subject().c_str());
             report_status();
           }
@@ -174,18 +179,16 @@ class TlsProcess final : public ChildBase {
           break;
         case Event::kGoAway:
           if (!is_local) {
-            LOG_INFO(
-                "conn=%llu broker sent GOAWAY (%s): dialling a new link, this one finishes "
-                "its %zu streams",
-                static_cast<unsigned long long>(l.id()), std::string(code_name(ev.code)).c_str(),
-                relays_.streams_on(l));
+            LOG_LINK(LOG_INFO, l.id(),
+                     "broker sent GOAWAY (%s): dialling a new link, this one finishes "
+                     "its %zu streams",
+                     std::string(code_name(ev.code)).c_str(), relays_.streams_on(l));
             dial_.dial_soon(Clock::now());
           }
           break;
         case Event::kError:
-          LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
-                   is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
-                   std::string(ev.what).c_str());
+          LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
+                   std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
           break;
       }
     }
@@ -206,9 +209,8 @@ class TlsProcess final : public ChildBase {
     // A link that was up ends at most once per completed HELLO: logged every
     // time. Failed handshakes are logged per class, throttled (Redialer).
     if (was_up) {
-      LOG_WARN("conn=%llu link to the broker lost: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
-               relays_.streams_on(l));
+      LOG_LINK(LOG_WARN, l.id(), "link to the broker lost: %s (%zu streams reset)",
+               l.close_reason().c_str(), relays_.streams_on(l));
       up_since_.erase(up);
     }
     const std::string why = l.close_reason();
@@ -220,20 +222,9 @@ class TlsProcess final : public ChildBase {
     dial_.on_link_closed(id, was_up, why, have_usable_link(), Clock::now());
   }
 
+  // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    if (local_) local_->tick(now);
-    // close() ends in on_link_closed(), which erases the link from links_ (and
-    // retires it, so the pointers stay valid until the batch ends): walk a
-    // copy, never the map itself.
-    std::vector<TlsLink*> links;
-    for (auto& [id, l] : links_) links.push_back(l.get());
-    for (TlsLink* l : links) l->tick(now);
-    // Retire a link the broker sent GOAWAY on once its streams are done.
-    for (TlsLink* l : links)
-      if (!l->closed() && l->has_session() && l->session().goaway_received() &&
-          relays_.streams_on(*l) == 0)
-        l->close("broker asked us to go away and no stream is left");
     if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
   }
 
@@ -249,8 +240,6 @@ class TlsProcess final : public ChildBase {
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (local_) t = std::min(t, local_->next_deadline());
-    for (auto& [id, l] : links_) t = std::min(t, l->next_deadline());
     t = std::min(t, dial_.next_deadline());
     return std::min(t, relays_.next_deadline());
   }
@@ -259,7 +248,19 @@ class TlsProcess final : public ChildBase {
     if (local_) local_->flush();
     for (auto& [id, l] : links_) l->flush();
   }
-  void after_batch() noexcept override { flush_all(); }
+  void after_batch() noexcept override {
+    flush_all();  // first: a link retired below must not lose its last frames (a FIN)
+    // close() ends in on_link_closed(), which erases the link from links_
+    // (and retires it, so the pointers stay valid until the batch ends): walk
+    // a copy, never the map itself.
+    std::vector<TlsLink*> links;
+    for (auto& [id, l] : links_) links.push_back(l.get());
+    // Retire a link the broker sent GOAWAY on once its streams are done.
+    for (TlsLink* l : links)
+      if (!l->closed() && l->has_session() && l->session().goaway_received() &&
+          relays_.streams_on(*l) == 0)
+        l->close("broker asked us to go away and no stream is left");
+  }
 
   std::shared_ptr<TlsContext> ctx_;
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set

@@ -80,7 +80,7 @@ class BrokerParent final : DaemonParent::Hooks {
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     std::string err;
-    if (!f.parse(argc, argv, &err)) return usage_error(kDaemon, err);
+    if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
     const int common = parse_common_flags(
         f, kDaemon, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"},
         "bridge-pin", &flags_);
@@ -97,62 +97,65 @@ class BrokerParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --pending-timeout (whole seconds, 1 to 3600)");
       settings.pending_timeout_ms = *s * 1000;
     }
-    if (!choose_pin_source(f.get("cert"), "bridge.pin", &flags_, &err))
-      return usage_error(kDaemon, err);
+    if (auto pins = choose_pin_source(f.get("cert"), "bridge.pin", &flags_); !pins)
+      return usage_error(kDaemon, pins.what());
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
                          flags_.pins, flags_.pin_flag},
                         validate_material);
     if (!parent_.open_executables(&err) || !store.load(&err)) return usage_error(kDaemon, err);
     SockAddr bridge_addr, service_addr;
-    if (!bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr,
-                       &err) ||
-        !bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr,
-                       &err))
-      return usage_error(kDaemon, err);
+    if (Result<void> st =
+            bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr);
+        !st)
+      return usage_error(kDaemon, st.what());
+    if (Result<void> st =
+            bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr);
+        !st)
+      return usage_error(kDaemon, st.what());
     SockAddr metrics_addr;
-    if (f.has("metrics-listen") && !bind_listener(f.get("metrics-listen"), "--metrics-listen",
-                                                  &metrics_fd_, &metrics_addr, &err))
-      return usage_error(kDaemon, err);
+    if (f.has("metrics-listen"))
+      if (Result<void> st = bind_listener(f.get("metrics-listen"), "--metrics-listen", &metrics_fd_,
+                                          &metrics_addr);
+          !st)
+        return usage_error(kDaemon, st.what());
     // The bound addresses (port 0 becomes the real port: tests rely on this line).
     LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
              service_addr.str().c_str());
     SockAddr probe_addr;
-    if (f.has("probe-listen") &&
-        !bind_listener(f.get("probe-listen"), "--probe-listen", &probe_fd_, &probe_addr, &err))
-      return usage_error(kDaemon, err);
+    if (f.has("probe-listen"))
+      if (Result<void> st =
+              bind_listener(f.get("probe-listen"), "--probe-listen", &probe_fd_, &probe_addr);
+          !st)
+        return usage_error(kDaemon, st.what());
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
     if (probe_fd_) LOG_INFO("serving probes on %s", probe_addr.str().c_str());
     return parent_.run(flags_, store);
   }
 
  private:
-  static bool bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
-                            SockAddr* bound, std::string* err) {
-    auto hp = parse_host_port(spec, err, /*allow_port_zero=*/true);
-    if (!hp) return *err = std::string("bad ") + flag + " '" + spec + "': " + *err, false;
+  static Result<void> bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
+                                    SockAddr* bound) {
+    auto hp = parse_host_port(spec, /*allow_port_zero=*/true);
+    if (!hp) return fail(std::string("bad ") + flag + " '" + spec + "': " + hp.what());
     auto addr = numeric_addr(*hp);
     if (!addr)
-      return *err = std::string("bad ") + flag + " '" + spec + "': the address must be numeric",
-             false;
-    int e = 0;
-    *out = listen_tcp(*addr, 4096, &e);
-    if (!*out)
-      return *err =
-                 std::string("cannot listen on ") + spec + " (" + flag + "): " + std::strerror(e),
-             false;
+      return fail(std::string("bad ") + flag + " '" + spec + "': the address must be numeric");
+    auto fd = listen_tcp(*addr, 4096);
+    if (!fd) return fail(std::string("cannot listen on ") + spec + " (" + flag + "): " + fd.what());
+    *out = std::move(fd).value();
     *bound = *addr;
     const uint16_t port = local_port(out->get());
     if (bound->family() == AF_INET)
       reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
     else
       reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
-    return true;
+    return {};
   }
 
   static bool validate_material(const Material& m, std::string* err) {
-    auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "", err);
-    if (!ctx) *err = "--cert/--key/--ca-cert: " + *err;
-    return ctx != nullptr;
+    auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "");
+    if (!ctx) *err = "--cert/--key/--ca-cert: " + ctx.what();
+    return ctx.ok();
   }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {

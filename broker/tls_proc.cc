@@ -76,15 +76,14 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
         if (!mat) return false;
-        std::string err;
-        auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "", &err);
+        auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "");
         wipe_material(*mat);
         if (!ctx) {
-          send(Msg::kMaterialError, as_bytes(err));
+          send(Msg::kMaterialError, as_bytes(ctx.what()));
           return true;
         }
         // New handshakes use the new context; existing links keep theirs alive.
-        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx));
+        ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(bridges_, *ctx_, "bridge");
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is
@@ -177,10 +176,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       c.opener = true;
       c.instance = random_instance();
       c.pool = &g_budget;
-      bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, ctx_, ctx_->get(), std::move(fd),
-                                               true, "", c, Clock::now());
-      LOG_DEBUG("conn=%llu bridge connection accepted from %s", static_cast<unsigned long long>(id),
-                src->str().c_str());
+      bridges_[id] = std::make_unique<TlsLink>(
+          loop_, *this, id, std::move(fd),
+          TlsLinkOptions{.context = ctx_, .server = true, .sni = "", .session = c}, Clock::now());
+      LOG_LINK(LOG_DEBUG, id, "bridge connection accepted from %s", src->str().c_str());
     }
     update_listener(Clock::now());
   }
@@ -222,8 +221,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
               no_slot = true;
               break;
             }
-            LOG_INFO("conn=%llu bridge connected: %s", static_cast<unsigned long long>(l.id()),
-                     t->peer_subject().c_str());
+            LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s", t->peer_subject().c_str());
             report_status();
             pool_.serve();
           }
@@ -245,28 +243,25 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
           relays_.dispatch(l, ev);
           break;
         case Event::kGoAway:
-          LOG_INFO("conn=%llu bridge sent GOAWAY (%s): no new streams on it",
-                   static_cast<unsigned long long>(l.id()),
+          LOG_LINK(LOG_INFO, l.id(), "bridge sent GOAWAY (%s): no new streams on it",
                    std::string(code_name(ev.code)).c_str());
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
-            LOG_INFO("conn=%llu %s closed cleanly", static_cast<unsigned long long>(l.id()),
-                     is_local ? "data channel" : "link");
+            LOG_LINK(LOG_INFO, l.id(), "%s closed cleanly", is_local ? "data channel" : "link");
             break;
           }
-          LOG_WARN("conn=%llu %s error %s: %s", static_cast<unsigned long long>(l.id()),
-                   is_local ? "data channel" : "link", std::string(code_name(ev.code)).c_str(),
-                   std::string(ev.what).c_str());
+          LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
+                   std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
           if (!is_local) stats_.link_error(ev.code);
           break;
       }
     }
     if (no_slot) {
-      LOG_WARN_THROTTLED(refuse_log_,
-                         "conn=%llu authenticated bridge refused: all %zu link "
+      LOG_LINK_THROTTLED(refuse_log_, l.id(),
+                         "authenticated bridge refused: all %zu link "
                          "slots are taken",
-                         static_cast<unsigned long long>(l.id()), admission_.established());
+                         admission_.established());
       l.close("no link slot left for an authenticated bridge");
     }
   }
@@ -291,12 +286,11 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     if (!t->established() && !evicted) {
       stats_.handshake_failed(classify_handshake_failure(l.close_reason()));
       // Anyone on the internet can fail a handshake at will.
-      LOG_WARN_THROTTLED(handshake_log_, "conn=%llu bridge handshake failed: %s",
-                         static_cast<unsigned long long>(l.id()), l.close_reason().c_str());
+      LOG_LINK_THROTTLED(handshake_log_, l.id(), "bridge handshake failed: %s",
+                         l.close_reason().c_str());
     } else if (t->established()) {
-      LOG_INFO("conn=%llu bridge disconnected: %s (%zu streams reset)",
-               static_cast<unsigned long long>(l.id()), l.close_reason().c_str(),
-               relays_.streams_on(l));
+      LOG_LINK(LOG_INFO, l.id(), "bridge disconnected: %s (%zu streams reset)",
+               l.close_reason().c_str(), relays_.streams_on(l));
     }
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
@@ -306,11 +300,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   }
 
   // ---------------------------------------------------------------- time, drain
+  // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
-    if (local_) local_->tick(now);
-    std::vector<TlsLink*> links;
-    for (auto& [id, l] : bridges_) links.push_back(l.get());
-    for (TlsLink* l : links) l->tick(now);
     // The bridge port's absolute handshake deadline (the link's own is longer).
     for (Admission::Id id : admission_.expired(now))
       if (auto it = bridges_.find(id); it != bridges_.end())
@@ -331,8 +322,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
 
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    if (local_) t = std::min(t, local_->next_deadline());
-    for (auto& [id, l] : bridges_) t = std::min(t, l->next_deadline());
     t = std::min(t, pool_.next_deadline());
     t = std::min(t, admission_.next_deadline());
     return std::min(t, next_stats_);
@@ -364,6 +353,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   void after_batch() noexcept override {
     if (pool_.pending() != 0) pool_.serve();
     flush_all();
+    update_listener(Clock::now());
   }
 
   void on_drain() noexcept override {

@@ -1,5 +1,6 @@
 // One line per event on stderr: "<time> <daemon>[<process>] <event ...>".
-// Callers put conn=N stream=M first so lines grep well. Never log payload or
+// Callers put conn=N stream=M first so lines grep well (LOG_LINK does it for
+// conn=N). Never log payload or
 // key material. Writing never blocks the loop: when stderr is a pipe it is made
 // non-blocking and a line that does not fit is dropped and counted (FI-26).
 #pragma once
@@ -75,3 +76,13 @@ class Throttle {
   do {                                                                                           \
     if (::ct::log::level() >= ::ct::log::kDebug) ::ct::log::msg(::ct::log::kDebug, __VA_ARGS__); \
   } while (0)
+
+// A line about one link (a TLS connection or a data channel): "conn=<id> "
+// before the text, so every per-link line greps alike. `LOG` is one of the
+// macros above; LOG_LINK_THROTTLED is LOG_WARN_THROTTLED's twin.
+//   LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s", subject.c_str());
+#define LOG_LINK(LOG, id, fmt, ...) \
+  LOG("conn=%llu " fmt, static_cast<unsigned long long>(id) __VA_OPT__(, ) __VA_ARGS__)
+#define LOG_LINK_THROTTLED(throttle, id, fmt, ...) \
+  LOG_WARN_THROTTLED(throttle, "conn=%llu " fmt,   \
+                     static_cast<unsigned long long>(id) __VA_OPT__(, ) __VA_ARGS__)

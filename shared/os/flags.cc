@@ -4,14 +4,12 @@
 
 namespace ct {
 
-bool Flags::parse(int argc, char** argv, std::string* err) {
+Result<void> Flags::parse(int argc, char** argv) {
   static const std::vector<std::string> kEmpty;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    if (a.rfind("--", 0) != 0 || a.size() < 3) {
-      *err = "unexpected argument '" + a + "' (flags start with --; see --help)";
-      return false;
-    }
+    if (a.rfind("--", 0) != 0 || a.size() < 3)
+      return fail("unexpected argument '" + a + "' (flags start with --; see --help)");
     std::string name = a.substr(2), value;
     bool inline_value = false;
     if (auto eq = name.find('='); eq != std::string::npos) {
@@ -23,34 +21,29 @@ bool Flags::parse(int argc, char** argv, std::string* err) {
     for (const auto& s : specs_)
       if (s.name == name) spec = &s;
     if (spec == nullptr) {
-      *err = "unknown flag --" + name + " (see --help)";
-      return false;
+      return fail("unknown flag --" + name + " (see --help)");
     }
     if (spec->arg.empty()) {
       if (inline_value) {
-        *err = "flag --" + name + " takes no value";
-        return false;
+        return fail("flag --" + name + " takes no value");
       }
     } else if (!inline_value) {
       if (i + 1 >= argc) {
-        *err = "flag --" + name + " needs a value (" + spec->arg + ")";
-        return false;
+        return fail("flag --" + name + " needs a value (" + spec->arg + ")");
       }
       value = argv[++i];
     }
     if (!spec->arg.empty() && value.empty()) {
-      *err = "flag --" + name + " needs a non-empty value (" + spec->arg + ")";
-      return false;
+      return fail("flag --" + name + " needs a non-empty value (" + spec->arg + ")");
     }
     auto& v = values_[name];
     if (!v.empty() && !spec->repeatable) {
-      *err = "flag --" + name + " given more than once";
-      return false;
+      return fail("flag --" + name + " given more than once");
     }
     v.push_back(value);
   }
   (void)kEmpty;
-  return true;
+  return {};
 }
 
 std::string Flags::get(const std::string& name, const std::string& def) const {

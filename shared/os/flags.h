@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "shared/base/result.h"
+
 namespace ct {
 
 struct FlagSpec {
@@ -21,7 +23,7 @@ class Flags {
  public:
   explicit Flags(std::vector<FlagSpec> specs) : specs_(std::move(specs)) {}
   // Returns false with *err set on a bad command line.
-  bool parse(int argc, char** argv, std::string* err);
+  Result<void> parse(int argc, char** argv);
   bool has(const std::string& name) const { return values_.count(name) != 0; }
   std::string get(const std::string& name, const std::string& def = "") const;
   const std::vector<std::string>& all(const std::string& name) const;

@@ -2,6 +2,7 @@
 
 #include <sys/signalfd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "shared/base/check.h"
@@ -58,6 +59,7 @@ void Loop::SignalHandler::on_io(uint32_t) noexcept {
 
 bool Loop::run_once(TimePoint deadline) {
   if (stopped_) return false;
+  deadline = std::min(deadline, timers_.next());
   int timeout_ms = -1;
   if (deadline != TimePoint::max()) {
     const auto now = Clock::now();
@@ -76,6 +78,8 @@ bool Loop::run_once(TimePoint deadline) {
     std::abort();
   }
   for (int i = 0; i < n; i++) static_cast<Handler*>(evs[i].data.ptr)->on_io(evs[i].events);
+  // After the events: a deadline met by this batch's input does not fire.
+  if (!stopped_) timers_.run_due(Clock::now());
   if (after_batch_) after_batch_();
   graveyard_.clear();
   return !stopped_;

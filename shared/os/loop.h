@@ -1,7 +1,8 @@
 // The one epoll loop of a process. Handlers are objects registered per fd;
 // a handler that closes itself during a batch is retired, not deleted, so a
 // later event of the same batch can never reach freed memory. Signals arrive
-// through a signalfd; deadlines are the caller's (next_deadline -> timeout).
+// through a signalfd; deadlines are timers (timers.h) whose owners re-arm them
+// after their own work, so the loop never walks idle objects.
 #pragma once
 
 #include <sys/epoll.h>
@@ -13,6 +14,7 @@
 
 #include "shared/base/time.h"
 #include "shared/base/unique_fd.h"
+#include "shared/os/timers.h"
 
 namespace ct {
 
@@ -40,9 +42,13 @@ class Loop {
   // flush coalesced output, so many streams' frames leave in one write.
   void set_after_batch(std::function<void()> fn) { after_batch_ = std::move(fn); }
 
-  // Waits for events until `deadline` at the latest, dispatches them, runs the
-  // after-batch hook. Returns false once stop() was called.
-  bool run_once(TimePoint deadline);
+  // The heap every Timer of this process's loop lives in.
+  TimerHeap& timers() { return timers_; }
+
+  // Waits for events until `deadline` or the earliest timer at the latest,
+  // dispatches them, fires the due timers, runs the after-batch hook.
+  // Returns false once stop() was called.
+  bool run_once(TimePoint deadline = TimePoint::max());
   void stop() { stopped_ = true; }
   bool stopped() const { return stopped_; }
 
@@ -54,6 +60,8 @@ class Loop {
   };
   UniqueFd epfd_;
   std::unique_ptr<SignalHandler> signals_;
+  // Before the graveyard: retired handlers cancel their timers when they die.
+  TimerHeap timers_;
   std::vector<std::unique_ptr<Handler>> graveyard_;
   std::function<void()> after_batch_;
   bool stopped_ = false;

@@ -29,23 +29,20 @@ std::string SockAddr::str() const {
   return "?";
 }
 
-std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
-                                        bool allow_port_zero) {
+Result<HostPort> parse_host_port(std::string_view s, bool allow_port_zero) {
   HostPort hp;
   std::string_view port;
   if (!s.empty() && s.front() == '[') {
     const size_t close = s.find(']');
     if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      *err = "expected [ipv6]:port";
-      return std::nullopt;
+      return fail("expected [ipv6]:port");
     }
     hp.host = std::string(s.substr(1, close - 1));
     port = s.substr(close + 2);
   } else {
     const size_t colon = s.rfind(':');
     if (colon == std::string_view::npos || s.find(':') != colon) {
-      *err = "expected host:port";
-      return std::nullopt;
+      return fail("expected host:port");
     }
     hp.host = std::string(s.substr(0, colon));
     port = s.substr(colon + 1);
@@ -54,8 +51,7 @@ std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
   auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
   if (hp.host.empty() || port.empty() || ec != std::errc() || p != port.data() + port.size() ||
       (v == 0 && !allow_port_zero) || v > 65535) {
-    *err = "expected host:port with a port from 1 to 65535";
-    return std::nullopt;
+    return fail("expected host:port with a port from 1 to 65535");
   }
   hp.port = static_cast<uint16_t>(v);
   return hp;
@@ -80,16 +76,15 @@ std::optional<SockAddr> numeric_addr(const HostPort& hp) {
   return std::nullopt;
 }
 
-std::optional<SockAddr> resolve(const HostPort& hp, std::string* err) {
-  if (auto a = numeric_addr(hp)) return a;
+Result<SockAddr> resolve(const HostPort& hp) {
+  if (auto a = numeric_addr(hp)) return *a;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   const int rc = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
   if (rc != 0 || res == nullptr) {
-    *err = std::string("cannot resolve ") + hp.host + ": " + gai_strerror(rc);
-    return std::nullopt;
+    return fail(std::string("cannot resolve ") + hp.host + ": " + gai_strerror(rc));
   }
   SockAddr a;
   std::memcpy(&a.ss, res->ai_addr, res->ai_addrlen);
@@ -102,33 +97,22 @@ std::optional<SockAddr> resolve(const HostPort& hp, std::string* err) {
   return a;
 }
 
-UniqueFd listen_tcp(const SockAddr& a, int backlog, int* err) {
+Result<UniqueFd> listen_tcp(const SockAddr& a, int backlog) {
   UniqueFd fd(socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    *err = errno;
-    return {};
-  }
+  if (!fd) return fail_errno(errno, "");
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd.get(), a.get(), a.len) != 0 || listen(fd.get(), backlog) != 0) {
-    *err = errno;
-    return {};
-  }
+  if (bind(fd.get(), a.get(), a.len) != 0 || listen(fd.get(), backlog) != 0)
+    return fail_errno(errno, "");
   return fd;
 }
 
-UniqueFd connect_tcp(const SockAddr& a, bool* in_progress, int* err) {
+Result<UniqueFd> connect_tcp(const SockAddr& a, bool* in_progress) {
   UniqueFd fd(socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    *err = errno;
-    return {};
-  }
+  if (!fd) return fail_errno(errno, "");
   *in_progress = false;
   if (connect(fd.get(), a.get(), a.len) != 0) {
-    if (errno != EINPROGRESS) {
-      *err = errno;
-      return {};
-    }
+    if (errno != EINPROGRESS) return fail_errno(errno, "");
     *in_progress = true;
   }
   return fd;

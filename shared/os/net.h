@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
 
 namespace ct {
@@ -26,19 +27,20 @@ struct HostPort {
   uint16_t port = 0;
 };
 
-// Splits "host:port" or "[v6]:port". Returns nullopt with *err set otherwise.
+// Splits "host:port" or "[v6]:port"; anything else fails with the form expected.
 // Port 0 ("any free port") is accepted only for listen addresses.
-std::optional<HostPort> parse_host_port(std::string_view s, std::string* err,
-                                        bool allow_port_zero = false);
+Result<HostPort> parse_host_port(std::string_view s, bool allow_port_zero = false);
 // A numeric address only (no name lookup): listen addresses, tests.
 std::optional<SockAddr> numeric_addr(const HostPort& hp);
 // Name resolution (parent processes only: it may read /etc and talk DNS).
-std::optional<SockAddr> resolve(const HostPort& hp, std::string* err);
+Result<SockAddr> resolve(const HostPort& hp);
 
-// A non-blocking listening TCP socket with SO_REUSEADDR.
-UniqueFd listen_tcp(const SockAddr& a, int backlog, int* err);
-// Starts a non-blocking connect; *in_progress tells whether to wait for EPOLLOUT.
-UniqueFd connect_tcp(const SockAddr& a, bool* in_progress, int* err);
+// A non-blocking listening TCP socket with SO_REUSEADDR. A failure carries
+// the errno, its text alone as what().
+Result<UniqueFd> listen_tcp(const SockAddr& a, int backlog);
+// Starts a non-blocking connect; *in_progress tells whether to wait for
+// EPOLLOUT. A failure carries the errno (EMFILE and ENFILE mean no fd).
+Result<UniqueFd> connect_tcp(const SockAddr& a, bool* in_progress);
 // The result of a non-blocking connect once the socket is writable.
 int socket_error(int fd);
 // TCP_NODELAY (we coalesce our own writes), and on link sockets keepalive and

@@ -43,12 +43,13 @@ void Resolver::start(const HostPort& hp, Done done) {
   } else {
     try {
       std::thread([job, hp] {
-        std::string err;
-        auto addr = resolve(hp, &err);
+        auto addr = resolve(hp);
         {
           std::lock_guard<std::mutex> lock(job->mu);
-          job->addr = addr;
-          job->err = err;
+          if (addr)
+            job->addr = *addr;
+          else
+            job->err = addr.what();
           job->finished = true;
         }
         const uint64_t one = 1;
@@ -88,7 +89,10 @@ void Resolver::on_io(uint32_t) noexcept {
   job_.reset();
   Done done = std::move(done_);
   done_ = nullptr;
-  done(addr, err);
+  if (addr)
+    done(*addr);
+  else
+    done(fail(err));
 }
 
 }  // namespace ct

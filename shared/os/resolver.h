@@ -20,7 +20,8 @@ namespace ct {
 
 class Resolver final : public Loop::Handler {
  public:
-  using Done = std::function<void(std::optional<SockAddr> addr, const std::string& err)>;
+  // The address, or why the lookup failed (naming the host).
+  using Done = std::function<void(Result<SockAddr> addr)>;
   explicit Resolver(Loop& loop);
   ~Resolver() override;
   Resolver(const Resolver&) = delete;

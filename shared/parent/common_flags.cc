@@ -55,35 +55,31 @@ std::vector<FlagSpec> join_flag_specs(std::initializer_list<std::vector<FlagSpec
   return out;
 }
 
-bool resolve_run_user(const std::string& name, ProcSettings* s, std::string* err) {
+Result<void> resolve_run_user(const std::string& name, ProcSettings* s) {
   if (geteuid() != 0) {
     if (!name.empty()) {
       const passwd* pw = getpwnam(name.c_str());
-      if (pw == nullptr || pw->pw_uid != geteuid()) {
-        *err = "--user " + name + " needs root; running as uid " + std::to_string(geteuid());
-        return false;
-      }
+      if (pw == nullptr || pw->pw_uid != geteuid())
+        return fail("--user " + name + " needs root; running as uid " + std::to_string(geteuid()));
     }
-    return true;  // children keep our (unprivileged) user
+    return {};  // children keep our (unprivileged) user
   }
   const passwd* pw = nullptr;
   if (!name.empty()) {
     pw = getpwnam(name.c_str());
-    if (pw == nullptr) return *err = "--user " + name + ": no such user", false;
+    if (pw == nullptr) return fail("--user " + name + ": no such user");
   } else {
     pw = getpwnam("cloudtaser");
     if (pw == nullptr) pw = getpwnam("nobody");
     if (pw == nullptr)
-      return *err = "running as root and neither user cloudtaser nor nobody exists (use --user)",
-             false;
+      return fail("running as root and neither user cloudtaser nor nobody exists (use --user)");
   }
   if (pw->pw_uid == 0 || pw->pw_gid == 0)
-    return *err = "--user " + std::string(pw->pw_name) + " is root; children must not run as root",
-           false;
+    return fail("--user " + std::string(pw->pw_name) + " is root; children must not run as root");
   s->drop_user = true;
   s->uid = pw->pw_uid;
   s->gid = pw->pw_gid;
-  return true;
+  return {};
 }
 
 int parse_common_flags(const Flags& f, const char* daemon, const char* summary,
@@ -110,8 +106,8 @@ int parse_common_flags(const Flags& f, const char* daemon, const char* summary,
     if (!s) return usage_error(daemon, "bad --drain-timeout (whole seconds, 1 to 3600)");
     out->settings.drain_timeout_ms = *s * 1000;
   }
-  std::string err;
-  if (!resolve_run_user(f.get("user"), &out->settings, &err)) return usage_error(daemon, err);
+  if (auto user = resolve_run_user(f.get("user"), &out->settings); !user)
+    return usage_error(daemon, user.what());
   out->pin_flag = pin_flag;
   out->insecure_no_pin = f.has("insecure-no-pin");
   out->pin_file = f.get(pin_flag + "-file");
@@ -130,29 +126,28 @@ int parse_common_flags(const Flags& f, const char* daemon, const char* summary,
   return -1;
 }
 
-bool choose_pin_source(const std::string& cert_path, const char* default_name, CommonFlags* f,
-                       std::string* err) {
+Result<void> choose_pin_source(const std::string& cert_path, const char* default_name,
+                               CommonFlags* f) {
   const bool given = !f->pins.empty() || !f->pin_file.empty();
   if (f->insecure_no_pin) {
     if (given)
-      return *err = "--insecure-no-pin contradicts --" + f->pin_flag + "/--" + f->pin_flag +
-                    "-file: drop one",
-             false;
-    return true;
+      return fail("--insecure-no-pin contradicts --" + f->pin_flag + "/--" + f->pin_flag +
+                  "-file: drop one");
+    return {};
   }
-  if (given) return true;
+  if (given) return {};
   const size_t slash = cert_path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : cert_path.substr(0, slash);
   const std::string path = dir + "/" + default_name;
   if (access(path.c_str(), F_OK) == 0) {
     f->pin_file = path;
-    return true;
+    return {};
   }
   const std::string peer = f->peer();
-  *err = "no " + peer + " pin: give --" + f->pin_flag + " or --" + f->pin_flag + "-file, or put " +
-         path + " (one sha256// pin per line, as cloudtaser-certs writes it); --insecure-no-pin " +
-         "accepts any " + peer + " certificate the CA signed";
-  return false;
+  return fail("no " + peer + " pin: give --" + f->pin_flag + " or --" + f->pin_flag +
+              "-file, or put " + path +
+              " (one sha256// pin per line, as cloudtaser-certs writes it); --insecure-no-pin " +
+              "accepts any " + peer + " certificate the CA signed");
 }
 
 }  // namespace ct

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "shared/base/pin.h"
+#include "shared/base/result.h"
 #include "shared/ipc/msgs.h"
 #include "shared/os/flags.h"
 
@@ -60,13 +61,13 @@ int parse_common_flags(const Flags& f, const char* daemon, const char* summary,
 // When running as root, the children switch to `name` (default: the
 // dedicated "cloudtaser" user if it exists, else "nobody"). As any other user
 // they stay that user (systemd's User=vault, a pod's runAsUser).
-bool resolve_run_user(const std::string& name, ProcSettings* s, std::string* err);
+Result<void> resolve_run_user(const std::string& name, ProcSettings* s);
 
 // Identity fails closed: without --<pin_flag> or --<pin_flag>-file the pin
 // file `default_name` beside `cert_path` is used (cloudtaser-certs writes
 // it), and without that either the daemon refuses to start unless
 // --insecure-no-pin says it may accept any certificate the CA signed.
-bool choose_pin_source(const std::string& cert_path, const char* default_name, CommonFlags* f,
-                       std::string* err);
+Result<void> choose_pin_source(const std::string& cert_path, const char* default_name,
+                               CommonFlags* f);
 
 }  // namespace ct

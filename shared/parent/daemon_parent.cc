@@ -41,9 +41,9 @@ int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
     return 1;
   }
   uint64_t fds_from = 0, fds_to = 0;
-  if (!raise_fd_limit(&fds_from, &fds_to, &err))
+  if (const auto raised = raise_fd_limit(&fds_from, &fds_to); !raised)
     LOG_WARN("cannot raise the file descriptor limit (%s): streams may fail beyond %llu fds",
-             err.c_str(), static_cast<unsigned long long>(fds_from));
+             raised.what().c_str(), static_cast<unsigned long long>(fds_from));
   else if (fds_to != fds_from)
     LOG_INFO("file descriptor limit raised from %llu to %llu",
              static_cast<unsigned long long>(fds_from), static_cast<unsigned long long>(fds_to));
@@ -68,6 +68,20 @@ int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
     sup_->signal_all(SIGKILL);
     return usage_error(daemon_, "cannot start child processes");
   }
+  // The deadline work (heartbeats, restarts, the daemon's own, the file
+  // watch) runs from a timer re-armed after every batch, not on every wake-up.
+  TimePoint daemon_due = started;  // unknown until the daemon's first tick
+  Timer deadlines(loop_.timers(), [&](TimePoint now) {
+    sup_->tick(now);
+    daemon_due = hooks_.tick(now);
+    if (drain_.running() && watcher_->changed(now)) {
+      // reload() records the new stamp once it applies (or refuses) the
+      // files; a reload deferred while the TLS process restarts leaves it, so
+      // it is retried.
+      if (!reload_deferred_) LOG_INFO("certificate, key, CA or pin file changed: reloading");
+      reload();
+    }
+  });
   while (true) {
     const auto now = Clock::now();
     if (drain_.startup_expired(now)) {
@@ -76,20 +90,12 @@ int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
     }
     if (drain_.over(now, sup_->any_alive())) break;
     if (!fatal_error_.empty()) break;
-    sup_->tick(now);
-    const TimePoint daemon_due = hooks_.tick(now);
-    if (drain_.running() && watcher_->changed(now)) {
-      // reload() records the new stamp once it applies (or refuses) the
-      // files; a reload deferred while the TLS process restarts leaves it, so
-      // it is retried.
-      if (!reload_deferred_) LOG_INFO("certificate, key, CA or pin file changed: reloading");
-      reload();
-    }
     // Whatever this iteration (and the last batch) sent: failed channels end
     // their child, queued output arms EPOLLOUT.
     sup_->after_batch();
-    loop_.run_once(std::min({sup_->next_deadline(), daemon_due, drain_.deadline(),
-                             drain_.running() ? watcher_->deadline() : TimePoint::max()}));
+    deadlines.arm(std::min({sup_->next_deadline(), daemon_due,
+                            drain_.running() ? watcher_->deadline() : TimePoint::max()}));
+    loop_.run_once(drain_.deadline());
   }
   sup_->set_stopping();
   sup_->signal_all(SIGKILL);

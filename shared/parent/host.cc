@@ -28,15 +28,15 @@ void sd_notify(const std::string& msg) {
   sendto(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa), len);
 }
 
-bool raise_fd_limit(uint64_t* from, uint64_t* to, std::string* err) {
+Result<void> raise_fd_limit(uint64_t* from, uint64_t* to) {
   rlimit r{};
-  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return fail_errno(errno, "");
   *from = *to = r.rlim_cur;
-  if (r.rlim_cur == r.rlim_max) return true;
+  if (r.rlim_cur == r.rlim_max) return {};
   r.rlim_cur = r.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return *err = std::strerror(errno), false;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return fail_errno(errno, "");
   *to = r.rlim_cur;
-  return true;
+  return {};
 }
 
 }  // namespace ct

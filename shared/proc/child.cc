@@ -162,22 +162,22 @@ std::array<uint8_t, 16> ChildBase::random_instance() {
 }
 
 int ChildBase::run() {
-  loop_.set_after_batch([this] {
+  Timer deadlines(loop_.timers(), [this](TimePoint now) { on_tick(now); });
+  auto batch_done = [this, &deadlines] {
     after_batch();
     if (ctl_.wants_write()) ctl_.flush();
-  });
-  while (!loop_.stopped()) {
-    on_tick(Clock::now());
     if (!loop_.stopped() && draining_ && drained()) {
       LOG_INFO("drained");
       exit_child(0);
     }
-    if (loop_.stopped()) break;
-    // What the deadlines produced (a reset, a ping) leaves now, not with the
-    // next event, which may never come.
-    after_batch();
-    loop_.run_once(next_deadline());
+    if (!loop_.stopped()) deadlines.arm(next_deadline());
+  };
+  loop_.set_after_batch(batch_done);
+  on_tick(Clock::now());
+  if (!loop_.stopped()) batch_done();
+  while (loop_.run_once()) {
   }
+  loop_.set_after_batch(nullptr);  // `deadlines` dies with this frame
   return exit_code_;
 }
 

@@ -43,11 +43,16 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   virtual void on_data_channel() noexcept {}
   // DRAIN arrived (once): stop taking new work; the open streams finish.
   virtual void on_drain() noexcept = 0;
-  // While draining, after every tick: true when nothing is left, after the
+  // While draining, after every batch: true when nothing is left, after the
   // process's last writes. The child then exits 0.
   virtual bool drained() noexcept = 0;
+  // The process's own deadline work (each link has its own timer): run by a
+  // timer that after every batch is re-armed for next_deadline(), so an
+  // iteration with nothing due never calls it.
   virtual void on_tick(TimePoint now) noexcept = 0;
   virtual TimePoint next_deadline() const = 0;
+  // After every batch of events and timers: flushes, and the checks that
+  // follow from events rather than time (drained: exit).
   virtual void after_batch() noexcept {}
   void exit_child(int code) {
     exit_code_ = code;

@@ -12,6 +12,17 @@ namespace ct {
 
 void Link::start_session(const SessionConfig& cfg, TimePoint now) {
   session_ = std::make_unique<Session>(cfg, now);
+  arm_if_earlier();
+}
+
+void Link::arm_if_earlier() noexcept {
+  const TimePoint t = next_deadline();
+  if (t < timer_.deadline()) timer_.arm(t);
+}
+
+void Link::on_timer(TimePoint now) noexcept {
+  tick(now);
+  if (!closed_) timer_.arm(next_deadline());
 }
 
 void Link::tick(TimePoint now) noexcept {
@@ -32,12 +43,14 @@ void Link::after_input() noexcept {
     flush();  // the GOAWAY carrying the reason, best effort
     close(std::string("session error ") + std::string(code_name(session_->error_code())));
   }
+  if (!closed_) arm_if_earlier();
 }
 
 void Link::close(std::string reason) noexcept {
   if (closed_) return;
   closed_ = true;
   close_reason_ = std::move(reason);
+  timer_.cancel();
   close_transport();
   owner_.on_link_closed(*this);
 }
@@ -101,8 +114,7 @@ void PlainLink::on_io(uint32_t events) noexcept {
   pump_input();  // before EOF: what the peer wrote before it went is delivered
   if (closed_) return;
   if (ring_->corrupt()) {
-    LOG_WARN("conn=%llu data channel ring: %s", static_cast<unsigned long long>(id_),
-             ring_->corruption().c_str());
+    LOG_LINK(LOG_WARN, id_, "data channel ring: %s", ring_->corruption().c_str());
     close("data channel ring: " + ring_->corruption());
     return;
   }

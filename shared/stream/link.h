@@ -41,7 +41,11 @@ class Link : public Loop::Handler {
     virtual void on_link_closed(Link& l) noexcept = 0;
   };
 
-  Link(Loop& loop, Owner& owner, uint64_t id) : loop_(loop), owner_(owner), id_(id) {}
+  Link(Loop& loop, Owner& owner, uint64_t id)
+      : loop_(loop),
+        owner_(owner),
+        id_(id),
+        timer_(loop.timers(), [this](TimePoint now) { on_timer(now); }) {}
   ~Link() override = default;
 
   uint64_t id() const { return id_; }
@@ -52,6 +56,9 @@ class Link : public Loop::Handler {
 
   // Writes pending session output to the transport.
   virtual void flush() noexcept = 0;
+  // Deadline work (the session's HELLO, ping and dead-peer timeouts), run by
+  // the link's own timer, which stays armed for next_deadline(): the loop
+  // never visits a link with nothing due.
   virtual void tick(TimePoint now) noexcept;
   virtual TimePoint next_deadline() const;
   // Closes the transport (after a best-effort flush) and tells the owner once.
@@ -62,6 +69,11 @@ class Link : public Loop::Handler {
   // Hands the session's events to the owner and, when the session died,
   // closes the link.
   void after_input() noexcept;
+  // Arms the timer for next_deadline() when that is earlier than it is armed
+  // for. A later deadline (input moved the dead-peer timeout on) is left to
+  // on_timer: firing early finds nothing due and re-arms, which costs one
+  // wake-up per interval instead of a heap update per batch of input.
+  void arm_if_earlier() noexcept;
   virtual void close_transport() noexcept = 0;
 
   Loop& loop_;
@@ -70,6 +82,10 @@ class Link : public Loop::Handler {
   std::unique_ptr<Session> session_;
   bool closed_ = false;
   std::string close_reason_;
+
+ private:
+  void on_timer(TimePoint now) noexcept;
+  Timer timer_;
 };
 
 // The session over the data channel between a daemon's TLS and forwarding

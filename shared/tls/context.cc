@@ -79,39 +79,40 @@ bool spki_pin(X509* cert, Pin* out) {
   return ok;
 }
 
-bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
-                   std::string* own_pin, std::string* err) {
+Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,
+                                  const std::string& key_pem) {
   // Our certificate chain: the leaf first, then any intermediates.
   BioPtr cb = mem_bio(cert_pem);
   X509* leaf = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr);
-  if (leaf == nullptr) return *err = "certificate file holds no PEM certificate", false;
+  if (leaf == nullptr) return fail("certificate file holds no PEM certificate");
   const bool used = SSL_CTX_use_certificate(c, leaf) == 1;
   Pin own;
-  if (spki_pin(leaf, &own)) *own_pin = format_pin(own);
+  std::string own_pin;
+  if (spki_pin(leaf, &own)) own_pin = format_pin(own);
   X509_free(leaf);
-  if (!used) return *err = "certificate refused: " + tls_errors(), false;
+  if (!used) return fail("certificate refused: " + tls_errors());
   while (X509* extra = PEM_read_bio_X509(cb.get(), nullptr, no_passphrase, nullptr)) {
     if (SSL_CTX_add0_chain_cert(c, extra) != 1) {
       X509_free(extra);
-      return *err = "chain certificate refused: " + tls_errors(), false;
+      return fail("chain certificate refused: " + tls_errors());
     }
   }
   ERR_clear_error();  // the loop above ends on a "no start line" error
 
   BioPtr kb = mem_bio(key_pem);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(kb.get(), nullptr, no_passphrase, nullptr);
-  if (key == nullptr) return *err = "key file holds no unencrypted PEM private key", false;
+  if (key == nullptr) return fail("key file holds no unencrypted PEM private key");
   const bool key_ok = SSL_CTX_use_PrivateKey(c, key) == 1;
   EVP_PKEY_free(key);
   if (!key_ok || SSL_CTX_check_private_key(c) != 1) {
     ERR_clear_error();
-    return *err = "private key does not match the certificate", false;
+    return fail("private key does not match the certificate");
   }
 
-  return true;
+  return own_pin;
 }
 
-bool TlsContext::leaf_allowed(X509* leaf, std::string* why) const {
+Result<void> TlsContext::leaf_allowed(X509* leaf) const {
   // The peer's role, stated by its certificate and required explicitly:
   // OpenSSL's purpose check passes a certificate that has no EKU at all, so a
   // broker's serverAuth-only certificate (or one with none) could act as a
@@ -119,19 +120,17 @@ bool TlsContext::leaf_allowed(X509* leaf, std::string* why) const {
   const uint32_t want = side_ == Side::kServer ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
   if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) == 0 ||
       (X509_get_extended_key_usage(leaf) & want) == 0) {
-    *why = std::string("peer certificate lacks the ") +
-           (side_ == Side::kServer ? "clientAuth" : "serverAuth") + " extended key usage";
-    return false;
+    return fail(std::string("peer certificate lacks the ") +
+                (side_ == Side::kServer ? "clientAuth" : "serverAuth") + " extended key usage");
   }
-  if (pins_.empty()) return true;
+  if (pins_.empty()) return {};
   // The pin is checked on the leaf the chain was verified for, never on
   // whatever else the peer sent along.
   Pin p;
-  if (!spki_pin(leaf, &p)) return *why = "cannot hash the peer certificate key", false;
+  if (!spki_pin(leaf, &p)) return fail("cannot hash the peer certificate key");
   for (const Pin& want_pin : pins_)
-    if (want_pin == p) return true;
-  *why = "peer certificate key " + format_pin(p) + " matches no configured pin";
-  return false;
+    if (want_pin == p) return {};
+  return fail("peer certificate key " + format_pin(p) + " matches no configured pin");
 }
 
 int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
@@ -142,48 +141,48 @@ int TlsContext::verify_callback(int ok, X509_STORE_CTX* sctx) {
   if (ssl == nullptr) return 0;
   auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (self == nullptr) return 0;
-  std::string why;
-  if (self->leaf_allowed(X509_STORE_CTX_get_current_cert(sctx), &why)) return 1;
+  const auto allowed = self->leaf_allowed(X509_STORE_CTX_get_current_cert(sctx));
+  if (allowed) return 1;
   // A peer can cause this at will: one line per interval.
   static log::Throttle throttle;
-  LOG_WARN_THROTTLED(throttle, "%s", why.c_str());
+  LOG_WARN_THROTTLED(throttle, "%s", allowed.what().c_str());
   X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
   return 0;
 }
 
-bool TlsContext::peer_trusted(SSL* ssl, std::string* why) const {
+Result<void> TlsContext::peer_trusted(SSL* ssl) const {
   X509* leaf = SSL_get0_peer_certificate(ssl);
-  if (leaf == nullptr) return *why = "no peer certificate", false;
+  if (leaf == nullptr) return fail("no peer certificate");
   // What the peer sent along (with or without the leaf, by side): untrusted
   // intermediates only; the anchors are this context's CA file.
   STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl);
   X509_STORE_CTX* sctx = X509_STORE_CTX_new();
-  if (sctx == nullptr) return *why = "out of memory", false;
-  bool ok = X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(ctx_), leaf, sent) == 1 &&
-            X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(sctx), SSL_CTX_get0_param(ctx_)) == 1;
-  if (ok && X509_verify_cert(sctx) != 1) {
-    *why = std::string("peer certificate no longer verifies: ") +
-           X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx));
-    ok = false;
-  } else if (ok) {
-    ok = leaf_allowed(leaf, why);
-  } else {
-    *why = "cannot verify the peer certificate: " + tls_errors();
-  }
+  if (sctx == nullptr) return fail("out of memory");
+  const bool init =
+      X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(ctx_), leaf, sent) == 1 &&
+      X509_VERIFY_PARAM_set1(X509_STORE_CTX_get0_param(sctx), SSL_CTX_get0_param(ctx_)) == 1;
+  Result<void> r;
+  if (!init)
+    r = fail("cannot verify the peer certificate: " + tls_errors());
+  else if (X509_verify_cert(sctx) != 1)
+    r = fail(std::string("peer certificate no longer verifies: ") +
+             X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx)));
+  else
+    r = leaf_allowed(leaf);
   X509_STORE_CTX_free(sctx);
   ERR_clear_error();
-  return ok;
+  return r;
 }
 
-std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
-                                               const std::string& verify_name, std::string* err) {
+Result<std::unique_ptr<TlsContext>> TlsContext::create(Side side, const Material& m,
+                                                       const std::string& verify_name) {
   std::unique_ptr<TlsContext> t(new TlsContext());
   t->side_ = side;
   t->verify_name_ = verify_name;
   t->pins_ = m.pins;
   ERR_clear_error();
   t->ctx_ = SSL_CTX_new(side == Side::kServer ? TLS_server_method() : TLS_client_method());
-  if (t->ctx_ == nullptr) return *err = "cannot create TLS context: " + tls_errors(), nullptr;
+  if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
   SSL_CTX* c = t->ctx_;
   SSL_CTX_set_app_data(c, t.get());
   SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
@@ -194,10 +193,11 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
   SSL_CTX_set_max_early_data(c, 0);
   // No SSL_MODE_RELEASE_BUFFERS here: a link is one long-lived connection whose
   // 64 KiB read-ahead buffer would be freed and reallocated on every record.
-  if (!tls_conn_init())
-    return *err = "cannot create the TLS connection BIO: " + tls_errors(), nullptr;
+  if (!tls_conn_init()) return fail("cannot create the TLS connection BIO: " + tls_errors());
 
-  if (!load_identity(c, m.cert_pem, m.key_pem, &t->own_pin_, err)) return nullptr;
+  auto own_pin = load_identity(c, m.cert_pem, m.key_pem);
+  if (!own_pin) return own_pin.error();
+  t->own_pin_ = std::move(own_pin).value();
 
   // Trust anchors: only the given CA file, never the system store.
   X509_STORE* store = SSL_CTX_get_cert_store(c);
@@ -215,28 +215,26 @@ std::unique_ptr<TlsContext> TlsContext::create(Side side, const Material& m,
   }
   ERR_clear_error();
   if (not_ca)
-    return *err = "CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)",
-           nullptr;
-  if (anchors == 0) return *err = "CA file holds no PEM certificate", nullptr;
+    return fail("CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)");
+  if (anchors == 0) return fail("CA file holds no PEM certificate");
 
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   if (side == Side::kClient && !verify_name.empty()) {
     X509_VERIFY_PARAM* vp = SSL_CTX_get0_param(c);
     const int rc = is_ip(verify_name) ? X509_VERIFY_PARAM_set1_ip_asc(vp, verify_name.c_str())
                                       : X509_VERIFY_PARAM_set1_host(vp, verify_name.c_str(), 0);
-    if (rc != 1) return *err = "bad broker name to verify: " + verify_name, nullptr;
+    if (rc != 1) return fail("bad broker name to verify: " + verify_name);
   }
   return t;
 }
 
-std::unique_ptr<TlsContext> TlsContext::create_service(const std::string& cert_pem,
-                                                       const std::string& key_pem,
-                                                       std::string* err) {
+Result<std::unique_ptr<TlsContext>> TlsContext::create_service(const std::string& cert_pem,
+                                                               const std::string& key_pem) {
   std::unique_ptr<TlsContext> t(new TlsContext());
   t->side_ = Side::kServer;
   ERR_clear_error();
   t->ctx_ = SSL_CTX_new(TLS_server_method());
-  if (t->ctx_ == nullptr) return *err = "cannot create TLS context: " + tls_errors(), nullptr;
+  if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
   SSL_CTX* c = t->ctx_;
   // Wrappers are OpenBao clients: TLS 1.2 or 1.3, no client certificate (their
   // OpenBao token authenticates them), no renegotiation, no 0-RTT.
@@ -245,7 +243,9 @@ std::unique_ptr<TlsContext> TlsContext::create_service(const std::string& cert_p
       c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_max_early_data(c, 0);
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
-  if (!load_identity(c, cert_pem, key_pem, &t->own_pin_, err)) return nullptr;
+  auto own_pin = load_identity(c, cert_pem, key_pem);
+  if (!own_pin) return own_pin.error();
+  t->own_pin_ = std::move(own_pin).value();
   return t;
 }
 

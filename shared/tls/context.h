@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "shared/base/result.h"
 #include "shared/ipc/msgs.h"
 
 namespace ct {
@@ -18,16 +19,16 @@ namespace ct {
 class TlsContext {
  public:
   enum class Side { kServer, kClient };
-  // Builds a context from PEM material. On failure returns null and sets *err
-  // to one line naming what is wrong (e.g. "key does not match certificate").
+  // Builds a context from PEM material. A failure names what is wrong in one
+  // line (e.g. "private key does not match the certificate").
   // `verify_name` (client side): the DNS name or IP the broker's certificate
   // must carry; empty skips the name check (pins and the CA still apply).
-  static std::unique_ptr<TlsContext> create(Side side, const Material& m,
-                                            const std::string& verify_name, std::string* err);
+  static Result<std::unique_ptr<TlsContext>> create(Side side, const Material& m,
+                                                    const std::string& verify_name);
   // The context wrappers' TLS ends in, inside the bridge (--service-cert): the
   // certificate wrappers trust for the broker's in-cluster name.
-  static std::unique_ptr<TlsContext> create_service(const std::string& cert_pem,
-                                                    const std::string& key_pem, std::string* err);
+  static Result<std::unique_ptr<TlsContext>> create_service(const std::string& cert_pem,
+                                                            const std::string& key_pem);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -40,14 +41,14 @@ class TlsContext {
   const std::string& own_pin() const { return own_pin_; }
   // Whether the peer of an established connection would pass this context's
   // CA, name, EKU and pins now (after a reload: links to a peer that no
-  // longer does are closed). *why names the failure.
-  bool peer_trusted(SSL* ssl, std::string* why) const;
+  // longer does are closed). A failure names the reason.
+  Result<void> peer_trusted(SSL* ssl) const;
 
  private:
   TlsContext() = default;
   // The leaf checks beyond the chain: the peer's extended key usage (clientAuth
   // for bridges, serverAuth for brokers) and the pins.
-  bool leaf_allowed(X509* leaf, std::string* why) const;
+  Result<void> leaf_allowed(X509* leaf) const;
   static int verify_callback(int ok, X509_STORE_CTX* sctx);
   SSL_CTX* ctx_ = nullptr;
   Side side_ = Side::kServer;
@@ -57,8 +58,9 @@ class TlsContext {
 };
 
 // Installs a PEM certificate chain and its unencrypted key; checks they match.
-bool load_identity(SSL_CTX* c, const std::string& cert_pem, const std::string& key_pem,
-                   std::string* own_pin, std::string* err);
+// Returns the pin of the certificate's key (for logs; empty if unhashable).
+Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,
+                                  const std::string& key_pem);
 // Whether the first certificate in `cert_pem` carries `name` (a DNS name or
 // an IP address) as a subjectAltName.
 bool cert_has_name(const std::string& cert_pem, const std::string& name);

@@ -7,17 +7,17 @@
 
 namespace ct {
 
-TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, std::shared_ptr<const void> keep,
-                 SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni,
-                 const SessionConfig& cfg, TimePoint now)
+TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOptions opt,
+                 TimePoint now)
     : Link(loop, owner, id),
-      keep_(std::move(keep)),
-      tls_(ctx, std::move(fd), server, sni),
-      cfg_(cfg),
+      context_(std::move(opt.context)),
+      tls_(context_->get(), std::move(fd), opt.server, opt.sni),
+      cfg_(std::move(opt.session)),
       handshake_deadline_(now + limits::kHandshakeTimeout) {
   loop_.add(tls_.fd(), EPOLLIN | EPOLLRDHUP, this);
   registered_ = true;
-  if (!server) pump();  // the client speaks first
+  arm_if_earlier();         // the handshake deadline
+  if (!opt.server) pump();  // the client speaks first
 }
 
 TlsLink::~TlsLink() = default;
@@ -50,7 +50,7 @@ void TlsLink::pump() noexcept {
       return;
     }
     start_session(cfg_, Clock::now());
-    LOG_DEBUG("conn=%llu TLS established", static_cast<unsigned long long>(id_));
+    LOG_LINK(LOG_DEBUG, id_, "TLS established");
   }
   // Decrypt whatever arrived, frame by frame into the session.
   for (;;) {
@@ -120,15 +120,15 @@ void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& link
                               const TlsContext& ctx, const char* peer) {
   std::vector<TlsLink*> gone, unverified;
   for (auto& [id, l] : links) {
-    std::string why;
     if (l->closed()) continue;
     if (!l->established()) {
       unverified.push_back(l.get());
       continue;
     }
-    if (ctx.peer_trusted(l->ssl(), &why)) continue;
-    LOG_WARN("conn=%llu %s no longer admitted by the reloaded material: %s",
-             static_cast<unsigned long long>(id), peer, why.c_str());
+    const auto trusted = ctx.peer_trusted(l->ssl());
+    if (trusted) continue;
+    LOG_LINK(LOG_WARN, id, "%s no longer admitted by the reloaded material: %s", peer,
+             trusted.what().c_str());
     if (l->has_session()) l->session().go_away(Code::kRefused);
     l->flush();
     l->shutdown_tls();

@@ -12,13 +12,18 @@
 
 namespace ct {
 
+struct TlsLinkOptions {
+  // Held for as long as the connection exists, across material reloads: its
+  // SSL_CTX and the verify callback's state live there.
+  std::shared_ptr<const TlsContext> context;
+  bool server = false;
+  std::string sni;  // the client's SNI; empty for an IP address or a server
+  SessionConfig session;
+};
+
 class TlsLink final : public Link {
  public:
-  // `keep` holds whatever owns `ctx` (and the verify callback's state) alive
-  // for as long as this connection exists, across material reloads.
-  TlsLink(Loop& loop, Owner& owner, uint64_t id, std::shared_ptr<const void> keep, SSL_CTX* ctx,
-          UniqueFd fd, bool server, const std::string& sni, const SessionConfig& cfg,
-          TimePoint now);
+  TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOptions opt, TimePoint now);
   ~TlsLink() override;
   void on_io(uint32_t events) noexcept override;
   void flush() noexcept override;
@@ -35,7 +40,7 @@ class TlsLink final : public Link {
   void close_transport() noexcept override;
   void pump() noexcept;
   void update_interest() noexcept;
-  std::shared_ptr<const void> keep_;
+  std::shared_ptr<const TlsContext> context_;
   TlsConn tls_;
   SessionConfig cfg_;
   TimePoint handshake_deadline_;

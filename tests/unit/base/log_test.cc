@@ -1,4 +1,5 @@
-// log::Throttle: one line per interval, and the next line counts what was held back.
+// log::Throttle: one line per interval, and the next line counts what was held back;
+// LOG_LINK's "conn=N " prefix.
 #include "shared/base/log.h"
 
 #include <arpa/inet.h>
@@ -87,6 +88,45 @@ TEST(LogStderr, AStalledStreamSocketGetsWholeLinesOnlyAndDropsAreCounted) {
     pos = eol + 1;
   }
   EXPECT_EQ(lines + dropped, 2001u);
+}
+
+// What the macros write: the lines through a pipe that stands in for stderr.
+std::string lines_of(void (*emit)()) {
+  int p[2];
+  if (::pipe(p) != 0) return "pipe failed";
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(p[1], STDERR_FILENO);
+  init("logtest", "main", kDebug);
+  emit();
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  ::close(p[1]);
+  std::string got;
+  char buf[4096];
+  for (int i = 0; i < 64; i++) {  // the lines are a few hundred bytes: bounded
+    const ssize_t n = ::read(p[0], buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(p[0]);
+  return got;
+}
+
+TEST(LogLink, PutsTheConnectionIdFirstAtEveryLevel) {
+  const std::string got = lines_of([] {
+    LOG_LINK(LOG_WARN, 12, "bridge handshake %s: %d", "failed", 7);
+    LOG_LINK(LOG_INFO, uint64_t{18446744073709551615u}, "TLS established");
+    LOG_LINK(LOG_DEBUG, 3, "stream=%u opened", 5u);
+    Throttle t;
+    for (int i = 0; i < 3; i++) LOG_LINK_THROTTLED(t, 9, "refused: %s", "full");
+  });
+  EXPECT_NE(got.find(": conn=12 bridge handshake failed: 7\n"), std::string::npos) << got;
+  EXPECT_NE(got.find(": conn=18446744073709551615 TLS established\n"), std::string::npos) << got;
+  EXPECT_NE(got.find(": conn=3 stream=5 opened\n"), std::string::npos) << got;
+  EXPECT_NE(got.find(": conn=9 refused: full (0 more like this since the last line)\n"),
+            std::string::npos)
+      << got;
+  EXPECT_EQ(got.find("conn=9", got.find("conn=9") + 1), std::string::npos) << "throttled";
 }
 
 }  // namespace

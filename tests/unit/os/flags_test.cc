@@ -32,7 +32,9 @@ Parsed parse(std::vector<std::string> args) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  p.ok = p.flags.parse(static_cast<int>(args.size()), argv.data(), &p.err);
+  const Result<void> st = p.flags.parse(static_cast<int>(args.size()), argv.data());
+  p.ok = st.ok();
+  if (!st) p.err = st.what();
   return p;
 }
 
@@ -163,9 +165,8 @@ TEST(ParseHostPort, Forms) {
        {Case{"127.0.0.1:8200", "127.0.0.1", 8200}, Case{"[::1]:8443", "::1", 8443},
         Case{"[2001:db8::5]:1", "2001:db8::5", 1},
         Case{"broker.example.com:65535", "broker.example.com", 65535}, Case{"h:01", "h", 1}}) {
-    std::string err;
-    auto hp = parse_host_port(c.in, &err);
-    ASSERT_TRUE(hp.has_value()) << c.in << ": " << err;
+    auto hp = parse_host_port(c.in);
+    ASSERT_TRUE(hp.ok()) << c.in << ": " << hp.what();
     EXPECT_EQ(hp->host, c.host);
     EXPECT_EQ(hp->port, c.port);
   }
@@ -175,9 +176,9 @@ TEST(ParseHostPort, Rejects) {
   for (const char* s : {"", "host", "host:", ":80", "host:0", "host:65536", "host:99999999999",
                         "host:-1", "host:+1", "host:80x", "host: 80", "::1:8200", "[::1]",
                         "[::1]:", "[::1]8200", "[::1", "[]:80", "a:b:80"}) {
-    std::string err;
-    EXPECT_FALSE(parse_host_port(s, &err).has_value()) << "'" << s << "'";
-    EXPECT_FALSE(err.empty()) << "'" << s << "'";
+    auto hp = parse_host_port(s);
+    ASSERT_FALSE(hp.ok()) << "'" << s << "'";
+    EXPECT_FALSE(hp.what().empty()) << "'" << s << "'";
   }
 }
 

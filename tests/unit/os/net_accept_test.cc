@@ -16,13 +16,13 @@ namespace {
 // Runs in a child process: it lowers its own fd limit.
 int shed_scenario() {
   HostPort hp{"127.0.0.1", 0};
-  int err = 0;
-  UniqueFd listener = listen_tcp(*numeric_addr(hp), 16, &err);
-  if (!listener) return 10;
+  auto listening = listen_tcp(*numeric_addr(hp), 16);
+  if (!listening) return 10;
+  UniqueFd listener = std::move(listening).value();
   UniqueFd spare(fcntl(listener.get(), F_DUPFD_CLOEXEC, 0));
   SockAddr to = *numeric_addr({"127.0.0.1", local_port(listener.get())});
   bool in_progress = false;
-  UniqueFd client = connect_tcp(to, &in_progress, &err);
+  auto client = connect_tcp(to, &in_progress);
   if (!client) return 11;
   // Use up every fd above the ones we hold.
   const int highest = fcntl(0, F_DUPFD, 0);
@@ -40,10 +40,10 @@ int shed_scenario() {
   UniqueFd again = accept_peer(listener.get(), &peer, &spare, listener.get(), &shed);
   if (again || shed || errno != EAGAIN) return 16;
   // The client sees its connection closed.
-  set_nonblock(client.get());
+  set_nonblock(client->get());
   char b;
   for (int i = 0; i < 100; i++) {
-    const ssize_t n = read(client.get(), &b, 1);
+    const ssize_t n = read(client->get(), &b, 1);
     if (n == 0 || (n < 0 && errno == ECONNRESET)) return 0;
     usleep(10 * 1000);
   }

@@ -23,9 +23,9 @@ TEST(Resolver, AnswersThroughTheLoop) {
   Resolver r(loop);
   bool called = false;
   std::optional<SockAddr> got;
-  r.start({"localhost", 8443}, [&](std::optional<SockAddr> a, const std::string&) {
+  r.start({"localhost", 8443}, [&](Result<SockAddr> a) {
     called = true;
-    got = a;
+    if (a) got = *a;
   });
   EXPECT_TRUE(r.busy());
   EXPECT_FALSE(called);  // never from inside start()
@@ -41,10 +41,10 @@ TEST(Resolver, AFailedLookupIsAnErrorNamingTheHost) {
   bool called = false;
   std::string err;
   // An empty label never resolves, and glibc refuses it without sending a query.
-  r.start({"bad..name", 1}, [&](std::optional<SockAddr> a, const std::string& e) {
+  r.start({"bad..name", 1}, [&](Result<SockAddr> a) {
     called = true;
-    EXPECT_FALSE(a.has_value());
-    err = e;
+    ASSERT_FALSE(a.ok());
+    err = a.what();
   });
   ASSERT_TRUE(run_until(loop, [&] { return called; }));
   EXPECT_NE(err.find("bad..name"), std::string::npos) << err;
@@ -54,10 +54,10 @@ TEST(Resolver, ACancelledLookupsAnswerReachesNobodyAndTheNextOneWorks) {
   Loop loop;
   Resolver r(loop);
   int first = 0, second = 0;
-  r.start({"localhost", 1}, [&](std::optional<SockAddr>, const std::string&) { first++; });
+  r.start({"localhost", 1}, [&](Result<SockAddr>) { first++; });
   r.cancel();
   EXPECT_FALSE(r.busy());
-  r.start({"localhost", 2}, [&](std::optional<SockAddr>, const std::string&) { second++; });
+  r.start({"localhost", 2}, [&](Result<SockAddr>) { second++; });
   ASSERT_TRUE(run_until(loop, [&] { return second == 1; }));
   // Give the cancelled thread's late signal time to arrive too: still nobody hears it.
   for (int i = 0; i < 5; i++) loop.run_once(Clock::now() + std::chrono::milliseconds(20));

@@ -27,8 +27,7 @@ int parse(std::vector<std::string> args, CommonFlags* out) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   Flags f(specs());
-  std::string err;
-  if (!f.parse(static_cast<int>(argv.size()), argv.data(), &err)) return -2;
+  if (!f.parse(static_cast<int>(argv.size()), argv.data())) return -2;
   return parse_common_flags(f, "cloudtaser-broker", "summary", {"cert"}, "bridge-pin", out);
 }
 
@@ -59,12 +58,13 @@ TEST(CommonFlags, WithoutAPinTheFileBesideTheCertificateIsUsed) {
   const std::string cert = dir.write("tls.crt", "cert");
   CommonFlags c;
   c.pin_flag = "bridge-pin";
-  std::string err;
-  EXPECT_FALSE(choose_pin_source(cert, "bridge.pin", &c, &err));
-  EXPECT_NE(err.find(dir.path("bridge.pin")), std::string::npos) << err;
-  EXPECT_NE(err.find("--insecure-no-pin"), std::string::npos) << err;
+  const auto none = choose_pin_source(cert, "bridge.pin", &c);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.what().find(dir.path("bridge.pin")), std::string::npos) << none.what();
+  EXPECT_NE(none.what().find("--insecure-no-pin"), std::string::npos) << none.what();
   const std::string pins = dir.write("bridge.pin", kPin);
-  EXPECT_TRUE(choose_pin_source(cert, "bridge.pin", &c, &err)) << err;
+  const auto found = choose_pin_source(cert, "bridge.pin", &c);
+  EXPECT_TRUE(found.ok()) << found.what();
   EXPECT_EQ(c.pin_file, pins);
 }
 
@@ -72,12 +72,12 @@ TEST(CommonFlags, InsecureNoPinContradictsAGivenPin) {
   CommonFlags c;
   c.pin_flag = "bridge-pin";
   c.insecure_no_pin = true;
-  std::string err;
-  EXPECT_TRUE(choose_pin_source("/nonexistent/tls.crt", "bridge.pin", &c, &err));
+  EXPECT_TRUE(choose_pin_source("/nonexistent/tls.crt", "bridge.pin", &c).ok());
   EXPECT_TRUE(c.pin_file.empty());  // no default file is looked for
   c.pin_file = "p";
-  EXPECT_FALSE(choose_pin_source("/nonexistent/tls.crt", "bridge.pin", &c, &err));
-  EXPECT_EQ(err, "--insecure-no-pin contradicts --bridge-pin/--bridge-pin-file: drop one");
+  const auto both = choose_pin_source("/nonexistent/tls.crt", "bridge.pin", &c);
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.what(), "--insecure-no-pin contradicts --bridge-pin/--bridge-pin-file: drop one");
 }
 
 TEST(CommonFlags, TheIdentityFlagsNameThisDaemonsFilesAndPeer) {

@@ -78,8 +78,8 @@ TEST(RaiseFdLimit, TheSoftLimitBecomesTheHardLimit) {
   lowered.rlim_cur = std::min<rlim_t>(before.rlim_max / 2, 1024);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
   uint64_t from = 0, to = 0;
-  std::string err;
-  ASSERT_TRUE(raise_fd_limit(&from, &to, &err)) << err;
+  const auto raised = raise_fd_limit(&from, &to);
+  ASSERT_TRUE(raised.ok()) << raised.what();
   EXPECT_EQ(from, lowered.rlim_cur);
   rlimit after{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &after), 0);
