@@ -127,14 +127,10 @@ class TlsProcess final : public ChildBase {
   }
 
   void report_status() {
-    uint32_t up = 0;
-    for (auto& [id, l] : links_)
-      if (!l->closed() && l->has_session() && l->session().ready()) up++;
-    if (up == reported_up_) return;
-    reported_up_ = up;
-    Status s{up, up == 0 ? "disconnected from broker " + settings_.peer_name
-                         : "connected to broker " + settings_.peer_name};
-    send(Msg::kStatus, encode_status(s));
+    const uint32_t up = links_up(links_);
+    report_links_up(up, [&] {
+      return (up == 0 ? "disconnected from broker " : "connected to broker ") + settings_.peer_name;
+    });
   }
 
   void on_link_events(Link& l) noexcept override {
@@ -270,7 +266,6 @@ class TlsProcess final : public ChildBase {
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;
-  uint32_t reported_up_ = UINT32_MAX;
 };
 
 }  // namespace

@@ -196,13 +196,12 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   void reset(uint32_t w, Code code) override { relays_.reset(wrapper(w), code); }
 
   void report_status() {
-    uint32_t up = 0;
-    for (auto& [id, l] : bridges_)
-      if (!l->closed() && l->has_session() && l->session().ready()) up++;
-    if (up == reported_up_) return;
-    reported_up_ = up;
-    Status s{up, up == 0 ? "no bridge connected" : std::to_string(up) + " bridge(s) connected"};
-    send(Msg::kStatus, encode_status(s));
+    const uint32_t up = links_up(bridges_);
+    if (!report_links_up(up, [up] {
+          return up == 0 ? std::string("no bridge connected")
+                         : std::to_string(up) + " bridge(s) connected";
+        }))
+      return;
     send_stats();  // readiness follows the link at once, not a second later
   }
 
@@ -379,7 +378,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   BridgePool<TlsLink> pool_{bridges_, *this, stats_};
   uint64_t next_conn_ = 0;
   TimePoint next_stats_{};
-  uint32_t reported_up_ = UINT32_MAX;
 };
 
 }  // namespace

@@ -59,6 +59,25 @@ class ChildBase : public Loop::Handler, public Link::Owner {
     loop_.stop();
   }
   void send(Msg type, Bytes body, int fd = -1);
+  // STATUS to the parent (logged there and put in sd_notify) when the number
+  // of links up changed since the last one; `text` is asked only then.
+  // Returns whether it was sent.
+  template <class Text>
+  bool report_links_up(uint32_t up, Text text) {
+    if (up == reported_up_) return false;
+    reported_up_ = up;
+    send(Msg::kStatus, encode_status(Status{up, text()}));
+    return true;
+  }
+  // The links of `links` (a map of owning pointers) whose HELLO exchange is
+  // done and that are still open.
+  template <class Map>
+  static uint32_t links_up(const Map& links) {
+    uint32_t up = 0;
+    for (auto& [id, l] : links)
+      if (!l->closed() && l->has_session() && l->session().ready()) up++;
+    return up;
+  }
   // Enters `spec`'s sandbox as the user the parent chose (settings); once.
   void enter_sandbox(SandboxSpec spec);
   bool sandboxed() const { return sandboxed_; }
@@ -97,6 +116,7 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   // The data channel to the sibling process (null until PEER_CHANNEL, and
   // after it closed: the owner's on_link_closed retires it).
   std::unique_ptr<PlainLink> local_;
+  uint32_t reported_up_ = UINT32_MAX;  // report_links_up: nothing sent yet
   bool draining_ = false;
 
  private:
