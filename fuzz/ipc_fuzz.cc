@@ -83,10 +83,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int nfds = fin.u8() % 3;
   const Bytes datagram = fin.rest();
 
-  IpcMessage msg;
-  std::string why;
-  const bool ok = ipc_check(datagram, nfds, rules, &msg, &why);
-  if (ok) {
+  auto checked = ipc_check(datagram, nfds, rules);
+  if (checked) {
+    const IpcMessage& msg = *checked;
     FZ_CHECK(datagram.size() >= 8, "accepted a %zu-byte datagram", datagram.size());
     const MsgRule* rule = nullptr;
     for (const MsgRule& r : rules)
@@ -106,10 +105,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // As a channel's first message it passes the order rules exactly when
     // its rule allows the setup phase and needs no predecessor.
     MsgSequence seq(rules);
-    std::string order_why;
-    FZ_CHECK(seq.admit(msg.type, &order_why) ==
-                 ((rule->when & kPhaseSetup) != 0 && rule->after == Msg::kNone),
-             "%s as a first message: order rules disagree with its rule", msg_name(msg.type));
+    FZ_CHECK(
+        seq.admit(msg.type).ok() == ((rule->when & kPhaseSetup) != 0 && rule->after == Msg::kNone),
+        "%s as a first message: order rules disagree with its rule", msg_name(msg.type));
     switch (msg.type) {
       case Msg::kSettings:
       case Msg::kMaterial:
@@ -121,7 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
     }
   } else {
-    FZ_CHECK(!why.empty(), "refused without a reason");
+    FZ_CHECK(!checked.what().empty(), "refused without a reason");
   }
   // The decoders see bodies only after ipc_check, but they must hold on their
   // own too (the body cap is the only thing ipc_check adds).

@@ -136,59 +136,54 @@ const MsgRule* MsgSequence::find(Msg type) const {
   return nullptr;
 }
 
-bool MsgSequence::admit(Msg type, std::string* why) {
+Result<void> MsgSequence::admit(Msg type) {
   const MsgRule* rule = find(type);
-  if (rule == nullptr) return *why = std::string(msg_name(type)) + " not accepted here", false;
+  if (rule == nullptr) return fail(std::string(msg_name(type)) + " not accepted here");
   // A message that leads a pair (PEER_RING) holds the channel until its
   // follower arrives: the pair is one step, never split by another message.
   for (const MsgRule& r : rules_)
     if (r.after != Msg::kNone && r.after == last_ && r.type != type)
-      return *why = std::string(msg_name(type)) + " where " + msg_name(r.type) + " must follow " +
-                    msg_name(last_),
-             false;
+      return fail(std::string(msg_name(type)) + " where " + msg_name(r.type) + " must follow " +
+                  msg_name(last_));
   if (rule->after != Msg::kNone && last_ != rule->after)
-    return *why = std::string(msg_name(type)) + " without " + msg_name(rule->after) +
-                  " just before it",
-           false;
+    return fail(std::string(msg_name(type)) + " without " + msg_name(rule->after) +
+                " just before it");
   if ((rule->flags & kOnce) != 0)
     for (Msg m : seen_once_)
-      if (m == type) return *why = std::string(msg_name(type)) + " sent twice", false;
+      if (m == type) return fail(std::string(msg_name(type)) + " sent twice");
   if ((rule->when & (running_ ? kPhaseRunning : kPhaseSetup)) == 0) {
     const MsgRule* opener = nullptr;
     for (const MsgRule& r : rules_)
       if ((r.flags & kOpens) != 0) opener = &r;
-    return *why = std::string(msg_name(type)) + (running_ ? " after " : " before ") +
-                  (opener != nullptr ? msg_name(opener->type) : "the running phase"),
-           false;
+    return fail(std::string(msg_name(type)) + (running_ ? " after " : " before ") +
+                (opener != nullptr ? msg_name(opener->type) : "the running phase"));
   }
   if ((rule->flags & kOnce) != 0) seen_once_.push_back(type);
   if ((rule->flags & kOpens) != 0) running_ = true;
   last_ = type;
-  return true;
+  return {};
 }
 
-bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMessage* out,
-               std::string* why) {
+Result<IpcMessage> ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts) {
   ByteReader rd(datagram);
   const uint16_t type = rd.u16();
   const uint16_t reserved = rd.u16();
   const uint32_t len = rd.u32();
-  if (!rd.ok()) return *why = "short header", false;
-  if (reserved != 0) return *why = "reserved header bits set", false;
+  if (!rd.ok()) return fail("short header");
+  if (reserved != 0) return fail("reserved header bits set");
   const MsgRule* rule = nullptr;
   for (const MsgRule& r : accepts)
     if (static_cast<uint16_t>(r.type) == type) rule = &r;
-  if (rule == nullptr)
-    return *why = "message type " + std::to_string(type) + " not accepted here", false;
-  if (len != rd.remaining()) return *why = "length field does not match the datagram", false;
-  if (len > rule->max_len)
-    return *why = std::string(msg_name(rule->type)) + " over its size cap", false;
+  if (rule == nullptr) return fail("message type " + std::to_string(type) + " not accepted here");
+  if (len != rd.remaining()) return fail("length field does not match the datagram");
+  if (len > rule->max_len) return fail(std::string(msg_name(rule->type)) + " over its size cap");
   if (nfds != (rule->has_fd ? 1 : 0))
-    return *why = std::string(msg_name(rule->type)) + " with the wrong number of fds", false;
+    return fail(std::string(msg_name(rule->type)) + " with the wrong number of fds");
   Bytes body = rd.bytes(len);
-  out->type = rule->type;
-  out->body.assign(body.begin(), body.end());
-  return true;
+  IpcMessage out;
+  out.type = rule->type;
+  out.body.assign(body.begin(), body.end());
+  return out;
 }
 
 IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
@@ -227,12 +222,16 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     return Recv::kBad;
   }
   const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
-  const bool ok = ipc_check(datagram, static_cast<int>(fds.size()), rules_.rules(), out, why) &&
-                  rules_.admit(out->type, why);
+  auto checked = ipc_check(datagram, static_cast<int>(fds.size()), rules_.rules());
+  Result<void> admitted = checked ? rules_.admit(checked->type) : checked.status();
   // The buffer is reused for the life of the channel: no copy of a MATERIAL
   // (the key) stays in it.
   explicit_bzero(rbuf_.get(), static_cast<size_t>(n));
-  if (!ok) return Recv::kBad;
+  if (!admitted) {
+    *why = admitted.what();
+    return Recv::kBad;
+  }
+  *out = std::move(checked).value();
   if (!fds.empty()) out->fd = std::move(fds.front());
   return Recv::kMessage;
 }

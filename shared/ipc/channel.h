@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "shared/base/bytes.h"
+#include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
 
 namespace ct {
@@ -75,10 +76,10 @@ class MsgSequence {
  public:
   MsgSequence() = default;
   explicit MsgSequence(std::span<const MsgRule> rules) : rules_(rules.begin(), rules.end()) {}
-  // `type` has a rule in the table (ipc_check found it). Returns false and
-  // sets *why when it is not allowed now; the state then no longer matters
-  // (the receiving process ends).
-  bool admit(Msg type, std::string* why);
+  // `type` has a rule in the table (ipc_check found it). Fails, saying why,
+  // when it is not allowed now; the state then no longer matters (the
+  // receiving process ends).
+  Result<void> admit(Msg type);
   bool running() const { return running_; }
   std::span<const MsgRule> rules() const { return rules_; }
 
@@ -142,8 +143,8 @@ class IpcChannel {
 
 // Validates one received datagram against the rules' type, fd and size
 // columns (exposed for the fuzzer); MsgSequence adds the order.
-bool ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts, IpcMessage* out,
-               std::string* why);
+// The message has its type and body; its fd, if any, is the caller's to add.
+Result<IpcMessage> ipc_check(Bytes datagram, int nfds, std::span<const MsgRule> accepts);
 
 // A connected SOCK_SEQPACKET pair (control channels) or SOCK_STREAM pair (the
 // data channel between TLS and forwarding processes), both CLOEXEC.

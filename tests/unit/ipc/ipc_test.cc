@@ -37,8 +37,13 @@ const MsgRule kRules[] = {
 };
 
 bool check(const std::vector<uint8_t>& d, int nfds, std::string* why, IpcMessage* out = nullptr) {
-  IpcMessage m;
-  return ipc_check(d, nfds, kRules, out ? out : &m, why);
+  auto r = ipc_check(d, nfds, kRules);
+  if (!r) {
+    *why = r.what();
+    return false;
+  }
+  if (out) *out = std::move(r).value();
+  return true;
 }
 
 size_t open_fd_count() {

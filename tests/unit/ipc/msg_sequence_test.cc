@@ -34,7 +34,10 @@ const MsgRule kParent[] = {
 int first_refused(std::span<const MsgRule> rules, std::vector<Msg> msgs, std::string* why) {
   MsgSequence seq(rules);
   for (size_t i = 0; i < msgs.size(); i++)
-    if (!seq.admit(msgs[i], why)) return static_cast<int>(i);
+    if (auto r = seq.admit(msgs[i]); !r) {
+      *why = r.what();
+      return static_cast<int>(i);
+    }
   return -1;
 }
 

@@ -16,7 +16,10 @@ namespace {
 bool admits(std::span<const MsgRule> rules, std::vector<Msg> msgs, std::string* why) {
   MsgSequence seq(rules);
   for (Msg m : msgs)
-    if (!seq.admit(m, why)) return false;
+    if (auto r = seq.admit(m); !r) {
+      *why = r.what();
+      return false;
+    }
   return true;
 }
 
