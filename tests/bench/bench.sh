@@ -128,9 +128,12 @@ if [[ " $PARTS " == *" peers "* ]]; then
     need_free "$PROJECT_PORT" "$BRIDGE_PORT"
     : >"$OUTDIR/project-row.log"
     # Single-quoted parts expand inside run.sh's `bash -c`, where BASELINE_PKI/BASELINE_UPSTREAM are set.
+    # The daemons refuse a private key others can read, and the harness's PKI is world-readable:
+    # the row runs from a private copy (keys 0600).
     PROJECT_START="exec >>'$OUTDIR/project-row.log' 2>&1
-'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$BASELINE_PKI/server.pem" --key "$BASELINE_PKI/server.key" --ca-cert "$BASELINE_PKI/ca.pem" --bridge-pin "$(set -- "$BASELINE_PKI/client.pem"; echo '"$PIN_OF"')" &
-'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$BASELINE_PKI/client.pem" --client-key "$BASELINE_PKI/client.key" --ca-cert "$BASELINE_PKI/ca.pem" --broker-pin "$(set -- "$BASELINE_PKI/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$BASELINE_PKI"')"' &
+"'P="$BASELINE_WORK/ct-pki"; rm -rf "$P"; cp -r "$BASELINE_PKI" "$P"; chmod 700 "$P"; chmod 600 "$P"/*.key
+'"'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$P/server.pem" --key "$P/server.key" --ca-cert "$P/ca.pem" --bridge-pin "$(set -- "$P/client.pem"; echo '"$PIN_OF"')" &
+'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$P/client.pem" --client-key "$P/client.key" --ca-cert "$P/ca.pem" --broker-pin "$(set -- "$P/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$P"')"' &
 wait'
     export PROJECT_START PROJECT_PORT PROJECT_SCHEME=$SCHEME PROJECT_NAME="cloudtaser broker+bridge ($STREAM_MODE streams)"
     export OUT="$OUTDIR/peers.md"; rm -f "$OUT"
@@ -181,7 +184,8 @@ make_pki() {
       printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=%s\n' \
         "$([ $n = server ] && echo serverAuth || echo clientAuth)" >$n.ext
       openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.pem 2>/dev/null
-    done )
+    done
+    chmod 600 ./*.key )  # the daemons refuse a key others can read
 }
 start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" side), SYS_PORT
   case $1 in
