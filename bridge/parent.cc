@@ -180,11 +180,11 @@ class BridgeParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --stream-idle-timeout (whole seconds, 0 to 86400)");
       settings.stream_idle_timeout_ms = *s * 1000;
     }
-    MaterialStore store(
-        {cert, f.get("client-key"), f.get("ca-cert"), service_cert_path_, service_key_path_,
-         flags_.pin_file, flags_.pins, flags_.pin_flag},
-        [this](const Material& m, std::string* e) { return validate_material(m, e); });
-    if (!parent_.open_executables(&err) || !store.load(&err)) return usage_error(kDaemon, err);
+    MaterialStore store({cert, f.get("client-key"), f.get("ca-cert"), service_cert_path_,
+                         service_key_path_, flags_.pin_file, flags_.pins, flags_.pin_flag},
+                        [this](const Material& m) { return validate_material(m); });
+    if (!parent_.open_executables(&err)) return usage_error(kDaemon, err);
+    if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     if (f.has("status-file") && !status_.open(f.get("status-file"), unix_seconds(), &err))
       return usage_error(kDaemon, "bad --status-file: " + err);
     // Every start says it, after the start-up checks (which print one line each).
@@ -218,28 +218,21 @@ class BridgeParent final : DaemonParent::Hooks {
     void on_io(uint32_t) noexcept override { self->dial_done(); }
   };
 
-  bool validate_material(const Material& m, std::string* err) const {
+  Result<void> validate_material(const Material& m) const {
     auto ctx = TlsContext::create(TlsContext::Side::kClient, m, flags_.settings.peer_name);
-    if (!ctx) {
-      *err = "--client-cert/--client-key/--ca-cert: " + ctx.what();
-      return false;
-    }
+    if (!ctx) return fail("--client-cert/--client-key/--ca-cert: " + ctx.what());
     if (!m.service_cert_pem.empty()) {
       auto service = TlsContext::create_service(m.service_cert_pem, m.service_key_pem);
-      if (!service) {
-        *err = "--service-cert/--service-key: " + service.what();
-        return false;
-      }
+      if (!service) return fail("--service-cert/--service-key: " + service.what());
     }
     // Wrappers verify that name: a certificate without it fails every
     // wrapper's handshake, which is better said at start.
-    if (!m.service_cert_pem.empty() && !cert_has_name(m.service_cert_pem, service_name_)) {
-      *err = (service_cert_path_.empty() ? std::string("--service-cert") : service_cert_path_) +
-             " does not carry the service name " + service_name_ +
-             " (wrappers would refuse it; see --service-name)";
-      return false;
-    }
-    return true;
+    if (!m.service_cert_pem.empty() && !cert_has_name(m.service_cert_pem, service_name_))
+      return fail(
+          (service_cert_path_.empty() ? std::string("--service-cert") : service_cert_path_) +
+          " does not carry the service name " + service_name_ +
+          " (wrappers would refuse it; see --service-name)");
+    return {};
   }
 
   // How wrapper streams stay unreadable to the broker (docs/privsep.md):

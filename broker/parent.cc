@@ -102,7 +102,8 @@ class BrokerParent final : DaemonParent::Hooks {
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
                          flags_.pins, flags_.pin_flag},
                         validate_material);
-    if (!parent_.open_executables(&err) || !store.load(&err)) return usage_error(kDaemon, err);
+    if (!parent_.open_executables(&err)) return usage_error(kDaemon, err);
+    if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     SockAddr bridge_addr, service_addr;
     if (Result<void> st =
             bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr);
@@ -152,10 +153,10 @@ class BrokerParent final : DaemonParent::Hooks {
     return {};
   }
 
-  static bool validate_material(const Material& m, std::string* err) {
+  static Result<void> validate_material(const Material& m) {
     auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "");
-    if (!ctx) *err = "--cert/--key/--ca-cert: " + ctx.what();
-    return ctx.ok();
+    if (!ctx) return fail("--cert/--key/--ca-cert: " + ctx.what());
+    return {};
   }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {

@@ -27,7 +27,9 @@ bool DaemonParent::open_executables(std::string* err) {
 
 int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
   std::string err;
-  if (!store.loaded() && !store.load(&err)) return usage_error(daemon_, err);
+  if (!store.loaded()) {
+    if (auto r = store.load(); !r) return usage_error(daemon_, r.what());
+  }
   if (!fwd_exe_ && !open_executables(&err)) return usage_error(daemon_, err);
   store_ = &store;
   settings_ = flags.settings;
@@ -231,9 +233,8 @@ void DaemonParent::reload() noexcept {
   }
   reload_deferred_ = false;
   watcher_->record(stamp);  // what this reload reads; the watcher fires on the next change
-  std::string err;
-  if (!store_->propose(&err)) {
-    LOG_WARN("reload refused, keeping the material in service: %s", err.c_str());
+  if (auto r = store_->propose(); !r) {
+    LOG_WARN("reload refused, keeping the material in service: %s", r.what().c_str());
     return;
   }
   send_material(*ch, store_->candidate());

@@ -20,20 +20,17 @@ std::vector<std::string> MaterialFiles::paths() const {
   return out;
 }
 
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
-                     bool private_key) {
+Result<void> read_small_file(const std::string& path, size_t cap, std::string* out,
+                             bool private_key) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd) {
-    *err = "cannot read " + path + ": " + std::strerror(errno);
-    return false;
-  }
+  if (!fd) return fail_errno(errno, "cannot read " + path);
   struct stat st;
-  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    *err = "cannot read " + path + ": not a regular file";
-    return false;
-  }
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return fail("cannot read " + path + ": not a regular file");
   // Checked on the file opened, not on the path (which may change meanwhile).
-  if (private_key && !check_key_file(path, st, err)) return false;
+  if (private_key) {
+    if (auto r = check_key_file(path, st); !r) return r;
+  }
   // Room for the whole file up front: a string that grows reallocates and
   // leaves copies of a key behind in freed memory.
   wipe(*out);
@@ -44,36 +41,30 @@ bool read_small_file(const std::string& path, size_t cap, std::string* out, std:
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR) continue;
-      *err = "cannot read " + path + ": " + std::strerror(errno);
-      return false;
+      return fail_errno(errno, "cannot read " + path);
     }
     if (out->size() + static_cast<size_t>(n) > cap) {
       wipe(*out);
-      *err = "cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB";
-      return false;
+      return fail("cannot read " + path + ": larger than " + std::to_string(cap / 1024) + " KiB");
     }
     out->append(buf, static_cast<size_t>(n));
   }
   explicit_bzero(buf, sizeof buf);
-  return true;
+  return {};
 }
 
-bool check_key_file(const std::string& path, const struct stat& st, std::string* err) {
+Result<void> check_key_file(const std::string& path, const struct stat& st) {
   const uid_t me = geteuid();
-  if (st.st_uid != 0 && st.st_uid != me) {
-    *err = path + " is owned by uid " + std::to_string(st.st_uid) +
-           "; a private key must belong to root or to the user the daemon runs as (uid " +
-           std::to_string(me) + ")";
-    return false;
-  }
+  if (st.st_uid != 0 && st.st_uid != me)
+    return fail(path + " is owned by uid " + std::to_string(st.st_uid) +
+                "; a private key must belong to root or to the user the daemon runs as (uid " +
+                std::to_string(me) + ")");
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0) {
-    *err = path + " has mode " + mode +
-           ": a private key must not be accessible to others nor writable by its group "
-           "(chmod 0600, or 0640 with the service's group)";
-    return false;
-  }
+  if ((st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) != 0)
+    return fail(path + " has mode " + mode +
+                ": a private key must not be accessible to others nor writable by its group "
+                "(chmod 0600, or 0640 with the service's group)");
   // Group-readable only by the group this daemon runs in (the package's
   // 0640 root:vault for User=vault, a pod's fsGroup): that group can already
   // act as the daemon. Any other group would hand the key to more users.
@@ -82,13 +73,11 @@ bool check_key_file(const std::string& path, const struct stat& st, std::string*
     const int n = getgroups(256, groups);
     bool ours = false;
     for (int i = 0; i < n; i++) ours = ours || groups[i] == st.st_gid;
-    if (!ours) {
-      *err = path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
-             ", which this daemon does not run in: chmod g-r, or give it the service's group";
-      return false;
-    }
+    if (!ours)
+      return fail(path + " has mode " + mode + " and group " + std::to_string(st.st_gid) +
+                  ", which this daemon does not run in: chmod g-r, or give it the service's group");
   }
-  return true;
+  return {};
 }
 
 MaterialStore::MaterialStore(MaterialFiles files, Validate validate)
@@ -99,9 +88,9 @@ MaterialStore::~MaterialStore() {
   wipe_material(candidate_);
 }
 
-bool MaterialStore::read_pin_file(Material* m, std::string* err) const {
+Result<void> MaterialStore::read_pin_file(Material* m) const {
   std::string text;
-  if (!read_small_file(files_.pin_file, kMaxPemFile, &text, err)) return false;
+  if (auto r = read_small_file(files_.pin_file, kMaxPemFile, &text); !r) return r;
   size_t line_no = 0, pos = 0, file_pins = 0;
   while (pos < text.size()) {
     size_t eol = text.find('\n', pos);
@@ -114,80 +103,84 @@ bool MaterialStore::read_pin_file(Material* m, std::string* err) const {
     const size_t start = line.find_first_not_of(" \t");
     if (start == std::string::npos || line[start] == '#') continue;
     auto pin = parse_pin(line.substr(start));
-    if (!pin) {
-      *err = files_.pin_file + ":" + std::to_string(line_no) +
-             ": not a pin (expected sha256//<base64 of 32 bytes>)";
-      return false;
-    }
+    if (!pin)
+      return fail(files_.pin_file + ":" + std::to_string(line_no) +
+                  ": not a pin (expected sha256//<base64 of 32 bytes>)");
     m->pins.push_back(*pin);
     file_pins++;
   }
   // A file of comments only (or one caught mid-rewrite) would otherwise
   // mean "no pin", i.e. any certificate the CA signed.
-  if (file_pins == 0) {
-    *err = files_.pin_file + ": no pin in the file (one sha256//<base64 of 32 bytes> per line)";
-    return false;
-  }
-  return true;
+  if (file_pins == 0)
+    return fail(files_.pin_file +
+                ": no pin in the file (one sha256//<base64 of 32 bytes> per line)");
+  return {};
 }
 
-bool MaterialStore::read(Material* m, std::string* err) const {
-  const auto fail = [m] {
-    wipe_material(*m);
-    return false;
-  };
-  if (!read_small_file(files_.cert, kMaxPemFile, &m->cert_pem, err) ||
-      !read_small_file(files_.key, kMaxPemFile, &m->key_pem, err, /*private_key=*/true) ||
-      !read_small_file(files_.ca, kMaxPemFile, &m->ca_pem, err) ||
-      (!files_.service_cert.empty() &&
-       !read_small_file(files_.service_cert, kMaxPemFile, &m->service_cert_pem, err)) ||
-      (!files_.service_key.empty() &&
-       !read_small_file(files_.service_key, kMaxPemFile, &m->service_key_pem, err,
-                        /*private_key=*/true)))
-    return fail();
+Result<void> MaterialStore::read(Material* m) const {
+  Result<void> r = read_unwiped(m);
+  if (!r) wipe_material(*m);
+  return r;
+}
+
+Result<void> MaterialStore::read_unwiped(Material* m) const {
+  if (auto r = read_small_file(files_.cert, kMaxPemFile, &m->cert_pem); !r) return r;
+  if (auto r = read_small_file(files_.key, kMaxPemFile, &m->key_pem, /*private_key=*/true); !r)
+    return r;
+  if (auto r = read_small_file(files_.ca, kMaxPemFile, &m->ca_pem); !r) return r;
+  if (!files_.service_cert.empty()) {
+    if (auto r = read_small_file(files_.service_cert, kMaxPemFile, &m->service_cert_pem); !r)
+      return r;
+  }
+  if (!files_.service_key.empty()) {
+    if (auto r = read_small_file(files_.service_key, kMaxPemFile, &m->service_key_pem,
+                                 /*private_key=*/true);
+        !r)
+      return r;
+  }
   m->pins = files_.pins;
-  if (!files_.pin_file.empty() && !read_pin_file(m, err)) return fail();
+  if (!files_.pin_file.empty()) {
+    if (auto r = read_pin_file(m); !r) return r;
+  }
   {
     std::vector<uint8_t> enc = encode_material(*m);
     const size_t size = enc.size();
     explicit_bzero(enc.data(), enc.size());
-    if (size == 0 || size > limits::kMaxMaterial) {
-      *err = "certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
-             " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
-             " KiB fit the control message to the TLS process";
-      return fail();
-    }
+    if (size == 0 || size > limits::kMaxMaterial)
+      return fail("certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
+                  " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
+                  " KiB fit the control message to the TLS process");
   }
-  if (m->pins.size() > limits::kMaxPins) {
-    *err = std::to_string(m->pins.size()) + " pins given (--" + files_.pin_flag + " and " +
-           (files_.pin_file.empty() ? std::string("no file") : files_.pin_file) + "); at most " +
-           std::to_string(limits::kMaxPins);
-    return fail();
-  }
-  return true;
+  if (m->pins.size() > limits::kMaxPins)
+    return fail(std::to_string(m->pins.size()) + " pins given (--" + files_.pin_flag + " and " +
+                (files_.pin_file.empty() ? std::string("no file") : files_.pin_file) +
+                "); at most " + std::to_string(limits::kMaxPins));
+  return {};
 }
 
-bool MaterialStore::read_checked(Material* into, std::string* err) const {
+Result<void> MaterialStore::read_checked(Material* into) const {
   Material m;
-  if (!read(&m, err) || !validate_(m, err)) {
+  Result<void> r = read(&m);
+  if (r) r = validate_(m);
+  if (!r) {
     wipe_material(m);
-    return false;
+    return r;
   }
   wipe_material(*into);
   *into = std::move(m);
-  return true;
+  return {};
 }
 
-bool MaterialStore::load(std::string* err) {
-  if (!read_checked(&good_, err)) return false;
+Result<void> MaterialStore::load() {
+  if (auto r = read_checked(&good_); !r) return r;
   loaded_ = true;
-  return true;
+  return {};
 }
 
-bool MaterialStore::propose(std::string* err) {
-  if (!read_checked(&candidate_, err)) return false;
+Result<void> MaterialStore::propose() {
+  if (auto r = read_checked(&candidate_); !r) return r;
   pending_ = true;
-  return true;
+  return {};
 }
 
 bool MaterialStore::accept() {

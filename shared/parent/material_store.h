@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "shared/base/pin.h"
+#include "shared/base/result.h"
 #include "shared/ipc/msgs.h"
 
 namespace ct {
@@ -32,20 +33,20 @@ struct MaterialFiles {
 inline constexpr size_t kMaxPemFile = 64 * 1024;
 
 // Reads a file of at most `cap` bytes. With `private_key`, the file opened
-// must also pass check_key_file. On failure *err is one line naming `path`.
-bool read_small_file(const std::string& path, size_t cap, std::string* out, std::string* err,
-                     bool private_key = false);
+// must also pass check_key_file. On failure the error is one line naming `path`.
+Result<void> read_small_file(const std::string& path, size_t cap, std::string* out,
+                             bool private_key = false);
 // A private key file must belong to root or to us, give others no access,
 // and be readable by its group only when that is a group we run in.
-// `st` is the fstat of the opened file; *err names `path`.
-bool check_key_file(const std::string& path, const struct stat& st, std::string* err);
+// `st` is the fstat of the opened file; the error names `path`.
+Result<void> check_key_file(const std::string& path, const struct stat& st);
 
 class MaterialStore {
  public:
   // Checks material the way the TLS process will (the key matches the
   // certificate, the CA parses), so that a bad file is named by the parent
-  // before anything starts and a bad reload is never sent. *err: one line.
-  using Validate = std::function<bool(const Material&, std::string*)>;
+  // before anything starts and a bad reload is never sent. The error: one line.
+  using Validate = std::function<Result<void>(const Material&)>;
 
   MaterialStore(MaterialFiles files, Validate validate);
   ~MaterialStore();
@@ -53,15 +54,15 @@ class MaterialStore {
   MaterialStore& operator=(const MaterialStore&) = delete;
 
   // Reads the files (pins parsed, sizes capped) without validating them.
-  // On failure *m is wiped and *err names the file.
-  bool read(Material* m, std::string* err) const;
+  // On failure *m is wiped and the error names the file.
+  Result<void> read(Material* m) const;
   // Start-up: reads and validates the files into the good material.
-  bool load(std::string* err);
+  Result<void> load();
   bool loaded() const { return loaded_; }
   // Reads and validates the files into the candidate, which replaces (and
   // wipes) one still pending: the TLS process's next verdict is on the
-  // newest files. On failure nothing changes and *err says why.
-  bool propose(std::string* err);
+  // newest files. On failure nothing changes and the error says why.
+  Result<void> propose();
   // The TLS process accepted the candidate: it becomes the good material
   // (the old one wiped). False, and nothing changes, with none pending.
   bool accept();
@@ -74,10 +75,12 @@ class MaterialStore {
   const MaterialFiles& files() const { return files_; }
 
  private:
-  bool read_pin_file(Material* m, std::string* err) const;
+  Result<void> read_pin_file(Material* m) const;
+  // read() without the wipe on failure, which read() does once for every exit.
+  Result<void> read_unwiped(Material* m) const;
   // read() and the check; only on success is *into replaced (and the old
   // contents wiped).
-  bool read_checked(Material* into, std::string* err) const;
+  Result<void> read_checked(Material* into) const;
 
   MaterialFiles files_;
   Validate validate_;

@@ -21,17 +21,21 @@ class MaterialStoreTest : public ::testing::Test {
   std::string ca = dir.write("ca.crt", "ca-1", 0644);
   int validations = 0;
   MaterialStore store{{cert, key, ca, "", "", "", {}, "bridge-pin"},
-                      [this](const Material& m, std::string* why) {
+                      [this](const Material& m) -> Result<void> {
                         validations++;
-                        if (m.cert_pem.find("bad") == std::string::npos) return true;
-                        *why = "--cert/--key/--ca-cert: the key does not match";
-                        return false;
+                        if (m.cert_pem.find("bad") == std::string::npos) return {};
+                        return fail("--cert/--key/--ca-cert: the key does not match");
                       }};
   std::string err;
+  // Keeps the error text where the assertions below read it.
+  bool ok(const Result<void>& r) {
+    err = r ? std::string() : r.what();
+    return r.ok();
+  }
 };
 
 TEST_F(MaterialStoreTest, LoadReadsTheFilesIntoTheGoodMaterial) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   EXPECT_TRUE(store.loaded());
   EXPECT_EQ(store.good().cert_pem, "cert-1");
   EXPECT_EQ(store.good().key_pem, "key-1");
@@ -40,9 +44,9 @@ TEST_F(MaterialStoreTest, LoadReadsTheFilesIntoTheGoodMaterial) {
 }
 
 TEST_F(MaterialStoreTest, ProposeThenAcceptPutsTheCandidateInService) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   dir.write("tls.crt", "cert-2", 0644);
-  ASSERT_TRUE(store.propose(&err)) << err;
+  ASSERT_TRUE(ok(store.propose())) << err;
   EXPECT_TRUE(store.pending());
   EXPECT_EQ(store.candidate().cert_pem, "cert-2");
   EXPECT_EQ(store.good().cert_pem, "cert-1");  // not before the TLS process says so
@@ -54,10 +58,10 @@ TEST_F(MaterialStoreTest, ProposeThenAcceptPutsTheCandidateInService) {
 }
 
 TEST_F(MaterialStoreTest, ProposeThenRefuseKeepsTheGoodMaterialAndWipesTheCandidate) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   dir.write("tls.crt", "cert-2", 0644);
   dir.write("tls.key", "key-2", 0600);
-  ASSERT_TRUE(store.propose(&err)) << err;
+  ASSERT_TRUE(ok(store.propose())) << err;
   store.refuse();
   EXPECT_FALSE(store.pending());
   EXPECT_EQ(store.good().cert_pem, "cert-1");
@@ -70,11 +74,11 @@ TEST_F(MaterialStoreTest, ProposeThenRefuseKeepsTheGoodMaterialAndWipesTheCandid
 }
 
 TEST_F(MaterialStoreTest, ASecondProposeWhileOneIsPendingReplacesIt) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   dir.write("tls.crt", "cert-2", 0644);
-  ASSERT_TRUE(store.propose(&err)) << err;
+  ASSERT_TRUE(ok(store.propose())) << err;
   dir.write("tls.crt", "cert-3", 0644);
-  ASSERT_TRUE(store.propose(&err)) << err;
+  ASSERT_TRUE(ok(store.propose())) << err;
   EXPECT_EQ(store.candidate().cert_pem, "cert-3");
   ASSERT_TRUE(store.accept());
   EXPECT_EQ(store.good().cert_pem, "cert-3");
@@ -82,11 +86,11 @@ TEST_F(MaterialStoreTest, ASecondProposeWhileOneIsPendingReplacesIt) {
 }
 
 TEST_F(MaterialStoreTest, AProposeThatFailsLeavesThePendingCandidateAlone) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   dir.write("tls.crt", "cert-2", 0644);
-  ASSERT_TRUE(store.propose(&err)) << err;
+  ASSERT_TRUE(ok(store.propose())) << err;
   dir.write("tls.crt", "bad cert", 0644);
-  EXPECT_FALSE(store.propose(&err));
+  EXPECT_FALSE(ok(store.propose()));
   EXPECT_EQ(err, "--cert/--key/--ca-cert: the key does not match");
   EXPECT_TRUE(store.pending());
   EXPECT_EQ(store.candidate().cert_pem, "cert-2");
@@ -94,9 +98,9 @@ TEST_F(MaterialStoreTest, AProposeThatFailsLeavesThePendingCandidateAlone) {
 }
 
 TEST_F(MaterialStoreTest, MaterialTheCheckRefusesIsNeverProposed) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   dir.write("tls.crt", "bad cert", 0644);
-  EXPECT_FALSE(store.propose(&err));
+  EXPECT_FALSE(ok(store.propose()));
   EXPECT_FALSE(store.pending());
   EXPECT_EQ(store.good().cert_pem, "cert-1");
   EXPECT_EQ(validations, 2);
@@ -110,7 +114,7 @@ void expect_one_line_naming(const std::string& err, const std::string& path) {
 
 TEST_F(MaterialStoreTest, AFileOverTheCapIsRefusedInOneLineNamingIt) {
   dir.write("ca.crt", std::string(kMaxPemFile + 1, 'x'), 0644);
-  EXPECT_FALSE(store.load(&err));
+  EXPECT_FALSE(ok(store.load()));
   EXPECT_EQ(err, "cannot read " + ca + ": larger than 64 KiB");
   expect_one_line_naming(err, ca);
   EXPECT_FALSE(store.loaded());
@@ -119,35 +123,35 @@ TEST_F(MaterialStoreTest, AFileOverTheCapIsRefusedInOneLineNamingIt) {
 
 TEST_F(MaterialStoreTest, AFileOfExactlyTheCapIsRead) {
   dir.write("ca.crt", std::string(kMaxPemFile, 'x'), 0644);
-  EXPECT_TRUE(store.load(&err)) << err;
+  EXPECT_TRUE(ok(store.load())) << err;
 }
 
 TEST_F(MaterialStoreTest, AKeyOthersCanReadIsRefusedInOneLineNamingIt) {
   chmod(key.c_str(), 0644);
-  EXPECT_FALSE(store.load(&err));
+  EXPECT_FALSE(ok(store.load()));
   expect_one_line_naming(err, key);
   EXPECT_NE(err.find("mode 0644"), std::string::npos) << err;
   // The certificates are 0644 too, and read: only keys are secret.
   chmod(key.c_str(), 0600);
-  EXPECT_TRUE(store.load(&err)) << err;
+  EXPECT_TRUE(ok(store.load())) << err;
 }
 
 TEST_F(MaterialStoreTest, AKeyTheGroupMayWriteIsRefused) {
   chmod(key.c_str(), 0620);
-  EXPECT_FALSE(store.load(&err));
+  EXPECT_FALSE(ok(store.load()));
   expect_one_line_naming(err, key);
 }
 
 TEST_F(MaterialStoreTest, AMissingFileIsNamed) {
   unlink(cert.c_str());
-  EXPECT_FALSE(store.load(&err));
+  EXPECT_FALSE(ok(store.load()));
   EXPECT_EQ(err, "cannot read " + cert + ": No such file or directory");
 }
 
 TEST_F(MaterialStoreTest, AReloadThatCannotReadAFileKeepsTheGoodMaterial) {
-  ASSERT_TRUE(store.load(&err)) << err;
+  ASSERT_TRUE(ok(store.load())) << err;
   chmod(key.c_str(), 0604);
-  EXPECT_FALSE(store.propose(&err));
+  EXPECT_FALSE(ok(store.propose()));
   expect_one_line_naming(err, key);
   EXPECT_FALSE(store.pending());
   EXPECT_EQ(store.good().key_pem, "key-1");
@@ -157,24 +161,24 @@ class PinFileTest : public MaterialStoreTest {
  protected:
   std::string pins_path = dir.write("bridge.pin", "", 0644);
   MaterialStore pinned{{cert, key, ca, "", "", pins_path, {}, "bridge-pin"},
-                       [](const Material&, std::string*) { return true; }};
+                       [](const Material&) -> Result<void> { return {}; }};
 };
 
 TEST_F(PinFileTest, PinFileLinesAreReadSkippingCommentsAndBlanks) {
   dir.write("bridge.pin", std::string("# rotated 2026-11\n\n  ") + kPin + " \r\n", 0644);
-  ASSERT_TRUE(pinned.load(&err)) << err;
+  ASSERT_TRUE(ok(pinned.load())) << err;
   EXPECT_EQ(pinned.good().pins.size(), 1u);
 }
 
 TEST_F(PinFileTest, ABadPinLineIsNamedByFileAndLine) {
   dir.write("bridge.pin", std::string(kPin) + "\nsha256//short\n", 0644);
-  EXPECT_FALSE(pinned.load(&err));
+  EXPECT_FALSE(ok(pinned.load()));
   EXPECT_EQ(err, pins_path + ":2: not a pin (expected sha256//<base64 of 32 bytes>)");
 }
 
 TEST_F(PinFileTest, APinFileWithoutAPinIsRefused) {
   dir.write("bridge.pin", "# being rewritten\n", 0644);
-  EXPECT_FALSE(pinned.load(&err));
+  EXPECT_FALSE(ok(pinned.load()));
   expect_one_line_naming(err, pins_path);
   EXPECT_NE(err.find("no pin in the file"), std::string::npos) << err;
 }
