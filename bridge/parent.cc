@@ -185,8 +185,10 @@ class BridgeParent final : DaemonParent::Hooks {
                         [this](const Material& m) { return validate_material(m); });
     if (!parent_.open_executables(&err)) return usage_error(kDaemon, err);
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
-    if (f.has("status-file") && !status_.open(f.get("status-file"), unix_seconds(), &err))
-      return usage_error(kDaemon, "bad --status-file: " + err);
+    if (f.has("status-file")) {
+      if (auto r = status_.open(f.get("status-file"), unix_seconds()); !r)
+        return usage_error(kDaemon, "bad --status-file: " + r.what());
+    }
     // Every start says it, after the start-up checks (which print one line each).
     if (f.has("allow-plaintext-streams") && service_cert_path_.empty() && !vault_https)
       LOG_WARN(

@@ -57,44 +57,41 @@ std::string status_text(uint32_t links_up, double changed, double started,
   return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
 }
 
-bool write_atomically(const std::string& path, const std::string& text, std::string* err) {
+Result<void> write_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) {
-    *err = "cannot write " + tmp + ": " + std::strerror(errno);
-    return false;
-  }
+  if (fd < 0) return fail_errno(errno, "cannot write " + tmp);
   UniqueFd f(fd);
   size_t off = 0;
   while (off < text.size()) {
     const ssize_t w = ::write(f.get(), text.data() + off, text.size() - off);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      *err = "cannot write " + tmp + ": " + std::strerror(w < 0 ? errno : ENOSPC);
+      const int code = w < 0 ? errno : ENOSPC;
       ::unlink(tmp.c_str());
-      return false;
+      return fail_errno(code, "cannot write " + tmp);
     }
     off += static_cast<size_t>(w);
   }
   if (::fchmod(f.get(), 0644) != 0 || ::fsync(f.get()) != 0) {
-    *err = "cannot write " + tmp + ": " + std::strerror(errno);
+    const int code = errno;
     ::unlink(tmp.c_str());
-    return false;
+    return fail_errno(code, "cannot write " + tmp);
   }
   f.reset();
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    *err = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
+    const int code = errno;
     ::unlink(tmp.c_str());
-    return false;
+    return fail_errno(code, "cannot rename " + tmp + " to " + path);
   }
-  return true;
+  return {};
 }
 
-bool StatusFile::open(std::string path, double now, std::string* err) {
-  if (path.empty()) return *err = "empty path", false;
+Result<void> StatusFile::open(std::string path, double now) {
+  if (path.empty()) return fail("empty path");
   path_ = std::move(path);
   started_ = changed_ = now;
-  return write_atomically(path_, status_text(0, changed_, started_, dropped_), err);
+  return write_atomically(path_, status_text(0, changed_, started_, dropped_));
 }
 
 void StatusFile::links(uint32_t links_up, double now) noexcept {
@@ -116,12 +113,13 @@ void StatusFile::child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept
 
 void StatusFile::rewrite() noexcept {
   dropped_.parent = log::dropped_lines();
-  std::string err;
-  if (write_atomically(path_, status_text(links_up_, changed_, started_, dropped_), &err)) {
+  const Result<void> r =
+      write_atomically(path_, status_text(links_up_, changed_, started_, dropped_));
+  if (r) {
     failing_ = false;
   } else if (!failing_) {  // logged once until a write succeeds again
     failing_ = true;
-    LOG_WARN("--status-file: %s", err.c_str());
+    LOG_WARN("--status-file: %s", r.what().c_str());
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "shared/base/result.h"
 #include "shared/parent/supervisor.h"
 
 namespace ct::bridge {
@@ -28,13 +29,13 @@ std::string status_text(uint32_t links_up, double changed, double started,
 // Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
 // the umask (the unit's is 0077): the collector runs as another user, and the
 // file holds no secret. Blocking, but a few hundred bytes on a local disk.
-bool write_atomically(const std::string& path, const std::string& text, std::string* err);
+Result<void> write_atomically(const std::string& path, const std::string& text);
 
 class StatusFile {
  public:
   // Writes the file once (no link yet): an unwritable path is a start-up
-  // error (*err says why), not a warning later.
-  bool open(std::string path, double now, std::string* err);
+  // error (the Error says why), not a warning later.
+  Result<void> open(std::string path, double now);
   bool enabled() const { return !path_.empty(); }
   // The TLS process's count of links up; the file is rewritten when it moved.
   void links(uint32_t links_up, double now) noexcept;

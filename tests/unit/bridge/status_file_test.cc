@@ -38,11 +38,16 @@ class StatusFileTest : public ::testing::Test {
   std::string dir_, path_;
   StatusFile sf_;
   std::string err_;
+  // Keeps the error text where the assertions read it.
+  bool ok(const Result<void>& r) {
+    err_ = r ? std::string() : r.what();
+    return r.ok();
+  }
 };
 
 TEST_F(StatusFileTest, OpenWritesTheFileWithNoLinkReadableByTheCollector) {
   const mode_t old = umask(077);  // the systemd unit's
-  ASSERT_TRUE(sf_.open(path_, 100.0, &err_)) << err_;
+  ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
   umask(old);
   EXPECT_TRUE(has_line("cloudtaser_bridge_link_up 0")) << text();
   EXPECT_TRUE(has_line("cloudtaser_bridge_start_time_seconds 100.000")) << text();
@@ -53,15 +58,15 @@ TEST_F(StatusFileTest, OpenWritesTheFileWithNoLinkReadableByTheCollector) {
 }
 
 TEST_F(StatusFileTest, AnEmptyOrUnwritablePathIsAStartUpError) {
-  EXPECT_FALSE(sf_.open("", 100.0, &err_));
+  EXPECT_FALSE(ok(sf_.open("", 100.0)));
   EXPECT_EQ(err_, "empty path");
   StatusFile other;
-  EXPECT_FALSE(other.open(dir_ + "/no/such/dir/bridge.prom", 100.0, &err_));
+  EXPECT_FALSE(ok(other.open(dir_ + "/no/such/dir/bridge.prom", 100.0)));
   EXPECT_EQ(err_.rfind("cannot write " + dir_ + "/no/such/dir/bridge.prom.tmp: ", 0), 0u) << err_;
 }
 
 TEST_F(StatusFileTest, TheFileIsRewrittenOnlyWhenTheLinksUpMove) {
-  ASSERT_TRUE(sf_.open(path_, 100.0, &err_)) << err_;
+  ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
   sf_.links(2, 105.0);
   EXPECT_TRUE(has_line("cloudtaser_bridge_link_up 1")) << text();
   EXPECT_TRUE(has_line("cloudtaser_bridge_links_up 2")) << text();
@@ -74,7 +79,7 @@ TEST_F(StatusFileTest, TheFileIsRewrittenOnlyWhenTheLinksUpMove) {
 }
 
 TEST_F(StatusFileTest, ARestartedChildsDroppedLinesAddToItsPredecessors) {
-  ASSERT_TRUE(sf_.open(path_, 100.0, &err_)) << err_;
+  ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
   sf_.child_log_dropped(Supervisor::kTls, 5);
   sf_.child_log_dropped(Supervisor::kTls, 8);
   EXPECT_EQ(sf_.dropped().tls, 8u);
