@@ -183,7 +183,7 @@ class BridgeParent final : DaemonParent::Hooks {
     MaterialStore store({cert, f.get("client-key"), f.get("ca-cert"), service_cert_path_,
                          service_key_path_, flags_.pin_file, flags_.pins, flags_.pin_flag},
                         [this](const Material& m) { return validate_material(m); });
-    if (!parent_.open_executables(&err)) return usage_error(kDaemon, err);
+    if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     if (f.has("status-file")) {
       if (auto r = status_.open(f.get("status-file"), unix_seconds()); !r)

@@ -79,7 +79,6 @@ class BrokerParent final : DaemonParent::Hooks {
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
-    std::string err;
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
     const int common = parse_common_flags(
         f, kDaemon, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"},
@@ -102,7 +101,7 @@ class BrokerParent final : DaemonParent::Hooks {
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
                          flags_.pins, flags_.pin_flag},
                         validate_material);
-    if (!parent_.open_executables(&err)) return usage_error(kDaemon, err);
+    if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     SockAddr bridge_addr, service_addr;
     if (Result<void> st =

@@ -21,16 +21,24 @@ constexpr auto kWatchPeriod = std::chrono::seconds(2);
 
 }  // namespace
 
-bool DaemonParent::open_executables(std::string* err) {
-  return open_self_exe(&tls_exe_, err) && open_forward_exe(daemon_, &fwd_exe_, &fwd_exe_path_, err);
+Result<void> DaemonParent::open_executables() {
+  Result<UniqueFd> self = open_self_exe();
+  if (!self) return self.status();
+  Result<ForwardExeFile> fwd = open_forward_exe(daemon_);
+  if (!fwd) return fwd.status();
+  tls_exe_ = std::move(*self);
+  fwd_exe_ = std::move(fwd->fd);
+  fwd_exe_path_ = std::move(fwd->path);
+  return {};
 }
 
 int DaemonParent::run(const CommonFlags& flags, MaterialStore& store) {
-  std::string err;
   if (!store.loaded()) {
     if (auto r = store.load(); !r) return usage_error(daemon_, r.what());
   }
-  if (!fwd_exe_ && !open_executables(&err)) return usage_error(daemon_, err);
+  if (!fwd_exe_) {
+    if (auto r = open_executables(); !r) return usage_error(daemon_, r.what());
+  }
   store_ = &store;
   settings_ = flags.settings;
   if (flags.insecure_no_pin)

@@ -74,7 +74,7 @@ class DaemonParent final : Supervisor::Hooks {
   // <daemon>-forward (forwarding process; open_forward_exe). Call it with
   // the first MaterialStore::load, before anything is bound, so that a
   // missing file is the only line printed.
-  bool open_executables(std::string* err);
+  Result<void> open_executables();
   // Starts the children and runs until drained (loading `store` first if
   // the daemon did not). The children get `flags.settings`.
   int run(const CommonFlags& flags, MaterialStore& store);

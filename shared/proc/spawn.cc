@@ -22,13 +22,10 @@ extern char** environ;
 
 namespace ct {
 
-bool open_self_exe(UniqueFd* out, std::string* err) {
-  out->reset(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
-  if (!*out) {
-    *err = std::string("cannot open /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
-    return false;
-  }
-  return true;
+Result<UniqueFd> open_self_exe() {
+  UniqueFd fd(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno(errno, "cannot open /proc/self/exe (is /proc mounted?)");
+  return fd;
 }
 
 namespace {
@@ -39,14 +36,10 @@ std::string dir_of(const std::string& path) {
 }
 }  // namespace
 
-bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* path,
-                      std::string* err) {
+Result<ForwardExeFile> open_forward_exe(const std::string& daemon) {
   char self[PATH_MAX];
   const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) {
-    *err = std::string("cannot read /proc/self/exe (is /proc mounted?): ") + std::strerror(errno);
-    return false;
-  }
+  if (n <= 0) return fail_errno(errno, "cannot read /proc/self/exe (is /proc mounted?)");
   self[n] = '\0';
   const std::string name = daemon + "-forward";
   const std::string dir = dir_of(self);
@@ -69,26 +62,22 @@ bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* pat
       tried += p + " (not a regular file)";
       continue;
     }
-    *out = std::move(fd);
-    *path = p;
-    return true;
+    return ForwardExeFile{std::move(fd), p};
   }
-  *err = "cannot find its forwarding executable " + name + "; tried " + tried +
-         "; it ships with the daemon and belongs beside it or in ../libexec/cloudtaser/";
-  return false;
+  return fail("cannot find its forwarding executable " + name + "; tried " + tried +
+              "; it ships with the daemon and belongs beside it or in ../libexec/cloudtaser/");
 }
 
 int exec_forward_exe(const std::string& daemon, char** argv) {
   constexpr int kExitUsage = 2;  // as DaemonParent's
-  UniqueFd fd;
-  std::string path, err;
-  if (!open_forward_exe(daemon, &fd, &path, &err)) {
-    std::fprintf(stderr, "%s: %s\n", daemon.c_str(), err.c_str());
+  Result<ForwardExeFile> exe = open_forward_exe(daemon);
+  if (!exe) {
+    std::fprintf(stderr, "%s: %s\n", daemon.c_str(), exe.what().c_str());
     return kExitUsage;
   }
-  argv[0] = path.data();
-  syscall(SYS_execveat, fd.get(), "", argv, environ, AT_EMPTY_PATH);
-  std::fprintf(stderr, "%s: cannot execute %s: %s\n", daemon.c_str(), path.c_str(),
+  argv[0] = exe->path.data();
+  syscall(SYS_execveat, exe->fd.get(), "", argv, environ, AT_EMPTY_PATH);
+  std::fprintf(stderr, "%s: cannot execute %s: %s\n", daemon.c_str(), exe->path.c_str(),
                std::strerror(errno));
   return kExitUsage;
 }

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
 
 namespace ct {
@@ -24,16 +25,19 @@ inline constexpr int kExitVersionMismatch = 78;  // sysexits' EX_CONFIG
 
 // /proc/self/exe opened once at start, so restarts exec the same binary even
 // after a package upgrade replaced the file.
-bool open_self_exe(UniqueFd* out, std::string* err);
+Result<UniqueFd> open_self_exe();
 // The daemon's forwarding executable, "<daemon>-forward", which links no
 // OpenSSL. Looked for beside the real path of the running daemon (symlinks
 // resolved), then in <that directory>/../libexec/cloudtaser/ (the packages'
 // /usr/bin/vault-bridge and /usr/libexec/cloudtaser/vault-bridge-forward).
 // Opened once, like open_self_exe, so that every restart execs the file the
-// daemon started with. *path is the file found; on failure *err is one line
-// naming each path tried and why it was not used.
-bool open_forward_exe(const std::string& daemon, UniqueFd* out, std::string* path,
-                      std::string* err);
+// daemon started with. `path` is the file found; on failure the error is one
+// line naming each path tried and why it was not used.
+struct ForwardExeFile {
+  UniqueFd fd;
+  std::string path;
+};
+Result<ForwardExeFile> open_forward_exe(const std::string& daemon);
 // Replaces the process with the forwarding executable, same argv but argv[0]
 // (the daemons' --sandbox-policy/--sandbox-probe hooks for the forwarding
 // process, so that they test the real binary). Returns only on failure, with

@@ -96,12 +96,12 @@ class SupervisorTest : public ::testing::Test {
   void start(const char* tls_mode, const char* fwd_mode) {
     setenv("CT_TEST_tls", tls_mode, 1);
     setenv("CT_TEST_forward", fwd_mode, 1);
-    UniqueFd a, b;
-    std::string err;
-    ASSERT_TRUE(open_self_exe(&a, &err)) << err;
-    ASSERT_TRUE(open_self_exe(&b, &err)) << err;
+    Result<UniqueFd> a = open_self_exe();
+    ASSERT_TRUE(a) << a.what();
+    Result<UniqueFd> b = open_self_exe();
+    ASSERT_TRUE(b) << b.what();
     const std::vector<MsgRule> accepts = {{Msg::kReady, false, 0}, {Msg::kPong, false, 16}};
-    sup_ = std::make_unique<Supervisor>(loop_, rec_, "sup-test", std::move(a), std::move(b),
+    sup_ = std::make_unique<Supervisor>(loop_, rec_, "sup-test", std::move(*a), std::move(*b),
                                         accepts, accepts);
     ASSERT_TRUE(sup_->start(t0));
   }
