@@ -109,10 +109,10 @@ std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
 // An honest exchange through two real rings, read back through the peer's
 // mapping at the offsets this file assumes.
 void check_layout(World& w) {
-  std::string why;
-  auto tls = ShmRing::map(w.fd.get(), ShmRing::Side::kTls, &why);
-  auto fwd = ShmRing::map(w.fd.get(), ShmRing::Side::kForward, &why);
-  FZ_CHECK(tls && fwd, "map: %s", why.c_str());
+  auto tls_map = ShmRing::map(w.fd.get(), ShmRing::Side::kTls);
+  auto fwd_map = ShmRing::map(w.fd.get(), ShmRing::Side::kForward);
+  FZ_CHECK(tls_map && fwd_map, "map: %s", (tls_map ? fwd_map : tls_map).what().c_str());
+  std::unique_ptr<ShmRing> tls = std::move(*tls_map), fwd = std::move(*fwd_map);
   const uint8_t msg[3] = {7, 8, 9};
   FZ_CHECK(tls->write(Bytes(msg, 3)) == 3, "layout probe write");
   uint8_t got[2];
@@ -364,14 +364,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memcpy(w.peer, w.fresh.data(), kFile);
   std::memcpy(w.shadow.data(), w.fresh.data(), kFile);
   const bool tls = (in.u8() & 1) == 0;
-  std::string why;
+  auto mapped = ShmRing::map(w.fd.get(), tls ? ShmRing::Side::kTls : ShmRing::Side::kForward);
+  FZ_CHECK(mapped, "map: %s", mapped.what().c_str());
   Harness h{w,
-            ShmRing::map(w.fd.get(), tls ? ShmRing::Side::kTls : ShmRing::Side::kForward, &why),
+            std::move(*mapped),
             tls ? 0 : kDirStride,
             tls ? kDirStride : 0,
             ShmRing::kHeaderBytes + (tls ? 0 : kRing),
             ShmRing::kHeaderBytes + (tls ? kRing : 0)};
-  FZ_CHECK(h.ring, "map: %s", why.c_str());
   for (int i = 0; i < 256 && !in.empty(); i++) {
     h.step(in);
     FZ_CHECK(h.ring->corrupt() == h.corrupt, "corrupt() is %d, the trust model says %d",

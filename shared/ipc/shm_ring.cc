@@ -40,12 +40,9 @@ UniqueFd ShmRing::create(int* err) {
   return fd;
 }
 
-std::unique_ptr<ShmRing> ShmRing::map(int fd, Side side, std::string* why) {
+Result<std::unique_ptr<ShmRing>> ShmRing::map(int fd, Side side) {
   void* p = ::mmap(nullptr, kFileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) {
-    *why = std::string("mmap of the data channel ring: ") + std::strerror(errno);
-    return nullptr;
-  }
+  if (p == MAP_FAILED) return fail_errno(errno, "mmap of the data channel ring");
   return std::unique_ptr<ShmRing>(new ShmRing(static_cast<uint8_t*>(p), side));
 }
 

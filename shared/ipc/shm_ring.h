@@ -24,6 +24,7 @@
 #include <string>
 
 #include "shared/base/bytes.h"
+#include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
 
 namespace ct {
@@ -43,7 +44,7 @@ class ShmRing {
   // with *err the errno.
   static UniqueFd create(int* err);
   // Child: maps the parent's memfd (read/write, never executable).
-  static std::unique_ptr<ShmRing> map(int fd, Side side, std::string* why);
+  static Result<std::unique_ptr<ShmRing>> map(int fd, Side side);
   ~ShmRing();
   ShmRing(const ShmRing&) = delete;
   ShmRing& operator=(const ShmRing&) = delete;

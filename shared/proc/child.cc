@@ -112,15 +112,15 @@ void ChildBase::on_io(uint32_t events) noexcept {
       case Msg::kPeerRing: {
         // Mapped now, used by the PEER_CHANNEL that follows (the table
         // admits nothing else in between).
-        std::string map_err;
-        peer_ring_ = ShmRing::map(
-            m.fd.get(),
-            spec_.role == ProcRole::kTls ? ShmRing::Side::kTls : ShmRing::Side::kForward, &map_err);
-        if (!peer_ring_) {
-          LOG_ERROR("%s; exiting", map_err.c_str());
+        auto ring =
+            ShmRing::map(m.fd.get(), spec_.role == ProcRole::kTls ? ShmRing::Side::kTls
+                                                                  : ShmRing::Side::kForward);
+        if (!ring) {
+          LOG_ERROR("%s; exiting", ring.what().c_str());
           exit_child(1);
           return;
         }
+        peer_ring_ = std::move(*ring);
         break;
       }
       case Msg::kPeerChannel:

@@ -28,10 +28,11 @@ struct Pair {
     int err = 0;
     fd = ShmRing::create(&err);
     EXPECT_TRUE(fd.valid()) << std::strerror(err);
-    std::string why;
-    tls = ShmRing::map(fd.get(), ShmRing::Side::kTls, &why);
-    fwd = ShmRing::map(fd.get(), ShmRing::Side::kForward, &why);
-    EXPECT_TRUE(tls && fwd) << why;
+    auto tls_map = ShmRing::map(fd.get(), ShmRing::Side::kTls);
+    auto fwd_map = ShmRing::map(fd.get(), ShmRing::Side::kForward);
+    EXPECT_TRUE(tls_map && fwd_map) << (tls_map ? fwd_map : tls_map).what();
+    if (tls_map) tls = std::move(*tls_map);
+    if (fwd_map) fwd = std::move(*fwd_map);
   }
   // The shared header as a third party sees it: what a compromised peer can write.
   uint64_t* raw_u64(size_t offset) {

@@ -41,13 +41,12 @@ struct LinkFixture : ::testing::Test {
     int err = 0;
     mem = ShmRing::create(&err);
     ASSERT_TRUE(mem.valid()) << std::strerror(err);
-    std::string why;
-    auto r1 = ShmRing::map(mem.get(), ShmRing::Side::kTls, &why);
-    auto r2 = ShmRing::map(mem.get(), ShmRing::Side::kForward, &why);
-    ASSERT_TRUE(r1 && r2) << why;
-    l1 = std::make_unique<PlainLink>(loop, o1, 1, UniqueFd(sv[0]), std::move(r1), cfg(true),
+    auto r1 = ShmRing::map(mem.get(), ShmRing::Side::kTls);
+    auto r2 = ShmRing::map(mem.get(), ShmRing::Side::kForward);
+    ASSERT_TRUE(r1 && r2) << (r1 ? r2 : r1).what();
+    l1 = std::make_unique<PlainLink>(loop, o1, 1, UniqueFd(sv[0]), std::move(*r1), cfg(true),
                                      Clock::now());
-    l2 = std::make_unique<PlainLink>(loop, o2, 2, UniqueFd(sv[1]), std::move(r2), cfg(false),
+    l2 = std::make_unique<PlainLink>(loop, o2, 2, UniqueFd(sv[1]), std::move(*r2), cfg(false),
                                      Clock::now());
     settle(20);
     ASSERT_TRUE(l1->session().ready() && l2->session().ready());
