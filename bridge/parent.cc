@@ -86,7 +86,7 @@ std::vector<FlagSpec> flag_specs() {
 
 // "http://host:port[/]" or "https://host:port[/]" -> host:port. The scheme
 // only says what the wrappers speak; the bridge passes bytes unchanged.
-bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::string* err) {
+Result<void> parse_vault_addr(const std::string& url, HostPort* out, bool* https) {
   std::string rest;
   uint16_t def_port = 0;
   if (url.rfind("http://", 0) == 0) {
@@ -97,25 +97,19 @@ bool parse_vault_addr(const std::string& url, HostPort* out, bool* https, std::s
     def_port = 443;
     *https = true;
   } else {
-    *err = "bad --vault-addr '" + url + "': expected http://HOST:PORT or https://HOST:PORT";
-    return false;
+    return fail("bad --vault-addr '" + url + "': expected http://HOST:PORT or https://HOST:PORT");
   }
   if (!rest.empty() && rest.back() == '/') rest.pop_back();
   if (rest.find('/') != std::string::npos || rest.find('?') != std::string::npos ||
-      rest.find('@') != std::string::npos) {
-    *err = "bad --vault-addr '" + url + "': only scheme, host and port are allowed";
-    return false;
-  }
+      rest.find('@') != std::string::npos)
+    return fail("bad --vault-addr '" + url + "': only scheme, host and port are allowed");
   const bool has_port = rest.rfind(':') != std::string::npos &&
                         (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
   if (!has_port) rest += ":" + std::to_string(def_port);
   auto hp = parse_host_port(rest);
-  if (!hp) {
-    *err = "bad --vault-addr '" + url + "': " + hp.what();
-    return false;
-  }
+  if (!hp) return fail("bad --vault-addr '" + url + "': " + hp.what());
   *out = *hp;
-  return true;
+  return {};
 }
 
 // 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: traffic that never leaves the host.
@@ -138,7 +132,6 @@ class BridgeParent final : DaemonParent::Hooks {
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
-    std::string err;
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
     const int common =
         parse_common_flags(f, kDaemon, kSummary,
@@ -154,8 +147,8 @@ class BridgeParent final : DaemonParent::Hooks {
     settings.peer_name = f.get("broker-name", broker_.host);
     HostPort vault;
     bool vault_https = false;
-    if (!parse_vault_addr(f.get("vault-addr"), &vault, &vault_https, &err))
-      return usage_error(kDaemon, err);
+    if (auto r = parse_vault_addr(f.get("vault-addr"), &vault, &vault_https); !r)
+      return usage_error(kDaemon, r.what());
     // OpenBao is on this host: resolve it once, at start, here.
     auto vaddr = resolve(vault);
     if (!vaddr) return usage_error(kDaemon, "bad --vault-addr: " + vaddr.what());
