@@ -44,7 +44,8 @@ class Supervisor {
   };
 
   // `tls_exe` and `fwd_exe`: the files each child execs, opened once at start
-  // (open_self_exe, open_forward_exe).
+  // (open_self_exe, open_forward_exe). The tables are viewed, not copied: they
+  // must outlive the supervisor (a daemon's are constexpr, in its procs.h).
   Supervisor(Loop& loop, Hooks& hooks, std::string daemon, UniqueFd tls_exe, UniqueFd fwd_exe,
              std::span<const MsgRule> tls_accepts, std::span<const MsgRule> fwd_accepts);
 

@@ -100,9 +100,11 @@ class SupervisorTest : public ::testing::Test {
     ASSERT_TRUE(a) << a.what();
     Result<UniqueFd> b = open_self_exe();
     ASSERT_TRUE(b) << b.what();
-    const std::vector<MsgRule> accepts = {{Msg::kReady, false, 0}, {Msg::kPong, false, 16}};
+    // The Supervisor keeps a view of its tables (a daemon's are constexpr):
+    // they must outlive it.
+    static constexpr MsgRule kAccepts[] = {{Msg::kReady, false, 0}, {Msg::kPong, false, 16}};
     sup_ = std::make_unique<Supervisor>(loop_, rec_, "sup-test", std::move(*a), std::move(*b),
-                                        accepts, accepts);
+                                        kAccepts, kAccepts);
     ASSERT_TRUE(sup_->start(t0));
   }
 
