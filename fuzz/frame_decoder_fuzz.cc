@@ -1,5 +1,5 @@
-// FZ-1 and FZ-2: the frame decoder over raw bytes, and the encode/decode round
-// trip (docs/protocol.md §1, reliability catalog §6).
+// The frame decoder over raw bytes, and the encode/decode round
+// trip (docs/protocol.md §1).
 //
 // Input: one byte choosing the max payload we "advertised", then a byte stream
 // decoded frame after frame the way Session::parse does. Oracle:
@@ -9,7 +9,7 @@
 //    typed error (PROTOCOL or FRAME_SIZE), and that error is already reported
 //    from the header alone (no payload buffered before the check);
 //  - a strict prefix of a frame is NeedMore (no frame from partial bytes);
-//  - FZ-2: each decoded frame re-encoded with the encode_* function of its
+//  - each decoded frame re-encoded with the encode_* function of its
 //    type gives the identical bytes (the encoding is canonical) and decodes to
 //    the identical frame.
 #include <algorithm>
@@ -104,7 +104,7 @@ void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
              "a %zu-byte prefix of a %zu-byte frame is not NeedMore", cut, r.consumed);
   }
 
-  // FZ-2: canonical re-encoding and an identical decode.
+  // Canonical re-encoding and an identical decode.
   const std::vector<uint8_t> enc = reencode(f);
   FZ_CHECK(enc.size() == whole.size() && std::equal(enc.begin(), enc.end(), whole.begin()),
            "re-encoding a %s frame changed its bytes (%zu -> %zu bytes)",

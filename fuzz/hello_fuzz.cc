@@ -1,4 +1,4 @@
-// FZ-4: the HELLO payload parser and the handshake that uses it
+// The HELLO payload parser and the handshake that uses it
 // (docs/protocol.md §2).
 //
 // Input: the raw HELLO payload. Oracle:

@@ -1,4 +1,4 @@
-// FZ-5: the privsep IPC layer (shared/ipc/channel.h, shared/ipc/msgs.h), each
+// The privsep IPC layer (shared/ipc/channel.h, shared/ipc/msgs.h), each
 // direction, with the rule tables the daemons declare.
 //
 // Input: one byte choosing the receiving channel end (and so its rule table),

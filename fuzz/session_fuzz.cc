@@ -1,4 +1,4 @@
-// FZ-3: the multiplexer state machine, both roles, driven by an action list
+// The multiplexer state machine, both roles, driven by an action list
 // (Envoy codec_impl_fuzz style, decoded with FuzzInput instead of protobuf).
 //
 // Two sessions run back to back in memory: A is the broker (the OPENER), B the

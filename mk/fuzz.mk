@@ -32,7 +32,7 @@ FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128
 FUZZ_MAXLEN_ipc_fuzz           := 8192
 FUZZ_MAXLEN_shm_ring_fuzz      := 4096
-# Dictionaries: wire constants and boundary integers (catalog §6 practice).
+# Dictionaries: wire constants and boundary integers.
 FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
 FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
 FUZZ_DEB_DEPS := clang libclang-rt-14-dev

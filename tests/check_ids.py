@@ -15,7 +15,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = "docs/reliability.md"
 FAMILIES = r"(?:FI|FZ|F|L|T|R|P|S)"
-CITED = re.compile(r"\b(" + FAMILIES + r")-([0-9]{2})\b")
+# One or two digits: a one-digit id counts too (P-256 and SHA-1 do not: three
+# digits, or no family before the hyphen).
+CITED = re.compile(r"\b(" + FAMILIES + r")-([0-9]{1,2})\b")
 IN_NAME = re.compile(r"\b(" + FAMILIES + r")([0-9]{2})_")
 ROW = re.compile(r"^\| (" + FAMILIES + r"-[0-9]{2}) \|", re.M)
 
