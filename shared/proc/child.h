@@ -80,7 +80,6 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   }
   // Enters `spec`'s sandbox as the user the parent chose (settings); once.
   void enter_sandbox(SandboxSpec spec);
-  bool sandboxed() const { return sandboxed_; }
   // A random id for a session's HELLO (logs only).
   static std::array<uint8_t, 16> random_instance();
   void on_io(uint32_t events) noexcept override;
