@@ -182,6 +182,8 @@ class TlsProcess final : public ChildBase {
             dial_.dial_soon(Clock::now());
           }
           break;
+        case Event::kStatus:
+          break;
         case Event::kError:
           LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
                    std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());

@@ -1,6 +1,9 @@
 // The broker's parent: flags, certificate files, the two listening sockets,
 // and supervision of the TLS and forwarding processes. Nothing from the
 // network is ever parsed here.
+#include <sys/random.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -16,6 +19,7 @@
 #include "shared/os/net.h"
 #include "shared/parent/daemon_parent.h"
 #include "shared/tls/context.h"
+#include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
 
 namespace ct::broker {
@@ -47,6 +51,9 @@ std::vector<FlagSpec> flag_specs() {
           {"max-wrappers-per-source", "N",
            "wrapper connections one source address (an IPv6 /64) may hold at once; more are "
            "refused at accept (default 256)"},
+          {"replicas", "N",
+           "how many broker replicas the deployment runs (default 1): every bridge links to "
+           "that many distinct brokers (the chart sets it from broker.replicas)"},
           {"drain-timeout", "SECONDS",
            "on SIGTERM, how long open streams may take to finish (default 30)"},
           {"memory-budget", "MIB",
@@ -96,6 +103,18 @@ class BrokerParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --pending-timeout (whole seconds, 1 to 3600)");
       settings.pending_timeout_ms = *s * 1000;
     }
+    if (f.has("replicas")) {
+      auto n = parse_seconds(f.get("replicas"), limits::kMaxReplicas);
+      if (!n || *n == 0)
+        return usage_error(kDaemon, "bad --replicas (a whole number, 1 to " +
+                                        std::to_string(limits::kMaxReplicas) + ")");
+      settings.replicas = static_cast<uint16_t>(*n);
+    }
+    // One id for this broker's whole life (a restarted TLS process keeps it):
+    // bridges tell replicas apart by it.
+    if (getrandom(settings.instance.data(), settings.instance.size(), 0) !=
+        static_cast<ssize_t>(settings.instance.size()))
+      return usage_error(kDaemon, std::string("cannot draw an instance id: ") + strerror(errno));
     if (auto pins = choose_pin_source(f.get("cert"), "bridge.pin", &flags_); !pins)
       return usage_error(kDaemon, pins.what());
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
@@ -129,6 +148,8 @@ class BrokerParent final : DaemonParent::Hooks {
         return usage_error(kDaemon, st.what());
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
     if (probe_fd_) LOG_INFO("serving probes on %s", probe_addr.str().c_str());
+    LOG_INFO("instance %s, one of %u replica(s)", instance_name(settings.instance).c_str(),
+             settings.replicas);
     return parent_.run(flags_, store);
   }
 

@@ -174,7 +174,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       SessionConfig c;
       c.role = Role::kBroker;
       c.opener = true;
-      c.instance = random_instance();
+      c.instance = settings_.instance;
       c.pool = &g_budget;
       bridges_[id] = std::make_unique<TlsLink>(
           loop_, *this, id, std::move(fd),
@@ -220,7 +220,9 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
               no_slot = true;
               break;
             }
-            LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s", t->peer_subject().c_str());
+            LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s (protocol %u)",
+                     t->peer_subject().c_str(), l.session().version());
+            l.session().set_status({.replicas = settings_.replicas});
             report_status();
             pool_.serve();
           }
@@ -244,6 +246,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         case Event::kGoAway:
           LOG_LINK(LOG_INFO, l.id(), "bridge sent GOAWAY (%s): no new streams on it",
                    std::string(code_name(ev.code)).c_str());
+          break;
+        case Event::kStatus:
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)

@@ -78,6 +78,18 @@ std::vector<uint8_t> reencode(const Frame& f) {
       encode_goaway(out, g->last_stream, static_cast<Code>(g->code));
       break;
     }
+    case FrameType::kStatus: {
+      FrameError err{Code::kNoError, ""};
+      if (auto st = parse_status(f.payload, &err)) {
+        encode_status(out, *st);
+      } else {
+        // Reserved bits or an unknown state: the session rejects it; only
+        // the header round-trips.
+        encode_header(out, f.h.length, f.h.type, f.h.flags, id);
+        out.insert(out.end(), f.payload.begin(), f.payload.end());
+      }
+      break;
+    }
   }
   return out;
 }

@@ -86,6 +86,9 @@ void frame_seeds() {
   write_seed(t, "ping", with(0, ping));
   write_seed(t, "ping-ack", with(0, pong));
   write_seed(t, "goaway", with(0, goaway));
+  Buf status;
+  encode_status(status, {.replicas = 3, .upstream = UpstreamState::kStandby});
+  write_seed(t, "status", with(0, status));
   write_seed(
       t, "session",
       with(0, cat({hello, open, data, window, conn_window, ping, pong, fin, reset, goaway})));
@@ -144,9 +147,12 @@ void hello_seeds() {
   range.max_version = 3;
   write_seed(t, "version-range", hello_payload(range));
   Hello future = broker_hello();
-  future.min_version = 2;
-  future.max_version = 2;
+  future.min_version = kProtocolVersion + 1;
+  future.max_version = kProtocolVersion + 1;
   write_seed(t, "version-future", hello_payload(future));
+  Hello v1 = broker_hello();
+  v1.max_version = 1;
+  write_seed(t, "version-1-only", hello_payload(v1));
   Hello over = broker_hello();
   over.stream_window = limits::kMaxWindow + 1;
   over.max_frame = limits::kMaxFramePayload + 1;
@@ -228,7 +234,7 @@ void ipc_seeds() {
 namespace op {
 constexpr uint8_t kOpen = 0, kSend = 3, kFin = 7, kReset = 8, kConsume = 9, kPing = 11,
                   kInject = 12, kDeliver = 14, kClock = 19, kTick = 21, kGoAway = 22, kPump = 23,
-                  kClosed = 25, kOpenMany = 26, kBridge = 0x80;
+                  kClosed = 25, kOpenMany = 26, kSetStatus = 27, kBridge = 0x80;
 }
 
 struct Script {
@@ -287,6 +293,16 @@ void session_seeds() {
   ga.add({kOpen, kPump, kBridge | kGoAway, 0, kOpen, kDeliver}).u16(0);
   ga.add({kBridge | kDeliver}).u16(0).add({kOpen, kPump});
   write_seed(t, "goaway", ga.b);
+
+  // Version 2: each side sets STATUS, again, and once more unchanged; then a
+  // version 1 bridge (timing bit 1), to which no STATUS is ever sent.
+  Script st(dflt, dflt);
+  st.add({kSetStatus}).u16(3).add({0, kBridge | kSetStatus}).u16(0).add({1, kPump});
+  st.add({kBridge | kSetStatus}).u16(0).add({4, kPump, kSetStatus}).u16(3).add({0, kPump});
+  write_seed(t, "status", st.b);
+  Script old(dflt, {5, 6, 5, 4, 2});
+  old.add({kSetStatus}).u16(2).add({0, kPump, kOpen, kPump});
+  write_seed(t, "status-version-1-peer", old.b);
 
   // Reset by the application, then frames for the closed stream.
   Script rs(dflt, dflt);

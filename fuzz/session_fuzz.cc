@@ -81,6 +81,9 @@ struct Side {
   bool transport_closed = false;
   uint32_t last_opened = 0;
   uint64_t sent_total = 0;
+  // Every STATUS the application set (the default first): what an honest
+  // peer may have received.
+  std::vector<LinkStatus> told{LinkStatus{}};
 
   // Shadow decode of the byte pipe into this side (frames the peer sent).
   std::vector<uint8_t> partial;  // delivered bytes not yet a whole frame
@@ -139,6 +142,8 @@ class Harness {
     x.cfg.max_frame = in_.pick(kFrames);
     const uint8_t timing = in_.u8();
     x.cfg.ping_interval = (timing & 1) ? Duration::zero() : Duration(limits::kPingInterval);
+    // Bit 1: this side is an old (version 1) peer, which never sends STATUS.
+    x.cfg.max_version = (timing & 2) ? 1 : kProtocolVersion;
     x.cfg.instance[0] = opener ? 0xaa : 0xbb;
     x.s.emplace(x.cfg, now_);
   }
@@ -197,6 +202,8 @@ class Harness {
         return do_transport_closed(x);
       case 26:
         return do_open_many(x);
+      case 27:
+        return do_set_status(x);
       default:
         return do_deliver(x);
     }
@@ -312,9 +319,9 @@ class Harness {
         0, 1, 2, 3, x.last_opened, x.last_opened + 1, limits::kMaxStreamId, 0x80000001u};
     const size_t which = in_.u8() % (std::size(ids) + 1);
     const uint32_t id = which < std::size(ids) ? ids[which] : in_.u32();
-    switch (mode % 8) {
-      case 0: {  // any header, payload of the claimed length (or not)
-        const uint8_t type = in_.u8() % 9;
+    switch (mode % 9) {
+      case 0: {                              // any header, payload of the claimed length (or not)
+        const uint8_t type = in_.u8() % 10;  // every type, STATUS, and one that does not exist
         const uint8_t flags = in_.u8();
         const Bytes payload = in_.bytes(in_.u8());
         const uint32_t length = in_.boolean() ? static_cast<uint32_t>(payload.size()) : in_.u32();
@@ -352,6 +359,19 @@ class Harness {
         h.max_streams = in_.u32();
         h.max_frame = in_.u32();
         encode_hello(f, h);
+        break;
+      }
+      case 8: {  // a STATUS with fuzzed fields (and whatever the version allows)
+        const uint16_t replicas = in_.u16();
+        const uint8_t flags = in_.u8();
+        const uint8_t upstream = in_.u8();
+        const uint32_t reserved = in_.boolean() ? 0 : in_.u32();
+        encode_header(f, kStatusSize, FrameType::kStatus, 0, 0);
+        ByteWriter w(f, SIZE_MAX);
+        w.u16(replicas);
+        w.u8(flags);
+        w.u8(upstream);
+        w.u32(reserved);
         break;
       }
       case 7: {  // the peer's pending output with one byte flipped
@@ -392,6 +412,15 @@ class Harness {
   }
 
   void do_tick(Side& x) { x.s->tick(now_); }
+
+  // What the application tells its peer (§5a): any replicas, any valid state.
+  void do_set_status(Side& x) {
+    LinkStatus st;
+    st.replicas = in_.u16();
+    st.upstream = static_cast<UpstreamState>(in_.u8() % kUpstreamStates);
+    x.s->set_status(st);
+    x.told.push_back(st);
+  }
 
   void do_go_away(Side& x) {
     const Code code = in_.pick(kAppCodes);
@@ -503,6 +532,18 @@ class Harness {
       auto it = x.streams.find(ev.stream);
       const bool known = ev.stream != 0 && it != x.streams.end();
       switch (ev.kind) {
+        case Event::kStatus:
+          FZ_CHECK(x.ready && x.s->version() >= 2, "%s: STATUS on a version %u connection", x.name,
+                   x.s->version());
+          FZ_CHECK(x.s->peer_status().has_value(), "%s: Status event without a status", x.name);
+          // An honest peer's STATUS is one its application set (or the
+          // default, before it set one): never altered on the way.
+          if (honest_) {
+            const auto& told = peer(x).told;
+            FZ_CHECK(std::find(told.begin(), told.end(), *x.s->peer_status()) != told.end(),
+                     "%s: STATUS altered on the way", x.name);
+          }
+          break;
         case Event::kReady:
           FZ_CHECK(!x.ready, "%s: Ready twice", x.name);
           FZ_CHECK(x.s->ready(), "%s: Ready but not ready()", x.name);

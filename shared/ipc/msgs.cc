@@ -37,6 +37,8 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u32(s.gid);
   w.u32(s.stream_idle_timeout_ms);
   w.u32(s.memory_budget_mib);
+  w.bytes(s.instance);
+  w.u16(s.replicas);
   return out;
 }
 
@@ -53,6 +55,8 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   s.gid = r.u32();
   s.stream_idle_timeout_ms = r.u32();
   s.memory_budget_mib = r.u32();
+  r.copy_to(s.instance);
+  s.replicas = r.u16();
   if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
   s.drop_user = drop == 1;
   // Never "switch" to root.

@@ -31,6 +31,11 @@ struct ProcSettings {
       static_cast<uint32_t>(std::chrono::milliseconds(limits::kDefaultStreamIdleTimeout).count());
   // TLS and forwarding processes (both daemons): --memory-budget, each.
   uint32_t memory_budget_mib = limits::kDefaultMemoryBudgetMiB;
+  // Broker TLS process: this broker's id in every link's HELLO (the parent
+  // draws it once, so a restarted TLS process keeps it), and --replicas,
+  // told to bridges in STATUS (docs/protocol.md §2, §5a).
+  std::array<uint8_t, 16> instance{};
+  uint16_t replicas = 1;
 };
 std::vector<uint8_t> encode_settings(const ProcSettings& s);
 std::optional<ProcSettings> decode_settings(Bytes b);

@@ -21,6 +21,7 @@ constexpr TypeRule kRules[] = {
     /* RESET  */ {4, 4, 0, TypeRule::kNonZero},
     /* PING   */ {8, 8, kFlagAck, TypeRule::kZero},
     /* GOAWAY */ {8, 8, 0, TypeRule::kZero},
+    /* STATUS */ {kStatusSize, kStatusSize, 0, TypeRule::kZero},
 };
 constexpr size_t kNumTypes = sizeof(kRules) / sizeof(kRules[0]);
 
@@ -64,6 +65,8 @@ std::string_view code_name(Code c) {
       return "WRAPPER_TLS";
     case Code::kTruncated:
       return "TRUNCATED";
+    case Code::kDuplicateLink:
+      return "DUPLICATE_LINK";
   }
   return "UNKNOWN";
 }
@@ -84,8 +87,40 @@ std::string_view frame_type_name(FrameType t) {
       return "PING";
     case FrameType::kGoAway:
       return "GOAWAY";
+    case FrameType::kStatus:
+      return "STATUS";
   }
   return "UNKNOWN";
+}
+
+std::string instance_name(const std::array<uint8_t, 16>& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < 8; i++) {
+    out += kHex[id[i] >> 4];
+    out += kHex[id[i] & 15];
+  }
+  return out;
+}
+
+std::string_view upstream_state_name(UpstreamState s) {
+  switch (s) {
+    case UpstreamState::kUnknown:
+      return "unknown";
+    case UpstreamState::kActive:
+      return "active";
+    case UpstreamState::kStandby:
+      return "standby";
+    case UpstreamState::kPerfStandby:
+      return "perf_standby";
+    case UpstreamState::kSealed:
+      return "sealed";
+    case UpstreamState::kUninitialized:
+      return "uninitialized";
+    case UpstreamState::kUnreachable:
+      return "unreachable";
+  }
+  return "invalid";
 }
 
 std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload) {
@@ -161,7 +196,7 @@ std::optional<Hello> parse_hello(Bytes payload, FrameError* err) {
   h.opener = (flags & kHelloFlagOpener) != 0;
   if (h.min_version == 0 || h.min_version > h.max_version)
     return fail(Code::kProtocol, "bad HELLO version range");
-  if (h.min_version > kProtocolVersion || h.max_version < kProtocolVersion)
+  if (h.min_version > kProtocolVersion || h.max_version < kMinProtocolVersion)
     return fail(Code::kVersion, "no common protocol version");
   if (h.stream_window == 0 || h.stream_window > limits::kMaxWindow || h.conn_window == 0 ||
       h.conn_window > limits::kMaxWindow)
@@ -184,6 +219,24 @@ std::optional<GoAway> parse_goaway(Bytes payload) {
   GoAway g{rd.u32(), rd.u32()};
   if (!rd.finish()) return std::nullopt;
   return g;
+}
+
+std::optional<LinkStatus> parse_status(Bytes payload, FrameError* err) {
+  ByteReader rd(payload);
+  LinkStatus s;
+  s.replicas = rd.u16();
+  const uint8_t flags = rd.u8();
+  const uint8_t upstream = rd.u8();
+  const uint32_t reserved = rd.u32();
+  auto fail = [&](Code c, std::string_view what) -> std::optional<LinkStatus> {
+    if (err) *err = {c, what};
+    return std::nullopt;
+  };
+  if (!rd.finish()) return fail(Code::kFrameSize, "STATUS size");
+  if (flags != 0 || reserved != 0) return fail(Code::kProtocol, "reserved STATUS bits set");
+  if (upstream >= kUpstreamStates) return fail(Code::kProtocol, "unknown STATUS upstream state");
+  s.upstream = static_cast<UpstreamState>(upstream);
+  return s;
 }
 
 void encode_header(std::vector<uint8_t>& out, uint32_t length, FrameType t, uint8_t flags,
@@ -209,6 +262,15 @@ void encode_hello(std::vector<uint8_t>& out, const Hello& h) {
   w.u32(h.max_streams);
   w.u32(h.max_frame);
   w.bytes(h.instance);
+}
+
+void encode_status(std::vector<uint8_t>& out, const LinkStatus& s) {
+  encode_header(out, kStatusSize, FrameType::kStatus, 0, 0);
+  ByteWriter w(out, SIZE_MAX);
+  w.u16(s.replicas);
+  w.u8(0);
+  w.u8(static_cast<uint8_t>(s.upstream));
+  w.u32(0);
 }
 
 void encode_open(std::vector<uint8_t>& out, uint32_t stream) {

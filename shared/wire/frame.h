@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -21,7 +22,8 @@ enum class FrameType : uint8_t {
   kWindow = 3,
   kReset = 4,
   kPing = 5,
-  kGoAway = 6
+  kGoAway = 6,
+  kStatus = 7,  // version 2
 };
 inline constexpr uint8_t kFlagFin = 0x01;  // DATA: half-close
 inline constexpr uint8_t kFlagAck = 0x01;  // PING: reply
@@ -46,6 +48,7 @@ enum class Code : uint32_t {
   kResource = 15,
   kTruncated = 16,
   kWrapperTls = 17,
+  kDuplicateLink = 18,
 };
 std::string_view code_name(Code c);
 std::string_view frame_type_name(FrameType t);
@@ -59,11 +62,37 @@ struct FrameHeader {
 
 enum class Role : uint8_t { kBroker = 1, kBridge = 2, kTlsProcess = 3, kForwardProcess = 4 };
 inline constexpr uint8_t kHelloFlagOpener = 0x01;
-inline constexpr uint16_t kProtocolVersion = 1;
+// The versions we speak (docs/protocol.md §2): 2 adds STATUS.
+inline constexpr uint16_t kMinProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr size_t kHelloSize = 44;
+inline constexpr size_t kStatusSize = 8;
+
+// What the OpenBao behind a bridge says of itself (docs/protocol.md §5a).
+enum class UpstreamState : uint8_t {
+  kUnknown = 0,  // not polled (polling off, not yet, a broker, a version 1 peer)
+  kActive = 1,
+  kStandby = 2,
+  kPerfStandby = 3,
+  kSealed = 4,
+  kUninitialized = 5,
+  kUnreachable = 6,
+};
+inline constexpr uint8_t kUpstreamStates = 7;
+std::string_view upstream_state_name(UpstreamState s);
+// How logs, metrics and the status file name a broker instance: the first 8
+// bytes of its HELLO instance id in hex (the whole id is what is compared).
+std::string instance_name(const std::array<uint8_t, 16>& id);
+
+// A STATUS frame's content: what a side tells its peer about itself.
+struct LinkStatus {
+  uint16_t replicas = 0;                             // broker: replicas it runs; 0 unknown
+  UpstreamState upstream = UpstreamState::kUnknown;  // bridge: its OpenBao's state
+  bool operator==(const LinkStatus&) const = default;
+};
 
 struct Hello {
-  uint16_t min_version = kProtocolVersion;
+  uint16_t min_version = kMinProtocolVersion;
   uint16_t max_version = kProtocolVersion;
   Role role = Role::kBroker;
   bool opener = false;
@@ -110,6 +139,7 @@ struct GoAway {
   uint32_t code;
 };
 std::optional<GoAway> parse_goaway(Bytes payload);
+std::optional<LinkStatus> parse_status(Bytes payload, FrameError* err);
 
 // Encoders append one whole frame to `out` (no cap: callers bound what they
 // produce through flow control and the control-frame counter).
@@ -122,5 +152,6 @@ void encode_window(std::vector<uint8_t>& out, uint32_t stream, uint32_t incremen
 void encode_reset(std::vector<uint8_t>& out, uint32_t stream, Code code);
 void encode_ping(std::vector<uint8_t>& out, uint64_t opaque, bool ack);
 void encode_goaway(std::vector<uint8_t>& out, uint32_t last_stream, Code code);
+void encode_status(std::vector<uint8_t>& out, const LinkStatus& s);
 
 }  // namespace ct

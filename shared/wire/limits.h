@@ -142,6 +142,10 @@ inline constexpr auto kBridgeHandshakeMinAge = 1s;
 // A deployment runs a few bridges per broker; 64 leaves room for a rolling
 // update of a large fleet.
 inline constexpr size_t kMaxBridgeLinks = 64;
+// --replicas: how many broker replicas a deployment runs, told to bridges so
+// that each links to all of them. Every bridge holds a link per replica; 16
+// is far beyond what one cluster's secret reads need (docs/cluster.md).
+inline constexpr uint32_t kMaxReplicas = 16;
 
 // Service port (every pod can reach it): wrapper connections at once. Each is
 // one fd and one stream on the data channel, whose peer accepts

@@ -25,6 +25,7 @@ Session::Session(const SessionConfig& cfg, TimePoint now)
   h.max_streams = cfg_.max_streams;
   h.max_frame = cfg_.max_frame;
   h.instance = cfg_.instance;
+  h.max_version = std::clamp(cfg_.max_version, kMinProtocolVersion, kProtocolVersion);
   encode_hello(out_, h);
   stats_.frames_out++;
 }
@@ -146,6 +147,8 @@ void Session::on_frame(const Frame& f, TimePoint now) {
       return on_ping(f);
     case FrameType::kGoAway:
       return on_goaway(f);
+    case FrameType::kStatus:
+      return on_status(f, now);
   }
 }
 
@@ -156,8 +159,13 @@ void Session::on_hello(const Frame& f) {
   if (h->opener == cfg_.opener)
     return conn_error(Code::kProtocol,
                       cfg_.opener ? "both sides claim OPENER" : "neither side is OPENER");
+  // The highest version both ranges hold (parse_hello checked they meet).
+  const uint16_t ours = std::clamp(cfg_.max_version, kMinProtocolVersion, kProtocolVersion);
+  if (h->min_version > ours) return conn_error(Code::kVersion, "no common protocol version");
   peer_ = *h;
+  version_ = std::min(ours, h->max_version);
   ready_ = true;
+  send_status();
   conn_send_window_ = peer_.conn_window;
   // Streams opened before the peer's HELLO start with its advertised window.
   for (auto& [id, s] : streams_) s.send_window += peer_.stream_window;
@@ -297,6 +305,30 @@ void Session::on_goaway(const Frame& f) {
     events_.push_back({Event::kReset, id, Code::kRefused, {}, "above peer's GOAWAY"});
     erase_stream(id);
   }
+}
+
+void Session::on_status(const Frame& f, TimePoint now) {
+  if (version_ < 2) return conn_error(Code::kProtocol, "STATUS on a version 1 connection");
+  FrameError err{Code::kProtocol, ""};
+  auto st = parse_status(f.payload, &err);
+  if (!st) return conn_error(err.code, err.what);
+  // The first is owed; every later one costs the budget, so a peer that
+  // repeats STATUS cannot make us re-run the application's choice at will.
+  if (peer_status_ && !charge_misbehaviour(now)) return;
+  peer_status_ = *st;
+  events_.push_back({Event::kStatus, 0, Code::kNoError, {}, ""});
+}
+
+void Session::set_status(const LinkStatus& s) {
+  status_ = s;
+  send_status();
+}
+
+void Session::send_status() {
+  if (!ready_ || dead_ || version_ < 2 || sent_status_ == status_) return;
+  encode_status(out_, status_);
+  sent_status_ = status_;
+  stats_.frames_out++;
 }
 
 // ------------------------------------------------------------------ errors, budgets

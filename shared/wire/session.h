@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -63,6 +64,9 @@ struct SessionConfig {
   Duration ping_interval = limits::kPingInterval;  // zero: no keepalive (socketpairs)
   Duration dead_timeout = limits::kDeadPeerTimeout;
   std::array<uint8_t, 16> instance{};
+  // The highest protocol version we offer (tests and fuzzers play a version
+  // 1 peer with 1).
+  uint16_t max_version = kProtocolVersion;
   // Optional: the process's budget (not owned). With it, HELLO grants each
   // stream `pooled_initial_window` and the rest up to stream_window comes
   // from the pool as the stream's data is consumed.
@@ -79,6 +83,7 @@ struct Event {
     kReset,     // `stream` was reset (by the peer, or by us for a peer error): forget it
     kWritable,  // `stream`'s send capacity went from 0 to > 0
     kGoAway,    // peer sent GOAWAY(`stream` = last id, `code`)
+    kStatus,    // peer sent STATUS (version 2); peer_status() holds it
     kError,     // connection error `code` (`what` says why); flush output, then close
   };
   Kind kind;
@@ -141,6 +146,10 @@ class Session {
   void consume(uint32_t stream, size_t n);
   // Stop new streams; existing ones continue.
   void go_away(Code code);
+  // What we tell the peer about ourselves (version 2, §5a). The first STATUS
+  // goes out as soon as the peer's HELLO is accepted; later calls send one
+  // only when something changed. On a version 1 connection: kept, never sent.
+  void set_status(const LinkStatus& s);
 
   // --- output
   Bytes output() const { return Bytes(out_).subspan(out_pos_); }
@@ -156,6 +165,10 @@ class Session {
   bool stream_exists(uint32_t id) const { return streams_.count(id) != 0; }
   std::optional<StreamState> stream_state(uint32_t id) const;
   const Hello& peer_hello() const { return peer_; }
+  // The version in use: the highest both HELLOs offer (0 before the peer's).
+  uint16_t version() const { return version_; }
+  // The peer's last STATUS; none before it (and never from a version 1 peer).
+  const std::optional<LinkStatus>& peer_status() const { return peer_status_; }
   const SessionStats& stats() const { return stats_; }
   Code error_code() const { return error_code_; }
 
@@ -180,6 +193,8 @@ class Session {
   void on_reset(const Frame& f);
   void on_ping(const Frame& f);
   void on_goaway(const Frame& f);
+  void on_status(const Frame& f, TimePoint now);
+  void send_status();
 
   void conn_error(Code code, std::string_view what);
   void stream_error(uint32_t id, Code code, std::string_view what);
@@ -202,6 +217,10 @@ class Session {
 
   SessionConfig cfg_;
   Hello peer_;
+  uint16_t version_ = 0;
+  LinkStatus status_;                      // what we tell the peer
+  std::optional<LinkStatus> sent_status_;  // what we last told it
+  std::optional<LinkStatus> peer_status_;
   bool ready_ = false;
   bool dead_ = false;
   bool goaway_sent_ = false;

@@ -202,7 +202,12 @@ TEST(FrameCodec, Names) {
   EXPECT_EQ(code_name(Code::kTruncated), "TRUNCATED");
   EXPECT_EQ(code_name(static_cast<Code>(999)), "UNKNOWN");
   EXPECT_EQ(frame_type_name(FrameType::kGoAway), "GOAWAY");
-  EXPECT_EQ(frame_type_name(static_cast<FrameType>(7)), "UNKNOWN");
+  EXPECT_EQ(frame_type_name(FrameType::kStatus), "STATUS");
+  EXPECT_EQ(frame_type_name(static_cast<FrameType>(8)), "UNKNOWN");
+  EXPECT_EQ(code_name(Code::kDuplicateLink), "DUPLICATE_LINK");
+  EXPECT_EQ(upstream_state_name(UpstreamState::kPerfStandby), "perf_standby");
+  EXPECT_EQ(instance_name({0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xff}),
+            "0123456789abcdef");
 }
 
 // ------------------------------------------------------------------ header table (F-01, F-02,
@@ -341,7 +346,7 @@ TEST(FrameHeaderCheck, F22_EmptyDataWithoutFin) {
 }
 
 TEST(FrameHeaderCheck, F08_UnknownType) {
-  for (int type : {7, 8, 0x7f, 0x80, 0xff}) {
+  for (int type : {8, 9, 0x7f, 0x80, 0xff}) {
     DecodeResult r = decode_one(header(0, static_cast<uint8_t>(type), 0, 0));
     ASSERT_EQ(r.kind, DecodeResult::kError) << type;
     EXPECT_EQ(r.error.code, Code::kProtocol);
@@ -422,8 +427,9 @@ TEST(HelloParse, F10_Versions) {
   };
   EXPECT_EQ(with(1, 1), Code::kNoError);
   EXPECT_EQ(with(1, 5), Code::kNoError);  // a newer peer that still speaks 1
-  EXPECT_EQ(with(2, 3), Code::kVersion);  // no silent downgrade
-  EXPECT_EQ(with(2, 0xffff), Code::kVersion);
+  EXPECT_EQ(with(2, 3), Code::kNoError);  // 2 is ours too
+  EXPECT_EQ(with(3, 4), Code::kVersion);  // no silent downgrade
+  EXPECT_EQ(with(3, 0xffff), Code::kVersion);
   EXPECT_EQ(with(0, 0), Code::kProtocol);  // version 0 does not exist
   EXPECT_EQ(with(0, 1), Code::kProtocol);
   EXPECT_EQ(with(3, 2), Code::kProtocol);  // an empty range is malformed

@@ -129,6 +129,16 @@ struct Wire {
     encode_goaway(b, last, c);
     return *this;
   }
+  Wire& status(const LinkStatus& st) {
+    encode_status(b, st);
+    return *this;
+  }
+  // A STATUS frame with raw payload bytes (malformed ones).
+  Wire& raw_status(std::vector<uint8_t> payload) {
+    encode_header(b, static_cast<uint32_t>(payload.size()), FrameType::kStatus, 0, 0);
+    b.insert(b.end(), payload.begin(), payload.end());
+    return *this;
+  }
 };
 
 SessionConfig opener_cfg() {
@@ -161,7 +171,12 @@ struct Harness {
     feed(Wire().hello(!opener));
     ASSERT_TRUE(s.ready());
     ASSERT_EQ(count(log, Event::kReady), 1u);
+    // Version 2: our first STATUS leaves with readiness (F-44 tests look at it).
+    if (s.version() >= 2 && !keep_status) {
+      ASSERT_EQ(count(drain(s), FrameType::kStatus), 1u);
+    }
   }
+  bool keep_status = false;
   void feed(const Wire& w) { feed(w.b); }
   void feed(const std::vector<uint8_t>& b) {
     s.feed(b, now);
@@ -345,8 +360,8 @@ TEST(Session, F10_HelloVersionMismatchIsVersionError) {
   Harness h = make_acceptor();
   Hello hello;
   hello.opener = true;
-  hello.min_version = 2;
-  hello.max_version = 3;
+  hello.min_version = kProtocolVersion + 1;
+  hello.max_version = kProtocolVersion + 2;
   h.feed(Wire().hello(hello));
   EXPECT_EQ(h.error(), Code::kVersion);
   auto f = h.out();
@@ -1575,6 +1590,131 @@ TEST(CreditPool, ASessionDestroyedWithOpenStreamsGivesTheirCreditBack) {
     EXPECT_EQ(pool.held(), 2u * limits::kPooledInitialWindow);
   }
   EXPECT_EQ(pool.held(), 0u);
+}
+
+}  // namespace
+}  // namespace ct
+
+namespace ct {
+namespace {
+
+// ------------------------------------------------------------------ version 2: STATUS (§2, §5a)
+
+TEST(Session, F44_VersionTwoPeersExchangeStatusAtReady) {
+  Harness h = make_acceptor();
+  h.keep_status = true;
+  h.ready();
+  EXPECT_EQ(h.s.version(), 2);
+  auto f = h.out();
+  ASSERT_EQ(count(f, FrameType::kStatus), 1u) << "the first STATUS goes out with readiness";
+  EXPECT_FALSE(h.s.peer_status().has_value());
+  h.feed(Wire().status({.replicas = 3}));
+  ASSERT_EQ(count(h.log, Event::kStatus), 1u);
+  ASSERT_TRUE(h.s.peer_status().has_value());
+  EXPECT_EQ(h.s.peer_status()->replicas, 3);
+  EXPECT_EQ(h.s.peer_status()->upstream, UpstreamState::kUnknown);
+}
+
+TEST(Session, F44_StatusIsSentOnlyWhenItChanges) {
+  Harness h = make_acceptor();
+  h.s.set_status({.upstream = UpstreamState::kSealed});  // before the peer's HELLO: kept
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u);
+  h.keep_status = true;
+  h.ready();
+  auto f = h.out();
+  const OutFrame* st = find(f, FrameType::kStatus);
+  ASSERT_NE(st, nullptr);
+  FrameError err{};
+  auto parsed = parse_status(st->payload, &err);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->upstream, UpstreamState::kSealed);
+  h.s.set_status({.upstream = UpstreamState::kSealed});
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u) << "unchanged: nothing sent";
+  h.s.set_status({.upstream = UpstreamState::kActive});
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 1u);
+}
+
+TEST(Session, F44_VersionOnePeerGetsNoStatusAndSendsNone) {
+  // An old peer offers 1..1: version 1 is used, STATUS is never sent, and
+  // the application sees no peer status (docs/protocol.md §2: the fallback).
+  Harness h = make_acceptor();
+  Hello old;
+  old.opener = true;
+  old.role = Role::kBroker;
+  old.max_version = 1;
+  h.feed(Wire().hello(old));
+  ASSERT_TRUE(h.s.ready());
+  EXPECT_EQ(h.s.version(), 1);
+  h.s.set_status({.upstream = UpstreamState::kActive});
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u);
+  EXPECT_FALSE(h.s.peer_status().has_value());
+}
+
+TEST(Session, F44_StatusOnAVersionOneConnectionIsProtocolError) {
+  SessionConfig c = acceptor_cfg();
+  c.max_version = 1;  // we play the old side
+  Harness h = make_acceptor(c);
+  h.ready();
+  EXPECT_EQ(h.s.version(), 1);
+  h.feed(Wire().status({.replicas = 2}));
+  EXPECT_EQ(h.error(), Code::kProtocol);
+}
+
+TEST(Session, F44_OurVersionOneHelloMeetsAVersionTwoPeer) {
+  SessionConfig c = acceptor_cfg();
+  c.max_version = 1;
+  Harness h = make_acceptor(c);
+  h.ready();  // the peer offers 1..2
+  EXPECT_EQ(h.s.version(), 1);
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u);
+}
+
+TEST(Session, F44_MalformedStatusIsAConnectionError) {
+  struct Case {
+    std::vector<uint8_t> payload;
+    Code code;
+  };
+  const Case cases[] = {
+      {{0, 1, 1, 0, 0, 0, 0, 0}, Code::kProtocol},      // a flag bit
+      {{0, 1, 0, 7, 0, 0, 0, 0}, Code::kProtocol},      // upstream state 7 does not exist
+      {{0, 1, 0, 0, 0, 0, 0, 1}, Code::kProtocol},      // reserved bits
+      {{0, 1, 0, 0, 0, 0, 0}, Code::kFrameSize},        // 7 bytes
+      {{0, 1, 0, 0, 0, 0, 0, 0, 0}, Code::kFrameSize},  // 9 bytes
+  };
+  for (const Case& c : cases) {
+    Harness h = make_acceptor();
+    h.ready();
+    h.feed(Wire().raw_status(c.payload));
+    EXPECT_TRUE(h.s.dead());
+    EXPECT_EQ(h.error(), c.code) << "payload size " << c.payload.size();
+  }
+}
+
+TEST(Session, F44_RepeatedStatusIsChargedToTheBudget) {
+  // Every STATUS after the first costs a token: a peer that floods them
+  // loses the link instead of making us re-choose bridges at will.
+  Harness h = make_acceptor();
+  h.ready();
+  Wire w;
+  for (int i = 0; i < static_cast<int>(limits::kMisbehaviourBurst) + 10; i++)
+    w.status({.replicas = static_cast<uint16_t>(i % 7)});
+  h.feed(w);
+  EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
+}
+
+TEST(Session, StatusBetweenTwoSessionsInMemory) {
+  Session a(opener_cfg(), kT0), b(acceptor_cfg(), kT0);
+  a.set_status({.replicas = 2});
+  b.set_status({.upstream = UpstreamState::kStandby});
+  for (int i = 0; i < 3; i++) {
+    b.feed(a.output(), kT0);
+    a.output_written(a.output().size());
+    a.feed(b.output(), kT0);
+    b.output_written(b.output().size());
+  }
+  ASSERT_TRUE(a.peer_status() && b.peer_status());
+  EXPECT_EQ(b.peer_status()->replicas, 2);
+  EXPECT_EQ(a.peer_status()->upstream, UpstreamState::kStandby);
 }
 
 }  // namespace
