@@ -65,6 +65,16 @@ class Throttle {
                      __VA_ARGS__, static_cast<unsigned long long>(ct_held_));            \
   } while (0)
 
+// The same at info, for routine events that can come in runs.
+#define LOG_INFO_THROTTLED(throttle, fmt, ...)                                           \
+  do {                                                                                   \
+    uint64_t ct_held_ = 0;                                                               \
+    if (::ct::log::level() >= ::ct::log::kInfo &&                                        \
+        (throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                  \
+      ::ct::log::msg(::ct::log::kInfo, fmt " (%llu more like this since the last line)", \
+                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));            \
+  } while (0)
+
 #define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
 #define LOG_WARN(...) ::ct::log::msg(::ct::log::kWarn, __VA_ARGS__)
 #define LOG_WARN_ERRNO(err, ...) ::ct::log::msg_errno(::ct::log::kWarn, err, __VA_ARGS__)

@@ -111,6 +111,9 @@ std::vector<uint8_t> encode_status(const Status& s) {
   ByteWriter w(out, kCap);
   w.u32(s.links_up);
   put_str16(w, s.text);
+  w.u16(s.replicas_expected);
+  w.u16(static_cast<uint16_t>(s.instances.size()));
+  for (const std::string& i : s.instances) put_str16(w, i);
   return out;
 }
 
@@ -119,7 +122,15 @@ std::optional<Status> decode_status(Bytes b) {
   Status s;
   s.links_up = r.u32();
   s.text = get_str16(r);
+  s.replicas_expected = r.u16();
+  const uint16_t n = r.u16();
+  if (n > limits::kMaxReplicas) return std::nullopt;
+  for (uint16_t i = 0; i < n && r.ok(); i++) s.instances.push_back(get_str16(r));
   if (!r.finish()) return std::nullopt;
+  // Instance names become label values in the status file: 16 hex digits, nothing else.
+  for (const std::string& i : s.instances)
+    if (i.size() != 16 || i.find_first_not_of("0123456789abcdef") != std::string::npos)
+      return std::nullopt;
   // The text goes into sd_notify, one assignment per line: a newline would
   // let a child send READY=1, STOPPING=1 or MAINPID= (a misbehaving child).
   for (const char c : s.text)

@@ -60,6 +60,16 @@ void wipe_material(Material& m);
 struct Status {
   uint32_t links_up = 0;
   std::string text;
+  // Bridge: how many broker replicas the brokers say they run (0: no link
+  // yet), and the broker instances it holds a usable link to (instance_name:
+  // 16 lowercase hex digits each, at most limits::kMaxReplicas of them).
+  uint16_t replicas_expected = 0;
+  std::vector<std::string> instances;
+  // What the parent acts on (the text is for people).
+  bool same_state(const Status& o) const {
+    return links_up == o.links_up && replicas_expected == o.replicas_expected &&
+           instances == o.instances;
+  }
 };
 std::vector<uint8_t> encode_status(const Status& s);
 // Refuses text with a control character (it ends up in sd_notify).

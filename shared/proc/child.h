@@ -8,7 +8,9 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shared/base/log.h"
@@ -64,9 +66,18 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   // Returns whether it was sent.
   template <class Text>
   bool report_links_up(uint32_t up, Text text) {
-    if (up == reported_up_) return false;
-    reported_up_ = up;
-    send(Msg::kStatus, encode_status(Status{up, text()}));
+    Status s;
+    s.links_up = up;
+    return report_status(std::move(s), text);
+  }
+  // The same with every field of STATUS (the bridge's instances); sent when
+  // any field but the text changed.
+  template <class Text>
+  bool report_status(Status s, Text text) {
+    if (reported_ && reported_->same_state(s)) return false;
+    s.text = text();
+    send(Msg::kStatus, encode_status(s));
+    reported_ = std::move(s);
     return true;
   }
   // The links of `links` (a map of owning pointers) whose HELLO exchange is
@@ -115,7 +126,7 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   // The data channel to the sibling process (null until PEER_CHANNEL, and
   // after it closed: the owner's on_link_closed retires it).
   std::unique_ptr<PlainLink> local_;
-  uint32_t reported_up_ = UINT32_MAX;  // report_links_up: nothing sent yet
+  std::optional<Status> reported_;  // report_status: the last one sent
   bool draining_ = false;
 
  private:

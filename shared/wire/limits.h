@@ -194,6 +194,27 @@ inline constexpr auto kRedialMax = 500ms;
 // to 30 s, the attempt count reset by any link that completed its HELLO.
 inline constexpr auto kRedialBackoffBase = 1s;
 inline constexpr auto kRedialBackoffCap = 30s;
+// Hunting for a broker replica the bridge has no link to yet (the load
+// balancer picks the replica of each dial): a link that reaches an instance
+// already held is closed, and the next dial waits 100-250 ms (at most 10
+// dials a second, each one TLS handshake on a broker). With 3 replicas
+// behind a uniformly random balancer, 16 dials miss the last one with
+// probability (2/3)^16 < 0.2 %; after 16 duplicates in a row (a replica that
+// is down, or a balancer that keeps picking the same one) the waits double
+// from 1 s to 30 s like a failing handshake.
+inline constexpr auto kHuntDialMin = 100ms;
+inline constexpr auto kHuntDialMax = 250ms;
+inline constexpr unsigned kHuntFastDials = 16;
+// Every replica linked: a rolling update with maxSurge 1 (the chart's) starts
+// the new broker first and stops an old one only once the new one is ready,
+// which needs a bridge link. So a bridge holding every replica still dials
+// every 2-4 s (one TLS handshake, closed at once as a duplicate, logged at
+// debug), keeping up to kSurgeReplicas instances beyond the replicas the
+// brokers announce. With 3 replicas behind a random balancer the new one is
+// found in 4 dials (12 s) on average.
+inline constexpr auto kSyncDialMin = 2s;
+inline constexpr auto kSyncDialMax = 4s;
+inline constexpr unsigned kSurgeReplicas = 1;
 
 // The parent's heartbeat on each child's control channel: a PING every
 // second, answered by the child's loop. A loop never blocks (every fd is

@@ -15,7 +15,13 @@ constexpr uint32_t credit_threshold(uint32_t window) {
 }  // namespace
 
 Session::Session(const SessionConfig& cfg, TimePoint now)
-    : cfg_(cfg), started_(now), last_rx_(now), last_ping_(now), tokens_at_(now) {
+    : cfg_(cfg),
+      status_(cfg.status),
+      status_released_(cfg.status_at_ready),
+      started_(now),
+      last_rx_(now),
+      last_ping_(now),
+      tokens_at_(now) {
   conn_recv_window_ = cfg_.conn_window;
   Hello h;
   h.role = cfg_.role;
@@ -321,11 +327,12 @@ void Session::on_status(const Frame& f, TimePoint now) {
 
 void Session::set_status(const LinkStatus& s) {
   status_ = s;
+  status_released_ = true;
   send_status();
 }
 
 void Session::send_status() {
-  if (!ready_ || dead_ || version_ < 2 || sent_status_ == status_) return;
+  if (!ready_ || dead_ || version_ < 2 || !status_released_ || sent_status_ == status_) return;
   encode_status(out_, status_);
   sent_status_ = status_;
   stats_.frames_out++;

@@ -67,6 +67,11 @@ struct SessionConfig {
   // The highest protocol version we offer (tests and fuzzers play a version
   // 1 peer with 1).
   uint16_t max_version = kProtocolVersion;
+  // Version 2: send our first STATUS as soon as the peer's HELLO is accepted.
+  // False (the bridge): only at the first set_status(), so that a link the
+  // application closes at once (a duplicate) never announces itself.
+  bool status_at_ready = true;
+  LinkStatus status;  // what we tell the peer until set_status() says otherwise
   // Optional: the process's budget (not owned). With it, HELLO grants each
   // stream `pooled_initial_window` and the rest up to stream_window comes
   // from the pool as the stream's data is consumed.
@@ -147,8 +152,9 @@ class Session {
   // Stop new streams; existing ones continue.
   void go_away(Code code);
   // What we tell the peer about ourselves (version 2, §5a). The first STATUS
-  // goes out as soon as the peer's HELLO is accepted; later calls send one
-  // only when something changed. On a version 1 connection: kept, never sent.
+  // goes out as soon as the peer's HELLO is accepted (or, without
+  // status_at_ready, at the first call); later calls send one only when
+  // something changed. On a version 1 connection: kept, never sent.
   void set_status(const LinkStatus& s);
 
   // --- output
@@ -220,6 +226,7 @@ class Session {
   uint16_t version_ = 0;
   LinkStatus status_;                      // what we tell the peer
   std::optional<LinkStatus> sent_status_;  // what we last told it
+  bool status_released_ = false;           // set_status() called, or status_at_ready
   std::optional<LinkStatus> peer_status_;
   bool ready_ = false;
   bool dead_ = false;

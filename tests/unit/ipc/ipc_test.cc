@@ -19,6 +19,13 @@
 namespace ct {
 namespace {
 
+Status status(uint32_t up, std::string text) {
+  Status s;
+  s.links_up = up;
+  s.text = std::move(text);
+  return s;
+}
+
 std::vector<uint8_t> datagram(uint16_t type, Bytes body, uint16_t reserved = 0,
                               std::optional<uint32_t> len = std::nullopt) {
   std::vector<uint8_t> out;
@@ -177,7 +184,7 @@ TEST(IpcChannel, MessageAndFdPassing) {
   EXPECT_EQ(c.child.recv(&m, &why), IpcChannel::Recv::kAgain);
 
   // And the other way.
-  ASSERT_TRUE(c.child.send(Msg::kStatus, encode_status({2, "two links"})));
+  ASSERT_TRUE(c.child.send(Msg::kStatus, encode_status(status(2, "two links"))));
   ASSERT_EQ(c.parent.recv(&m, &why), IpcChannel::Recv::kMessage) << why;
   auto st = decode_status(m.body);
   ASSERT_TRUE(st.has_value());
@@ -300,7 +307,8 @@ TEST(IpcChannel, QueueCapWhenPeerDoesNotRead) {
   Channels c;
   int sent = 0;
   for (; sent < 100000; sent++)
-    if (!c.parent.send(Msg::kStatus, encode_status({static_cast<uint32_t>(sent), "x"}))) break;
+    if (!c.parent.send(Msg::kStatus, encode_status(status(static_cast<uint32_t>(sent), "x"))))
+      break;
   ASSERT_LT(sent, 100000) << "send() never reported a full queue";
   EXPECT_TRUE(c.parent.wants_write());
   // Drain (raw reads: the child end does not accept STATUS): every accepted
@@ -425,7 +433,7 @@ TEST(IpcMsgs, WipeMaterial) {
 }
 
 TEST(IpcMsgs, StatusRoundTripAndTruncation) {
-  Status s{7, "7 links up"};
+  Status s = status(7, "7 links up");
   auto b = encode_status(s);
   auto got = decode_status(b);
   ASSERT_TRUE(got.has_value());
@@ -434,14 +442,39 @@ TEST(IpcMsgs, StatusRoundTripAndTruncation) {
   expect_every_truncation_rejected<Status>(b, decode_status);
 }
 
+TEST(IpcMsgs, StatusCarriesTheBridgesInstances) {
+  Status s = status(2, "connected");
+  s.replicas_expected = 3;
+  s.instances = {"0123456789abcdef", "fedcba9876543210"};
+  auto b = encode_status(s);
+  auto got = decode_status(b);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->replicas_expected, 3);
+  EXPECT_EQ(got->instances, s.instances);
+  EXPECT_TRUE(got->same_state(s));
+  expect_every_truncation_rejected<Status>(b, decode_status);
+  // Names become Prometheus label values: anything but 16 lowercase hex
+  // digits is refused, and so is a list longer than the replicas allowed.
+  for (const char* bad : {"0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0",
+                          "01234567\"9abcdef", "0123456789abcde\n"}) {
+    Status w = status(1, "x");
+    w.instances = {bad};
+    EXPECT_FALSE(decode_status(encode_status(w)).has_value()) << bad;
+  }
+  Status many = status(1, "x");
+  many.instances.assign(limits::kMaxReplicas + 1, "0123456789abcdef");
+  EXPECT_FALSE(decode_status(encode_status(many)).has_value());
+}
+
 TEST(IpcMsgs, StatusWithAControlCharacterIsRefused) {
   // A newline would smuggle READY=1, STOPPING=1 or MAINPID= into sd_notify.
   for (const char* text : {"up\nREADY=1", "up\rx", "tab\there", "del\x7f", "nul"}) {
     std::string t(text);
     if (t == "nul") t = std::string("a\0b", 3);
-    EXPECT_FALSE(decode_status(encode_status({1, t})).has_value()) << text;
+    EXPECT_FALSE(decode_status(encode_status(status(1, t))).has_value()) << text;
   }
-  EXPECT_TRUE(decode_status(encode_status({1, "connected to broker b.example.com"})).has_value());
+  EXPECT_TRUE(
+      decode_status(encode_status(status(1, "connected to broker b.example.com"))).has_value());
 }
 
 TEST(IpcChannel, AFailedSendMarksTheChannelFailed) {

@@ -1634,6 +1634,19 @@ TEST(Session, F44_StatusIsSentOnlyWhenItChanges) {
   EXPECT_EQ(count(h.out(), FrameType::kStatus), 1u);
 }
 
+TEST(Session, F44_WithoutStatusAtReadyTheFirstStatusWaitsForTheApplication) {
+  SessionConfig c = acceptor_cfg();
+  c.status_at_ready = false;  // the bridge: a duplicate link never announces itself
+  Harness h = make_acceptor(c);
+  h.keep_status = true;
+  h.ready();
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u);
+  h.s.set_status({});  // the default, but now released
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 1u);
+  h.s.set_status({});
+  EXPECT_EQ(count(h.out(), FrameType::kStatus), 0u);
+}
+
 TEST(Session, F44_VersionOnePeerGetsNoStatusAndSendsNone) {
   // An old peer offers 1..1: version 1 is used, STATUS is never sent, and
   // the application sees no peer status (docs/protocol.md §2: the fallback).
