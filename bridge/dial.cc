@@ -37,9 +37,9 @@ void Redialer::dial_soon(TimePoint now) {
   state_ = State::kWaiting;
 }
 
-bool Redialer::due(TimePoint now, bool have_usable_link) {
+bool Redialer::due(TimePoint now, bool satisfied) {
   if (state_ != State::kWaiting || now < next_dial_ || draining_) return false;
-  if (have_usable_link) {
+  if (satisfied) {
     state_ = State::kIdle;
     return false;
   }
@@ -60,14 +60,57 @@ bool Redialer::on_dial_failed(const std::string& why, TimePoint now) {
   return true;
 }
 
-void Redialer::on_link_closed(uint64_t conn, bool was_up, const std::string& why,
-                              bool have_usable_link, TimePoint now) {
-  if (have_usable_link || state_ != State::kIdle) return;
+void Redialer::on_link_closed(uint64_t conn, bool was_up, const std::string& why, bool satisfied,
+                              TimePoint now) {
+  if (satisfied || state_ != State::kIdle) return;
   if (was_up)
     retry_after({"link lost", false}, "link to the broker lost", why, now);
   else
     retry_after(classify_link_failure(why),
                 ("conn=" + std::to_string(conn) + " TLS with the broker failed").c_str(), why, now);
+}
+
+void Redialer::on_duplicate(TimePoint now) {
+  hunt_++;
+  hunt(now);
+  LOG_INFO_THROTTLED(
+      hunt_log_,
+      "reached a broker instance already linked (%u in a row): dialling again in "
+      "%lld ms for the missing one",
+      hunt_,
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(last_delay_).count()));
+}
+
+void Redialer::hunt(TimePoint now) {
+  if (state_ != State::kIdle || draining_) return;
+  using std::chrono::milliseconds;
+  const auto ms = [](Duration d) -> long long {
+    return std::chrono::duration_cast<milliseconds>(d).count();
+  };
+  long long delay = 0;
+  if (hunt_ < limits::kHuntFastDials) {
+    delay = jitter_(ms(limits::kHuntDialMin), ms(limits::kHuntDialMax));
+  } else {
+    const unsigned k = std::min(hunt_ - limits::kHuntFastDials, 5u);
+    const auto cap =
+        std::min<Duration>(limits::kRedialBackoffCap, limits::kRedialBackoffBase * (1u << k));
+    delay = std::max(ms(limits::kRedialMin), jitter_(0, ms(cap)));
+  }
+  last_delay_ = milliseconds(delay);
+  next_dial_ = now + milliseconds(delay);
+  state_ = State::kWaiting;
+}
+
+void Redialer::sync(TimePoint now) {
+  if (state_ != State::kIdle || draining_) return;
+  using std::chrono::milliseconds;
+  const long long delay =
+      jitter_(std::chrono::duration_cast<milliseconds>(limits::kSyncDialMin).count(),
+              std::chrono::duration_cast<milliseconds>(limits::kSyncDialMax).count());
+  last_delay_ = milliseconds(delay);
+  next_dial_ = now + milliseconds(delay);
+  state_ = State::kWaiting;
 }
 
 void Redialer::drain() {

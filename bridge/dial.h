@@ -10,6 +10,18 @@
 // handshake or that the same configuration repeats (TLS, certificate, pin)
 // waits full jitter over 1 s doubling to 30 s. A link that completes its
 // HELLO proves the configuration works and resets the doubling.
+//
+// Several broker replicas (docs/architecture.md, "Links to every replica"):
+// the TLS process wants a link to each distinct broker instance. Every
+// "do we want a link" question below takes `satisfied`: true when the usable
+// links reach as many distinct instances as the brokers say they run. While
+// some instance is missing the bridge hunts: it dials again through the same
+// address (the load balancer picks the replica), and a link that reaches an
+// instance it already holds is closed as a duplicate and costs a hunting
+// wait: 100-250 ms for the first kHuntFastDials (at most 10 dials a second),
+// then full jitter over 1 s doubling to 30 s, never under 250 ms. Linking a
+// new instance resets the hunt. With every replica linked the bridge still
+// dials every 2-4 s (sync) so that a rollout's surge replica gets a link.
 #pragma once
 
 #include <cstdint>
@@ -49,18 +61,30 @@ class Redialer {
   void dial_soon(TimePoint now);
   // True when the TLS process must send DIAL_REQUEST now (the state becomes
   // dialing: never a second request while one is in flight). A due dial is
-  // dropped when a usable link exists meanwhile.
-  bool due(TimePoint now, bool have_usable_link);
+  // dropped when the links became satisfying meanwhile.
+  bool due(TimePoint now, bool satisfied);
   // The parent's answer. False: we never asked (a bad internal message).
   bool on_dialed();
   bool on_dial_failed(const std::string& why, TimePoint now);
   // A link completed its HELLO.
   void on_link_up() { attempt_ = 0; }
   // A link to the broker ended (conn is its id, was_up whether it completed
-  // its HELLO). Plans the next dial unless another usable link remains or a
-  // dial is already planned or in flight.
-  void on_link_closed(uint64_t conn, bool was_up, const std::string& why, bool have_usable_link,
+  // its HELLO). Plans the next dial unless the links left are satisfying or
+  // a dial is already planned or in flight.
+  void on_link_closed(uint64_t conn, bool was_up, const std::string& why, bool satisfied,
                       TimePoint now);
+  // Hunting: a link reached an instance not held before (resets the hunt).
+  void on_new_instance() { hunt_ = 0; }
+  // A link reached an instance already held (the caller closes it): the next
+  // hunting dial waits longer the more duplicates in a row.
+  void on_duplicate(TimePoint now);
+  // Plans a hunting dial when none is planned or in flight and an instance is
+  // missing (the caller checks that no link is still in its handshake).
+  void hunt(TimePoint now);
+  // Every replica is linked, but a rolling update may be adding one: plans a
+  // dial in 2-4 s when none is planned or in flight (kSyncDial*).
+  void sync(TimePoint now);
+  unsigned hunt_count() const { return hunt_; }
   // No more dials: the process is draining.
   void drain();
 
@@ -84,7 +108,9 @@ class Redialer {
   TimePoint next_dial_ = TimePoint::max();
   Duration last_delay_ = Duration::zero();
   unsigned attempt_ = 0;
+  unsigned hunt_ = 0;  // duplicates in a row since the last new instance
   bool draining_ = false;
+  log::Throttle hunt_log_;
   std::map<std::string, log::Throttle> retry_log_;  // one per failure class
 };
 

@@ -263,7 +263,9 @@ class BridgeParent final : DaemonParent::Hooks {
     return {};
   }
 
-  void on_status(const Status& s) noexcept override { status_.links(s.links_up, unix_seconds()); }
+  void on_status(const Status& s) noexcept override {
+    status_.links(s.links_up, unix_seconds(), Replicas{s.replicas_expected, s.instances});
+  }
 
   void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept override {
     status_.child_log_dropped(w, lines);

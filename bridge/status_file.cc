@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "shared/base/log.h"
 #include "shared/base/unique_fd.h"
@@ -23,7 +24,7 @@ double unix_seconds() {
 }
 
 std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped) {
+                        const LogDropped& dropped, const Replicas& replicas) {
   char buf[2048];
   const int n = std::snprintf(
       buf, sizeof buf,
@@ -54,7 +55,28 @@ std::string status_text(uint32_t links_up, double changed, double started,
       static_cast<unsigned long long>(dropped.parent), static_cast<unsigned long long>(dropped.tls),
       static_cast<unsigned long long>(dropped.forward));
   if (n < 0) return {};
-  return std::string(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
+  std::string text(buf, std::min(sizeof buf - 1, static_cast<size_t>(n)));
+  // Broker replicas: an alert on expected > linked catches a bridge that
+  // lost a replica (docs/vault-host.md). Instance names are 16 hex digits
+  // (checked where they enter the parent: msgs.cc decode_status).
+  text +=
+      "# HELP cloudtaser_bridge_broker_replicas_expected Broker replicas the brokers say they "
+      "run (0 before the first link).\n"
+      "# TYPE cloudtaser_bridge_broker_replicas_expected gauge\n"
+      "cloudtaser_bridge_broker_replicas_expected " +
+      std::to_string(replicas.expected) +
+      "\n"
+      "# HELP cloudtaser_bridge_broker_replicas_linked Distinct broker instances this bridge "
+      "holds a usable link to.\n"
+      "# TYPE cloudtaser_bridge_broker_replicas_linked gauge\n"
+      "cloudtaser_bridge_broker_replicas_linked " +
+      std::to_string(replicas.linked.size()) +
+      "\n"
+      "# HELP cloudtaser_bridge_broker_instance_linked 1 for each broker instance linked.\n"
+      "# TYPE cloudtaser_bridge_broker_instance_linked gauge\n";
+  for (const std::string& i : replicas.linked)
+    text += "cloudtaser_bridge_broker_instance_linked{instance=\"" + i + "\"} 1\n";
+  return text;
 }
 
 Result<void> write_atomically(const std::string& path, const std::string& text) {
@@ -94,10 +116,11 @@ Result<void> StatusFile::open(std::string path, double now) {
   return write_atomically(path_, status_text(0, changed_, started_, dropped_));
 }
 
-void StatusFile::links(uint32_t links_up, double now) noexcept {
-  if (!enabled() || links_up == links_up_) return;
+void StatusFile::links(uint32_t links_up, double now, Replicas replicas) noexcept {
+  if (!enabled() || (links_up == links_up_ && replicas == replicas_)) return;
+  if (links_up != links_up_) changed_ = now;
   links_up_ = links_up;
-  changed_ = now;
+  replicas_ = std::move(replicas);
   rewrite();
 }
 
@@ -114,7 +137,7 @@ void StatusFile::child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept
 void StatusFile::rewrite() noexcept {
   dropped_.parent = log::dropped_lines();
   const Result<void> r =
-      write_atomically(path_, status_text(links_up_, changed_, started_, dropped_));
+      write_atomically(path_, status_text(links_up_, changed_, started_, dropped_, replicas_));
   if (r) {
     failing_ = false;
   } else if (!failing_) {  // logged once until a write succeeds again

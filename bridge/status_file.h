@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "shared/base/result.h"
 #include "shared/parent/supervisor.h"
@@ -22,9 +23,17 @@ struct LogDropped {
   bool operator==(const LogDropped&) const = default;
 };
 
+// The broker replicas: how many the brokers say they run, and the instances
+// (instance_name) the bridge holds a usable link to.
+struct Replicas {
+  uint16_t expected = 0;
+  std::vector<std::string> linked;
+  bool operator==(const Replicas&) const = default;
+};
+
 // The file's text: the link state, and when it last changed.
 std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped);
+                        const LogDropped& dropped, const Replicas& replicas = {});
 
 // Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
 // the umask (the unit's is 0077): the collector runs as another user, and the
@@ -38,7 +47,7 @@ class StatusFile {
   Result<void> open(std::string path, double now);
   bool enabled() const { return !path_.empty(); }
   // The TLS process's count of links up; the file is rewritten when it moved.
-  void links(uint32_t links_up, double now) noexcept;
+  void links(uint32_t links_up, double now, Replicas replicas = {}) noexcept;
   // Each heartbeat answer brings a child's own count, which a restarted child
   // starts again from 0: the totals go on from what its predecessors reached.
   // The file is rewritten only when a total moved, so a full stderr costs at
@@ -54,6 +63,7 @@ class StatusFile {
 
   std::string path_;  // empty: no --status-file
   uint32_t links_up_ = 0;
+  Replicas replicas_;
   double started_ = 0, changed_ = 0;
   bool failing_ = false;  // the last write failed (and was logged)
   LogDropped dropped_;

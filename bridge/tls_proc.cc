@@ -1,4 +1,6 @@
-// The bridge's TLS process: keeps one outbound mutual-TLS link to the broker
+// The bridge's TLS process: keeps an outbound mutual-TLS link to each broker
+// replica (one per distinct broker instance, found by dialling the one
+// address until every replica the brokers announce is linked)
 // (connections are dialled by the parent, which resolves names, and handed
 // over as fds), and relays every stream the broker opens to a stream towards
 // the forwarding process, which connects to OpenBao. After any link loss it
@@ -7,9 +9,13 @@
 // (bridge/dial.h).
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
+#include <string>
 
 #include "bridge/bridge.h"
 #include "bridge/dial.h"
@@ -93,6 +99,7 @@ class TlsProcess final : public ChildBase {
         c.role = Role::kBridge;
         c.opener = false;
         c.instance = random_instance();
+        c.status_at_ready = false;  // sent once the link is kept (identified())
         c.pool = &g_budget;
         const std::string& name = settings_.peer_name;
         unsigned char ip[16];
@@ -119,17 +126,104 @@ class TlsProcess final : public ChildBase {
     LOG_INFO("draining: %zu streams open", relays_.size());
   }
 
-  // A link that can take new streams: the newest one the broker has not sent GOAWAY on.
-  bool have_usable_link() const {
+  // ---------------------------------------------------------------- replicas
+  // A link that takes new streams and counts towards the replicas: HELLO
+  // done, the broker's first STATUS here (version 2; a version 1 broker is
+  // counted at its HELLO), no GOAWAY either way (a draining broker, or a
+  // duplicate we are closing, does not count).
+  bool counted(TlsLink& l) const {
+    return !l.closed() && l.has_session() && l.session().ready() &&
+           !l.session().goaway_received() && !l.session().goaway_sent() &&
+           identified_.count(l.id()) != 0;
+  }
+  // How many replicas the brokers say they run: the largest any counted link
+  // says (a rollout that changes the number briefly has both), 1 for a
+  // version 1 broker or one that says 0; 0 with no counted link.
+  uint16_t replicas_expected() const {
+    uint16_t n = 0;
+    for (auto& [id, l] : links_) {
+      if (!counted(*l)) continue;
+      const auto& st = l->session().peer_status();
+      n = std::max<uint16_t>(n, st && st->replicas > 0 ? st->replicas : 1);
+    }
+    return n;
+  }
+  std::set<std::array<uint8_t, 16>> instances() const {
+    std::set<std::array<uint8_t, 16>> out;
     for (auto& [id, l] : links_)
-      if (!l->closed() && !(l->has_session() && l->session().goaway_received())) return true;
+      if (counted(*l)) out.insert(l->session().peer_hello().instance);
+    return out;
+  }
+  // No more links wanted: one to every replica the brokers say they run,
+  // and to the one a rolling update adds (kSurgeReplicas).
+  bool satisfied() const {
+    const size_t n = instances().size();
+    return n > 0 && n >= replicas_expected() + limits::kSurgeReplicas;
+  }
+  // A link that has not yet said which instance it reached.
+  bool handshaking() const {
+    for (auto& [id, l] : links_)
+      if (!l->closed() && identified_.count(id) == 0) return true;
     return false;
   }
+  // While nothing is in flight: hunt (fast) for a missing replica, or, with
+  // every replica linked, look (slowly) for a rollout's surge replica. With
+  // no link at all the failure paths (Redialer backoff) own the next dial.
+  void plan_hunt(bool after_duplicate = false) {
+    if (!ctx_ || draining_ || handshaking() || satisfied()) return;
+    const size_t n = instances().size();
+    if (n == 0) return;
+    if (n < replicas_expected()) {
+      if (after_duplicate)
+        dial_.on_duplicate(Clock::now());
+      else
+        dial_.hunt(Clock::now());
+    } else {
+      dial_.sync(Clock::now());
+    }
+  }
 
-  void report_status() {
-    const uint32_t up = links_up(links_);
-    report_links_up(up, [&] {
-      return (up == 0 ? "disconnected from broker " : "connected to broker ") + settings_.peer_name;
+  // The link told us which broker instance it reached (HELLO and STATUS).
+  void identified(TlsLink& l) {
+    identified_.insert(l.id());
+    const auto& inst = l.session().peer_hello().instance;
+    for (auto& [id, m] : links_) {
+      if (m.get() == &l || !counted(*m) || m->session().peer_hello().instance != inst) continue;
+      // Keep the older link (it may carry streams); the new one says why it
+      // goes (GOAWAY DUPLICATE_LINK: info at the broker, not an error) and
+      // closes once the streams the broker opened meanwhile are done.
+      LOG_LINK(LOG_DEBUG, l.id(), "reached broker instance %s again (held on conn=%llu): closing",
+               instance_name(inst).c_str(), static_cast<unsigned long long>(id));
+      duplicates_.insert(l.id());
+      l.session().go_away(Code::kDuplicateLink);
+      plan_hunt(/*after_duplicate=*/true);
+      return;
+    }
+    // Kept: now the broker may count it (its first STATUS from us, §5a).
+    l.session().set_status(own_status_);
+    dial_.on_new_instance();
+    LOG_LINK(LOG_INFO, l.id(), "linked to broker instance %s: %zu of %u replica(s)",
+             instance_name(inst).c_str(), instances().size(), replicas_expected());
+    report();
+    plan_hunt();
+  }
+
+  void report() {
+    Status s;
+    // Links up: kept ones, a draining broker's included; not a duplicate
+    // being closed, nor one that has not said which broker it reached.
+    for (auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().ready() && identified_.count(id) != 0 &&
+          duplicates_.count(id) == 0)
+        s.links_up++;
+    s.replicas_expected = replicas_expected();
+    for (const auto& i : instances()) s.instances.push_back(instance_name(i));
+    const size_t linked = s.instances.size();
+    const unsigned expected = s.replicas_expected;
+    report_status(std::move(s), [&] {
+      if (linked == 0) return "disconnected from broker " + settings_.peer_name;
+      return "connected to broker " + settings_.peer_name + ": " + std::to_string(linked) + " of " +
+             std::to_string(expected) + " replica(s) linked";
     });
   }
 
@@ -142,9 +236,11 @@ class TlsProcess final : public ChildBase {
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
             dial_.on_link_up();  // a link completed its HELLO: the configuration works
-            LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s",
-                     static_cast<TlsLink&>(l).peer_subject().c_str());
-            report_status();
+            LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s (protocol %u)",
+                     static_cast<TlsLink&>(l).peer_subject().c_str(), l.session().version());
+            // A version 1 broker sends no STATUS: it is identified now.
+            if (l.session().version() < 2) identified(static_cast<TlsLink&>(l));
+            report();
           }
           break;
         case Event::kOpened: {
@@ -183,8 +279,19 @@ class TlsProcess final : public ChildBase {
           }
           break;
         case Event::kStatus:
+          if (is_local) break;
+          if (identified_.count(l.id()) == 0) {
+            identified(static_cast<TlsLink&>(l));
+          } else {  // the replica count changed
+            report();
+            plan_hunt();
+          }
           break;
         case Event::kError:
+          if (ev.code == Code::kNoError) {  // a clean close: a stop, a drain
+            LOG_LINK(LOG_INFO, l.id(), "%s closed cleanly", is_local ? "data channel" : "link");
+            break;
+          }
           LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
                    std::string(code_name(ev.code)).c_str(), std::string(ev.what).c_str());
           break;
@@ -204,11 +311,23 @@ class TlsProcess final : public ChildBase {
     if (it == links_.end()) return;
     auto up = up_since_.find(l.id());
     const bool was_up = up != up_since_.end();
+    const bool duplicate = duplicates_.erase(l.id()) != 0;
+    // Closed after a GOAWAY either way: the broker drained, or we did.
+    const bool clean = l.has_session() && (l.session().goaway_received() || draining_);
+    identified_.erase(l.id());
     // A link that was up ends at most once per completed HELLO: logged every
-    // time. Failed handshakes are logged per class, throttled (Redialer).
+    // time (a drain or a duplicate at info). Failed handshakes are logged per
+    // class, throttled (Redialer).
     if (was_up) {
-      LOG_LINK(LOG_WARN, l.id(), "link to the broker lost: %s (%zu streams reset)",
-               l.close_reason().c_str(), relays_.streams_on(l));
+      if (duplicate)
+        LOG_LINK(LOG_DEBUG, l.id(), "duplicate link closed");
+      else if (clean)
+        LOG_LINK(LOG_INFO, l.id(), "link to broker instance %s ended after GOAWAY: %s",
+                 instance_name(l.session().peer_hello().instance).c_str(),
+                 l.close_reason().c_str());
+      else
+        LOG_LINK(LOG_WARN, l.id(), "link to the broker lost: %s (%zu streams reset)",
+                 l.close_reason().c_str(), relays_.streams_on(l));
       up_since_.erase(up);
     }
     const std::string why = l.close_reason();
@@ -216,14 +335,19 @@ class TlsProcess final : public ChildBase {
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     links_.erase(it);
-    report_status();
-    dial_.on_link_closed(id, was_up, why, have_usable_link(), Clock::now());
+    report();
+    // A drained or duplicate link ending is no failure: the hunt (or the
+    // GOAWAY's dial) already has the next dial in hand.
+    if (duplicate || (was_up && clean))
+      plan_hunt();
+    else
+      dial_.on_link_closed(id, was_up, why, satisfied(), Clock::now());
   }
 
   // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    if (ctx_ && dial_.due(now, have_usable_link())) send(Msg::kDialRequest, {});
+    if (ctx_ && dial_.due(now, satisfied())) send(Msg::kDialRequest, {});
   }
 
   bool drained() noexcept override {
@@ -258,12 +382,24 @@ class TlsProcess final : public ChildBase {
       if (!l->closed() && l->has_session() && l->session().goaway_received() &&
           relays_.streams_on(*l) == 0)
         l->close("broker asked us to go away and no stream is left");
+    // ...and a duplicate once the streams the broker opened on it are done:
+    // GOAWAY went out; close_notify tells the broker it is a clean end.
+    for (TlsLink* l : links)
+      if (!l->closed() && duplicates_.count(l->id()) != 0 && relays_.streams_on(*l) == 0) {
+        l->flush();
+        l->shutdown_tls();
+        l->close("duplicate link to a broker instance already linked");
+      }
+    plan_hunt();
   }
 
   std::shared_ptr<TlsContext> ctx_;
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
+  std::set<uint64_t> identified_;  // links whose broker instance is known
+  std::set<uint64_t> duplicates_;  // links closing: their instance was already held
+  LinkStatus own_status_;          // what we tell every kept link
   RelayTable relays_;
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;

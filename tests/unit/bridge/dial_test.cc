@@ -3,6 +3,8 @@
 // given, so the schedule is exact, and records each range asked for.
 #include "bridge/dial.h"
 
+#include "shared/wire/limits.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -156,7 +158,7 @@ TEST(Redialer, AnySequenceOfInputsKeepsOneDialInFlightAndWaitsInBounds) {
     const unsigned before = dial.attempt();
     bool failed = false;
     DialFailure f{"", false};
-    switch (rng() % 9) {
+    switch (rng() % 11) {
       case 0:
         dial.dial_soon(now);
         break;
@@ -197,6 +199,24 @@ TEST(Redialer, AnySequenceOfInputsKeepsOneDialInFlightAndWaitsInBounds) {
           drained = true;
         }
         break;
+      case 9: {  // a duplicate, or a new instance, while hunting
+        const bool idle = dial.state() == Redialer::State::kIdle && !drained;
+        if (rng() % 2 == 0) {
+          dial.on_new_instance();
+          dial.hunt(now);
+        } else {
+          dial.on_duplicate(now);
+        }
+        if (idle) {
+          const auto ms =
+              std::chrono::duration_cast<std::chrono::milliseconds>(dial.last_delay()).count();
+          ASSERT_EQ(dial.state(), Redialer::State::kWaiting) << "step " << i;
+          // Never a tight loop: at least 100 ms, and 250 ms past the fast dials.
+          ASSERT_GE(ms, dial.hunt_count() < limits::kHuntFastDials ? 100 : 250) << "step " << i;
+          ASSERT_LE(ms, 30000) << "step " << i;
+        }
+        break;
+      }
       default:
         now += std::chrono::milliseconds(rng() % 40000);
         break;
@@ -220,6 +240,54 @@ TEST(Redialer, AnySequenceOfInputsKeepsOneDialInFlightAndWaitsInBounds) {
   // The walk reached the interesting states.
   EXPECT_GT(dials, 500u);
   EXPECT_TRUE(drained);
+}
+
+TEST_F(DialFixture, HuntingForAMissingReplicaIsFastThenBacksOff) {
+  dial.dial_soon(t0);
+  ASSERT_TRUE(dial.due(t0, false));
+  ASSERT_TRUE(dial.on_dialed());
+  // The first link reached an instance; one more is wanted: dial within 100-250 ms.
+  dial.on_new_instance();
+  dial.hunt(now);
+  EXPECT_EQ(dial.state(), State::kWaiting);
+  EXPECT_EQ(ranges.back(), std::make_pair(100LL, 250LL));
+  EXPECT_EQ(dial.next_deadline(), now + 250ms);
+  dial.hunt(now);  // already planned: nothing changes
+  EXPECT_EQ(dial.next_deadline(), now + 250ms);
+  // Every dial reaches the instance already held.
+  std::vector<long long> waits;
+  for (unsigned i = 0; i < limits::kHuntFastDials + 6; i++) {
+    now = dial.next_deadline();
+    ASSERT_TRUE(dial.due(now, false));
+    ASSERT_TRUE(dial.on_dialed());
+    dial.on_duplicate(now);
+    waits.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(dial.next_deadline() - now).count());
+  }
+  for (unsigned i = 0; i + 1 < limits::kHuntFastDials; i++) EXPECT_EQ(waits[i], 250) << i;
+  // Then full jitter doubling from 1 s to the 30 s cap (the top of each range here).
+  EXPECT_EQ(waits[limits::kHuntFastDials - 1], 1000);
+  EXPECT_EQ(waits[limits::kHuntFastDials], 2000);
+  EXPECT_EQ(waits.back(), 30000);
+  // The bottom of full jitter is still 250 ms: never a tight loop.
+  top = false;
+  now = dial.next_deadline();
+  ASSERT_TRUE(dial.due(now, false));
+  ASSERT_TRUE(dial.on_dialed());
+  dial.on_duplicate(now);
+  EXPECT_EQ(dial.next_deadline(), now + 250ms);
+  // A new instance resets the hunt to its fast dials.
+  now = dial.next_deadline();
+  ASSERT_TRUE(dial.due(now, false));
+  ASSERT_TRUE(dial.on_dialed());
+  dial.on_new_instance();
+  EXPECT_EQ(dial.hunt_count(), 0u);
+  dial.hunt(now);
+  EXPECT_EQ(ranges.back(), std::make_pair(100LL, 250LL));
+  // Every replica linked: the planned dial is dropped.
+  now = dial.next_deadline();
+  EXPECT_FALSE(dial.due(now, true));
+  EXPECT_EQ(dial.state(), State::kIdle);
 }
 
 TEST(DialFailure, ClassesSayWhetherTheBrokerPaidForTheAttempt) {

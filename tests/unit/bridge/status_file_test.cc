@@ -78,6 +78,25 @@ TEST_F(StatusFileTest, TheFileIsRewrittenOnlyWhenTheLinksUpMove) {
   EXPECT_TRUE(has_line("cloudtaser_bridge_last_change_timestamp_seconds 120.000")) << text();
 }
 
+TEST_F(StatusFileTest, ReplicasExpectedAndLinkedWithOneLineForEachInstance) {
+  ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
+  EXPECT_TRUE(has_line("cloudtaser_bridge_broker_replicas_expected 0")) << text();
+  sf_.links(1, 105.0, Replicas{3, {"0123456789abcdef"}});
+  EXPECT_TRUE(has_line("cloudtaser_bridge_broker_replicas_expected 3")) << text();
+  EXPECT_TRUE(has_line("cloudtaser_bridge_broker_replicas_linked 1")) << text();
+  // Another instance with the same count of links (one replaced another):
+  // rewritten, but the link count did not move, so neither does its time.
+  sf_.links(1, 110.0, Replicas{3, {"fedcba9876543210"}});
+  EXPECT_TRUE(has_line("cloudtaser_bridge_broker_instance_linked{instance=\"fedcba9876543210\"} 1"))
+      << text();
+  EXPECT_FALSE(
+      has_line("cloudtaser_bridge_broker_instance_linked{instance=\"0123456789abcdef\"} 1"))
+      << text();
+  EXPECT_TRUE(has_line("cloudtaser_bridge_last_change_timestamp_seconds 105.000")) << text();
+  sf_.links(3, 111.0, Replicas{3, {"0123456789abcdef", "1111111111111111", "fedcba9876543210"}});
+  EXPECT_TRUE(has_line("cloudtaser_bridge_broker_replicas_linked 3")) << text();
+}
+
 TEST_F(StatusFileTest, ARestartedChildsDroppedLinesAddToItsPredecessors) {
   ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
   sf_.child_log_dropped(Supervisor::kTls, 5);
