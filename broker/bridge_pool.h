@@ -22,8 +22,11 @@
 
 namespace ct::broker {
 
-// A bridge link that takes new streams: its HELLO done and no GOAWAY either way.
+// A bridge link that takes new streams: linked and no GOAWAY either way.
 bool bridge_usable(Link& l);
+// The bridge keeps the link: HELLO done, and from a version 2 bridge its
+// first STATUS.
+bool bridge_linked(Link& l);
 // ...and below the concurrency the bridge advertised. Session::open would
 // refuse a stream on a bridge at its max_streams: choosing one would re-queue
 // the wrapper forever.

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "broker/bridge_pool.h"
 #include "broker/broker.h"
@@ -175,6 +176,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       c.role = Role::kBroker;
       c.opener = true;
       c.instance = settings_.instance;
+      c.status.replicas = settings_.replicas;
       c.pool = &g_budget;
       bridges_[id] = std::make_unique<TlsLink>(
           loop_, *this, id, std::move(fd),
@@ -195,8 +197,20 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   }
   void reset(uint32_t w, Code code) override { relays_.reset(wrapper(w), code); }
 
+  // The bridge keeps the link (its first STATUS, or a version 1 HELLO): it
+  // counts for readiness and takes streams from now on.
+  void linked(Link& l) {
+    linked_.insert(l.id());
+    LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s (protocol %u)",
+             static_cast<TlsLink&>(l).peer_subject().c_str(), l.session().version());
+    report_status();
+    pool_.serve();
+  }
+
   void report_status() {
-    const uint32_t up = links_up(bridges_);
+    uint32_t up = 0;
+    for (auto& [id, l] : bridges_)
+      if (!l->closed() && linked_.count(id) != 0) up++;
     if (!report_links_up(up, [up] {
           return up == 0 ? std::string("no bridge connected")
                          : std::to_string(up) + " bridge(s) connected";
@@ -220,11 +234,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
               no_slot = true;
               break;
             }
-            LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s (protocol %u)",
-                     t->peer_subject().c_str(), l.session().version());
-            l.session().set_status({.replicas = settings_.replicas});
-            report_status();
-            pool_.serve();
+            (void)t;
+            if (bridge_linked(l)) linked(l);  // a version 1 bridge: at its HELLO
           }
           break;
         case Event::kOpened:
@@ -244,14 +255,22 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
           relays_.dispatch(l, ev);
           break;
         case Event::kGoAway:
+          // A duplicate (the bridge already holds a link to this broker) is
+          // routine: every bridge probes every few seconds during a rollout.
+          if (ev.code == Code::kDuplicateLink && linked_.count(l.id()) == 0) {
+            LOG_LINK(LOG_DEBUG, l.id(), "bridge sent GOAWAY (DUPLICATE_LINK): closing");
+            break;
+          }
           LOG_LINK(LOG_INFO, l.id(), "bridge sent GOAWAY (%s): no new streams on it",
                    std::string(code_name(ev.code)).c_str());
           break;
         case Event::kStatus:
+          if (!is_local && linked_.count(l.id()) == 0) linked(l);  // the bridge keeps it
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
-            LOG_LINK(LOG_INFO, l.id(), "%s closed cleanly", is_local ? "data channel" : "link");
+            if (is_local || linked_.count(l.id()) != 0)
+              LOG_LINK(LOG_INFO, l.id(), "%s closed cleanly", is_local ? "data channel" : "link");
             break;
           }
           LOG_LINK(LOG_WARN, l.id(), "%s error %s: %s", is_local ? "data channel" : "link",
@@ -291,10 +310,14 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       // Anyone on the internet can fail a handshake at will.
       LOG_LINK_THROTTLED(handshake_log_, l.id(), "bridge handshake failed: %s",
                          l.close_reason().c_str());
-    } else if (t->established()) {
+    } else if (t->established() && linked_.count(l.id()) != 0) {
       LOG_LINK(LOG_INFO, l.id(), "bridge disconnected: %s (%zu streams reset)",
                l.close_reason().c_str(), relays_.streams_on(l));
+    } else if (t->established()) {
+      LOG_LINK(LOG_DEBUG, l.id(), "bridge link closed before the bridge kept it: %s",
+               l.close_reason().c_str());
     }
+    linked_.erase(l.id());
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     bridges_.erase(it);
@@ -336,7 +359,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     BrokerStats::Live live;
     for (auto& [id, l] : bridges_) {
       if (!l->has_session()) continue;
-      if (!l->closed() && l->session().ready()) live.bridges_up++;
+      if (!l->closed() && linked_.count(id) != 0) live.bridges_up++;
       live.bytes_to_bridge += l->session().stats().bytes_out;
       live.bytes_from_bridge += l->session().stats().bytes_in;
     }
@@ -373,6 +396,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   std::shared_ptr<TlsContext> ctx_;
   Listener listener_;
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
+  std::set<uint64_t> linked_;  // bridges_ whose bridge keeps the link (bridge_linked)
   Admission admission_{bridge_admission()};
   UniqueFd spare_;
   // What a remote peer can make us log at will goes through these.
