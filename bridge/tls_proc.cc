@@ -202,7 +202,7 @@ class TlsProcess final : public ChildBase {
     // Kept: now the broker may count it (its first STATUS from us, §5a).
     l.session().set_status(own_status_);
     dial_.on_new_instance();
-    LOG_LINK(LOG_INFO, l.id(), "linked to broker instance %s: %zu of %u replica(s)",
+    LOG_LINK(LOG_INFO, l.id(), "linked to broker instance %s: %zu linked, the brokers run %u",
              instance_name(inst).c_str(), instances().size(), replicas_expected());
     report();
     plan_hunt();
@@ -222,8 +222,8 @@ class TlsProcess final : public ChildBase {
     const unsigned expected = s.replicas_expected;
     report_status(std::move(s), [&] {
       if (linked == 0) return "disconnected from broker " + settings_.peer_name;
-      return "connected to broker " + settings_.peer_name + ": " + std::to_string(linked) + " of " +
-             std::to_string(expected) + " replica(s) linked";
+      return "connected to broker " + settings_.peer_name + ": " + std::to_string(linked) +
+             " instance(s) linked, the brokers run " + std::to_string(expected);
     });
   }
 

@@ -163,20 +163,22 @@ class ServiceProxy(Forwarder):
 
     def _poll(self):
         while not self.stopping.is_set():
-            ready = sorted(n for n, (_, mport) in self.backends.items() if _readyz(mport)[0] == 200)
+            backends = self.backends
+            ready = sorted(n for n, (_, mport) in backends.items() if _readyz(mport)[0] == 200)
             if ready != self.ready:
                 self.ready = ready
                 self.ready_log.append((time.monotonic(), ready))
             self.stopping.wait(0.1)
 
     def pick(self):
-        ready = list(self.ready)
+        backends = self.backends  # one snapshot: tests may replace the dict
+        ready = [n for n in self.ready if n in backends]
         if not ready:
             return None
         self._rr += 1
         name = ready[self._rr % len(ready)]
         try:
-            s = socket.create_connection(("127.0.0.1", self.backends[name][0]), timeout=2)
+            s = socket.create_connection(("127.0.0.1", backends[name][0]), timeout=2)
         except OSError:
             return None
         s.settimeout(None)  # the connect timeout only: streams may idle

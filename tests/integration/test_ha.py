@@ -1,0 +1,239 @@
+"""Several broker replicas (issue 12): the bridge links to every one of them
+through the one --broker-address, and the path survives losing a replica.
+
+- RandomBalancer stands in for the LoadBalancer in front of the brokers' bridge
+  ports (Service cloudtaser-broker-bridge): each new connection goes to a
+  backend chosen uniformly at random among those that accept, as a cloud
+  balancer hashing fresh source ports does. So the bridge must hunt: a dial
+  that reaches a replica it already holds is closed as a duplicate.
+- ServiceProxy (test_rolling_update.py) stands in for kube-proxy in front of
+  the wrappers' Service: ready brokers only, polled every 100 ms.
+- Wrappers (test_rolling_update.py) retry only when the connection is refused
+  or closed before the first byte of the response; anything else is a lost read.
+"""
+import random
+import re
+import signal
+import socket
+import time
+
+from harness import free_port, wait_for
+from test_rolling_update import (ATTEMPT_TIMEOUT, REQUEST_DEADLINE, Forwarder, LoadGenerator,
+                                 ServiceProxy, _readyz)
+
+REPLICAS = 3
+LOAD_THREADS = 8
+
+
+class RandomBalancer(Forwarder):
+    """A backend chosen at random among those whose bridge port accepts."""
+
+    def __init__(self, backends):
+        self.backends = backends  # {name: bridge port}; replaced whole, never mutated
+        super().__init__("lb")
+
+    def pick(self):
+        names = list(self.backends.items())
+        random.shuffle(names)
+        for name, port in names:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                continue
+            s.settimeout(None)
+            return name, s
+        return None
+
+
+def instance_of(broker):
+    return broker.wait_log(r"instance ([0-9a-f]{16}), one of").group(1)
+
+
+def status(path):
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def linked_instances(path):
+    return set(re.findall(r'cloudtaser_bridge_broker_instance_linked\{instance="([0-9a-f]{16})"\} 1',
+                          status(path)))
+
+
+class Cluster:
+    """REPLICAS brokers behind both balancers, and one bridge."""
+
+    def __init__(self, env, tmp_path, drain_timeout=10):
+        self.env = env
+        self.drain_timeout = drain_timeout
+        self.brokers = {}   # name -> (Broker, probe port)
+        self.up = env.kv()
+        self.status_file = tmp_path / "bridge.prom"
+        for name in "ABC"[:REPLICAS]:
+            self.brokers[name] = self._start()
+        self.lb = RandomBalancer({n: b.bridge_port for n, (b, _) in self.brokers.items()})
+        self.svc = ServiceProxy({n: (b.service_port, p) for n, (b, p) in self.brokers.items()})
+        self.bridge = None
+
+    def _start(self):
+        probe = free_port()
+        b = self.env.broker(extra=["--replicas", str(REPLICAS),
+                                   "--probe-listen", f"127.0.0.1:{probe}",
+                                   "--drain-timeout", str(self.drain_timeout)])
+        return b, probe
+
+    def start_bridge(self):
+        self.bridge = self.env.bridge(self.lb.port, self.up.addr,
+                                      extra=["--status-file", str(self.status_file)])
+        return self.bridge
+
+    def instances(self):
+        return {instance_of(b) for b, _ in self.brokers.values()}
+
+    def all_ready(self):
+        return all(_readyz(p)[0] == 200 for _, p in self.brokers.values())
+
+    def fully_linked(self):
+        """The bridge holds one link to each live broker, and no other."""
+        text = status(self.status_file)
+        return (linked_instances(self.status_file) == self.instances()
+                and f"cloudtaser_bridge_links_up {REPLICAS}\n" in text)
+
+    def _publish(self):
+        # Whole new dicts: the balancers' threads iterate the old ones.
+        self.lb.backends = {n: x.bridge_port for n, (x, _) in self.brokers.items()}
+        self.svc.backends = {n: (x.service_port, q) for n, (x, q) in self.brokers.items()}
+
+    def add(self, name):
+        self.brokers[name] = self._start()
+        self._publish()
+        return self.brokers[name][0]
+
+    def remove(self, name):
+        del self.brokers[name]
+        self._publish()
+
+    def replace(self, name, new_name):
+        """A replacement broker behind both balancers in place of `name`."""
+        self.remove(name)
+        return self.add(new_name)
+
+    def close(self):
+        self.lb.close()
+        self.svc.close()
+
+
+def _check_no_lost_reads(done, summary):
+    lost = [(w.name, w.outcome, w.attempts[-3:]) for w in done if w.outcome != "ok"]
+    assert not lost, f"{len(lost)} lost: {lost[:10]}\n{summary}"
+
+
+def test_the_bridge_links_to_every_replica_within_five_seconds(env, tmp_path):
+    c = Cluster(env, tmp_path)
+    try:
+        t0 = time.monotonic()
+        c.start_bridge()
+        wait_for(c.all_ready, 5, "all three brokers ready (a bridge linked to each)")
+        wait_for(c.fully_linked, 5 - (time.monotonic() - t0) + 0.5,
+                 "the bridge holding exactly one link to each of the three brokers")
+        took = time.monotonic() - t0
+        text = status(c.status_file)
+        assert "cloudtaser_bridge_broker_replicas_expected 3\n" in text, text
+        assert "cloudtaser_bridge_broker_replicas_linked 3\n" in text, text
+        assert took < 5.5, f"three links after {took:.2f}s"
+        # Every broker carries requests: wrappers on each one's service port.
+        for b, _ in c.brokers.values():
+            s = socket.create_connection(("127.0.0.1", b.service_port), timeout=5)
+            s.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            buf = b""
+            while chunk := s.recv(65536):
+                buf += chunk
+            s.close()
+            assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+        # Duplicates were closed with their own GOAWAY code, as a clean end: no
+        # broker logged a warning about a link, and the hunt went on at most
+        # 10 dials a second.
+        dups = sum(b.count(r"bridge sent GOAWAY \(DUPLICATE_LINK\)") for b, _ in c.brokers.values())
+        for b, _ in c.brokers.values():
+            assert b.count(r"warn: conn=\d+ link error") == 0, b.text()
+        accepted = sum(b.count(r"conn=\d+ bridge connected") for b, _ in c.brokers.values())
+        assert accepted == REPLICAS + dups, (accepted, dups)
+        assert accepted <= 10 * took + 3, f"{accepted} links in {took:.2f}s"
+        print(f"three links in {took:.2f}s, {dups} duplicate(s) closed on the way")
+    finally:
+        c.close()
+
+
+def test_kill_9_of_one_broker_under_load_loses_no_read(env, tmp_path):
+    c = Cluster(env, tmp_path)
+    load = None
+    try:
+        c.start_bridge()
+        wait_for(c.fully_linked, 10, "three links")
+        wait_for(lambda: c.svc.ready == ["A", "B", "C"], 5, "three ready endpoints")
+        load = LoadGenerator(c.svc.port, LOAD_THREADS)
+        wait_for(lambda: load.ok_count() >= 60, 30, "requests served before the kill")
+
+        victim, _ = c.brokers["B"]
+        victim.kill()  # SIGKILL to the broker's whole process group
+        served = load.ok_count()
+        wait_for(lambda: load.ok_count() >= served + 60, 30, "requests served by A and C")
+
+        t_new = time.monotonic()
+        c.replace("B", "D")
+        wait_for(c.fully_linked, 5, "the bridge back to three links with the replacement")
+        relinked = time.monotonic() - t_new
+        served = load.ok_count()
+        wait_for(lambda: load.ok_count() >= served + 60, 30, "requests served after the replacement")
+    finally:
+        done = load.finish(REQUEST_DEADLINE + ATTEMPT_TIMEOUT) if load else []
+        c.close()
+    retried = sum(len(w.attempts) > 1 for w in done)
+    summary = (f"{len(done)} reads, {retried} retried; three links again "
+               f"{relinked:.2f}s after the replacement started")
+    print(summary)
+    _check_no_lost_reads(done, summary)
+    assert len(done) >= 180
+
+
+def test_a_rolling_restart_of_every_replica_loses_no_read(env, tmp_path):
+    """The chart's strategy, maxSurge 1 and maxUnavailable 0: each new broker
+    starts first and must turn ready (a bridge linked to it) before the old one
+    gets SIGTERM; the bridge finds the surge replica by its 2-4 s probing."""
+    c = Cluster(env, tmp_path, drain_timeout=10)
+    load = None
+    steps = []
+    try:
+        c.start_bridge()
+        wait_for(c.fully_linked, 10, "three links")
+        wait_for(lambda: c.svc.ready == ["A", "B", "C"], 5, "three ready endpoints")
+        load = LoadGenerator(c.svc.port, LOAD_THREADS)
+        wait_for(lambda: load.ok_count() >= 60, 30, "requests served before the update")
+        for old, new in (("A", "D"), ("B", "E"), ("C", "F")):
+            t0 = time.monotonic()
+            old_broker, _ = c.brokers[old]
+            c.add(new)
+            wait_for(lambda: new in c.svc.ready, 60, f"the surge broker {new} ready")
+            t_ready = time.monotonic()
+            old_broker.signal(signal.SIGTERM)
+            assert old_broker.wait_exit(c.drain_timeout + 10) == 0, old_broker.text()
+            c.remove(old)
+            wait_for(c.fully_linked, 10, f"three links after {old} left")
+            served = load.ok_count()
+            wait_for(lambda: load.ok_count() >= served + 30, 30, f"requests served after {old}")
+            steps.append(f"{old}->{new}: new ready {t_ready - t0:.1f}s, "
+                         f"done {time.monotonic() - t0:.1f}s")
+        # Drains and duplicates are routine: no warning about a link on any
+        # broker (checked before the balancers close and cut the links).
+        for d in env.daemons:
+            if "cloudtaser-broker" in d.argv[0]:
+                assert d.count(r"warn: conn=\d+ link error") == 0, d.text()
+    finally:
+        done = load.finish(REQUEST_DEADLINE + ATTEMPT_TIMEOUT) if load else []
+        c.close()
+    retried = sum(len(w.attempts) > 1 for w in done)
+    summary = f"{len(done)} reads, {retried} retried; " + "; ".join(steps)
+    print(summary)
+    _check_no_lost_reads(done, summary)
+    assert len(steps) == 3, summary
