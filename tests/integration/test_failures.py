@@ -435,6 +435,38 @@ def test_openbao_resetting_a_connection_is_counted_as_upstream_reset_not_cancel(
              f"{n} UPSTREAM_RESET in the broker's metrics")
     assert _metric(mport, name, 'reason="CANCEL"') == 0
 
+def test_a_clean_bridge_stop_is_not_an_error_anywhere(env):
+    """SIGTERM to the bridge sends GOAWAY NO_ERROR: the broker logs the end at
+    info and counts no link error, and neither side warns about its data
+    channel (an alert on warnings must not fire on every restart)."""
+    mport = free_port()
+    broker, bridge, _ = env.tunnel(broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    w = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
+    w.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    buf = b""
+    while chunk := w.recv(65536):
+        buf += chunk
+    w.close()
+    assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait_exit(20) == 0, bridge.text()
+    broker.wait_log(r"bridge disconnected", 10)
+    # The stats reach the metrics server once a second: wait for the drop.
+    wait_for(lambda: "\ncloudtaser_broker_bridges_connected 0\n" in _metrics_text(mport), 10,
+             "the broker's metrics showing no bridge")
+    text = _metrics_text(mport)
+    import re
+    assert not re.search(r'^cloudtaser_broker_link_errors_total\{[^}]*\} [1-9]', text, re.M), text
+    for d in (broker, bridge):
+        assert d.count(r" warn: .*(link error|data channel error)") == 0, d.text()
+
+
+def _metrics_text(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
 def kill_table(runs, tls=True):
     """The closing note's table: for each target and body kind, the endings
     the wrappers saw and the time from kill -9 to the ending (p50/max, ms)
