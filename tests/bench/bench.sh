@@ -20,6 +20,12 @@
 #                  when the bridge has that flag; comparable to the peers, which all hand plain HTTP to
 #                  the client); tls = wrappers speak TLS end to end to the bridge (--service-cert/--service-key
 #                  from the harness PKI, PROJECT_SCHEME=https; comparable to direct-https)
+#   HA [1]         1 = also a row with two brokers (--replicas 2) and one bridge linked to both, as in a
+#                  cluster: kube-proxy-style nftables DNAT (numgen random) spreads the bridge's dials and the
+#                  wrappers over the two (needs root and nft; skipped with a line otherwise). The throughput
+#                  row comes from a second run.sh call (direct-http and the project row) whose direct-http row is
+#                  its baseline; the idle part adds the pair beside the single broker.
+#   HA_BRIDGE_PORT [9444] HA_PROJECT_PORT [8444]: the second broker's ports
 #   PIN [1] SUT_CPU [0] LG_CPU [1]; RUN_TIMEOUT [2400] seconds for the whole of run.sh
 #   Anything else run.sh reads (DUR, RUNS, CONNS, ROWS, BULK_MB, CRYPTO, ...) is passed through.
 set -euo pipefail
@@ -32,6 +38,7 @@ RUN_SH=${RUN_SH:-$ROOT/../shared/bench/run.sh}
 QUICK=${QUICK:-0}
 PARTS=${PARTS:-"peers idle"}
 PROJECT_PORT=${PROJECT_PORT:-8443}; BRIDGE_PORT=${BRIDGE_PORT:-9443}
+HA=${HA:-1}; HA_PROJECT_PORT=${HA_PROJECT_PORT:-8444}; HA_BRIDGE_PORT=${HA_BRIDGE_PORT:-9444}
 IDLE_STREAMS=${IDLE_STREAMS:-10000}; IDLE_BASELINES=${IDLE_BASELINES-"ssh-R"}
 IDLE_UPSTREAM_PORT=${IDLE_UPSTREAM_PORT:-8200}
 PIN=${PIN:-1}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
@@ -90,7 +97,27 @@ cleanup() {
   fi
   [ ${#OURS[@]} -gt 0 ] && kill_tree "${OURS[@]}"
   OURS=(); rm -rf "$W"
+  ha_nat off
 }
+# Two brokers behind one address, as kube-proxy spreads a Service: each new connection to the first
+# broker's bridge or service port goes to one of the two at random (nftables DNAT, in the kernel, so
+# no proxy process costs CPU). Loaded only for the HA rows, removed after them and on exit.
+HA_TABLE=ct_bench_ha
+ha_nat() { # on|off
+  command -v nft >/dev/null || return 0
+  nft delete table ip "$HA_TABLE" 2>/dev/null || true
+  [ "$1" = on ] || return 0
+  nft -f - <<EOF
+table ip $HA_TABLE {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr 127.0.0.1 tcp dport $BRIDGE_PORT dnat to 127.0.0.1 : numgen random mod 2 map { 0 : $BRIDGE_PORT, 1 : $HA_BRIDGE_PORT }
+    ip daddr 127.0.0.1 tcp dport $PROJECT_PORT dnat to 127.0.0.1 : numgen random mod 2 map { 0 : $PROJECT_PORT, 1 : $HA_PROJECT_PORT }
+  }
+}
+EOF
+}
+ha_usable() { [ "$HA" = 1 ] && [ "$(id -u)" = 0 ] && command -v nft >/dev/null; }
 trap cleanup EXIT; trap 'exit 130' INT TERM
 
 start_bg() { # cpu name cmd... -> LAST_PID (a session leader, pinned)
@@ -117,6 +144,42 @@ if awk -v l="$LOAD0" 'BEGIN{exit !(l > 1.0)}'; then
   emit "**warning: load average $LOAD0 at start: other work shares the CPUs; figures are depressed and noisy.**" ""
 fi
 
+# run.sh's PROJECT_START for $1 brokers (1, or 2 for the HA row: the second on the HA_* ports, both
+# with --replicas 2, behind ha_nat). Single-quoted parts expand inside run.sh's `bash -c`, where
+# BASELINE_PKI/BASELINE_UPSTREAM are set. The daemons refuse a private key others can read, and the
+# harness's PKI is world-readable: the row runs from a private copy (keys 0600).
+project_start() {
+  local n=$1 i ports=("$PROJECT_PORT $BRIDGE_PORT" "$HA_PROJECT_PORT $HA_BRIDGE_PORT") sp bp extra=
+  [ "$n" -gt 1 ] && extra=" --replicas $n"
+  printf '%s\n' "exec >>'$OUTDIR/project-row.log' 2>&1" \
+    'P="$BASELINE_WORK/ct-pki"; rm -rf "$P"; cp -r "$BASELINE_PKI" "$P"; chmod 700 "$P"; chmod 600 "$P"/*.key'
+  for ((i = 0; i < n; i++)); do
+    read -r sp bp <<<"${ports[$i]}"
+    printf '%s\n' "'$BROKER' --bridge-listen 127.0.0.1:$bp --service-listen 127.0.0.1:$sp$extra"' --cert "$P/server.pem" --key "$P/server.key" --ca-cert "$P/ca.pem" --bridge-pin "$(set -- "$P/client.pem"; echo '"$PIN_OF"')" &'
+  done
+  printf '%s\n' "'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$P/client.pem" --client-key "$P/client.key" --ca-cert "$P/ca.pem" --broker-pin "$(set -- "$P/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$P"')"' &' \
+    wait
+}
+# One run.sh call: $1 = its log/table name; the rest of the environment says what it runs.
+run_peers() {
+  local name=$1 rc=0
+  export OUT="$OUTDIR/$name.md"; rm -f "$OUT"
+  echo "# running $RUN_SH (log: $OUTDIR/$name.log)"
+  timeout -k 30 "$RUN_TIMEOUT" bash "$RUN_SH" >"$OUTDIR/$name.log" 2>&1 </dev/null &
+  RUN_PID=$!
+  tail -n +1 --pid="$RUN_PID" -f "$OUTDIR/$name.log" 2>/dev/null || true
+  wait "$RUN_PID" || rc=$?; RUN_PID=
+  if [ -s "$OUT" ]; then
+    sed -e '/^# tunnel baseline/d' -e 's/^# /    /' "$OUT" >>"$MD"
+    awk '/^## per-core crypto/,/^$/' "$OUTDIR/$name.log" | sed 's/^/    /' >>"$MD"
+    [ $rc = 0 ] || emit "" "run.sh exited with status $rc (see $OUTDIR/$name.log)"
+  else
+    emit "run.sh failed (status $rc) before writing its table; last lines of $OUTDIR/$name.log:" ""
+    tail -20 "$OUTDIR/$name.log" | sed 's/^/    /' | tee -a "$MD"
+  fi
+  emit ""
+}
+
 # ================================================================ part 1: peers + project row
 if [[ " $PARTS " == *" peers "* ]]; then
   if [ ! -f "$RUN_SH" ]; then
@@ -127,31 +190,24 @@ if [[ " $PARTS " == *" peers "* ]]; then
   else
     need_free "$PROJECT_PORT" "$BRIDGE_PORT"
     : >"$OUTDIR/project-row.log"
-    # Single-quoted parts expand inside run.sh's `bash -c`, where BASELINE_PKI/BASELINE_UPSTREAM are set.
-    # The daemons refuse a private key others can read, and the harness's PKI is world-readable:
-    # the row runs from a private copy (keys 0600).
-    PROJECT_START="exec >>'$OUTDIR/project-row.log' 2>&1
-"'P="$BASELINE_WORK/ct-pki"; rm -rf "$P"; cp -r "$BASELINE_PKI" "$P"; chmod 700 "$P"; chmod 600 "$P"/*.key
-'"'$BROKER' --bridge-listen 127.0.0.1:$BRIDGE_PORT --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$P/server.pem" --key "$P/server.key" --ca-cert "$P/ca.pem" --bridge-pin "$(set -- "$P/client.pem"; echo '"$PIN_OF"')" &
-'"'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$P/client.pem" --client-key "$P/client.key" --ca-cert "$P/ca.pem" --broker-pin "$(set -- "$P/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$P"')"' &
-wait'
+    PROJECT_START=$(project_start 1)
     export PROJECT_START PROJECT_PORT PROJECT_SCHEME=$SCHEME PROJECT_NAME="cloudtaser broker+bridge ($STREAM_MODE streams)"
-    export OUT="$OUTDIR/peers.md"; rm -f "$OUT"
     emit "## throughput and latency (shared/bench/run.sh, same run; req/s | p50 ms | p99 ms)" ""
-    echo "# running $RUN_SH (log: $OUTDIR/peers.log)"
-    timeout -k 30 "$RUN_TIMEOUT" bash "$RUN_SH" >"$OUTDIR/peers.log" 2>&1 </dev/null &
-    RUN_PID=$!
-    tail -n +1 --pid="$RUN_PID" -f "$OUTDIR/peers.log" 2>/dev/null || true
-    rc=0; wait "$RUN_PID" || rc=$?; RUN_PID=
-    if [ -s "$OUT" ]; then
-      sed -e '/^# tunnel baseline/d' -e 's/^# /    /' "$OUT" >>"$MD"
-      awk '/^## per-core crypto/,/^$/' "$OUTDIR/peers.log" | sed 's/^/    /' >>"$MD"
-      [ $rc = 0 ] || emit "" "run.sh exited with status $rc (see $OUTDIR/peers.log)"
+    run_peers peers
+    if ha_usable; then
+      need_free "$HA_PROJECT_PORT" "$HA_BRIDGE_PORT"
+      ha_nat on
+      PROJECT_START=$(project_start 2)
+      PROJECT_NAME="cloudtaser HA: 2 brokers, bridge linked to both ($STREAM_MODE streams)"
+      export PROJECT_START PROJECT_NAME
+      emit "## HA: two brokers (--replicas 2) behind kube-proxy-style nftables DNAT, one bridge linked to both" "" \
+        "A second run.sh call (direct-http and the project row): compare each project row with the direct-http row of its own call." \
+        "The DNAT makes conntrack track every connection to the project port (not direct-http's): part of the cost, as in a cluster." ""
+      ROWS="direct-http" run_peers peers-ha   # run.sh adds the project row
+      ha_nat off
     else
-      emit "run.sh failed (status $rc) before writing its table; last lines of $OUTDIR/peers.log:" ""
-      tail -20 "$OUTDIR/peers.log" | sed 's/^/    /' | tee -a "$MD"
+      emit "## HA row: skipped (HA=$HA; needs root and nft for the kube-proxy-style DNAT)" ""
     fi
-    emit ""
   fi
 fi
 
@@ -187,12 +243,30 @@ make_pki() {
     done
     chmod 600 ./*.key )  # the daemons refuse a key others can read
 }
+# Every idle connection comes from 127.0.0.1: lift the broker's per-source cap (256 by default) to
+# the count, or it refuses all but the first 256.
+broker_idle_flags() {
+  if "$BROKER" --help 2>&1 | grep -q -- '--max-wrappers-per-source'; then echo "--max-wrappers-per-source $IDLE_STREAMS"; fi
+}
 start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" side), SYS_PORT
   case $1 in
   project)
     start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" \
       --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem" \
-      --bridge-pin "$(pin_of "$W/pki/client.pem")"; SRV_PID=$LAST_PID
+      --bridge-pin "$(pin_of "$W/pki/client.pem")" $(broker_idle_flags); SRV_PID=$LAST_PID
+    start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
+      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
+      --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
+    SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
+  project-ha) # both brokers under one session leader, so the tree holds both
+    local b1 b2 pin
+    pin=$(pin_of "$W/pki/client.pem")
+    b1=("$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" --replicas 2)
+    b2=("$BROKER" --bridge-listen "127.0.0.1:$HA_BRIDGE_PORT" --service-listen "127.0.0.1:$HA_PROJECT_PORT" --replicas 2)
+    local common=(--cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem" --bridge-pin "$pin" $(broker_idle_flags))
+    start_bg "$SUT_CPU" idle-brokers \
+      bash -c "$(printf '%q ' "${b1[@]}" "${common[@]}") & $(printf '%q ' "${b2[@]}" "${common[@]}") & wait"
+    SRV_PID=$LAST_PID
     start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
       --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
       --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
@@ -274,6 +348,12 @@ if [[ " $PARTS " == *" idle "* ]]; then
   UP_PID=$LAST_PID
   wait_http "http://127.0.0.1:$IDLE_UPSTREAM_PORT/v1/secret/data/app" || { echo "bench: idle upstream did not start" >&2; exit 1; }
   idle_run project "cloudtaser-broker (3 procs)" "vault-bridge (3 procs)" || true
+  if ha_usable; then
+    need_free "$HA_PROJECT_PORT" "$HA_BRIDGE_PORT"
+    ha_nat on
+    idle_run project-ha "HA: 2 × cloudtaser-broker (6 procs + sh)" "HA: vault-bridge linked to both" || true
+    ha_nat off
+  fi
   for b in $IDLE_BASELINES; do
     case $b in ssh-R) idle_run ssh-R "ssh -R: sshd (broker side)" "ssh -R: ssh client (bridge side)" || true ;; esac
   done
