@@ -32,7 +32,8 @@ DialFailure classify_link_failure(const std::string& why) {
 Redialer::Redialer(Jitter jitter) : jitter_(std::move(jitter)) {}
 
 void Redialer::dial_soon(TimePoint now) {
-  if (state_ != State::kIdle || draining_) return;
+  // A planned hunt or sync dial (seconds away) gives way: dial now.
+  if (state_ == State::kDialing || draining_) return;
   next_dial_ = now;
   state_ = State::kWaiting;
 }
@@ -62,7 +63,9 @@ bool Redialer::on_dial_failed(const std::string& why, TimePoint now) {
 
 void Redialer::on_link_closed(uint64_t conn, bool was_up, const std::string& why, bool satisfied,
                               TimePoint now) {
-  if (satisfied || state_ != State::kIdle) return;
+  // A planned dial (a sync probe 2-4 s away) does not delay the redial of a
+  // lost link: retry_after keeps whichever comes first.
+  if (satisfied || state_ == State::kDialing) return;
   if (was_up)
     retry_after({"link lost", false}, "link to the broker lost", why, now);
   else
@@ -136,7 +139,8 @@ void Redialer::retry_after(DialFailure f, const char* what, const std::string& w
     delay = jitter_(ms(limits::kRedialMin), ms(limits::kRedialMax));
   }
   last_delay_ = milliseconds(delay);
-  next_dial_ = now + milliseconds(delay);
+  const TimePoint at = now + milliseconds(delay);
+  next_dial_ = state_ == State::kWaiting ? std::min(next_dial_, at) : at;
   state_ = State::kWaiting;
   log::Throttle& t = retry_log_[f.cls];
   LOG_WARN_THROTTLED(t, "%s (%s): %s; reconnecting in %lld ms (%s, attempt %u)", what, f.cls,
