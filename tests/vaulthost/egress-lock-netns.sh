@@ -324,6 +324,13 @@ both_dropins() {
     { [ $# -lt 3 ] || grep -qx -- "$3" "$WORK/vault-bridge@aks.service.d/egress-lock.conf"; } &&
     [ "$(grep -c '^IPAddressAllow=' "$WORK/vault-bridge@eks.service.d/egress-lock.conf")" = 1 ]
 }
+status_lists_brokers() {
+  local out
+  out=$(lock status)
+  grep -qx 'broker: 10.250.1.2:443 -> 10.250.1.2 port 443' <<<"$out" &&
+    grep -qx 'broker (vault-bridge@eks): 10.250.1.3:8443 -> 10.250.1.3 port 8443' <<<"$out" &&
+    grep -qx 'broker (vault-bridge@aks): 10.250.1.4:9443 -> 10.250.1.4 port 9443' <<<"$out"
+}
 dropins_gone() {
   local n
   for n in "$@"; do [ ! -e "$WORK/vault-bridge@$n.service.d/egress-lock.conf" ] || return 1; done
@@ -408,6 +415,7 @@ run_backend() {
   expect "--add: the new cluster gets its drop-in; the others keep theirs" \
     both_dropins 'IPAddressAllow=10.250.1.2 10.250.2.2' 'IPAddressAllow=10.250.1.3 10.250.2.2' \
       'IPAddressAllow=10.250.1.4 10.250.2.2'
+  expect "status lists every broker with its cluster" status_lists_brokers
   # Without --add the brokers given are the whole list.
   step "apply one broker again" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
   expect "an apply without --add replaces the list: the clusters it does not name are refused again" \
