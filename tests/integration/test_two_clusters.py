@@ -190,24 +190,7 @@ class World:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-@pytest.fixture
-def world():
-    # Not pytest's tmp_path: that sits under a 0700 directory the instances'
-    # uids could not enter.
-    scratch = Path(tempfile.mkdtemp(prefix="ct-two-clusters-", dir="/tmp"))
-    os.chmod(scratch, 0o755)
-    (scratch / "logs").mkdir()
-    w = World(scratch)
-    try:
-        w.netns()
-        yield w
-    finally:
-        w.close()
-        # Watchdogs: none (the lock is applied with --confirm-timeout 0).
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def make_instance(w, name, canary_secret):
+def make_instance(w, name):
     """What docs/vault-host.md "Serving several clusters" has the operator do,
     under the scratch root: cloudtaser-certs for the cluster, its directory
     0750 root:vault-NAME with the files 0640, and vault-bridge.env."""
@@ -279,12 +262,54 @@ def in_view_as(bridge, uid, *cmd):
                           capture_output=True, timeout=10).returncode
 
 
-# ---------------------------------------------------------------- the test
-def test_one_vault_host_serves_two_clusters_each_through_its_own_instance_and_broker(world):
-    w = world
-    canary = {name: f"canary-{name}-{secrets.token_hex(12)}" for name in CLUSTERS}
+# ---------------------------------------------------------------- the tests
+@pytest.fixture(scope="module")
+def world():
+    """The two clusters, up and linked; the tests below run against it in
+    file order (the last one kills an instance)."""
+    # Not pytest's tmp_path: that sits under a 0700 directory the instances'
+    # uids could not enter.
+    scratch = Path(tempfile.mkdtemp(prefix="ct-two-clusters-", dir="/tmp"))
+    os.chmod(scratch, 0o755)
+    (scratch / "logs").mkdir()
+    w = World(scratch)
+    try:
+        w.netns()
+        w.canary = {name: f"canary-{name}-{secrets.token_hex(12)}" for name in CLUSTERS}
+        # One OpenBao stand-in on the vault host's loopback, a canary per cluster.
+        bao = w.daemon(["ip", "netns", "exec", w.ns_vault, sys.executable, STANDIN,
+                        "--listen", "127.0.0.1:8200", "--token", TOKEN,
+                        *[a for name in CLUSTERS for a in ("--secret", f"{name}-canary=value={w.canary[name]}")]],
+                       "openbao-standin.log")
+        bao.wait_log(r"OpenBao stand-in listening")
+        w.certs = {name: make_instance(w, name) for name in CLUSTERS}
+        w.ca = {name: w.certs[name] / "ca" / "ca.crt" for name in CLUSTERS}
+        w.brokers = {name: start_broker(w, name) for name in CLUSTERS}
+        # The egress lock allows exactly both brokers (the lock's state and
+        # drop-ins under the scratch root; its rules in the vault host's namespace).
+        subprocess.run(["ip", "netns", "exec", w.ns_vault, LOCK, "apply", "--backend", "nft",
+                        "--confirm-timeout", "0",
+                        *[a for name, (ip, _, _) in CLUSTERS.items()
+                          for a in ("--broker", f"{name}={ip}:{BROKER_PORT}")]],
+                       check=True, capture_output=True,
+                       env=dict(os.environ, VAULT_EGRESS_LOCK_STATE_DIR=str(scratch / "lock-state"),
+                                VAULT_EGRESS_LOCK_DROPIN_DIR=str(scratch / "systemd" / "vault-bridge.service.d"),
+                                VAULT_EGRESS_LOCK_RESOLV_CONF="/dev/null"))
+        # Each instance with exactly its unit's command line.
+        w.settings = {name: unit_settings(instance_unit(name, scratch)) for name in CLUSTERS}
+        w.argv = {name: exec_start(w.settings[name]) for name in CLUSTERS}
+        w.bridges = {name: start_instance(w, name, w.settings[name], w.argv[name]) for name in CLUSTERS}
+        for name in CLUSTERS:
+            w.bridges[name].wait_log(r"connected to the broker", timeout=15)
+            w.brokers[name].wait_log(r"conn=\d+ bridge connected", timeout=15)
+        w.status = {name: w.argv[name][w.argv[name].index("--status-file") + 1] for name in CLUSTERS}
+        yield w
+    finally:
+        w.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    # The unit's directives that keep one instance away from another's key.
+
+def test_the_unit_gives_each_instance_its_own_user_directory_and_runtime_directory_only():
     s = unit_settings(UNIT.read_text())
     assert s["User"] == ["vault-%i"] and s["Group"] == ["vault-%i"]
     assert s["TemporaryFileSystem"] == ["/etc/vault-bridge:ro"]
@@ -297,98 +322,85 @@ def test_one_vault_host_serves_two_clusters_each_through_its_own_instance_and_br
     for key in ("DynamicUser", "SupplementaryGroups", "ReadWritePaths", "BindPaths", "LoadCredential"):
         assert key not in s, key
 
-    # One OpenBao stand-in on the vault host's loopback, a canary per cluster.
-    bao = w.daemon(["ip", "netns", "exec", w.ns_vault, sys.executable, STANDIN,
-                    "--listen", "127.0.0.1:8200", "--token", TOKEN,
-                    *[a for name in CLUSTERS for a in ("--secret", f"{name}-canary=value={canary[name]}")]],
-                   "openbao-standin.log")
-    bao.wait_log(r"OpenBao stand-in listening")
 
-    certs = {name: make_instance(w, name, canary[name]) for name in CLUSTERS}
-    brokers = {name: start_broker(w, name) for name in CLUSTERS}
-
-    # The egress lock allows exactly both brokers (each instance's drop-in its own).
-    lock_env = dict(os.environ, VAULT_EGRESS_LOCK_STATE_DIR=str(w.scratch / "lock-state"),
-                    VAULT_EGRESS_LOCK_DROPIN_DIR=str(w.scratch / "systemd" / "vault-bridge.service.d"),
-                    VAULT_EGRESS_LOCK_RESOLV_CONF="/dev/null")
-    subprocess.run(["ip", "netns", "exec", w.ns_vault, LOCK, "apply", "--backend", "nft",
-                    "--confirm-timeout", "0",
-                    *[a for name, (ip, _, _) in CLUSTERS.items() for a in ("--broker", f"{name}={ip}:{BROKER_PORT}")]],
-                   check=True, env=lock_env, capture_output=True)
-    for name, (ip, _, _) in CLUSTERS.items():
-        dropin = w.scratch / "systemd" / f"vault-bridge@{name}.service.d" / "egress-lock.conf"
-        assert re.search(rf"^IPAddressAllow={re.escape(ip)}$", dropin.read_text(), re.M), dropin.read_text()
-
-    # Each instance with exactly its unit's command line.
-    settings, argv, bridges = {}, {}, {}
+def test_each_instance_runs_its_units_command_line_with_its_own_files(world):
+    w = world
     for name in CLUSTERS:
-        settings[name] = unit_settings(instance_unit(name, w.scratch))
-        argv[name] = exec_start(settings[name])
         etc = w.scratch / "etc" / "vault-bridge" / name
-        assert argv[name] == [str(BRIDGE), "--broker-address", f"{CLUSTERS[name][0]}:{BROKER_PORT}",
-                              "--vault-addr", "http://127.0.0.1:8200",
-                              "--client-cert", f"{etc}/tls.crt", "--client-key", f"{etc}/tls.key",
-                              "--ca-cert", f"{etc}/ca.crt",
-                              "--status-file", f"{w.scratch}/run/vault-bridge-{name}/status.prom"]
-        bridges[name] = start_instance(w, name, settings[name], argv[name])
-    for name in CLUSTERS:
-        bridges[name].wait_log(r"connected to the broker", timeout=15)
-        brokers[name].wait_log(r"conn=\d+ bridge connected", timeout=15)
-    status = {name: argv[name][argv[name].index("--status-file") + 1] for name in CLUSTERS}
-    for name in CLUSTERS:
-        wait_for(lambda: link_up(status[name]) == 1, 10, f"link_up 1 in {name}'s status file")
+        assert w.argv[name] == [str(BRIDGE), "--broker-address", f"{CLUSTERS[name][0]}:{BROKER_PORT}",
+                                "--vault-addr", "http://127.0.0.1:8200",
+                                "--client-cert", f"{etc}/tls.crt", "--client-key", f"{etc}/tls.key",
+                                "--ca-cert", f"{etc}/ca.crt",
+                                "--status-file", f"{w.scratch}/run/vault-bridge-{name}/status.prom"]
+        wait_for(lambda: link_up(w.status[name]) == 1, 10, f"link_up 1 in {name}'s status file")
+        # Every process of the tree runs as the instance's uid.
+        b = w.bridges[name]
+        for pid in [b.proc.pid, *b.children().values()]:
+            uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+            assert uids == [str(CLUSTERS[name][2])] * 4, (name, pid, uids)
 
-    # Each cluster's wrapper reads its own canary through its own broker; the
-    # TLS it trusts (its cluster's CA) ends in its own instance.
-    ca = {name: certs[name] / "ca" / "ca.crt" for name in CLUSTERS}
+
+def test_the_egress_lock_gives_each_instance_a_drop_in_with_its_own_broker(world):
+    for name, (ip, _, _) in CLUSTERS.items():
+        dropin = world.scratch / "systemd" / f"vault-bridge@{name}.service.d" / "egress-lock.conf"
+        assert re.findall(r"^IPAddressAllow=.*$", dropin.read_text(), re.M) == [f"IPAddressAllow={ip}"]
+
+
+def test_each_clusters_wrapper_reads_its_own_canary_through_its_own_broker(world):
+    w = world
     for name in CLUSTERS:
-        body = wait_for(lambda: wrapper_get(w, name, ca[name], f"{name}-canary"), 10,
+        body = wait_for(lambda: wrapper_get(w, name, w.ca[name], f"{name}-canary"), 10,
                         f"{name}'s wrapper reading its canary")
-        assert body.startswith(b"HTTP/1.1 200") and canary[name].encode() in body, body[:300]
-    # The other cluster's instance holds the other CA's service key: a
-    # wrapper that trusts gke's CA is refused in eks (and so the other way).
-    assert wrapper_get(w, "eks", ca["gke"], "gke-canary") == b""
-    assert wrapper_get(w, "gke", ca["eks"], "eks-canary") == b""
+        assert body.startswith(b"HTTP/1.1 200") and w.canary[name].encode() in body, body[:300]
 
-    # What each instance can open: in its own view, as its own uid, its own
-    # key and nothing of the other's (the directory is not there at all).
-    # In the host's view the other's key is 0640 root:<the other's group>,
-    # which this uid is not in, and opening it is refused.
+
+def test_a_wrapper_trusting_one_clusters_ca_is_refused_by_the_other_clusters_instance(world):
+    # The TLS a wrapper trusts (its cluster's CA) ends in its own instance only.
+    w = world
+    assert wrapper_get(w, "eks", w.ca["gke"], "gke-canary") == b""
+    assert wrapper_get(w, "gke", w.ca["eks"], "eks-canary") == b""
+
+
+def test_neither_instance_can_open_the_other_instances_key(world):
+    # In its own view, as its own uid, an instance opens its own key, and the
+    # other's directory is not there at all. In the host's view the other's
+    # key is 0640 root:<the other's group>, which its uid is not in, and
+    # opening it is refused.
+    w = world
     etc = w.scratch / "etc" / "vault-bridge"
     for name, other in (("gke", "eks"), ("eks", "gke")):
         uid = CLUSTERS[name][2]
-        assert in_view_as(bridges[name], uid, "cat", etc / name / "tls.key") == 0
-        assert in_view_as(bridges[name], uid, "test", "-e", etc / other) != 0
-        assert in_view_as(bridges[name], 0, "test", "-e", etc / other / "tls.key") != 0
+        assert in_view_as(w.bridges[name], uid, "cat", etc / name / "tls.key") == 0
+        assert in_view_as(w.bridges[name], uid, "test", "-e", etc / other) != 0
+        assert in_view_as(w.bridges[name], 0, "test", "-e", etc / other / "tls.key") != 0
         st = os.stat(etc / other / "tls.key")
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, CLUSTERS[other][2], 0o640)
         r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                             "cat", str(etc / other / "tls.key")], capture_output=True, timeout=10)
         assert r.returncode != 0 and b"Permission denied" in r.stderr
-    # Every process of each tree runs as its instance's uid.
-    for name, b in bridges.items():
-        for pid in [b.proc.pid, *b.children().values()]:
-            uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
-            assert uids == [str(CLUSTERS[name][2])] * 4, (name, pid, uids)
 
-    # kill -9 of eks's whole process tree: gke goes on serving.
-    eks_pids = [bridges["eks"].proc.pid, *bridges["eks"].children().values()]
-    os.killpg(bridges["eks"].proc.pid, signal.SIGKILL)
-    bridges["eks"].proc.wait(timeout=10)
+
+def test_kill_9_of_one_instances_whole_tree_leaves_the_other_serving(world):
+    w = world
+    eks = w.bridges["eks"]
+    eks_pids = [eks.proc.pid, *eks.children().values()]
+    assert len(eks_pids) == 3
+    os.killpg(eks.proc.pid, signal.SIGKILL)
+    eks.proc.wait(timeout=10)
     wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in eks_pids), 10, "eks's processes gone")
-    brokers["eks"].wait_log(r"conn=1 bridge disconnected", timeout=15)
+    w.brokers["eks"].wait_log(r"conn=1 bridge disconnected", timeout=15)
     for _ in range(5):
-        body = wrapper_get(w, "gke", ca["gke"], "gke-canary")
-        assert body.startswith(b"HTTP/1.1 200") and canary["gke"].encode() in body, body[:300]
-    assert link_up(status["gke"]) == 1
-    assert bridges["gke"].proc.poll() is None
+        body = wrapper_get(w, "gke", w.ca["gke"], "gke-canary")
+        assert body.startswith(b"HTTP/1.1 200") and w.canary["gke"].encode() in body, body[:300]
+    assert link_up(w.status["gke"]) == 1
+    assert w.bridges["gke"].proc.poll() is None
     # ...while eks's wrappers are held by their broker (up to its pending
     # timeout) and then refused: nothing else answers for eks.
-    assert canary["eks"].encode() not in wrapper_get(w, "eks", ca["eks"], "eks-canary")
+    assert w.canary["eks"].encode() not in wrapper_get(w, "eks", w.ca["eks"], "eks-canary")
 
     # Restart=always brings eks back; it serves its own canary again.
-    bridges["eks"] = start_instance(w, "eks", settings["eks"], argv["eks"])
-    bridges["eks"].wait_log(r"connected to the broker", timeout=15)
-    body = wait_for(lambda: wrapper_get(w, "eks", ca["eks"], "eks-canary"), 15,
+    w.bridges["eks"] = start_instance(w, "eks", w.settings["eks"], w.argv["eks"])
+    w.bridges["eks"].wait_log(r"connected to the broker", timeout=15)
+    body = wait_for(lambda: wrapper_get(w, "eks", w.ca["eks"], "eks-canary"), 15,
                     "eks's wrapper reading its canary after the restart")
-    assert body.startswith(b"HTTP/1.1 200") and canary["eks"].encode() in body, body[:300]
+    assert body.startswith(b"HTTP/1.1 200") and w.canary["eks"].encode() in body, body[:300]
