@@ -47,7 +47,7 @@ VH_PKGDIR := $(VH_BUILD)/packages
 VH_DEB    := $(VH_PKGDIR)/vault-bridge_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
 VH_RPM    := $(VH_PKGDIR)/vault-bridge-$(VERSION)-1.$(shell uname -m).rpm
 VH_PKG_IN := $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward $(VH_PP) bridge/vault-egress-lock \
-             systemd/vault-bridge.service systemd/vault-bridge.env \
+             systemd/vault-bridge.service systemd/vault-bridge@.service systemd/vault-bridge.env \
              systemd/vault-egress-lock-restore.service docs/man/vault-bridge.8 \
              docs/man/vault-egress-lock.8 packaging/build-packages.sh $(wildcard packaging/deb/*) \
              packaging/rpm/vault-bridge.spec VERSION

@@ -43,6 +43,10 @@ sed "s/@VERSION@/$VERSION/" "$TOP/bridge/vault-egress-lock" >"$WORK/vault-egress
 inst 0755 "$WORK/vault-egress-lock" /usr/sbin/vault-egress-lock
 sed -e "s|@ENVFILE@|$ENVFILE|" -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge.service" >"$WORK/unit"
 inst 0644 "$WORK/unit" "$UNITDIR/vault-bridge.service"
+# One bridge per cluster on a host that serves several: vault-bridge@NAME,
+# configured in /etc/vault-bridge/NAME/ (no distribution-specific path).
+sed -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge@.service" >"$WORK/unit@"
+inst 0644 "$WORK/unit@" "$UNITDIR/vault-bridge@.service"
 # Restores the confirmed egress lock at boot; enabled by postinst / %post.
 inst 0644 "$TOP/systemd/vault-egress-lock-restore.service" "$UNITDIR/vault-egress-lock-restore.service"
 inst 0644 "$TOP/systemd/vault-bridge.env" "$ENVFILE"

@@ -35,15 +35,17 @@ else
 fi
 
 # ---------------------------------------------------------------- scratch root
-# Runs SCRIPT (with the package copied to /tmp/pkg) as root inside a
-# throw-away overlay of the host's root file system.
+# Runs SCRIPT (with the package copied to /tmp/pkg, and directory EXTRA, if
+# given, to /tmp/extra) as root inside a throw-away overlay of the host's
+# root file system.
 in_scratch_root() {
-  local script=$1 pkg=$2 root=$WORK/scratch
+  local script=$1 pkg=$2 extra=${3:-} root=$WORK/scratch
   rm -rf "$root"
   mkdir -p "$root"/{upper,work,merged}
   mkdir -p "$root/upper/tmp"
   cp "$pkg" "$root/upper/tmp/pkg"
   cp "$script" "$root/upper/tmp/inside.sh"
+  if [ -n "$extra" ]; then cp -a "$extra" "$root/upper/tmp/extra"; fi
   # shellcheck disable=SC2016 # expanded by the inner shell
   unshare --mount --propagation private /bin/bash -euc '
     r=$1
@@ -73,6 +75,7 @@ want /usr/bin/vault-bridge 755 root:root
 want /usr/libexec/cloudtaser/vault-bridge-forward 755 root:root
 want /usr/sbin/vault-egress-lock 755 root:root
 want /lib/systemd/system/vault-bridge.service 644 root:root
+want /lib/systemd/system/vault-bridge@.service 644 root:root
 want /lib/systemd/system/vault-egress-lock-restore.service 644 root:root
 if [ "$(readlink /etc/systemd/system/sysinit.target.wants/vault-egress-lock-restore.service)" = \
   /lib/systemd/system/vault-egress-lock-restore.service ]; then
@@ -124,9 +127,47 @@ else fail "vault-egress-lock --version"; fi
 if vout=$(systemd-analyze verify --man=no vault-bridge.service 2>&1) && [ -z "$vout" ]; then
   pass "systemd-analyze verify of the installed unit (real binary) is clean"
 else fail "systemd-analyze verify of the installed unit: $vout"; fi
+if vout=$(systemd-analyze verify --man=no vault-bridge@eks.service 2>&1) && [ -z "$vout" ]; then
+  pass "systemd-analyze verify of an instance of the installed template, vault-bridge@eks, is clean"
+else fail "systemd-analyze verify of vault-bridge@eks: $vout"; fi
 if vout=$(systemd-analyze verify --man=no vault-egress-lock-restore.service 2>&1) && [ -z "$vout" ]; then
   pass "systemd-analyze verify of the installed boot unit (real helper) is clean"
 else fail "systemd-analyze verify of the installed boot unit: $vout"; fi
+# docs/vault-host.md, "Serving several clusters", step 1, run as written
+# (beside a copy of deploy/cloudtaser-certs): the second cluster's
+# certificates, user, directory and settings. Its files belong to
+# root:vault-eks 0640, so user vault (the single unit) cannot read them; the
+# instance is enabled and verifies. (Steps 2 and 3 need netfilter and a
+# running systemd: the netns and integration tests cover them.)
+if (cd /tmp/extra && bash -e ./walkthrough.sh) >/tmp/walk.log 2>&1; then
+  pass "docs/vault-host.md 'Serving several clusters' step 1 runs as written"
+else fail "the walkthrough's step 1 failed"; sed 's/^/    /' /tmp/walk.log; fi
+want /etc/vault-bridge/eks 750 root:vault-eks directory
+for f in tls.crt tls.key ca.crt broker.pin service.crt service.key; do
+  want "/etc/vault-bridge/eks/$f" 640 root:vault-eks
+done
+if grep -qx 'BROKER_ADDRESS=broker.eks.example.com:443' /etc/vault-bridge/eks/vault-bridge.env; then
+  pass "/etc/vault-bridge/eks/vault-bridge.env names eks's broker"
+else fail "the instance's vault-bridge.env is wrong"; fi
+# (The control: user vault does get into /etc/vault-bridge, where no tls.key is.)
+control=$(setpriv --reuid=vault --regid=vault --init-groups cat /etc/vault-bridge/tls.key 2>&1 || true)
+if ! setpriv --reuid=vault --regid=vault --init-groups cat /etc/vault-bridge/eks/tls.key >/dev/null 2>&1 &&
+  grep -q 'No such file' <<<"$control"; then
+  pass "user vault (the single unit) cannot read eks's key"
+else fail "user vault can read /etc/vault-bridge/eks/tls.key (control: $control)"; fi
+if systemctl enable vault-bridge@eks >/tmp/enable.log 2>&1 &&
+  [ "$(readlink /etc/systemd/system/multi-user.target.wants/vault-bridge@eks.service)" = \
+    /lib/systemd/system/vault-bridge@.service ]; then
+  pass "systemctl enable vault-bridge@eks links the packaged template"
+else fail "systemctl enable vault-bridge@eks"; sed 's/^/    /' /tmp/enable.log; fi
+if vout=$(systemd-analyze verify --man=no vault-bridge@eks.service 2>&1) && [ -z "$vout" ]; then
+  pass "systemd-analyze verify of the configured instance vault-bridge@eks is clean"
+else fail "systemd-analyze verify of the configured vault-bridge@eks: $vout"; fi
+# The operator's files: purge keeps them, so they go before the purge checks.
+systemctl disable vault-bridge@eks >/dev/null 2>&1 || true
+rm -rf /etc/vault-bridge/eks
+userdel vault-eks >/dev/null 2>&1 || true
+
 # Upgrades and reinstalls keep the operator's settings.
 sed -i 's|^BROKER_ADDRESS=.*|BROKER_ADDRESS=broker.operator.example:443|' /etc/default/vault-bridge
 dpkg -i /tmp/pkg >/tmp/dpkg2.log 2>&1 || { fail "reinstall"; sed 's/^/    /' /tmp/dpkg2.log; }
@@ -153,7 +194,21 @@ echo "  inside: $ok passed, $bad failed"
 [ "$bad" = 0 ]
 EOF
 
-if in_scratch_root "$WORK/deb-inside.sh" "$DEB" >"$WORK/deb.log" 2>&1; then
+# Step 1 of "Adding a cluster" in docs/vault-host.md: the first fenced block
+# after that heading, run beside deploy/cloudtaser-certs (copied: the checkout
+# may be on a file system the overlay of / does not show).
+TOP=$(cd "$HERE/../.." && pwd)
+mkdir -p "$WORK/walk/deploy"
+cp "$TOP/deploy/cloudtaser-certs" "$WORK/walk/deploy/"
+{
+  sed -n '/^\*\*Adding a cluster\*\*/,$p' "$TOP/docs/vault-host.md" |
+    awk '/^ *```/ { if (on) exit; on = 1; next } on { sub(/^   /, ""); print }'
+} >"$WORK/walk/walkthrough.sh"
+if ! grep -q '^useradd ' "$WORK/walk/walkthrough.sh"; then
+  fail "no walkthrough found in docs/vault-host.md"
+fi
+
+if in_scratch_root "$WORK/deb-inside.sh" "$DEB" "$WORK/walk" >"$WORK/deb.log" 2>&1; then
   cat "$WORK/deb.log"
   pass ".deb in a scratch root: every check above"
 else

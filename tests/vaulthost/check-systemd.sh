@@ -157,6 +157,71 @@ if [ -z "$missing" ]; then
   pass "the unit's system call filter keeps exec, the data channel's memfd calls and the lookup thread's ($(wc -l <<<"$allowed") calls allowed)"
 else fail "the unit's system call filter drops:$missing"; fi
 
+# ---- vault-bridge@.service: one bridge per cluster (instance "eks" here).
+tmpl="$ROOT/etc/systemd/system/vault-bridge@.service"
+sed -e 's|@BINDIR@|/usr/bin|' "$TOP/systemd/vault-bridge@.service" >"$tmpl"
+verify "template instance vault-bridge@eks" vault-bridge@eks.service
+score_out=$(systemd-analyze security --offline=yes --no-pager --root="$ROOT" vault-bridge@eks.service 2>&1) || true
+score=$(sed -nE 's/.*Overall exposure level for vault-bridge@eks.service: ([0-9.]+).*/\1/p' <<<"$score_out")
+if [ -z "$score" ]; then
+  fail "no exposure score for vault-bridge@eks.service"
+  echo "$score_out" | tail -5
+elif awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'; then
+  pass "vault-bridge@eks exposure $score <= $MAX_EXPOSURE"
+else
+  fail "vault-bridge@eks exposure $score > $MAX_EXPOSURE"
+fi
+
+# The same hardening as the single unit, line for line: every setting of
+# vault-bridge.service is in the template unchanged, except the ones that
+# name the instance's own user, directories and configuration; and the
+# template adds only those and its mount view of /etc/vault-bridge.
+settings() { # KEY=VALUE lines of a unit (no comments, no ExecStart continuations)
+  grep -E '^[A-Za-z]+=' "$1" | grep -v -E '^(Description|Documentation)='
+}
+per_instance='^(Environment|EnvironmentFile|ExecStart|User|Group|RuntimeDirectory)='
+missing=$(comm -23 <(settings "$unit" | grep -v -E "$per_instance" | sort) <(settings "$tmpl" | sort))
+extra=$(comm -13 <(settings "$unit" | sort) <(settings "$tmpl" | sort) |
+  grep -v -E "$per_instance" | grep -v -E '^(TemporaryFileSystem|BindReadOnlyPaths)=' || true)
+if [ -z "$missing" ] && [ -z "$extra" ]; then
+  pass "the template keeps every setting of vault-bridge.service; only user, paths and the mount view differ"
+else
+  fail "the template's hardening differs from vault-bridge.service"
+  printf '    missing: %s\n' "$missing" "$extra" | sed '$s/missing:/extra:  /'
+fi
+
+# What keeps one cluster's bridge away from another's key: a user and group
+# of its own, and a mount view in which /etc/vault-bridge holds only its own
+# directory; nothing writable but its own runtime directory.
+missing=""
+for key in 'User=vault-%i' 'Group=vault-%i' 'TemporaryFileSystem=/etc/vault-bridge:ro' \
+  'BindReadOnlyPaths=/etc/vault-bridge/%i' 'EnvironmentFile=/etc/vault-bridge/%i/vault-bridge.env' \
+  'RuntimeDirectory=vault-bridge-%i' 'PrivateUsers=yes' 'ProtectProc=invisible' 'ProtectSystem=strict'; do
+  grep -qx -- "$key" "$tmpl" || missing+=" $key"
+done
+others=$(grep -E '^(DynamicUser|SupplementaryGroups|ReadWritePaths|BindPaths|StateDirectory|CacheDirectory|LogsDirectory|ConfigurationDirectory|LoadCredential|SetCredential)=' "$tmpl" || true)
+if [ -z "$missing" ] && [ -z "$others" ]; then
+  pass "each instance runs as vault-NAME and sees /etc/vault-bridge/NAME only; it writes /run/vault-bridge-NAME only"
+else fail "template isolation: lacks$missing; has: $others"; fi
+# The mount view must not hide or un-execute the forwarding executable either.
+tfs=$(sed -n 's/^TemporaryFileSystem=//p' "$tmpl" | tr ' ' '\n' | grep -v -x '/etc/vault-bridge:ro' || true)
+if [ -z "$tfs" ] && ! grep -qE '^(NoExecPaths|ExecPaths|RootDirectory|RootImage)=' "$tmpl"; then
+  pass "the template's only temporary file system is /etc/vault-bridge; /usr stays executable"
+else fail "the template may hide or un-execute /usr: $tfs"; fi
+
+# ExecStart of vault-bridge@eks with an instance file that sets only the
+# broker: every path is the instance's own.
+sed 's/%i/eks/g' "$tmpl" >"$ROOT/eks.service"
+printf 'BROKER_ADDRESS=broker.eks.example.com:443\n' >"$ROOT/eks.env"
+expand_execstart "$ROOT/eks.service" "$ROOT/eks.env" >"$ROOT/ours-eks"
+printf '%s\n' /usr/bin/vault-bridge --broker-address broker.eks.example.com:443 \
+  --vault-addr http://127.0.0.1:8200 --client-cert /etc/vault-bridge/eks/tls.crt \
+  --client-key /etc/vault-bridge/eks/tls.key --ca-cert /etc/vault-bridge/eks/ca.crt \
+  --status-file /run/vault-bridge-eks/status.prom >"$ROOT/want-eks"
+if diff -u "$ROOT/want-eks" "$ROOT/ours-eks"; then
+  pass "vault-bridge@eks with BROKER_ADDRESS alone: the seed's flags with eks's own files and status file"
+else fail "vault-bridge@eks's ExecStart expands differently"; fi
+
 # The guide's unit, pasted verbatim into /etc/systemd/system.
 if [ -r "$SEED" ]; then
   sed -n '/^\[Unit\]/,/^WantedBy=multi-user.target/p' "$SEED" >"$ROOT/seed.service"

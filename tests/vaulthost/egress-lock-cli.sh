@@ -69,6 +69,88 @@ if grep -qx 'IPAddressAllow=203.0.113.10 192.0.2.53' "$TMP/dry2"; then
   pass "the dry run shows the unit drop-in with the broker and the resolver"
 else fail "drop-in text wrong"; fi
 
+# Several clusters (vault-bridge@NAME): every broker given is allowed on its
+# own port, and nothing else; each named cluster gets a drop-in of its own
+# that allows its broker only.
+"$LOCK" apply --broker 203.0.113.10 --broker eks=198.51.100.7:8443 \
+  --broker 'aks=[2001:db8::5]:9443' --dns 192.0.2.53 --backend iptables --dry-run >"$TMP/multi"
+grep -E -- '^ip6?tables -A VAULT-EGRESS-OUT .*-p tcp ' "$TMP/multi" >"$TMP/multi-brokers" || true
+cat >"$TMP/multi-want" <<'WANT'
+iptables -A VAULT-EGRESS-OUT -d 203.0.113.10 -p tcp --dport 443 -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -d 198.51.100.7 -p tcp --dport 8443 -j ACCEPT
+ip6tables -A VAULT-EGRESS-OUT -d 2001:db8::5 -p tcp --dport 9443 -j ACCEPT
+WANT
+if diff -u "$TMP/multi-want" "$TMP/multi-brokers"; then
+  pass "--broker given three times: exactly the three brokers, each on its own port"
+else fail "three --broker: wrong broker rules"; fi
+drop_of() { # the IPAddressAllow= line of UNIT's drop-in in dry-run output FILE
+  awk -v want="# /etc/systemd/system/$1.d/egress-lock.conf" '
+    $0 == want { on = 1; next }
+    /^# \// { on = 0 }
+    on && /^IPAddressAllow=/' "$TMP/$2"
+}
+if [ "$(drop_of vault-bridge.service multi)" = 'IPAddressAllow=203.0.113.10 192.0.2.53' ] &&
+  [ "$(drop_of vault-bridge@eks.service multi)" = 'IPAddressAllow=198.51.100.7 192.0.2.53' ] &&
+  [ "$(drop_of vault-bridge@aks.service multi)" = 'IPAddressAllow=2001:db8::5 192.0.2.53' ]; then
+  pass "each cluster's drop-in allows its own broker only (and the resolver)"
+else fail "per-cluster drop-ins wrong"; sed -n '/^# \/etc/,$p' "$TMP/multi"; fi
+
+# --add over a recorded lock (a state directory as apply writes it): the
+# recorded brokers and --allow stay, the new cluster joins, a named one
+# replaces its cluster's earlier broker, the back end stays the recorded
+# one, and DNS to any server stays so.
+mkdir -p "$TMP/state"
+cat >"$TMP/state/current.conf" <<'STATE'
+BACKEND=iptables-nft
+BROKER=|203.0.113.10|443|203.0.113.10
+BROKER=eks|198.51.100.7:8443|8443|198.51.100.7
+DNS_ADDRS=
+ALLOWS=198.51.100.0/24:5696,
+LOCKDOWN=
+APPLIED_AT=2026-01-01T00:00:00Z
+STATE
+VAULT_EGRESS_LOCK_STATE_DIR=$TMP/state VAULT_EGRESS_LOCK_RESOLV_CONF=/dev/null "$LOCK" apply --add --broker gke=192.0.2.80:443 \
+  --broker eks=198.51.100.9:8443 --dns 192.0.2.53 --dry-run >"$TMP/add" 2>"$TMP/add.err"
+grep -E -- '^ip6?tables-nft -A VAULT-EGRESS-OUT .*-j ACCEPT$' "$TMP/add" | grep -v -- '-o lo' >"$TMP/add-out" || true
+cat >"$TMP/add-want" <<'WANT'
+iptables-nft -A VAULT-EGRESS-OUT -d 203.0.113.10 -p tcp --dport 443 -j ACCEPT
+iptables-nft -A VAULT-EGRESS-OUT -d 192.0.2.80 -p tcp --dport 443 -j ACCEPT
+iptables-nft -A VAULT-EGRESS-OUT -d 198.51.100.9 -p tcp --dport 8443 -j ACCEPT
+iptables-nft -A VAULT-EGRESS-OUT -d 198.51.100.0/24 -p tcp --dport 5696 -j ACCEPT
+iptables-nft -A VAULT-EGRESS-OUT -p udp --dport 53 -j ACCEPT
+iptables-nft -A VAULT-EGRESS-OUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+ip6tables-nft -A VAULT-EGRESS-OUT -p udp --dport 53 -j ACCEPT
+ip6tables-nft -A VAULT-EGRESS-OUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+WANT
+if diff -u "$TMP/add-want" "$TMP/add-out" && grep -q 'DNS stays open' "$TMP/add.err"; then
+  pass "--add keeps the recorded brokers and --allow, adds the new cluster, replaces a moved one, keeps the back end, never narrows DNS"
+else fail "--add merged wrongly"; cat "$TMP/add.err"; fi
+if [ "$(drop_of vault-bridge@eks.service add)" = 'IPAddressAllow=198.51.100.9' ] &&
+  [ "$(drop_of vault-bridge@gke.service add)" = 'IPAddressAllow=192.0.2.80' ] &&
+  [ "$(drop_of vault-bridge.service add)" = 'IPAddressAllow=203.0.113.10' ]; then
+  pass "--add: the moved cluster's drop-in names its new broker only; the others keep theirs"
+else fail "--add drop-ins wrong"; sed -n '/^# \/etc/,$p' "$TMP/add"; fi
+
+# A lock recorded by the version that took one broker: --add keeps it.
+cat >"$TMP/state/current.conf" <<'STATE'
+BACKEND=nft
+BROKER_SPEC=203.0.113.10:443
+BROKER_PORT=443
+BROKER_ADDRS=203.0.113.10
+DNS_ADDRS=192.0.2.53
+ALLOWS=
+LOCKDOWN=
+APPLIED_AT=2026-01-01T00:00:00Z
+STATE
+VAULT_EGRESS_LOCK_STATE_DIR=$TMP/state "$LOCK" apply --add --broker eks=198.51.100.9:8443 \
+  --dry-run >"$TMP/add-old" 2>/dev/null
+if [ "$(grep -c 'tcp dport' "$TMP/add-old")" = 2 ] &&
+  grep -qx $'\t\tip daddr 203.0.113.10 tcp dport 443 accept' "$TMP/add-old" &&
+  grep -qx $'\t\tip daddr 198.51.100.9 tcp dport 8443 accept' "$TMP/add-old" &&
+  grep -qx $'\t\tip daddr 192.0.2.53 udp dport 53 accept' "$TMP/add-old"; then
+  pass "--add over a lock recorded by the one-broker version keeps its broker and DNS"
+else fail "--add over an old record"; cat "$TMP/add-old"; fi
+
 bad() {
   local rc=0
   "$LOCK" "$@" >/dev/null 2>"$TMP/err" || rc=$?
@@ -79,6 +161,11 @@ bad
 bad frobnicate
 bad apply
 bad apply --broker 203.0.113.10:0 --dry-run
+bad apply --broker 203.0.113.10 --broker eks=203.0.113.11:0 --dry-run
+bad apply --broker EKS=203.0.113.11 --dry-run
+bad apply --broker =203.0.113.11 --dry-run
+bad apply --broker 'a/b=203.0.113.11' --dry-run
+bad apply --broker eks= --dry-run
 bad apply --broker 203.0.113.10 --dns not-an-ip --dry-run
 bad apply --broker 203.0.113.10 --allow 10.0.0.0/33:80 --dry-run
 bad apply --broker 203.0.113.10 --allow 10.0.0.0/8 --dry-run

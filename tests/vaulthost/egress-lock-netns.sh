@@ -3,8 +3,8 @@
 # creates and removes:
 #
 #   [broker] 10.250.1.2 ---- 10.250.1.1 [vault host] 10.250.2.1 ---- 10.250.2.2 [internet]
-#                                                     fd00:ce1::1 --- fd00:ce1::2
-#                                                                     10.250.2.3 (a 2nd resolver)
+#            10.250.1.3 (a 2nd cluster's broker)      fd00:ce1::1 --- fd00:ce1::2
+#            10.250.1.4 (a 3rd address)                               10.250.2.3 (a 2nd resolver)
 #
 # The addresses exist only inside these namespaces; the host's own ruleset
 # and interfaces are never touched (every command runs under
@@ -15,7 +15,11 @@
 # and nothing else goes out or comes in (8200 included, IPv6 included); the
 # policy's drop counters count the blocked probes; a second apply changes
 # nothing; verify passes and notices tampering; remove brings back the
-# prior ruleset exactly (diff empty) and traffic flows again; an unconfirmed
+# prior ruleset exactly (diff empty) and traffic flows again; two --broker
+# (two clusters) allow exactly both brokers, each on its own port, and a
+# third address is refused; --add adds a cluster and keeps the others, each
+# with a drop-in of its own; an apply without --add replaces the list and
+# takes away the drop-ins of the clusters it no longer names; an unconfirmed
 # first apply rolls itself back to no lock; a confirmed one stays.
 #
 # Then what must survive a reboot and a bad change: an unconfirmed re-apply
@@ -103,6 +107,8 @@ make_topology() {
   ip -n "$NS_VH" link add vi type veth peer name iv netns "$NS_IN"
   ip -n "$NS_VH" addr add 10.250.1.1/24 dev vb
   ip -n "$NS_BR" addr add 10.250.1.2/24 dev bv
+  ip -n "$NS_BR" addr add 10.250.1.3/24 dev bv
+  ip -n "$NS_BR" addr add 10.250.1.4/24 dev bv
   ip -n "$NS_VH" addr add 10.250.2.1/24 dev vi
   ip -n "$NS_IN" addr add 10.250.2.2/24 dev iv
   ip -n "$NS_IN" addr add 10.250.2.3/24 dev iv
@@ -115,9 +121,9 @@ make_topology() {
   ip -n "$NS_BR" link set bv up
   ip -n "$NS_IN" link set iv up
   echo "nameserver 10.250.2.2" >"$WORK/resolv.conf"
-  rm -rf "$WORK/state" "$WORK/dropin"
+  rm -rf "$WORK/state" "$WORK/dropin" "$WORK"/vault-bridge@*.service.d
   rm -f "$WORK"/*.ready
-  start_server "$NS_BR" "broker-$n" --tcp 443 --tcp 8443 --tcp 22
+  start_server "$NS_BR" "broker-$n" --tcp 443 --tcp 8443 --tcp 9443 --tcp 22
   start_server "$NS_IN" "inet-$n" --tcp 443 --tcp 80 --udp 53 --udp 123
   start_server "$NS_VH" "vault-$n" --tcp 8200 --tcp 22
 }
@@ -310,6 +316,25 @@ lockdown() {
     blocked:tcp:10.250.2.2:443 "blocked:tcp:[fd00:ce1::2]:443" &&
     probe_br blocked:tcp:10.250.1.1:8200
 }
+# The IPAddressAllow= lines of vault-bridge.service's drop-in, then of
+# vault-bridge@eks's and (when given) vault-bridge@aks's.
+both_dropins() {
+  grep -qx -- "$1" "$WORK/dropin/egress-lock.conf" &&
+    grep -qx -- "$2" "$WORK/vault-bridge@eks.service.d/egress-lock.conf" &&
+    { [ $# -lt 3 ] || grep -qx -- "$3" "$WORK/vault-bridge@aks.service.d/egress-lock.conf"; } &&
+    [ "$(grep -c '^IPAddressAllow=' "$WORK/vault-bridge@eks.service.d/egress-lock.conf")" = 1 ]
+}
+status_lists_brokers() {
+  local out
+  out=$(lock status)
+  grep -qx 'broker: 10.250.1.2:443 -> 10.250.1.2 port 443' <<<"$out" &&
+    grep -qx 'broker (vault-bridge@eks): 10.250.1.3:8443 -> 10.250.1.3 port 8443' <<<"$out" &&
+    grep -qx 'broker (vault-bridge@aks): 10.250.1.4:9443 -> 10.250.1.4 port 9443' <<<"$out"
+}
+dropins_gone() {
+  local n
+  for n in "$@"; do [ ! -e "$WORK/vault-bridge@$n.service.d/egress-lock.conf" ] || return 1; done
+}
 watchdog_gone() { ! kill -0 "$(cat "$WORK/state/watchdog.pid")" 2>/dev/null; }
 
 run_backend() {
@@ -369,6 +394,36 @@ run_backend() {
   dump "$backend" >"$WORK/after"
   expect "after remove the prior ruleset is back (diff empty)" diff -u "$WORK/before" "$WORK/after"
   expect "after remove every probe answers again" all_open
+
+  # Two clusters on one vault host: the single unit's broker and cluster
+  # eks's, each on its own port. Exactly both pass; a third address, and
+  # each broker's address on the other's port, are refused.
+  step "apply two brokers" lock apply --broker 10.250.1.2:443 --broker eks=10.250.1.3:8443 \
+    --backend "$backend" --confirm-timeout 0
+  expect "two --broker: both brokers pass, each on its own port; a third address is refused" \
+    probe_vh reach:tcp:10.250.1.2:443 reach:tcp:10.250.1.3:8443 \
+      blocked:tcp:10.250.1.4:443 blocked:tcp:10.250.1.4:8443 blocked:tcp:10.250.1.4:9443 \
+      blocked:tcp:10.250.1.2:8443 blocked:tcp:10.250.1.3:443 blocked:tcp:10.250.2.2:443
+  expect "two --broker: each unit's drop-in allows its own broker only" \
+    both_dropins 'IPAddressAllow=10.250.1.2 10.250.2.2' 'IPAddressAllow=10.250.1.3 10.250.2.2'
+  expect "two --broker: verify passes" lock verify
+  # A third cluster, added without naming the other two (nor the back end).
+  step "apply --add a third cluster" lock apply --add --broker aks=10.250.1.4:9443 --confirm-timeout 0
+  expect "--add: the new cluster's broker passes and the other two still do" \
+    probe_vh reach:tcp:10.250.1.2:443 reach:tcp:10.250.1.3:8443 reach:tcp:10.250.1.4:9443 \
+      blocked:tcp:10.250.1.4:443 blocked:tcp:10.250.1.3:9443 blocked:tcp:10.250.2.2:443
+  expect "--add: the new cluster gets its drop-in; the others keep theirs" \
+    both_dropins 'IPAddressAllow=10.250.1.2 10.250.2.2' 'IPAddressAllow=10.250.1.3 10.250.2.2' \
+      'IPAddressAllow=10.250.1.4 10.250.2.2'
+  expect "status lists every broker with its cluster" status_lists_brokers
+  # Without --add the brokers given are the whole list.
+  step "apply one broker again" lock apply --broker 10.250.1.2:443 --backend "$backend" --confirm-timeout 0
+  expect "an apply without --add replaces the list: the clusters it does not name are refused again" \
+    probe_vh reach:tcp:10.250.1.2:443 blocked:tcp:10.250.1.3:8443 blocked:tcp:10.250.1.4:9443
+  expect "... and their drop-ins are gone" dropins_gone eks aks
+  step "remove" lock remove
+  dump "$backend" >"$WORK/after"
+  expect "remove after the several-cluster lock: diff empty" diff -u "$WORK/before" "$WORK/after"
 
   # --dns narrows DNS to the given resolver.
   step "apply --dns" lock apply --broker 10.250.1.2 --dns 10.250.2.2 --backend "$backend" --confirm-timeout 0
