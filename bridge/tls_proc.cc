@@ -133,7 +133,7 @@ class TlsProcess final : public ChildBase {
   void on_drain() noexcept override {
     dial_.drain();
     health_.stop();
-    end_probe(/*reset=*/true);
+    abandon_probe();  // ours going away says nothing about OpenBao
     for (auto& [id, l] : links_)
       if (l->has_session()) l->session().go_away(Code::kShutdown);
     LOG_INFO("draining: %zu streams open", relays_.size());
@@ -228,12 +228,15 @@ class TlsProcess final : public ChildBase {
   // line (bridge/vault_health.h). An http:// --vault-addr only (the parent
   // turns polling off for https://).
   void start_probe(TimePoint now) {
-    health_.begin(now);
     const std::string req = health_request(settings_.vault_health_path, settings_.upstream);
-    const uint32_t id = (local_ && !local_->closed()) ? local_->session().open() : 0;
+    // No data channel yet (at start), or its HELLO not done: shortly again.
+    const uint32_t id =
+        (local_ && !local_->closed() && local_->session().ready()) ? local_->session().open() : 0;
+    if (id == 0 && health_.defer(now)) return;
+    health_.begin(now);
     if (id == 0 || local_->session().send_capacity(id) < req.size()) {
       if (id != 0) local_->session().reset(id, Code::kCancel);
-      return apply(health_.end(now));  // no way to OpenBao now: unreachable
+      return apply(health_.end(now));  // no way to OpenBao for a while: unreachable
     }
     probe_stream_ = id;
     local_->session().send(id, as_bytes(req), false);
@@ -246,6 +249,15 @@ class TlsProcess final : public ChildBase {
       local_->session().reset(probe_stream_, Code::kCancel);
     probe_stream_ = 0;
     apply(health_.end(Clock::now()));
+  }
+
+  // The probe ends for a reason of ours (a drain, the data channel lost): no verdict.
+  void abandon_probe() {
+    if (probe_stream_ == 0) return;
+    if (local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
+      local_->session().reset(probe_stream_, Code::kCancel);
+    probe_stream_ = 0;
+    health_.abandon(Clock::now());
   }
 
   // The probe stream's events (true: it was one of them).
@@ -386,7 +398,7 @@ class TlsProcess final : public ChildBase {
   void on_link_closed(Link& l) noexcept override {
     if (&l == local_.get()) {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
-      end_probe(/*reset=*/false);  // gone with the channel
+      abandon_probe();  // gone with the channel: the next probe, on the next channel, decides
       relays_.link_closed(&l, Code::kCancel);
       end_if_broken(*local_);
       loop_.retire(std::move(local_));

@@ -69,7 +69,15 @@ std::optional<UpstreamState> HealthAnswer::feed(Bytes b) {
   return std::nullopt;
 }
 
+bool HealthPoller::defer(TimePoint now) {
+  if (deferred_since_ == TimePoint::max()) deferred_since_ = now;
+  if (now - deferred_since_ >= timeout_) return false;
+  next_ = now + kHealthRetry;
+  return true;
+}
+
 void HealthPoller::begin(TimePoint now) {
+  deferred_since_ = TimePoint::max();
   in_flight_ = true;
   applied_ = false;
   answer_ = HealthAnswer{};
@@ -94,6 +102,14 @@ std::optional<HealthChange> HealthPoller::end(TimePoint now) {
   if (applied_) return std::nullopt;
   applied_ = true;
   return set(answer_.result().value_or(UpstreamState::kUnreachable));
+}
+
+void HealthPoller::abandon(TimePoint now) {
+  if (!in_flight_) return;
+  in_flight_ = false;
+  applied_ = true;
+  deadline_ = TimePoint::max();
+  if (next_ != TimePoint::max()) next_ = now;
 }
 
 std::optional<HealthChange> HealthPoller::set(UpstreamState s) {

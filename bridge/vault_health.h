@@ -27,6 +27,8 @@ inline constexpr size_t kMaxHealthStatusLine = 256;
 // A probe not answered (its stream not ended) within this long: unreachable.
 // OpenBao answers sys/health from memory; 2 s is a host in trouble.
 inline constexpr auto kHealthProbeTimeout = std::chrono::seconds(2);
+// How soon a probe that found no data channel tries again.
+inline constexpr auto kHealthRetry = std::chrono::milliseconds(100);
 // --vault-health-interval's default and its largest value.
 inline constexpr unsigned kDefaultHealthIntervalSec = 5;
 inline constexpr unsigned kMaxHealthIntervalSec = 3600;
@@ -88,6 +90,12 @@ class HealthPoller {
   bool expired(TimePoint now) const { return in_flight_ && now >= deadline_; }
   TimePoint next_deadline() const { return in_flight_ ? deadline_ : next_; }
 
+  // A probe is due but no stream can be opened (the data channel to the
+  // forwarding process is not up: starting, or its process restarting).
+  // True: try again shortly (next_deadline says when). False: it has been
+  // so for a whole probe timeout, which counts as a probe that failed: the
+  // caller calls begin() and end().
+  bool defer(TimePoint now);
   // A probe's stream opens now.
   void begin(TimePoint now);
   // Bytes of its answer. A change as soon as the status line decides it.
@@ -98,6 +106,10 @@ class HealthPoller {
   // undecided answer means unreachable. The next one is due an interval after
   // this one began.
   std::optional<HealthChange> end(TimePoint now);
+  // The probe's stream went away for a reason of ours, not OpenBao's (a
+  // drain, the forwarding process restarting): no verdict, the state stays,
+  // and (unless stopped) the next probe is due at once.
+  void abandon(TimePoint now);
 
  private:
   std::optional<HealthChange> set(UpstreamState s);
@@ -108,6 +120,7 @@ class HealthPoller {
   bool in_flight_ = false;
   bool applied_ = false;  // this probe's answer already set the state
   TimePoint began_{}, deadline_ = TimePoint::max(), next_ = TimePoint::max();
+  TimePoint deferred_since_ = TimePoint::max();  // the due probe waits for a channel
   HealthAnswer answer_;
 };
 

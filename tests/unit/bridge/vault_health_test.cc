@@ -149,6 +149,47 @@ TEST_F(PollerFixture, NoAnswerInTimeOrAnEndBeforeTheStatusLineIsUnreachable) {
   EXPECT_EQ(slow.next_deadline(), t0 + 2s);
 }
 
+TEST_F(PollerFixture, WithoutADataChannelTheProbeWaitsThenCountsAsFailedAfterItsTimeout) {
+  p.start(t0);
+  ASSERT_TRUE(p.due(t0));
+  EXPECT_TRUE(p.defer(t0));  // the forwarding process is starting: not a verdict yet
+  EXPECT_EQ(p.state(), UpstreamState::kUnknown);
+  EXPECT_FALSE(p.due(t0 + 99ms));
+  EXPECT_EQ(p.next_deadline(), t0 + kHealthRetry);
+  EXPECT_TRUE(p.due(t0 + kHealthRetry));
+  EXPECT_TRUE(p.defer(t0 + 1999ms));
+  EXPECT_FALSE(p.defer(t0 + 2s));  // a whole timeout without a channel: unreachable
+  p.begin(t0 + 2s);
+  auto c = p.end(t0 + 2s);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->to, UpstreamState::kUnreachable);
+  // A probe that did run starts the count again.
+  ASSERT_TRUE(p.due(t0 + 7s));
+  EXPECT_TRUE(p.defer(t0 + 7s));
+  EXPECT_TRUE(p.defer(t0 + 8s));
+  p.begin(t0 + 8s);
+  p.end(t0 + 8100ms);
+  EXPECT_TRUE(p.defer(t0 + 13100ms));
+  EXPECT_TRUE(p.defer(t0 + 15s));
+}
+
+TEST_F(PollerFixture, AnAbandonedProbeChangesNothingAndTheNextIsDueAtOnce) {
+  p.start(t0);
+  p.begin(t0);
+  EXPECT_FALSE(p.feed(as_bytes("HTTP/1.1 2")).has_value());
+  p.abandon(t0 + 1s);  // the data channel went away: not OpenBao's doing
+  EXPECT_FALSE(p.in_flight());
+  EXPECT_EQ(p.state(), UpstreamState::kUnknown);
+  EXPECT_FALSE(p.end(t0 + 1s).has_value());  // nothing left to end
+  EXPECT_TRUE(p.due(t0 + 1s));
+  // Stopped (a drain), then abandoned: nothing more is due.
+  p.begin(t0 + 1s);
+  p.stop();
+  p.abandon(t0 + 2s);
+  EXPECT_FALSE(p.due(t0 + 3600s));
+  EXPECT_EQ(p.state(), UpstreamState::kUnknown);
+}
+
 TEST_F(PollerFixture, AStoppedPollerFinishesItsProbeAndStartsNoOther) {
   p.start(t0);
   p.begin(t0);
