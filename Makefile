@@ -63,9 +63,9 @@ BROKER_SRC := $(filter-out $(wildcard broker/forward_*.cc),$(wildcard broker/*.c
 BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
 # The daemons' own code that tests/unit/broker/ and bridge/ link (the rest has
 # a main or a process around it): the bridge parent's status file, the TLS
-# processes' sans-IO policy (bridge pool, counters, redial machine).
+# processes' sans-IO policy (bridge pool, counters, redial machine, OpenBao health).
 BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc
-BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc
+BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc bridge/vault_health.cc
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 

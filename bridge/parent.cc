@@ -18,6 +18,7 @@
 #include "bridge/bridge.h"
 #include "bridge/procs.h"
 #include "bridge/status_file.h"
+#include "bridge/vault_health.h"
 #include "shared/base/log.h"
 #include "shared/base/unique_fd.h"
 #include "shared/os/flags.h"
@@ -76,6 +77,13 @@ std::vector<FlagSpec> flag_specs() {
            "stream data the TLS and the forwarding process may each hold, e.g. for wrappers that "
            "stopped reading while OpenBao sends (default 32; the host must have twice this plus "
            "about 40 MiB to spare)"},
+          {"vault-health-path", "PATH",
+           "OpenBao's health endpoint, polled to tell the brokers whether this node is active, "
+           "a standby, sealed, uninitialised or unreachable (default /v1/sys/health)"},
+          {"vault-health-interval", "SECONDS",
+           "poll it every SECONDS, each poll answered within 2 s (default 5; 0: never, for an "
+           "upstream that is not OpenBao: the brokers then see its state as unknown and still "
+           "use it). Not polled with an https:// --vault-addr (no TLS client for it yet)"},
           {"status-file", "PATH",
            "keep the link state in PATH (Prometheus text format, written atomically through "
            "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
@@ -173,6 +181,25 @@ class BridgeParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --stream-idle-timeout (whole seconds, 0 to 86400)");
       settings.stream_idle_timeout_ms = *s * 1000;
     }
+    settings.vault_health_path = f.get("vault-health-path", "/v1/sys/health");
+    if (!valid_health_path(settings.vault_health_path))
+      return usage_error(kDaemon, "bad --vault-health-path '" + settings.vault_health_path +
+                                      "': an absolute path of printable ASCII without spaces, "
+                                      "at most " +
+                                      std::to_string(kMaxHealthPath) + " bytes");
+    unsigned health_interval = kDefaultHealthIntervalSec;
+    if (f.has("vault-health-interval")) {
+      const std::string v = f.get("vault-health-interval");
+      auto s = v == "0" ? std::optional<unsigned>(0) : parse_seconds(v, kMaxHealthIntervalSec);
+      if (!s)
+        return usage_error(kDaemon, "bad --vault-health-interval (whole seconds, 0 to " +
+                                        std::to_string(kMaxHealthIntervalSec) + ")");
+      health_interval = *s;
+    }
+    // The probe speaks HTTP to OpenBao itself; in pass-through mode OpenBao
+    // speaks TLS, which the probe does not (yet): not polled, state unknown.
+    if (vault_https) health_interval = 0;
+    settings.vault_health_interval_ms = health_interval * 1000;
     MaterialStore store({cert, f.get("client-key"), f.get("ca-cert"), service_cert_path_,
                          service_key_path_, flags_.pin_file, flags_.pins, flags_.pin_flag},
                         [this](const Material& m) { return validate_material(m); });
@@ -198,6 +225,17 @@ class BridgeParent final : DaemonParent::Hooks {
                settings.upstream.c_str());
     else
       LOG_INFO("streams: plaintext (--allow-plaintext-streams): the broker can read them");
+    if (settings.vault_health_interval_ms != 0)
+      LOG_INFO("OpenBao health: GET %s every %u s", settings.vault_health_path.c_str(),
+               health_interval);
+    else if (vault_https)
+      LOG_INFO(
+          "OpenBao health: not polled (https:// --vault-addr); brokers see its state as "
+          "unknown");
+    else
+      LOG_INFO(
+          "OpenBao health: not polled (--vault-health-interval 0); brokers see its state "
+          "as unknown");
     const int rc = parent_.run(flags_, store);
     // A stopped bridge has no link, whatever the last status said.
     status_.links(0, unix_seconds());
@@ -264,7 +302,8 @@ class BridgeParent final : DaemonParent::Hooks {
   }
 
   void on_status(const Status& s) noexcept override {
-    status_.links(s.links_up, unix_seconds(), Replicas{s.replicas_expected, s.instances});
+    status_.links(s.links_up, unix_seconds(), Replicas{s.replicas_expected, s.instances},
+                  static_cast<UpstreamState>(s.upstream));
   }
 
   void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept override {

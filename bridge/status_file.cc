@@ -24,7 +24,7 @@ double unix_seconds() {
 }
 
 std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped, const Replicas& replicas) {
+                        const LogDropped& dropped, const Replicas& replicas, UpstreamState vault) {
   char buf[2048];
   const int n = std::snprintf(
       buf, sizeof buf,
@@ -76,6 +76,16 @@ std::string status_text(uint32_t links_up, double changed, double started,
       "# TYPE cloudtaser_bridge_broker_instance_linked gauge\n";
   for (const std::string& i : replicas.linked)
     text += "cloudtaser_bridge_broker_instance_linked{instance=\"" + i + "\"} 1\n";
+  // The brokers send no stream to a sealed, uninitialised or unreachable
+  // OpenBao: an alert on those catches a node out of service.
+  text +=
+      "# HELP cloudtaser_bridge_vault_state 1 for the state OpenBao's health endpoint last "
+      "answered (unknown: not polled, or not yet).\n"
+      "# TYPE cloudtaser_bridge_vault_state gauge\n";
+  for (uint8_t st = 0; st < kUpstreamStates; st++)
+    text += "cloudtaser_bridge_vault_state{state=\"" +
+            std::string(upstream_state_name(static_cast<UpstreamState>(st))) + "\"} " +
+            (static_cast<UpstreamState>(st) == vault ? "1" : "0") + "\n";
   return text;
 }
 
@@ -116,11 +126,13 @@ Result<void> StatusFile::open(std::string path, double now) {
   return write_atomically(path_, status_text(0, changed_, started_, dropped_));
 }
 
-void StatusFile::links(uint32_t links_up, double now, Replicas replicas) noexcept {
-  if (!enabled() || (links_up == links_up_ && replicas == replicas_)) return;
+void StatusFile::links(uint32_t links_up, double now, Replicas replicas,
+                       UpstreamState vault) noexcept {
+  if (!enabled() || (links_up == links_up_ && replicas == replicas_ && vault == vault_)) return;
   if (links_up != links_up_) changed_ = now;
   links_up_ = links_up;
   replicas_ = std::move(replicas);
+  vault_ = vault;
   rewrite();
 }
 
@@ -136,8 +148,8 @@ void StatusFile::child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept
 
 void StatusFile::rewrite() noexcept {
   dropped_.parent = log::dropped_lines();
-  const Result<void> r =
-      write_atomically(path_, status_text(links_up_, changed_, started_, dropped_, replicas_));
+  const Result<void> r = write_atomically(
+      path_, status_text(links_up_, changed_, started_, dropped_, replicas_, vault_));
   if (r) {
     failing_ = false;
   } else if (!failing_) {  // logged once until a write succeeds again

@@ -10,6 +10,7 @@
 
 #include "shared/base/result.h"
 #include "shared/parent/supervisor.h"
+#include "shared/wire/frame.h"
 
 namespace ct::bridge {
 
@@ -32,8 +33,11 @@ struct Replicas {
 };
 
 // The file's text: the link state, and when it last changed.
+// `vault`: OpenBao's state as the health probe last saw it, one series per
+// state (1 for that one, 0 for the others).
 std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped, const Replicas& replicas = {});
+                        const LogDropped& dropped, const Replicas& replicas = {},
+                        UpstreamState vault = UpstreamState::kUnknown);
 
 // Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
 // the umask (the unit's is 0077): the collector runs as another user, and the
@@ -46,8 +50,10 @@ class StatusFile {
   // error (the Error says why), not a warning later.
   Result<void> open(std::string path, double now);
   bool enabled() const { return !path_.empty(); }
-  // The TLS process's count of links up; the file is rewritten when it moved.
-  void links(uint32_t links_up, double now, Replicas replicas = {}) noexcept;
+  // The TLS process's count of links up, the replicas and OpenBao's state;
+  // the file is rewritten when one moved.
+  void links(uint32_t links_up, double now, Replicas replicas = {},
+             UpstreamState vault = UpstreamState::kUnknown) noexcept;
   // Each heartbeat answer brings a child's own count, which a restarted child
   // starts again from 0: the totals go on from what its predecessors reached.
   // The file is rewritten only when a total moved, so a full stderr costs at
@@ -64,6 +70,7 @@ class StatusFile {
   std::string path_;  // empty: no --status-file
   uint32_t links_up_ = 0;
   Replicas replicas_;
+  UpstreamState vault_ = UpstreamState::kUnknown;
   double started_ = 0, changed_ = 0;
   bool failing_ = false;  // the last write failed (and was logged)
   LogDropped dropped_;

@@ -6,7 +6,9 @@
 // the forwarding process, which connects to OpenBao. After any link loss it
 // asks for a new connection: soon after failures that cost the broker
 // nothing, with exponential backoff after TLS and certificate failures
-// (bridge/dial.h).
+// (bridge/dial.h). It also polls OpenBao's health endpoint through the
+// forwarding process (bridge/vault_health.h) and tells every kept link the
+// state it found (STATUS, docs/protocol.md §5a).
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include "bridge/bridge.h"
 #include "bridge/dial.h"
 #include "bridge/procs.h"
+#include "bridge/vault_health.h"
 #include "shared/base/log.h"
 #include "shared/os/net.h"
 #include "shared/proc/child.h"
@@ -59,6 +62,8 @@ class TlsProcess final : public ChildBase {
       case Msg::kSettings:
         relays_.set_timeouts(limits::kWrapperHandshakeTimeout,
                              std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
+        health_ = HealthPoller(std::chrono::milliseconds(settings_.vault_health_interval_ms),
+                               kHealthProbeTimeout);
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -88,6 +93,12 @@ class TlsProcess final : public ChildBase {
                  ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
         send(Msg::kReady, {});
         dial_.dial_soon(Clock::now());  // the first dial
+        // Sandboxed now: OpenBao's answers are network input too. A reload
+        // does not restart the polling.
+        if (!health_started_ && !draining_) {
+          health_started_ = true;
+          health_.start(Clock::now());
+        }
         return true;
       }
       case Msg::kDialed: {
@@ -121,6 +132,8 @@ class TlsProcess final : public ChildBase {
 
   void on_drain() noexcept override {
     dial_.drain();
+    health_.stop();
+    abandon_probe();  // ours going away says nothing about OpenBao
     for (auto& [id, l] : links_)
       if (l->has_session()) l->session().go_away(Code::kShutdown);
     LOG_INFO("draining: %zu streams open", relays_.size());
@@ -208,8 +221,85 @@ class TlsProcess final : public ChildBase {
     plan_hunt();
   }
 
+  // ---------------------------------------------------------------- OpenBao's health
+  // A probe is a stream on the data channel like a wrapper's, opened here
+  // rather than by the broker: the forwarding process connects to OpenBao
+  // for it as for any stream, and this process reads the answer's status
+  // line (bridge/vault_health.h). An http:// --vault-addr only (the parent
+  // turns polling off for https://).
+  void start_probe(TimePoint now) {
+    const std::string req = health_request(settings_.vault_health_path, settings_.upstream);
+    // No data channel yet (at start), or its HELLO not done: shortly again.
+    const uint32_t id =
+        (local_ && !local_->closed() && local_->session().ready()) ? local_->session().open() : 0;
+    if (id == 0 && health_.defer(now)) return;
+    health_.begin(now);
+    if (id == 0 || local_->session().send_capacity(id) < req.size()) {
+      if (id != 0) local_->session().reset(id, Code::kCancel);
+      return apply(health_.end(now));  // no way to OpenBao for a while: unreachable
+    }
+    probe_stream_ = id;
+    local_->session().send(id, as_bytes(req), false);
+  }
+
+  // The probe's stream ended, or must: its answer (or its absence) decides.
+  void end_probe(bool reset) {
+    if (probe_stream_ == 0) return;
+    if (reset && local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
+      local_->session().reset(probe_stream_, Code::kCancel);
+    probe_stream_ = 0;
+    apply(health_.end(Clock::now()));
+  }
+
+  // The probe ends for a reason of ours (a drain, the data channel lost): no verdict.
+  void abandon_probe() {
+    if (probe_stream_ == 0) return;
+    if (local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
+      local_->session().reset(probe_stream_, Code::kCancel);
+    probe_stream_ = 0;
+    health_.abandon(Clock::now());
+  }
+
+  // The probe stream's events (true: it was one of them).
+  bool probe_event(const Event& ev) {
+    if (probe_stream_ == 0 || ev.stream != probe_stream_) return false;
+    switch (ev.kind) {
+      case Event::kData:
+        local_->session().consume(ev.stream, ev.data.size());  // read, and dropped
+        apply(health_.feed(ev.data));
+        if (health_.over_cap()) end_probe(/*reset=*/true);
+        break;
+      case Event::kFin:  // OpenBao closed (Connection: close): close ours, done
+        local_->session().close_write(ev.stream);
+        end_probe(/*reset=*/false);
+        break;
+      case Event::kReset:  // the forwarding process could not connect, or OpenBao reset
+        probe_stream_ = 0;
+        apply(health_.end(Clock::now()));
+        break;
+      default:
+        break;
+    }
+    return true;
+  }
+
+  void apply(const std::optional<HealthChange>& c) {
+    if (!c) return;
+    LOG_INFO("OpenBao at %s: %s -> %s", settings_.upstream.c_str(),
+             std::string(upstream_state_name(c->from)).c_str(),
+             std::string(upstream_state_name(c->to)).c_str());
+    own_status_.upstream = c->to;
+    // Every kept link hears it; a link kept later gets it in its first STATUS.
+    for (auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && identified_.count(id) != 0 &&
+          duplicates_.count(id) == 0)
+        l->session().set_status(own_status_);
+    report();
+  }
+
   void report() {
     Status s;
+    s.upstream = static_cast<uint8_t>(own_status_.upstream);
     // Links up: kept ones, a draining broker's included; not a duplicate
     // being closed, nor one that has not said which broker it reached.
     for (auto& [id, l] : links_)
@@ -221,9 +311,14 @@ class TlsProcess final : public ChildBase {
     const size_t linked = s.instances.size();
     const unsigned expected = s.replicas_expected;
     report_status(std::move(s), [&] {
-      if (linked == 0) return "disconnected from broker " + settings_.peer_name;
+      // systemctl status shows it: the link and what the brokers hear of OpenBao.
+      const std::string vault =
+          health_.enabled()
+              ? std::string("; OpenBao ") + std::string(upstream_state_name(own_status_.upstream))
+              : std::string();
+      if (linked == 0) return "disconnected from broker " + settings_.peer_name + vault;
       return "connected to broker " + settings_.peer_name + ": " + std::to_string(linked) +
-             " instance(s) linked, the brokers run " + std::to_string(expected);
+             " instance(s) linked, the brokers run " + std::to_string(expected) + vault;
     });
   }
 
@@ -231,6 +326,7 @@ class TlsProcess final : public ChildBase {
     auto events = l.session().take_events();
     const bool is_local = (&l == local_.get());
     for (const Event& ev : events) {
+      if (is_local && probe_event(ev)) continue;
       switch (ev.kind) {
         case Event::kReady:
           if (!is_local) {
@@ -302,6 +398,7 @@ class TlsProcess final : public ChildBase {
   void on_link_closed(Link& l) noexcept override {
     if (&l == local_.get()) {
       LOG_WARN("data channel to the forwarding process closed: %s", l.close_reason().c_str());
+      abandon_probe();  // gone with the channel: the next probe, on the next channel, decides
       relays_.link_closed(&l, Code::kCancel);
       end_if_broken(*local_);
       loop_.retire(std::move(local_));
@@ -347,6 +444,8 @@ class TlsProcess final : public ChildBase {
   // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
+    if (health_.expired(now)) end_probe(/*reset=*/true);  // no answer in time: unreachable
+    if (health_.due(now) && !draining_) start_probe(now);
     if (ctx_ && dial_.due(now, satisfied())) send(Msg::kDialRequest, {});
   }
 
@@ -363,6 +462,7 @@ class TlsProcess final : public ChildBase {
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
     t = std::min(t, dial_.next_deadline());
+    t = std::min(t, health_.next_deadline());
     return std::min(t, relays_.next_deadline());
   }
 
@@ -400,6 +500,9 @@ class TlsProcess final : public ChildBase {
   std::set<uint64_t> identified_;  // links whose broker instance is known
   std::set<uint64_t> duplicates_;  // links closing: their instance was already held
   LinkStatus own_status_;          // what we tell every kept link
+  HealthPoller health_;            // OpenBao's state (own_status_.upstream)
+  bool health_started_ = false;    // polling began (after the first material)
+  uint32_t probe_stream_ = 0;      // the probe's stream on the data channel; 0: none
   RelayTable relays_;
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;

@@ -14,8 +14,35 @@ bool bridge_linked(Link& l) {
          (l.session().version() < 2 || l.session().peer_status().has_value());
 }
 
+UpstreamState bridge_upstream(Link& l) {
+  if (!l.has_session()) return UpstreamState::kUnknown;
+  const auto& st = l.session().peer_status();
+  return st ? st->upstream : UpstreamState::kUnknown;
+}
+
+int upstream_rank(UpstreamState s) {
+  switch (s) {
+    case UpstreamState::kActive:
+      return 0;
+    case UpstreamState::kStandby:
+    case UpstreamState::kPerfStandby:
+      return 1;
+    case UpstreamState::kUnknown:
+      return 2;
+    case UpstreamState::kSealed:
+    case UpstreamState::kUninitialized:
+    case UpstreamState::kUnreachable:
+      return -1;
+  }
+  return -1;
+}
+
+bool bridge_serves(Link& l) {
+  return bridge_usable(l) && upstream_rank(bridge_upstream(l)) >= 0;
+}
+
 bool bridge_has_room(Link& l) {
-  return bridge_usable(l) && l.session().open_streams() < l.session().peer_hello().max_streams;
+  return bridge_serves(l) && l.session().open_streams() < l.session().peer_hello().max_streams;
 }
 
 }  // namespace ct::broker

@@ -1,7 +1,8 @@
 // Which bridge a wrapper's stream goes to, and the wrappers that wait for
 // one. The broker TLS process owns its bridge links and its relays; the pool
-// reads the links' sessions to choose (the least loaded bridge that can take
-// a stream) and keeps the queue of wrappers held while none can, each with
+// reads the links' sessions to choose (among the bridges that can take a
+// stream, those whose OpenBao is the most useful, and of them the least
+// loaded) and keeps the queue of wrappers held while none can, each with
 // the deadline it got on arrival (--pending-timeout). It reaches the
 // wrappers only through the Wrappers interface, so a unit test can play the
 // TLS process with in-memory links and a fake clock.
@@ -18,6 +19,7 @@
 #include "shared/base/log.h"
 #include "shared/base/time.h"
 #include "shared/stream/link.h"
+#include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
 
 namespace ct::broker {
@@ -27,10 +29,20 @@ bool bridge_usable(Link& l);
 // The bridge keeps the link: HELLO done, and from a version 2 bridge its
 // first STATUS.
 bool bridge_linked(Link& l);
-// ...and below the concurrency the bridge advertised. Session::open would
-// refuse a stream on a bridge at its max_streams: choosing one would re-queue
-// the wrapper forever.
+// The state the bridge last reported of its OpenBao (STATUS); unknown from
+// a version 1 bridge, or before its first STATUS.
+UpstreamState bridge_upstream(Link& l);
+// Which bridges get new streams first (docs/protocol.md §5a): 0 active, 1 a
+// standby or performance standby (OpenBao forwards to the active node), 2
+// unknown (a version 1 bridge, or one that does not poll); -1 never: sealed,
+// uninitialised or unreachable, whose OpenBao would only fail the request.
+int upstream_rank(UpstreamState s);
+// ...usable, its OpenBao can serve (rank >= 0), and below the concurrency
+// the bridge advertised. Session::open would refuse a stream on a bridge at
+// its max_streams: choosing one would re-queue the wrapper forever.
 bool bridge_has_room(Link& l);
+// Usable and its OpenBao can serve, full or not.
+bool bridge_serves(Link& l);
 
 template <class L>
 class BridgePool {
@@ -49,22 +61,40 @@ class BridgePool {
   BridgePool(const Links& links, Wrappers& wrappers, BrokerStats& stats)
       : links_(links), wrappers_(wrappers), stats_(stats) {}
 
+  // The bridge a new stream goes to: of those with room, the best ranked
+  // OpenBao (upstream_rank), and of those the least loaded.
   L* least_loaded() const {
     L* best = nullptr;
+    int best_rank = 0;
     for (auto& [id, l] : links_) {
       if (!bridge_has_room(*l)) continue;
-      if (best == nullptr || l->session().open_streams() < best->session().open_streams())
+      const int rank = upstream_rank(bridge_upstream(*l));
+      if (best == nullptr || rank < best_rank ||
+          (rank == best_rank && l->session().open_streams() < best->session().open_streams())) {
         best = l.get();
+        best_rank = rank;
+      }
     }
     return best;
   }
 
-  // Why a wrapper cannot be served: a bridge is connected but every one is
-  // at the concurrency it advertised (REFUSED), or there is none (NO_BRIDGE).
+  // Why a wrapper cannot be served: a bridge whose OpenBao can serve is
+  // connected but every such one is at the concurrency it advertised
+  // (REFUSED), or there is none (NO_BRIDGE: none at all, or only bridges
+  // whose OpenBao is sealed, uninitialised or unreachable).
   Code no_room_code() const {
     for (auto& [id, l] : links_)
-      if (bridge_usable(*l)) return Code::kRefused;
+      if (bridge_serves(*l)) return Code::kRefused;
     return Code::kNoBridge;
+  }
+  // Bridges linked, none of which can serve: what the wait is for.
+  bool only_unserving() const {
+    bool any = false;
+    for (auto& [id, l] : links_) {
+      if (bridge_serves(*l)) return false;
+      any = any || bridge_usable(*l);
+    }
+    return any;
   }
 
   // A wrapper opened a stream: give it a bridge stream now, or hold it until
@@ -83,7 +113,9 @@ class BridgePool {
     if (pending_.empty())
       LOG_INFO("%s: holding wrappers for up to %lld ms",
                no_room_code() == Code::kRefused ? "every bridge is at its stream limit"
-                                                : "no bridge connected",
+               : only_unserving() ? "no bridge's OpenBao can serve (sealed, uninitialized or "
+                                    "unreachable)"
+                                  : "no bridge connected",
                static_cast<long long>(pending_timeout.count()));
     pending_.push_back({wrapper, now + pending_timeout});
   }

@@ -47,6 +47,10 @@ constexpr Family kFamilies[] = {
      nullptr},
     {MetricId::kLogDropped, "cloudtaser_broker_log_lines_dropped_total", "counter",
      "Log lines dropped because stderr would have blocked, by process.", "process"},
+    {MetricId::kBridgesByUpstream, "cloudtaser_broker_bridges_by_upstream", "gauge",
+     "Bridges with an established link, by the state they report of their OpenBao (new streams "
+     "go to active, then standby, then unknown; never sealed, uninitialized or unreachable).",
+     "state"},
 };
 
 const Family* family(MetricId id) {
@@ -58,6 +62,10 @@ const Family* family(MetricId id) {
 std::string label_value(MetricId id, uint32_t label) {
   if (id == MetricId::kLogDropped)
     return static_cast<LogProcess>(label) == LogProcess::kTls ? "tls" : "forward";
+  if (id == MetricId::kBridgesByUpstream)
+    return label < kUpstreamStates
+               ? std::string(upstream_state_name(static_cast<UpstreamState>(label)))
+               : std::to_string(label);
   if (id == MetricId::kHandshakeFailures) {
     switch (static_cast<HandshakeFailure>(label)) {
       case HandshakeFailure::kVerify:

@@ -27,6 +27,8 @@ enum class MetricId : uint16_t {
   kLinkErrors = 10,        // counter, label = error code
   kAdmission = 11,         // counter, label = Refusal (shared/os/admission.h), bridge port
   kLogDropped = 12,        // counter, label = LogProcess
+  // gauge, label = UpstreamState (shared/wire/frame.h): linked bridges by their OpenBao's state
+  kBridgesByUpstream = 13,
 };
 
 // Whose log lines were dropped (stderr full): each process counts its own.

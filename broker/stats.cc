@@ -20,6 +20,9 @@ std::vector<MetricSample> BrokerStats::samples(const Live& live) const {
     if (live.admission[r] != 0)
       m.push_back({MetricId::kAdmission, static_cast<uint32_t>(r), live.admission[r]});
   m.push_back({MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kTls), live.log_dropped});
+  // Every state, 0 included: an alert on sealed > 0 needs the series to exist.
+  for (uint32_t st = 0; st < kUpstreamStates; st++)
+    m.push_back({MetricId::kBridgesByUpstream, st, live.by_upstream[st]});
   return m;
 }
 

@@ -14,6 +14,7 @@
 
 #include "broker/metrics.h"
 #include "shared/os/admission.h"
+#include "shared/wire/frame.h"
 #include "shared/wire/session.h"
 
 namespace ct::broker {
@@ -40,6 +41,8 @@ class BrokerStats {
     uint64_t wrappers_pending = 0;
     std::array<uint64_t, kRefusalKinds> admission{};  // by Refusal, the bridge port
     uint64_t log_dropped = 0;
+    // Linked bridges by the UpstreamState they last reported.
+    std::array<uint64_t, kUpstreamStates> by_upstream{};
   };
   std::vector<MetricSample> samples(const Live& live) const;
   // The STATS body for `live`, or nothing when it equals the last one

@@ -207,6 +207,21 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     pool_.serve();
   }
 
+  // The bridge said what state its OpenBao is in (its STATUS): logged when
+  // it changed; a bridge back in service may take the held wrappers.
+  void upstream_reported(Link& l) {
+    const UpstreamState now = bridge_upstream(l);
+    auto [it, fresh] = upstream_.try_emplace(l.id(), UpstreamState::kUnknown);
+    if (it->second == now) return;
+    LOG_LINK(LOG_INFO, l.id(), "bridge's OpenBao: %s -> %s",
+             std::string(upstream_state_name(it->second)).c_str(),
+             std::string(upstream_state_name(now)).c_str());
+    it->second = now;
+    (void)fresh;
+    send_stats();
+    if (pool_.pending() != 0) pool_.serve();
+  }
+
   void report_status() {
     uint32_t up = 0;
     for (auto& [id, l] : bridges_)
@@ -265,7 +280,9 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
                    std::string(code_name(ev.code)).c_str());
           break;
         case Event::kStatus:
-          if (!is_local && linked_.count(l.id()) == 0) linked(l);  // the bridge keeps it
+          if (is_local) break;
+          if (linked_.count(l.id()) == 0) linked(l);  // the bridge keeps it
+          upstream_reported(l);
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
@@ -318,6 +335,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
                l.close_reason().c_str());
     }
     linked_.erase(l.id());
+    upstream_.erase(l.id());
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     bridges_.erase(it);
@@ -359,7 +377,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     BrokerStats::Live live;
     for (auto& [id, l] : bridges_) {
       if (!l->has_session()) continue;
-      if (!l->closed() && linked_.count(id) != 0) live.bridges_up++;
+      if (!l->closed() && linked_.count(id) != 0) {
+        live.bridges_up++;
+        live.by_upstream[static_cast<size_t>(bridge_upstream(*l))]++;
+      }
       live.bytes_to_bridge += l->session().stats().bytes_out;
       live.bytes_from_bridge += l->session().stats().bytes_in;
     }
@@ -397,6 +418,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   Listener listener_;
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
   std::set<uint64_t> linked_;  // bridges_ whose bridge keeps the link (bridge_linked)
+  std::map<uint64_t, UpstreamState> upstream_;  // what each linked bridge last said of OpenBao
   Admission admission_{bridge_admission()};
   UniqueFd spare_;
   // What a remote peer can make us log at will goes through these.

@@ -14,7 +14,7 @@
 #   make fuzz-minimize rebuilds each corpus as the smallest set with the same
 #                      coverage (keeps seed-* and regress-* files as they are).
 
-FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz
+FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz vault_health_fuzz
 FUZZ_SECONDS  ?= 60
 FUZZ_CXX      ?= clang++
 FUZZ_DIR      := $(BUILD)/fuzz
@@ -26,12 +26,14 @@ FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
 # hundred actions; a HELLO payload with room for wrong sizes; an IPC body far
 # above every cap but MATERIAL's (whose cap only adds copying time); a ring
 # script of 256 actions of up to 14 bytes (each run copies the 2 MiB file
-# twice, so longer scripts buy little).
+# twice, so longer scripts buy little); an OpenBao health answer past its
+# 4 KiB cap.
 FUZZ_MAXLEN_frame_decoder_fuzz := 33000
 FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128
 FUZZ_MAXLEN_ipc_fuzz           := 8192
 FUZZ_MAXLEN_shm_ring_fuzz      := 4096
+FUZZ_MAXLEN_vault_health_fuzz  := 5000
 # Dictionaries: wire constants and boundary integers.
 FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
 FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
@@ -48,7 +50,10 @@ FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
             $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_TARGETS))
 
 # ---------------------------------------------------------------- replay (g++)
-$(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(call obj,$(BROKER_BOTH)) $(FWD_LIBS)
+# Daemon code a target reaches: the broker's figures, the bridge's reading of
+# OpenBao's health answer (neither needs OpenSSL).
+FUZZ_DAEMON_SRC := $(BROKER_BOTH) bridge/vault_health.cc
+$(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(call obj,$(FUZZ_DAEMON_SRC)) $(FWD_LIBS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
@@ -78,8 +83,8 @@ $(FUZZ_DIR)/obj/%.o: %.cc | $(FUZZ_STAMP)
 $(FUZZ_DIR)/obj/fuzz/%.o: fuzz/%.cc | $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer-no-link -c $< -o $@
-# Every layer but tls (no fuzz target reaches OpenSSL), and the broker's figures.
-FUZZ_LIB_SRC := $(filter-out shared/tls/%,$(SHARED_SRC)) $(BROKER_BOTH)
+# Every layer but tls (no fuzz target reaches OpenSSL), and FUZZ_DAEMON_SRC.
+FUZZ_LIB_SRC := $(filter-out shared/tls/%,$(SHARED_SRC)) $(FUZZ_DAEMON_SRC)
 $(FUZZ_DIR)/libshared.a: $(patsubst %.cc,$(FUZZ_DIR)/obj/%.o,$(FUZZ_LIB_SRC))
 	@rm -f $@; ar rcs $@ $^
 $(FUZZ_DIR)/bin/%: $(FUZZ_DIR)/obj/fuzz/%.o $(FUZZ_DIR)/libshared.a

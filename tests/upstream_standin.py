@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in for OpenBao's KV v2 read path, for `make demo` when no `bao`
 binary is on PATH: GET /v1/secret/data/<name> with a valid X-Vault-Token
-answers the way OpenBao does; anything else is 403/404 like the real thing.
+answers the way OpenBao does, GET /v1/sys/health says "active" (200), as the
+bridge's health probe expects; anything else is 403/404 like the real thing.
 
     upstream_standin.py --listen 127.0.0.1:8200 --token TOKEN --secret demo=password=hunter2
 """
@@ -40,6 +41,9 @@ def main():
             self.wfile.write(body)
 
         def do_GET(self):
+            # Unauthenticated, as in OpenBao: an active, unsealed node.
+            if self.path.split("?", 1)[0] == "/v1/sys/health":
+                return self.reply(200, {"initialized": True, "sealed": False, "standby": False})
             if self.headers.get("X-Vault-Token") != args.token:
                 return self.reply(403, {"errors": ["permission denied"]})
             prefix = "/v1/secret/data/"

@@ -1,5 +1,6 @@
 #include "shared/ipc/msgs.h"
 
+#include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
 
 namespace ct {
@@ -39,6 +40,8 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u32(s.memory_budget_mib);
   w.bytes(s.instance);
   w.u16(s.replicas);
+  put_str16(w, s.vault_health_path);
+  w.u32(s.vault_health_interval_ms);
   return out;
 }
 
@@ -57,11 +60,22 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   s.memory_budget_mib = r.u32();
   r.copy_to(s.instance);
   s.replicas = r.u16();
+  s.vault_health_path = get_str16(r);
+  s.vault_health_interval_ms = r.u32();
   if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
+  // The path goes into a request line as is.
+  if (!valid_health_path(s.vault_health_path)) return std::nullopt;
   s.drop_user = drop == 1;
   // Never "switch" to root.
   if (s.drop_user && (s.uid == 0 || s.gid == 0)) return std::nullopt;
   return s;
+}
+
+bool valid_health_path(const std::string& p) {
+  if (p.empty() || p.size() > kMaxHealthPath || p[0] != '/') return false;
+  for (const char c : p)
+    if (c <= 0x20 || c >= 0x7f) return false;  // no space, no control byte: one request line
+  return true;
 }
 
 std::vector<uint8_t> encode_material(const Material& m) {
@@ -114,6 +128,7 @@ std::vector<uint8_t> encode_status(const Status& s) {
   w.u16(s.replicas_expected);
   w.u16(static_cast<uint16_t>(s.instances.size()));
   for (const std::string& i : s.instances) put_str16(w, i);
+  w.u8(s.upstream);
   return out;
 }
 
@@ -126,7 +141,8 @@ std::optional<Status> decode_status(Bytes b) {
   const uint16_t n = r.u16();
   if (n > limits::kMaxReplicas) return std::nullopt;
   for (uint16_t i = 0; i < n && r.ok(); i++) s.instances.push_back(get_str16(r));
-  if (!r.finish()) return std::nullopt;
+  s.upstream = r.u8();
+  if (!r.finish() || s.upstream >= kUpstreamStates) return std::nullopt;
   // Instance names become label values in the status file: 16 hex digits, nothing else.
   for (const std::string& i : s.instances)
     if (i.size() != 16 || i.find_first_not_of("0123456789abcdef") != std::string::npos)

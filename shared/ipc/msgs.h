@@ -36,7 +36,15 @@ struct ProcSettings {
   // told to bridges in STATUS (docs/protocol.md §2, §5a).
   std::array<uint8_t, 16> instance{};
   uint16_t replicas = 1;
+  // Bridge TLS process: OpenBao's health endpoint (--vault-health-path: an
+  // absolute path of printable ASCII, at most kMaxHealthPath bytes) polled
+  // every vault_health_interval_ms (--vault-health-interval; 0: never).
+  std::string vault_health_path = "/v1/sys/health";
+  uint32_t vault_health_interval_ms = 5000;
 };
+inline constexpr size_t kMaxHealthPath = 256;
+// What the parent accepts as a health path (decode_settings checks it too).
+bool valid_health_path(const std::string& p);
 std::vector<uint8_t> encode_settings(const ProcSettings& s);
 std::optional<ProcSettings> decode_settings(Bytes b);
 
@@ -65,10 +73,13 @@ struct Status {
   // 16 lowercase hex digits each, at most limits::kMaxReplicas of them).
   uint16_t replicas_expected = 0;
   std::vector<std::string> instances;
+  // Bridge: its OpenBao's state as the health probe last saw it (an
+  // UpstreamState, shared/wire/frame.h; below kUpstreamStates, checked).
+  uint8_t upstream = 0;
   // What the parent acts on (the text is for people).
   bool same_state(const Status& o) const {
     return links_up == o.links_up && replicas_expected == o.replicas_expected &&
-           instances == o.instances;
+           instances == o.instances && upstream == o.upstream;
   }
 };
 std::vector<uint8_t> encode_status(const Status& s);

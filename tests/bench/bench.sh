@@ -58,9 +58,12 @@ done
 STREAM_MODE=${STREAM_MODE:-plain}
 # Bridge flags for how wrapper streams are carried; $1 is the PKI directory (expanded by the caller).
 bridge_stream_flags() {
+  # The upstreams (nginx, idle_upstream.py) are not OpenBao: no health polling.
+  local health=""
+  if "$BRIDGE" --help 2>&1 | grep -q -- '--vault-health-interval'; then health=" --vault-health-interval 0"; fi
   case $STREAM_MODE in
-  plain) if "$BRIDGE" --help 2>&1 | grep -q -- '--allow-plaintext-streams'; then echo "--allow-plaintext-streams"; fi ;;
-  tls) echo "--service-cert $1/server.pem --service-key $1/server.key --service-name localhost" ;;
+  plain) if "$BRIDGE" --help 2>&1 | grep -q -- '--allow-plaintext-streams'; then echo "--allow-plaintext-streams$health"; else echo "${health# }"; fi ;;
+  tls) echo "--service-cert $1/server.pem --service-key $1/server.key --service-name localhost$health" ;;
   *) echo "bench: STREAM_MODE must be plain or tls" >&2; exit 1 ;;
   esac
 }

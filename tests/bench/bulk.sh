@@ -77,7 +77,8 @@ fi
 start broker "$BIN/cloudtaser-broker" --bridge-listen 127.0.0.1:$LINK --service-listen 127.0.0.1:$SVC \
   --cert "$P/broker/tls.crt" --key "$P/broker/tls.key" --ca-cert "$P/ca/ca.crt"
 start bridge "$BIN/vault-bridge" --broker-address 127.0.0.1:$LINK --vault-addr "http://127.0.0.1:$UP" \
-  --broker-name localhost --client-cert "$P/bridge/tls.crt" --client-key "$P/bridge/tls.key" --ca-cert "$P/ca/ca.crt" "${stream_flags[@]}"
+  --broker-name localhost --client-cert "$P/bridge/tls.crt" --client-key "$P/bridge/tls.key" --ca-cert "$P/ca/ca.crt" "${stream_flags[@]}" \
+  --vault-health-interval 0  # nginx is not OpenBao: no health polling
 host=127.0.0.1; [ "$STREAM_MODE" = tls ] && host=cloudtaser-broker.cloudtaser-system.svc
 url="$scheme://$host:$SVC/big"
 wait_http "${curl_tls[@]}" -r 0-0 "$url" || { echo "bench-bulk: tunnel did not come up" >&2; cat "$OUTDIR"/bulk-b*.log >&2; exit 1; }

@@ -58,6 +58,13 @@ class Env:
 
     def bridge(self, broker_port, vault_addr, files=None, extra=(), **kw):
         extra = _with_pin(extra, "--broker-pin", self.broker_pin)
+        # Only the KV stand-in answers OpenBao's health endpoint. Any other
+        # upstream (an echo server, one that resets, a port nobody listens on)
+        # would be unreachable, and the broker would send it no stream at all:
+        # a test of how streams end there runs with polling off unless it says.
+        if (not any(isinstance(u, KvUpstream) and u.addr == vault_addr for u in self.upstreams)
+                and not any(str(a).startswith("--vault-health-interval") for a in extra)):
+            extra = [*extra, "--vault-health-interval", "0"]
         b = Bridge(files or self.bridge_files(), self._log("bridge"), broker_port, vault_addr,
                    extra=extra, **kw)
         self.daemons.append(b)

@@ -222,6 +222,22 @@ class _KvHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        up = self.server.outer
+        if self.path == up.health_path:
+            # OpenBao's health endpoint: the code says the node's state (200
+            # active, 429 standby, 503 sealed, 501 uninitialised); a test
+            # sets it to seal and unseal this "node".
+            up.health_probes += 1
+            body = json.dumps({"initialized": up.health_code != 501,
+                               "sealed": up.health_code == 503,
+                               "standby": up.health_code in (429, 473)}).encode()
+            self.send_response(up.health_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        up.requests += 1
         if self.path.startswith("/v1/secret/data/"):
             name = self.path.rsplit("/", 1)[1]
             body = json.dumps({"data": {"data": {"name": name, "password": "s3cr3t-" + name},
@@ -260,10 +276,15 @@ class _KvHandler(BaseHTTPRequestHandler):
 
 
 class KvUpstream:
-    """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk."""
+    """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk, and
+    its health endpoint (`health_path`) answering `health_code`."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, health_code=200, health_path="/v1/sys/health"):
         self.accepts = 0  # connections taken: what the bridge's streams cost OpenBao
+        self.requests = 0  # requests other than health probes
+        self.health_probes = 0
+        self.health_code = health_code
+        self.health_path = health_path
         outer = self
 
         class Server(ThreadingHTTPServer):
@@ -280,6 +301,7 @@ class KvUpstream:
                 if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
                     super().handle_error(request, client_address)
         self.server = Server(("127.0.0.1", port), _KvHandler)
+        self.server.outer = self
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

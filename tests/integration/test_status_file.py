@@ -211,7 +211,9 @@ def test_log_lines_dropped_on_a_full_stderr_are_counted_in_the_status_file(env):
         [str(BRIDGE), "--broker-address", f"127.0.0.1:{broker.bridge_port}", "--vault-addr",
          f"http://127.0.0.1:{closed}", "--client-cert", str(env.bridge_crt), "--client-key",
          str(env.bridge_key), "--ca-cert", str(env.pki.ca_crt), "--broker-pin", env.broker_pin,
-         "--allow-plaintext-streams", "--status-file", str(status), "--log-level", "debug"],
+         "--allow-plaintext-streams", "--status-file", str(status), "--log-level", "debug",
+         # Not polled: an unreachable OpenBao would get no stream, and no log line.
+         "--vault-health-interval", "0"],
         stdout=wfd, stderr=wfd, stdin=subprocess.DEVNULL, start_new_session=True)
     os.close(wfd)
     try:

@@ -97,6 +97,31 @@ TEST_F(StatusFileTest, ReplicasExpectedAndLinkedWithOneLineForEachInstance) {
   EXPECT_TRUE(has_line("cloudtaser_bridge_broker_replicas_linked 3")) << text();
 }
 
+TEST_F(StatusFileTest, OpenBaosStateIsOneSeriesPerStateWithOnlyTheCurrentOneAtOne) {
+  ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
+  EXPECT_TRUE(has_line("cloudtaser_bridge_vault_state{state=\"unknown\"} 1")) << text();
+  EXPECT_TRUE(has_line("cloudtaser_bridge_vault_state{state=\"sealed\"} 0")) << text();
+  sf_.links(1, 105.0, Replicas{1, {"0123456789abcdef"}}, UpstreamState::kActive);
+  sf_.links(1, 107.0, Replicas{1, {"0123456789abcdef"}}, UpstreamState::kSealed);
+  // Only the state moved: rewritten, and the link's time of change stays.
+  EXPECT_TRUE(has_line("cloudtaser_bridge_vault_state{state=\"sealed\"} 1")) << text();
+  EXPECT_TRUE(has_line("cloudtaser_bridge_last_change_timestamp_seconds 105.000")) << text();
+  const std::string t = text();
+  size_t series = 0, ones = 0;
+  for (size_t at = t.find("\ncloudtaser_bridge_vault_state{"); at != std::string::npos;
+       at = t.find("\ncloudtaser_bridge_vault_state{", at + 1)) {
+    series++;
+    if (t.compare(t.find('\n', at + 1) - 2, 2, " 1") == 0) ones++;
+  }
+  EXPECT_EQ(series, size_t{kUpstreamStates}) << t;
+  EXPECT_EQ(ones, 1u) << t;
+  for (const char* st :
+       {"unknown", "active", "standby", "perf_standby", "uninitialized", "unreachable"})
+    EXPECT_TRUE(has_line(std::string("cloudtaser_bridge_vault_state{state=\"") + st + "\"} 0"))
+        << st << "\n"
+        << t;
+}
+
 TEST_F(StatusFileTest, ARestartedChildsDroppedLinesAddToItsPredecessors) {
   ASSERT_TRUE(ok(sf_.open(path_, 100.0))) << err_;
   sf_.child_log_dropped(Supervisor::kTls, 5);

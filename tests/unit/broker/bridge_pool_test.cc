@@ -251,6 +251,112 @@ TEST_F(PoolFixture, AnySequenceServesInArrivalOrderOnlyWithRoomAndWithinTheDeadl
   EXPECT_GT(wrappers.resets.size(), 10u);
 }
 
+// The bridge says its OpenBao's state (STATUS), as vault-bridge does after
+// every health probe that changed it.
+void report(PoolFixture& f, uint64_t id, UpstreamState st) {
+  f.peers[id]->set_status(LinkStatus{0, st});
+  move(*f.peers[id], f.links[id]->session());
+  f.links[id]->session().take_events();
+  ASSERT_EQ(bridge_upstream(*f.links[id]), st);
+}
+
+TEST_F(PoolFixture, NewStreamsGoToActiveThenStandbyThenUnknownOpenBaos) {
+  bridge(1);  // never reported a state: unknown
+  bridge(2);
+  bridge(3);
+  report(*this, 2, UpstreamState::kStandby);
+  report(*this, 3, UpstreamState::kActive);
+  for (uint32_t w = 10; w < 15; w++) arrive(w, t0);
+  for (uint32_t w = 10; w < 15; w++) EXPECT_EQ(bridge_of(w), 3u) << w;  // load does not matter
+  // The active node sealed: the standby (which forwards to the next active).
+  report(*this, 3, UpstreamState::kSealed);
+  arrive(20, t0);
+  EXPECT_EQ(bridge_of(20), 2u);
+  report(*this, 2, UpstreamState::kPerfStandby);
+  arrive(21, t0);
+  EXPECT_EQ(bridge_of(21), 2u);
+  // Standbys gone too: the one that never said (a version 1 or unpolled bridge).
+  report(*this, 2, UpstreamState::kUnreachable);
+  arrive(22, t0);
+  EXPECT_EQ(bridge_of(22), 1u);
+  EXPECT_EQ(upstream_rank(UpstreamState::kActive), 0);
+  EXPECT_EQ(upstream_rank(UpstreamState::kStandby), upstream_rank(UpstreamState::kPerfStandby));
+  EXPECT_LT(upstream_rank(UpstreamState::kPerfStandby), upstream_rank(UpstreamState::kUnknown));
+}
+
+TEST_F(PoolFixture, AmongEquallyRankedOpenBaosTheLeastLoadedBridgeWins) {
+  bridge(1, 100, 3);
+  bridge(2, 100, 1);
+  bridge(3, 100, 0);
+  report(*this, 1, UpstreamState::kStandby);
+  report(*this, 2, UpstreamState::kPerfStandby);
+  report(*this, 3, UpstreamState::kSealed);
+  arrive(10, t0);
+  EXPECT_EQ(bridge_of(10), 2u);
+  // A full active node: the standby takes the stream rather than it waiting.
+  bridge(4, 1, 1);
+  report(*this, 4, UpstreamState::kActive);
+  arrive(11, t0);
+  EXPECT_EQ(bridge_of(11), 2u);
+}
+
+TEST_F(PoolFixture, SealedUninitialisedOrUnreachableOpenBaosGetNoStreamAndWrappersWait) {
+  bridge(1);
+  bridge(2);
+  bridge(3);
+  report(*this, 1, UpstreamState::kSealed);
+  report(*this, 2, UpstreamState::kUninitialized);
+  report(*this, 3, UpstreamState::kUnreachable);
+  for (uint64_t id : {uint64_t{1}, uint64_t{2}, uint64_t{3}}) {
+    EXPECT_TRUE(bridge_usable(*links[id]));  // linked, counted for readiness
+    EXPECT_FALSE(bridge_serves(*links[id]));
+    EXPECT_FALSE(bridge_has_room(*links[id]));
+  }
+  EXPECT_EQ(pool.least_loaded(), nullptr);
+  EXPECT_EQ(pool.no_room_code(), Code::kNoBridge);
+  arrive(10, t0);
+  arrive(11, t0 + 100ms);
+  EXPECT_EQ(pool.pending(), 2u);
+  EXPECT_TRUE(wrappers.attached.empty());
+  // Node 2 unsealed as a standby: the held wrappers go there, in order.
+  report(*this, 2, UpstreamState::kStandby);
+  pool.serve();
+  EXPECT_EQ(bridge_of(10), 2u);
+  EXPECT_EQ(bridge_of(11), 2u);
+  EXPECT_EQ(wrappers.order, (std::vector<uint32_t>{10, 11}));
+  EXPECT_EQ(pool.pending(), 0u);
+  // Sealed again: the next wrapper waits and, at its deadline, is reset
+  // NO_BRIDGE (no bridge can serve it), not REFUSED.
+  report(*this, 2, UpstreamState::kSealed);
+  arrive(12, t0 + 1s);
+  pool.expire(t0 + 1s + kTimeout);
+  EXPECT_EQ(wrappers.resets[12], Code::kNoBridge);
+}
+
+TEST(BrokerStats, BridgesByUpstreamHasOneSeriesPerStateZerosIncluded) {
+  BrokerStats s;
+  BrokerStats::Live live;
+  live.by_upstream[static_cast<size_t>(UpstreamState::kSealed)] = 2;
+  live.by_upstream[static_cast<size_t>(UpstreamState::kActive)] = 1;
+  auto m = decode_metrics(*s.changed_body(live));
+  ASSERT_TRUE(m.has_value());
+  const std::string text = render_metrics(*m, {}, "test");
+  EXPECT_NE(text.find("# TYPE cloudtaser_broker_bridges_by_upstream gauge\n"), std::string::npos)
+      << text;
+  for (const auto& [state, n] : std::vector<std::pair<std::string, int>>{{"unknown", 0},
+                                                                         {"active", 1},
+                                                                         {"standby", 0},
+                                                                         {"perf_standby", 0},
+                                                                         {"sealed", 2},
+                                                                         {"uninitialized", 0},
+                                                                         {"unreachable", 0}})
+    EXPECT_NE(text.find("\ncloudtaser_broker_bridges_by_upstream{state=\"" + state + "\"} " +
+                        std::to_string(n) + "\n"),
+              std::string::npos)
+        << state << "\n"
+        << text;
+}
+
 TEST(BrokerStats, CountersAddTheLiveFiguresAndOnlyChangesAreSent) {
   BrokerStats s;
   s.stream_opened();

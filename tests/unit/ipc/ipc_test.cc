@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "shared/ipc/msgs.h"
+#include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
 
 namespace ct {
@@ -373,6 +374,29 @@ TEST(IpcMsgs, SettingsEmptyStringsAndBadLogLevel) {
   EXPECT_FALSE(decode_settings(encode_settings(s)).has_value());
 }
 
+TEST(IpcMsgs, SettingsCarryTheHealthProbeAndRefuseABadPath) {
+  ProcSettings s;
+  s.vault_health_path = "/v1/sys/health?standbyok=true";
+  s.vault_health_interval_ms = 0;
+  auto b = encode_settings(s);
+  auto got = decode_settings(b);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->vault_health_path, s.vault_health_path);
+  EXPECT_EQ(got->vault_health_interval_ms, 0u);
+  expect_every_truncation_rejected<ProcSettings>(b, decode_settings);
+  // The path goes into a request line as is: one token of printable ASCII.
+  for (const std::string& bad :
+       {std::string(""), std::string("v1/sys/health"), std::string("/a b"),
+        std::string("/a\r\nHost: x"), std::string("/\x7f"), std::string("/\xc3\xa9"),
+        "/" + std::string(kMaxHealthPath, 'a')}) {
+    ProcSettings w;
+    w.vault_health_path = bad;
+    EXPECT_FALSE(valid_health_path(bad)) << bad;
+    EXPECT_FALSE(decode_settings(encode_settings(w)).has_value()) << bad;
+  }
+  EXPECT_TRUE(valid_health_path("/" + std::string(kMaxHealthPath - 1, 'a')));
+}
+
 TEST(IpcMsgs, MaterialRoundTripAndTruncation) {
   Material m;
   m.cert_pem = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n";
@@ -464,6 +488,22 @@ TEST(IpcMsgs, StatusCarriesTheBridgesInstances) {
   Status many = status(1, "x");
   many.instances.assign(limits::kMaxReplicas + 1, "0123456789abcdef");
   EXPECT_FALSE(decode_status(encode_status(many)).has_value());
+}
+
+TEST(IpcMsgs, StatusCarriesTheUpstreamStateBelowTheLastOne) {
+  Status s = status(1, "x");
+  s.upstream = kUpstreamStates - 1;
+  auto got = decode_status(encode_status(s));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->upstream, kUpstreamStates - 1);
+  EXPECT_TRUE(got->same_state(s));
+  Status other = s;
+  other.upstream = 1;
+  EXPECT_FALSE(other.same_state(s));  // a new state is worth a message
+  s.upstream = kUpstreamStates;
+  EXPECT_FALSE(decode_status(encode_status(s)).has_value());
+  s.upstream = 0xff;
+  EXPECT_FALSE(decode_status(encode_status(s)).has_value());
 }
 
 TEST(IpcMsgs, StatusWithAControlCharacterIsRefused) {
