@@ -20,6 +20,8 @@ CLUSTER_DIR      := tests/cluster
 CHART            := deploy/helm/cloudtaser
 STATIC_BROKER    := $(BUILD)/cloudtaser-broker-static
 STATIC_FORWARD   := $(BUILD)/cloudtaser-broker-forward-static
+STATIC_BRIDGE    := $(BUILD)/vault-bridge-static
+STATIC_BRIDGE_FWD := $(BUILD)/vault-bridge-forward-static
 OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
 HELMRENDER       := $(BUILD)/helmrender
 CLUSTER_NPM      := $(BUILD)/npm
@@ -50,12 +52,16 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 # ---------------------------------------------------------------- static
 # -pie is dropped: a static non-PIE executable needs no loader at all. The
 # broker listens on numeric addresses only, so static glibc (no NSS) is fine.
-static: $(STATIC_BROKER) $(STATIC_FORWARD)
+static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD)
 $(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
 # No OpenSSL here either; the image installs it beside the broker as
 # /cloudtaser-broker-forward, where the broker looks for it.
 $(STATIC_FORWARD): $(call obj,$(BROKER_FWD_SRC)) $(FWD_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
+$(STATIC_BRIDGE): $(call obj,$(BRIDGE_SRC)) $(ALL_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
+$(STATIC_BRIDGE_FWD): $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image

@@ -277,8 +277,6 @@ test("probes ask /healthz for liveness and /readyz for readiness on the probe po
   assert.equal(flag("--probe-listen"), "0.0.0.0:9091");
   assert.equal(flag("--max-wrappers-per-source"), "256");
   assert.ok(pod.terminationGracePeriodSeconds > 30, "must exceed --drain-timeout");
-  const dep = find(objects, "Deployment", "cloudtaser-broker");
-  assert.ok(dep.spec.strategy.rollingUpdate.maxUnavailable >= 1, "a rollout must not wait for a bridge that only moves on drain");
 });
 
 test("NetworkPolicy: 8443 only from in-cluster pods, the bridge port only from outside ranges, no egress", () => {
@@ -314,12 +312,91 @@ test("NetworkPolicy: 8443 only from in-cluster pods, the bridge port only from o
     "an empty metricsFrom admits nobody to the metrics port");
 });
 
-test("PodDisruptionBudget keeps one broker with several replicas and never blocks a drain with one", () => {
-  const one = find(render(SEED).objects, "PodDisruptionBudget", "cloudtaser-broker");
-  assert.equal(one.spec.maxUnavailable, 1);
-  assert.equal(one.spec.unhealthyPodEvictionPolicy, "AlwaysAllow");
-  const three = find(render(SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]).objects, "PodDisruptionBudget", "cloudtaser-broker");
-  assert.equal(three.spec.minAvailable, 1);
+const DEPLOY = (args) => find(render([...SEED, ...args]).objects, "Deployment", "cloudtaser-broker");
+const argOf = (c, f) => (c.args.includes(f) ? c.args[c.args.indexOf(f) + 1] : undefined);
+const BROKER_PODS = { "app.kubernetes.io/name": "cloudtaser-broker", "app.kubernetes.io/instance": "cloudtaser" };
+
+test("two replicas by default, and the broker is told the same number with --replicas", () => {
+  const dep = DEPLOY([]);
+  assert.equal(dep.spec.replicas, 2);
+  assert.equal(argOf(dep.spec.template.spec.containers[0], "--replicas"), "2");
+  for (const n of [1, 3, 16]) {
+    const d = DEPLOY(["--set", `broker.replicas=${n}`]);
+    assert.equal(d.spec.replicas, n, `replicas=${n}`);
+    assert.equal(argOf(d.spec.template.spec.containers[0], "--replicas"), String(n), `--replicas with replicas=${n}`);
+  }
+});
+
+test("a rollout surges one new broker and takes none away until it is ready", () => {
+  const dep = DEPLOY([]);
+  assert.deepEqual(dep.spec.strategy, { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  // New pods are ready only once a bridge linked to them, and only ready pods take wrappers.
+  assert.deepEqual(dep.spec.template.spec.containers[0].readinessProbe.httpGet, { path: "/readyz", port: "probe" });
+});
+
+test("PodDisruptionBudget lets one broker go at a time, whatever the replica count, and never blocks on unready ones", () => {
+  for (const n of [1, 2, 3]) {
+    const pdb = find(render([...SEED, "--set", `broker.replicas=${n}`]).objects, "PodDisruptionBudget", "cloudtaser-broker");
+    assert.equal(pdb.spec.maxUnavailable, 1, `replicas=${n}`);
+    assert.equal(pdb.spec.minAvailable, undefined, `replicas=${n}`);
+    assert.equal(pdb.spec.unhealthyPodEvictionPolicy, "AlwaysAllow");
+    assert.deepEqual(pdb.spec.selector.matchLabels, BROKER_PODS);
+  }
+  assert.equal(render([...SEED, "--set", "broker.podDisruptionBudget.enabled=false"]).objects
+    .filter((o) => o.kind === "PodDisruptionBudget").length, 0);
+});
+
+test("replicas prefer different nodes and spread over zones without refusing to schedule", () => {
+  const pod = DEPLOY([]).spec.template.spec;
+  assert.deepEqual(pod.affinity, {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [{
+        weight: 100,
+        podAffinityTerm: { topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: BROKER_PODS } },
+      }],
+    },
+  });
+  assert.deepEqual(pod.topologySpreadConstraints, [{
+    maxSkew: 1, topologyKey: "topology.kubernetes.io/zone", whenUnsatisfiable: "ScheduleAnyway",
+    labelSelector: { matchLabels: BROKER_PODS },
+  }]);
+});
+
+test("anti-affinity and zone spread are overridden from values", () => {
+  const required = DEPLOY(["--set", "broker.podAntiAffinity.type=required"]).spec.template.spec;
+  assert.deepEqual(required.affinity.podAntiAffinity, {
+    requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: "kubernetes.io/hostname", labelSelector: { matchLabels: BROKER_PODS } }],
+  });
+  const none = DEPLOY(["--set", "broker.podAntiAffinity.type=none", "--set", "broker.topologySpreadConstraints=null"]).spec.template.spec;
+  assert.equal(none.affinity, undefined);
+  assert.equal(none.topologySpreadConstraints, undefined);
+  // An affinity of the operator's own is kept; its podAntiAffinity replaces the chart's.
+  const own = DEPLOY([
+    "--set", "broker.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+    "--set", "broker.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In",
+    "--set", "broker.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]=edge",
+  ]).spec.template.spec;
+  assert.ok(own.affinity.nodeAffinity && own.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution);
+  const replaced = DEPLOY([
+    "--set", "broker.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey=rack",
+    "--set", "broker.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchLabels.app=x",
+  ]).spec.template.spec;
+  assert.deepEqual(Object.keys(replaced.affinity.podAntiAffinity), ["requiredDuringSchedulingIgnoredDuringExecution"]);
+  assert.equal(replaced.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey, "rack");
+  // A spread list of the operator's own replaces the default; a labelSelector given is kept.
+  const spread = DEPLOY([
+    "--set", "broker.topologySpreadConstraints[0].maxSkew=2",
+    "--set", "broker.topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+    "--set", "broker.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+    "--set", "broker.topologySpreadConstraints[1].maxSkew=1",
+    "--set", "broker.topologySpreadConstraints[1].topologyKey=rack",
+    "--set", "broker.topologySpreadConstraints[1].whenUnsatisfiable=ScheduleAnyway",
+    "--set", "broker.topologySpreadConstraints[1].labelSelector.matchLabels.app=x",
+  ]).spec.template.spec.topologySpreadConstraints;
+  assert.deepEqual(spread, [
+    { maxSkew: 2, topologyKey: "kubernetes.io/hostname", whenUnsatisfiable: "DoNotSchedule", labelSelector: { matchLabels: BROKER_PODS } },
+    { maxSkew: 1, topologyKey: "rack", whenUnsatisfiable: "ScheduleAnyway", labelSelector: { matchLabels: { app: "x" } } },
+  ]);
 });
 
 test("the image defaults to the chart's appVersion, which is the project VERSION, or a pinned digest", () => {
@@ -368,7 +445,10 @@ const FAILURES = {
   "a malformed pin": [[...SEED, "--set", "broker.bridgePins[0]=sha256//short"], /bridgePins/],
   "an unknown external type": [[...SEED, "--set", "broker.external.type=NodePort"], /external\.type/],
   "tls.create without the files": [[...SEED, "--set", "broker.tls.create=true"], /broker\.tls\.crt/],
-  "maxUnavailable 0, which would deadlock a rollout": [[...SEED, "--set", "broker.updateStrategy.maxUnavailable=0"], /maxUnavailable/],
+  "maxSurge and maxUnavailable both 0, which no rollout can follow": [[...SEED, "--set", "broker.updateStrategy.maxSurge=0"], /maxSurge and maxUnavailable are both 0/],
+  "17 replicas, past the broker's limit of 16": [[...SEED, "--set", "broker.replicas=17"], /replicas/],
+  "0 replicas": [[...SEED, "--set", "broker.replicas=0"], /replicas/],
+  "an unknown anti-affinity type": [[...SEED, "--set", "broker.podAntiAffinity.type=soft"], /podAntiAffinity/],
   "a host name for the listen address": [[...SEED, "--set", "broker.listenAddress=localhost"], /listenAddress/],
   "a memory limit below twice the budget plus 40 MiB": [[...SEED, "--set", "broker.resources.limits.memory=103Mi"], /limits\.memory 103Mi is below what broker\.memoryBudget=32 needs: at least 104Mi/],
   "a budget raised past what the default limit holds": [[...SEED, "--set", "broker.memoryBudget=45"], /broker\.memoryBudget=45 needs: at least 130Mi/],

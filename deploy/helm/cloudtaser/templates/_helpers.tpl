@@ -58,6 +58,10 @@ Included by every broker template so `helm template` reports it too.
 {{- if and $b.tls.create (not $b.bridgePins) (not $b.insecureNoPin) -}}
 {{- fail "broker.tls.create=true needs broker.bridgePins (cloudtaser-certs prints the bridge pin): the broker refuses to start without a pin" -}}
 {{- end -}}
+{{- $us := $b.updateStrategy | default dict -}}
+{{- if and (eq (toString (default 0 $us.maxSurge)) "0") (eq (toString (default 0 $us.maxUnavailable)) "0") -}}
+{{- fail "broker.updateStrategy.maxSurge and maxUnavailable are both 0: a rollout could replace no pod (keep maxSurge: 1)" -}}
+{{- end -}}
 {{- $limit := dig "limits" "memory" "" ($b.resources | default dict) -}}
 {{- if $limit -}}
 {{- $have := include "cloudtaser.memoryMiB" $limit -}}
