@@ -228,6 +228,9 @@ class _KvHandler(BaseHTTPRequestHandler):
             # active, 429 standby, 503 sealed, 501 uninitialised); a test
             # sets it to seal and unseal this "node".
             up.health_probes += 1
+            # A probe's connection (Connection: close, one request) is the
+            # bridge's own, not a stream's: `accepts` counts streams only.
+            up.accepts -= 1
             body = json.dumps({"initialized": up.health_code != 501,
                                "sealed": up.health_code == 503,
                                "standby": up.health_code in (429, 473)}).encode()
@@ -280,7 +283,7 @@ class KvUpstream:
     its health endpoint (`health_path`) answering `health_code`."""
 
     def __init__(self, port=0, health_code=200, health_path="/v1/sys/health"):
-        self.accepts = 0  # connections taken: what the bridge's streams cost OpenBao
+        self.accepts = 0  # connections taken for streams (health probes not counted)
         self.requests = 0  # requests other than health probes
         self.health_probes = 0
         self.health_code = health_code
