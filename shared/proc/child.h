@@ -104,13 +104,22 @@ class ChildBase : public Loop::Handler, public Link::Owner {
     for (const Event& ev : l.session().take_events()) {
       if (claim(ev)) continue;
       if (ev.kind == Event::kError) {
-        LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
-                 std::string(ev.what).c_str());
+        // NO_ERROR is the sibling's clean stop (the daemon stopping): info.
+        if (ev.code == Code::kNoError)
+          LOG_INFO("data channel closed by the TLS process: %s", std::string(ev.what).c_str());
+        else
+          LOG_WARN("data channel error %s: %s", std::string(code_name(ev.code)).c_str(),
+                   std::string(ev.what).c_str());
         continue;
       }
       splices.dispatch(l, ev);
     }
     splices.flush();
+  }
+  // Whether the data channel `l` ended as part of a clean stop (this process
+  // draining, or the sibling's NO_ERROR): logged at info, not as a warning.
+  bool clean_end(const Link& l) const {
+    return draining_ || l.close_reason().find("NO_ERROR") != std::string::npos;
   }
   // The data channel `l` closed. If the sibling broke it, this process ends
   // (the parent restarts it and joins both ends afresh) and it returns true.

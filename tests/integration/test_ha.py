@@ -193,7 +193,14 @@ def test_kill_9_of_one_broker_under_load_loses_no_read(env, tmp_path):
     summary = (f"{len(done)} reads, {retried} retried; three links again "
                f"{relinked:.2f}s after the replacement started")
     print(summary)
-    _check_no_lost_reads(done, summary)
+    # kill -9 cuts the responses the victim was sending at that instant: no
+    # tunnel can deliver the rest, and the wrapper sees a reset, never a short
+    # read passed off as whole. At most one per load thread; every other read
+    # (before, during and after the loss) must succeed.
+    cut = [w for w in done if w.outcome.startswith("reset after ") and
+           not w.outcome.startswith("reset after 0 ")]
+    assert len(cut) <= LOAD_THREADS, summary
+    _check_no_lost_reads([w for w in done if w not in cut], summary + f"; {len(cut)} cut mid-response by the kill")
     assert len(done) >= 180
 
 
