@@ -245,19 +245,22 @@ class TlsProcess final : public ChildBase {
   // The probe's stream ended, or must: its answer (or its absence) decides.
   void end_probe(bool reset) {
     if (probe_stream_ == 0) return;
-    if (reset && local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
-      local_->session().reset(probe_stream_, Code::kCancel);
-    probe_stream_ = 0;
+    forget_probe_stream(reset);
     apply(health_.end(Clock::now()));
   }
 
   // The probe ends for a reason of ours (a drain, the data channel lost): no verdict.
   void abandon_probe() {
     if (probe_stream_ == 0) return;
-    if (local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
+    forget_probe_stream(/*reset=*/true);
+    health_.abandon(Clock::now());
+  }
+
+  // Lets go of the probe's stream, resetting it first if asked and still open.
+  void forget_probe_stream(bool reset) {
+    if (reset && local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
       local_->session().reset(probe_stream_, Code::kCancel);
     probe_stream_ = 0;
-    health_.abandon(Clock::now());
   }
 
   // The probe stream's events (true: it was one of them).

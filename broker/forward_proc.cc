@@ -240,12 +240,9 @@ class ForwardProcess final : public ChildBase {
   }
 
   void on_link_closed(Link& l) noexcept override {
-    if (clean_end(l))
-      LOG_INFO("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
-               l.close_reason().c_str(), splices_.streams_on(l));
-    else
-      LOG_WARN("data channel to the TLS process closed: %s; resetting %zu wrapper connections",
-               l.close_reason().c_str(), splices_.streams_on(l));
+    log::msg(channel_end_level(l),
+             "data channel to the TLS process closed: %s; resetting %zu wrapper connections",
+             l.close_reason().c_str(), splices_.streams_on(l));
     splices_.abort_all(l);
     if (&l == local_.get()) {
       forget_all_wrappers();  // their streams died with the channel

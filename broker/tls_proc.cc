@@ -211,13 +211,12 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   // it changed; a bridge back in service may take the held wrappers.
   void upstream_reported(Link& l) {
     const UpstreamState now = bridge_upstream(l);
-    auto [it, fresh] = upstream_.try_emplace(l.id(), UpstreamState::kUnknown);
+    auto it = upstream_.try_emplace(l.id(), UpstreamState::kUnknown).first;
     if (it->second == now) return;
     LOG_LINK(LOG_INFO, l.id(), "bridge's OpenBao: %s -> %s",
              std::string(upstream_state_name(it->second)).c_str(),
              std::string(upstream_state_name(now)).c_str());
     it->second = now;
-    (void)fresh;
     send_stats();
     if (pool_.pending() != 0) pool_.serve();
   }
@@ -244,12 +243,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       switch (ev.kind) {
         case Event::kReady:
           if (!is_local) {
-            auto* t = static_cast<TlsLink*>(&l);
             if (!admission_.on_established(l.id())) {
               no_slot = true;
               break;
             }
-            (void)t;
             if (bridge_linked(l)) linked(l);  // a version 1 bridge: at its HELLO
           }
           break;

@@ -56,24 +56,21 @@ class Throttle {
 
 }  // namespace ct::log
 
-// A warning through a Throttle: "<text> (N more like this since the last line)".
-#define LOG_WARN_THROTTLED(throttle, fmt, ...)                                           \
-  do {                                                                                   \
-    uint64_t ct_held_ = 0;                                                               \
-    if ((throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                  \
-      ::ct::log::msg(::ct::log::kWarn, fmt " (%llu more like this since the last line)", \
-                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));            \
+// A line through a Throttle: "<text> (N more like this since the last line)".
+// A level the log does not print does not spend the throttle's allowance.
+#define LOG_THROTTLED(lvl, throttle, fmt, ...)                                             \
+  do {                                                                                     \
+    uint64_t ct_held_ = 0;                                                                 \
+    if (::ct::log::level() >= (lvl) &&                                                     \
+        (throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                    \
+      ::ct::log::msg((lvl), fmt " (%llu more like this since the last line)", __VA_ARGS__, \
+                     static_cast<unsigned long long>(ct_held_));                           \
   } while (0)
-
-// The same at info, for routine events that can come in runs.
-#define LOG_INFO_THROTTLED(throttle, fmt, ...)                                           \
-  do {                                                                                   \
-    uint64_t ct_held_ = 0;                                                               \
-    if (::ct::log::level() >= ::ct::log::kInfo &&                                        \
-        (throttle).allow(::ct::log::Throttle::Clock::now(), &ct_held_))                  \
-      ::ct::log::msg(::ct::log::kInfo, fmt " (%llu more like this since the last line)", \
-                     __VA_ARGS__, static_cast<unsigned long long>(ct_held_));            \
-  } while (0)
+#define LOG_WARN_THROTTLED(throttle, fmt, ...) \
+  LOG_THROTTLED(::ct::log::kWarn, throttle, fmt, __VA_ARGS__)
+// For routine events that can come in runs.
+#define LOG_INFO_THROTTLED(throttle, fmt, ...) \
+  LOG_THROTTLED(::ct::log::kInfo, throttle, fmt, __VA_ARGS__)
 
 #define LOG_ERROR(...) ::ct::log::msg(::ct::log::kError, __VA_ARGS__)
 #define LOG_WARN(...) ::ct::log::msg(::ct::log::kWarn, __VA_ARGS__)

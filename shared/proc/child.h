@@ -80,15 +80,6 @@ class ChildBase : public Loop::Handler, public Link::Owner {
     reported_ = std::move(s);
     return true;
   }
-  // The links of `links` (a map of owning pointers) whose HELLO exchange is
-  // done and that are still open.
-  template <class Map>
-  static uint32_t links_up(const Map& links) {
-    uint32_t up = 0;
-    for (auto& [id, l] : links)
-      if (!l->closed() && l->has_session() && l->session().ready()) up++;
-    return up;
-  }
   // Enters `spec`'s sandbox as the user the parent chose (settings); once.
   void enter_sandbox(SandboxSpec spec);
   // A random id for a session's HELLO (logs only).
@@ -116,10 +107,11 @@ class ChildBase : public Loop::Handler, public Link::Owner {
     }
     splices.flush();
   }
-  // Whether the data channel `l` ended as part of a clean stop (this process
-  // draining, or the sibling's NO_ERROR): logged at info, not as a warning.
-  bool clean_end(const Link& l) const {
-    return draining_ || l.close_reason().find("NO_ERROR") != std::string::npos;
+  // How to log the end of the data channel `l`: info when it is part of a
+  // clean stop (this process draining, or the sibling's NO_ERROR), else warn.
+  log::Level channel_end_level(const Link& l) const {
+    return draining_ || l.close_reason().find("NO_ERROR") != std::string::npos ? log::kInfo
+                                                                               : log::kWarn;
   }
   // The data channel `l` closed. If the sibling broke it, this process ends
   // (the parent restarts it and joins both ends afresh) and it returns true.

@@ -252,27 +252,25 @@ broker_idle_flags() {
   if "$BROKER" --help 2>&1 | grep -q -- '--max-wrappers-per-source'; then echo "--max-wrappers-per-source $IDLE_STREAMS"; fi
 }
 start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" side), SYS_PORT
+  # Our daemons: the brokers' TLS flags, and the one bridge either system runs.
+  local tls=(--cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem"
+             --bridge-pin "$(pin_of "$W/pki/client.pem")" $(broker_idle_flags))
+  local bridge=("$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT"
+                --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem"
+                --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"))
   case $1 in
   project)
-    start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" \
-      --cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem" \
-      --bridge-pin "$(pin_of "$W/pki/client.pem")" $(broker_idle_flags); SRV_PID=$LAST_PID
-    start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
-      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
-      --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
+    start_bg "$SUT_CPU" idle-broker "$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" \
+      --service-listen "127.0.0.1:$PROJECT_PORT" "${tls[@]}"; SRV_PID=$LAST_PID
+    start_bg "$SUT_CPU" idle-bridge "${bridge[@]}"; CLI_PID=$LAST_PID
     SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
   project-ha) # both brokers under one session leader, so the tree holds both
-    local b1 b2 pin
-    pin=$(pin_of "$W/pki/client.pem")
-    b1=("$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" --replicas 2)
-    b2=("$BROKER" --bridge-listen "127.0.0.1:$HA_BRIDGE_PORT" --service-listen "127.0.0.1:$HA_PROJECT_PORT" --replicas 2)
-    local common=(--cert "$W/pki/server.pem" --key "$W/pki/server.key" --ca-cert "$W/pki/ca.pem" --bridge-pin "$pin" $(broker_idle_flags))
+    local b1=("$BROKER" --bridge-listen "127.0.0.1:$BRIDGE_PORT" --service-listen "127.0.0.1:$PROJECT_PORT" --replicas 2)
+    local b2=("$BROKER" --bridge-listen "127.0.0.1:$HA_BRIDGE_PORT" --service-listen "127.0.0.1:$HA_PROJECT_PORT" --replicas 2)
     start_bg "$SUT_CPU" idle-brokers \
-      bash -c "$(printf '%q ' "${b1[@]}" "${common[@]}") & $(printf '%q ' "${b2[@]}" "${common[@]}") & wait"
+      bash -c "$(printf '%q ' "${b1[@]}" "${tls[@]}") & $(printf '%q ' "${b2[@]}" "${tls[@]}") & wait"
     SRV_PID=$LAST_PID
-    start_bg "$SUT_CPU" idle-bridge "$BRIDGE" --broker-address "127.0.0.1:$BRIDGE_PORT" --vault-addr "http://127.0.0.1:$IDLE_UPSTREAM_PORT" \
-      --client-cert "$W/pki/client.pem" --client-key "$W/pki/client.key" --ca-cert "$W/pki/ca.pem" \
-      --broker-pin "$(pin_of "$W/pki/server.pem")" $(bridge_stream_flags "$W/pki"); CLI_PID=$LAST_PID
+    start_bg "$SUT_CPU" idle-bridge "${bridge[@]}"; CLI_PID=$LAST_PID
     SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
   ssh-R)
     mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"; rm -f "$W/ssh/"*

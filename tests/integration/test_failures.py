@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import BYTES_CHUNK, free_port, wait_for
+from harness import BYTES_CHUNK, free_port, kv_ok, wait_for
 
 # What a wrapper may wait, after a process of either daemon died, to learn of
 # it. The RST takes well under 100 ms on loopback (the measured figures are in
@@ -401,10 +401,7 @@ def test_a_wrapper_no_bridge_came_for_is_reset_not_closed(env):
 
 def _metric(port, name, label):
     import re
-    import urllib.request
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    m = re.search(rf'^{name}\{{{label}\}} (\d+)$', text, re.M)
+    m = re.search(rf'^{name}\{{{label}\}} (\d+)$', _metrics_text(port), re.M)
     return int(m.group(1)) if m else 0
 
 
@@ -445,13 +442,7 @@ def test_a_clean_bridge_stop_is_not_an_error_anywhere(env):
     channel (an alert on warnings must not fire on every restart)."""
     mport = free_port()
     broker, bridge, _ = env.tunnel(broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
-    w = socket.create_connection(("127.0.0.1", broker.service_port), timeout=10)
-    w.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    buf = b""
-    while chunk := w.recv(65536):
-        buf += chunk
-    w.close()
-    assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+    assert kv_ok(broker.service_port)
     bridge.signal(signal.SIGTERM)
     assert bridge.wait_exit(20) == 0, bridge.text()
     broker.wait_log(r"bridge disconnected", 10)

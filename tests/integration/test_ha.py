@@ -17,9 +17,10 @@ import signal
 import socket
 import time
 
-from harness import free_port, wait_for
+from harness import free_port, kv_ok, wait_for
 from test_rolling_update import (ATTEMPT_TIMEOUT, REQUEST_DEADLINE, Forwarder, LoadGenerator,
                                  ServiceProxy, _readyz)
+from test_status_file import read
 
 REPLICAS = 3
 LOAD_THREADS = 8
@@ -49,16 +50,9 @@ def instance_of(broker):
     return broker.wait_log(r"instance ([0-9a-f]{16}), one of").group(1)
 
 
-def status(path):
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
 def linked_instances(path):
     return set(re.findall(r'cloudtaser_bridge_broker_instance_linked\{instance="([0-9a-f]{16})"\} 1',
-                          status(path)))
+                          read(path)))
 
 
 class Cluster:
@@ -96,7 +90,7 @@ class Cluster:
 
     def fully_linked(self):
         """The bridge holds one link to each live broker, and no other."""
-        text = status(self.status_file)
+        text = read(self.status_file)
         return (linked_instances(self.status_file) == self.instances()
                 and f"cloudtaser_bridge_links_up {REPLICAS}\n" in text)
 
@@ -124,6 +118,17 @@ class Cluster:
         self.svc.close()
 
 
+def _linked_under_load(c, what):
+    """The bridge linked to all three, all three ready, and LOAD_THREADS
+    wrappers reading through them: the LoadGenerator."""
+    c.start_bridge()
+    wait_for(c.fully_linked, 10, "three links")
+    wait_for(lambda: c.svc.ready == ["A", "B", "C"], 5, "three ready endpoints")
+    load = LoadGenerator(c.svc.port, LOAD_THREADS)
+    wait_for(lambda: load.ok_count() >= 60, 30, f"requests served {what}")
+    return load
+
+
 def _check_no_lost_reads(done, summary):
     lost = [(w.name, w.outcome, w.attempts[-3:]) for w in done if w.outcome != "ok"]
     assert not lost, f"{len(lost)} lost: {lost[:10]}\n{summary}"
@@ -138,19 +143,13 @@ def test_the_bridge_links_to_every_replica_within_five_seconds(env, tmp_path):
         wait_for(c.fully_linked, 5 - (time.monotonic() - t0) + 0.5,
                  "the bridge holding exactly one link to each of the three brokers")
         took = time.monotonic() - t0
-        text = status(c.status_file)
+        text = read(c.status_file)
         assert "cloudtaser_bridge_broker_replicas_expected 3\n" in text, text
         assert "cloudtaser_bridge_broker_replicas_linked 3\n" in text, text
         assert took < 5.5, f"three links after {took:.2f}s"
         # Every broker carries requests: wrappers on each one's service port.
         for b, _ in c.brokers.values():
-            s = socket.create_connection(("127.0.0.1", b.service_port), timeout=5)
-            s.sendall(b"GET /v1/secret/data/x HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-            buf = b""
-            while chunk := s.recv(65536):
-                buf += chunk
-            s.close()
-            assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+            assert kv_ok(b.service_port), b.text()
         # Duplicates were closed with their own GOAWAY code, as a clean end: no
         # broker logged a warning about a link, and the hunt went on at most
         # 10 dials a second.
@@ -169,11 +168,7 @@ def test_kill_9_of_one_broker_under_load_loses_no_read(env, tmp_path):
     c = Cluster(env, tmp_path)
     load = None
     try:
-        c.start_bridge()
-        wait_for(c.fully_linked, 10, "three links")
-        wait_for(lambda: c.svc.ready == ["A", "B", "C"], 5, "three ready endpoints")
-        load = LoadGenerator(c.svc.port, LOAD_THREADS)
-        wait_for(lambda: load.ok_count() >= 60, 30, "requests served before the kill")
+        load = _linked_under_load(c, "before the kill")
 
         victim, _ = c.brokers["B"]
         victim.kill()  # SIGKILL to the broker's whole process group
@@ -212,11 +207,7 @@ def test_a_rolling_restart_of_every_replica_loses_no_read(env, tmp_path):
     load = None
     steps = []
     try:
-        c.start_bridge()
-        wait_for(c.fully_linked, 10, "three links")
-        wait_for(lambda: c.svc.ready == ["A", "B", "C"], 5, "three ready endpoints")
-        load = LoadGenerator(c.svc.port, LOAD_THREADS)
-        wait_for(lambda: load.ok_count() >= 60, 30, "requests served before the update")
+        load = _linked_under_load(c, "before the update")
         for old, new in (("A", "D"), ("B", "E"), ("C", "F")):
             t0 = time.monotonic()
             old_broker, _ = c.brokers[old]

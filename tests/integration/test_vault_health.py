@@ -9,8 +9,6 @@ demote its node, and each stand-in counts the requests it served.
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 
 from harness import free_port, http_get, wait_for
 
@@ -18,16 +16,8 @@ INTERVAL = 1  # --vault-health-interval of these tests, seconds
 MARGIN = 4    # what a state change may take beyond one interval (probe, STATUS, logs)
 
 
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def by_upstream(mport):
-    text = get(mport, "/metrics")[1]
+    text = http_get(mport, "/metrics")[1].decode()
     return {m.group(1): int(m.group(2)) for m in re.finditer(
         r'^cloudtaser_broker_bridges_by_upstream\{state="([a-z_]+)"\} (\d+)$', text, re.M)}
 
