@@ -91,7 +91,9 @@ def main(cil_path, fc_path):
                       ("/usr/libexec/cloudtaser/vault-bridge-forward", "vault_bridge_exec_t"),
                       ("/etc/vault-bridge(/.*)?", "vault_bridge_conf_t"),
                       ("/etc/bridge(/.*)?", "vault_bridge_conf_t"),
-                      ("/run/vault-bridge(/.*)?", "vault_bridge_runtime_t")):
+                      ("/run/vault-bridge(/.*)?", "vault_bridge_runtime_t"),
+                      ("/run/vault-bridge-[^/]+(/.*)?", "vault_bridge_runtime_t"),
+                      ("/usr/lib/systemd/system/vault-bridge@\\.service", "vault_bridge_unit_t")):
         ok = any(l.split()[0] == path and typ in l for l in fc.splitlines() if l.strip())
         check(ok, "labels %s %s" % (path, typ))
     return 1 if fails else 0
