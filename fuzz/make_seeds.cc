@@ -18,6 +18,7 @@
 #include "shared/ipc/msgs.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/rendezvous.h"
 
 namespace {
 
@@ -378,6 +379,39 @@ void shm_ring_seeds() {
                   {kTake, 0, kTake, 1}}));
 }
 
+// ---------------------------------------------------------------- rendezvous
+// Input: one byte (bit 0: preamble or answers; bits 1-4: piece size), then
+// a preamble or a run of answers (fuzz/rendezvous_fuzz.cc).
+void rendezvous_seeds() {
+  const char* t = "rendezvous_fuzz";
+  rdv::Preamble broker;
+  broker.role = rdv::Role::kBroker;
+  broker.id.fill(0x5a);
+  broker.instances.push_back({});
+  broker.instances[0].fill(0x11);
+  rdv::Preamble bridge;
+  bridge.id.fill(0x5a);
+  for (size_t i = 1; i <= rdv::kMaxInstances; i++) {
+    rdv::InstanceId id;
+    id.fill(static_cast<uint8_t>(i));
+    bridge.instances.push_back(id);
+  }
+  rdv::Preamble lone;
+  lone.id.fill(0x5a);
+  write_seed(t, "preamble-broker", cat({{0}, rdv::encode_preamble(broker)}));
+  write_seed(t, "preamble-bridge-none", cat({{2}, rdv::encode_preamble(lone)}));
+  write_seed(t, "preamble-bridge-max", cat({{14}, rdv::encode_preamble(bridge)}));
+  Buf twice = rdv::encode_preamble(bridge);
+  std::copy(twice.begin() + 40, twice.begin() + 56, twice.begin() + 56);
+  write_seed(t, "preamble-instance-twice", cat({{0}, twice}));
+  write_seed(t, "preamble-then-clienthello", cat({{0}, rdv::encode_preamble(lone), {0x16, 0x03, 0x01}}));
+  write_seed(t, "answers-keepalive-paired",
+             cat({{1}, rdv::encode_answer(rdv::Answer::kKeepalive),
+                  rdv::encode_answer(rdv::Answer::kPaired, "broker 0011223344556677")}));
+  write_seed(t, "answer-no-peer-long", cat({{3}, rdv::encode_answer(rdv::Answer::kNoPeer, std::string(300, 'r'))}));
+  write_seed(t, "answer-paired-then-tls", cat({{1}, rdv::encode_answer(rdv::Answer::kPaired), {0x16, 0x03, 0x03}}));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -391,6 +425,7 @@ int main(int argc, char** argv) {
   ipc_seeds();
   session_seeds();
   shm_ring_seeds();
+  rendezvous_seeds();
   std::printf("make_seeds: %d seeds written under %s\n", g_written, g_root.c_str());
   return 0;
 }

@@ -14,7 +14,8 @@
 #   make fuzz-minimize rebuilds each corpus as the smallest set with the same
 #                      coverage (keeps seed-* and regress-* files as they are).
 
-FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz vault_health_fuzz
+FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz vault_health_fuzz \
+                 rendezvous_fuzz
 FUZZ_SECONDS  ?= 60
 FUZZ_CXX      ?= clang++
 FUZZ_DIR      := $(BUILD)/fuzz
@@ -27,13 +28,14 @@ FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
 # above every cap but MATERIAL's (whose cap only adds copying time); a ring
 # script of 256 actions of up to 14 bytes (each run copies the 2 MiB file
 # twice, so longer scripts buy little); an OpenBao health answer past its
-# 4 KiB cap.
+# 4 KiB cap; a beacon preamble or a few answers.
 FUZZ_MAXLEN_frame_decoder_fuzz := 33000
 FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128
 FUZZ_MAXLEN_ipc_fuzz           := 8192
 FUZZ_MAXLEN_shm_ring_fuzz      := 4096
 FUZZ_MAXLEN_vault_health_fuzz  := 5000
+FUZZ_MAXLEN_rendezvous_fuzz    := 1024
 # Dictionaries: wire constants and boundary integers.
 FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
 FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
