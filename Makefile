@@ -66,6 +66,7 @@ BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
 # processes' sans-IO policy (bridge pool, counters, redial machine, OpenBao health).
 BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc
 BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc bridge/vault_health.cc
+BEACON_UNIT_SRC := beacon/pairing.cc
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 
@@ -95,7 +96,7 @@ $(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 UNIT_DIRS  := $(notdir $(wildcard tests/unit/*))
 UNIT_BINS  := $(patsubst %,$(BUILD)/unit/%-tests,$(UNIT_DIRS))
 unit_libs   = $(if $(filter $(1),$(LAYERS)),$(call layers_upto,$(1)),$(ALL_LIBS))
-unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_UNIT_SRC)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT_SRC)))
+unit_extra  = $(if $(filter broker,$(1)),$(call obj,$(BROKER_UNIT_SRC)))$(if $(filter bridge,$(1)),$(call obj,$(BRIDGE_UNIT_SRC)))$(if $(filter beacon,$(1)),$(call obj,$(BEACON_UNIT_SRC)))
 define unit_rule
 $(BUILD)/unit/$(1)-tests: $(call obj,$(wildcard tests/unit/$(1)/*.cc)) $(call unit_extra,$(1)) $(call unit_libs,$(1))
 	@mkdir -p $$(dir $$@)

@@ -2,7 +2,7 @@
 """make check-layers: the layering of shared/ (docs/architecture.md) holds.
 
   - a file in shared/<layer>/ includes only shared/ layers up to its own, and
-    nothing from broker/, bridge/, fuzz/ or tests/;
+    nothing from broker/, bridge/, beacon/, fuzz/ or tests/;
   - a unit test in tests/unit/<layer>/ includes only layers up to its own
     (tests/unit/broker/ tests the broker's code and may include anything);
   - <openssl/...> is included only under shared/tls/;
@@ -30,7 +30,7 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 
 def sources(root):
-    for top in ("shared", "broker", "bridge", "fuzz", "tests"):
+    for top in ("shared", "broker", "bridge", "beacon", "fuzz", "tests"):
         for dirpath, _, names in os.walk(os.path.join(root, top)):
             for n in sorted(names):
                 if n.endswith((".cc", ".h")):
@@ -153,7 +153,7 @@ def self_test(repo, build):
     missed = []
     for name, rel, line, expect in plants:
         with tempfile.TemporaryDirectory() as tmp:
-            for top in ("shared", "broker", "bridge", "fuzz", "tests"):
+            for top in ("shared", "broker", "bridge", "beacon", "fuzz", "tests"):
                 shutil.copytree(os.path.join(repo, top), os.path.join(tmp, top),
                                 ignore=shutil.ignore_patterns("corpus", "__pycache__"))
             plant(tmp, rel, line)
