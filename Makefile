@@ -64,7 +64,7 @@ BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
 # The daemons' own code that tests/unit/broker/ and bridge/ link (the rest has
 # a main or a process around it): the bridge parent's status file, the TLS
 # processes' sans-IO policy (bridge pool, counters, redial machine, OpenBao health).
-BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc
+BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc broker/beacon_pool.cc
 BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc bridge/vault_health.cc
 BEACON_UNIT_SRC := beacon/pairing.cc
 

@@ -22,8 +22,8 @@ struct PairingLimits {
   size_t brokers_per_id = 64;
   size_t bridges_per_id = 64;
   size_t waiting_total = 4096;
-  Duration pairing_timeout = std::chrono::seconds(10);
-  Duration keepalive = std::chrono::seconds(25);
+  Duration pairing_timeout = rdv::kPairingTimeout;
+  Duration keepalive = rdv::kKeepaliveInterval;
 };
 
 class PairingTable {

@@ -24,15 +24,16 @@
 #include "shared/os/flags.h"
 #include "shared/os/net.h"
 #include "shared/os/resolver.h"
+#include "shared/tls/beacon_config.h"
 #include "shared/parent/daemon_parent.h"
+#include "shared/parent/dialer.h"
 #include "shared/tls/context.h"
+#include "shared/tls/pairing.h"
 #include "shared/wire/limits.h"
 
 namespace ct::bridge {
 
 namespace {
-
-constexpr auto kDialTimeout = std::chrono::seconds(10);
 
 const char* kSummary =
     "vault-bridge: runs beside OpenBao, dials OUT to cloudtaser-broker over mutual TLS 1.3\n"
@@ -43,7 +44,18 @@ std::vector<FlagSpec> flag_specs() {
   return join_flag_specs({
       {
           {"broker-address", "HOST:PORT",
-           "the broker's bridge endpoint, e.g. broker.prod.example.com:443"},
+           "the broker's bridge endpoint, e.g. broker.prod.example.com:443 (reverse-connect "
+           "mode; or --beacon-address)"},
+          {"beacon-address", "HOST[:PORT]",
+           "beacon relay mode: a cloudtaser-beacon both sides dial (port 443 by default); "
+           "repeat for several, tried in the order both sides derive from the pairing key",
+           true},
+          {"beacon-ca", "FILE", "beacon mode: PEM CA the beacons' certificates chain to"},
+          {"beacon-pin", "sha256//BASE64",
+           "beacon mode: also require a beacon certificate key with this pin (repeatable)", true},
+          {"pairing-key-file", "FILE",
+           "beacon mode: the key shared with the brokers (from cloudtaser-certs); the beacon "
+           "sees only an id derived from it"},
           {"vault-addr", "URL", "OpenBao on this host: http://127.0.0.1:8200 or https://..."},
       },
       identity_flag_specs({"client-cert", "client-key", "the broker", "the broker's certificate",
@@ -65,7 +77,8 @@ std::vector<FlagSpec> flag_specs() {
            "carry wrapper streams unchanged with an http:// --vault-addr and no service "
            "certificate (the broker can then read them; for tests only)"},
           {"broker-name", "NAME",
-           "name (or IP) the broker's certificate must carry (default: host of --broker-address)"},
+           "name (or IP) the broker's certificate must carry (default: host of --broker-address; "
+           "in beacon mode none, the broker's pin and CA still apply)"},
           {"drain-timeout", "SECONDS",
            "on SIGTERM, how long open streams may take to finish (default 30)"},
           {"stream-idle-timeout", "SECONDS",
@@ -136,23 +149,36 @@ bool is_loopback(const SockAddr& a) {
 
 class BridgeParent final : DaemonParent::Hooks {
  public:
-  BridgeParent() : parent_(kProcs, *this), resolver_(parent_.loop()) {}
+  BridgeParent() : parent_(kProcs, *this), dialer_(parent_.loop()) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
-    const int common =
-        parse_common_flags(f, kDaemon, kSummary,
-                           {"broker-address", "vault-addr", "client-cert", "client-key", "ca-cert"},
-                           "broker-pin", &flags_);
+    const int common = parse_common_flags(
+        f, kDaemon, kSummary, {"vault-addr", "client-cert", "client-key", "ca-cert"}, "broker-pin",
+        &flags_);
     if (common >= 0) return common;
     ProcSettings& settings = flags_.settings;
-    auto broker = parse_host_port(f.get("broker-address"));
-    if (!broker)
-      return usage_error(
-          kDaemon, "bad --broker-address '" + f.get("broker-address") + "': " + broker.what());
-    broker_ = *broker;
-    settings.peer_name = f.get("broker-name", broker_.host);
+    if (f.has("broker-address") == f.has("beacon-address"))
+      return usage_error(kDaemon,
+                         "give --broker-address (reverse-connect) or --beacon-address (beacon "
+                         "relay), one of the two");
+    if (f.has("broker-address")) {
+      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file"})
+        if (f.has(b))
+          return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
+      auto broker = parse_host_port(f.get("broker-address"));
+      if (!broker)
+        return usage_error(
+            kDaemon, "bad --broker-address '" + f.get("broker-address") + "': " + broker.what());
+      broker_ = *broker;
+      settings.peer_name = f.get("broker-name", broker_.host);
+    } else {
+      auto beacons = parse_beacon_flags(f, &settings, &beacon_files_);
+      if (!beacons) return usage_error(kDaemon, beacons.what());
+      beacons_ = std::move(beacons).value();
+      settings.peer_name = f.get("broker-name", "");
+    }
     HostPort vault;
     bool vault_https = false;
     if (auto r = parse_vault_addr(f.get("vault-addr"), &vault, &vault_https); !r)
@@ -200,9 +226,18 @@ class BridgeParent final : DaemonParent::Hooks {
     // speaks TLS, which the probe does not (yet): not polled, state unknown.
     if (vault_https) health_interval = 0;
     settings.vault_health_interval_ms = health_interval * 1000;
-    MaterialStore store({cert, f.get("client-key"), f.get("ca-cert"), service_cert_path_,
-                         service_key_path_, flags_.pin_file, flags_.pins, flags_.pin_flag},
-                        [this](const Material& m) { return validate_material(m); });
+    MaterialFiles files;
+    files.cert = cert;
+    files.key = f.get("client-key");
+    files.ca = f.get("ca-cert");
+    files.service_cert = service_cert_path_;
+    files.service_key = service_key_path_;
+    files.pin_file = flags_.pin_file;
+    files.pins = flags_.pins;
+    files.pin_flag = flags_.pin_flag;
+    files.beacon_ca = beacon_files_.beacon_ca;
+    files.beacon_pins = beacon_files_.beacon_pins;
+    MaterialStore store(std::move(files), [this](const Material& m) { return validate_material(m); });
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     if (f.has("status-file")) {
@@ -214,8 +249,13 @@ class BridgeParent final : DaemonParent::Hooks {
       LOG_WARN(
           "--allow-plaintext-streams: wrapper traffic crosses the broker in plaintext; "
           "the broker (and anyone who controls it) can read every secret");
-    LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
-             settings.peer_name.c_str(), settings.upstream.c_str());
+    if (beacons_.empty())
+      LOG_INFO("broker %s:%u (verifying %s), vault %s", broker_.host.c_str(), broker_.port,
+               settings.peer_name.c_str(), settings.upstream.c_str());
+    else
+      LOG_INFO("beacon relay mode: rendezvous %s, beacons in order %s; vault %s",
+               rendezvous_name(settings.rendezvous).c_str(), join(settings.beacons).c_str(),
+               settings.upstream.c_str());
     // Which of the three stream modes is in force, every start.
     if (!service_cert_path_.empty())
       LOG_INFO("streams: wrapper TLS ends here with %s (for %s); OpenBao gets plaintext on %s",
@@ -243,17 +283,13 @@ class BridgeParent final : DaemonParent::Hooks {
   }
 
  private:
-  struct Dial : Loop::Handler {
-    BridgeParent* self = nullptr;
-    UniqueFd fd;
-    TimePoint deadline = TimePoint::max();
-    std::string target;
-    void on_io(uint32_t) noexcept override { self->dial_done(); }
-  };
-
   Result<void> validate_material(const Material& m) const {
     auto ctx = TlsContext::create(TlsContext::Side::kClient, m, flags_.settings.peer_name);
     if (!ctx) return fail("--client-cert/--client-key/--ca-cert: " + ctx.what());
+    if (!beacons_.empty()) {
+      auto b = TlsContext::create_beacon(m);
+      if (!b) return fail("--beacon-ca: " + b.what());
+    }
     if (!m.service_cert_pem.empty()) {
       auto service = TlsContext::create_service(m.service_cert_pem, m.service_key_pem);
       if (!service) return fail("--service-cert/--service-key: " + service.what());
@@ -312,69 +348,34 @@ class BridgeParent final : DaemonParent::Hooks {
 
   bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept override {
     if (w != Supervisor::kTls || m.type != Msg::kDialRequest) return false;
-    // One dial at a time; a second request is a protocol breach.
-    if (dial_.fd || resolver_.busy()) return false;
-    start_dial();
+    // One dial at a time; a second request is a protocol breach. The body
+    // names a beacon (its index in the settings' order) in beacon mode and
+    // is empty otherwise.
+    if (dialer_.busy()) return false;
+    HostPort to = broker_;
+    if (!beacons_.empty()) {
+      if (m.body.size() != 1 || m.body[0] >= beacons_.size()) return false;
+      to = beacons_[m.body[0]];
+    } else if (!m.body.empty()) {
+      return false;
+    }
+    // The name is looked up on every dial (the broker's Service address may
+    // change), off the loop; one deadline covers the lookup and the connect.
+    dialer_.start(to, [this](Result<UniqueFd> fd) {
+      IpcChannel* ch = parent_.channel(Supervisor::kTls);
+      if (ch == nullptr) return;
+      if (fd)
+        ch->send(Msg::kDialed, {}, fd->get());
+      else
+        ch->send(Msg::kDialFailed, fd.what());
+    });
     return true;
   }
 
-  // The name is looked up on every dial (the broker's Service address may
-  // change), off the loop; one deadline covers the lookup and the connect.
-  void start_dial() noexcept {
-    dial_.deadline = Clock::now() + kDialTimeout;
-    if (auto addr = numeric_addr(broker_)) return connect_to(*addr);
-    resolver_.start(broker_, [this](Result<SockAddr> addr) {
-      if (!addr) return dial_failed(addr.what());
-      connect_to(*addr);
-    });
-  }
-
-  void connect_to(const SockAddr& addr) noexcept {
-    bool in_progress = false;
-    dial_.self = this;
-    dial_.target = addr.str();
-    LOG_DEBUG("dialling %s", dial_.target.c_str());
-    auto fd = connect_tcp(addr, &in_progress);
-    if (!fd) return dial_failed("connect to " + dial_.target + ": " + fd.what());
-    dial_.fd = std::move(fd).value();
-    parent_.loop().add(dial_.fd.get(), EPOLLOUT, &dial_);
-  }
-
-  void dial_done() noexcept {
-    parent_.loop().del(dial_.fd.get());
-    dial_.deadline = TimePoint::max();
-    UniqueFd fd = std::move(dial_.fd);
-    const int e = socket_error(fd.get());
-    if (e != 0) return dial_failed("connect to " + dial_.target + ": " + std::strerror(e));
-    LOG_DEBUG("connected to %s", dial_.target.c_str());
-    if (IpcChannel* ch = parent_.channel(Supervisor::kTls)) ch->send(Msg::kDialed, {}, fd.get());
-  }
-
-  // Forgets the dial in flight, whichever step it is at (lookup or connect).
-  void abandon_dial() noexcept {
-    resolver_.cancel();
-    if (dial_.fd) parent_.loop().del(dial_.fd.get());
-    dial_.fd.reset();
-    dial_.deadline = TimePoint::max();
-  }
-
-  void dial_failed(const std::string& why) noexcept {
-    abandon_dial();
-    if (IpcChannel* ch = parent_.channel(Supervisor::kTls)) ch->send(Msg::kDialFailed, why);
-  }
-
-  TimePoint tick(TimePoint now) noexcept override {
-    if (now < dial_.deadline) return dial_.deadline;
-    if (resolver_.busy())
-      dial_failed("cannot resolve " + broker_.host + ": no answer within " +
-                  std::to_string(std::chrono::seconds(kDialTimeout).count()) + " s");
-    else if (dial_.fd)
-      dial_failed("connect to " + dial_.target + ": timed out");
-    return dial_.deadline;
-  }
+  TimePoint tick(TimePoint now) noexcept override { return dialer_.tick(now); }
 
   void on_child_exited(Supervisor::Which w) noexcept override {
-    if (w == Supervisor::kTls) abandon_dial();  // the asker is gone
+    if (w == Supervisor::kTls) dialer_.abandon();  // the asker is gone
     status_.child_exited(w);                    // its successor counts from 0
   }
 
@@ -384,8 +385,9 @@ class BridgeParent final : DaemonParent::Hooks {
   HostPort broker_;
   std::string service_name_;
   std::string service_cert_path_, service_key_path_;  // empty: no service certificate
-  Dial dial_;
-  Resolver resolver_;
+  MaterialFiles beacon_files_;  // beacon mode: --beacon-ca and --beacon-pin
+  std::vector<HostPort> beacons_;  // beacon mode: in the order of settings.beacons
+  Dialer dialer_;
   StatusFile status_;
 };
 

@@ -27,7 +27,7 @@ inline constexpr auto kForwardFromParent = table_of(kChildRules);
 // The parent, from the TLS process: also DIAL_REQUEST, once it has material,
 // one at a time (checked by the parent).
 inline constexpr auto kParentFromTls = table_of(kFromTlsRules, {
-    {Msg::kDialRequest, false, 0, kPhaseRunning},
+    {Msg::kDialRequest, false, 1, kPhaseRunning},  // beacon mode: which beacon
 });
 // clang-format on
 

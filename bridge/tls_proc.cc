@@ -78,13 +78,22 @@ class TlsProcess final : public ChildBase {
           else
             err = "service certificate: " + made.what();
         }
+        std::unique_ptr<TlsContext> beacon;
+        if (ctx && (mat->service_cert_pem.empty() || service) && !settings_.beacons.empty()) {
+          auto made = TlsContext::create_beacon(*mat);
+          if (made)
+            beacon = std::move(made).value();
+          else
+            err = "beacon CA: " + made.what();
+        }
         const bool terminate = !mat->service_cert_pem.empty();
         wipe_material(*mat);
-        if (!ctx || (terminate && !service)) {
+        if (!ctx || (terminate && !service) || (!settings_.beacons.empty() && !beacon)) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
         }
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
+        beacon_ctx_ = std::shared_ptr<TlsContext>(std::move(beacon));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(links_, *ctx_, "broker");
         // OpenSSL is initialised and a context built: confine before any network input.
@@ -113,17 +122,18 @@ class TlsProcess final : public ChildBase {
         c.status_at_ready = false;  // sent once the link is kept (identified())
         c.pool = &g_budget;
         const std::string& name = settings_.peer_name;
-        unsigned char ip[16];
-        const bool is_ip =
-            inet_pton(AF_INET, name.c_str(), ip) == 1 || inet_pton(AF_INET6, name.c_str(), ip) == 1;
-        links_[id] = std::make_unique<TlsLink>(
-            loop_, *this, id, std::move(m.fd),
-            TlsLinkOptions{
-                .context = ctx_, .server = false, .sni = is_ip ? "" : name, .session = c},
-            Clock::now());
+        TlsLinkOptions opt{.context = ctx_,
+                           .server = false,
+                           .sni = is_ip_literal(name) ? "" : name,
+                           .session = c,
+                           .beacon = std::nullopt};
+        if (!settings_.beacons.empty()) opt.beacon = beacon_leg();
+        links_[id] = std::make_unique<TlsLink>(loop_, *this, id, std::move(m.fd), std::move(opt),
+                                               Clock::now());
         return true;
       }
       case Msg::kDialFailed:
+        next_beacon();
         return dial_.on_dial_failed(std::string(m.body.begin(), m.body.end()), Clock::now());
       default:
         return false;
@@ -137,6 +147,40 @@ class TlsProcess final : public ChildBase {
     for (auto& [id, l] : links_)
       if (l->has_session()) l->session().go_away(Code::kShutdown);
     LOG_INFO("draining: %zu streams open", relays_.size());
+  }
+
+  // ---------------------------------------------------------------- beacon mode
+  // The outer session of a link dialled to settings_.beacons[beacon_at_]:
+  // the preamble names the instances already held, so the beacon pairs this
+  // connection with another replica (docs/beacon.md §2).
+  BeaconLeg beacon_leg() const {
+    rdv::Preamble p;
+    p.role = rdv::Role::kBridge;
+    p.id = settings_.rendezvous;
+    for (const auto& inst : instances()) {
+      if (p.instances.size() == rdv::kMaxInstances) break;
+      p.instances.push_back(inst);
+    }
+    const std::string& addr = settings_.beacons.at(beacon_at_);
+    const std::string host = addr.substr(0, addr.rfind(':'));
+    const std::string bare = host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+    BeaconLeg leg;
+    leg.context = beacon_ctx_;
+    leg.verify_name = bare;
+    leg.sni = is_ip_literal(bare) ? "" : bare;
+    leg.preamble = rdv::encode_preamble(p);
+    leg.answer_timeout = rdv::kBridgeAnswerWait;
+    leg.beacon = addr;
+    return leg;
+  }
+  // After a failure at a beacon (no connection, no TLS, refused, not paired
+  // in time): the next one in the order; after a pairing: the first again.
+  void next_beacon() {
+    if (!settings_.beacons.empty()) beacon_at_ = (beacon_at_ + 1) % settings_.beacons.size();
+  }
+  void on_link_paired(Link& l) noexcept override {
+    LOG_LINK(LOG_DEBUG, l.id(), "paired by beacon %s", settings_.beacons.at(beacon_at_).c_str());
+    beacon_at_ = 0;
   }
 
   // ---------------------------------------------------------------- replicas
@@ -432,6 +476,9 @@ class TlsProcess final : public ChildBase {
     }
     const std::string why = l.close_reason();
     const uint64_t id = l.id();
+    // Beacon mode: a connection the beacon never paired says the next dial
+    // goes to the next beacon in the order.
+    if (!static_cast<TlsLink&>(l).paired()) next_beacon();
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
     links_.erase(it);
@@ -449,7 +496,14 @@ class TlsProcess final : public ChildBase {
     relays_.expire(now);
     if (health_.expired(now)) end_probe(/*reset=*/true);  // no answer in time: unreachable
     if (health_.due(now) && !draining_) start_probe(now);
-    if (ctx_ && dial_.due(now, satisfied())) send(Msg::kDialRequest, {});
+    if (ctx_ && dial_.due(now, satisfied())) {
+      if (settings_.beacons.empty()) {
+        send(Msg::kDialRequest, {});
+      } else {
+        const uint8_t at = static_cast<uint8_t>(beacon_at_);
+        send(Msg::kDialRequest, Bytes(&at, 1));
+      }
+    }
   }
 
   bool drained() noexcept override {
@@ -507,6 +561,8 @@ class TlsProcess final : public ChildBase {
   bool health_started_ = false;    // polling began (after the first material)
   uint32_t probe_stream_ = 0;      // the probe's stream on the data channel; 0: none
   RelayTable relays_;
+  std::shared_ptr<TlsContext> beacon_ctx_;  // beacon mode: the outer sessions'
+  size_t beacon_at_ = 0;                     // beacon mode: the next dial's beacon
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;

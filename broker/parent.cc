@@ -18,7 +18,10 @@
 #include "shared/os/flags.h"
 #include "shared/os/net.h"
 #include "shared/parent/daemon_parent.h"
+#include "shared/parent/dialer.h"
+#include "shared/tls/beacon_config.h"
 #include "shared/tls/context.h"
+#include "shared/tls/pairing.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
 
@@ -35,7 +38,22 @@ const char* kSummary =
 std::vector<FlagSpec> flag_specs() {
   return join_flag_specs({
       {
-          {"bridge-listen", "ADDR:PORT", "where bridges connect (mutual TLS), e.g. 0.0.0.0:9443"},
+          {"bridge-listen", "ADDR:PORT",
+           "where bridges connect (mutual TLS), e.g. 0.0.0.0:9443 (reverse-connect mode; or "
+           "--beacon-address)"},
+          {"beacon-address", "HOST[:PORT]",
+           "beacon relay mode: dial OUT to this cloudtaser-beacon (port 443 by default) and "
+           "wait there for bridges; repeat for several (it waits at every one); nothing "
+           "listens for bridges",
+           true},
+          {"beacon-ca", "FILE", "beacon mode: PEM CA the beacons' certificates chain to"},
+          {"beacon-pin", "sha256//BASE64",
+           "beacon mode: also require a beacon certificate key with this pin (repeatable)", true},
+          {"pairing-key-file", "FILE",
+           "beacon mode: the key shared with the bridges (from cloudtaser-certs); the beacon "
+           "sees only an id derived from it"},
+          {"beacon-pool", "N",
+           "beacon mode: connections kept waiting for bridges at each beacon (default 4)"},
           {"service-listen", "ADDR:PORT", "where wrappers connect, e.g. 0.0.0.0:8443"},
       },
       identity_flag_specs(
@@ -82,16 +100,38 @@ std::vector<uint8_t> stats_without_tls(Bytes last) {
 
 class BrokerParent final : DaemonParent::Hooks {
  public:
-  BrokerParent() : parent_(kProcs, *this, {check_stats, stats_without_tls}) {}
+  BrokerParent()
+      : parent_(kProcs, *this, {check_stats, stats_without_tls}), dialer_(parent_.loop()) {}
 
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
-    const int common = parse_common_flags(
-        f, kDaemon, kSummary, {"bridge-listen", "service-listen", "cert", "key", "ca-cert"},
-        "bridge-pin", &flags_);
+    const int common = parse_common_flags(f, kDaemon, kSummary,
+                                          {"service-listen", "cert", "key", "ca-cert"},
+                                          "bridge-pin", &flags_);
     if (common >= 0) return common;
     ProcSettings& settings = flags_.settings;
+    if (f.has("bridge-listen") == f.has("beacon-address"))
+      return usage_error(kDaemon,
+                         "give --bridge-listen (reverse-connect) or --beacon-address (beacon "
+                         "relay), one of the two");
+    if (f.has("bridge-listen")) {
+      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-pool"})
+        if (f.has(b))
+          return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
+    } else {
+      auto beacons = parse_beacon_flags(f, &settings, &beacon_files_);
+      if (!beacons) return usage_error(kDaemon, beacons.what());
+      beacons_ = std::move(beacons).value();
+      settings.beacon_pool = kDefaultBeaconPool;
+      if (f.has("beacon-pool")) {
+        auto n = parse_seconds(f.get("beacon-pool"), kMaxBeaconPool);
+        if (!n || *n == 0)
+          return usage_error(kDaemon, "bad --beacon-pool (a whole number, 1 to " +
+                                          std::to_string(kMaxBeaconPool) + ")");
+        settings.beacon_pool = static_cast<uint16_t>(*n);
+      }
+    }
     if (f.has("max-wrappers-per-source")) {
       auto n = parse_seconds(f.get("max-wrappers-per-source"), limits::kMaxWrappersPerSourceFlag);
       if (!n || *n == 0)
@@ -117,16 +157,24 @@ class BrokerParent final : DaemonParent::Hooks {
       return usage_error(kDaemon, std::string("cannot draw an instance id: ") + strerror(errno));
     if (auto pins = choose_pin_source(f.get("cert"), "bridge.pin", &flags_); !pins)
       return usage_error(kDaemon, pins.what());
-    MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
-                         flags_.pins, flags_.pin_flag},
-                        validate_material);
+    MaterialFiles files;
+    files.cert = f.get("cert");
+    files.key = f.get("key");
+    files.ca = f.get("ca-cert");
+    files.pin_file = flags_.pin_file;
+    files.pins = flags_.pins;
+    files.pin_flag = flags_.pin_flag;
+    files.beacon_ca = beacon_files_.beacon_ca;
+    files.beacon_pins = beacon_files_.beacon_pins;
+    MaterialStore store(std::move(files), validate_material);
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     SockAddr bridge_addr, service_addr;
-    if (Result<void> st =
-            bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr);
-        !st)
-      return usage_error(kDaemon, st.what());
+    if (beacons_.empty())
+      if (Result<void> st =
+              bind_listener(f.get("bridge-listen"), "--bridge-listen", &bridge_fd_, &bridge_addr);
+          !st)
+        return usage_error(kDaemon, st.what());
     if (Result<void> st =
             bind_listener(f.get("service-listen"), "--service-listen", &service_fd_, &service_addr);
         !st)
@@ -138,8 +186,15 @@ class BrokerParent final : DaemonParent::Hooks {
           !st)
         return usage_error(kDaemon, st.what());
     // The bound addresses (port 0 becomes the real port: tests rely on this line).
-    LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
-             service_addr.str().c_str());
+    if (beacons_.empty())
+      LOG_INFO("listening for bridges on %s and wrappers on %s", bridge_addr.str().c_str(),
+               service_addr.str().c_str());
+    else
+      LOG_INFO(
+          "beacon relay mode: waiting for bridges at %s (rendezvous %s, %u connection(s) "
+          "each); listening for wrappers on %s",
+          join(settings.beacons).c_str(), rendezvous_name(settings.rendezvous).c_str(),
+          settings.beacon_pool, service_addr.str().c_str());
     SockAddr probe_addr;
     if (f.has("probe-listen"))
       if (Result<void> st =
@@ -176,12 +231,38 @@ class BrokerParent final : DaemonParent::Hooks {
   static Result<void> validate_material(const Material& m) {
     auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "");
     if (!ctx) return fail("--cert/--key/--ca-cert: " + ctx.what());
+    if (!m.beacon_ca_pem.empty()) {
+      auto b = TlsContext::create_beacon(m);
+      if (!b) return fail("--beacon-ca: " + b.what());
+    }
     return {};
+  }
+
+  // Beacon mode: the TLS process asks for a connection to one beacon (its
+  // index in the settings' list); one dial at a time.
+  bool on_extra_message(Supervisor::Which w, IpcMessage& m) noexcept override {
+    if (w != Supervisor::kTls || m.type != Msg::kDialRequest || beacons_.empty()) return false;
+    if (dialer_.busy() || m.body.size() != 1 || m.body[0] >= beacons_.size()) return false;
+    dialer_.start(beacons_[m.body[0]], [this](Result<UniqueFd> fd) {
+      IpcChannel* ch = parent_.channel(Supervisor::kTls);
+      if (ch == nullptr) return;
+      if (fd)
+        ch->send(Msg::kDialed, {}, fd->get());
+      else
+        ch->send(Msg::kDialFailed, fd.what());
+    });
+    return true;
+  }
+
+  TimePoint tick(TimePoint now) noexcept override { return dialer_.tick(now); }
+
+  void on_child_exited(Supervisor::Which w) noexcept override {
+    if (w == Supervisor::kTls) dialer_.abandon();  // the asker is gone
   }
 
   void send_extras(Supervisor::Which w, IpcChannel& ch) noexcept override {
     if (w == Supervisor::kTls) {
-      ch.send(Msg::kListener, {}, bridge_fd_.get());
+      if (bridge_fd_) ch.send(Msg::kListener, {}, bridge_fd_.get());
       return;
     }
     ch.send(Msg::kListener, encode_listener_options(wrapper_opts_), service_fd_.get());
@@ -197,8 +278,12 @@ class BrokerParent final : DaemonParent::Hooks {
   }
 
   static constexpr const char* kDaemon = kProcs.daemon;
+  static constexpr uint16_t kDefaultBeaconPool = 4;
   CommonFlags flags_;
   DaemonParent parent_;
+  MaterialFiles beacon_files_;     // beacon mode: --beacon-ca and --beacon-pin
+  std::vector<HostPort> beacons_;  // beacon mode: in the order of settings.beacons
+  Dialer dialer_;
   UniqueFd bridge_fd_, service_fd_, metrics_fd_, probe_fd_;
   ListenerOptions wrapper_opts_{limits::kDefaultWrappersPerSource, 0};
 };

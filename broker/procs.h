@@ -14,10 +14,13 @@ inline constexpr uint32_t kMaxMaterial = static_cast<uint32_t>(limits::kMaxIpcMe
 
 // clang-format off
 // The TLS process, from the parent, beyond every child's rows. LISTENER: the
-// --bridge-listen socket.
+// --bridge-listen socket (reverse-connect mode).
 inline constexpr auto kTlsFromParent = table_of(kChildRules, {
     {Msg::kMaterial, false, kMaxMaterial, kPhaseRunning},  // again at every reload
     {Msg::kListener, true, 0, kPhaseRunning, kOnce},
+    // Beacon mode: the answer to DIAL_REQUEST (a socket to the beacon, or why not).
+    {Msg::kDialed, true, 0, kPhaseRunning},
+    {Msg::kDialFailed, false, 1024, kPhaseRunning},
 });
 
 // The forwarding process, from the parent. LISTENER (--service-listen) and
@@ -34,6 +37,7 @@ inline constexpr auto kForwardFromParent = table_of(kChildRules, {
 // from its first loop turn.
 inline constexpr auto kParentFromTls = table_of(kFromTlsRules, {
     {Msg::kStats, false, 8192, kPhaseAny},
+    {Msg::kDialRequest, false, 1, kPhaseRunning},  // beacon mode: which beacon
 });
 // clang-format on
 

@@ -13,6 +13,7 @@
 #include <random>
 #include <set>
 
+#include "broker/beacon_pool.h"
 #include "broker/bridge_pool.h"
 #include "broker/broker.h"
 #include "broker/metrics.h"
@@ -26,6 +27,7 @@
 #include "shared/tls/context.h"
 #include "shared/tls/link.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/rendezvous.h"
 
 namespace ct::broker {
 
@@ -56,7 +58,12 @@ const SyscallRule kSyscalls[] = {
 
 class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers {
  public:
-  TlsProcess() : ChildBase(kProcs, ProcRole::kTls, &g_budget) {
+  TlsProcess()
+      : ChildBase(kProcs, ProcRole::kTls, &g_budget),
+        rng_(std::random_device{}()),
+        beacon_pool_(0, 0, [this](long long lo, long long hi) {
+          return std::uniform_int_distribution<long long>(lo, hi)(rng_);
+        }) {
     tls_global_init();
     // A spare fd to give back when accept() hits EMFILE (net.h accept_peer).
     spare_.reset(fcntl(ctl_.fd(), F_DUPFD_CLOEXEC, 0));
@@ -73,16 +80,30 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings:
+        beacon_pool_ = BeaconPool(settings_.beacons.size(), settings_.beacon_pool,
+                                  [this](long long lo, long long hi) {
+                                    return std::uniform_int_distribution<long long>(lo, hi)(rng_);
+                                  });
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
         if (!mat) return false;
         auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "");
+        std::string err = ctx ? "" : ctx.what();
+        std::unique_ptr<TlsContext> beacon;
+        if (ctx && !settings_.beacons.empty()) {
+          auto made = TlsContext::create_beacon(*mat);
+          if (made)
+            beacon = std::move(made).value();
+          else
+            err = "beacon CA: " + made.what();
+        }
         wipe_material(*mat);
-        if (!ctx) {
-          send(Msg::kMaterialError, as_bytes(ctx.what()));
+        if (!ctx || (!settings_.beacons.empty() && !beacon)) {
+          send(Msg::kMaterialError, as_bytes(err));
           return true;
         }
+        beacon_ctx_ = std::shared_ptr<TlsContext>(std::move(beacon));
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         close_links_not_admitted(bridges_, *ctx_, "bridge");
@@ -100,6 +121,17 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         listener_.self = this;
         listener_.fd = std::move(m.fd);
         update_listener(Clock::now());
+        return true;
+      case Msg::kDialed:
+        if (settings_.beacons.empty() || !beacon_pool_.dialing()) return false;  // never asked
+        beacon_dialled(std::move(m.fd));
+        return true;
+      case Msg::kDialFailed:
+        if (settings_.beacons.empty() || !beacon_pool_.dialing()) return false;
+        LOG_WARN_THROTTLED(beacon_log_, "beacon %s: %s",
+                           settings_.beacons.at(dialing_beacon_).c_str(),
+                           std::string(m.body.begin(), m.body.end()).c_str());
+        beacon_pool_.on_dial_failed(Clock::now());
         return true;
       default:
         return false;
@@ -172,18 +204,80 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         continue;  // closes it
       }
       tune_link_socket(fd.get(), 15000);
-      SessionConfig c;
-      c.role = Role::kBroker;
-      c.opener = true;
-      c.instance = settings_.instance;
-      c.status.replicas = settings_.replicas;
-      c.pool = &g_budget;
-      bridges_[id] = std::make_unique<TlsLink>(
-          loop_, *this, id, std::move(fd),
-          TlsLinkOptions{.context = ctx_, .server = true, .sni = "", .session = c}, Clock::now());
+      bridges_[id] = std::make_unique<TlsLink>(loop_, *this, id, std::move(fd),
+                                               TlsLinkOptions{.context = ctx_,
+                                                              .server = true,
+                                                              .sni = "",
+                                                              .session = session_config(),
+                                                              .beacon = std::nullopt},
+                                               Clock::now());
       LOG_LINK(LOG_DEBUG, id, "bridge connection accepted from %s", src->str().c_str());
     }
     update_listener(Clock::now());
+  }
+
+  // ---------------------------------------------------------------- beacon mode
+  // Connections wait for bridges at every beacon (broker/beacon_pool.h); the
+  // parent dials, this process runs the outer session to the beacon and,
+  // once paired, stays the link's TLS server (docs/beacon.md).
+  void dial_beacons(TimePoint now) noexcept {
+    if (settings_.beacons.empty() || !ctx_ || draining_) return;
+    if (auto b = beacon_pool_.due(now)) {
+      dialing_beacon_ = *b;
+      const uint8_t at = static_cast<uint8_t>(*b);
+      send(Msg::kDialRequest, Bytes(&at, 1));
+    }
+  }
+
+  void beacon_dialled(UniqueFd fd) noexcept {
+    beacon_pool_.on_dialed();
+    const size_t b = dialing_beacon_;
+    if (draining_) {
+      beacon_pool_.on_paired(b);  // not kept: its place is free again (no more dials anyway)
+      return;
+    }
+    tune_link_socket(fd.get(), 15000);
+    const uint64_t id = ++next_conn_;
+    rdv::Preamble p;
+    p.role = rdv::Role::kBroker;
+    p.id = settings_.rendezvous;
+    p.instances.push_back(settings_.instance);
+    const std::string& addr = settings_.beacons.at(b);
+    const std::string host = addr.substr(0, addr.rfind(':'));
+    const std::string bare =
+        host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+    BeaconLeg leg;
+    leg.context = beacon_ctx_;
+    leg.verify_name = bare;
+    leg.sni = is_ip_literal(bare) ? "" : bare;
+    leg.preamble = rdv::encode_preamble(p);
+    leg.answer_timeout = rdv::kBrokerAnswerWait;
+    leg.beacon = addr;
+    beacon_of_[id] = b;
+    bridges_[id] = std::make_unique<TlsLink>(
+        loop_, *this, id, std::move(fd),
+        TlsLinkOptions{
+            .context = ctx_, .server = true, .sni = "", .session = session_config(), .beacon = leg},
+        Clock::now());
+  }
+
+  void on_link_paired(Link& l) noexcept override {
+    auto it = beacon_of_.find(l.id());
+    if (it == beacon_of_.end()) return;
+    LOG_LINK(LOG_DEBUG, l.id(), "beacon %s paired a bridge", settings_.beacons.at(it->second).c_str());
+    beacon_pool_.on_paired(it->second);
+    paired_.insert(l.id());
+    dial_beacons(Clock::now());  // refill the place at once
+  }
+
+  SessionConfig session_config() const {
+    SessionConfig c;
+    c.role = Role::kBroker;
+    c.opener = true;
+    c.instance = settings_.instance;
+    c.status.replicas = settings_.replicas;
+    c.pool = &g_budget;
+    return c;
   }
 
   // ---------------------------------------------------------------- wrappers (BridgePool)
@@ -243,7 +337,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       switch (ev.kind) {
         case Event::kReady:
           if (!is_local) {
-            if (!admission_.on_established(l.id())) {
+            // A link through a beacon holds no slot of the bridge port.
+            if (beacon_of_.count(l.id()) == 0 && !admission_.on_established(l.id())) {
               no_slot = true;
               break;
             }
@@ -313,8 +408,31 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     }
     auto it = bridges_.find(l.id());
     if (it == bridges_.end()) return;
-    admission_.on_closed(l.id());
     auto* t = static_cast<TlsLink*>(&l);
+    if (auto b = beacon_of_.find(l.id()); b != beacon_of_.end()) {
+      // A waiting connection the beacon never paired: its place is refilled
+      // after the backoff its failure calls for.
+      if (!t->paired()) {
+        const std::string& why = l.close_reason();
+        const bool expensive = why.find("refused") != std::string::npos ||
+                               why.find("certificate") != std::string::npos ||
+                               why.find("TLS") != std::string::npos;
+        if (!draining_)
+          LOG_LINK_THROTTLED(beacon_log_, l.id(), "waiting connection to beacon %s ended: %s",
+                             settings_.beacons.at(b->second).c_str(), why.c_str());
+        beacon_pool_.on_lost(b->second, expensive, Clock::now());
+      }
+      beacon_of_.erase(b);
+      paired_.erase(l.id());
+      if (!t->paired()) {
+        relays_.link_closed(&l, Code::kCancel);
+        loop_.retire(std::move(it->second));
+        bridges_.erase(it);
+        return;
+      }
+    } else {
+      admission_.on_closed(l.id());
+    }
     if (l.has_session()) stats_.link_closed(l.session().stats());
     // Evictions are the admission layer's (counted and logged there), not
     // the peer's failure.
@@ -348,6 +466,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       if (auto it = bridges_.find(id); it != bridges_.end())
         it->second->close("TLS handshake not completed within the deadline");
     update_listener(now);
+    dial_beacons(now);
     pool_.expire(now);
     if (now >= next_stats_) {
       send_stats();
@@ -365,6 +484,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     TimePoint t = TimePoint::max();
     t = std::min(t, pool_.next_deadline());
     t = std::min(t, admission_.next_deadline());
+    t = std::min(t, beacon_pool_.next_deadline());
     return std::min(t, next_stats_);
   }
 
@@ -406,8 +526,14 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
       listener_.active = false;
       listener_.fd.reset();
     }
-    for (auto& [id, l] : bridges_)
+    beacon_pool_.stop();
+    std::vector<TlsLink*> waiting;
+    for (auto& [id, l] : bridges_) {
       if (l->has_session()) l->session().go_away(Code::kShutdown);
+      if (!l->paired()) waiting.push_back(l.get());
+    }
+    // Waiting beacon connections would only be paired to be refused.
+    for (TlsLink* l : waiting) l->close("draining");
     LOG_INFO("draining: %zu streams open", relays_.size());
   }
 
@@ -425,6 +551,14 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   BridgePool<TlsLink> pool_{bridges_, *this, stats_};
   uint64_t next_conn_ = 0;
   TimePoint next_stats_{};
+  // Beacon mode.
+  std::shared_ptr<TlsContext> beacon_ctx_;
+  std::mt19937_64 rng_;
+  BeaconPool beacon_pool_;
+  size_t dialing_beacon_ = 0;
+  std::map<uint64_t, size_t> beacon_of_;  // bridges_ dialled to a beacon: which one
+  std::set<uint64_t> paired_;
+  log::Throttle beacon_log_;
 };
 
 }  // namespace

@@ -41,8 +41,19 @@ struct ProcSettings {
   // every vault_health_interval_ms (--vault-health-interval; 0: never).
   std::string vault_health_path = "/v1/sys/health";
   uint32_t vault_health_interval_ms = 5000;
+  // Beacon mode (docs/beacon.md), both daemons' TLS processes: the beacons
+  // (normalised host:port, at most kMaxBeacons; a bridge tries them in this
+  // order, which the parent computed by rendezvous hashing; a broker waits at
+  // every one), the rendezvous id from the pairing key (the key itself stays
+  // in the parent), and how many connections a broker keeps waiting at each.
+  std::vector<std::string> beacons;
+  std::array<uint8_t, 32> rendezvous{};
+  uint16_t beacon_pool = 0;
 };
 inline constexpr size_t kMaxHealthPath = 256;
+// --beacon-address at most this often; a broker's pool per beacon at most this.
+inline constexpr size_t kMaxBeacons = 8;
+inline constexpr uint16_t kMaxBeaconPool = 64;
 // What the parent accepts as a health path (decode_settings checks it too).
 bool valid_health_path(const std::string& p);
 std::vector<uint8_t> encode_settings(const ProcSettings& s);
@@ -59,6 +70,10 @@ struct Material {
   // (--service-cert/--service-key). Empty: streams pass through unchanged.
   std::string service_cert_pem;
   std::string service_key_pem;
+  // Beacon mode (--beacon-ca, --beacon-pin): what the beacon's certificate
+  // is checked against. Empty in reverse-connect mode.
+  std::string beacon_ca_pem;
+  std::vector<Pin> beacon_pins;
 };
 std::vector<uint8_t> encode_material(const Material& m);
 std::optional<Material> decode_material(Bytes b);

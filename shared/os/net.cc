@@ -183,4 +183,9 @@ UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int 
   return UniqueFd();
 }
 
+bool is_ip_literal(const std::string& s) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
 }  // namespace ct

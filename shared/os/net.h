@@ -32,6 +32,8 @@ struct HostPort {
 Result<HostPort> parse_host_port(std::string_view s, bool allow_port_zero = false);
 // A numeric address only (no name lookup): listen addresses, tests.
 std::optional<SockAddr> numeric_addr(const HostPort& hp);
+// An IPv4 or IPv6 address literal (no brackets), not a name.
+bool is_ip_literal(const std::string& s);
 // Name resolution (parent processes only: it may read /etc and talk DNS).
 Result<SockAddr> resolve(const HostPort& hp);
 

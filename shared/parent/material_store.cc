@@ -15,7 +15,7 @@ namespace ct {
 
 std::vector<std::string> MaterialFiles::paths() const {
   std::vector<std::string> out;
-  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file})
+  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &beacon_ca})
     if (!p->empty()) out.push_back(*p);
   return out;
 }
@@ -138,6 +138,10 @@ Result<void> MaterialStore::read_unwiped(Material* m) const {
         !r)
       return r;
   }
+  if (!files_.beacon_ca.empty()) {
+    if (auto r = read_small_file(files_.beacon_ca, kMaxPemFile, &m->beacon_ca_pem); !r) return r;
+  }
+  m->beacon_pins = files_.beacon_pins;
   m->pins = files_.pins;
   if (!files_.pin_file.empty()) {
     if (auto r = read_pin_file(m); !r) return r;

@@ -39,6 +39,9 @@ class Link : public Loop::Handler {
     // The link is gone (error, EOF, handshake failure). The owner drops its
     // streams and retires the link.
     virtual void on_link_closed(Link& l) noexcept = 0;
+    // Beacon mode: a beacon paired the link's connection with the other
+    // side's (a broker refills its pool of waiting connections here).
+    virtual void on_link_paired(Link&) noexcept {}
   };
 
   Link(Loop& loop, Owner& owner, uint64_t id)

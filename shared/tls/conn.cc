@@ -1,6 +1,8 @@
 #include "shared/tls/conn.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
 
@@ -60,6 +62,15 @@ bool tls_conn_init() {
 
 TlsConn::TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni)
     : fd_(std::move(fd)) {
+  setup(ctx, server, sni);
+}
+
+TlsConn::TlsConn(SSL_CTX* ctx, TlsConn& outer, bool server, const std::string& sni)
+    : outer_(&outer) {
+  setup(ctx, server, sni);
+}
+
+void TlsConn::setup(SSL_CTX* ctx, bool server, const std::string& sni) {
   ssl_ = SSL_new(ctx);
   BIO* bio = TlsConnBio::method() != nullptr ? BIO_new(TlsConnBio::method()) : nullptr;
   if (ssl_ == nullptr || bio == nullptr) {
@@ -82,6 +93,16 @@ TlsConn::TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni)
   }
 }
 
+bool TlsConn::verify_peer_name(const std::string& name) {
+  if (ssl_ == nullptr) return false;
+  unsigned char buf[16];
+  const bool ip = inet_pton(AF_INET, name.c_str(), buf) == 1 ||
+                  inet_pton(AF_INET6, name.c_str(), buf) == 1;
+  X509_VERIFY_PARAM* vp = SSL_get0_param(ssl_);
+  return (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str())
+             : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0)) == 1;
+}
+
 TlsConn::~TlsConn() {
   if (ssl_ != nullptr) SSL_free(ssl_);
 }
@@ -95,6 +116,26 @@ void TlsConn::fail(std::string why) {
 int TlsConn::bio_read(BIO* b, char* buf, size_t len, size_t* got) {
   BIO_clear_retry_flags(b);
   *got = 0;
+  if (outer_ != nullptr) {
+    // The outer session's plaintext is this one's ciphertext; the outer
+    // TlsConn keeps to the socket's read budget.
+    if (eof_ || failed_) {
+      if (!failed_) BIO_set_retry_read(b);
+      return 0;
+    }
+    const size_t n = outer_->read_plain(std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf), len));
+    if (n > 0) {
+      *got = n;
+      return 1;
+    }
+    if (outer_->failed()) {
+      fail("beacon session: " + outer_->error());
+      return 0;
+    }
+    if (outer_->eof()) eof_ = true;  // reported by eof(), as a socket's EOF is
+    BIO_set_retry_read(b);
+    return 0;
+  }
   // Out of budget, or the socket already ended: "no more for now". EOF is
   // reported by eof(), never through OpenSSL, so a FIN without close_notify
   // is told apart from a clean close by TlsLink (T-14), as before.
@@ -194,6 +235,24 @@ bool TlsConn::write_plain(Bytes in) {
 }
 
 bool TlsConn::flush() {
+  if (outer_ != nullptr) {
+    // Hand the records to the outer session, which encrypts them again and
+    // owns the socket (and its back-pressure: pending_cipher() counts both).
+    if (cipher_pos_ < cipher_.size()) {
+      const Bytes rec(cipher_.data() + cipher_pos_, cipher_.size() - cipher_pos_);
+      if (!outer_->write_plain(rec)) {
+        fail("beacon session: " + outer_->error());
+        return false;
+      }
+      cipher_.clear();
+      cipher_pos_ = 0;
+    }
+    if (!outer_->flush()) {
+      fail("beacon session: " + outer_->error());
+      return false;
+    }
+    return true;
+  }
   while (cipher_pos_ < cipher_.size()) {
     const ssize_t n = ::send(fd_.get(), cipher_.data() + cipher_pos_, cipher_.size() - cipher_pos_,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -219,6 +278,7 @@ void TlsConn::shutdown() {
   if (ssl_ == nullptr || !established_ || failed_) return;
   SSL_shutdown(ssl_);
   flush();
+  if (outer_ != nullptr) outer_->shutdown();
 }
 
 std::string TlsConn::peer_subject() const {

@@ -9,6 +9,12 @@
 // A memory BIO pair cost two extra copies of every byte (make bench-bulk's
 // profile). OpenSSL never blocks: the socket is non-blocking and EAGAIN is a
 // retry.
+//
+// In beacon mode (docs/beacon.md §1) a connection carries two sessions: the
+// outer one with the beacon, on the socket, and the link's own inside it. The
+// inner TlsConn is then built over the outer one: its records are the outer
+// session's plaintext, read and written through the outer TlsConn, which
+// still owns the socket.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -28,14 +34,22 @@ bool tls_conn_init();
 class TlsConn {
  public:
   TlsConn(SSL_CTX* ctx, UniqueFd fd, bool server, const std::string& sni);
+  // Inside `outer` (established before this one is driven; outlives it).
+  TlsConn(SSL_CTX* ctx, TlsConn& outer, bool server, const std::string& sni);
   ~TlsConn();
   TlsConn(const TlsConn&) = delete;
   TlsConn& operator=(const TlsConn&) = delete;
 
-  int fd() const { return fd_.get(); }
+  // A client: the server's certificate must carry `name` (a DNS name or an
+  // IP address). False if OpenSSL refuses the name.
+  bool verify_peer_name(const std::string& name);
+  int fd() const { return outer_ != nullptr ? outer_->fd() : fd_.get(); }
   // Lets the next handshake()/read_plain() calls read up to `budget` bytes
   // from the socket (the rest waits for the next wake-up).
-  void allow_read(size_t budget) { read_budget_ = budget; }
+  void allow_read(size_t budget) {
+    read_budget_ = budget;
+    if (outer_ != nullptr) outer_->allow_read(budget);
+  }
   // Advances the handshake. true when complete; check failed() otherwise.
   bool handshake();
   bool established() const { return established_; }
@@ -45,8 +59,11 @@ class TlsConn {
   bool write_plain(Bytes in);
   // Writes pending ciphertext to the socket; false on a fatal error.
   bool flush();
-  size_t pending_cipher() const { return cipher_.size() - cipher_pos_; }
-  // Sends close_notify (best effort, then flush).
+  size_t pending_cipher() const {
+    return cipher_.size() - cipher_pos_ + (outer_ != nullptr ? outer_->pending_cipher() : 0);
+  }
+  // Sends close_notify (best effort, then flush); inside an outer session,
+  // that one's too.
   void shutdown();
 
   bool eof() const { return eof_; }
@@ -65,7 +82,9 @@ class TlsConn {
   int bio_read(BIO* b, char* buf, size_t len, size_t* got);
   void bio_write(const char* buf, size_t len);
   void fail(std::string why);
+  void setup(SSL_CTX* ctx, bool server, const std::string& sni);
   UniqueFd fd_;
+  TlsConn* outer_ = nullptr;  // beacon mode: the session this one runs in
   SSL* ssl_ = nullptr;
   RawBuffer cipher_;  // ciphertext not yet written to the socket
   size_t cipher_pos_ = 0;

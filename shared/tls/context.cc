@@ -33,6 +33,38 @@ bool is_ip(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+Result<void> load_anchors(SSL_CTX* c, const std::string& ca_pem) {
+  // Trust anchors: only the given CA file, never the system store.
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  BioPtr ab = mem_bio(ca_pem);
+  int anchors = 0;
+  bool not_ca = false;
+  while (X509* ca = PEM_read_bio_X509(ab.get(), nullptr, no_passphrase, nullptr)) {
+    // A leaf given as the CA file would make that one certificate the only
+    // peer accepted, silently: refused, so the mistake shows at start.
+    if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0)
+      not_ca = true;
+    else if (X509_STORE_add_cert(store, ca) == 1)
+      anchors++;
+    X509_free(ca);
+  }
+  ERR_clear_error();
+  if (not_ca)
+    return fail("CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)");
+  if (anchors == 0) return fail("CA file holds no PEM certificate");
+  return {};
+}
+
+// TLS 1.3 only, every connection a full handshake (the header says why).
+void link_options(SSL_CTX* c) {
+  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(c, 0);
+  SSL_CTX_set_max_early_data(c, 0);
+}
+
 }  // namespace
 
 std::string tls_errors() {
@@ -185,12 +217,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create(Side side, const Material
   if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
   SSL_CTX* c = t->ctx_;
   SSL_CTX_set_app_data(c, t.get());
-  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
-  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_num_tickets(c, 0);
-  SSL_CTX_set_max_early_data(c, 0);
+  link_options(c);
   // No SSL_MODE_RELEASE_BUFFERS here: a link is one long-lived connection whose
   // 64 KiB read-ahead buffer would be freed and reallocated on every record.
   if (!tls_conn_init()) return fail("cannot create the TLS connection BIO: " + tls_errors());
@@ -199,24 +226,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create(Side side, const Material
   if (!own_pin) return own_pin.error();
   t->own_pin_ = std::move(own_pin).value();
 
-  // Trust anchors: only the given CA file, never the system store.
-  X509_STORE* store = SSL_CTX_get_cert_store(c);
-  BioPtr ab = mem_bio(m.ca_pem);
-  int anchors = 0;
-  bool not_ca = false;
-  while (X509* ca = PEM_read_bio_X509(ab.get(), nullptr, no_passphrase, nullptr)) {
-    // A leaf given as the CA file would make that one certificate the only
-    // peer accepted, silently: refused, so the mistake shows at start.
-    if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0)
-      not_ca = true;
-    else if (X509_STORE_add_cert(store, ca) == 1)
-      anchors++;
-    X509_free(ca);
-  }
-  ERR_clear_error();
-  if (not_ca)
-    return fail("CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)");
-  if (anchors == 0) return fail("CA file holds no PEM certificate");
+  if (auto r = load_anchors(c, m.ca_pem); !r) return r.error();
 
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   if (side == Side::kClient && !verify_name.empty()) {
@@ -225,6 +235,28 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create(Side side, const Material
                                       : X509_VERIFY_PARAM_set1_host(vp, verify_name.c_str(), 0);
     if (rc != 1) return fail("bad broker name to verify: " + verify_name);
   }
+  return t;
+}
+
+Result<std::unique_ptr<TlsContext>> TlsContext::create_beacon(const Material& m) {
+  std::unique_ptr<TlsContext> t(new TlsContext());
+  t->side_ = Side::kClient;
+  t->pins_ = m.beacon_pins;
+  ERR_clear_error();
+  t->ctx_ = SSL_CTX_new(TLS_client_method());
+  if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
+  SSL_CTX* c = t->ctx_;
+  SSL_CTX_set_app_data(c, t.get());
+  link_options(c);
+  if (!tls_conn_init()) return fail("cannot create the TLS connection BIO: " + tls_errors());
+  // The beacon relays only what is already the link's TLS: its certificate
+  // (CA, serverAuth, optional pins) is checked so that a stranger cannot
+  // collect the preambles, not to protect the link.
+  if (auto r = load_anchors(c, m.beacon_ca_pem); !r) return fail("beacon " + r.what());
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
+  static const unsigned char kAlpn[] = "\x13" "cloudtaser-beacon/1";
+  if (SSL_CTX_set_alpn_protos(c, kAlpn, sizeof kAlpn - 1) != 0)
+    return fail("cannot set ALPN: " + tls_errors());
   return t;
 }
 

@@ -25,6 +25,11 @@ class TlsContext {
   // must carry; empty skips the name check (pins and the CA still apply).
   static Result<std::unique_ptr<TlsContext>> create(Side side, const Material& m,
                                                     const std::string& verify_name);
+  // Beacon mode: the outer session's client context (docs/beacon.md §1):
+  // TLS 1.3, ALPN cloudtaser-beacon/1, the beacon's certificate checked
+  // against m.beacon_ca_pem and m.beacon_pins; its name is checked per
+  // connection (TlsConn::verify_peer_name), one beacon per address.
+  static Result<std::unique_ptr<TlsContext>> create_beacon(const Material& m);
   // The context wrappers' TLS ends in, inside the bridge (--service-cert): the
   // certificate wrappers trust for the broker's in-cluster name.
   static Result<std::unique_ptr<TlsContext>> create_service(const std::string& cert_pem,

@@ -5,12 +5,32 @@
 
 #include <map>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "shared/stream/link.h"
 #include "shared/tls/conn.h"
 #include "shared/tls/context.h"
+#include "shared/wire/rendezvous.h"
 
 namespace ct {
+
+// Beacon mode (docs/beacon.md): the link's connection goes to a beacon, which
+// pairs it with the other side. The TlsLink first runs the outer session (a
+// TLS 1.3 client of the beacon), sends the preamble and reads the beacon's
+// answers; on PAIRED the link's own handshake starts inside the outer
+// session, under the handshake deadline, as on a direct connection.
+struct BeaconLeg {
+  std::shared_ptr<const TlsContext> context;  // the outer session's (TlsContext::create_beacon)
+  std::string sni;                            // the beacon's name; empty for an address
+  std::string verify_name;                    // the name or address its certificate carries
+  std::vector<uint8_t> preamble;              // rdv::encode_preamble
+  // How long to wait for the next answer once the preamble is sent: a
+  // bridge, the beacon's pairing timeout and a margin; a broker's waiting
+  // connection, two keepalive intervals (the beacon is gone after that).
+  Duration answer_timeout{};
+  std::string beacon;  // for logs: the beacon's address
+};
 
 struct TlsLinkOptions {
   // Held for as long as the connection exists, across material reloads: its
@@ -19,6 +39,7 @@ struct TlsLinkOptions {
   bool server = false;
   std::string sni;  // the client's SNI; empty for an IP address or a server
   SessionConfig session;
+  std::optional<BeaconLeg> beacon;
 };
 
 class TlsLink final : public Link {
@@ -30,18 +51,30 @@ class TlsLink final : public Link {
   void tick(TimePoint now) noexcept override;
   TimePoint next_deadline() const override;
 
-  bool established() const { return tls_.established(); }
-  std::string peer_subject() const { return tls_.peer_subject(); }
-  SSL* ssl() const { return tls_.ssl(); }
+  bool established() const { return tls_->established(); }
+  // Beacon mode: whether the beacon has paired this connection (always true
+  // on a direct connection).
+  bool paired() const { return phase_ == Phase::kLink; }
+  std::string peer_subject() const { return tls_->peer_subject(); }
+  SSL* ssl() const { return tls_->ssl(); }
   // Sends close_notify after the pending output (graceful close).
-  void shutdown_tls() noexcept { tls_.shutdown(); }
+  void shutdown_tls() noexcept { tls_->shutdown(); }
 
  private:
+  enum class Phase { kBeaconHandshake, kBeaconWait, kLink };
   void close_transport() noexcept override;
   void pump() noexcept;
+  // The beacon phases; true once paired (the link's handshake may start).
+  bool pump_beacon() noexcept;
   void update_interest() noexcept;
   std::shared_ptr<const TlsContext> context_;
-  TlsConn tls_;
+  std::shared_ptr<const TlsContext> beacon_context_;
+  std::optional<BeaconLeg> beacon_;
+  std::unique_ptr<TlsConn> outer_;  // beacon mode: the session with the beacon
+  std::unique_ptr<TlsConn> tls_;    // the link's own session
+  Phase phase_ = Phase::kLink;
+  rdv::AnswerReader answer_;
+  TimePoint answer_deadline_ = TimePoint::max();
   SessionConfig cfg_;
   TimePoint handshake_deadline_;
   bool want_out_ = false;

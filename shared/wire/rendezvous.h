@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,6 +28,14 @@ inline constexpr size_t kMaxPreamble = kPreambleFixed + kMaxInstances * kInstanc
 inline constexpr size_t kAnswerFixed = 8;
 inline constexpr size_t kMaxReason = 200;
 inline constexpr uint8_t kVersion = 1;
+
+// The beacon's timing (docs/beacon.md §3), and how long each side waits for
+// the beacon's next answer before it gives the connection up: a bridge, the
+// pairing timeout and a margin; a broker's waiting connection, two keepalives.
+inline constexpr std::chrono::seconds kPairingTimeout{10};
+inline constexpr std::chrono::seconds kKeepaliveInterval{25};
+inline constexpr std::chrono::seconds kBridgeAnswerWait = kPairingTimeout + std::chrono::seconds(5);
+inline constexpr std::chrono::seconds kBrokerAnswerWait = 2 * kKeepaliveInterval;
 
 using RendezvousId = std::array<uint8_t, kIdSize>;
 using InstanceId = std::array<uint8_t, kInstanceSize>;

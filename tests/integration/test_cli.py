@@ -166,11 +166,12 @@ def test_ipc_policy_prints_who_may_send_each_process_what_when_and_how_much():
     assert any(r[:2] == ["parent", "PEER_CHANNEL"] and "PEER_RING" in r for r in rows), out
     _, rows = _ipc_rows(BROKER, "parent")
     assert ["tls", "STATUS", "-", "1024", "after", "READY", "-"] in rows
-    assert not any(r[1] == "DIAL_REQUEST" for r in rows), rows  # the broker never dials
+    # The broker dials only in beacon mode, and names the beacon (one byte).
+    assert ["tls", "DIAL_REQUEST", "-", "1", "after", "READY", "-"] in rows, rows
     assert not any(r[1] == "DRAINED" for r in rows), rows  # nothing sends it
     out, rows = _ipc_rows(BRIDGE, "parent")
     assert out.startswith("# vault-bridge parent: "), out
-    assert ["tls", "DIAL_REQUEST", "-", "0", "after", "READY", "-"] in rows, out
+    assert ["tls", "DIAL_REQUEST", "-", "1", "after", "READY", "-"] in rows, out
     assert ["forward", "READY", "-", "0", "before", "READY", "once"] == \
         [r[:7] for r in rows if r[0] == "forward"][0], out
     _, rows = _ipc_rows(BRIDGE, "forward")

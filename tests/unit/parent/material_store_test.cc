@@ -20,7 +20,7 @@ class MaterialStoreTest : public ::testing::Test {
   std::string key = dir.write("tls.key", "key-1", 0600);
   std::string ca = dir.write("ca.crt", "ca-1", 0644);
   int validations = 0;
-  MaterialStore store{{cert, key, ca, "", "", "", {}, "bridge-pin"},
+  MaterialStore store{{cert, key, ca, "", "", "", {}, "bridge-pin", "", {}},
                       [this](const Material& m) -> Result<void> {
                         validations++;
                         if (m.cert_pem.find("bad") == std::string::npos) return {};
@@ -160,7 +160,7 @@ TEST_F(MaterialStoreTest, AReloadThatCannotReadAFileKeepsTheGoodMaterial) {
 class PinFileTest : public MaterialStoreTest {
  protected:
   std::string pins_path = dir.write("bridge.pin", "", 0644);
-  MaterialStore pinned{{cert, key, ca, "", "", pins_path, {}, "bridge-pin"},
+  MaterialStore pinned{{cert, key, ca, "", "", pins_path, {}, "bridge-pin", "", {}},
                        [](const Material&) -> Result<void> { return {}; }};
 };
 
@@ -184,7 +184,7 @@ TEST_F(PinFileTest, APinFileWithoutAPinIsRefused) {
 }
 
 TEST(MaterialStore, TheWatchedPathsAreTheOnesGiven) {
-  const MaterialFiles files{"c", "k", "a", "", "", "p", {}, "broker-pin"};
+  const MaterialFiles files{"c", "k", "a", "", "", "p", {}, "broker-pin", "", {}};
   EXPECT_EQ(files.paths(), (std::vector<std::string>{"c", "k", "a", "p"}));
 }
 
