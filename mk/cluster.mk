@@ -67,8 +67,9 @@ $(STATIC_BRIDGE_FWD): $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 # ---------------------------------------------------------------- image
 image: $(OCI_TAR)
 $(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION
-	bash deploy/image/build-oci.sh --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) \
-	  --version $(VERSION) --out $@
+	bash deploy/image/build-oci.sh --name cloudtaser-broker --binary $(STATIC_BROKER) \
+	  --forward $(STATIC_FORWARD) --version $(VERSION) --out $@ \
+	  --expose 8443/tcp --expose 8444/tcp --expose 9090/tcp
 
 # ---------------------------------------------------------------- checks
 $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
