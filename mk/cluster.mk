@@ -1,8 +1,10 @@
-# Cluster deployment: static broker, OCI image, Helm chart, certificate helper.
+# Cluster deployment: static daemons, OCI images, Helm chart, certificate helper.
 #
-#   make static        build/cloudtaser-broker-static and its forwarding executable
-#                      build/cloudtaser-broker-forward-static (no dynamic loader, no NSS)
-#   make image         build/cloudtaser-broker-oci.tar, an OCI image layout
+#   make static        build/cloudtaser-broker-static, build/vault-bridge-static and their
+#                      forwarding executables build/*-forward-static (no dynamic loader)
+#   make image         two OCI image layouts: build/cloudtaser-broker-oci.tar (the
+#                      cluster's broker, deploy/Dockerfile) and build/vault-bridge-oci.tar
+#                      (the bridge as a container on the vault host, deploy/Dockerfile.bridge)
 #   make check-cluster every check below (part of `make test`)
 #     check-static     ldd says static; the forwarding executable holds no OpenSSL;
 #                      runs as 65532 in an empty read-only root
@@ -23,6 +25,12 @@ STATIC_FORWARD   := $(BUILD)/cloudtaser-broker-forward-static
 STATIC_BRIDGE    := $(BUILD)/vault-bridge-static
 STATIC_BRIDGE_FWD := $(BUILD)/vault-bridge-forward-static
 OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
+OCI_BRIDGE_TAR   := $(BUILD)/vault-bridge-oci.tar
+# What each image says it is (the Dockerfiles carry the same LABEL lines).
+BROKER_DESC      := cloudtaser-broker: the in-cluster end of the reverse-connect tunnel to OpenBao
+BRIDGE_DESC      := vault-bridge: dials out from the OpenBao host to cloudtaser-broker over pinned mTLS
+# The bridge image's one file besides its executables (distroless has the same).
+BRIDGE_NSSWITCH  := deploy/image/nsswitch.conf
 HELMRENDER       := $(BUILD)/helmrender
 CLUSTER_NPM      := $(BUILD)/npm
 # Pinned so a schema release cannot change the result of an old commit.
@@ -51,7 +59,9 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 
 # ---------------------------------------------------------------- static
 # -pie is dropped: a static non-PIE executable needs no loader at all. The
-# broker listens on numeric addresses only, so static glibc (no NSS) is fine.
+# broker listens on numeric addresses only. The bridge resolves the broker's
+# name: static glibc has the files and dns lookups built in (no NSS module to
+# load), reading /etc/nsswitch.conf, /etc/hosts and /etc/resolv.conf.
 static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD)
 $(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
@@ -65,11 +75,18 @@ $(STATIC_BRIDGE_FWD): $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image
-image: $(OCI_TAR)
-$(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION
+image: $(OCI_TAR) $(OCI_BRIDGE_TAR)
+$(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION mk/cluster.mk
 	bash deploy/image/build-oci.sh --name cloudtaser-broker --binary $(STATIC_BROKER) \
 	  --forward $(STATIC_FORWARD) --version $(VERSION) --out $@ \
-	  --expose 8443/tcp --expose 8444/tcp --expose 9090/tcp
+	  --expose 8443/tcp --expose 8444/tcp --expose 9090/tcp \
+	  --label 'org.opencontainers.image.description=$(BROKER_DESC)'
+# No --expose: the bridge only dials out.
+$(OCI_BRIDGE_TAR): $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(BRIDGE_NSSWITCH) deploy/image/build-oci.sh VERSION mk/cluster.mk
+	bash deploy/image/build-oci.sh --name vault-bridge --binary $(STATIC_BRIDGE) \
+	  --forward $(STATIC_BRIDGE_FWD) --version $(VERSION) --out $@ \
+	  --file $(BRIDGE_NSSWITCH):etc/nsswitch.conf \
+	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
 
 # ---------------------------------------------------------------- checks
 $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
