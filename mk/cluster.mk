@@ -6,10 +6,13 @@
 #                      cluster's broker, deploy/Dockerfile) and build/vault-bridge-oci.tar
 #                      (the bridge as a container on the vault host, deploy/Dockerfile.bridge)
 #   make check-cluster every check below (part of `make test`)
-#     check-static     ldd says static; the forwarding executable holds no OpenSSL;
-#                      runs as 65532 in an empty read-only root
-#     check-image      layout, manifest, config (user, entrypoint), digests; umoci
-#                      unpacks it and the unpacked rootfs runs like check-static
+#     check-static     for each daemon: ldd says static; the forwarding executable holds
+#                      no OpenSSL; runs as 65532 in an empty read-only root (the bridge
+#                      there links to a real broker over pinned mTLS on loopback and
+#                      carries a wrapper's request to an OpenBao stand-in)
+#     check-image      for each image: layout, manifest, config (user, entrypoint, ports,
+#                      labels), digests, against its Dockerfile; umoci unpacks it and the
+#                      unpacked rootfs runs like check-static
 #     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
 #                      offline renderer), Kubernetes schema, yamllint, behaviour
 #     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
@@ -98,13 +101,28 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 
 check-cluster: check-static check-image check-chart check-certs check-metrics
 
-check-static: $(STATIC_BROKER) $(STATIC_FORWARD) | $(CLUSTER_STAMP)
-	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
+# The bridge's checks run it against the regular broker build (the cluster's
+# side of the link), beside which its forwarding executable is.
+BRIDGE_CHECK_BROKER := $(BUILD)/cloudtaser-broker $(BUILD)/cloudtaser-broker-forward
 
-check-image: $(OCI_TAR) | $(CLUSTER_STAMP)
-	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --image $(OCI_TAR) --binary $(STATIC_BROKER) \
-	  --forward $(STATIC_FORWARD) --version $(VERSION) --dockerfile deploy/Dockerfile
-	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION)
+check-static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) \
+              $(BRIDGE_NSSWITCH) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-static.sh cloudtaser-broker $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
+	BROKER_BIN=$(BUILD)/cloudtaser-broker \
+	  bash $(CLUSTER_DIR)/check-static.sh vault-bridge $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(VERSION)
+
+check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name cloudtaser-broker --image $(OCI_TAR) \
+	  --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) --version $(VERSION) \
+	  --dockerfile deploy/Dockerfile --expose 8443/tcp:wrappers --expose 8444/tcp:bridges \
+	  --expose 9090/tcp:metrics --label 'org.opencontainers.image.description=$(BROKER_DESC)'
+	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION) cloudtaser-broker
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name vault-bridge --image $(OCI_BRIDGE_TAR) \
+	  --binary $(STATIC_BRIDGE) --forward $(STATIC_BRIDGE_FWD) --version $(VERSION) \
+	  --dockerfile deploy/Dockerfile.bridge --file etc/nsswitch.conf=$(BRIDGE_NSSWITCH) \
+	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
+	BROKER_BIN=$(BUILD)/cloudtaser-broker \
+	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BRIDGE_TAR) $(VERSION) vault-bridge
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
 check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker
