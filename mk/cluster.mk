@@ -40,7 +40,7 @@ CLUSTER_NPM      := $(BUILD)/npm
 CLUSTER_NPM_PKGS := kubernetes-models@5.1.0 js-yaml@4.1.0
 CLUSTER_DEB_DEPS := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev \
                     golang-k8s-sigs-yaml-dev golang-github-xeipuuv-gojsonschema-dev \
-                    yamllint umoci openssl curl iproute2 util-linux coreutils tar gzip \
+                    yamllint umoci jq openssl curl iproute2 util-linux coreutils tar gzip \
                     libssl-dev libseccomp-dev libcap-ng-dev
 CLUSTER_STAMP    := $(BUILD)/.cluster-deps-$(shell echo $(CLUSTER_DEB_DEPS) | md5sum | cut -c1-8)
 
