@@ -77,7 +77,7 @@ if [ -n "$certs" ]; then
   mkdir -p "$mnt$certs_at"
   mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec tmpfs "$certs_mnt"
   for f in "$certs"/*; do
-    [ -f "$f" ] && install -o 0 -g 65532 -m 0440 "$f" "$certs_mnt/$(basename "$f")"
+    if [ -f "$f" ]; then install -o 0 -g 65532 -m 0440 "$f" "$certs_mnt/$(basename "$f")"; fi
   done
   mount --bind "$certs_mnt" "$mnt$certs_at"
   mount -o remount,bind,ro,nosuid,nodev,noexec "$mnt$certs_at"
