@@ -1,13 +1,18 @@
-# Cluster deployment: static broker, OCI image, Helm chart, certificate helper.
+# Cluster deployment: static daemons, OCI images, Helm chart, certificate helper.
 #
-#   make static        build/cloudtaser-broker-static and its forwarding executable
-#                      build/cloudtaser-broker-forward-static (no dynamic loader, no NSS)
-#   make image         build/cloudtaser-broker-oci.tar, an OCI image layout
+#   make static        build/cloudtaser-broker-static, build/vault-bridge-static and their
+#                      forwarding executables build/*-forward-static (no dynamic loader)
+#   make image         two OCI image layouts: build/cloudtaser-broker-oci.tar (the
+#                      cluster's broker, deploy/Dockerfile) and build/vault-bridge-oci.tar
+#                      (the bridge as a container on the vault host, deploy/Dockerfile.bridge)
 #   make check-cluster every check below (part of `make test`)
-#     check-static     ldd says static; the forwarding executable holds no OpenSSL;
-#                      runs as 65532 in an empty read-only root
-#     check-image      layout, manifest, config (user, entrypoint), digests; umoci
-#                      unpacks it and the unpacked rootfs runs like check-static
+#     check-static     for each daemon: ldd says static; the forwarding executable holds
+#                      no OpenSSL; runs as 65532 in an empty read-only root (the bridge
+#                      there links to a real broker over pinned mTLS on loopback and
+#                      carries a wrapper's request to an OpenBao stand-in)
+#     check-image      for each image: layout, manifest, config (user, entrypoint, ports,
+#                      labels), digests, against its Dockerfile; umoci unpacks it and the
+#                      unpacked rootfs runs like check-static
 #     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
 #                      offline renderer), Kubernetes schema, yamllint, behaviour
 #     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
@@ -23,13 +28,19 @@ STATIC_FORWARD   := $(BUILD)/cloudtaser-broker-forward-static
 STATIC_BRIDGE    := $(BUILD)/vault-bridge-static
 STATIC_BRIDGE_FWD := $(BUILD)/vault-bridge-forward-static
 OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
+OCI_BRIDGE_TAR   := $(BUILD)/vault-bridge-oci.tar
+# What each image says it is (the Dockerfiles carry the same LABEL lines).
+BROKER_DESC      := cloudtaser-broker: the in-cluster end of the reverse-connect tunnel to OpenBao
+BRIDGE_DESC      := vault-bridge: dials out from the OpenBao host to cloudtaser-broker over pinned mTLS
+# The bridge image's one file besides its executables (distroless has the same).
+BRIDGE_NSSWITCH  := deploy/image/nsswitch.conf
 HELMRENDER       := $(BUILD)/helmrender
 CLUSTER_NPM      := $(BUILD)/npm
 # Pinned so a schema release cannot change the result of an old commit.
 CLUSTER_NPM_PKGS := kubernetes-models@5.1.0 js-yaml@4.1.0
 CLUSTER_DEB_DEPS := golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev \
                     golang-k8s-sigs-yaml-dev golang-github-xeipuuv-gojsonschema-dev \
-                    yamllint umoci openssl curl iproute2 util-linux coreutils tar gzip \
+                    yamllint umoci jq openssl curl iproute2 util-linux coreutils tar gzip \
                     libssl-dev libseccomp-dev libcap-ng-dev
 CLUSTER_STAMP    := $(BUILD)/.cluster-deps-$(shell echo $(CLUSTER_DEB_DEPS) | md5sum | cut -c1-8)
 
@@ -51,7 +62,9 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 
 # ---------------------------------------------------------------- static
 # -pie is dropped: a static non-PIE executable needs no loader at all. The
-# broker listens on numeric addresses only, so static glibc (no NSS) is fine.
+# broker listens on numeric addresses only. The bridge resolves the broker's
+# name: static glibc has the files and dns lookups built in (no NSS module to
+# load), reading /etc/nsswitch.conf, /etc/hosts and /etc/resolv.conf.
 static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD)
 $(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
@@ -65,10 +78,18 @@ $(STATIC_BRIDGE_FWD): $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image
-image: $(OCI_TAR)
-$(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION
-	bash deploy/image/build-oci.sh --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) \
-	  --version $(VERSION) --out $@
+image: $(OCI_TAR) $(OCI_BRIDGE_TAR)
+$(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION mk/cluster.mk
+	bash deploy/image/build-oci.sh --name cloudtaser-broker --binary $(STATIC_BROKER) \
+	  --forward $(STATIC_FORWARD) --version $(VERSION) --out $@ \
+	  --expose 8443/tcp --expose 8444/tcp --expose 9090/tcp \
+	  --label 'org.opencontainers.image.description=$(BROKER_DESC)'
+# No --expose: the bridge only dials out.
+$(OCI_BRIDGE_TAR): $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(BRIDGE_NSSWITCH) deploy/image/build-oci.sh VERSION mk/cluster.mk
+	bash deploy/image/build-oci.sh --name vault-bridge --binary $(STATIC_BRIDGE) \
+	  --forward $(STATIC_BRIDGE_FWD) --version $(VERSION) --out $@ \
+	  --file $(BRIDGE_NSSWITCH):etc/nsswitch.conf \
+	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
 
 # ---------------------------------------------------------------- checks
 $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
@@ -80,13 +101,28 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 
 check-cluster: check-static check-image check-chart check-certs check-metrics
 
-check-static: $(STATIC_BROKER) $(STATIC_FORWARD) | $(CLUSTER_STAMP)
-	bash $(CLUSTER_DIR)/check-static.sh $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
+# The bridge's checks run it against the regular broker build (the cluster's
+# side of the link), beside which its forwarding executable is.
+BRIDGE_CHECK_BROKER := $(BUILD)/cloudtaser-broker $(BUILD)/cloudtaser-broker-forward
 
-check-image: $(OCI_TAR) | $(CLUSTER_STAMP)
-	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --image $(OCI_TAR) --binary $(STATIC_BROKER) \
-	  --forward $(STATIC_FORWARD) --version $(VERSION) --dockerfile deploy/Dockerfile
-	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION)
+check-static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) \
+              $(BRIDGE_NSSWITCH) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+	bash $(CLUSTER_DIR)/check-static.sh cloudtaser-broker $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
+	BROKER_BIN=$(BUILD)/cloudtaser-broker \
+	  bash $(CLUSTER_DIR)/check-static.sh vault-bridge $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(VERSION)
+
+check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name cloudtaser-broker --image $(OCI_TAR) \
+	  --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) --version $(VERSION) \
+	  --dockerfile deploy/Dockerfile --expose 8443/tcp:wrappers --expose 8444/tcp:bridges \
+	  --expose 9090/tcp:metrics --label 'org.opencontainers.image.description=$(BROKER_DESC)'
+	bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_TAR) $(VERSION) cloudtaser-broker
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name vault-bridge --image $(OCI_BRIDGE_TAR) \
+	  --binary $(STATIC_BRIDGE) --forward $(STATIC_BRIDGE_FWD) --version $(VERSION) \
+	  --dockerfile deploy/Dockerfile.bridge --file etc/nsswitch.conf=$(BRIDGE_NSSWITCH) \
+	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
+	BROKER_BIN=$(BUILD)/cloudtaser-broker \
+	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BRIDGE_TAR) $(VERSION) vault-bridge
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
 check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker

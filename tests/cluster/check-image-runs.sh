@@ -2,10 +2,10 @@
 # make check-image, second half: umoci (an independent OCI implementation)
 # unpacks the image tar into a runtime bundle; the bundle's runtime config
 # must say uid 65532 and the entrypoint, and its rootfs must run like the
-# static binary does in an empty read-only root.
-#   check-image-runs.sh IMAGE.tar VERSION
+# static binary does in an empty read-only root (daemon-in-empty-root.sh).
+#   check-image-runs.sh IMAGE.tar VERSION NAME
 set -euo pipefail
-image="$1" version="$2"
+image="$1" version="$2" name="$3"
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -18,8 +18,6 @@ user="$(jq -c '.process.user | [.uid, .gid]' "$work/bundle/config.json")"
 args="$(jq -c '.process.args' "$work/bundle/config.json")"
 [ "$user" = "[65532,65532]" ] || { echo "FAIL runtime user is $user"; exit 1; }
 echo "ok   runtime config user $user"
-[ "$args" = '["/cloudtaser-broker"]' ] || { echo "FAIL runtime args are $args"; exit 1; }
+[ "$args" = "[\"/$name\"]" ] || { echo "FAIL runtime args are $args"; exit 1; }
 echo "ok   runtime config args $args"
-pki="$work/pki"
-"$here/../../deploy/cloudtaser-certs" --out "$pki" --external-host broker.test >/dev/null
-bash "$here/empty-root.sh" --rootfs "$work/bundle/rootfs" --certs "$pki/broker" -- bash "$here/broker-in-empty-root.sh" "$version"
+bash "$here/daemon-in-empty-root.sh" "$name" "$version" --rootfs "$work/bundle/rootfs"

@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Checks the OCI image tar that `make image` writes, the way a registry or a
-runtime reads it: layout marker, index, manifest, config, and every digest
-and size, then the layer's contents against the static binaries, and the
-config against deploy/Dockerfile's final stage (both must describe the same
-image). Standard library only. Prints one line per check; exits 1 on the
-first failure."""
+"""Checks an OCI image tar that `make image` writes (cloudtaser-broker or
+vault-bridge), the way a registry or a runtime reads it: layout marker,
+index, manifest, config, and every digest and size, then the layer's contents
+against the static binaries, and the config against the final stage of the
+daemon's Dockerfile (both must describe the same image). Standard library
+only. Prints one line per check; exits 1 on the first failure.
+
+    check_oci_image.py --name NAME --image TAR --binary FILE --forward FILE --version V
+        [--expose PORT/tcp:WHAT]... [--file DEST=SRC]... [--dockerfile FILE] [--label K=V]...
+
+--expose lists every port the image must expose (none: it must expose none);
+--file a file the layer must hold beside the two executables, which the
+Dockerfile's distroless base provides instead (so its final stage still
+copies only the executables); --label a label both must carry."""
 import argparse
 import gzip
 import hashlib
@@ -58,7 +66,7 @@ def dockerfile_final_stage(path):
         word, _, rest = line.partition(" ")
         word = word.upper()
         if word == "FROM":
-            cur = {"from": rest, "user": None, "entrypoint": None, "copy": [], "expose": []}
+            cur = {"from": rest, "user": None, "entrypoint": None, "copy": [], "expose": [], "labels": {}}
             stages.append(cur)
         elif cur is None:
             continue
@@ -70,6 +78,9 @@ def dockerfile_final_stage(path):
             cur["copy"].append(rest)
         elif word == "EXPOSE":
             cur["expose"] += rest.split()
+        elif word == "LABEL":
+            for kv in re.findall(r'(\S+?)=("[^"]*"|\S+)', rest):
+                cur["labels"][kv[0]] = kv[1].strip('"')
         elif word == "RUN":
             cur.setdefault("run", []).append(rest)
     return stages[-1] if stages else None
@@ -77,12 +88,21 @@ def dockerfile_final_stage(path):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True, help="cloudtaser-broker or vault-bridge")
     ap.add_argument("--image", required=True)
     ap.add_argument("--binary", required=True)
     ap.add_argument("--forward", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--dockerfile")
+    ap.add_argument("--expose", action="append", default=[], help="PORT/tcp:what it is for")
+    ap.add_argument("--file", action="append", default=[], help="DEST=SRC")
+    ap.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     a = ap.parse_args()
+    entry = "/" + a.name
+    ports = dict(p.split(":", 1) for p in a.expose)
+    extra = dict(f.split("=", 1) for f in a.file)
+    labels = dict(l.split("=", 1) for l in a.label)
+    labels["org.opencontainers.image.title"] = a.name
 
     files = {}
     with tarfile.open(a.image, "r:") as t:
@@ -109,10 +129,16 @@ def main():
     check(config.get("architecture") == mdesc["platform"].get("architecture"), f"config architecture {config.get('architecture')} matches the index")
     cc = config.get("config", {})
     check(cc.get("User") == "65532:65532", "config runs as user 65532:65532 (non-root)")
-    check(cc.get("Entrypoint") == ["/cloudtaser-broker"], "config entrypoint is /cloudtaser-broker")
-    check(not cc.get("Cmd"), "no default Cmd: the pod spec gives every flag")
-    check(set(cc.get("ExposedPorts", {})) == {"8443/tcp", "8444/tcp", "9090/tcp"}, "exposes 8443 (wrappers), 8444 (bridges), 9090 (metrics)")
+    check(cc.get("Entrypoint") == [entry], f"config entrypoint is {entry}")
+    check(not cc.get("Cmd"), "no default Cmd: the pod spec or the run line gives every flag")
+    if ports:
+        check(set(cc.get("ExposedPorts", {})) == set(ports),
+              "exposes " + ", ".join(f"{p} ({w})" for p, w in sorted(ports.items())) + " and nothing else")
+    else:
+        check("ExposedPorts" not in cc, "exposes no port (it only dials out)")
     check(cc.get("Labels", {}).get("org.opencontainers.image.version") == a.version, "version label")
+    for k, v in sorted(labels.items()):
+        check(cc.get("Labels", {}).get(k) == v, f"label {k}={v}")
 
     layers = manifest.get("layers", [])
     check(len(layers) == 1, "one layer")
@@ -122,19 +148,29 @@ def main():
     layer_tar = gzip.decompress(layer_gz)
     check(sha256(layer_tar) == diff_ids[0], "diff_id is the digest of the uncompressed layer")
 
-    # The broker and, beside it where the broker looks for it, its forwarding
-    # executable (docs/privsep.md): nothing else.
-    want = {"cloudtaser-broker": a.binary, "cloudtaser-broker-forward": a.forward}
+    # The daemon and, beside it where it looks for it, its forwarding
+    # executable (docs/privsep.md), the --file files and their directories:
+    # nothing else.
+    exes = {a.name: a.binary, a.name + "-forward": a.forward}
+    want = dict(exes, **extra)
+    dirs = {d + "/" for f in extra for d in ["/".join(f.split("/")[:i]) for i in range(1, f.count("/") + 1)]}
     with tarfile.open(fileobj=io.BytesIO(layer_tar), mode="r:") as lt:
         members = lt.getmembers()
-        check([m.name for m in members] == sorted(want),
-              "the layer holds only the broker and its forwarding executable")
+        names = [m.name + ("/" if m.isdir() and not m.name.endswith("/") else "") for m in members]
+        check(names == sorted(set(want) | dirs),
+              f"the layer holds only {a.name}, its forwarding executable"
+              + "".join(f", {f}" for f in sorted(extra)) + (" and their directories" if dirs else ""))
         for m in members:
-            data = open(want[m.name], "rb").read()
-            check(m.isfile() and m.mode & 0o7777 == 0o755, f"{m.name} mode 0755, no setuid")
             check(m.uid == 0 and m.gid == 0, f"{m.name} owned by root, so uid 65532 cannot replace it")
+            if m.isdir():
+                check(m.mode & 0o7777 == 0o755, f"{m.name} mode 0755")
+                continue
+            data = open(want[m.name], "rb").read()
+            mode = 0o755 if m.name in exes else 0o644
+            check(m.isfile() and m.mode & 0o7777 == mode, f"{m.name} mode {mode:04o}, no setuid")
             check(lt.extractfile(m).read() == data, f"layer {m.name} is byte-identical to {want[m.name]}")
-            check(data[:4] == b"\x7fELF", f"{m.name} is ELF")
+            if m.name in exes:
+                check(data[:4] == b"\x7fELF", f"{m.name} is ELF")
 
     # Docker's manifest.json (for docker load before Engine 25) points at the same blobs.
     dm = json.loads(files["manifest.json"])
@@ -148,10 +184,15 @@ def main():
         check(":nonroot" in st["from"], "Dockerfile uses the nonroot distroless variant")
         check(st["user"] == cc["User"], "Dockerfile USER matches the image config")
         check(st["entrypoint"] == cc["Entrypoint"], "Dockerfile ENTRYPOINT matches the image config")
-        check(sorted(c.split()[-1] for c in st["copy"]) == ["/" + n for n in sorted(want)],
-              "Dockerfile copies only the broker and its forwarding executable into the final stage")
+        check(sorted(c.split()[-1] for c in st["copy"]) == ["/" + n for n in sorted(exes)],
+              f"Dockerfile copies only {a.name} and its forwarding executable into the final stage"
+              + (" (" + ", ".join(sorted(extra)) + " come" + ("s" if len(extra) == 1 else "") + " from distroless)" if extra else ""))
         check("run" not in st, "Dockerfile final stage runs nothing (no shell there)")
-        check(sorted(p if "/" in p else p + "/tcp" for p in st["expose"]) == sorted(cc["ExposedPorts"]), "Dockerfile EXPOSE matches")
+        check(sorted(p if "/" in p else p + "/tcp" for p in st["expose"]) == sorted(cc.get("ExposedPorts", {})),
+              "Dockerfile EXPOSE matches" + ("" if ports else " (none)"))
+        for k, v in sorted(st["labels"].items()):
+            check(cc.get("Labels", {}).get(k) == v, f"Dockerfile LABEL {k} matches the image config")
+        check(set(labels) <= set(st["labels"]), "Dockerfile LABELs every label given here")
 
     print(f"{passed} passed, 0 failed")
 

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Runs a check script the way a Kubernetes pod runs the broker: in fresh
-# mount, PID, network, IPC and UTS namespaces, with a root filesystem that is
-# an empty read-only tmpfs holding only the image's files, /proc, and the
-# certificates mounted read-only as a Secret volume is (root:65532, 0440).
+# Runs a check script the way a Kubernetes pod runs the broker, or a
+# container runtime runs the bridge: in fresh mount, PID, network, IPC and UTS
+# namespaces, with a root filesystem that is an empty read-only tmpfs holding
+# only the image's files, /proc, the certificates mounted read-only as a
+# Secret volume is (root:65532, 0440), and the files a runtime mounts (the
+# bridge's /etc/hosts and /etc/resolv.conf) read-only.
 #
-#   empty-root.sh (--binary FILE --forward FILE | --rootfs DIR) [--certs DIR] -- CHECK [ARGS]
+#   empty-root.sh [--name NAME] (--binary FILE --forward FILE [--file SRC:DEST]... | --rootfs DIR)
+#                 [--certs DIR [--certs-at PATH]] [--mount-ro SRC:DEST]... -- CHECK [ARGS]
 #
-# --binary and --forward become /cloudtaser-broker and, beside it where the
-# broker looks for it, /cloudtaser-broker-forward, as in the image.
+# --binary and --forward become /NAME (default cloudtaser-broker) and, beside
+# it where the daemon looks for it, /NAME-forward, as in the image; --file
+# adds another of the image's files (0644). Every file in --certs is mounted
+# at --certs-at (default /etc/cloudtaser/tls, the chart's mount point). Each
+# --mount-ro bind-mounts a host file read-only at DEST, as docker and podman
+# do with /etc/hosts and /etc/resolv.conf.
 #
 # CHECK runs inside the namespaces (as root, on the host's filesystem view)
 # with:
@@ -32,9 +39,14 @@ fi
 shift
 mnt="$1" certs_mnt="$2"
 shift 2
-binary="" forward="" rootfs="" certs=""
+name=cloudtaser-broker binary="" forward="" rootfs="" certs="" certs_at=/etc/cloudtaser/tls
+files=() mounts=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --name) name="$2"; shift 2 ;;
+    --file) files+=("$2"); shift 2 ;;
+    --certs-at) certs_at="$2"; shift 2 ;;
+    --mount-ro) mounts+=("$2"); shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
     --forward) forward="$2"; shift 2 ;;
     --rootfs) rootfs="$2"; shift 2 ;;
@@ -50,24 +62,33 @@ mount -t tmpfs -o mode=0755,size=256m,nosuid,nodev tmpfs "$mnt"
 if [ -n "$rootfs" ]; then
   cp -a "$rootfs/." "$mnt/"
 else
-  install -o 0 -g 0 -m 0755 "$binary" "$mnt/cloudtaser-broker"
-  install -o 0 -g 0 -m 0755 "$forward" "$mnt/cloudtaser-broker-forward"
+  install -o 0 -g 0 -m 0755 "$binary" "$mnt/$name"
+  install -o 0 -g 0 -m 0755 "$forward" "$mnt/$name-forward"
+  for spec in ${files[@]+"${files[@]}"}; do
+    install -D -o 0 -g 0 -m 0644 "${spec%%:*}" "$mnt/${spec#*:}"
+  done
 fi
-mkdir -p "$mnt/proc" "$mnt/etc/cloudtaser/tls"
+mkdir -p "$mnt/proc"
 mount -t proc -o nosuid,nodev,noexec proc "$mnt/proc"
 if [ -n "$certs" ]; then
+  # Every file the Secret (or the host's certificate directory) holds: the
+  # certificate, key and CA, and the peer's pin (cloudtaser-certs writes it),
+  # without which the daemon refuses to start.
+  mkdir -p "$mnt$certs_at"
   mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec tmpfs "$certs_mnt"
-  for f in tls.crt tls.key ca.crt; do
-    install -o 0 -g 65532 -m 0440 "$certs/$f" "$certs_mnt/$f"
+  for f in "$certs"/*; do
+    if [ -f "$f" ]; then install -o 0 -g 65532 -m 0440 "$f" "$certs_mnt/$(basename "$f")"; fi
   done
-  # The bridge pin, as the Secret holds it (cloudtaser-certs writes it): the
-  # broker refuses to start without a pin.
-  if [ -e "$certs/bridge.pin" ]; then
-    install -o 0 -g 65532 -m 0440 "$certs/bridge.pin" "$certs_mnt/bridge.pin"
-  fi
-  mount --bind "$certs_mnt" "$mnt/etc/cloudtaser/tls"
-  mount -o remount,bind,ro,nosuid,nodev,noexec "$mnt/etc/cloudtaser/tls"
+  mount --bind "$certs_mnt" "$mnt$certs_at"
+  mount -o remount,bind,ro,nosuid,nodev,noexec "$mnt$certs_at"
 fi
+for spec in ${mounts[@]+"${mounts[@]}"}; do
+  src="${spec%%:*}" dest="$mnt${spec#*:}"
+  mkdir -p "$(dirname "$dest")"
+  [ -e "$dest" ] || : > "$dest"
+  mount --bind "$src" "$dest"
+  mount -o remount,bind,ro,nosuid,nodev,noexec "$dest"
+done
 mount -o remount,ro "$mnt"
 ip link set lo up
 
