@@ -357,7 +357,7 @@ class TlsProcess final : public ChildBase {
           // With --service-cert the wrapper's TLS ends here; the forwarding
           // process (and OpenBao on loopback) sees plaintext, the broker never.
           if (service_ctx_)
-            r->codec = std::make_unique<TlsStreamServer>(service_ctx_, service_ctx_->get());
+            r->codec = std::make_unique<TlsStream>(service_ctx_, service_ctx_->get());
           relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;

@@ -33,7 +33,33 @@ bool is_ip(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+// Trust anchors: only the given CA file, never the system store.
+Result<void> load_anchors(SSL_CTX* c, const std::string& ca_pem) {
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  BioPtr ab = mem_bio(ca_pem);
+  int anchors = 0;
+  bool not_ca = false;
+  while (X509* ca = PEM_read_bio_X509(ab.get(), nullptr, no_passphrase, nullptr)) {
+    // A leaf given as the CA file would make that one certificate the only
+    // peer accepted, silently: refused, so the mistake shows at start.
+    if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0)
+      not_ca = true;
+    else if (X509_STORE_add_cert(store, ca) == 1)
+      anchors++;
+    X509_free(ca);
+  }
+  ERR_clear_error();
+  if (not_ca)
+    return fail("CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)");
+  if (anchors == 0) return fail("CA file holds no PEM certificate");
+  return {};
+}
+
 }  // namespace
+
+bool is_ip_literal(const std::string& s) {
+  return is_ip(s);
+}
 
 std::string tls_errors() {
   std::string out;
@@ -199,24 +225,7 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create(Side side, const Material
   if (!own_pin) return own_pin.error();
   t->own_pin_ = std::move(own_pin).value();
 
-  // Trust anchors: only the given CA file, never the system store.
-  X509_STORE* store = SSL_CTX_get_cert_store(c);
-  BioPtr ab = mem_bio(m.ca_pem);
-  int anchors = 0;
-  bool not_ca = false;
-  while (X509* ca = PEM_read_bio_X509(ab.get(), nullptr, no_passphrase, nullptr)) {
-    // A leaf given as the CA file would make that one certificate the only
-    // peer accepted, silently: refused, so the mistake shows at start.
-    if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0)
-      not_ca = true;
-    else if (X509_STORE_add_cert(store, ca) == 1)
-      anchors++;
-    X509_free(ca);
-  }
-  ERR_clear_error();
-  if (not_ca)
-    return fail("CA file holds a certificate that is not a CA (no basicConstraints CA:TRUE)");
-  if (anchors == 0) return fail("CA file holds no PEM certificate");
+  if (auto r = load_anchors(c, m.ca_pem); !r) return r.error();
 
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   if (side == Side::kClient && !verify_name.empty()) {
@@ -246,6 +255,26 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create_service(const std::string
   auto own_pin = load_identity(c, cert_pem, key_pem);
   if (!own_pin) return own_pin.error();
   t->own_pin_ = std::move(own_pin).value();
+  return t;
+}
+
+Result<std::unique_ptr<TlsContext>> TlsContext::create_upstream(const std::string& ca_pem) {
+  std::unique_ptr<TlsContext> t(new TlsContext());
+  t->side_ = Side::kClient;
+  ERR_clear_error();
+  t->ctx_ = SSL_CTX_new(TLS_client_method());
+  if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
+  SSL_CTX* c = t->ctx_;
+  // OpenBao's listener: TLS 1.2 at least (its own default minimum), one short
+  // exchange per probe, so no session reuse, no renegotiation, no 0-RTT.
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  if (auto r = load_anchors(c, ca_pem); !r) return r.error();
+  // OpenSSL's default verification, which a failure ends the handshake with;
+  // as a client it also requires the serverAuth purpose of the leaf.
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
   return t;
 }
 
