@@ -118,7 +118,7 @@ class BrokerParent final : DaemonParent::Hooks {
     if (auto pins = choose_pin_source(f.get("cert"), "bridge.pin", &flags_); !pins)
       return usage_error(kDaemon, pins.what());
     MaterialStore store({f.get("cert"), f.get("key"), f.get("ca-cert"), "", "", flags_.pin_file,
-                         flags_.pins, flags_.pin_flag},
+                         flags_.pins, flags_.pin_flag, ""},
                         validate_material);
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());

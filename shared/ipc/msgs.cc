@@ -42,6 +42,7 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u16(s.replicas);
   put_str16(w, s.vault_health_path);
   w.u32(s.vault_health_interval_ms);
+  put_str16(w, s.vault_tls_name);
   return out;
 }
 
@@ -62,6 +63,7 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   s.replicas = r.u16();
   s.vault_health_path = get_str16(r);
   s.vault_health_interval_ms = r.u32();
+  s.vault_tls_name = get_str16(r);
   if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
   // The path goes into a request line as is.
   if (!valid_health_path(s.vault_health_path)) return std::nullopt;
@@ -88,6 +90,7 @@ std::vector<uint8_t> encode_material(const Material& m) {
   for (const Pin& p : m.pins) w.bytes(p);
   put_str32(w, m.service_cert_pem);
   put_str32(w, m.service_key_pem);
+  put_str32(w, m.upstream_ca_pem);
   if (!w.ok()) out.clear();
   return out;
 }
@@ -107,6 +110,7 @@ std::optional<Material> decode_material(Bytes b) {
   }
   m.service_cert_pem = get_str32(r);
   m.service_key_pem = get_str32(r);
+  m.upstream_ca_pem = get_str32(r);
   if (!r.finish()) return std::nullopt;
   return m;
 }
@@ -117,6 +121,7 @@ void wipe_material(Material& m) {
   wipe(m.ca_pem);
   wipe(m.service_cert_pem);
   wipe(m.service_key_pem);
+  wipe(m.upstream_ca_pem);
   m.pins.clear();
 }
 

@@ -41,6 +41,11 @@ struct ProcSettings {
   // every vault_health_interval_ms (--vault-health-interval; 0: never).
   std::string vault_health_path = "/v1/sys/health";
   uint32_t vault_health_interval_ms = 5000;
+  // Bridge TLS process, an https:// --vault-addr with --vault-ca: the host
+  // named there (a DNS name or an IP), which OpenBao's listener certificate
+  // must carry; the probe speaks TLS, verified against Material's
+  // upstream_ca_pem. Empty: the probe speaks plain HTTP.
+  std::string vault_tls_name;
 };
 inline constexpr size_t kMaxHealthPath = 256;
 // What the parent accepts as a health path (decode_settings checks it too).
@@ -59,6 +64,9 @@ struct Material {
   // (--service-cert/--service-key). Empty: streams pass through unchanged.
   std::string service_cert_pem;
   std::string service_key_pem;
+  // Bridge only, optional: the CA that signed OpenBao's listener certificate
+  // (--vault-ca), for the health probe's TLS to an https:// --vault-addr.
+  std::string upstream_ca_pem;
 };
 std::vector<uint8_t> encode_material(const Material& m);
 std::optional<Material> decode_material(Bytes b);

@@ -24,6 +24,7 @@ struct MaterialFiles {
   std::string pin_file;                   // one sha256// pin per line, '#' comments
   std::vector<Pin> pins;                  // given on the command line
   std::string pin_flag;                   // "bridge-pin": named in the errors about pins
+  std::string upstream_ca;                // the bridge's --vault-ca, optional
   // The paths given, in a fixed order (what a FileWatcher watches).
   std::vector<std::string> paths() const;
 };
