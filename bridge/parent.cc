@@ -96,7 +96,12 @@ std::vector<FlagSpec> flag_specs() {
           {"vault-health-interval", "SECONDS",
            "poll it every SECONDS, each poll answered within 2 s (default 5; 0: never, for an "
            "upstream that is not OpenBao: the brokers then see its state as unknown and still "
-           "use it). Not polled with an https:// --vault-addr (no TLS client for it yet)"},
+           "use it). With an https:// --vault-addr, polled only with --vault-ca"},
+          {"vault-ca", "FILE",
+           "PEM CA that signed OpenBao's listener certificate, for polling an https:// "
+           "--vault-addr: the probe's TLS verifies OpenBao's certificate against it and the host "
+           "named in --vault-addr (re-read on SIGHUP). Without it such an OpenBao is not polled "
+           "(wrappers' own TLS to it never needs it)"},
           {"status-file", "PATH",
            "keep the link state in PATH (Prometheus text format, written atomically through "
            "PATH.tmp) for node_exporter's textfile collector; name it *.prom"},
@@ -222,9 +227,15 @@ class BridgeParent final : DaemonParent::Hooks {
                                         std::to_string(kMaxHealthIntervalSec) + ")");
       health_interval = *s;
     }
-    // The probe speaks HTTP to OpenBao itself; in pass-through mode OpenBao
-    // speaks TLS, which the probe does not (yet): not polled, state unknown.
-    if (vault_https) health_interval = 0;
+    // In pass-through mode OpenBao speaks TLS, and so does the probe, but
+    // only verified: against --vault-ca and the host named in --vault-addr.
+    // Without --vault-ca it is not polled (state unknown), never unverified.
+    const std::string vault_ca = f.get("vault-ca");
+    if (!vault_ca.empty() && !vault_https)
+      return usage_error(kDaemon, "--vault-ca verifies an https:// --vault-addr; " +
+                                      f.get("vault-addr") + " is http://");
+    if (vault_https && vault_ca.empty()) health_interval = 0;
+    if (vault_https && !vault_ca.empty()) settings.vault_tls_name = vault.host;
     settings.vault_health_interval_ms = health_interval * 1000;
     MaterialFiles files;
     files.cert = cert;
@@ -235,6 +246,7 @@ class BridgeParent final : DaemonParent::Hooks {
     files.pin_file = flags_.pin_file;
     files.pins = flags_.pins;
     files.pin_flag = flags_.pin_flag;
+    files.upstream_ca = vault_ca;
     files.beacon_ca = beacon_files_.beacon_ca;
     files.beacon_pins = beacon_files_.beacon_pins;
     MaterialStore store(std::move(files), [this](const Material& m) { return validate_material(m); });
@@ -265,13 +277,18 @@ class BridgeParent final : DaemonParent::Hooks {
                settings.upstream.c_str());
     else
       LOG_INFO("streams: plaintext (--allow-plaintext-streams): the broker can read them");
-    if (settings.vault_health_interval_ms != 0)
+    if (settings.vault_health_interval_ms != 0 && vault_https)
+      LOG_INFO("OpenBao health: GET %s every %u s over TLS, verifying %s with %s",
+               settings.vault_health_path.c_str(), health_interval, settings.vault_tls_name.c_str(),
+               vault_ca.c_str());
+    else if (settings.vault_health_interval_ms != 0)
       LOG_INFO("OpenBao health: GET %s every %u s", settings.vault_health_path.c_str(),
                health_interval);
-    else if (vault_https)
+    else if (vault_https && vault_ca.empty())
       LOG_INFO(
-          "OpenBao health: not polled (https:// --vault-addr); brokers see its state as "
-          "unknown");
+          "OpenBao health: not polled (https:// --vault-addr without --vault-ca): add "
+          "--vault-ca FILE, the CA that signed OpenBao's listener certificate, to poll it; "
+          "brokers see its state as unknown");
     else
       LOG_INFO(
           "OpenBao health: not polled (--vault-health-interval 0); brokers see its state "
@@ -293,6 +310,10 @@ class BridgeParent final : DaemonParent::Hooks {
     if (!m.service_cert_pem.empty()) {
       auto service = TlsContext::create_service(m.service_cert_pem, m.service_key_pem);
       if (!service) return fail("--service-cert/--service-key: " + service.what());
+    }
+    if (!m.upstream_ca_pem.empty()) {
+      auto upstream = TlsContext::create_upstream(m.upstream_ca_pem);
+      if (!upstream) return fail("--vault-ca: " + upstream.what());
     }
     // Wrappers verify that name: a certificate without it fails every
     // wrapper's handshake, which is better said at start.

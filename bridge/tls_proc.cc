@@ -78,20 +78,33 @@ class TlsProcess final : public ChildBase {
           else
             err = "service certificate: " + made.what();
         }
+        std::unique_ptr<TlsContext> upstream;
+        if (err.empty() && !mat->upstream_ca_pem.empty()) {
+          auto made = TlsContext::create_upstream(mat->upstream_ca_pem);
+          if (made)
+            upstream = std::move(made).value();
+          else
+            err = "--vault-ca: " + made.what();
+        }
+        // Fail closed: an https:// OpenBao is probed verified or not at all
+        // (the parent never sends one without the other).
+        if (err.empty() && !settings_.vault_tls_name.empty() && !upstream)
+          err = "an https:// --vault-addr is probed only with --vault-ca";
         std::unique_ptr<TlsContext> beacon;
-        if (ctx && (mat->service_cert_pem.empty() || service) && !settings_.beacons.empty()) {
+        if (err.empty() && !settings_.beacons.empty()) {
           auto made = TlsContext::create_beacon(*mat);
           if (made)
             beacon = std::move(made).value();
           else
             err = "beacon CA: " + made.what();
         }
-        const bool terminate = !mat->service_cert_pem.empty();
         wipe_material(*mat);
-        if (!ctx || (terminate && !service) || (!settings_.beacons.empty() && !beacon)) {
+        if (!err.empty()) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
         }
+        // A probe in flight keeps the context it began with (TlsStream's keep).
+        upstream_ctx_ = std::shared_ptr<TlsContext>(std::move(upstream));
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         beacon_ctx_ = std::shared_ptr<TlsContext>(std::move(beacon));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
@@ -269,8 +282,10 @@ class TlsProcess final : public ChildBase {
   // A probe is a stream on the data channel like a wrapper's, opened here
   // rather than by the broker: the forwarding process connects to OpenBao
   // for it as for any stream, and this process reads the answer's status
-  // line (bridge/vault_health.h). An http:// --vault-addr only (the parent
-  // turns polling off for https://).
+  // line (bridge/vault_health.h). With an https:// --vault-addr the probe's
+  // TLS client runs here too, on memory BIOs (TlsStream), verified against
+  // --vault-ca and the host name of --vault-addr: the forwarding process
+  // carries its ciphertext like any other stream's, and stays OpenSSL-free.
   void start_probe(TimePoint now) {
     const std::string req = health_request(settings_.vault_health_path, settings_.upstream);
     // No data channel yet (at start), or its HELLO not done: shortly again.
@@ -278,6 +293,18 @@ class TlsProcess final : public ChildBase {
         (local_ && !local_->closed() && local_->session().ready()) ? local_->session().open() : 0;
     if (id == 0 && health_.defer(now)) return;
     health_.begin(now);
+    if (id != 0 && probe_tls()) {
+      if (!upstream_ctx_) {  // never: kMaterial refuses it; fail closed all the same
+        local_->session().reset(id, Code::kCancel);
+        return apply(health_.end(now));
+      }
+      probe_stream_ = id;
+      probe_tls_ = std::make_unique<TlsStream>(upstream_ctx_, upstream_ctx_->get(),
+                                               settings_.vault_tls_name);
+      probe_request_ = req;
+      probe_cipher_in_ = 0;
+      return pump_probe();
+    }
     if (id == 0 || local_->session().send_capacity(id) < req.size()) {
       if (id != 0) local_->session().reset(id, Code::kCancel);
       return apply(health_.end(now));  // no way to OpenBao for a while: unreachable
@@ -300,11 +327,49 @@ class TlsProcess final : public ChildBase {
     health_.abandon(Clock::now());
   }
 
-  // Lets go of the probe's stream, resetting it first if asked and still open.
+  // Lets go of the probe's stream (and its TLS), resetting it first if asked
+  // and still open.
   void forget_probe_stream(bool reset) {
     if (reset && local_ && !local_->closed() && local_->session().stream_exists(probe_stream_))
       local_->session().reset(probe_stream_, Code::kCancel);
     probe_stream_ = 0;
+    probe_tls_.reset();
+    probe_request_.clear();
+  }
+
+  bool probe_tls() const { return !settings_.vault_tls_name.empty(); }
+
+  // A TLS probe that failed says why (wrong CA, wrong name, no TLS at all),
+  // at most a line per interval like every failure OpenBao's side can cause;
+  // its state (unreachable) is logged on the change as for any probe.
+  void probe_failed(const std::string& why) {
+    LOG_WARN_THROTTLED(probe_log_, "OpenBao health probe to %s (verifying %s): %s",
+                       settings_.upstream.c_str(), settings_.vault_tls_name.c_str(), why.c_str());
+    end_probe(/*reset=*/true);
+  }
+
+  // Moves the probe's TLS along: the answer's plaintext into the poller, the
+  // request once the handshake is done (and verified), ciphertext out within
+  // the stream's credit (the rest on kWritable).
+  void pump_probe() {
+    TlsStream& t = *probe_tls_;
+    std::array<uint8_t, 1024> buf;
+    for (;;) {
+      const size_t n = t.take_inner(buf);
+      if (n == 0) break;
+      apply(health_.feed(Bytes(buf.data(), n)));
+      if (health_.over_cap()) return end_probe(/*reset=*/true);
+    }
+    if (!t.failed() && t.established() && !probe_request_.empty()) {
+      t.put_inner(as_bytes(probe_request_));
+      probe_request_.clear();
+    }
+    if (t.failed()) return probe_failed(t.error());
+    const Bytes out = t.outer_pending();
+    const size_t n = std::min(out.size(), local_->session().send_capacity(probe_stream_));
+    if (n == 0) return;
+    local_->session().send(probe_stream_, out.first(n), false);
+    t.outer_sent(n);
   }
 
   // The probe stream's events (true: it was one of them).
@@ -313,15 +378,33 @@ class TlsProcess final : public ChildBase {
     switch (ev.kind) {
       case Event::kData:
         local_->session().consume(ev.stream, ev.data.size());  // read, and dropped
+        if (probe_tls_) {
+          probe_cipher_in_ += ev.data.size();
+          if (probe_cipher_in_ > kMaxHealthTlsAnswer) {
+            probe_failed("more than " + std::to_string(kMaxHealthTlsAnswer) +
+                         " bytes of TLS from OpenBao");
+            break;
+          }
+          probe_tls_->put_outer(ev.data);
+          pump_probe();
+          break;
+        }
         apply(health_.feed(ev.data));
         if (health_.over_cap()) end_probe(/*reset=*/true);
         break;
+      case Event::kWritable:
+        if (probe_tls_) pump_probe();
+        break;
       case Event::kFin:  // OpenBao closed (Connection: close): close ours, done
         local_->session().close_write(ev.stream);
+        if (probe_tls_ && !probe_tls_->established()) {
+          probe_failed("OpenBao closed the connection during the TLS handshake");
+          break;
+        }
         end_probe(/*reset=*/false);
         break;
       case Event::kReset:  // the forwarding process could not connect, or OpenBao reset
-        probe_stream_ = 0;
+        forget_probe_stream(/*reset=*/false);
         apply(health_.end(Clock::now()));
         break;
       default:
@@ -401,7 +484,7 @@ class TlsProcess final : public ChildBase {
           // With --service-cert the wrapper's TLS ends here; the forwarding
           // process (and OpenBao on loopback) sees plaintext, the broker never.
           if (service_ctx_)
-            r->codec = std::make_unique<TlsStreamServer>(service_ctx_, service_ctx_->get());
+            r->codec = std::make_unique<TlsStream>(service_ctx_, service_ctx_->get());
           relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;
@@ -494,7 +577,13 @@ class TlsProcess final : public ChildBase {
   // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
-    if (health_.expired(now)) end_probe(/*reset=*/true);  // no answer in time: unreachable
+    if (health_.expired(now)) {  // no answer in time: unreachable
+      if (probe_tls_ && !probe_tls_->established())
+        probe_failed("no TLS handshake within " +
+                     std::to_string(std::chrono::seconds(kHealthProbeTimeout).count()) + " s");
+      else
+        end_probe(/*reset=*/true);
+    }
     if (health_.due(now) && !draining_) start_probe(now);
     if (ctx_ && dial_.due(now, satisfied())) {
       if (settings_.beacons.empty()) {
@@ -560,6 +649,13 @@ class TlsProcess final : public ChildBase {
   HealthPoller health_;            // OpenBao's state (own_status_.upstream)
   bool health_started_ = false;    // polling began (after the first material)
   uint32_t probe_stream_ = 0;      // the probe's stream on the data channel; 0: none
+  // https:// --vault-addr: the probe's TLS client (--vault-ca), its request
+  // until the handshake is done, and the ciphertext read so far.
+  std::shared_ptr<TlsContext> upstream_ctx_;
+  std::unique_ptr<TlsStream> probe_tls_;
+  std::string probe_request_;
+  size_t probe_cipher_in_ = 0;
+  log::Throttle probe_log_;
   RelayTable relays_;
   std::shared_ptr<TlsContext> beacon_ctx_;  // beacon mode: the outer sessions'
   size_t beacon_at_ = 0;                     // beacon mode: the next dial's beacon

@@ -3,7 +3,8 @@
 // (shared/wire/frame.h), which the bridge tells every broker in STATUS. Sans-IO:
 // the TLS process opens the probe's stream on the data channel (the forwarding
 // process connects to OpenBao as for any stream), feeds the answer's bytes in
-// and passes the time; this file never touches a socket or reads the clock.
+// (after its own TLS client, with an https:// --vault-addr) and passes the
+// time; this file never touches a socket or reads the clock.
 //
 // Only the status line is read, at most kMaxHealthAnswer bytes in all: the code
 // is what OpenBao documents as the answer (the JSON body says the same again).
@@ -24,6 +25,10 @@ namespace ct::bridge {
 // kMaxHealthStatusLine bytes is a malformed answer.
 inline constexpr size_t kMaxHealthAnswer = 4096;
 inline constexpr size_t kMaxHealthStatusLine = 256;
+// What a probe over TLS (an https:// --vault-addr) may read, ciphertext:
+// OpenBao's handshake (its certificate chain, a few KiB) and the answer's
+// records (kMaxHealthAnswer of plaintext). More: unreachable.
+inline constexpr size_t kMaxHealthTlsAnswer = 64 * 1024;
 // A probe not answered (its stream not ended) within this long: unreachable.
 // OpenBao answers sys/health from memory; 2 s is a host in trouble.
 inline constexpr auto kHealthProbeTimeout = std::chrono::seconds(2);

@@ -190,6 +190,7 @@ void ipc_seeds() {
   ProcSettings s;
   s.peer_name = "broker.example";
   s.upstream = "127.0.0.1:8200";
+  s.vault_tls_name = "openbao.example";  // an https:// --vault-addr with --vault-ca
   write_seed(t, "settings", with(0, 0, datagram(Msg::kSettings, encode_settings(s))));
   ProcSettings empty;
   empty.log_level = 3;
@@ -201,6 +202,7 @@ void ipc_seeds() {
   Pin p{};
   for (size_t i = 0; i < p.size(); i++) p[i] = static_cast<uint8_t>(i * 7);
   m.pins = {p, p};
+  m.upstream_ca_pem = m.cert_pem;  // --vault-ca
   write_seed(t, "material", with(2, 0, datagram(Msg::kMaterial, encode_material(m))));
   Material many;
   many.pins.assign(16, p);

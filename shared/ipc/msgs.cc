@@ -42,6 +42,7 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   w.u16(s.replicas);
   put_str16(w, s.vault_health_path);
   w.u32(s.vault_health_interval_ms);
+  put_str16(w, s.vault_tls_name);
   w.u8(static_cast<uint8_t>(s.beacons.size()));
   for (const std::string& b : s.beacons) put_str16(w, b);
   w.bytes(s.rendezvous);
@@ -66,6 +67,7 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   s.replicas = r.u16();
   s.vault_health_path = get_str16(r);
   s.vault_health_interval_ms = r.u32();
+  s.vault_tls_name = get_str16(r);
   const uint8_t nb = r.u8();
   if (nb > kMaxBeacons) return std::nullopt;
   for (uint8_t i = 0; i < nb && r.ok(); i++) s.beacons.push_back(get_str16(r));
@@ -98,6 +100,7 @@ std::vector<uint8_t> encode_material(const Material& m) {
   for (const Pin& p : m.pins) w.bytes(p);
   put_str32(w, m.service_cert_pem);
   put_str32(w, m.service_key_pem);
+  put_str32(w, m.upstream_ca_pem);
   put_str32(w, m.beacon_ca_pem);
   w.u16(static_cast<uint16_t>(m.beacon_pins.size()));
   for (const Pin& p : m.beacon_pins) w.bytes(p);
@@ -120,6 +123,7 @@ std::optional<Material> decode_material(Bytes b) {
   }
   m.service_cert_pem = get_str32(r);
   m.service_key_pem = get_str32(r);
+  m.upstream_ca_pem = get_str32(r);
   m.beacon_ca_pem = get_str32(r);
   const uint16_t nb = r.u16();
   if (nb > kMaxPins) return std::nullopt;
@@ -138,6 +142,7 @@ void wipe_material(Material& m) {
   wipe(m.ca_pem);
   wipe(m.service_cert_pem);
   wipe(m.service_key_pem);
+  wipe(m.upstream_ca_pem);
   wipe(m.beacon_ca_pem);
   m.pins.clear();
   m.beacon_pins.clear();

@@ -41,6 +41,11 @@ struct ProcSettings {
   // every vault_health_interval_ms (--vault-health-interval; 0: never).
   std::string vault_health_path = "/v1/sys/health";
   uint32_t vault_health_interval_ms = 5000;
+  // Bridge TLS process, an https:// --vault-addr with --vault-ca: the host
+  // named there (a DNS name or an IP), which OpenBao's listener certificate
+  // must carry; the probe speaks TLS, verified against Material's
+  // upstream_ca_pem. Empty: the probe speaks plain HTTP.
+  std::string vault_tls_name;
   // Beacon mode (docs/beacon.md), both daemons' TLS processes: the beacons
   // (normalised host:port, at most kMaxBeacons; a bridge tries them in this
   // order, which the parent computed by rendezvous hashing; a broker waits at
@@ -70,6 +75,9 @@ struct Material {
   // (--service-cert/--service-key). Empty: streams pass through unchanged.
   std::string service_cert_pem;
   std::string service_key_pem;
+  // Bridge only, optional: the CA that signed OpenBao's listener certificate
+  // (--vault-ca), for the health probe's TLS to an https:// --vault-addr.
+  std::string upstream_ca_pem;
   // Beacon mode (--beacon-ca, --beacon-pin): what the beacon's certificate
   // is checked against. Empty in reverse-connect mode.
   std::string beacon_ca_pem;

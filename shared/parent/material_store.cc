@@ -15,7 +15,8 @@ namespace ct {
 
 std::vector<std::string> MaterialFiles::paths() const {
   std::vector<std::string> out;
-  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &beacon_ca})
+  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file,
+                                 &upstream_ca, &beacon_ca})
     if (!p->empty()) out.push_back(*p);
   return out;
 }
@@ -138,6 +139,10 @@ Result<void> MaterialStore::read_unwiped(Material* m) const {
         !r)
       return r;
   }
+  if (!files_.upstream_ca.empty()) {
+    if (auto r = read_small_file(files_.upstream_ca, kMaxPemFile, &m->upstream_ca_pem); !r)
+      return r;
+  }
   if (!files_.beacon_ca.empty()) {
     if (auto r = read_small_file(files_.beacon_ca, kMaxPemFile, &m->beacon_ca_pem); !r) return r;
   }
@@ -151,8 +156,9 @@ Result<void> MaterialStore::read_unwiped(Material* m) const {
     const size_t size = enc.size();
     explicit_bzero(enc.data(), enc.size());
     if (size == 0 || size > limits::kMaxMaterial)
-      return fail("certificate, key, CA, pin and service files are " + std::to_string(size / 1024) +
-                  " KiB in all; at most " + std::to_string(limits::kMaxMaterial / 1024) +
+      return fail("certificate, key, CA, pin, service and --vault-ca files are " +
+                  std::to_string(size / 1024) + " KiB in all; at most " +
+                  std::to_string(limits::kMaxMaterial / 1024) +
                   " KiB fit the control message to the TLS process");
   }
   if (m->pins.size() > limits::kMaxPins)

@@ -33,8 +33,8 @@ bool is_ip(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+// Trust anchors: only the given CA file, never the system store.
 Result<void> load_anchors(SSL_CTX* c, const std::string& ca_pem) {
-  // Trust anchors: only the given CA file, never the system store.
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   BioPtr ab = mem_bio(ca_pem);
   int anchors = 0;
@@ -66,6 +66,10 @@ void link_options(SSL_CTX* c) {
 }
 
 }  // namespace
+
+bool is_ip_literal(const std::string& s) {
+  return is_ip(s);
+}
 
 std::string tls_errors() {
   std::string out;
@@ -278,6 +282,26 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create_service(const std::string
   auto own_pin = load_identity(c, cert_pem, key_pem);
   if (!own_pin) return own_pin.error();
   t->own_pin_ = std::move(own_pin).value();
+  return t;
+}
+
+Result<std::unique_ptr<TlsContext>> TlsContext::create_upstream(const std::string& ca_pem) {
+  std::unique_ptr<TlsContext> t(new TlsContext());
+  t->side_ = Side::kClient;
+  ERR_clear_error();
+  t->ctx_ = SSL_CTX_new(TLS_client_method());
+  if (t->ctx_ == nullptr) return fail("cannot create TLS context: " + tls_errors());
+  SSL_CTX* c = t->ctx_;
+  // OpenBao's listener: TLS 1.2 at least (its own default minimum), one short
+  // exchange per probe, so no session reuse, no renegotiation, no 0-RTT.
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+  if (auto r = load_anchors(c, ca_pem); !r) return r.error();
+  // OpenSSL's default verification, which a failure ends the handshake with;
+  // as a client it also requires the serverAuth purpose of the leaf.
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
   return t;
 }
 

@@ -34,6 +34,11 @@ class TlsContext {
   // certificate wrappers trust for the broker's in-cluster name.
   static Result<std::unique_ptr<TlsContext>> create_service(const std::string& cert_pem,
                                                             const std::string& key_pem);
+  // The bridge health probe's client context for an https:// --vault-addr
+  // (--vault-ca): TLS 1.2 or 1.3, the server's chain verified against
+  // `ca_pem` only (never the system store), no certificate of ours. The
+  // name is checked per connection (TlsStream's client constructor).
+  static Result<std::unique_ptr<TlsContext>> create_upstream(const std::string& ca_pem);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -69,6 +74,8 @@ Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,
 // Whether the first certificate in `cert_pem` carries `name` (a DNS name or
 // an IP address) as a subjectAltName.
 bool cert_has_name(const std::string& cert_pem, const std::string& name);
+// Whether `s` is an IPv4 or IPv6 address (a name to verify as an IP SAN).
+bool is_ip_literal(const std::string& s);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily

@@ -1,6 +1,11 @@
-// A TLS server on one stream (wrapper TLS ending in the bridge's TLS
-// process, --service-cert): ciphertext in and out on the link side,
-// plaintext in and out on the OpenBao side, memory BIOs only.
+// TLS on one stream, memory BIOs only (no socket): ciphertext in and out on
+// the outer side, plaintext in and out on the inner side. Two uses in the
+// bridge's TLS process:
+//  - a server: wrapper TLS ending here (--service-cert); outer is the
+//    broker link, inner the stream to OpenBao;
+//  - a client: the health probe's TLS to an https:// --vault-addr
+//    (--vault-ca); outer is the data-channel stream the forwarding process
+//    carries to OpenBao unchanged, inner the probe's request and answer.
 #pragma once
 
 #include <openssl/ssl.h>
@@ -13,11 +18,18 @@
 
 namespace ct {
 
-class TlsStreamServer final : public StreamCodec {
+class TlsStream final : public StreamCodec {
  public:
-  // `keep` keeps the context (and what owns it) alive across reloads.
-  TlsStreamServer(std::shared_ptr<const void> keep, SSL_CTX* ctx);
-  ~TlsStreamServer() override;
+  // A server. `keep` keeps the context (and what owns it) alive across reloads.
+  TlsStream(std::shared_ptr<const void> keep, SSL_CTX* ctx);
+  // A client (TlsContext::create_upstream) that requires the server's
+  // certificate to carry `name` (an IP SAN when it is an IP address, a DNS
+  // name otherwise, which is also sent as SNI). Its ClientHello is ready in
+  // outer_pending() at once; a `name` OpenSSL refuses fails it at once.
+  TlsStream(std::shared_ptr<const void> keep, SSL_CTX* ctx, const std::string& name);
+  ~TlsStream() override;
+  TlsStream(const TlsStream&) = delete;
+  TlsStream& operator=(const TlsStream&) = delete;
 
   void put_outer(Bytes in) override;
   uint64_t outer_consumed() const override;
@@ -33,8 +45,11 @@ class TlsStreamServer final : public StreamCodec {
   const std::string& error() const override { return error_; }
 
  private:
+  bool make_ssl();
   void move_cipher_out();
   void fail(std::string why);
+  // The handshake failed: why, in one line (the verification error first).
+  std::string handshake_error();
   std::shared_ptr<const void> keep_;
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;
@@ -45,6 +60,8 @@ class TlsStreamServer final : public StreamCodec {
   bool established_ = false;
   bool clean_close_ = false;
   bool failed_ = false;
+  bool client_ = false;
+  const char* what_ = "wrapper TLS";  // names the connection in errors
   std::string error_;
 };
 

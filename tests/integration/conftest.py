@@ -39,8 +39,8 @@ class Env:
         self._n += 1
         return self.tmp / f"{self._n:02d}-{name}.log"
 
-    def kv(self):
-        u = KvUpstream()
+    def kv(self, **kw):
+        u = KvUpstream(**kw)
         self.upstreams.append(u)
         return u
 

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -221,6 +222,18 @@ class _KvHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def setup(self):
+        # A TLS stand-in's handshake, here in the handler's thread (never
+        # in the accepting one, which a silent client would block).
+        if isinstance(self.request, ssl.SSLSocket):
+            self.server.outer.tls_handshakes += 1
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.server.outer.tls_failures += 1
+                raise
+        super().setup()
+
     def do_GET(self):
         up = self.server.outer
         if self.path == up.health_path:
@@ -280,14 +293,25 @@ class _KvHandler(BaseHTTPRequestHandler):
 
 class KvUpstream:
     """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk, and
-    its health endpoint (`health_path`) answering `health_code`."""
+    its health endpoint (`health_path`) answering `health_code`. With
+    `tls=(crt, key)` it is an https:// listener (as OpenBao's usually is),
+    `tls_max` caps its TLS version (e.g. ssl.TLSVersion.TLSv1_2)."""
 
-    def __init__(self, port=0, health_code=200, health_path="/v1/sys/health"):
+    def __init__(self, port=0, health_code=200, health_path="/v1/sys/health", tls=None,
+                 tls_max=None):
         self.accepts = 0  # connections taken for streams (health probes not counted)
         self.requests = 0  # requests other than health probes
         self.health_probes = 0
         self.health_code = health_code
         self.health_path = health_path
+        self.tls_handshakes = 0  # begun (TLS stand-in only)
+        self.tls_failures = 0    # of those, failed (a client that refused our certificate)
+        self.tls = None
+        if tls:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(str(tls[0]), str(tls[1]))
+            if tls_max:
+                self.tls.maximum_version = tls_max
         outer = self
 
         class Server(ThreadingHTTPServer):
@@ -296,12 +320,18 @@ class KvUpstream:
 
             def get_request(self):
                 outer.accepts += 1
-                return super().get_request()
+                sock, addr = super().get_request()
+                if outer.tls:
+                    sock = outer.tls.wrap_socket(sock, server_side=True,
+                                                 do_handshake_on_connect=False)
+                return sock, addr
 
             def handle_error(self, request, client_address):
                 # A bridge killed by a test resets its connections here (on
-                # purpose: a death is an RST); anything else is still printed.
-                if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                # purpose: a death is an RST), a client refuses our TLS
+                # certificate (counted); anything else is still printed.
+                if not isinstance(sys.exc_info()[1],
+                                  (ConnectionResetError, BrokenPipeError, ssl.SSLError)):
                     super().handle_error(request, client_address)
         self.server = Server(("127.0.0.1", port), _KvHandler)
         self.server.outer = self
@@ -311,7 +341,7 @@ class KvUpstream:
 
     @property
     def addr(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def close(self):
         self.server.shutdown()

@@ -378,11 +378,13 @@ TEST(IpcMsgs, SettingsCarryTheHealthProbeAndRefuseABadPath) {
   ProcSettings s;
   s.vault_health_path = "/v1/sys/health?standbyok=true";
   s.vault_health_interval_ms = 0;
+  s.vault_tls_name = "openbao.example.com";
   auto b = encode_settings(s);
   auto got = decode_settings(b);
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->vault_health_path, s.vault_health_path);
   EXPECT_EQ(got->vault_health_interval_ms, 0u);
+  EXPECT_EQ(got->vault_tls_name, s.vault_tls_name);
   expect_every_truncation_rejected<ProcSettings>(b, decode_settings);
   // The path goes into a request line as is: one token of printable ASCII.
   for (const std::string& bad :
@@ -402,6 +404,7 @@ TEST(IpcMsgs, MaterialRoundTripAndTruncation) {
   m.cert_pem = "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n";
   m.key_pem = std::string(5000, 'k');
   m.ca_pem = "";
+  m.upstream_ca_pem = "-----BEGIN CERTIFICATE-----\nvault ca\n-----END CERTIFICATE-----\n";
   for (int i = 0; i < 3; i++) {
     Pin p;
     p.fill(static_cast<uint8_t>(i + 1));
@@ -415,6 +418,7 @@ TEST(IpcMsgs, MaterialRoundTripAndTruncation) {
   EXPECT_EQ(got->key_pem, m.key_pem);
   EXPECT_EQ(got->ca_pem, m.ca_pem);
   EXPECT_EQ(got->pins, m.pins);
+  EXPECT_EQ(got->upstream_ca_pem, m.upstream_ca_pem);
   // Truncations: checking every prefix of a 5 KiB key is cheap enough.
   expect_every_truncation_rejected<Material>(b, decode_material);
 }
@@ -448,8 +452,10 @@ TEST(IpcMsgs, WipeMaterial) {
   m.cert_pem = "cert";
   m.key_pem = "secret key";
   m.ca_pem = "ca";
+  m.upstream_ca_pem = "vault ca";
   m.pins.resize(2);
   wipe_material(m);
+  EXPECT_TRUE(m.upstream_ca_pem.empty());
   EXPECT_TRUE(m.cert_pem.empty());
   EXPECT_TRUE(m.key_pem.empty());
   EXPECT_TRUE(m.ca_pem.empty());

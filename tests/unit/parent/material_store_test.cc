@@ -20,7 +20,7 @@ class MaterialStoreTest : public ::testing::Test {
   std::string key = dir.write("tls.key", "key-1", 0600);
   std::string ca = dir.write("ca.crt", "ca-1", 0644);
   int validations = 0;
-  MaterialStore store{{cert, key, ca, "", "", "", {}, "bridge-pin", "", {}},
+  MaterialStore store{{cert, key, ca, "", "", "", {}, "bridge-pin", "", "", {}},
                       [this](const Material& m) -> Result<void> {
                         validations++;
                         if (m.cert_pem.find("bad") == std::string::npos) return {};
@@ -160,7 +160,7 @@ TEST_F(MaterialStoreTest, AReloadThatCannotReadAFileKeepsTheGoodMaterial) {
 class PinFileTest : public MaterialStoreTest {
  protected:
   std::string pins_path = dir.write("bridge.pin", "", 0644);
-  MaterialStore pinned{{cert, key, ca, "", "", pins_path, {}, "bridge-pin", "", {}},
+  MaterialStore pinned{{cert, key, ca, "", "", pins_path, {}, "bridge-pin", "", "", {}},
                        [](const Material&) -> Result<void> { return {}; }};
 };
 
@@ -184,8 +184,26 @@ TEST_F(PinFileTest, APinFileWithoutAPinIsRefused) {
 }
 
 TEST(MaterialStore, TheWatchedPathsAreTheOnesGiven) {
-  const MaterialFiles files{"c", "k", "a", "", "", "p", {}, "broker-pin", "", {}};
+  const MaterialFiles files{"c", "k", "a", "", "", "p", {}, "broker-pin", "", "", {}};
   EXPECT_EQ(files.paths(), (std::vector<std::string>{"c", "k", "a", "p"}));
+  // The bridge's --vault-ca is watched (and re-read) like the others.
+  const MaterialFiles bridge{"c", "k", "a", "", "", "", {}, "broker-pin", "v"};
+  EXPECT_EQ(bridge.paths(), (std::vector<std::string>{"c", "k", "a", "v"}));
+}
+
+TEST_F(MaterialStoreTest, TheVaultCaIsReadWithTheRestAndAMissingOneIsNamed) {
+  const std::string vault_ca = dir.write("vault-ca.crt", "vault-ca-1", 0644);
+  MaterialStore with{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca},
+                     [](const Material&) -> Result<void> { return {}; }};
+  ASSERT_TRUE(ok(with.load())) << err;
+  EXPECT_EQ(with.good().upstream_ca_pem, "vault-ca-1");
+  dir.write("vault-ca.crt", "vault-ca-2", 0644);
+  ASSERT_TRUE(ok(with.propose())) << err;
+  EXPECT_EQ(with.candidate().upstream_ca_pem, "vault-ca-2");
+  MaterialStore missing{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca + ".gone"},
+                        [](const Material&) -> Result<void> { return {}; }};
+  EXPECT_FALSE(ok(missing.load()));
+  EXPECT_NE(err.find(vault_ca + ".gone"), std::string::npos) << err;
 }
 
 }  // namespace
