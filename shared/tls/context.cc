@@ -67,10 +67,6 @@ void link_options(SSL_CTX* c) {
 
 }  // namespace
 
-bool is_ip_literal(const std::string& s) {
-  return is_ip(s);
-}
-
 std::string tls_errors() {
   std::string out;
   unsigned long e;

@@ -74,8 +74,6 @@ Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,
 // Whether the first certificate in `cert_pem` carries `name` (a DNS name or
 // an IP address) as a subjectAltName.
 bool cert_has_name(const std::string& cert_pem, const std::string& name);
-// Whether `s` is an IPv4 or IPv6 address (a name to verify as an IP SAN).
-bool is_ip_literal(const std::string& s);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily

@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "shared/os/net.h"
 #include "shared/tls/context.h"
 
 namespace ct {

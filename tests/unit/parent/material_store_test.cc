@@ -187,20 +187,20 @@ TEST(MaterialStore, TheWatchedPathsAreTheOnesGiven) {
   const MaterialFiles files{"c", "k", "a", "", "", "p", {}, "broker-pin", "", "", {}};
   EXPECT_EQ(files.paths(), (std::vector<std::string>{"c", "k", "a", "p"}));
   // The bridge's --vault-ca is watched (and re-read) like the others.
-  const MaterialFiles bridge{"c", "k", "a", "", "", "", {}, "broker-pin", "v"};
+  const MaterialFiles bridge{"c", "k", "a", "", "", "", {}, "broker-pin", "v", "", {}};
   EXPECT_EQ(bridge.paths(), (std::vector<std::string>{"c", "k", "a", "v"}));
 }
 
 TEST_F(MaterialStoreTest, TheVaultCaIsReadWithTheRestAndAMissingOneIsNamed) {
   const std::string vault_ca = dir.write("vault-ca.crt", "vault-ca-1", 0644);
-  MaterialStore with{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca},
+  MaterialStore with{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca, "", {}},
                      [](const Material&) -> Result<void> { return {}; }};
   ASSERT_TRUE(ok(with.load())) << err;
   EXPECT_EQ(with.good().upstream_ca_pem, "vault-ca-1");
   dir.write("vault-ca.crt", "vault-ca-2", 0644);
   ASSERT_TRUE(ok(with.propose())) << err;
   EXPECT_EQ(with.candidate().upstream_ca_pem, "vault-ca-2");
-  MaterialStore missing{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca + ".gone"},
+  MaterialStore missing{{cert, key, ca, "", "", "", {}, "broker-pin", vault_ca + ".gone", "", {}},
                         [](const Material&) -> Result<void> { return {}; }};
   EXPECT_FALSE(ok(missing.load()));
   EXPECT_NE(err.find(vault_ca + ".gone"), std::string::npos) << err;
