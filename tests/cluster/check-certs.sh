@@ -93,5 +93,21 @@ expect "bridge and broker certificates complete a TLS 1.3 mutual handshake for $
 expect "the broker side refuses a client without a certificate" grep -q NOCERT_REFUSED <<< "$res"
 expect "the broker side refuses a bridge certificate from another CA" grep -q OTHERCA_REFUSED <<< "$res"
 
+# Beacon relay mode: the beacon's certificate and the pairing key.
+bpki="$work/beacon-pki"
+"$certs" --out "$bpki" --beacon-host beacon.example.com > "$work/beacon-stdout"
+expect "beacon certificate verifies as a TLS server" quiet openssl verify -purpose sslserver -CAfile "$bpki/ca/ca.crt" "$bpki/beacon/tls.crt"
+expect "beacon certificate names the beacon host" test "$(ext "$bpki/beacon/tls.crt" subjectAltName)" = "DNS:beacon.example.com "
+expect "without --external-host the broker certificate names cloudtaser-broker" test "$(ext "$bpki/broker/tls.crt" subjectAltName)" = "DNS:cloudtaser-broker "
+for k in pairing.key broker/pairing.key bridge/pairing.key; do
+  expect "$k is mode 0600" test "$(stat -c %a "$bpki/$k")" = 600
+  expect "$k is the one pairing key" cmp -s "$bpki/$k" "$bpki/pairing.key"
+done
+expect "the pairing key is 32 random bytes in base64" test "$(base64 -d "$bpki/pairing.key" | wc -c)" = 32
+expect "two runs make two pairing keys" bash -c "'$certs' --out '$work/beacon-2' --beacon-host b.example >/dev/null && ! cmp -s '$work/beacon-2/pairing.key' '$bpki/pairing.key'"
+expect "the beacon never gets the pairing key" test ! -e "$bpki/beacon/pairing.key"
+expect "the output tells where the beacon pin and the key go" grep -q "never to the beacon" "$work/beacon-stdout"
+expect "without either host it says what is missing" bash -c "'$certs' --out '$work/none' 2>&1 | grep -q -- '--beacon-host'"
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
