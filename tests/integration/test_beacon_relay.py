@@ -1,0 +1,288 @@
+"""cloudtaser-beacon (docs/beacon.md): pairing, relaying, refusals, drain,
+restart and sandbox, with hand-written rendezvous clients on loopback
+(beacon_client.py). One behaviour per test, each with its own beacon and CA.
+"""
+import hashlib
+import os
+import signal
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from beacon_client import (BAD_PREAMBLE, BRIDGE, BROKER, KEEPALIVE, NO_PEER, OVER_CAPACITY,
+                           PAIRED, SHUTDOWN, Beacon, Client, instance, preamble, rid)
+from harness import http_get, wait_for
+
+# Short pairing timeout and keepalive interval so that the tests are quick.
+FAST = ["--pairing-timeout", "1", "--keepalive-interval", "1"]
+
+
+@pytest.fixture
+def beacon(tmp_path):
+    started = []
+
+    def start(extra=(), client_ca=False):
+        b = Beacon(tmp_path, extra=extra, client_ca=client_ca)
+        started.append(b)
+        return b
+    yield start
+    for b in started:
+        b.kill()
+
+
+def connect(b, role, tag, instances=(), **kw):
+    c = b.client(**kw)
+    c.send(preamble(role, rid(tag), instances))
+    return c
+
+
+def pair(b, tag="pair", broker_instance=1):
+    """A waiting broker connection and a bridge that pairs with it; both read PAIRED."""
+    br = connect(b, BROKER, tag, [instance(broker_instance)])
+    bg = connect(b, BRIDGE, tag)
+    assert bg.answer() == (PAIRED, "")
+    assert br.answer_skipping_keepalives() == (PAIRED, "")
+    return br, bg
+
+
+def relay(src, dst, n):
+    """n random bytes from src to dst (read on a thread of its own); their sha256 both ends."""
+    data = os.urandom(n)
+    got = {}
+
+    def reader():
+        got["digest"] = hashlib.sha256(dst.read_exact(n)).hexdigest()
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(0, n, 1 << 16):
+        src.send(data[i:i + (1 << 16)])
+    t.join(timeout=60)
+    assert not t.is_alive(), "the relayed bytes did not all arrive within 60 s"
+    return hashlib.sha256(data).hexdigest(), got["digest"]
+
+
+def tls_pid(b, old=None):
+    return wait_for(lambda: (b.children().get("tls") not in (None, old)) and b.children()["tls"],
+                    15, "a TLS process")
+
+
+# ---------------------------------------------------------------- pairing and relaying
+def test_a_broker_and_a_bridge_of_one_id_are_paired_and_8_mib_pass_both_ways_unchanged(beacon):
+    b = beacon()
+    br, bg = pair(b)
+    sent, received = relay(br, bg, 8 << 20)
+    assert sent == received
+    sent, received = relay(bg, br, 8 << 20)
+    assert sent == received
+    # One side's end (close_notify) ends the other's session.
+    br.s.unwrap()
+    assert bg.at_eof()
+    b.wait_metric("cloudtaser_beacon_pairs_total", "", 1)
+    b.wait_metric("cloudtaser_beacon_pairs_active", "", 0)
+    assert b.metric("cloudtaser_beacon_bytes_relayed_total",
+                    'direction="broker_to_bridge"') == 8 << 20
+    assert b.metric("cloudtaser_beacon_bytes_relayed_total",
+                    'direction="bridge_to_broker"') == 8 << 20
+    assert b.metric("cloudtaser_beacon_answers_total", 'code="PAIRED"') == 2
+
+
+def test_two_bridges_of_one_id_are_not_paired_with_each_other(beacon):
+    b = beacon(FAST)
+    one = connect(b, BRIDGE, "same")
+    two = connect(b, BRIDGE, "same")
+    assert one.answer()[0] == NO_PEER
+    assert two.answer()[0] == NO_PEER
+    assert b.metric("cloudtaser_beacon_pairs_total") == 0
+
+
+def test_two_brokers_of_one_id_are_not_paired_with_each_other(beacon):
+    b = beacon(FAST)
+    one = connect(b, BROKER, "same", [instance(1)])
+    two = connect(b, BROKER, "same", [instance(2)])
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 2)
+    # Only keepalives come while they wait, never PAIRED.
+    for c in (one, two):
+        assert c.answer()[0] == KEEPALIVE
+
+
+def test_a_bridge_excluding_the_only_waiting_broker_gets_no_peer_after_the_timeout(beacon):
+    b = beacon(FAST)
+    br = connect(b, BROKER, "ex", [instance(7)])
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 1)
+    started = time.monotonic()
+    bg = connect(b, BRIDGE, "ex", [instance(7)])
+    code, reason = bg.answer()
+    assert code == NO_PEER and reason
+    assert 0.5 <= time.monotonic() - started < 5
+    assert bg.at_eof()
+    # The broker was left waiting: a bridge that does not exclude it pairs with it.
+    other = connect(b, BRIDGE, "ex", [instance(8)])
+    assert other.answer() == (PAIRED, "")
+    assert br.answer_skipping_keepalives() == (PAIRED, "")
+
+
+def test_connections_of_different_ids_never_pair(beacon):
+    b = beacon(FAST)
+    br = connect(b, BROKER, "one", [instance(1)])
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 1)
+    bg = connect(b, BRIDGE, "two")
+    assert bg.answer()[0] == NO_PEER
+    assert b.metric("cloudtaser_beacon_pairs_total") == 0
+    assert br.answer() == (KEEPALIVE, "")  # still waiting, unpaired
+
+
+# ---------------------------------------------------------------- refusals
+def test_a_malformed_preamble_gets_bad_preamble_with_a_reason(beacon):
+    b = beacon()
+    c = b.client()
+    c.send(b"XXXX" + bytes([1, BROKER, 0, 1]) + rid("bad") + instance(1))
+    code, reason = c.answer()
+    assert code == BAD_PREAMBLE and "magic" in reason
+    assert c.at_eof()
+    # A broker naming no instance is malformed too.
+    c = b.client()
+    c.send(preamble(BROKER, rid("bad")))
+    code, reason = c.answer()
+    assert code == BAD_PREAMBLE and reason
+    b.wait_metric("cloudtaser_beacon_connections_refused_total", 'reason="bad_preamble"', 2)
+
+
+def test_a_byte_before_paired_closes_the_connection_with_a_reason(beacon):
+    b = beacon()
+    c = connect(b, BROKER, "early", [instance(1)])
+    c.send(b"x")
+    assert c.answer_skipping_keepalives() == (BAD_PREAMBLE, "spoke before PAIRED")
+    assert c.at_eof()
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 0)
+    # Sent in one write with the preamble, it is refused the same way.
+    c = b.client()
+    c.send(preamble(BROKER, rid("early"), [instance(2)]) + b"y")
+    assert c.answer() == (BAD_PREAMBLE, "spoke before PAIRED")
+
+
+def test_a_client_without_alpn_is_refused(beacon):
+    b = beacon()
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        b.client(alpn=False)
+    b.wait_metric("cloudtaser_beacon_connections_refused_total", 'reason="handshake"', 1)
+    # With ALPN the same beacon serves.
+    br, bg = pair(b)
+
+
+def test_with_client_ca_a_client_without_a_certificate_is_refused(beacon, tmp_path):
+    b = beacon(client_ca=True)
+    c = b.client()  # TLS 1.3: the client's handshake ends before the beacon checks
+    with pytest.raises((ssl.SSLError, EOFError, ConnectionResetError)):
+        c.send(preamble(BRIDGE, rid("ca")))
+        c.answer()
+    b.wait_metric("cloudtaser_beacon_connections_refused_total", 'reason="handshake"', 1)
+    # Certificates of the client CA are admitted, both roles.
+    crt, key = b.pki.issue("beacon-client", "clientAuth")
+    br = connect(b, BROKER, "ca", [instance(1)], cert=(crt, key))
+    bg = connect(b, BRIDGE, "ca", cert=(crt, key))
+    assert bg.answer() == (PAIRED, "")
+    assert br.answer_skipping_keepalives() == (PAIRED, "")
+
+
+def test_waiting_connections_beyond_the_per_id_cap_get_over_capacity(beacon):
+    b = beacon(["--max-waiting-per-id", "2"])
+    keep = [connect(b, BROKER, "cap", [instance(i)]) for i in (1, 2)]
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 2)
+    third = connect(b, BROKER, "cap", [instance(3)])
+    code, reason = third.answer()
+    assert code == OVER_CAPACITY and "too many waiting broker" in reason
+    # Another id has room of its own.
+    other = connect(b, BROKER, "cap2", [instance(4)])
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 3)
+    assert len(keep) == 2 and other
+
+
+def test_connections_beyond_the_per_source_cap_get_over_capacity(beacon):
+    b = beacon(["--max-conns-per-source", "2"])
+    keep = [connect(b, BROKER, "src", [instance(i)]) for i in (1, 2)]
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 2)
+    c = b.client()
+    code, reason = c.answer()
+    assert code == OVER_CAPACITY and "address" in reason
+    assert len(keep) == 2
+
+
+def test_a_waiting_broker_gets_keepalives(beacon):
+    b = beacon(["--keepalive-interval", "1"])
+    c = connect(b, BROKER, "ka", [instance(1)])
+    started = time.monotonic()
+    assert c.answer() == (KEEPALIVE, "")
+    assert c.answer() == (KEEPALIVE, "")
+    assert time.monotonic() - started < 5
+    # Still waiting, still pairable.
+    bg = connect(b, BRIDGE, "ka")
+    assert bg.answer() == (PAIRED, "")
+    assert c.answer_skipping_keepalives() == (PAIRED, "")
+
+
+# ---------------------------------------------------------------- lifecycle
+def test_sigterm_sends_shutdown_to_waiting_connections_and_lets_a_live_pair_finish(beacon):
+    b = beacon(["--drain-timeout", "20"])
+    br, bg = pair(b)
+    waiting = connect(b, BROKER, "drain", [instance(2)])
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 1)
+    b.signal(signal.SIGTERM)
+    code, reason = waiting.answer()
+    assert code == SHUTDOWN and reason
+    assert waiting.at_eof()
+    # The pair still relays while the beacon drains.
+    sent, received = relay(br, bg, 1 << 20)
+    assert sent == received
+    assert b.proc.poll() is None
+    # Its end is the beacon's: exit 0 well before the drain timeout.
+    started = time.monotonic()
+    br.s.unwrap()
+    assert bg.at_eof()
+    assert b.wait_exit(15) == 0
+    assert time.monotonic() - started < 10
+
+
+def test_kill_9_of_the_tls_process_is_restarted_and_new_pairs_work(beacon):
+    b = beacon()
+    old = tls_pid(b)
+    os.kill(old, signal.SIGKILL)
+    new = tls_pid(b, old)
+    assert new != old
+    b.wait_log(r"(?s)killed by signal 9.*certificate material loaded")
+
+    def paired():
+        try:
+            br, bg = pair(b, tag="again")
+            return br, bg
+        except (OSError, EOFError):
+            return None
+    br, bg = wait_for(paired, 15, "a pair through the restarted TLS process", interval=0.2)
+    sent, received = relay(bg, br, 1 << 20)
+    assert sent == received
+
+
+def test_the_tls_process_runs_with_seccomp_and_no_capabilities(beacon):
+    b = beacon()
+    pids = wait_for(lambda: len(b.children()) == 2 and b.children(), 10, "both children")
+    for role in ("tls", "forward"):
+        status = Path(f"/proc/{pids[role]}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        assert fields["Seccomp"].strip() == "2", role
+        assert fields["NoNewPrivs"].strip() == "1", role
+        for cap in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(fields[cap], 16) == 0, (role, cap)
+
+
+def test_metrics_and_readiness_are_served_without_the_key(beacon):
+    b = beacon()
+    wait_for(lambda: http_get(b.metrics_port, "/readyz") == (200, b"ready\n"), 5, "ready")
+    assert http_get(b.metrics_port, "/healthz") == (200, b"ok\n")
+    text = b.metrics()
+    assert "cloudtaser_beacon_connections_accepted_total" in text
+    # The process serving HTTP maps no OpenSSL.
+    fwd = b.children()["forward"]
+    maps = Path(f"/proc/{fwd}/maps").read_text()
+    assert "libssl" not in maps and "libcrypto" not in maps
