@@ -19,8 +19,9 @@
 //   unsent ciphertext is under kRelayBuffer; past it A is not read until B
 //   drains, so a slow side slows only its own pair. One side's end (close_notify,
 //   EOF or an error) ends the other with close_notify.
-// - closing: close_notify (after an answer, if any) is flushed, then the fd
-//   is closed; kClosingLinger at most.
+// - closing: close_notify (after an answer, if any) is flushed and what the
+//   client still sends is dropped until its EOF, then the fd is closed;
+//   kClosingLinger at most.
 #include <fcntl.h>
 #include <sys/socket.h>
 
@@ -57,7 +58,7 @@ constexpr size_t kRelayBuffer = 256 * 1024;  // per direction of a pair
 constexpr auto kHandshakeDeadline = 10s;     // from accept, absolute
 constexpr auto kPreambleDeadline = 5s;       // from the end of the handshake
 // A closing connection's last bytes (an answer, close_notify) get this long
-// to leave; a peer that does not read them loses them.
+// to leave and the client this long to close its side; then the fd is closed.
 constexpr auto kClosingLinger = 5s;
 // Outer TLS handshakes in flight: a few thousand brokers and bridges
 // redialling at once fit; a flood of silent sockets cycles through by
@@ -289,11 +290,21 @@ class TlsProcess final : public ChildBase {
         if (Conn* p = find(c.peer); p != nullptr && !p->reading) pump(*p);
         return;
       case State::kClosing:
-        if (c.tls->pending_cipher() == 0 || c.tls->failed() ||
-            (events & (EPOLLHUP | EPOLLERR)) != 0)
-          return close_now(c);
-        return update_interest(c);
+        return linger(c, events);
     }
+  }
+
+  // A closing connection: its last bytes leave, and what the client still
+  // sends is read and dropped until its EOF. Closing a socket with unread
+  // input would make the kernel send a reset, which may discard the answer
+  // and close_notify the client has not read yet.
+  void linger(Conn& c, uint32_t events) {
+    for (int i = 0; i < 16; i++)
+      if (c.tls->read_plain(std::span<uint8_t>(relay_buf_.data(), relay_buf_.size())) == 0) break;
+    if (c.tls->failed() || (events & (EPOLLHUP | EPOLLERR)) != 0 ||
+        (c.tls->pending_cipher() == 0 && c.tls->eof()))
+      return close_now(c);
+    update_interest(c);
   }
 
   void step_handshake(Conn& c) {
@@ -456,10 +467,9 @@ class TlsProcess final : public ChildBase {
     if (c.state == State::kWaiting) table_.remove(c.id);
     if (a) answer(c, *a, reason);
     c.tls->shutdown();
-    if (c.tls->pending_cipher() == 0 || c.tls->failed()) return close_now(c);
     c.state = State::kClosing;
     c.timer.arm(Clock::now() + kClosingLinger);
-    update_interest(c);
+    linger(c, 0);
   }
 
   void close_now(Conn& c) {
@@ -489,6 +499,7 @@ class TlsProcess final : public ChildBase {
         want = c.reading ? EPOLLIN : 0u;
         break;
       case State::kClosing:
+        want = c.tls->eof() ? 0u : EPOLLIN;  // a socket at EOF stays readable
         break;
     }
     if (c.tls->pending_cipher() != 0) want |= EPOLLOUT;
