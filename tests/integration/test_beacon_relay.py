@@ -134,6 +134,45 @@ def test_connections_of_different_ids_never_pair(beacon):
     assert br.answer() == (KEEPALIVE, "")  # still waiting, unpaired
 
 
+def test_a_side_that_does_not_read_slows_only_its_own_pair(beacon):
+    b = beacon()
+    slow_br, slow_bg = pair(b, tag="slow")
+    data = os.urandom(32 << 20)
+    # The slow pair's bridge reads nothing: the broker's writes stop once the
+    # beacon's 256 KiB and the kernels' buffers are full, far short of 32 MiB.
+    slow_br.s.settimeout(1.0)
+    sent = 0
+    try:
+        while sent < len(data):
+            sent += slow_br.s.send(data[sent:sent + (1 << 16)])
+    except (TimeoutError, ssl.SSLWantWriteError):
+        pass
+    assert sent < len(data), "32 MiB went into a pair whose receiver does not read"
+    # Meanwhile another pair relays at full speed.
+    fast_br, fast_bg = pair(b, tag="fast", broker_instance=2)
+    a, z = relay(fast_br, fast_bg, 4 << 20)
+    assert a == z
+    # Nothing of the slow pair was lost: once its bridge reads, every byte arrives.
+    got = slow_bg.read_exact(sent)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data[:sent]).digest()
+
+
+def test_a_certificate_reloaded_on_sighup_serves_new_connections_and_keeps_live_pairs(beacon):
+    b = beacon()
+    br, bg = pair(b, tag="reload")
+    new_crt, new_key = b.pki.issue("beacon-next", "serverAuth")
+    Path(b.crt).write_bytes(Path(new_crt).read_bytes())
+    Path(b.key).write_bytes(Path(new_key).read_bytes())
+    b.signal(signal.SIGHUP)
+    b.wait_log(r"reload: new certificate material in service")
+    c = b.client()
+    der = c.s.getpeercert(binary_form=True)
+    assert ssl.DER_cert_to_PEM_cert(der).split() == Path(new_crt).read_text().split()
+    c.close()
+    a, z = relay(br, bg, 1 << 20)
+    assert a == z
+
+
 # ---------------------------------------------------------------- refusals
 def test_a_malformed_preamble_gets_bad_preamble_with_a_reason(beacon):
     b = beacon()
@@ -161,6 +200,17 @@ def test_a_byte_before_paired_closes_the_connection_with_a_reason(beacon):
     c = b.client()
     c.send(preamble(BROKER, rid("early"), [instance(2)]) + b"y")
     assert c.answer() == (BAD_PREAMBLE, "spoke before PAIRED")
+
+
+def test_a_preamble_not_complete_within_5_s_gets_bad_preamble(beacon):
+    b = beacon()
+    c = b.client()
+    c.send(preamble(BROKER, rid("slow"), [instance(1)])[:10])
+    started = time.monotonic()
+    code, reason = c.answer()
+    assert code == BAD_PREAMBLE and "5 s" in reason
+    assert 4 <= time.monotonic() - started < 8
+    assert c.at_eof()
 
 
 def test_a_client_without_alpn_is_refused(beacon):
@@ -233,14 +283,16 @@ def test_sigterm_sends_shutdown_to_waiting_connections_and_lets_a_live_pair_fini
     code, reason = waiting.answer()
     assert code == SHUTDOWN and reason
     assert waiting.at_eof()
+    waiting.close()
     # The pair still relays while the beacon drains.
     sent, received = relay(br, bg, 1 << 20)
     assert sent == received
     assert b.proc.poll() is None
     # Its end is the beacon's: exit 0 well before the drain timeout.
     started = time.monotonic()
-    br.s.unwrap()
+    br.s.unwrap().close()
     assert bg.at_eof()
+    bg.close()
     assert b.wait_exit(15) == 0
     assert time.monotonic() - started < 10
 
