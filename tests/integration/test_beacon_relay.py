@@ -14,7 +14,7 @@ import pytest
 
 from beacon_client import (BAD_PREAMBLE, BRIDGE, BROKER, KEEPALIVE, NO_PEER, OVER_CAPACITY,
                            PAIRED, SHUTDOWN, Beacon, Client, instance, preamble, rid)
-from harness import http_get, wait_for
+from harness import Pki, http_get, wait_for
 
 # Short pairing timeout and keepalive interval so that the tests are quick.
 FAST = ["--pairing-timeout", "1", "--keepalive-interval", "1"]
@@ -87,6 +87,87 @@ def test_a_broker_and_a_bridge_of_one_id_are_paired_and_8_mib_pass_both_ways_unc
     assert b.metric("cloudtaser_beacon_bytes_relayed_total",
                     'direction="bridge_to_broker"') == 8 << 20
     assert b.metric("cloudtaser_beacon_answers_total", 'code="PAIRED"') == 2
+
+
+def inner_tls(outer, ctx, server, work, result):
+    """A TLS session inside `outer`'s session (the link's, as the broker and the
+    bridge run it through the beacon): memory BIOs pumped over the outer socket."""
+    rd, wr = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(rd, wr, server_side=server,
+                       server_hostname=None if server else "localhost")
+
+    def run(op):
+        for _ in range(10000):  # bounded: each turn moves at least one record or ends
+            try:
+                return op()
+            except ssl.SSLWantReadError:
+                if wr.pending:
+                    outer.send(wr.read())
+                data = outer.s.recv(65536)
+                if not data:
+                    rd.write_eof()
+                rd.write(data)
+            finally:
+                if wr.pending:
+                    outer.send(wr.read())
+        raise AssertionError("inner session made no progress")
+    try:
+        run(obj.do_handshake)
+        result["value"] = work(obj, run)
+    except Exception as e:  # reported to the test's thread
+        result["error"] = e
+
+
+def test_the_inner_mutual_tls_runs_end_to_end_and_its_close_reaches_the_other_side(beacon,
+                                                                                     tmp_path):
+    b = beacon()
+    link = Pki(tmp_path / "link-pki", name="link")
+    broker_crt, broker_key = link.issue("broker", "serverAuth")
+    bridge_crt, bridge_key = link.issue("bridge", "clientAuth")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    sctx.load_cert_chain(str(broker_crt), str(broker_key))
+    sctx.load_verify_locations(str(link.ca_crt))
+    sctx.verify_mode = ssl.CERT_REQUIRED
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    cctx.load_cert_chain(str(bridge_crt), str(bridge_key))
+    cctx.load_verify_locations(str(link.ca_crt))
+    br, bg = pair(b, tag="inner")
+
+    def broker_side(obj, run):
+        # The broker (inner server) sees the bridge's certificate, answers, and closes.
+        peer = obj.getpeercert()["subject"]
+        assert run(lambda: obj.read(5)) == b"hello"
+        run(lambda: obj.write(b"canary-secret"))
+
+        def close_notify():  # one way: sent, not waited for
+            try:
+                obj.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+        run(close_notify)
+        return peer
+
+    def bridge_side(obj, run):
+        run(lambda: obj.write(b"hello"))
+        got = run(lambda: obj.read(13))
+        try:  # then the broker's close_notify: the end, as on a direct link
+            end = run(lambda: obj.read(1))
+        except ssl.SSLZeroReturnError:
+            end = b""
+        return got, end
+    rb, rg = {}, {}
+    threads = [threading.Thread(target=inner_tls, args=(br, sctx, True, broker_side, rb)),
+               threading.Thread(target=inner_tls, args=(bg, cctx, False, bridge_side, rg))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+        assert not t.is_alive(), "inner sessions did not finish within 20 s"
+    assert "error" not in rb and "error" not in rg, (rb, rg)
+    assert ((("commonName", "bridge"),)) in rb["value"]
+    assert rg["value"] == (b"canary-secret", b"")
 
 
 def test_two_bridges_of_one_id_are_not_paired_with_each_other(beacon):
@@ -299,8 +380,11 @@ def test_sigterm_sends_shutdown_to_waiting_connections_and_lets_a_live_pair_fini
 
 def test_kill_9_of_the_tls_process_is_restarted_and_new_pairs_work(beacon):
     b = beacon()
+    old_br, old_bg = pair(b, tag="before")
     old = tls_pid(b)
     os.kill(old, signal.SIGKILL)
+    # Its connections die with it; the sides redial.
+    assert old_br.at_eof() and old_bg.at_eof()
     new = tls_pid(b, old)
     assert new != old
     b.wait_log(r"(?s)killed by signal 9.*certificate material loaded")
