@@ -6,13 +6,14 @@ import hashlib
 import os
 import signal
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from beacon_client import (BAD_PREAMBLE, BRIDGE, BROKER, KEEPALIVE, NO_PEER, OVER_CAPACITY,
+from beacon_client import (BAD_PREAMBLE, BEACON, BRIDGE, BROKER, KEEPALIVE, NO_PEER, OVER_CAPACITY,
                            PAIRED, SHUTDOWN, Beacon, Client, instance, preamble, rid)
 from harness import Pki, http_get, wait_for
 
@@ -410,6 +411,16 @@ def test_the_tls_process_runs_with_seccomp_and_no_capabilities(beacon):
         assert fields["NoNewPrivs"].strip() == "1", role
         for cap in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
             assert int(fields[cap], 16) == 0, (role, cap)
+
+
+@pytest.mark.parametrize("process", ["tls", "forward"])
+@pytest.mark.parametrize("call", ["execve", "openat", "socket", "connect", "fork", "ptrace"])
+def test_a_forbidden_call_kills_a_beacon_child_with_sigsys(process, call):
+    if "asan" in os.environ.get("CT_BUILD", ""):
+        pytest.skip("sanitizer build: sandbox in log mode")
+    r = subprocess.run([str(BEACON), "--sandbox-probe", process, call], capture_output=True,
+                       timeout=10)
+    assert r.returncode == -signal.SIGSYS, (process, call, r.returncode, r.stderr)
 
 
 def test_metrics_and_readiness_are_served_without_the_key(beacon):
