@@ -424,6 +424,10 @@ class TlsProcess final : public ChildBase {
     uint64_t& counter = a.role == rdv::Role::kBroker ? stats_.bytes_broker_to_bridge
                                                      : stats_.bytes_bridge_to_broker;
     for (int i = 0; i < 64; i++) {
+      // Paused only right after a flush that left the buffer full: b then
+      // waits for EPOLLOUT, whose flush resumes a (on_conn_io). Pausing on a
+      // buffer the same call could still drain would leave a stopped for good.
+      b.tls->flush();
       const size_t pending = b.tls->pending_cipher();
       if (pending >= kRelayBuffer) {
         a.reading = false;
@@ -435,9 +439,8 @@ class TlsProcess final : public ChildBase {
       if (n == 0) break;
       if (!b.tls->write_plain(Bytes(relay_buf_.data(), n))) break;
       counter += n;
-      b.tls->flush();
     }
-    b.tls->flush();
+    if (a.reading) b.tls->flush();
     if (a.tls->failed()) return end_pair(a, a.tls->error());
     if (b.tls->failed()) return end_pair(b, b.tls->error());
     if (a.tls->eof())
