@@ -3,6 +3,7 @@
 #   make            build both daemons and their forwarding executables into build/
 #   make test       unit tests, fuzz corpus replay, integration tests, system checks
 #   make demo       the whole path on loopback, narrated
+#   make demo-beacon the same through a beacon relay (docs/beacon.md)
 #   make bench      throughput/latency table against a baseline measured in the same run
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
@@ -36,7 +37,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
         cloudtaser-beacon cloudtaser-beacon-forward
@@ -189,6 +190,9 @@ asan:
 
 demo: all
 	bash tests/demo.sh
+# The same path through cloudtaser-beacon, which both daemons dial (docs/beacon.md).
+demo-beacon: all
+	bash tests/demo.sh --beacon
 
 bench: all
 	bash tests/bench/bench.sh

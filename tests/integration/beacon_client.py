@@ -98,15 +98,23 @@ class Client:
 class Beacon(Daemon):
     """cloudtaser-beacon on loopback with its own CA and certificate."""
 
-    def __init__(self, tmp, extra=(), client_ca=False):
-        self.pki = Pki(tmp / "beacon-pki")
-        self.crt, self.key = self.pki.issue("beacon", "serverAuth")
-        self.ca = self.pki.ca_crt
-        argv = [BEACON, "--listen", "127.0.0.1:0", "--cert", self.crt, "--key", self.key,
-                "--metrics-listen", "127.0.0.1:0", *extra]
+    def __init__(self, tmp, extra=(), client_ca=False, listen_port=0, reuse=None):
+        """`reuse`: another Beacon whose CA and certificate this one serves (a restart);
+        `listen_port`: a fixed port (0: any free one)."""
+        if reuse is not None:
+            self.pki, self.crt, self.key, self.ca = reuse.pki, reuse.crt, reuse.key, reuse.ca
+        else:
+            self.pki = Pki(tmp / "beacon-pki")
+            self.crt, self.key = self.pki.issue("beacon", "serverAuth")
+            self.ca = self.pki.ca_crt
+        argv = [BEACON, "--listen", f"127.0.0.1:{listen_port}", "--cert", self.crt, "--key",
+                self.key, "--metrics-listen", "127.0.0.1:0", *extra]
         if client_ca:
             argv += ["--client-ca", self.ca]
-        super().__init__(argv, tmp / "beacon.log")
+        n = 1
+        while (tmp / f"beacon-{n}.log").exists():
+            n += 1
+        super().__init__(argv, tmp / f"beacon-{n}.log")
         self.port = int(self.wait_log(r"listening for brokers and bridges on "
                                       r"127\.0\.0\.1:(\d+)").group(1))
         self.metrics_port = int(self.wait_log(r"serving metrics on 127\.0\.0\.1:(\d+)").group(1))
