@@ -3,6 +3,7 @@
 #   make            build both daemons and their forwarding executables into build/
 #   make test       unit tests, fuzz corpus replay, integration tests, system checks
 #   make demo       the whole path on loopback, narrated
+#   make demo-beacon the same through a beacon relay (docs/beacon.md)
 #   make bench      throughput/latency table against a baseline measured in the same run
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
@@ -36,9 +37,10 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo bench bench-bulk fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
-EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward
+EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
+        cloudtaser-beacon cloudtaser-beacon-forward
 all: $(addprefix $(BUILD)/,$(EXES))
 
 # ---------------------------------------------------------------- sources
@@ -66,7 +68,12 @@ BRIDGE_SRC := $(filter-out $(BRIDGE_FWD_SRC),$(wildcard bridge/*.cc))
 # processes' sans-IO policy (bridge pool, counters, redial machine, OpenBao health).
 BROKER_UNIT_SRC := $(BROKER_BOTH) broker/bridge_pool.cc broker/stats.cc broker/beacon_pool.cc
 BRIDGE_UNIT_SRC := bridge/status_file.cc bridge/dial.cc bridge/vault_health.cc
-BEACON_UNIT_SRC := beacon/pairing.cc
+# The beacon (docs/beacon.md): its figures (metrics.cc) are encoded by the TLS
+# process and served by cloudtaser-beacon-forward, so both link them.
+BEACON_BOTH     := beacon/metrics.cc
+BEACON_FWD_SRC  := $(wildcard beacon/forward_*.cc) $(BEACON_BOTH)
+BEACON_SRC      := $(filter-out $(wildcard beacon/forward_*.cc),$(wildcard beacon/*.cc))
+BEACON_UNIT_SRC := beacon/pairing.cc beacon/options.cc $(BEACON_BOTH)
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 
@@ -87,6 +94,13 @@ $(BUILD)/vault-bridge: $(call obj,$(BRIDGE_SRC)) $(ALL_LIBS)
 $(BUILD)/cloudtaser-broker-forward: $(call obj,$(BROKER_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 $(BUILD)/vault-bridge-forward: $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
+# The beacon relay: the daemon (parent and TLS process) links OpenSSL; its
+# forwarding executable (/metrics only) links every layer but tls, as the
+# other two daemons' do.
+$(BUILD)/cloudtaser-beacon: $(call obj,$(BEACON_SRC)) $(ALL_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(TLS_LIBS) $(SYS_LIBS)
+$(BUILD)/cloudtaser-beacon-forward: $(call obj,$(BEACON_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)
 
 # Unit tests: one binary per folder of tests/unit/, linked with only the
@@ -146,7 +160,8 @@ unit: $(UNIT_BINS)
 # Fails when a file includes a layer after its own, <openssl/ appears outside
 # shared/tls, or a forwarding executable links OpenSSL; then plants each kind
 # of violation in a copy of the tree and fails if the check misses it.
-check-layers: $(BUILD)/cloudtaser-broker-forward $(BUILD)/vault-bridge-forward
+check-layers: $(BUILD)/cloudtaser-broker-forward $(BUILD)/vault-bridge-forward \
+              $(BUILD)/cloudtaser-beacon-forward
 	$(PYTHON) tests/check_layers.py --build $(BUILD) --self-test
 
 # Every test id the project cites (F-18, FI-06, ...) is defined in
@@ -175,6 +190,9 @@ asan:
 
 demo: all
 	bash tests/demo.sh
+# The same path through cloudtaser-beacon, which both daemons dial (docs/beacon.md).
+demo-beacon: all
+	bash tests/demo.sh --beacon
 
 bench: all
 	bash tests/bench/bench.sh

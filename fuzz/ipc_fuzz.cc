@@ -9,7 +9,8 @@
 //    within the type's cap and the fd count is what the rule declares; an
 //    accepted datagram is exactly header(type, 0, len) + body; a refusal says why;
 //  - decode_settings / decode_material / decode_status / decode_metrics /
-//    decode_listener_options, applied to the body of
+//    decode_listener_options and the beacon's decode_options / decode_stats,
+//    applied to the body of
 //    an accepted message of their type and to the raw bytes as well: a
 //    successful decode re-encodes to the identical bytes (decoders consume a
 //    body exactly and accept one encoding only).
@@ -20,6 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "beacon/metrics.h"
+#include "beacon/options.h"
+#include "beacon/procs.h"
 #include "bridge/procs.h"
 #include "broker/metrics.h"
 #include "broker/procs.h"
@@ -34,12 +38,15 @@ namespace {
 using namespace ct;
 
 // Every channel end's table, as the daemons declare them (broker/procs.h,
-// bridge/procs.h): each child from its parent, each parent from each child.
+// bridge/procs.h, beacon/procs.h): each child from its parent, each parent
+// from each child.
 const std::span<const MsgRule> kTables[] = {
     broker::kProcs.tls.from_parent, broker::kProcs.forward.from_parent,
     bridge::kProcs.tls.from_parent, bridge::kProcs.forward.from_parent,
     broker::kProcs.parent.from_tls, broker::kProcs.parent.from_forward,
     bridge::kProcs.parent.from_tls, bridge::kProcs.parent.from_forward,
+    beacon::kProcs.tls.from_parent, beacon::kProcs.forward.from_parent,
+    beacon::kProcs.parent.from_tls, beacon::kProcs.parent.from_forward,
 };
 
 bool equal(const std::vector<uint8_t>& a, Bytes b) {
@@ -69,6 +76,14 @@ void check_bodies(Bytes body) {
     FZ_CHECK(lo->probes_only <= 1, "listener options with probes_only %u", lo->probes_only);
     FZ_CHECK(equal(encode_listener_options(*lo), body),
              "listener options do not re-encode identically");
+  }
+  if (auto o = beacon::decode_options(body)) {
+    FZ_CHECK(equal(beacon::encode_options(*o), body),
+             "beacon options do not re-encode identically");
+  }
+  if (auto st = beacon::decode_stats(body)) {
+    FZ_CHECK(equal(beacon::encode_stats(*st), body), "beacon stats do not re-encode identically");
+    (void)beacon::render_metrics(*st, {}, "fuzz");
   }
   if (auto s = decode_settings(body)) {
     FZ_CHECK(!s->drop_user || (s->uid != 0 && s->gid != 0), "settings switch to root");
@@ -113,6 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case Msg::kMaterial:
       case Msg::kStatus:
       case Msg::kStats:
+      case Msg::kListener:
         check_bodies(msg.body);
         break;
       default:

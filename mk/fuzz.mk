@@ -52,9 +52,10 @@ FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
             $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_TARGETS))
 
 # ---------------------------------------------------------------- replay (g++)
-# Daemon code a target reaches: the broker's figures, the bridge's reading of
-# OpenBao's health answer (neither needs OpenSSL).
-FUZZ_DAEMON_SRC := $(BROKER_BOTH) bridge/vault_health.cc
+# Daemon code a target reaches: the broker's and the beacon's figures, the
+# beacon's LISTENER options, the bridge's reading of OpenBao's health answer
+# (none needs OpenSSL).
+FUZZ_DAEMON_SRC := $(BROKER_BOTH) $(BEACON_BOTH) beacon/options.cc bridge/vault_health.cc
 $(FUZZ_DIR)/replay/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(call obj,$(FUZZ_DAEMON_SRC)) $(FWD_LIBS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(LDFLAGS) $(SYS_LIBS)

@@ -23,9 +23,9 @@ import sys
 import tempfile
 
 LAYERS = ["base", "wire", "os", "ipc", "stream", "proc", "parent", "tls"]
-FORWARD_EXES = ["cloudtaser-broker-forward", "vault-bridge-forward"]
+FORWARD_EXES = ["cloudtaser-broker-forward", "vault-bridge-forward", "cloudtaser-beacon-forward"]
 # Daemon files linked into a forwarding executable (besides forward_*.cc).
-FORWARD_ALSO = ["broker/metrics.cc", "broker/metrics.h"]
+FORWARD_ALSO = ["broker/metrics.cc", "broker/metrics.h", "beacon/metrics.cc", "beacon/metrics.h"]
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 
@@ -78,7 +78,7 @@ def check_tree(root):
                 if target is None or LAYERS.index(target) > LAYERS.index(unit):
                     problems.append(f"{rel}: a unit test of layer {unit} includes \"{path}\"")
     # Forwarding processes: what their sources reach, header by header.
-    starts = [r for r in graph if re.match(r"(broker|bridge)/forward_[^/]*\.(cc|h)$", r)]
+    starts = [r for r in graph if re.match(r"(broker|bridge|beacon)/forward_[^/]*\.(cc|h)$", r)]
     starts += [r for r in FORWARD_ALSO if r in graph]
     for start in starts:
         seen, todo, via = {start}, [start], {start: None}

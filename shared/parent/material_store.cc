@@ -128,7 +128,10 @@ Result<void> MaterialStore::read_unwiped(Material* m) const {
   if (auto r = read_small_file(files_.cert, kMaxPemFile, &m->cert_pem); !r) return r;
   if (auto r = read_small_file(files_.key, kMaxPemFile, &m->key_pem, /*private_key=*/true); !r)
     return r;
-  if (auto r = read_small_file(files_.ca, kMaxPemFile, &m->ca_pem); !r) return r;
+  // Optional only for the beacon (--client-ca); both link daemons require --ca-cert.
+  if (!files_.ca.empty()) {
+    if (auto r = read_small_file(files_.ca, kMaxPemFile, &m->ca_pem); !r) return r;
+  }
   if (!files_.service_cert.empty()) {
     if (auto r = read_small_file(files_.service_cert, kMaxPemFile, &m->service_cert_pem); !r)
       return r;

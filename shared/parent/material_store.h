@@ -17,7 +17,8 @@
 
 namespace ct {
 
-// Where the material comes from. An empty path is not read.
+// Where the material comes from. An empty path is not read (the CA is optional
+// only for the beacon).
 struct MaterialFiles {
   std::string cert, key, ca;
   std::string service_cert, service_key;  // the bridge's, optional

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, BROKER, http_get, kv_ok, wait_for
+from harness import BRIDGE, BROKER, BUILD, http_get, kv_ok, wait_for
 
 # Sanitizer builds (make asan) run the filter in log mode: nothing is killed,
 # and ASan's shadow memory makes memory scans meaningless. Those checks run on
@@ -164,7 +164,8 @@ def test_the_forwarding_process_memory_holds_no_private_key_bytes(env):
 def test_docs_sandbox_md_lists_exactly_the_policies_the_binaries_enforce():
     from harness import ROOT
     doc = (ROOT / "docs" / "sandbox.md").read_text()
-    for exe, name in ((BROKER, "cloudtaser-broker"), (BRIDGE, "vault-bridge")):
+    for exe, name in ((BROKER, "cloudtaser-broker"), (BRIDGE, "vault-bridge"),
+                      (BUILD / "cloudtaser-beacon", "cloudtaser-beacon")):
         for process in ("tls", "forward"):
             out = subprocess.run([str(exe), "--sandbox-policy", process], capture_output=True,
                                  check=True, text=True).stdout

@@ -1,0 +1,113 @@
+"""Beacon relay mode end to end (docs/beacon.md): cloudtaser-broker and vault-bridge both
+dial OUT to cloudtaser-beacon on loopback, the beacon pairs them, and the link inside is the
+same pinned mutual TLS as in reverse-connect. The relay on its own is in
+test_beacon_relay.py; this file proves the daemons' client side against the real beacon.
+"""
+import base64
+import hashlib
+import subprocess
+import time
+
+from beacon_world import linked, pairing_key, world  # noqa: F401 (world: a fixture)
+from harness import BROKER, bytes_body_sha256, http_get, kv_ok, wait_for
+
+
+def test_a_wrapper_reads_a_secret_through_the_beacon_and_a_large_body_arrives_intact(world, env):
+    up = env.kv()
+    broker = world.broker()
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge)
+    assert kv_ok(broker.service_port, "through-the-beacon")
+    n = 64 << 20
+    status, body = http_get(broker.service_port, f"/bytes/{n}", timeout=60)
+    assert status == 200 and len(body) == n
+    assert hashlib.sha256(body).hexdigest() == bytes_body_sha256(n)
+    world.beacon.wait_metric("cloudtaser_beacon_pairs_active", "", 1)
+    # Neither daemon listens for the other: the broker bound no bridge port.
+    assert "listening for bridges" not in broker.text()
+
+
+def test_a_wrong_pairing_key_never_pairs(world, env):
+    up = env.kv()
+    broker = world.broker()
+    other = pairing_key(env.tmp / "other.key")
+    bridge = world.bridge(up.addr, key=other)
+    bridge.wait_log(r"refused the connection: NO_PEER", 30)
+    assert "bridge connected" not in broker.text()
+    assert world.beacon.metric("cloudtaser_beacon_pairs_total") == 0
+
+
+def test_the_right_id_without_the_pinned_certificate_is_refused_by_the_broker(world, env):
+    # Another bridge key from the same CA, not pinned by the broker: the beacon pairs it
+    # (it knows nothing of certificates inside), the broker's pin check refuses it, and
+    # the real bridge is still served.
+    crt, key = env.pki.issue("impostor", "clientAuth")
+    up = env.kv()
+    broker = world.broker()
+    impostor = world.bridge(up.addr, files=(crt, key, env.pki.ca_crt))
+    wait_for(lambda: broker.count(r"bridge handshake failed") >= 1, 20,
+             "the broker refusing the impostor's handshake")
+    assert "matches no configured pin" in broker.text()
+    assert "linked to broker instance" not in impostor.text()
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge)
+    assert kv_ok(broker.service_port, "real")
+
+
+def test_a_bridge_links_every_broker_replica_through_the_beacon(world, env):
+    up = env.kv()
+    brokers = [world.broker(extra=["--replicas", "2"]) for _ in range(2)]
+    bridge = world.bridge(up.addr)
+    wait_for(lambda: bridge.count(r"linked to broker instance") >= 2, 20,
+             "links to both replicas")
+    for b in brokers:
+        b.wait_log(r"conn=\d+ bridge connected")
+        assert kv_ok(b.service_port, "replica")
+
+
+def test_a_beacon_restart_re_pairs_both_sides(world, env):
+    up = env.kv()
+    broker = world.broker()
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge)
+    port = world.beacon.port
+    world.beacon.kill()
+    wait_for(lambda: not kv_ok(broker.service_port, "down", timeout=2), 20,
+             "the tunnel to fail while the beacon is down")
+    world.beacon = world.start_beacon(port, reuse=world.beacon)
+    back = time.monotonic()
+    wait_for(lambda: kv_ok(broker.service_port, "again", timeout=2), 15,
+             "the tunnel to serve again through the restarted beacon")
+    took = time.monotonic() - back
+    print(f"re-paired {took:.2f} s after the beacon was back")
+    assert took < 2, f"re-paired {took:.1f} s after the beacon was back"
+
+
+def test_flags_say_which_mode_and_what_is_missing(world, env, tmp_path):
+    crt, k, ca = env.broker_files()
+    base = [str(BROKER), "--service-listen", "127.0.0.1:0", "--cert", str(crt), "--key", str(k),
+            "--ca-cert", str(ca), "--bridge-pin", env.bridge_pin]
+
+    def run(*extra):
+        r = subprocess.run([*base, *map(str, extra)], capture_output=True, timeout=10)
+        return r.returncode, r.stderr.decode()
+    rc, err = run("--bridge-listen", "127.0.0.1:0", "--beacon-address", "127.0.0.1:1")
+    assert rc == 2 and "one of the two" in err, err
+    rc, err = run()
+    assert rc == 2 and "one of the two" in err, err
+    rc, err = run("--beacon-address", "127.0.0.1:1", "--pairing-key-file", world.key)
+    assert rc == 2 and "--beacon-ca" in err, err
+    weak = tmp_path / "weak.key"
+    weak.write_text(base64.b64encode(b"short").decode())
+    weak.chmod(0o600)
+    rc, err = run("--beacon-address", "127.0.0.1:1", "--beacon-ca", world.beacon.ca,
+                  "--pairing-key-file", weak)
+    assert rc == 2 and "pairing key too short" in err, err
+    open_key = tmp_path / "open.key"
+    open_key.write_text(world.key.read_text())
+    open_key.chmod(0o644)
+    rc, err = run("--beacon-address", "127.0.0.1:1", "--beacon-ca", world.beacon.ca,
+                  "--pairing-key-file", open_key)
+    assert rc == 2 and "open.key" in err, err
+    rc, err = run("--bridge-listen", "127.0.0.1:0", "--pairing-key-file", world.key)
+    assert rc == 2 and "goes with --beacon-address" in err, err
