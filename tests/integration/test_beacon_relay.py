@@ -5,6 +5,7 @@ restart and sandbox, with hand-written rendezvous clients on loopback
 import hashlib
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -366,6 +367,9 @@ def test_sigterm_sends_shutdown_to_waiting_connections_and_lets_a_live_pair_fini
     assert code == SHUTDOWN and reason
     assert waiting.at_eof()
     waiting.close()
+    # The port is closed: clients go to the next beacon of their order at once.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", b.port), timeout=5).close()
     # The pair still relays while the beacon drains.
     sent, received = relay(br, bg, 1 << 20)
     assert sent == received
