@@ -437,3 +437,23 @@ def test_metrics_and_readiness_are_served_without_the_key(beacon):
     fwd = b.children()["forward"]
     maps = Path(f"/proc/{fwd}/maps").read_text()
     assert "libssl" not in maps and "libcrypto" not in maps
+
+
+# ---------------------------------------------------------------- command line
+def test_bad_flags_and_files_stop_the_beacon_with_one_line_and_exit_2(tmp_path):
+    pki = Pki(tmp_path / "pki")
+    crt, key = pki.issue("beacon", "serverAuth")
+    other_crt, other_key = pki.issue("other", "serverAuth")
+    base = [str(BEACON), "--listen", "127.0.0.1:0"]
+    cases = [
+        ([*base, "--cert", crt, "--key", other_key], "private key does not match"),
+        ([*base, "--cert", crt, "--key", key, "--client-ca", other_crt], "not a CA"),
+        ([*base, "--cert", crt, "--key", key, "--pairing-timeout", "0"], "bad --pairing-timeout"),
+        ([*base, "--cert", crt, "--key", key, "--max-waiting-per-id", "x"],
+         "bad --max-waiting-per-id"),
+        ([*base, "--key", key], "missing required flag --cert"),
+    ]
+    for argv, expect in cases:
+        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 2, (argv, r.returncode, r.stderr)
+        assert expect in r.stderr, (argv, r.stderr)
