@@ -30,8 +30,8 @@ PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoin
   for (auto it = others.begin(); it != others.end(); ++it) {
     const Waiting& o = waiting_.at(*it);
     // A bridge is never paired with an instance it already holds.
-    const bool fits = broker ? !holds(o.instances, p.instances.at(0))
-                             : !holds(p.instances, o.instances.at(0));
+    const bool fits =
+        broker ? !holds(o.instances, p.instances.at(0)) : !holds(p.instances, o.instances.at(0));
     if (!fits) continue;
     Added a;
     a.outcome = Outcome::kPaired;

@@ -33,9 +33,9 @@ class PairingTable {
   enum class Outcome { kPaired, kWaiting, kRefused };
   struct Added {
     Outcome outcome = Outcome::kWaiting;
-    ConnId peer = 0;                                // kPaired: the other side
+    ConnId peer = 0;                                   // kPaired: the other side
     rdv::Answer refusal = rdv::Answer::kOverCapacity;  // kRefused
-    std::string reason;                             // kRefused
+    std::string reason;                                // kRefused
   };
   // A connection whose preamble was read. A broker is paired with the oldest
   // waiting bridge of its id that does not exclude its instance, else waits;

@@ -24,9 +24,9 @@
 #include "shared/os/flags.h"
 #include "shared/os/net.h"
 #include "shared/os/resolver.h"
-#include "shared/tls/beacon_config.h"
 #include "shared/parent/daemon_parent.h"
 #include "shared/parent/dialer.h"
+#include "shared/tls/beacon_config.h"
 #include "shared/tls/context.h"
 #include "shared/tls/pairing.h"
 #include "shared/wire/limits.h"
@@ -159,9 +159,9 @@ class BridgeParent final : DaemonParent::Hooks {
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
-    const int common = parse_common_flags(
-        f, kDaemon, kSummary, {"vault-addr", "client-cert", "client-key", "ca-cert"}, "broker-pin",
-        &flags_);
+    const int common = parse_common_flags(f, kDaemon, kSummary,
+                                          {"vault-addr", "client-cert", "client-key", "ca-cert"},
+                                          "broker-pin", &flags_);
     if (common >= 0) return common;
     ProcSettings& settings = flags_.settings;
     if (f.has("broker-address") == f.has("beacon-address"))
@@ -249,7 +249,8 @@ class BridgeParent final : DaemonParent::Hooks {
     files.upstream_ca = vault_ca;
     files.beacon_ca = beacon_files_.beacon_ca;
     files.beacon_pins = beacon_files_.beacon_pins;
-    MaterialStore store(std::move(files), [this](const Material& m) { return validate_material(m); });
+    MaterialStore store(std::move(files),
+                        [this](const Material& m) { return validate_material(m); });
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());
     if (f.has("status-file")) {
@@ -397,7 +398,7 @@ class BridgeParent final : DaemonParent::Hooks {
 
   void on_child_exited(Supervisor::Which w) noexcept override {
     if (w == Supervisor::kTls) dialer_.abandon();  // the asker is gone
-    status_.child_exited(w);                    // its successor counts from 0
+    status_.child_exited(w);                       // its successor counts from 0
   }
 
   static constexpr const char* kDaemon = kProcs.daemon;
@@ -406,7 +407,7 @@ class BridgeParent final : DaemonParent::Hooks {
   HostPort broker_;
   std::string service_name_;
   std::string service_cert_path_, service_key_path_;  // empty: no service certificate
-  MaterialFiles beacon_files_;  // beacon mode: --beacon-ca and --beacon-pin
+  MaterialFiles beacon_files_;                        // beacon mode: --beacon-ca and --beacon-pin
   std::vector<HostPort> beacons_;  // beacon mode: in the order of settings.beacons
   Dialer dialer_;
   StatusFile status_;

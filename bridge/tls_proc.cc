@@ -176,7 +176,8 @@ class TlsProcess final : public ChildBase {
     }
     const std::string& addr = settings_.beacons.at(beacon_at_);
     const std::string host = addr.substr(0, addr.rfind(':'));
-    const std::string bare = host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+    const std::string bare =
+        host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
     BeaconLeg leg;
     leg.context = beacon_ctx_;
     leg.verify_name = bare;
@@ -658,7 +659,7 @@ class TlsProcess final : public ChildBase {
   log::Throttle probe_log_;
   RelayTable relays_;
   std::shared_ptr<TlsContext> beacon_ctx_;  // beacon mode: the outer sessions'
-  size_t beacon_at_ = 0;                     // beacon mode: the next dial's beacon
+  size_t beacon_at_ = 0;                    // beacon mode: the next dial's beacon
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;

@@ -106,9 +106,8 @@ class BrokerParent final : DaemonParent::Hooks {
   int main(int argc, char** argv) {
     Flags f(flag_specs());
     if (auto parsed = f.parse(argc, argv); !parsed) return usage_error(kDaemon, parsed.what());
-    const int common = parse_common_flags(f, kDaemon, kSummary,
-                                          {"service-listen", "cert", "key", "ca-cert"},
-                                          "bridge-pin", &flags_);
+    const int common = parse_common_flags(
+        f, kDaemon, kSummary, {"service-listen", "cert", "key", "ca-cert"}, "bridge-pin", &flags_);
     if (common >= 0) return common;
     ProcSettings& settings = flags_.settings;
     if (f.has("bridge-listen") == f.has("beacon-address"))

@@ -264,7 +264,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   void on_link_paired(Link& l) noexcept override {
     auto it = beacon_of_.find(l.id());
     if (it == beacon_of_.end()) return;
-    LOG_LINK(LOG_DEBUG, l.id(), "beacon %s paired a bridge", settings_.beacons.at(it->second).c_str());
+    LOG_LINK(LOG_DEBUG, l.id(), "beacon %s paired a bridge",
+             settings_.beacons.at(it->second).c_str());
     beacon_pool_.on_paired(it->second);
     paired_.insert(l.id());
     dial_beacons(Clock::now());  // refill the place at once

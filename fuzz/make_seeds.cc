@@ -406,12 +406,16 @@ void rendezvous_seeds() {
   Buf twice = rdv::encode_preamble(bridge);
   std::copy(twice.begin() + 40, twice.begin() + 56, twice.begin() + 56);
   write_seed(t, "preamble-instance-twice", cat({{0}, twice}));
-  write_seed(t, "preamble-then-clienthello", cat({{0}, rdv::encode_preamble(lone), {0x16, 0x03, 0x01}}));
+  write_seed(t, "preamble-then-clienthello",
+             cat({{0}, rdv::encode_preamble(lone), {0x16, 0x03, 0x01}}));
   write_seed(t, "answers-keepalive-paired",
-             cat({{1}, rdv::encode_answer(rdv::Answer::kKeepalive),
+             cat({{1},
+                  rdv::encode_answer(rdv::Answer::kKeepalive),
                   rdv::encode_answer(rdv::Answer::kPaired, "broker 0011223344556677")}));
-  write_seed(t, "answer-no-peer-long", cat({{3}, rdv::encode_answer(rdv::Answer::kNoPeer, std::string(300, 'r'))}));
-  write_seed(t, "answer-paired-then-tls", cat({{1}, rdv::encode_answer(rdv::Answer::kPaired), {0x16, 0x03, 0x03}}));
+  write_seed(t, "answer-no-peer-long",
+             cat({{3}, rdv::encode_answer(rdv::Answer::kNoPeer, std::string(300, 'r'))}));
+  write_seed(t, "answer-paired-then-tls",
+             cat({{1}, rdv::encode_answer(rdv::Answer::kPaired), {0x16, 0x03, 0x03}}));
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ void preamble(Bytes in, size_t step) {
   const Preamble& p = pieces.preamble();
   FZ_CHECK(preamble_problem(p).empty(), "accepted: %s", preamble_problem(p).c_str());
   const auto again = encode_preamble(p);
-  FZ_CHECK(std::equal(again.begin(), again.end(), in.begin(), in.begin() + static_cast<std::ptrdiff_t>(took)) &&
+  FZ_CHECK(std::equal(again.begin(), again.end(), in.begin(),
+                      in.begin() + static_cast<std::ptrdiff_t>(took)) &&
                again.size() == took,
            "re-encodes to %zu other bytes", again.size());
   FZ_CHECK(whole.preamble().instances == p.instances && whole.preamble().id == p.id,
@@ -73,7 +74,8 @@ void answers(Bytes in, size_t step) {
     FZ_CHECK(whole.state() == r.state(), "pieces and whole disagree");
     if (r.state() != AnswerReader::State::kDone) return;
     const auto again = encode_answer(r.answer(), r.reason());
-    FZ_CHECK(again.size() == took && std::equal(again.begin(), again.end(), in.begin() + static_cast<std::ptrdiff_t>(off)),
+    FZ_CHECK(again.size() == took && std::equal(again.begin(), again.end(),
+                                                in.begin() + static_cast<std::ptrdiff_t>(off)),
              "answer %s re-encodes to other bytes", answer_name(r.answer()));
     off += took;
     r.next();

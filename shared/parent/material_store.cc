@@ -15,8 +15,8 @@ namespace ct {
 
 std::vector<std::string> MaterialFiles::paths() const {
   std::vector<std::string> out;
-  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file,
-                                 &upstream_ca, &beacon_ca})
+  for (const std::string* p :
+       {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &upstream_ca, &beacon_ca})
     if (!p->empty()) out.push_back(*p);
   return out;
 }

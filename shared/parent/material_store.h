@@ -27,9 +27,9 @@ struct MaterialFiles {
   std::string pin_flag;                   // "bridge-pin": named in the errors about pins
   // Optional files a newer flag added (default-initialised, so a list that
   // ends before them stays valid).
-  std::string upstream_ca = {};          // the bridge's --vault-ca
-  std::string beacon_ca = {};            // beacon mode only: --beacon-ca
-  std::vector<Pin> beacon_pins = {};     // and --beacon-pin
+  std::string upstream_ca = {};       // the bridge's --vault-ca
+  std::string beacon_ca = {};         // beacon mode only: --beacon-ca
+  std::vector<Pin> beacon_pins = {};  // and --beacon-pin
   // The paths given, in a fixed order (what a FileWatcher watches).
   std::vector<std::string> paths() const;
 };

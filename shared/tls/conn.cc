@@ -2,8 +2,8 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -96,8 +96,8 @@ void TlsConn::setup(SSL_CTX* ctx, bool server, const std::string& sni) {
 bool TlsConn::verify_peer_name(const std::string& name) {
   if (ssl_ == nullptr) return false;
   unsigned char buf[16];
-  const bool ip = inet_pton(AF_INET, name.c_str(), buf) == 1 ||
-                  inet_pton(AF_INET6, name.c_str(), buf) == 1;
+  const bool ip =
+      inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
   X509_VERIFY_PARAM* vp = SSL_get0_param(ssl_);
   return (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name.c_str())
              : X509_VERIFY_PARAM_set1_host(vp, name.c_str(), 0)) == 1;

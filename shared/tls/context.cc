@@ -254,7 +254,9 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create_beacon(const Material& m)
   // collect the preambles, not to protect the link.
   if (auto r = load_anchors(c, m.beacon_ca_pem); !r) return fail("beacon " + r.what());
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
-  static const unsigned char kAlpn[] = "\x13" "cloudtaser-beacon/1";
+  static const unsigned char kAlpn[] =
+      "\x13"
+      "cloudtaser-beacon/1";
   if (SSL_CTX_set_alpn_protos(c, kAlpn, sizeof kAlpn - 1) != 0)
     return fail("cannot set ALPN: " + tls_errors());
   return t;

@@ -29,8 +29,8 @@ TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOpti
   }
   loop_.add(tls_->fd(), EPOLLIN | EPOLLRDHUP, this);
   registered_ = true;
-  arm_if_earlier();                         // the handshake deadline
-  if (!opt.server || beacon_) pump();       // the client speaks first
+  arm_if_earlier();                    // the handshake deadline
+  if (!opt.server || beacon_) pump();  // the client speaks first
 }
 
 TlsLink::~TlsLink() = default;
@@ -57,7 +57,8 @@ bool TlsLink::pump_beacon() noexcept {
       outer_->flush();  // the alert, if any
       if (outer_->failed() || outer_->eof()) {
         close("beacon " + beacon + ": " +
-              (outer_->failed() ? outer_->error() : "closed the connection during the TLS handshake"));
+              (outer_->failed() ? outer_->error()
+                                : "closed the connection during the TLS handshake"));
         return false;
       }
       update_interest();
@@ -97,7 +98,8 @@ bool TlsLink::pump_beacon() noexcept {
         owner_.on_link_paired(*this);
         return !closed_;
       default:
-        close("beacon " + beacon + " refused the connection: " + rdv::answer_name(answer_.answer()) +
+        close("beacon " + beacon +
+              " refused the connection: " + rdv::answer_name(answer_.answer()) +
               (answer_.reason().empty() ? "" : ": " + answer_.reason()));
         return false;
     }

@@ -43,10 +43,9 @@ Result<std::vector<uint8_t>> parse_pairing_key(std::string_view file) {
 rdv::RendezvousId rendezvous_id(Bytes key) {
   rdv::RendezvousId id{};
   unsigned int len = 0;
-  const uint8_t* r =
-      HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const uint8_t*>(kRendezvousLabel.data()), kRendezvousLabel.size(),
-           id.data(), &len);
+  const uint8_t* r = HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+                          reinterpret_cast<const uint8_t*>(kRendezvousLabel.data()),
+                          kRendezvousLabel.size(), id.data(), &len);
   CT_CHECK(r != nullptr && len == id.size());
   return id;
 }
@@ -55,8 +54,8 @@ Result<std::string> normalise_beacon_address(std::string_view addr) {
   Result<HostPort> hp = parse_host_port(addr);
   if (!hp) {
     // No port: 443. A bare IPv6 literal must be bracketed to carry one.
-    const bool bare = addr.find(':') == std::string_view::npos ||
-                      (addr.front() == '[' && addr.back() == ']');
+    const bool bare =
+        addr.find(':') == std::string_view::npos || (addr.front() == '[' && addr.back() == ']');
     if (addr.empty() || !bare) return hp.error();
     hp = parse_host_port(std::string(addr) + ":443");
     if (!hp) return hp.error();
@@ -80,7 +79,8 @@ std::vector<size_t> beacon_order(const rdv::RendezvousId& id,
     for (int b = 0; b < 8; b++) v = (v << 8) | h[b];
     w.emplace_back(v, i);
   }
-  std::stable_sort(w.begin(), w.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::stable_sort(w.begin(), w.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<size_t> order;
   for (const auto& [weight, i] : w) order.push_back(i);
   return order;

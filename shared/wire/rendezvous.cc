@@ -17,7 +17,8 @@ bool all_zero(const InstanceId& i) {
 
 // The instance-count rule of each role.
 std::string count_problem(Role role, size_t n) {
-  if (role == Role::kBroker && n != 1) return "a broker names exactly one instance, not " + std::to_string(n);
+  if (role == Role::kBroker && n != 1)
+    return "a broker names exactly one instance, not " + std::to_string(n);
   if (role == Role::kBridge && n > kMaxInstances)
     return "a bridge names at most " + std::to_string(kMaxInstances) + " instances, not " +
            std::to_string(n);
@@ -28,17 +29,25 @@ std::string count_problem(Role role, size_t n) {
 
 const char* answer_name(Answer a) {
   switch (a) {
-    case Answer::kPaired: return "PAIRED";
-    case Answer::kKeepalive: return "KEEPALIVE";
-    case Answer::kBadPreamble: return "BAD_PREAMBLE";
-    case Answer::kNoPeer: return "NO_PEER";
-    case Answer::kOverCapacity: return "OVER_CAPACITY";
-    case Answer::kShutdown: return "SHUTDOWN";
+    case Answer::kPaired:
+      return "PAIRED";
+    case Answer::kKeepalive:
+      return "KEEPALIVE";
+    case Answer::kBadPreamble:
+      return "BAD_PREAMBLE";
+    case Answer::kNoPeer:
+      return "NO_PEER";
+    case Answer::kOverCapacity:
+      return "OVER_CAPACITY";
+    case Answer::kShutdown:
+      return "SHUTDOWN";
   }
   return "?";
 }
 
-const char* role_name(Role r) { return r == Role::kBroker ? "broker" : "bridge"; }
+const char* role_name(Role r) {
+  return r == Role::kBroker ? "broker" : "bridge";
+}
 
 std::string preamble_problem(const Preamble& p) {
   if (p.role != Role::kBroker && p.role != Role::kBridge) return "unknown role";
@@ -86,9 +95,11 @@ PreambleReader::State PreambleReader::feed(Bytes b) {
     if (need_ == kPreambleFixed) {
       ByteReader r(buf_);
       if (r.str(4) != kPreambleMagic) return fail("not a rendezvous preamble (magic)");
-      if (const uint8_t v = r.u8(); v != kVersion) return fail("preamble version " + std::to_string(v));
+      if (const uint8_t v = r.u8(); v != kVersion)
+        return fail("preamble version " + std::to_string(v));
       const uint8_t role = r.u8();
-      if (role != static_cast<uint8_t>(Role::kBroker) && role != static_cast<uint8_t>(Role::kBridge))
+      if (role != static_cast<uint8_t>(Role::kBroker) &&
+          role != static_cast<uint8_t>(Role::kBridge))
         return fail("unknown role " + std::to_string(role));
       p_.role = static_cast<Role>(role);
       if (r.u8() != 0) return fail("preamble flags not zero");
@@ -126,7 +137,9 @@ std::vector<uint8_t> encode_answer(Answer a, std::string_view reason) {
   return out;
 }
 
-size_t AnswerReader::wanted() const { return state_ == State::kMore ? need_ - buf_.size() : 0; }
+size_t AnswerReader::wanted() const {
+  return state_ == State::kMore ? need_ - buf_.size() : 0;
+}
 
 AnswerReader::State AnswerReader::fail(std::string why) {
   state_ = State::kBad;
@@ -152,7 +165,8 @@ AnswerReader::State AnswerReader::feed(Bytes b) {
     if (need_ == kAnswerFixed) {
       ByteReader r(buf_);
       if (r.str(4) != kAnswerMagic) return fail("not a beacon answer (magic)");
-      if (const uint8_t v = r.u8(); v != kVersion) return fail("answer version " + std::to_string(v));
+      if (const uint8_t v = r.u8(); v != kVersion)
+        return fail("answer version " + std::to_string(v));
       const uint8_t code = r.u8();
       if (code > kMaxAnswer) return fail("unknown answer code " + std::to_string(code));
       answer_ = static_cast<Answer>(code);

@@ -13,8 +13,12 @@ using namespace std::chrono_literals;
 const TimePoint t0 = TimePoint() + 1h;
 
 // Jitter that always picks the top of the range (the longest wait).
-long long top(long long, long long hi) { return hi; }
-long long bottom(long long lo, long long) { return lo; }
+long long top(long long, long long hi) {
+  return hi;
+}
+long long bottom(long long lo, long long) {
+  return lo;
+}
 
 TEST(BeaconPool, FillsEveryBeaconOneDialAtATime) {
   BeaconPool p(2, 2, top);
@@ -55,7 +59,8 @@ TEST(BeaconPool, ExpensiveFailuresDoubleToTheCapAndAPairingResets) {
     ASSERT_TRUE(p.due(now));
     p.on_dialed();
     p.on_lost(0, true, now);
-    waits.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(p.next_deadline() - now).count());
+    waits.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(p.next_deadline() - now).count());
     now = p.next_deadline();
   }
   EXPECT_EQ(waits, (std::vector<long long>{1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000}));

@@ -75,8 +75,8 @@ TEST(Rendezvous, BadPreamblesAreRefusedWithAReason) {
     const char* why;
   };
   const Case cases[] = {
-      {0, 'X', "magic"},   {4, 2, "version"},  {5, 0, "unknown role"}, {5, 3, "unknown role"},
-      {6, 1, "flags"},     {7, 18, "at most"},
+      {0, 'X', "magic"},      {4, 2, "version"}, {5, 0, "unknown role"},
+      {5, 3, "unknown role"}, {6, 1, "flags"},   {7, 18, "at most"},
   };
   for (const Case& c : cases) {
     auto bytes = encode_preamble(bridge(0));
@@ -158,8 +158,8 @@ TEST(Rendezvous, BadAnswersAreRefusedWithAReason) {
     uint8_t value;
     const char* why;
   };
-  const Case cases[] = {{1, 'X', "magic"}, {4, 9, "version"}, {5, 6, "unknown answer code"},
-                        {6, 1, "reason of"}};
+  const Case cases[] = {
+      {1, 'X', "magic"}, {4, 9, "version"}, {5, 6, "unknown answer code"}, {6, 1, "reason of"}};
   for (const Case& c : cases) {
     auto bytes = encode_answer(Answer::kPaired);
     bytes[c.offset] = c.value;
