@@ -26,6 +26,10 @@
 #                  row comes from a second run.sh call (direct-http and the project row) whose direct-http row is
 #                  its baseline; the idle part adds the pair beside the single broker.
 #   HA_BRIDGE_PORT [9444] HA_PROJECT_PORT [8444]: the second broker's ports
+#   BEACON [1]     1 = also a row through cloudtaser-beacon (docs/beacon.md): broker and bridge both dial
+#                  the beacon on 127.0.0.1:$BEACON_PORT [9445], which pairs them and relays the link (two
+#                  TLS layers on each side, one decrypt/encrypt per direction in the beacon); a third
+#                  run.sh call (direct-http and the project row) whose direct-http row is its baseline
 #   PIN [1] SUT_CPU [0] LG_CPU [1]; RUN_TIMEOUT [2400] seconds for the whole of run.sh
 #   Anything else run.sh reads (DUR, RUNS, CONNS, ROWS, BULK_MB, CRYPTO, ...) is passed through.
 set -euo pipefail
@@ -39,6 +43,7 @@ QUICK=${QUICK:-0}
 PARTS=${PARTS:-"peers idle"}
 PROJECT_PORT=${PROJECT_PORT:-8443}; BRIDGE_PORT=${BRIDGE_PORT:-9443}
 HA=${HA:-1}; HA_PROJECT_PORT=${HA_PROJECT_PORT:-8444}; HA_BRIDGE_PORT=${HA_BRIDGE_PORT:-9444}
+BEACON=${BEACON:-1}; BEACON_PORT=${BEACON_PORT:-9445}
 IDLE_STREAMS=${IDLE_STREAMS:-10000}; IDLE_BASELINES=${IDLE_BASELINES-"ssh-R"}
 IDLE_UPSTREAM_PORT=${IDLE_UPSTREAM_PORT:-8200}
 PIN=${PIN:-1}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
@@ -51,7 +56,7 @@ if [ "$QUICK" = 1 ]; then
   export ROWS=${ROWS:-"direct-http haproxy ssh-R-pty"}
 fi
 
-BROKER=$BIN/cloudtaser-broker; BRIDGE=$BIN/vault-bridge
+BROKER=$BIN/cloudtaser-broker; BRIDGE=$BIN/vault-bridge; BEACON_BIN=$BIN/cloudtaser-beacon
 for b in "$BROKER" "$BRIDGE"; do
   [ -x "$b" ] || { echo "bench: $b not built; run make first" >&2; exit 1; }
 done
@@ -163,6 +168,18 @@ project_start() {
   printf '%s\n' "'$BRIDGE' --broker-address 127.0.0.1:$BRIDGE_PORT"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$P/client.pem" --client-key "$P/client.key" --ca-cert "$P/ca.pem" --broker-pin "$(set -- "$P/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$P"')"' &' \
     wait
 }
+# run.sh's PROJECT_START for the beacon row: the beacon (the harness's server certificate, which
+# names 127.0.0.1), then the broker and the bridge in beacon mode with a fresh pairing key.
+project_start_beacon() {
+  local b="--beacon-address 127.0.0.1:$BEACON_PORT"' --beacon-ca "$P/ca.pem" --pairing-key-file "$P/pairing.key"'
+  printf '%s\n' "exec >>'$OUTDIR/project-row.log' 2>&1" \
+    'P="$BASELINE_WORK/ct-pki"; rm -rf "$P"; cp -r "$BASELINE_PKI" "$P"; chmod 700 "$P"; chmod 600 "$P"/*.key' \
+    'openssl rand -base64 32 >"$P/pairing.key"; chmod 600 "$P/pairing.key"' \
+    "'$BEACON_BIN' --listen 127.0.0.1:$BEACON_PORT"' --cert "$P/server.pem" --key "$P/server.key" &' \
+    "'$BROKER' $b --service-listen 127.0.0.1:$PROJECT_PORT"' --cert "$P/server.pem" --key "$P/server.key" --ca-cert "$P/ca.pem" --bridge-pin "$(set -- "$P/client.pem"; echo '"$PIN_OF"')" &' \
+    "'$BRIDGE' $b"' --vault-addr "http://$BASELINE_UPSTREAM" --client-cert "$P/client.pem" --client-key "$P/client.key" --ca-cert "$P/ca.pem" --broker-pin "$(set -- "$P/server.pem"; echo '"$PIN_OF"')" '"$(bridge_stream_flags '"$P"')"' &' \
+    wait
+}
 # One run.sh call: $1 = its log/table name; the rest of the environment says what it runs.
 run_peers() {
   local name=$1 rc=0
@@ -210,6 +227,18 @@ if [[ " $PARTS " == *" peers "* ]]; then
       ha_nat off
     else
       emit "## HA row: skipped (HA=$HA; needs root and nft for the kube-proxy-style DNAT)" ""
+    fi
+    if [ "$BEACON" = 1 ] && [ -x "$BEACON_BIN" ]; then
+      need_free "$PROJECT_PORT" "$BEACON_PORT"
+      PROJECT_START=$(project_start_beacon)
+      PROJECT_NAME="cloudtaser via beacon: broker and bridge both dial it ($STREAM_MODE streams)"
+      export PROJECT_START PROJECT_NAME
+      emit "## Beacon relay mode: broker and bridge both dial cloudtaser-beacon, which relays the link" "" \
+        "A third run.sh call (direct-http and the project row): compare the project row with the direct-http row of its own call," \
+        "and that ratio with the reverse-connect row's in the first call." ""
+      ROWS="direct-http" run_peers peers-beacon
+    else
+      emit "## Beacon row: skipped (BEACON=$BEACON; $BEACON_BIN built: $([ -x "$BEACON_BIN" ] && echo yes || echo no))" ""
     fi
   fi
 fi
