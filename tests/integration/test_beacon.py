@@ -5,6 +5,8 @@ test_beacon_relay.py; this file proves the daemons' client side against the real
 """
 import base64
 import hashlib
+import os
+import signal
 import subprocess
 import time
 
@@ -65,24 +67,6 @@ def test_a_bridge_links_every_broker_replica_through_the_beacon(world, env):
         assert kv_ok(b.service_port, "replica")
 
 
-def test_a_beacon_restart_re_pairs_both_sides(world, env):
-    up = env.kv()
-    broker = world.broker()
-    bridge = world.bridge(up.addr)
-    linked(broker, bridge)
-    port = world.beacon.port
-    world.beacon.kill()
-    wait_for(lambda: not kv_ok(broker.service_port, "down", timeout=2), 20,
-             "the tunnel to fail while the beacon is down")
-    world.beacon = world.start_beacon(port, reuse=world.beacon)
-    back = time.monotonic()
-    wait_for(lambda: kv_ok(broker.service_port, "again", timeout=2), 15,
-             "the tunnel to serve again through the restarted beacon")
-    took = time.monotonic() - back
-    print(f"re-paired {took:.2f} s after the beacon was back")
-    assert took < 2, f"re-paired {took:.1f} s after the beacon was back"
-
-
 def test_flags_say_which_mode_and_what_is_missing(world, env, tmp_path):
     crt, k, ca = env.broker_files()
     base = [str(BROKER), "--service-listen", "127.0.0.1:0", "--cert", str(crt), "--key", str(k),
@@ -111,3 +95,41 @@ def test_flags_say_which_mode_and_what_is_missing(world, env, tmp_path):
     assert rc == 2 and "open.key" in err, err
     rc, err = run("--bridge-listen", "127.0.0.1:0", "--pairing-key-file", world.key)
     assert rc == 2 and "goes with --beacon-address" in err, err
+
+
+def test_beacon_restarts_re_pair_within_2_s_every_time(world, env):
+    # BEACON_RESTARTS tries (3 in make test; the closing note quotes 20): each kill -9 of the
+    # whole beacon, then a new one on the same port with the same certificate, and the time
+    # from its "ready" to the first secret read through it again.
+    tries = int(os.environ.get("BEACON_RESTARTS", "3"))
+    up = env.kv()
+    broker = world.broker()
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge)
+    port, took = world.beacon.port, []
+    for i in range(tries):
+        world.beacon.kill()
+        world.beacon = world.start_beacon(port, reuse=world.beacon)
+        back = time.monotonic()
+        wait_for(lambda: kv_ok(broker.service_port, f"again-{i}", timeout=2), 15,
+                 "the tunnel to serve again through the restarted beacon")
+        took.append(time.monotonic() - back)
+    took.sort()
+    print(f"re-paired after {tries} beacon restarts: p50 {took[len(took) // 2]:.2f} s, "
+          f"max {took[-1]:.2f} s")
+    assert took[-1] < 2, took
+
+
+def test_a_killed_beacon_tls_process_is_restarted_and_the_pair_recovers(world, env):
+    up = env.kv()
+    broker = world.broker()
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge)
+    old = world.beacon.children()["tls"]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: world.beacon.children().get("tls") not in (None, old), 15,
+             "the beacon's parent to restart its TLS process")
+    wait_for(lambda: kv_ok(broker.service_port, "after-kill", timeout=2), 15,
+             "the tunnel to serve again after the beacon's TLS process was killed")
+    # Both daemons saw the link end and made a new one; neither restarted anything of its own.
+    assert broker.count(r"conn=\d+ bridge connected") >= 2
