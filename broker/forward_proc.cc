@@ -83,6 +83,7 @@ class ForwardProcess final : public ChildBase {
   bool on_message(IpcMessage& m) noexcept override {
     switch (m.type) {
       case Msg::kSettings: {
+        mstate_.fwd.beacons = settings_.beacons;
         enter_sandbox(forward_sandbox(0));
         send(Msg::kReady, {});
         return true;

@@ -51,6 +51,15 @@ constexpr Family kFamilies[] = {
      "Bridges with an established link, by the state they report of their OpenBao (new streams "
      "go to active, then standby, then unknown; never sealed, uninitialized or unreachable).",
      "state"},
+    {MetricId::kBeaconWaiting, "cloudtaser_broker_beacon_waiting", "gauge",
+     "Beacon mode: connections waiting at each beacon for a bridge (--beacon-pool each).",
+     "beacon"},
+    {MetricId::kBeaconPaired, "cloudtaser_broker_beacon_paired_total", "counter",
+     "Beacon mode: waiting connections each beacon paired with a bridge.", "beacon"},
+    {MetricId::kBeaconLost, "cloudtaser_broker_beacon_failures_total", "counter",
+     "Beacon mode: dials to each beacon that failed, and waiting connections that ended "
+     "before a pairing.",
+     "beacon"},
 };
 
 const Family* family(MetricId id) {
@@ -59,7 +68,10 @@ const Family* family(MetricId id) {
   return nullptr;
 }
 
-std::string label_value(MetricId id, uint32_t label) {
+std::string label_value(MetricId id, uint32_t label, const ForwardCounters& fwd) {
+  if (id == MetricId::kBeaconWaiting || id == MetricId::kBeaconPaired ||
+      id == MetricId::kBeaconLost)
+    return label < fwd.beacons.size() ? fwd.beacons[label] : std::to_string(label);
   if (id == MetricId::kLogDropped)
     return static_cast<LogProcess>(label) == LogProcess::kTls ? "tls" : "forward";
   if (id == MetricId::kBridgesByUpstream)
@@ -163,7 +175,7 @@ std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCo
     }
     std::map<std::string, uint64_t> values;
     for (const MetricSample& s : tls)
-      if (s.id == f.id) values[f.label ? label_value(f.id, s.label) : ""] += s.value;
+      if (s.id == f.id) values[f.label ? label_value(f.id, s.label, fwd) : ""] += s.value;
     if (values.empty() && f.label != nullptr) continue;
     out += std::string("# HELP ") + f.name + " " + f.help + "\n";
     out += std::string("# TYPE ") + f.name + " " + f.type + "\n";

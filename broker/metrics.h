@@ -29,6 +29,10 @@ enum class MetricId : uint16_t {
   kLogDropped = 12,        // counter, label = LogProcess
   // gauge, label = UpstreamState (shared/wire/frame.h): linked bridges by their OpenBao's state
   kBridgesByUpstream = 13,
+  // Beacon mode, label = the beacon's position in --beacon-address order:
+  kBeaconWaiting = 14,  // gauge: connections waiting there for a bridge
+  kBeaconPaired = 15,   // counter: waiting connections it paired with a bridge
+  kBeaconLost = 16,     // counter: dials that failed and waiting connections that ended unpaired
 };
 
 // Whose log lines were dropped (stderr full): each process counts its own.
@@ -62,6 +66,8 @@ struct ForwardCounters {
   bool draining = false;
   // Admission refusals by Refusal, per port of the forwarding process.
   std::array<uint64_t, kRefusalKinds> service_refusals{}, metrics_refusals{}, probe_refusals{};
+  // Beacon mode: the beacons (settings), which name the beacon metrics' label.
+  std::vector<std::string> beacons;
 };
 std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCounters& fwd,
                            const char* version);

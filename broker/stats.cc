@@ -23,6 +23,13 @@ std::vector<MetricSample> BrokerStats::samples(const Live& live) const {
   // Every state, 0 included: an alert on sealed > 0 needs the series to exist.
   for (uint32_t st = 0; st < kUpstreamStates; st++)
     m.push_back({MetricId::kBridgesByUpstream, st, live.by_upstream[st]});
+  for (size_t b = 0; b < live.beacon_waiting.size(); b++) {
+    const auto i = static_cast<uint32_t>(b);
+    m.push_back({MetricId::kBeaconWaiting, i, live.beacon_waiting[b]});
+    auto p = beacon_paired_.find(i), l = beacon_lost_.find(i);
+    m.push_back({MetricId::kBeaconPaired, i, p == beacon_paired_.end() ? 0 : p->second});
+    m.push_back({MetricId::kBeaconLost, i, l == beacon_lost_.end() ? 0 : l->second});
+  }
   return m;
 }
 

@@ -26,6 +26,8 @@ class BrokerStats {
   void reset(Code c) { resets_[static_cast<uint32_t>(c)]++; }
   void handshake_failed(HandshakeFailure why) { handshake_failures_[static_cast<uint32_t>(why)]++; }
   void link_error(Code c) { link_errors_[static_cast<uint32_t>(c)]++; }
+  void beacon_paired(size_t b) { beacon_paired_[static_cast<uint32_t>(b)]++; }
+  void beacon_lost(size_t b) { beacon_lost_[static_cast<uint32_t>(b)]++; }
   // A bridge link closed: its payload bytes stay in the totals.
   void link_closed(const SessionStats& s) {
     bytes_to_bridge_ += s.bytes_out;
@@ -43,6 +45,8 @@ class BrokerStats {
     uint64_t log_dropped = 0;
     // Linked bridges by the UpstreamState they last reported.
     std::array<uint64_t, kUpstreamStates> by_upstream{};
+    // Beacon mode: connections waiting at each beacon (in --beacon-address order).
+    std::vector<uint64_t> beacon_waiting;
   };
   std::vector<MetricSample> samples(const Live& live) const;
   // The STATS body for `live`, or nothing when it equals the last one
@@ -53,6 +57,7 @@ class BrokerStats {
   uint64_t streams_total_ = 0, pending_timeouts_ = 0;
   uint64_t bytes_to_bridge_ = 0, bytes_from_bridge_ = 0;
   std::map<uint32_t, uint64_t> handshake_failures_, resets_, link_errors_;
+  std::map<uint32_t, uint64_t> beacon_paired_, beacon_lost_;
   std::vector<uint8_t> last_body_;
 };
 

@@ -132,6 +132,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
                            settings_.beacons.at(dialing_beacon_).c_str(),
                            std::string(m.body.begin(), m.body.end()).c_str());
         beacon_pool_.on_dial_failed(Clock::now());
+        stats_.beacon_lost(dialing_beacon_);
         return true;
       default:
         return false;
@@ -267,6 +268,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     LOG_LINK(LOG_DEBUG, l.id(), "beacon %s paired a bridge",
              settings_.beacons.at(it->second).c_str());
     beacon_pool_.on_paired(it->second);
+    stats_.beacon_paired(it->second);
     paired_.insert(l.id());
     dial_beacons(Clock::now());  // refill the place at once
   }
@@ -422,6 +424,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
           LOG_LINK_THROTTLED(beacon_log_, l.id(), "waiting connection to beacon %s ended: %s",
                              settings_.beacons.at(b->second).c_str(), why.c_str());
         beacon_pool_.on_lost(b->second, expensive, Clock::now());
+        if (!draining_) stats_.beacon_lost(b->second);
       }
       beacon_of_.erase(b);
       paired_.erase(l.id());
@@ -507,6 +510,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     for (size_t r = 0; r < kRefusalKinds; r++)
       live.admission[r] = admission_.refused(static_cast<Refusal>(r));
     live.log_dropped = log::dropped_lines();
+    for (size_t b = 0; b < settings_.beacons.size(); b++)
+      live.beacon_waiting.push_back(beacon_pool_.waiting(b));
     if (auto body = stats_.changed_body(live)) send(Msg::kStats, *body);
   }
 

@@ -14,11 +14,25 @@ from beacon_world import linked, pairing_key, world  # noqa: F401 (world: a fixt
 from harness import BROKER, bytes_body_sha256, http_get, kv_ok, wait_for
 
 
+def beacon_metric(broker, name, beacon):
+    status, body = http_get(broker.metrics_port, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f'{name}{{beacon="{beacon}"}} '):
+            return int(line.split()[-1])
+    return None
+
+
 def test_a_wrapper_reads_a_secret_through_the_beacon_and_a_large_body_arrives_intact(world, env):
     up = env.kv()
-    broker = world.broker()
+    broker = world.broker(extra=["--metrics-listen", "127.0.0.1:0"])
+    broker.metrics_port = int(broker.wait_log(r"serving metrics on 127\.0\.0\.1:(\d+)").group(1))
     bridge = world.bridge(up.addr)
     linked(broker, bridge)
+    # The pool at the beacon is full again after the pairing (4 by default), and counted.
+    where = f"127.0.0.1:{world.beacon.port}"
+    wait_for(lambda: beacon_metric(broker, "cloudtaser_broker_beacon_waiting", where) == 4, 10,
+             "4 connections waiting at the beacon")
+    assert beacon_metric(broker, "cloudtaser_broker_beacon_paired_total", where) >= 1
     assert kv_ok(broker.service_port, "through-the-beacon")
     n = 64 << 20
     status, body = http_get(broker.service_port, f"/bytes/{n}", timeout=60)
