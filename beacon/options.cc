@@ -7,6 +7,7 @@ PairingLimits Options::pairing() const {
   l.brokers_per_id = waiting_per_id;
   l.bridges_per_id = waiting_per_id;
   l.waiting_total = waiting_total;
+  l.waiting_per_source = waiting_per_source;
   l.pairing_timeout = std::chrono::milliseconds(pairing_timeout_ms);
   l.keepalive = std::chrono::milliseconds(keepalive_ms);
   return l;
@@ -20,6 +21,7 @@ std::vector<uint8_t> encode_options(const Options& o) {
   w.u32(o.waiting_per_id);
   w.u32(o.waiting_total);
   w.u32(o.per_source);
+  w.u32(o.waiting_per_source);
   return out;
 }
 
@@ -31,11 +33,12 @@ std::optional<Options> decode_options(Bytes b) {
   o.waiting_per_id = r.u32();
   o.waiting_total = r.u32();
   o.per_source = r.u32();
+  o.waiting_per_source = r.u32();
   if (!r.finish()) return std::nullopt;
   auto in = [](uint32_t v, uint32_t max) { return v >= 1 && v <= max; };
   if (!in(o.pairing_timeout_ms, kMaxTimeoutMs) || !in(o.keepalive_ms, kMaxTimeoutMs) ||
       !in(o.waiting_per_id, kMaxWaitingPerIdFlag) || !in(o.waiting_total, kMaxWaitingFlag) ||
-      !in(o.per_source, kMaxPerSourceFlag))
+      !in(o.per_source, kMaxPerSourceFlag) || !in(o.waiting_per_source, kMaxPerSourceFlag))
     return std::nullopt;
   return o;
 }

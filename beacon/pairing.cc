@@ -22,7 +22,8 @@ PairingTable::Added PairingTable::refuse(rdv::Answer code, std::string why) cons
   return a;
 }
 
-PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoint now) {
+PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoint now,
+                                      const std::string& source) {
   CT_CHECK(!waiting_.contains(c));
   Queues& q = by_id_[p.id];
   const bool broker = p.role == rdv::Role::kBroker;
@@ -36,6 +37,8 @@ PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoin
     Added a;
     a.outcome = Outcome::kPaired;
     a.peer = *it;
+    if (auto src = by_source_.find(o.source); src != by_source_.end() && --src->second == 0)
+      by_source_.erase(src);
     waiting_.erase(*it);
     others.erase(it);
     if (q.brokers.empty() && q.bridges.empty()) by_id_.erase(p.id);
@@ -43,6 +46,12 @@ PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoin
   }
   std::deque<ConnId>& mine = broker ? q.brokers : q.bridges;
   const size_t cap = broker ? lim_.brokers_per_id : lim_.bridges_per_id;
+  if (const auto src = by_source_.find(source);
+      src != by_source_.end() && src->second >= lim_.waiting_per_source) {
+    if (q.brokers.empty() && q.bridges.empty()) by_id_.erase(p.id);
+    return refuse(rdv::Answer::kOverCapacity, "too many waiting connections from this source (" +
+                                                  std::to_string(lim_.waiting_per_source) + ")");
+  }
   if (mine.size() >= cap || waiting_.size() >= lim_.waiting_total) {
     const bool per_id = mine.size() >= cap;
     if (q.brokers.empty() && q.bridges.empty()) by_id_.erase(p.id);
@@ -54,7 +63,8 @@ PairingTable::Added PairingTable::add(ConnId c, const rdv::Preamble& p, TimePoin
   }
   mine.push_back(c);
   waiting_.emplace(c, Waiting{p.role, p.id, p.instances, now,
-                              now + (broker ? lim_.keepalive : lim_.pairing_timeout)});
+                              now + (broker ? lim_.keepalive : lim_.pairing_timeout), source});
+  by_source_[source]++;
   Added a;
   a.outcome = Outcome::kWaiting;
   return a;
@@ -68,6 +78,8 @@ void PairingTable::remove(ConnId c) {
   auto& list = it->second.role == rdv::Role::kBroker ? q->second.brokers : q->second.bridges;
   list.erase(std::find(list.begin(), list.end(), c));
   if (q->second.brokers.empty() && q->second.bridges.empty()) by_id_.erase(q);
+  if (auto src = by_source_.find(it->second.source); src != by_source_.end() && --src->second == 0)
+    by_source_.erase(src);
   waiting_.erase(it);
 }
 

@@ -22,6 +22,9 @@ struct PairingLimits {
   size_t brokers_per_id = 64;
   size_t bridges_per_id = 64;
   size_t waiting_total = 4096;
+  // Waiting connections (brokers and bridges) one source address may hold:
+  // a party with many ids cannot fill the table from one address.
+  size_t waiting_per_source = 256;
   Duration pairing_timeout = rdv::kPairingTimeout;
   Duration keepalive = rdv::kKeepaliveInterval;
 };
@@ -37,11 +40,13 @@ class PairingTable {
     rdv::Answer refusal = rdv::Answer::kOverCapacity;  // kRefused
     std::string reason;                                // kRefused
   };
-  // A connection whose preamble was read. A broker is paired with the oldest
-  // waiting bridge of its id that does not exclude its instance, else waits;
-  // a bridge with the oldest waiting broker of its id whose instance it does
-  // not exclude, else waits. Beyond a cap: refused (the caller closes it).
-  Added add(ConnId c, const rdv::Preamble& p, TimePoint now);
+  // A connection whose preamble was read, from `source` (the admission
+  // layer's source key as text; connections with none share one count). A
+  // broker is paired with the oldest waiting bridge of its id that does not
+  // exclude its instance, else waits; a bridge with the oldest waiting broker
+  // of its id whose instance it does not exclude, else waits. Beyond a cap:
+  // refused (the caller closes it).
+  Added add(ConnId c, const rdv::Preamble& p, TimePoint now, const std::string& source = {});
   // A waiting connection closed (or was refused, or is being shut down).
   // Unknown or already-paired ids are ignored.
   void remove(ConnId c);
@@ -66,6 +71,7 @@ class PairingTable {
     std::vector<rdv::InstanceId> instances;
     TimePoint since;
     TimePoint due;  // bridges: the pairing timeout; brokers: the next keepalive
+    std::string source;
   };
   struct Queues {
     std::deque<ConnId> brokers, bridges;  // oldest first
@@ -74,6 +80,7 @@ class PairingTable {
   PairingLimits lim_;
   std::map<ConnId, Waiting> waiting_;
   std::map<rdv::RendezvousId, Queues> by_id_;
+  std::map<std::string, size_t> by_source_;  // waiting connections per source
 };
 
 }  // namespace ct::beacon

@@ -47,6 +47,9 @@ std::vector<FlagSpec> flag_specs() {
           {"max-conns-per-source", "N",
            "connections one source address (an IPv6 /64) may hold at once, paired or not; more "
            "are closed at accept (default 1024)"},
+          {"max-waiting-per-source", "N",
+           "of those, connections waiting for a pairing (brokers and bridges); more get "
+           "OVER_CAPACITY (default 256)"},
           {"drain-timeout", "SECONDS",
            "on SIGTERM, how long live pairs may take to finish (default 30)"},
       },
@@ -110,6 +113,7 @@ class BeaconParent final : DaemonParent::Hooks {
         {"max-waiting-per-id", kMaxWaitingPerIdFlag, &opts_.waiting_per_id, 1},
         {"max-waiting", kMaxWaitingFlag, &opts_.waiting_total, 1},
         {"max-conns-per-source", kMaxPerSourceFlag, &opts_.per_source, 1},
+        {"max-waiting-per-source", kMaxPerSourceFlag, &opts_.waiting_per_source, 1},
     };
     for (const Num& n : nums) {
       if (!f.has(n.flag)) continue;

@@ -360,7 +360,7 @@ class TlsProcess final : public ChildBase {
     c.timer.cancel();
     const rdv::Preamble& p = c.reader.preamble();
     c.role = p.role;
-    const auto a = table_.add(c.id, p, Clock::now());
+    const auto a = table_.add(c.id, p, Clock::now(), c.src.str());
     switch (a.outcome) {
       case PairingTable::Outcome::kPaired:
         if (Conn* other = find(a.peer)) return pair(c, *other);

@@ -41,7 +41,8 @@ def preamble(role, rendezvous_id, instances=()):
 class Client:
     """One connection to the beacon: outer TLS, then raw bytes."""
 
-    def __init__(self, port, ca, alpn=True, cert=None, timeout=10):
+    def __init__(self, port, ca, alpn=True, cert=None, timeout=10, source=None):
+        """`source`: the local address to connect from (e.g. 127.0.0.2, another source)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.load_verify_locations(str(ca))
@@ -49,7 +50,10 @@ class Client:
             ctx.set_alpn_protocols([ALPN])
         if cert:
             ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                       source_address=(source, 0) if source else None)
+        # As the daemons do: a preamble must not wait behind Nagle for the ACK of Finished.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.s = ctx.wrap_socket(raw, server_hostname="localhost")
 
     def send(self, data):

@@ -357,7 +357,7 @@ def test_a_waiting_broker_gets_keepalives(beacon):
 
 
 def test_waiting_connections_cost_the_tls_process_little_memory(beacon):
-    b = beacon()
+    b = beacon(["--max-waiting-per-source", "1000"])
     pid = b.children()["tls"]
 
     def rss_kib():
@@ -373,6 +373,49 @@ def test_waiting_connections_cost_the_tls_process_little_memory(beacon):
     # read-ahead buffer is allocated but barely touched by a silent client),
     # so the 4096 waiting connections of docs/beacon.md §3 fit in ~100 MiB.
     assert per_conn < 40, f"{per_conn:.1f} KiB per waiting connection"
+
+
+def test_a_thousand_unpaired_connections_from_one_source_are_capped_and_cost_bounded_memory(
+        beacon):
+    import resource
+    import select
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    b = beacon()
+    pid = b.children()["tls"]
+
+    def rss_kib():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    before = rss_kib()
+    # A thousand waiting brokers, each of an id of its own (so no per-id cap applies),
+    # all from 127.0.0.1: 256 wait (whichever preambles arrive first), every later one
+    # is told why and closed.
+    conns = [connect(b, BROKER, f"flood{i:04d}", [instance(1)]) for i in range(1000)]
+    b.wait_metric("cloudtaser_beacon_waiting", 'role="broker"', 256, timeout=20)
+    b.wait_metric("cloudtaser_beacon_connections_refused_total", 'reason="over_capacity"', 744,
+                  timeout=20)
+    answered = []
+    for c in conns:
+        # A refused connection has its answer to read; a waiting one has nothing (its
+        # first KEEPALIVE is 25 s away).
+        if select.select([c.s], [], [], 0)[0] or c.s.pending():
+            answered.append(c.answer())
+            c.close()
+    assert len(answered) == 744
+    assert all(code == OVER_CAPACITY and "from this source (256)" in reason
+               for code, reason in answered), answered[:3]
+    # All thousand held a TLS session at once before the refusals: the bound is the
+    # per-source connection cap (1024) times what one costs (about 21 KiB, measured in
+    # test_waiting_connections_cost_the_tls_process_little_memory), never more.
+    grown = rss_kib() - before
+    assert grown < 1000 * 40, f"the TLS process grew {grown} KiB"
+    # Another source still pairs.
+    br = connect(b, BROKER, "real", [instance(1)], source="127.0.0.2")
+    bg = connect(b, BRIDGE, "real", source="127.0.0.3")
+    assert bg.answer() == (PAIRED, "")
+    assert br.answer_skipping_keepalives() == (PAIRED, "")
 
 
 # ---------------------------------------------------------------- lifecycle

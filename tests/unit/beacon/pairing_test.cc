@@ -133,3 +133,32 @@ TEST(PairingTable, RemovingIsIdempotentAndLeavesNothingBehind) {
 
 }  // namespace
 }  // namespace ct::beacon
+
+namespace ct::beacon {
+namespace {
+
+TEST(PairingTable, OneSourceMayHoldOnlySoManyWaitingConnections) {
+  PairingLimits lim;
+  lim.waiting_per_source = 3;
+  PairingTable t(lim);
+  const TimePoint now = TimePoint() + std::chrono::hours(1);
+  // Three different ids from one address wait; a fourth is refused, whatever its id.
+  for (uint8_t i = 0; i < 3; i++)
+    EXPECT_EQ(t.add(i, broker(i, 1), now, "192.0.2.1").outcome, PairingTable::Outcome::kWaiting);
+  auto a = t.add(9, broker(9, 1), now, "192.0.2.1");
+  EXPECT_EQ(a.outcome, PairingTable::Outcome::kRefused);
+  EXPECT_NE(a.reason.find("from this source (3)"), std::string::npos) << a.reason;
+  // Another source is not affected.
+  EXPECT_EQ(t.add(10, broker(9, 1), now, "192.0.2.2").outcome, PairingTable::Outcome::kWaiting);
+  // A pairing, a removal and a timeout each give the source a place back.
+  EXPECT_EQ(t.add(11, bridge(0), now, "198.51.100.7").outcome, PairingTable::Outcome::kPaired);
+  EXPECT_EQ(t.add(12, broker(12, 1), now, "192.0.2.1").outcome, PairingTable::Outcome::kWaiting);
+  t.remove(1);
+  EXPECT_EQ(t.add(13, bridge(13), now, "192.0.2.1").outcome, PairingTable::Outcome::kWaiting);
+  EXPECT_EQ(t.add(14, broker(14, 1), now, "192.0.2.1").outcome, PairingTable::Outcome::kRefused);
+  t.tick(now + lim.pairing_timeout);  // the waiting bridge 13 times out
+  EXPECT_EQ(t.add(15, broker(15, 1), now, "192.0.2.1").outcome, PairingTable::Outcome::kWaiting);
+}
+
+}  // namespace
+}  // namespace ct::beacon
