@@ -125,9 +125,10 @@ check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STA
 	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BRIDGE_TAR) $(VERSION) vault-bridge
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
-check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker
+check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker $(BUILD)/cloudtaser-beacon
 	HELM="$$(command -v helm || echo $(abspath $(HELMRENDER)))" K8S_MODELS_PREFIX=$(CLUSTER_NPM) \
-	  BROKER_BIN=$(BUILD)/cloudtaser-broker node --test $(CLUSTER_DIR)/chart.test.mjs
+	  BROKER_BIN=$(BUILD)/cloudtaser-broker BEACON_BIN=$(BUILD)/cloudtaser-beacon \
+	  node --test $(CLUSTER_DIR)/chart.test.mjs
 
 check-certs: | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-certs.sh
