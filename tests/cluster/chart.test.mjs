@@ -629,6 +629,76 @@ test("beacon.enabled: every flag the chart passes is one the beacon binary docum
   for (const a of c.args.filter((x) => x.startsWith("--"))) assert.ok(help.includes(a), `beacon --help does not mention ${a}`);
 });
 
+// The chart's own args, run: a beacon started with the beacon Deployment's
+// args, a broker with the beacon-mode broker Deployment's args (only the
+// mounted paths and the listen addresses mapped onto this machine), both fed
+// the files of cloudtaser-certs --beacon-host laid out as the Secrets hold
+// them. The broker waits at the beacon and is not ready; a vault-bridge in
+// beacon mode pairs through it, and the broker turns ready: the readiness
+// the chart probes means "a bridge linked" in beacon mode too.
+const BRIDGE_BIN = process.env.BROKER_BIN && path.join(path.dirname(process.env.BROKER_BIN), "vault-bridge");
+test("the chart's beacon and beacon-mode broker, run with the rendered args, pair with a bridge and the broker turns ready",
+  { skip: !(process.env.BROKER_BIN && process.env.BEACON_BIN && fs.existsSync(BRIDGE_BIN)) && "BROKER_BIN, BEACON_BIN or vault-bridge missing", timeout: 90000 }, async (t) => {
+  const tmp = fs.mkdtempSync("/tmp/chart-beacon-");
+  const procs = [];
+  t.after(async () => {
+    // SIGTERM drains (each daemon ends its own children); SIGKILL only if that hangs.
+    await Promise.all(procs.map((p) => new Promise((done) => {
+      if (p.exitCode !== null || p.signalCode !== null) return done();
+      const hard = setTimeout(() => p.kill("SIGKILL"), 10000);
+      p.on("exit", () => { clearTimeout(hard); done(); });
+      p.kill("SIGTERM");
+    })));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  const certs = spawnSync("bash", [path.join(root, "deploy/cloudtaser-certs"), "--out", `${tmp}/pki`, "--beacon-host", "127.0.0.1"], { encoding: "utf8", timeout: 60000 });
+  assert.equal(certs.status, 0, certs.stderr);
+  const { spawn } = await import("node:child_process");
+  const start = (bin, args) => {
+    const p = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+    p.log = "";
+    p.stderr.on("data", (d) => { p.log += d; });
+    procs.push(p);
+    return p;
+  };
+  const waitFor = async (what, fn, ms = 20000) => {
+    const until = Date.now() + ms;
+    for (;;) {
+      const v = await fn();
+      if (v) return v;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const logMatch = (p, re) => waitFor(`${re} in the log:\n${p.log}`, () => p.log.match(re));
+  const get = async (url) => { try { const r = await fetch(url); return { status: r.status, body: await r.text() }; } catch { return { status: 0, body: "" }; } };
+  // Mounted paths onto the certs' directories; every listen address onto loopback, port 0.
+  const localise = (args, dir) => args.map((a) => a.replace("/etc/cloudtaser/tls/", `${tmp}/pki/${dir}/`).replace(/^0\.0\.0\.0:\d+$/, "127.0.0.1:0"));
+
+  const beaconArgs = find(render(["--set", "beacon.enabled=true"]).objects, "Deployment", "cloudtaser-beacon").spec.template.spec.containers[0].args;
+  const beacon = start(process.env.BEACON_BIN, localise(beaconArgs, "beacon"));
+  const beaconPort = (await logMatch(beacon, /listening for brokers and bridges on 127\.0\.0\.1:(\d+)/))[1];
+  const beaconMetrics = (await logMatch(beacon, /serving metrics on (127\.0\.0\.1:\d+)/))[1];
+  await waitFor("the beacon's /readyz", async () => (await get(`http://${beaconMetrics}/readyz`)).status === 200);
+
+  const brokerArgs = brokerOf(render([...BEACON_BASE, "--set", `broker.beacon.address=127.0.0.1:${beaconPort}`, "--set", "broker.replicas=1"]).objects).containers[0].args;
+  const broker = start(process.env.BROKER_BIN, localise(brokerArgs, "broker"));
+  await logMatch(broker, /beacon relay mode: waiting for bridges at 127\.0\.0\.1:\d+/);
+  const probes = (await logMatch(broker, /serving probes on (127\.0\.0\.1:\d+)/))[1];
+  await waitFor("broker connections waiting at the beacon", async () =>
+    /cloudtaser_beacon_waiting\{role="broker"\} [1-9]/.test((await get(`http://${beaconMetrics}/metrics`)).body));
+  assert.equal((await get(`http://${probes}/readyz`)).status, 503, "no bridge linked yet: not ready");
+
+  const b = `${tmp}/pki/bridge`;
+  start(BRIDGE_BIN, ["--beacon-address", `127.0.0.1:${beaconPort}`, "--beacon-ca", `${b}/ca.crt`, "--pairing-key-file", `${b}/pairing.key`,
+    "--client-cert", `${b}/tls.crt`, "--client-key", `${b}/tls.key`, "--ca-cert", `${b}/ca.crt`, "--vault-addr", "http://127.0.0.1:1",
+    "--service-cert", `${tmp}/pki/service/tls.crt`, "--service-key", `${tmp}/pki/service/tls.key`]);
+  await waitFor("the broker's /readyz once a bridge linked through the beacon", async () => (await get(`http://${probes}/readyz`)).status === 200);
+  // The beacon's figures reach /metrics once a second.
+  await waitFor("a pair relayed by the beacon", async () =>
+    /cloudtaser_beacon_pairs_active [1-9]/.test((await get(`http://${beaconMetrics}/metrics`)).body));
+});
+
 const FAILURES = {
   "broker.enabled without broker.externalHost": [["--namespace", "cloudtaser-system", "--set", "broker.enabled=true"], /broker\.externalHost is required/],
   "an address for another namespace than the release's": [[...SEED.slice(2), "--namespace", "default"], /cloudtaser-broker\.default\.svc:8443/],
