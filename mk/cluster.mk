@@ -14,7 +14,8 @@
 #                      labels), digests, against its Dockerfile; umoci unpacks it and the
 #                      unpacked rootfs runs like check-static
 #     check-chart      renders deploy/helm/cloudtaser (helm if on PATH, else the
-#                      offline renderer), Kubernetes schema, yamllint, behaviour
+#                      offline renderer), Kubernetes schema, yamllint, behaviour;
+#                      runs the beacon and the beacon-mode broker with the rendered args
 #     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
 #     check-metrics    promtool check metrics on the broker's real /metrics (with
 #                      and without a bridge) and on vault-bridge --status-file
@@ -125,9 +126,12 @@ check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STA
 	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BRIDGE_TAR) $(VERSION) vault-bridge
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
-check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(BUILD)/cloudtaser-broker
+# The daemons run once with the chart's own beacon-mode args (a beacon, a
+# broker, a bridge pairing through them on loopback).
+check-chart: $(HELMRENDER) $(CLUSTER_NPM)/.stamp $(addprefix $(BUILD)/,$(EXES))
 	HELM="$$(command -v helm || echo $(abspath $(HELMRENDER)))" K8S_MODELS_PREFIX=$(CLUSTER_NPM) \
-	  BROKER_BIN=$(BUILD)/cloudtaser-broker node --test $(CLUSTER_DIR)/chart.test.mjs
+	  BROKER_BIN=$(BUILD)/cloudtaser-broker BEACON_BIN=$(BUILD)/cloudtaser-beacon \
+	  node --test $(CLUSTER_DIR)/chart.test.mjs
 
 check-certs: | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-certs.sh

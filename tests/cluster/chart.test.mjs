@@ -77,6 +77,11 @@ function cidrRange(cidr) {
   return { v6: width === 128, lo, hi: lo + (1n << host) - 1n };
 }
 
+// Beacon relay mode: the seed's values without broker.externalHost (nothing
+// dials the broker), plus the beacon the broker dials out to.
+const BEACON_BASE = SEED.slice(0, SEED.indexOf("broker.externalHost=broker.prod.example.com") - 1);
+const BEACON_MODE = [...BEACON_BASE, "--set", "broker.beacon.address=beacon.example.com"];
+
 // Scenarios every check runs on: defaults, the seed, and the other shapes an
 // operator can choose.
 const SCENARIOS = {
@@ -97,6 +102,23 @@ const SCENARIOS = {
     "--set", "broker.networkPolicy.clusterCIDRs={10.0.0.0/8,fd00::/8}",
     "--set", "broker.external.allowedSourceRanges={0.0.0.0/0,::/0,198.51.100.7/32}",
   ],
+  "beacon mode (one address as a string)": [...BEACON_MODE],
+  "beacon mode, two beacons, own beacon CA Secret, pins, pool, chart-made TLS secret": [
+    ...BEACON_BASE,
+    "--set", "broker.beacon.address={beacon-a.example.com,beacon-b.example.com:8443}",
+    "--set", "broker.beacon.caSecret=beacon-ca",
+    "--set", `broker.beacon.pins[0]=${PIN_A}`,
+    "--set", "broker.beacon.pool=8",
+    "--set", "broker.beacon.egressCIDRs={203.0.113.0/24}",
+    "--set", `broker.bridgePins[0]=${PIN_B}`,
+    "--set", "broker.tls.create=true",
+    "--set-file", `broker.tls.crt=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.key=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.ca=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.pairingKey=${path.join(here, "fixtures/dummy.pem")}`,
+  ],
+  "beacon mode with an in-cluster beacon": [...BEACON_MODE, "--set", "beacon.enabled=true", "--set", "beacon.host=beacon.example.com"],
+  "an in-cluster beacon only (no broker)": ["--namespace", "cloudtaser-system", "--set", "beacon.enabled=true"],
 };
 
 for (const [name, args] of Object.entries(SCENARIOS)) {
@@ -114,14 +136,27 @@ for (const [name, args] of Object.entries(SCENARIOS)) {
     assert.equal(r.status, 0, r.stdout + r.stderr);
   });
 
-  test(`${name}: every selector matches the broker pods and every named port exists`, () => {
+  test(`${name}: every selector matches the pods of one Deployment and every named port exists there`, () => {
     const { objects } = render(args);
-    const dep = objects.find((o) => o.kind === "Deployment");
-    if (!dep) return;
-    const podLabels = dep.spec.template.metadata.labels;
-    assert.ok(matches(dep.spec.selector.matchLabels, podLabels));
-    const portNames = new Set(dep.spec.template.spec.containers[0].ports.map((p) => p.name));
+    const deps = objects.filter((o) => o.kind === "Deployment");
+    for (const dep of deps) assert.ok(matches(dep.spec.selector.matchLabels, dep.spec.template.metadata.labels));
+    // The workload a selector picks: exactly one Deployment's pods.
+    const workload = (selector, what) => {
+      const hit = deps.filter((d) => matches(selector, d.spec.template.metadata.labels));
+      assert.equal(hit.length, 1, `${what} selects ${hit.length} Deployments`);
+      return hit[0];
+    };
+    for (const o of objects.filter((x) => x.kind === "Ingress")) {
+      const backend = o.spec.rules[0].http.paths[0].backend.service;
+      const svc = find(objects, "Service", backend.name);
+      assert.ok(svc.spec.ports.some((p) => p.name === backend.port.name));
+    }
     for (const o of objects) {
+      if (!["Service", "NetworkPolicy", "PodDisruptionBudget"].includes(o.kind)) continue;
+      const sel = o.kind === "Service" ? o.spec.selector : o.kind === "NetworkPolicy" ? o.spec.podSelector.matchLabels : o.spec.selector.matchLabels;
+      const dep = workload(sel, `${o.kind}/${o.metadata.name}`);
+      const podLabels = dep.spec.template.metadata.labels;
+      const portNames = new Set(dep.spec.template.spec.containers[0].ports.map((p) => p.name));
       if (o.kind === "Service") {
         assert.ok(matches(o.spec.selector, podLabels), `Service/${o.metadata.name} selector`);
         for (const p of o.spec.ports) assert.ok(portNames.has(p.targetPort), `Service/${o.metadata.name} targetPort ${p.targetPort}`);
@@ -136,12 +171,6 @@ for (const [name, args] of Object.entries(SCENARIOS)) {
             assert.ok(outer.v6 === inner.v6 && inner.lo >= outer.lo && inner.hi <= outer.hi, `${ex} not inside ${peer.ipBlock.cidr}`);
           }
         }
-      }
-      if (o.kind === "PodDisruptionBudget") assert.ok(matches(o.spec.selector.matchLabels, podLabels));
-      if (o.kind === "Ingress") {
-        const svcName = o.spec.rules[0].http.paths[0].backend.service.name;
-        const svc = find(objects, "Service", svcName);
-        assert.ok(svc.spec.ports.some((p) => p.name === o.spec.rules[0].http.paths[0].backend.service.port.name));
       }
     }
   });
@@ -438,6 +467,238 @@ test("the broker's memory budget follows broker.memoryBudget, and a limit of 2 x
     assert.equal(budgetOf(["--set", `broker.resources.limits.memory=${limit}`]), "32", limit);
 });
 
+// ---------------------------------------------------------------- beacon relay mode
+
+const BEACON_FULL = SCENARIOS["beacon mode, two beacons, own beacon CA Secret, pins, pool, chart-made TLS secret"];
+const brokerOf = (objects) => find(objects, "Deployment", "cloudtaser-broker").spec.template.spec;
+const flagsOf = (c, f) => c.args.flatMap((a, i) => (a === f ? [c.args[i + 1]] : []));
+
+test("beacon mode: the broker dials the beacon with its CA and the pairing key from its Secret, and listens for no bridge", () => {
+  const pod = brokerOf(render(BEACON_MODE).objects);
+  const c = pod.containers[0];
+  assert.deepEqual(flagsOf(c, "--beacon-address"), ["beacon.example.com"]);
+  assert.ok(!c.args.includes("--bridge-listen"), "no --bridge-listen in beacon mode");
+  assert.ok(!c.args.includes("--beacon-pin") && !c.args.includes("--beacon-pool"));
+  assert.ok(!c.ports.some((p) => p.name === "bridge"), "no bridge container port");
+  const mount = c.volumeMounts.find((m) => m.name === "tls").mountPath;
+  assert.equal(argOf(c, "--beacon-ca"), `${mount}/ca.crt`, "the beacon's CA defaults to the broker Secret's ca.crt");
+  assert.equal(argOf(c, "--pairing-key-file"), `${mount}/pairing.key`);
+  assert.equal(pod.volumes.find((v) => v.name === "tls").secret.secretName, "cloudtaser-broker-tls");
+  // Everything else is as in reverse-connect: wrappers, probes, identity.
+  assert.equal(argOf(c, "--service-listen"), "0.0.0.0:8443");
+  assert.equal(argOf(c, "--cert"), `${mount}/tls.crt`);
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "probe" }, "ready only with a bridge linked, as before");
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+});
+
+test("beacon mode: a list of beacons, an own CA Secret, pins and pool become the broker's flags", () => {
+  const { objects } = render(BEACON_FULL);
+  const pod = brokerOf(objects);
+  const c = pod.containers[0];
+  assert.deepEqual(flagsOf(c, "--beacon-address"), ["beacon-a.example.com", "beacon-b.example.com:8443"]);
+  assert.deepEqual(flagsOf(c, "--beacon-pin"), [PIN_A]);
+  assert.equal(argOf(c, "--beacon-pool"), "8");
+  const caMount = c.volumeMounts.find((m) => m.name === "beacon-ca");
+  assert.equal(caMount.readOnly, true);
+  assert.equal(argOf(c, "--beacon-ca"), `${caMount.mountPath}/ca.crt`);
+  const caVol = pod.volumes.find((v) => v.name === "beacon-ca");
+  assert.equal(caVol.secret.secretName, "beacon-ca");
+  assert.deepEqual(caVol.secret.items, [{ key: "ca.crt", path: "ca.crt" }]);
+  // The chart-made Secret carries the pairing key.
+  const pem = fs.readFileSync(path.join(here, "fixtures/dummy.pem"));
+  assert.deepEqual(Buffer.from(find(objects, "Secret", "cloudtaser-broker-tls").data["pairing.key"], "base64"), pem);
+  assert.ok(!c.args.includes("--bridge-listen"));
+});
+
+test("beacon mode: no LoadBalancer, Service or Ingress for bridges is rendered; wrappers keep cloudtaser-broker:8443", () => {
+  for (const args of [BEACON_MODE, [...BEACON_MODE, "--set", "broker.external.type=Ingress"], BEACON_FULL]) {
+    const { objects } = render(args);
+    assert.equal(objects.filter((o) => o.kind === "Ingress").length, 0);
+    assert.equal(objects.filter((o) => o.metadata.name === "cloudtaser-broker-bridge").length, 0);
+    assert.equal(objects.filter((o) => o.kind === "Service" && o.spec.type === "LoadBalancer").length, 0);
+    const svc = find(objects, "Service", "cloudtaser-broker");
+    assert.equal(svc.spec.type, "ClusterIP");
+    assert.deepEqual(svc.spec.ports.map((p) => p.port), [8443]);
+    assert.equal(find(objects, "ConfigMap", "cloudtaser-config").data["secretstore.address"], "broker://cloudtaser-broker.cloudtaser-system.svc:8443");
+  }
+});
+
+test("beacon mode: the NetworkPolicy opens no bridge port and lets the broker out to the beacons' ports and DNS only", () => {
+  const np = find(render(BEACON_MODE).objects, "NetworkPolicy", "cloudtaser-broker");
+  assert.deepEqual(np.spec.policyTypes, ["Ingress", "Egress"]);
+  const ingressPorts = np.spec.ingress.flatMap((r) => r.ports.map((p) => p.port));
+  assert.deepEqual(ingressPorts, ["service", "metrics"], "wrappers and metrics as before; no bridge port");
+  assert.deepEqual(np.spec.egress, [
+    { to: [{ ipBlock: { cidr: "0.0.0.0/0" } }, { ipBlock: { cidr: "::/0" } }], ports: [{ port: 443, protocol: "TCP" }] },
+    {
+      to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }],
+      ports: [{ port: 53, protocol: "UDP" }, { port: 53, protocol: "TCP" }],
+    },
+  ]);
+  // Every beacon port once, the narrowed destinations.
+  const full = find(render(BEACON_FULL).objects, "NetworkPolicy", "cloudtaser-broker");
+  assert.deepEqual(full.spec.egress[0], {
+    to: [{ ipBlock: { cidr: "203.0.113.0/24" } }],
+    ports: [{ port: 443, protocol: "TCP" }, { port: 8443, protocol: "TCP" }],
+  });
+  const ports = (addr) => find(render([...BEACON_BASE, "--set", `broker.beacon.address=${addr}`]).objects, "NetworkPolicy", "cloudtaser-broker")
+    .spec.egress[0].ports.map((p) => p.port);
+  assert.deepEqual(ports("[2001:db8::7]:9443"), [9443]);
+  assert.deepEqual(ports("[2001:db8::7]"), [443]);
+  assert.deepEqual(ports("198.51.100.9"), [443]);
+  // With an in-cluster beacon, also its pods on their container port.
+  const own = find(render([...BEACON_MODE, "--set", "beacon.enabled=true"]).objects, "NetworkPolicy", "cloudtaser-broker");
+  assert.deepEqual(own.spec.egress[1], {
+    to: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "cloudtaser-beacon", "app.kubernetes.io/instance": "cloudtaser" } } }],
+    ports: [{ port: 8443, protocol: "TCP" }],
+  });
+  assert.equal(own.spec.egress.length, 3);
+  // Reverse-connect keeps no egress at all.
+  assert.deepEqual(find(render(SEED).objects, "NetworkPolicy", "cloudtaser-broker").spec.egress, []);
+});
+
+test("beacon mode: every flag the chart passes is one the broker binary documents in --help", { skip: !process.env.BROKER_BIN && "BROKER_BIN not set" }, () => {
+  const r = spawnSync(process.env.BROKER_BIN, ["--help"], { encoding: "utf8", timeout: 10000 });
+  assert.equal(r.status, 0, r.stderr);
+  const help = r.stdout + r.stderr;
+  const c = brokerOf(render(BEACON_FULL).objects).containers[0];
+  for (const a of c.args.filter((x) => x.startsWith("--"))) assert.ok(help.includes(a), `broker --help does not mention ${a}`);
+});
+
+test("beacon.enabled: a cloudtaser-beacon Deployment, non-root on 8443, hardened like the broker, probed on its metrics port", () => {
+  const version = fs.readFileSync(path.join(root, "VERSION"), "utf8").trim();
+  const { objects } = render([...BEACON_MODE, "--set", "beacon.enabled=true"]);
+  const dep = find(objects, "Deployment", "cloudtaser-beacon");
+  assert.equal(dep.spec.replicas, 1, "a beacon pairs only what it holds: one pod per Service");
+  const pod = dep.spec.template.spec;
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.equal(pod.securityContext.seccompProfile.type, "RuntimeDefault");
+  assert.equal(pod.automountServiceAccountToken, false);
+  assert.equal(pod.containers.length, 1);
+  const c = pod.containers[0];
+  assert.equal(c.image, `ghcr.io/cloudtaser/cloudtaser-beacon:${version}`);
+  assert.deepEqual(c.securityContext, {
+    runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, privileged: false, allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] }, seccompProfile: { type: "RuntimeDefault" },
+  });
+  assert.equal(argOf(c, "--listen"), "0.0.0.0:8443");
+  assert.equal(argOf(c, "--metrics-listen"), "0.0.0.0:9090");
+  assert.deepEqual(c.ports.map((p) => [p.name, p.containerPort]), [["beacon", 8443], ["metrics", 9090]]);
+  assert.deepEqual(c.livenessProbe.httpGet, { path: "/healthz", port: "metrics" });
+  assert.deepEqual(c.readinessProbe.httpGet, { path: "/readyz", port: "metrics" });
+  assert.ok(pod.terminationGracePeriodSeconds > 30, "must exceed --drain-timeout");
+  // Its certificate Secret, read-only, where --cert and --key point; never the pairing key.
+  const vol = pod.volumes.find((v) => v.secret);
+  assert.equal(vol.secret.secretName, "cloudtaser-beacon-tls");
+  assert.equal(vol.secret.defaultMode, 0o440);
+  const mount = c.volumeMounts.find((m) => m.name === vol.name);
+  assert.equal(mount.readOnly, true);
+  assert.equal(argOf(c, "--cert"), `${mount.mountPath}/tls.crt`);
+  assert.equal(argOf(c, "--key"), `${mount.mountPath}/tls.key`);
+  assert.ok(!c.args.some((a) => /pairing/.test(a)));
+  assert.ok(!c.args.includes("--client-ca"));
+  const withCA = find(render(["--set", "beacon.enabled=true", "--set", "beacon.tls.clientCAKey=ca.crt"]).objects, "Deployment", "cloudtaser-beacon");
+  assert.equal(argOf(withCA.spec.template.spec.containers[0], "--client-ca"), `${mount.mountPath}/ca.crt`);
+});
+
+test("beacon.enabled: a LoadBalancer Service on 443 to the beacon port, and a NetworkPolicy with no egress", () => {
+  const { objects } = render(["--namespace", "cloudtaser-system", "--set", "beacon.enabled=true", "--set", "beacon.host=beacon.example.com"]);
+  assert.equal(objects.filter((o) => o.metadata.name === "cloudtaser-broker").length, 0, "no broker unless broker.enabled");
+  const svc = find(objects, "Service", "cloudtaser-beacon");
+  assert.equal(svc.spec.type, "LoadBalancer");
+  assert.equal(svc.spec.externalTrafficPolicy, "Local");
+  assert.deepEqual(svc.spec.ports.map((p) => [p.port, p.targetPort, p.protocol]), [[443, "beacon", "TCP"]]);
+  assert.equal(svc.metadata.annotations["external-dns.alpha.kubernetes.io/hostname"], "beacon.example.com");
+  assert.equal(find(objects, "ServiceAccount", "cloudtaser-beacon").automountServiceAccountToken, false);
+  const np = find(objects, "NetworkPolicy", "cloudtaser-beacon");
+  assert.deepEqual(np.spec.policyTypes, ["Ingress", "Egress"]);
+  assert.deepEqual(np.spec.egress, [], "the beacon dials nothing");
+  assert.deepEqual(np.spec.ingress.map((r) => r.ports.map((p) => p.port)), [["beacon"], ["metrics"]]);
+  const ranged = find(render(["--set", "beacon.enabled=true", "--set", "beacon.service.allowedSourceRanges={198.51.100.0/24}"]).objects, "Service", "cloudtaser-beacon");
+  assert.deepEqual(ranged.spec.loadBalancerSourceRanges, ["198.51.100.0/24"]);
+  const cip = find(render(["--set", "beacon.enabled=true", "--set", "beacon.service.type=ClusterIP"]).objects, "Service", "cloudtaser-beacon");
+  assert.equal(cip.spec.type, "ClusterIP");
+  assert.equal(cip.spec.externalTrafficPolicy, undefined);
+});
+
+test("beacon.enabled: every flag the chart passes is one the beacon binary documents in --help", { skip: !process.env.BEACON_BIN && "BEACON_BIN not set" }, () => {
+  const r = spawnSync(process.env.BEACON_BIN, ["--help"], { encoding: "utf8", timeout: 10000 });
+  assert.equal(r.status, 0, r.stderr);
+  const help = r.stdout + r.stderr;
+  const c = find(render(["--set", "beacon.enabled=true", "--set", "beacon.tls.clientCAKey=ca.crt"]).objects, "Deployment", "cloudtaser-beacon").spec.template.spec.containers[0];
+  for (const a of c.args.filter((x) => x.startsWith("--"))) assert.ok(help.includes(a), `beacon --help does not mention ${a}`);
+});
+
+// The chart's own args, run: a beacon started with the beacon Deployment's
+// args, a broker with the beacon-mode broker Deployment's args (only the
+// mounted paths and the listen addresses mapped onto this machine), both fed
+// the files of cloudtaser-certs --beacon-host laid out as the Secrets hold
+// them. The broker waits at the beacon and is not ready; a vault-bridge in
+// beacon mode pairs through it, and the broker turns ready: the readiness
+// the chart probes means "a bridge linked" in beacon mode too.
+const BRIDGE_BIN = process.env.BROKER_BIN && path.join(path.dirname(process.env.BROKER_BIN), "vault-bridge");
+test("the chart's beacon and beacon-mode broker, run with the rendered args, pair with a bridge and the broker turns ready",
+  { skip: !(process.env.BROKER_BIN && process.env.BEACON_BIN && fs.existsSync(BRIDGE_BIN)) && "BROKER_BIN, BEACON_BIN or vault-bridge missing", timeout: 90000 }, async (t) => {
+  const tmp = fs.mkdtempSync("/tmp/chart-beacon-");
+  const procs = [];
+  t.after(async () => {
+    // SIGTERM drains (each daemon ends its own children); SIGKILL only if that hangs.
+    await Promise.all(procs.map((p) => new Promise((done) => {
+      if (p.exitCode !== null || p.signalCode !== null) return done();
+      const hard = setTimeout(() => p.kill("SIGKILL"), 10000);
+      p.on("exit", () => { clearTimeout(hard); done(); });
+      p.kill("SIGTERM");
+    })));
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  const certs = spawnSync("bash", [path.join(root, "deploy/cloudtaser-certs"), "--out", `${tmp}/pki`, "--beacon-host", "127.0.0.1"], { encoding: "utf8", timeout: 60000 });
+  assert.equal(certs.status, 0, certs.stderr);
+  const { spawn } = await import("node:child_process");
+  const start = (bin, args) => {
+    const p = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+    p.log = "";
+    p.stderr.on("data", (d) => { p.log += d; });
+    procs.push(p);
+    return p;
+  };
+  const waitFor = async (what, fn, ms = 20000) => {
+    const until = Date.now() + ms;
+    for (;;) {
+      const v = await fn();
+      if (v) return v;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const logMatch = (p, re) => waitFor(`${re} in the log:\n${p.log}`, () => p.log.match(re));
+  const get = async (url) => { try { const r = await fetch(url); return { status: r.status, body: await r.text() }; } catch { return { status: 0, body: "" }; } };
+  // Mounted paths onto the certs' directories; every listen address onto loopback, port 0.
+  const localise = (args, dir) => args.map((a) => a.replace("/etc/cloudtaser/tls/", `${tmp}/pki/${dir}/`).replace(/^0\.0\.0\.0:\d+$/, "127.0.0.1:0"));
+
+  const beaconArgs = find(render(["--set", "beacon.enabled=true"]).objects, "Deployment", "cloudtaser-beacon").spec.template.spec.containers[0].args;
+  const beacon = start(process.env.BEACON_BIN, localise(beaconArgs, "beacon"));
+  const beaconPort = (await logMatch(beacon, /listening for brokers and bridges on 127\.0\.0\.1:(\d+)/))[1];
+  const beaconMetrics = (await logMatch(beacon, /serving metrics on (127\.0\.0\.1:\d+)/))[1];
+  await waitFor("the beacon's /readyz", async () => (await get(`http://${beaconMetrics}/readyz`)).status === 200);
+
+  const brokerArgs = brokerOf(render([...BEACON_BASE, "--set", `broker.beacon.address=127.0.0.1:${beaconPort}`, "--set", "broker.replicas=1"]).objects).containers[0].args;
+  const broker = start(process.env.BROKER_BIN, localise(brokerArgs, "broker"));
+  await logMatch(broker, /beacon relay mode: waiting for bridges at 127\.0\.0\.1:\d+/);
+  const probes = (await logMatch(broker, /serving probes on (127\.0\.0\.1:\d+)/))[1];
+  await waitFor("broker connections waiting at the beacon", async () =>
+    /cloudtaser_beacon_waiting\{role="broker"\} [1-9]/.test((await get(`http://${beaconMetrics}/metrics`)).body));
+  assert.equal((await get(`http://${probes}/readyz`)).status, 503, "no bridge linked yet: not ready");
+
+  const b = `${tmp}/pki/bridge`;
+  start(BRIDGE_BIN, ["--beacon-address", `127.0.0.1:${beaconPort}`, "--beacon-ca", `${b}/ca.crt`, "--pairing-key-file", `${b}/pairing.key`,
+    "--client-cert", `${b}/tls.crt`, "--client-key", `${b}/tls.key`, "--ca-cert", `${b}/ca.crt`, "--vault-addr", "http://127.0.0.1:1",
+    "--service-cert", `${tmp}/pki/service/tls.crt`, "--service-key", `${tmp}/pki/service/tls.key`]);
+  await waitFor("the broker's /readyz once a bridge linked through the beacon", async () => (await get(`http://${probes}/readyz`)).status === 200);
+  // The beacon's figures reach /metrics once a second.
+  await waitFor("a pair relayed by the beacon", async () =>
+    /cloudtaser_beacon_pairs_active [1-9]/.test((await get(`http://${beaconMetrics}/metrics`)).body));
+});
+
 const FAILURES = {
   "broker.enabled without broker.externalHost": [["--namespace", "cloudtaser-system", "--set", "broker.enabled=true"], /broker\.externalHost is required/],
   "an address for another namespace than the release's": [[...SEED.slice(2), "--namespace", "default"], /cloudtaser-broker\.default\.svc:8443/],
@@ -455,6 +716,13 @@ const FAILURES = {
   "a memory limit in decimal units that falls short": [[...SEED, "--set", "broker.resources.limits.memory=0.1G"], /limits\.memory 0\.1G is below/],
   "a memory limit the chart cannot read": [[...SEED, "--set", "broker.resources.limits.memory=1e9"], /limits\.memory 1e9 is not a quantity this chart reads/],
   "a memory budget of 0": [[...SEED, "--set", "broker.memoryBudget=0"], /memoryBudget/],
+  "nine beacons, past the broker's limit of 8": [[...BEACON_BASE, "--set", `broker.beacon.address={${[...Array(9).keys()].map((i) => `b${i}.example.com`).join(",")}}`], /beacon|address/],
+  "a beacon given twice": [[...BEACON_BASE, "--set", "broker.beacon.address={b.example.com,b.example.com}"], /beacon|address/],
+  "a beacon address that is not HOST[:PORT]": [[...BEACON_BASE, "--set", "broker.beacon.address=https://b.example.com/"], /address/],
+  "beacon mode with a chart-made Secret but no pairing key": [[...BEACON_MODE, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.create=true",
+    "--set-file", `broker.tls.crt=${path.join(here, "fixtures/dummy.pem")}`, "--set-file", `broker.tls.key=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.ca=${path.join(here, "fixtures/dummy.pem")}`], /broker\.tls\.pairingKey/],
+  "a beacon container port below 1024, which a pod without capabilities cannot bind": [["--set", "beacon.enabled=true", "--set", "beacon.ports.listen=443"], /listen/],
 };
 for (const [what, [args, message]] of Object.entries(FAILURES)) {
   test(`the render fails with a clear message on ${what}`, () => {

@@ -151,6 +151,61 @@ if [ "$(grep -c 'tcp dport' "$TMP/add-old")" = 2 ] &&
   pass "--add over a lock recorded by the one-broker version keeps its broker and DNS"
 else fail "--add over an old record"; cat "$TMP/add-old"; fi
 
+# Beacon relay mode: --beacon allows a beacon exactly as --broker allows a
+# broker (port 443 by default), alone or beside brokers of other clusters.
+"$LOCK" apply --beacon 203.0.113.20 --dns 192.0.2.53 --backend iptables --dry-run >"$TMP/beacon"
+grep -E -- '^ip6?tables -A VAULT-EGRESS-OUT ' "$TMP/beacon" >"$TMP/beacon-out" || true
+cat >"$TMP/beacon-want" <<'WANT'
+iptables -A VAULT-EGRESS-OUT -o lo -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -d 203.0.113.20 -p tcp --dport 443 -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -d 192.0.2.53 -p udp --dport 53 -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -j DROP
+ip6tables -A VAULT-EGRESS-OUT -o lo -j ACCEPT
+ip6tables -A VAULT-EGRESS-OUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+ip6tables -A VAULT-EGRESS-OUT -j DROP
+WANT
+if diff -u "$TMP/beacon-want" "$TMP/beacon-out" && grep -qx '# beacon: 203.0.113.20 -> 203.0.113.20 port 443' "$TMP/beacon" &&
+  [ "$(drop_of vault-bridge.service beacon)" = 'IPAddressAllow=203.0.113.20 192.0.2.53' ]; then
+  pass "--beacon alone: the beacon on 443 and the resolver, nothing else; the drop-in allows the beacon"
+else fail "--beacon alone: wrong rules or drop-in"; cat "$TMP/beacon"; fi
+"$LOCK" apply --beacon 203.0.113.20 --beacon '[2001:db8::20]:8443' --broker eks=198.51.100.7:8443 \
+  --beacon gke=192.0.2.80 --dns 192.0.2.53 --backend iptables --dry-run >"$TMP/mixed"
+grep -E -- '^ip6?tables -A VAULT-EGRESS-OUT .*-p tcp ' "$TMP/mixed" >"$TMP/mixed-out" || true
+cat >"$TMP/mixed-want" <<'WANT'
+iptables -A VAULT-EGRESS-OUT -d 203.0.113.20 -p tcp --dport 443 -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -d 198.51.100.7 -p tcp --dport 8443 -j ACCEPT
+iptables -A VAULT-EGRESS-OUT -d 192.0.2.80 -p tcp --dport 443 -j ACCEPT
+ip6tables -A VAULT-EGRESS-OUT -d 2001:db8::20 -p tcp --dport 8443 -j ACCEPT
+WANT
+if diff -u "$TMP/mixed-want" "$TMP/mixed-out" &&
+  [ "$(drop_of vault-bridge.service mixed)" = 'IPAddressAllow=203.0.113.20 2001:db8::20 192.0.2.53' ] &&
+  [ "$(drop_of vault-bridge@eks.service mixed)" = 'IPAddressAllow=198.51.100.7 192.0.2.53' ] &&
+  [ "$(drop_of vault-bridge@gke.service mixed)" = 'IPAddressAllow=192.0.2.80 192.0.2.53' ]; then
+  pass "--beacon and --broker combined: every beacon and broker on its port; each unit's drop-in its own"
+else fail "--beacon with --broker: wrong rules or drop-ins"; cat "$TMP/mixed"; fi
+
+# --add over a lock recorded with a beacon: the beacon stays a beacon, and a
+# cluster that moves from its broker to a beacon loses the broker.
+cat >"$TMP/state/current.conf" <<'STATE'
+BACKEND=nft
+BEACON=|203.0.113.20|443|203.0.113.20
+BROKER=eks|198.51.100.7:8443|8443|198.51.100.7
+DNS_ADDRS=192.0.2.53
+ALLOWS=
+LOCKDOWN=
+APPLIED_AT=2026-01-01T00:00:00Z
+STATE
+VAULT_EGRESS_LOCK_STATE_DIR=$TMP/state "$LOCK" apply --add --beacon eks=192.0.2.90 \
+  --dry-run >"$TMP/add-beacon" 2>/dev/null
+if [ "$(grep -c 'tcp dport' "$TMP/add-beacon")" = 2 ] &&
+  grep -qx $'\t\tip daddr 203.0.113.20 tcp dport 443 accept' "$TMP/add-beacon" &&
+  grep -qx $'\t\tip daddr 192.0.2.90 tcp dport 443 accept' "$TMP/add-beacon" &&
+  grep -qx '# beacon: 203.0.113.20 -> 203.0.113.20 port 443' "$TMP/add-beacon" &&
+  grep -qx '# beacon of vault-bridge@eks: 192.0.2.90 -> 192.0.2.90 port 443' "$TMP/add-beacon"; then
+  pass "--add keeps a recorded beacon, and a cluster moved to a beacon no longer reaches its old broker"
+else fail "--add with beacons"; cat "$TMP/add-beacon"; fi
+
 bad() {
   local rc=0
   "$LOCK" "$@" >/dev/null 2>"$TMP/err" || rc=$?
@@ -167,6 +222,12 @@ bad apply --broker =203.0.113.11 --dry-run
 bad apply --broker 'a/b=203.0.113.11' --dry-run
 bad apply --broker eks= --dry-run
 bad apply --broker 203.0.113.10 --dns not-an-ip --dry-run
+bad apply --beacon --dry-run
+bad apply --beacon 203.0.113.20:0 --dry-run
+bad apply --beacon 203.0.113.20:70000 --dry-run
+bad apply --beacon EKS=203.0.113.20 --dry-run
+bad apply --beacon eks= --dry-run
+bad apply --dns 192.0.2.53 --dry-run
 bad apply --broker 203.0.113.10 --allow 10.0.0.0/33:80 --dry-run
 bad apply --broker 203.0.113.10 --allow 10.0.0.0/8 --dry-run
 bad apply --broker 203.0.113.10 --backend pf --dry-run

@@ -20,7 +20,9 @@
 # third address is refused; --add adds a cluster and keeps the others, each
 # with a drop-in of its own; an apply without --add replaces the list and
 # takes away the drop-ins of the clusters it no longer names; an unconfirmed
-# first apply rolls itself back to no lock; a confirmed one stays.
+# first apply rolls itself back to no lock; a confirmed one stays; --beacon
+# (beacon relay mode) allows exactly the beacon, over IPv4 or IPv6, alone or
+# beside another cluster's broker.
 #
 # Then what must survive a reboot and a bad change: an unconfirmed re-apply
 # rolls back to the last confirmed lock (not to an open host) and leaves a
@@ -424,6 +426,43 @@ run_backend() {
   step "remove" lock remove
   dump "$backend" >"$WORK/after"
   expect "remove after the several-cluster lock: diff empty" diff -u "$WORK/before" "$WORK/after"
+
+  # Beacon relay mode: the bridge dials a beacon, not the broker. --beacon
+  # alone allows exactly the beacon on 443 (and DNS): the broker, another
+  # address on 443 and the beacon on other ports are refused, nothing comes in.
+  step "apply --beacon" lock apply --beacon 10.250.2.3 --backend "$backend" --confirm-timeout 0
+  expect "--beacon: the beacon on 443 and DNS pass; the broker, other hosts and ports are blocked, inbound too" \
+    probe_vh reach:tcp:10.250.2.3:443 reach:udp:10.250.2.2:53 reach:tcp:127.0.0.1:8200 \
+      blocked:tcp:10.250.2.2:443 blocked:tcp:10.250.2.3:80 blocked:udp:10.250.2.3:123 \
+      blocked:tcp:10.250.1.2:443 blocked:tcp:10.250.1.2:8443 "blocked:tcp:[fd00:ce1::2]:443"
+  expect "--beacon: nothing gets in" \
+    probe_in blocked:tcp:10.250.2.1:8200 blocked:tcp:10.250.2.1:22 "blocked:tcp:[fd00:ce1::1]:8200"
+  expect "--beacon: the unit drop-in allows the beacon and the resolver" \
+    grep -qx 'IPAddressAllow=10.250.2.3 10.250.2.2' "$WORK/dropin/egress-lock.conf"
+  expect "--beacon: verify passes" lock verify
+  step "remove" lock remove
+  # An IPv6 beacon on its own port passes; the same host over IPv4 does not.
+  step "apply --beacon [v6]:port" lock apply --beacon '[fd00:ce1::2]:443' --backend "$backend" --confirm-timeout 0
+  expect "--beacon over IPv6: that beacon passes, its IPv4 address and other ports do not" \
+    probe_vh "reach:tcp:[fd00:ce1::2]:443" "blocked:tcp:[fd00:ce1::2]:80" blocked:tcp:10.250.2.2:443 \
+      blocked:tcp:10.250.1.2:443
+  step "remove" lock remove
+  # Beside a reverse-connect cluster: the broker and the other cluster's
+  # beacon pass, each for its own unit.
+  step "apply --broker and --beacon" lock apply --broker 10.250.1.2:443 --beacon gke=10.250.2.3 \
+    --backend "$backend" --confirm-timeout 0
+  expect "--broker with --beacon: both pass, each on its port; other addresses and ports are refused" \
+    probe_vh reach:tcp:10.250.1.2:443 reach:tcp:10.250.2.3:443 blocked:tcp:10.250.2.2:443 \
+      blocked:tcp:10.250.1.3:443 blocked:tcp:10.250.1.2:8443 blocked:tcp:10.250.2.3:80
+  expect "--broker with --beacon: each unit's drop-in allows its own endpoint only" \
+    grep -qx 'IPAddressAllow=10.250.1.2 10.250.2.2' "$WORK/dropin/egress-lock.conf"
+  expect "... and the beacon cluster's unit its beacon" \
+    grep -qx 'IPAddressAllow=10.250.2.3 10.250.2.2' "$WORK/vault-bridge@gke.service.d/egress-lock.conf"
+  expect "status names the beacon as a beacon" \
+    grep -qx 'beacon (vault-bridge@gke): 10.250.2.3 -> 10.250.2.3 port 443' <(lock status)
+  step "remove" lock remove
+  dump "$backend" >"$WORK/after"
+  expect "remove after the beacon locks: diff empty" diff -u "$WORK/before" "$WORK/after"
 
   # --dns narrows DNS to the given resolver.
   step "apply --dns" lock apply --broker 10.250.1.2 --dns 10.250.2.2 --backend "$backend" --confirm-timeout 0

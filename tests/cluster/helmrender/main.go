@@ -300,6 +300,14 @@ func render(release, chartDir, namespace, kubeVersion string, valueFiles, sets, 
 		}
 		return m
 	}
+	// As helm's: a YAML list, or a list holding the error message.
+	funcs["fromYamlArray"] = func(s string) []interface{} {
+		a := []interface{}{}
+		if err := yaml.Unmarshal([]byte(s), &a); err != nil {
+			a = []interface{}{err.Error()}
+		}
+		return a
+	}
 	funcs["toJson"] = func(v interface{}) string {
 		b, err := json.Marshal(v)
 		if err != nil {

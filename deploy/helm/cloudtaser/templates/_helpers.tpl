@@ -48,7 +48,25 @@ Included by every broker template so `helm template` reports it too.
 */}}
 {{- define "cloudtaser.broker.validate" -}}
 {{- $b := .Values.broker -}}
-{{- $host := required "broker.externalHost is required when broker.enabled=true: the DNS name vault-bridge dials (--broker-address <host>:443)" $b.externalHost -}}
+{{- $beacons := include "cloudtaser.broker.beacons" . | fromYamlArray -}}
+{{- if not $beacons -}}
+{{- $host := required "broker.externalHost is required when broker.enabled=true: the DNS name vault-bridge dials (--broker-address <host>:443); or set broker.beacon.address for beacon relay mode" $b.externalHost -}}
+{{- else -}}
+{{- if gt (len $beacons) 8 -}}
+{{- fail (printf "broker.beacon.address lists %d beacons; the broker takes at most 8" (len $beacons)) -}}
+{{- end -}}
+{{- if not (eq (len $beacons) (len (uniq $beacons))) -}}
+{{- fail "broker.beacon.address lists a beacon twice" -}}
+{{- end -}}
+{{- range $beacons -}}
+{{- if not (regexMatch "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$" .) -}}
+{{- fail (printf "broker.beacon.address entry %q is not HOST or HOST:PORT (an IPv6 address as [ADDR]:PORT)" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $b.tls.create (not $b.tls.pairingKey) -}}
+{{- fail "broker.tls.create=true in beacon mode needs broker.tls.pairingKey (--set-file broker.tls.pairingKey=<out>/broker/pairing.key)" -}}
+{{- end -}}
+{{- end -}}
 {{- if and $b.tls.create (or (not $b.tls.crt) (not $b.tls.key) (not $b.tls.ca)) -}}
 {{- fail "broker.tls.create=true needs broker.tls.crt, broker.tls.key and broker.tls.ca (use --set-file with the files cloudtaser-certs wrote)" -}}
 {{- end -}}
@@ -112,4 +130,50 @@ when it is not one of those forms (exponents and milli are not read).
 {{- $addr := index . 0 -}}
 {{- $port := index . 1 -}}
 {{- if contains ":" $addr -}}[{{ $addr }}]:{{ $port }}{{- else -}}{{ $addr }}:{{ $port }}{{- end -}}
+{{- end -}}
+
+{{/*
+broker.beacon.address as a YAML list of strings (one string is a list of
+one; empty entries dropped). Empty list: reverse-connect mode.
+*/}}
+{{- define "cloudtaser.broker.beacons" -}}
+{{- $a := .Values.broker.beacon.address | default list -}}
+{{- if kindIs "string" $a -}}{{- $a = list $a -}}{{- end -}}
+{{- $out := list -}}
+{{- range $a -}}{{- if . -}}{{- $out = append $out (toString .) -}}{{- end -}}{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The beacons' TCP ports (443 unless an address names one), once each. */}}
+{{- define "cloudtaser.broker.beaconPorts" -}}
+{{- $ports := list -}}
+{{- range (include "cloudtaser.broker.beacons" . | fromYamlArray) -}}
+{{- $p := 443 -}}
+{{- $m := regexFind ":[0-9]+$" . -}}
+{{- if and $m (or (not (contains "[" .)) (contains "]:" .)) -}}{{- $p = int (trimPrefix ":" $m) -}}{{- end -}}
+{{- $ports = append $ports $p -}}
+{{- end -}}
+{{- toYaml (uniq $ports) -}}
+{{- end -}}
+
+{{- define "cloudtaser.beacon.name" -}}cloudtaser-beacon{{- end -}}
+
+{{- define "cloudtaser.beacon.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cloudtaser.beacon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "cloudtaser.beacon.labels" -}}
+{{ include "cloudtaser.commonLabels" . }}
+{{ include "cloudtaser.beacon.selectorLabels" . }}
+app.kubernetes.io/component: beacon
+{{- end -}}
+
+{{- define "cloudtaser.beacon.image" -}}
+{{- $img := .Values.beacon.image -}}
+{{- if $img.digest -}}
+{{ $img.repository }}@{{ $img.digest }}
+{{- else -}}
+{{ $img.repository }}:{{ $img.tag | default .Chart.AppVersion }}
+{{- end -}}
 {{- end -}}
