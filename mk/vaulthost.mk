@@ -29,7 +29,7 @@ check-shell: $(VH_DEPS_STAMP)
 	shellcheck -s sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm
 
 check-systemd: $(VH_DEPS_STAMP)
-	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge)
+	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge) $(wildcard $(BUILD)/cloudtaser-beacon)
 
 check-egress-lock: $(VH_DEPS_STAMP)
 	bash tests/vaulthost/egress-lock-cli.sh
