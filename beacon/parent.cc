@@ -2,7 +2,9 @@
 // and supervision of the TLS and forwarding processes (shared/parent/).
 // Nothing from the network is ever parsed here.
 #include <arpa/inet.h>
+#include <sys/prctl.h>
 
+#include <cerrno>
 #include <string>
 
 #include "beacon/beacon.h"
@@ -96,6 +98,12 @@ class BeaconParent final : DaemonParent::Hooks {
     LOG_INFO("listening for brokers and bridges on %s (%s)", addr.str().c_str(),
              f.has("client-ca") ? "client certificate required" : "no client certificate");
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
+    // Bound, never to bind again: a CAP_NET_BIND_SERVICE given for port 443
+    // as an ambient capability (systemd's AmbientCapabilities=) ends here, so
+    // the children start with no capability at all and need no capset(),
+    // which the unit's system call filter forbids.
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+      LOG_WARN_ERRNO(errno, "cannot clear the ambient capabilities");
     return parent_.run(flags_, store);
   }
 

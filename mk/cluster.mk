@@ -1,15 +1,18 @@
 # Cluster deployment: static daemons, OCI images, Helm chart, certificate helper.
 #
-#   make static        build/cloudtaser-broker-static, build/vault-bridge-static and their
-#                      forwarding executables build/*-forward-static (no dynamic loader)
-#   make image         two OCI image layouts: build/cloudtaser-broker-oci.tar (the
-#                      cluster's broker, deploy/Dockerfile) and build/vault-bridge-oci.tar
+#   make static        build/cloudtaser-broker-static, build/vault-bridge-static,
+#                      build/cloudtaser-beacon-static and their forwarding executables
+#                      build/*-forward-static (no dynamic loader)
+#   make image         three OCI image layouts: build/cloudtaser-broker-oci.tar (the
+#                      cluster's broker, deploy/Dockerfile), build/vault-bridge-oci.tar
 #                      (the bridge as a container on the vault host, deploy/Dockerfile.bridge)
+#                      and build/cloudtaser-beacon-oci.tar (the relay, deploy/Dockerfile.beacon)
 #   make check-cluster every check below (part of `make test`)
 #     check-static     for each daemon: ldd says static; the forwarding executable holds
 #                      no OpenSSL; runs as 65532 in an empty read-only root (the bridge
 #                      there links to a real broker over pinned mTLS on loopback and
-#                      carries a wrapper's request to an OpenBao stand-in)
+#                      carries a wrapper's request to an OpenBao stand-in; the beacon
+#                      there pairs a broker's connection with a bridge's and relays)
 #     check-image      for each image: layout, manifest, config (user, entrypoint, ports,
 #                      labels), digests, against its Dockerfile; umoci unpacks it and the
 #                      unpacked rootfs runs like check-static
@@ -30,9 +33,13 @@ STATIC_BRIDGE    := $(BUILD)/vault-bridge-static
 STATIC_BRIDGE_FWD := $(BUILD)/vault-bridge-forward-static
 OCI_TAR          := $(BUILD)/cloudtaser-broker-oci.tar
 OCI_BRIDGE_TAR   := $(BUILD)/vault-bridge-oci.tar
+STATIC_BEACON    := $(BUILD)/cloudtaser-beacon-static
+STATIC_BEACON_FWD := $(BUILD)/cloudtaser-beacon-forward-static
+OCI_BEACON_TAR   := $(BUILD)/cloudtaser-beacon-oci.tar
 # What each image says it is (the Dockerfiles carry the same LABEL lines).
 BROKER_DESC      := cloudtaser-broker: the in-cluster end of the reverse-connect tunnel to OpenBao
 BRIDGE_DESC      := vault-bridge: dials out from the OpenBao host to cloudtaser-broker over pinned mTLS
+BEACON_DESC      := cloudtaser-beacon: pairs outbound broker and bridge connections and relays them unread
 # The bridge image's one file besides its executables (distroless has the same).
 BRIDGE_NSSWITCH  := deploy/image/nsswitch.conf
 HELMRENDER       := $(BUILD)/helmrender
@@ -66,7 +73,8 @@ $(CLUSTER_NPM)/.stamp: mk/cluster.mk | $(CLUSTER_STAMP)
 # broker listens on numeric addresses only. The bridge resolves the broker's
 # name: static glibc has the files and dns lookups built in (no NSS module to
 # load), reading /etc/nsswitch.conf, /etc/hosts and /etc/resolv.conf.
-static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD)
+static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) \
+        $(STATIC_BEACON) $(STATIC_BEACON_FWD)
 $(STATIC_BROKER): $(call obj,$(BROKER_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
 # No OpenSSL here either; the image installs it beside the broker as
@@ -77,9 +85,14 @@ $(STATIC_BRIDGE): $(call obj,$(BRIDGE_SRC)) $(ALL_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
 $(STATIC_BRIDGE_FWD): $(call obj,$(BRIDGE_FWD_SRC)) $(FWD_LIBS)
 	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
+# The beacon binds numeric addresses only and resolves no name.
+$(STATIC_BEACON): $(call obj,$(BEACON_SRC)) $(ALL_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(TLS_LIBS) $(SYS_LIBS) -pthread
+$(STATIC_BEACON_FWD): $(call obj,$(BEACON_FWD_SRC)) $(FWD_LIBS)
+	$(CXX) $(ALLFLAGS) $^ -o $@ $(filter-out -pie,$(LDFLAGS)) -static $(SYS_LIBS) -pthread
 
 # ---------------------------------------------------------------- image
-image: $(OCI_TAR) $(OCI_BRIDGE_TAR)
+image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(OCI_BEACON_TAR)
 $(OCI_TAR): $(STATIC_BROKER) $(STATIC_FORWARD) deploy/image/build-oci.sh VERSION mk/cluster.mk
 	bash deploy/image/build-oci.sh --name cloudtaser-broker --binary $(STATIC_BROKER) \
 	  --forward $(STATIC_FORWARD) --version $(VERSION) --out $@ \
@@ -91,6 +104,12 @@ $(OCI_BRIDGE_TAR): $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(BRIDGE_NSSWITCH) depl
 	  --forward $(STATIC_BRIDGE_FWD) --version $(VERSION) --out $@ \
 	  --file $(BRIDGE_NSSWITCH):etc/nsswitch.conf \
 	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
+# 443 for brokers and bridges, 9090 for --metrics-listen (as the broker's image).
+$(OCI_BEACON_TAR): $(STATIC_BEACON) $(STATIC_BEACON_FWD) deploy/image/build-oci.sh VERSION mk/cluster.mk
+	bash deploy/image/build-oci.sh --name cloudtaser-beacon --binary $(STATIC_BEACON) \
+	  --forward $(STATIC_BEACON_FWD) --version $(VERSION) --out $@ \
+	  --expose 443/tcp --expose 9090/tcp \
+	  --label 'org.opencontainers.image.description=$(BEACON_DESC)'
 
 # ---------------------------------------------------------------- checks
 $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mod | $(CLUSTER_STAMP)
@@ -105,14 +124,21 @@ check-cluster: check-static check-image check-chart check-certs check-metrics
 # The bridge's checks run it against the regular broker build (the cluster's
 # side of the link), beside which its forwarding executable is.
 BRIDGE_CHECK_BROKER := $(BUILD)/cloudtaser-broker $(BUILD)/cloudtaser-broker-forward
+# The beacon's checks pair the regular broker and bridge builds through it
+# (the cluster's and the vault host's sides, both dialling out).
+BEACON_CHECK_PEERS  := $(BRIDGE_CHECK_BROKER) $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward
 
 check-static: $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) \
-              $(BRIDGE_NSSWITCH) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+              $(STATIC_BEACON) $(STATIC_BEACON_FWD) \
+              $(BRIDGE_NSSWITCH) $(BRIDGE_CHECK_BROKER) $(BEACON_CHECK_PEERS) | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-static.sh cloudtaser-broker $(STATIC_BROKER) $(STATIC_FORWARD) $(VERSION)
 	BROKER_BIN=$(BUILD)/cloudtaser-broker \
 	  bash $(CLUSTER_DIR)/check-static.sh vault-bridge $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) $(VERSION)
+	BROKER_BIN=$(BUILD)/cloudtaser-broker BRIDGE_BIN=$(BUILD)/vault-bridge \
+	  bash $(CLUSTER_DIR)/check-static.sh cloudtaser-beacon $(STATIC_BEACON) $(STATIC_BEACON_FWD) $(VERSION)
 
-check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STAMP)
+check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(OCI_BEACON_TAR) $(BRIDGE_CHECK_BROKER) \
+             $(BEACON_CHECK_PEERS) | $(CLUSTER_STAMP)
 	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name cloudtaser-broker --image $(OCI_TAR) \
 	  --binary $(STATIC_BROKER) --forward $(STATIC_FORWARD) --version $(VERSION) \
 	  --dockerfile deploy/Dockerfile --expose 8443/tcp:wrappers --expose 8444/tcp:bridges \
@@ -124,6 +150,12 @@ check-image: $(OCI_TAR) $(OCI_BRIDGE_TAR) $(BRIDGE_CHECK_BROKER) | $(CLUSTER_STA
 	  --label 'org.opencontainers.image.description=$(BRIDGE_DESC)'
 	BROKER_BIN=$(BUILD)/cloudtaser-broker \
 	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BRIDGE_TAR) $(VERSION) vault-bridge
+	$(PYTHON) $(CLUSTER_DIR)/check_oci_image.py --name cloudtaser-beacon --image $(OCI_BEACON_TAR) \
+	  --binary $(STATIC_BEACON) --forward $(STATIC_BEACON_FWD) --version $(VERSION) \
+	  --dockerfile deploy/Dockerfile.beacon --expose 443/tcp:brokers-and-bridges \
+	  --expose 9090/tcp:metrics --label 'org.opencontainers.image.description=$(BEACON_DESC)'
+	BROKER_BIN=$(BUILD)/cloudtaser-broker BRIDGE_BIN=$(BUILD)/vault-bridge \
+	  bash $(CLUSTER_DIR)/check-image-runs.sh $(OCI_BEACON_TAR) $(VERSION) cloudtaser-beacon
 
 # Real helm is used whenever it is on PATH; the offline renderer otherwise.
 # The daemons run once with the chart's own beacon-mode args (a beacon, a

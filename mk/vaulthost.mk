@@ -1,7 +1,8 @@
 # Vault host kit: the systemd unit, the egress-lock firewall helper, the
 # SELinux module and the DEB/RPM packages, with their checks.
 #
-#   make deb | rpm           build/vaulthost/packages/vault-bridge_*.deb / *.rpm
+#   make deb | rpm           build/vaulthost/packages/vault-bridge_*.deb / *.rpm and
+#                            cloudtaser-beacon_*.deb / *.rpm
 #   make check-vaulthost     every check below (part of `make test`)
 #   make check-systemd       verify + exposure score of the packaged unit
 #   make check-egress-lock   dry-run == the guide's rules; real traffic in netns
@@ -27,9 +28,10 @@ vaulthost-deps: $(VH_DEPS_STAMP)
 check-shell: $(VH_DEPS_STAMP)
 	shellcheck bridge/vault-egress-lock tests/vaulthost/*.sh packaging/build-packages.sh
 	shellcheck -s sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm
+	shellcheck -s sh packaging/deb/beacon/postinst packaging/deb/beacon/prerm packaging/deb/beacon/postrm
 
 check-systemd: $(VH_DEPS_STAMP)
-	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge)
+	bash tests/vaulthost/check-systemd.sh $(wildcard $(BUILD)/vault-bridge) $(wildcard $(BUILD)/cloudtaser-beacon)
 
 check-egress-lock: $(VH_DEPS_STAMP)
 	bash tests/vaulthost/egress-lock-cli.sh
@@ -52,9 +54,17 @@ VH_PKG_IN := $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward $(VH_PP) bridge
              docs/man/vault-egress-lock.8 packaging/build-packages.sh $(wildcard packaging/deb/*) \
              packaging/rpm/vault-bridge.spec VERSION
 
+# The beacon's package: the relay, its forwarding executable, unit, env file, man page.
+VH_BEACON_DEB := $(VH_PKGDIR)/cloudtaser-beacon_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
+VH_BEACON_RPM := $(VH_PKGDIR)/cloudtaser-beacon-$(VERSION)-1.$(shell uname -m).rpm
+VH_BEACON_IN  := $(BUILD)/cloudtaser-beacon $(BUILD)/cloudtaser-beacon-forward \
+                 systemd/cloudtaser-beacon.service systemd/cloudtaser-beacon.env \
+                 docs/man/cloudtaser-beacon.8 packaging/build-packages.sh packaging/deb/copyright \
+                 $(wildcard packaging/deb/beacon/*) packaging/rpm/cloudtaser-beacon.spec VERSION
+
 .PHONY: deb rpm check-packages
-deb: $(VH_DEB)
-rpm: $(VH_RPM)
+deb: $(VH_DEB) $(VH_BEACON_DEB)
+rpm: $(VH_RPM) $(VH_BEACON_RPM)
 $(VH_DEB): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
 	bash packaging/build-packages.sh deb $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward \
 	  $(VERSION) $(VH_PP) $(VH_PKGDIR)
@@ -62,8 +72,15 @@ $(VH_RPM): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
 	bash packaging/build-packages.sh rpm $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward \
 	  $(VERSION) $(VH_PP) $(VH_PKGDIR)
 
-check-packages: $(VH_DEB) $(VH_RPM)
-	bash tests/vaulthost/check-packages.sh $(VH_DEB) $(VH_RPM)
+$(VH_BEACON_DEB): $(VH_BEACON_IN) | $(VH_DEPS_STAMP)
+	bash packaging/build-packages.sh deb cloudtaser-beacon $(BUILD)/cloudtaser-beacon \
+	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_PKGDIR)
+$(VH_BEACON_RPM): $(VH_BEACON_IN) | $(VH_DEPS_STAMP)
+	bash packaging/build-packages.sh rpm cloudtaser-beacon $(BUILD)/cloudtaser-beacon \
+	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_PKGDIR)
+
+check-packages: $(VH_DEB) $(VH_RPM) $(VH_BEACON_DEB) $(VH_BEACON_RPM)
+	bash tests/vaulthost/check-packages.sh $(VH_DEB) $(VH_RPM) $(VH_BEACON_DEB) $(VH_BEACON_RPM)
 
 check-vaulthost: check-shell check-systemd check-egress-lock check-selinux check-packages
 CHECKS += check-vaulthost

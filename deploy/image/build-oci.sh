@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Assembles one daemon's container image (cloudtaser-broker or vault-bridge)
-# as an OCI image layout in a tar file, from the static binaries, with tar,
+# Assembles one daemon's container image (cloudtaser-broker, vault-bridge or
+# cloudtaser-beacon) as an OCI image layout in a tar file, from the static binaries, with tar,
 # gzip and sha256sum only: no container engine runs on the build machines.
 #
 # The image matches the final stage of the daemon's Dockerfile
-# (deploy/Dockerfile, deploy/Dockerfile.bridge): one layer holding /NAME and,
+# (deploy/Dockerfile, deploy/Dockerfile.bridge, deploy/Dockerfile.beacon): one
+# layer holding /NAME and,
 # beside it where the daemon looks for it, its forwarding executable
 # /NAME-forward (both root-owned, 0755), plus any --file; user 65532:65532,
 # entrypoint /NAME, the --expose ports (none for the bridge, which only dials

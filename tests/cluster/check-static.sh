@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make check-static: a static daemon (cloudtaser-broker or vault-bridge) and
-# its forwarding executable have no loader, the forwarding executable holds no
+# make check-static: a static daemon (cloudtaser-broker, vault-bridge or
+# cloudtaser-beacon) and its forwarding executable have no loader, the forwarding executable holds no
 # OpenSSL code, and the two run as 65532 in an empty read-only root with only
 # their certificates (daemon-in-empty-root.sh says what else each gets).
 #   check-static.sh NAME BINARY FORWARD VERSION

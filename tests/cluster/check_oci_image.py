@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Checks an OCI image tar that `make image` writes (cloudtaser-broker or
-vault-bridge), the way a registry or a runtime reads it: layout marker,
+"""Checks an OCI image tar that `make image` writes (cloudtaser-broker,
+vault-bridge or cloudtaser-beacon), the way a registry or a runtime reads it: layout marker,
 index, manifest, config, and every digest and size, then the layer's contents
 against the static binaries, and the config against the final stage of the
 daemon's Dockerfile (both must describe the same image). Standard library
@@ -88,7 +88,7 @@ def dockerfile_final_stage(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--name", required=True, help="cloudtaser-broker or vault-bridge")
+    ap.add_argument("--name", required=True, help="cloudtaser-broker, vault-bridge or cloudtaser-beacon")
     ap.add_argument("--image", required=True)
     ap.add_argument("--binary", required=True)
     ap.add_argument("--forward", required=True)

@@ -9,6 +9,9 @@
 #                      `podman run --network host -v /etc/bridge:/etc/bridge:ro`
 #                      gives them; bridge-in-empty-root.sh, against a real
 #                      broker (BROKER_BIN, default build/cloudtaser-broker)
+#   cloudtaser-beacon  its certificate and key at /etc/cloudtaser-beacon,
+#                      read-only; beacon-in-empty-root.sh, pairing a real broker
+#                      and bridge (BROKER_BIN, BRIDGE_BIN, default build/)
 #
 #   daemon-in-empty-root.sh NAME VERSION (--binary FILE --forward FILE | --rootfs DIR)
 set -euo pipefail
@@ -43,6 +46,18 @@ case "$name" in
         --certs "$pki/etc-bridge" --certs-at /etc/bridge \
         --mount-ro "$pki/hosts:/etc/hosts" --mount-ro "$pki/resolv.conf:/etc/resolv.conf" -- \
         bash "$here/bridge-in-empty-root.sh" "$version"
+    ;;
+  cloudtaser-beacon)
+    # The beacon's certificate (IP SAN 127.0.0.1, the address both sides
+    # dial), the pairing key the broker and the bridge share; the beacon
+    # gets only its own certificate and key, as docs/beacon.md says.
+    "$top/deploy/cloudtaser-certs" --out "$pki/b" --external-host broker.test \
+      --beacon-host 127.0.0.1 >/dev/null
+    BROKER_BIN="$(realpath "${BROKER_BIN:-$top/build/cloudtaser-broker}")" \
+    BRIDGE_BIN="$(realpath "${BRIDGE_BIN:-$top/build/vault-bridge}")" PKI="$pki/b" \
+      bash "$here/empty-root.sh" --name cloudtaser-beacon "$@" \
+        --certs "$pki/b/beacon" --certs-at /etc/cloudtaser-beacon -- \
+        bash "$here/beacon-in-empty-root.sh" "$version"
     ;;
   *) echo "daemon-in-empty-root.sh: unknown daemon $name" >&2; exit 2 ;;
 esac

@@ -12,12 +12,19 @@
 #     purge;
 #   - rpm -qlp lists the same files (distribution paths mapped), with the
 #     same owners and modes, and the .rpm installs the same way.
-# Usage: check-packages.sh DEB RPM
+#   - the cloudtaser-beacon packages, when given, the same way: lintian,
+#     a real dpkg -i (user cloudtaser-beacon, /etc/cloudtaser-beacon
+#     0750 root:cloudtaser-beacon, the conffile), the packaged beacon started
+#     as that user with a key kept as the env file says, remove and purge;
+#     rpm -qp lists the .deb's files and the .rpm installs and removes.
+# Usage: check-packages.sh DEB RPM [BEACON_DEB BEACON_RPM]
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 DEB=$(realpath "$1")
 RPM=$(realpath "$2")
+BEACON_DEB=${3:+$(realpath "$3")}
+BEACON_RPM=${4:+$(realpath "$4")}
 PASSED=0 FAILED=0
 pass() { PASSED=$((PASSED + 1)); echo "  PASS $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "  FAIL $*"; }
@@ -275,6 +282,157 @@ if in_scratch_root "$WORK/rpm-inside.sh" "$RPM" >"$WORK/rpm.log" 2>&1; then
 else
   cat "$WORK/rpm.log"
   fail ".rpm in a scratch root"
+fi
+
+# ---------------------------------------------------------------- beacon
+if [ -n "$BEACON_DEB" ] && [ -n "$BEACON_RPM" ]; then
+if lintian --fail-on error,warning --tag-display-limit 0 --display-info "$BEACON_DEB" >"$WORK/lintian-b" 2>&1; then
+  grep -v 'root privileges' "$WORK/lintian-b" | sed 's/^/    /' || true
+  n=$(grep -c '^cloudtaser-beacon: ' "$HERE/../../packaging/deb/beacon/lintian-overrides" || true)
+  pass "beacon: lintian: no errors or warnings ($n overrides, each with its reason in packaging/deb/beacon/lintian-overrides)"
+else
+  sed 's/^/    /' "$WORK/lintian-b"
+  fail "beacon: lintian"
+fi
+
+# The beacon's certificate and key, from cloudtaser-certs as the docs say.
+mkdir -p "$WORK/beacon-extra"
+"$TOP/deploy/cloudtaser-certs" --out "$WORK/beacon-extra/pki" --external-host broker.test \
+  --beacon-host 127.0.0.1 >/dev/null
+
+cat >"$WORK/beacon-deb-inside.sh" <<'EOF'
+set -uo pipefail
+ok=0 bad=0
+pass() { ok=$((ok + 1)); echo "  PASS $*"; }
+fail() { bad=$((bad + 1)); echo "  FAIL $*"; }
+if dpkg -i /tmp/pkg >/tmp/dpkg.log 2>&1; then pass "beacon: dpkg -i installs the package (maintainer scripts ran)"
+else fail "beacon: dpkg -i"; sed 's/^/    /' /tmp/dpkg.log; fi
+want() { # PATH MODE OWNER:GROUP [TYPE]
+  local got
+  got=$(stat -c '%a %U:%G %F' "$1" 2>/dev/null || echo missing)
+  if [ "$got" = "$2 $3 ${4:-regular file}" ]; then pass "$1 is $2 $3 ${4:-regular file}"
+  else fail "$1: want $2 $3 ${4:-regular file}, got $got"; fi
+}
+want /usr/bin/cloudtaser-beacon 755 root:root
+want /usr/libexec/cloudtaser/cloudtaser-beacon-forward 755 root:root
+want /lib/systemd/system/cloudtaser-beacon.service 644 root:root
+want /etc/default/cloudtaser-beacon 644 root:root
+want /etc/cloudtaser-beacon 750 root:cloudtaser-beacon directory
+want /usr/share/man/man8/cloudtaser-beacon.8.gz 644 root:root
+want /usr/share/doc/cloudtaser-beacon/copyright 644 root:root
+shell=$(getent passwd cloudtaser-beacon | cut -d: -f7)
+if [ "$shell" = /usr/sbin/nologin ]; then pass "user cloudtaser-beacon exists and cannot log in"
+else fail "user cloudtaser-beacon: shell '$shell'"; fi
+if dpkg-query -W -f='${Conffiles}\n' cloudtaser-beacon | grep -q '/etc/default/cloudtaser-beacon'; then
+  pass "/etc/default/cloudtaser-beacon is a registered conffile"
+else fail "/etc/default/cloudtaser-beacon is not a conffile"; fi
+version=$(/usr/bin/cloudtaser-beacon --version 2>&1 | sed 's/.* //')
+if out=$(/usr/libexec/cloudtaser/cloudtaser-beacon-forward --version 2>&1) &&
+  [ -n "$version" ] && [ "$out" = "cloudtaser-beacon-forward $version" ]; then
+  pass "the packaged beacon and its forwarding executable run --version: $version"
+else fail "packaged beacon --version: $version; forward: $out"; fi
+if /usr/bin/cloudtaser-beacon --sandbox-policy forward 2>&1 | grep -q '^# cloudtaser-beacon forward: seccomp allowlist'; then
+  pass "/usr/bin/cloudtaser-beacon finds /usr/libexec/cloudtaser/cloudtaser-beacon-forward"
+else fail "/usr/bin/cloudtaser-beacon does not find its forwarding executable"; fi
+needed=$(readelf -d /usr/libexec/cloudtaser/cloudtaser-beacon-forward | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+if readelf -d /usr/bin/cloudtaser-beacon | grep -q 'NEEDED.*libssl' && [ -n "$needed" ] &&
+  ! grep -qE 'libssl|libcrypto' <<<"$needed"; then
+  pass "the packaged beacon forwarding executable needs no libssl/libcrypto (needs: $needed)"
+else fail "packaged cloudtaser-beacon-forward needs: $needed"; fi
+if vout=$(systemd-analyze verify --man=no cloudtaser-beacon.service 2>&1) && [ -z "$vout" ]; then
+  pass "systemd-analyze verify of the installed beacon unit (real binary) is clean"
+else fail "systemd-analyze verify of the installed beacon unit: $vout"; fi
+# The operator's step: certificate and key into /etc/cloudtaser-beacon,
+# root:cloudtaser-beacon 0640 (systemd/cloudtaser-beacon.env says so); the
+# packaged beacon, as the packaged user, starts with them (port 0 here: the
+# capability for 443 is check-systemd's).
+install -o root -g cloudtaser-beacon -m 0640 /tmp/extra/pki/beacon/tls.crt /tmp/extra/pki/beacon/tls.key /etc/cloudtaser-beacon/
+# shellcheck disable=SC1091 # the installed file
+. /etc/default/cloudtaser-beacon
+setpriv --reuid=cloudtaser-beacon --regid=cloudtaser-beacon --clear-groups --no-new-privs \
+  /usr/bin/cloudtaser-beacon --listen 127.0.0.1:0 --cert "$CERT" --key "$KEY" 2>/tmp/beacon.log &
+bpid=$!
+for _ in $(seq 1 50); do grep -q 'parent\] info: ready' /tmp/beacon.log && break; sleep 0.1; done
+if grep -q 'parent\] info: ready' /tmp/beacon.log; then
+  pass "the packaged beacon starts as user cloudtaser-beacon with the env file's CERT and KEY"
+else fail "the packaged beacon did not start"; tail -5 /tmp/beacon.log | sed 's/^/    /'; fi
+kill -TERM "$bpid" 2>/dev/null; wait "$bpid" 2>/dev/null
+rm -f /etc/cloudtaser-beacon/tls.crt /etc/cloudtaser-beacon/tls.key
+sed -i 's|^LISTEN=.*|LISTEN=0.0.0.0:8443|' /etc/default/cloudtaser-beacon
+dpkg -i /tmp/pkg >/tmp/dpkg2.log 2>&1 || { fail "beacon: reinstall"; sed 's/^/    /' /tmp/dpkg2.log; }
+if grep -qx 'LISTEN=0.0.0.0:8443' /etc/default/cloudtaser-beacon; then
+  pass "reinstalling keeps the operator's /etc/default/cloudtaser-beacon"
+else fail "reinstall overwrote /etc/default/cloudtaser-beacon"; fi
+dpkg -r cloudtaser-beacon >/tmp/dpkg3.log 2>&1 || { fail "beacon: dpkg -r"; sed 's/^/    /' /tmp/dpkg3.log; }
+if [ ! -e /usr/bin/cloudtaser-beacon ] && [ ! -e /usr/libexec/cloudtaser ] && [ -e /etc/default/cloudtaser-beacon ]; then
+  pass "beacon: dpkg -r removes the binaries (and /usr/libexec/cloudtaser) and keeps the configuration"
+else fail "beacon: dpkg -r left the wrong things"; fi
+dpkg -P cloudtaser-beacon >/tmp/dpkg4.log 2>&1 || { fail "beacon: dpkg -P"; sed 's/^/    /' /tmp/dpkg4.log; }
+if [ ! -e /etc/default/cloudtaser-beacon ] && [ ! -e /etc/cloudtaser-beacon ]; then
+  pass "beacon: dpkg -P removes the configuration and /etc/cloudtaser-beacon"
+else fail "beacon: dpkg -P left configuration behind"; fi
+echo "  inside: $ok passed, $bad failed"
+[ "$bad" = 0 ]
+EOF
+if in_scratch_root "$WORK/beacon-deb-inside.sh" "$BEACON_DEB" "$WORK/beacon-extra" >"$WORK/beacon-deb.log" 2>&1; then
+  cat "$WORK/beacon-deb.log"
+  pass "beacon .deb in a scratch root: every check above"
+else
+  cat "$WORK/beacon-deb.log"
+  fail "beacon .deb in a scratch root"
+fi
+
+# rpm -qp with a query format (rpm -qlv cuts group names at 8 characters).
+deb_files=$(dpkg-deb -c "$BEACON_DEB" | awk '{print $1, $2, $6}' | sed -e 's| \./| /|' -e 's|/$||' |
+  grep -v -E ' /usr/share/(doc|lintian)/' |
+  grep -E '^[^d]| /etc/cloudtaser-beacon$| /usr/libexec/cloudtaser$' |
+  sed -e 's| /lib/systemd/system/| /usr/lib/systemd/system/|' -e 's| /etc/default/| /etc/sysconfig/|' |
+  LC_ALL=C sort -k3)
+rpm_files=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}/%{FILEGROUPNAME} %{FILENAMES}\n]' "$BEACON_RPM" 2>/dev/null |
+  LC_ALL=C sort -k3)
+rpm_cmp=${rpm_files/drwxr-x--- root\/cloudtaser-beacon \/etc\/cloudtaser-beacon/drwxr-x--- root\/root \/etc\/cloudtaser-beacon}
+if diff -u <(echo "$deb_files") <(echo "$rpm_cmp") >"$WORK/rpmdiff-b"; then
+  pass "beacon: rpm -qp lists the .deb's files with the same modes ($(wc -l <<<"$rpm_files") entries)"
+else
+  sed 's/^/    /' "$WORK/rpmdiff-b"
+  fail "beacon: rpm and deb file lists differ"
+fi
+if grep -qx 'drwxr-x--- root/cloudtaser-beacon /etc/cloudtaser-beacon' <<<"$rpm_files"; then
+  pass "beacon rpm: /etc/cloudtaser-beacon is 0750 root:cloudtaser-beacon"
+else fail "beacon rpm: /etc/cloudtaser-beacon owner/mode wrong"; fi
+if rpm -qcp "$BEACON_RPM" 2>/dev/null | grep -qx /etc/sysconfig/cloudtaser-beacon; then
+  pass "beacon rpm: /etc/sysconfig/cloudtaser-beacon is %config(noreplace)"
+else fail "beacon rpm: env file is not a config file"; fi
+
+cat >"$WORK/beacon-rpm-inside.sh" <<'EOF'
+set -uo pipefail
+ok=0 bad=0
+pass() { ok=$((ok + 1)); echo "  PASS $*"; }
+fail() { bad=$((bad + 1)); echo "  FAIL $*"; }
+rpm --initdb
+if rpm -i --nodeps /tmp/pkg >/tmp/rpm.log 2>&1; then pass "beacon: rpm -i installs the package (scriptlets ran)"
+else fail "beacon: rpm -i"; sed 's/^/    /' /tmp/rpm.log; fi
+if [ "$(stat -c '%a %U:%G' /etc/cloudtaser-beacon)" = "750 root:cloudtaser-beacon" ]; then
+  pass "beacon rpm: /etc/cloudtaser-beacon 750 root:cloudtaser-beacon (user created by %pre)"
+else fail "beacon rpm: /etc/cloudtaser-beacon is $(stat -c '%a %U:%G' /etc/cloudtaser-beacon)"; fi
+if /usr/bin/cloudtaser-beacon --sandbox-policy forward 2>&1 | grep -q '^# cloudtaser-beacon forward: seccomp allowlist'; then
+  pass "beacon rpm: the beacon finds its forwarding executable in /usr/libexec/cloudtaser"
+else fail "beacon rpm: cloudtaser-beacon does not find its forwarding executable"; fi
+if rpm -V --nodeps cloudtaser-beacon >/tmp/rpmv.log 2>&1; then pass "beacon rpm -V: installed files match the package"
+else fail "beacon rpm -V"; sed 's/^/    /' /tmp/rpmv.log; fi
+rpm -e --nodeps cloudtaser-beacon >/tmp/rpme.log 2>&1 || { fail "beacon: rpm -e"; sed 's/^/    /' /tmp/rpme.log; }
+if [ ! -e /usr/bin/cloudtaser-beacon ] && [ ! -e /usr/libexec/cloudtaser ]; then pass "beacon rpm -e removes both binaries"
+else fail "beacon rpm -e left a binary"; fi
+echo "  inside: $ok passed, $bad failed"
+[ "$bad" = 0 ]
+EOF
+if in_scratch_root "$WORK/beacon-rpm-inside.sh" "$BEACON_RPM" >"$WORK/beacon-rpm.log" 2>&1; then
+  cat "$WORK/beacon-rpm.log"
+  pass "beacon .rpm in a scratch root: every check above"
+else
+  cat "$WORK/beacon-rpm.log"
+  fail "beacon .rpm in a scratch root"
+fi
 fi
 
 echo "check-packages: $PASSED passed, $FAILED failed"
