@@ -53,6 +53,10 @@ std::vector<FlagSpec> flag_specs() {
           {"beacon-ca", "FILE", "beacon mode: PEM CA the beacons' certificates chain to"},
           {"beacon-pin", "sha256//BASE64",
            "beacon mode: also require a beacon certificate key with this pin (repeatable)", true},
+          {"beacon-cert", "FILE",
+           "beacon mode, optional: a client certificate for a beacon that requires one (its "
+           "--client-ca); with --beacon-key"},
+          {"beacon-key", "FILE", "beacon mode: the private key of --beacon-cert"},
           {"pairing-key-file", "FILE",
            "beacon mode: the key shared with the brokers (from cloudtaser-certs); the beacon "
            "sees only an id derived from it"},
@@ -169,7 +173,7 @@ class BridgeParent final : DaemonParent::Hooks {
                          "give --broker-address (reverse-connect) or --beacon-address (beacon "
                          "relay), one of the two");
     if (f.has("broker-address")) {
-      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file"})
+      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-cert", "beacon-key"})
         if (f.has(b))
           return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
       auto broker = parse_host_port(f.get("broker-address"));
@@ -249,6 +253,8 @@ class BridgeParent final : DaemonParent::Hooks {
     files.upstream_ca = vault_ca;
     files.beacon_ca = beacon_files_.beacon_ca;
     files.beacon_pins = beacon_files_.beacon_pins;
+    files.beacon_cert = beacon_files_.beacon_cert;
+    files.beacon_key = beacon_files_.beacon_key;
     MaterialStore store(std::move(files),
                         [this](const Material& m) { return validate_material(m); });
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());

@@ -49,6 +49,10 @@ std::vector<FlagSpec> flag_specs() {
           {"beacon-ca", "FILE", "beacon mode: PEM CA the beacons' certificates chain to"},
           {"beacon-pin", "sha256//BASE64",
            "beacon mode: also require a beacon certificate key with this pin (repeatable)", true},
+          {"beacon-cert", "FILE",
+           "beacon mode, optional: a client certificate for a beacon that requires one (its "
+           "--client-ca); with --beacon-key"},
+          {"beacon-key", "FILE", "beacon mode: the private key of --beacon-cert"},
           {"pairing-key-file", "FILE",
            "beacon mode: the key shared with the bridges (from cloudtaser-certs); the beacon "
            "sees only an id derived from it"},
@@ -115,7 +119,8 @@ class BrokerParent final : DaemonParent::Hooks {
                          "give --bridge-listen (reverse-connect) or --beacon-address (beacon "
                          "relay), one of the two");
     if (f.has("bridge-listen")) {
-      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-pool"})
+      for (const char* b :
+           {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-pool", "beacon-cert", "beacon-key"})
         if (f.has(b))
           return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
     } else {
@@ -165,6 +170,8 @@ class BrokerParent final : DaemonParent::Hooks {
     files.pin_flag = flags_.pin_flag;
     files.beacon_ca = beacon_files_.beacon_ca;
     files.beacon_pins = beacon_files_.beacon_pins;
+    files.beacon_cert = beacon_files_.beacon_cert;
+    files.beacon_key = beacon_files_.beacon_key;
     MaterialStore store(std::move(files), validate_material);
     if (auto r = parent_.open_executables(); !r) return usage_error(kDaemon, r.what());
     if (auto r = store.load(); !r) return usage_error(kDaemon, r.what());

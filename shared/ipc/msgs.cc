@@ -104,6 +104,8 @@ std::vector<uint8_t> encode_material(const Material& m) {
   put_str32(w, m.beacon_ca_pem);
   w.u16(static_cast<uint16_t>(m.beacon_pins.size()));
   for (const Pin& p : m.beacon_pins) w.bytes(p);
+  put_str32(w, m.beacon_cert_pem);
+  put_str32(w, m.beacon_key_pem);
   if (!w.ok()) out.clear();
   return out;
 }
@@ -132,6 +134,8 @@ std::optional<Material> decode_material(Bytes b) {
     r.copy_to(p);
     m.beacon_pins.push_back(p);
   }
+  m.beacon_cert_pem = get_str32(r);
+  m.beacon_key_pem = get_str32(r);
   if (!r.finish()) return std::nullopt;
   return m;
 }
@@ -144,6 +148,8 @@ void wipe_material(Material& m) {
   wipe(m.service_key_pem);
   wipe(m.upstream_ca_pem);
   wipe(m.beacon_ca_pem);
+  wipe(m.beacon_cert_pem);
+  wipe(m.beacon_key_pem);
   m.pins.clear();
   m.beacon_pins.clear();
 }

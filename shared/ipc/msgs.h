@@ -82,6 +82,10 @@ struct Material {
   // is checked against. Empty in reverse-connect mode.
   std::string beacon_ca_pem;
   std::vector<Pin> beacon_pins;
+  // Beacon mode, optional (--beacon-cert, --beacon-key): the client
+  // certificate a beacon run with --client-ca requires of both sides.
+  std::string beacon_cert_pem;
+  std::string beacon_key_pem;
 };
 std::vector<uint8_t> encode_material(const Material& m);
 std::optional<Material> decode_material(Bytes b);

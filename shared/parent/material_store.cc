@@ -16,7 +16,8 @@ namespace ct {
 std::vector<std::string> MaterialFiles::paths() const {
   std::vector<std::string> out;
   for (const std::string* p :
-       {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &upstream_ca, &beacon_ca})
+       {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &upstream_ca, &beacon_ca,
+        &beacon_cert, &beacon_key})
     if (!p->empty()) out.push_back(*p);
   return out;
 }
@@ -150,6 +151,14 @@ Result<void> MaterialStore::read_unwiped(Material* m) const {
     if (auto r = read_small_file(files_.beacon_ca, kMaxPemFile, &m->beacon_ca_pem); !r) return r;
   }
   m->beacon_pins = files_.beacon_pins;
+  if (!files_.beacon_cert.empty()) {
+    if (auto r = read_small_file(files_.beacon_cert, kMaxPemFile, &m->beacon_cert_pem); !r)
+      return r;
+    if (auto r = read_small_file(files_.beacon_key, kMaxPemFile, &m->beacon_key_pem,
+                                 /*private_key=*/true);
+        !r)
+      return r;
+  }
   m->pins = files_.pins;
   if (!files_.pin_file.empty()) {
     if (auto r = read_pin_file(m); !r) return r;

@@ -30,6 +30,8 @@ struct MaterialFiles {
   std::string upstream_ca = {};       // the bridge's --vault-ca
   std::string beacon_ca = {};         // beacon mode only: --beacon-ca
   std::vector<Pin> beacon_pins = {};  // and --beacon-pin
+  std::string beacon_cert = {};       // and --beacon-cert, --beacon-key (optional)
+  std::string beacon_key = {};
   // The paths given, in a fixed order (what a FileWatcher watches).
   std::vector<std::string> paths() const;
 };

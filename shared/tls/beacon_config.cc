@@ -41,6 +41,12 @@ Result<std::vector<HostPort>> parse_beacon_flags(const Flags& f, ProcSettings* s
     out.push_back(*hp);
   }
   files->beacon_ca = f.get("beacon-ca");
+  if (f.has("beacon-cert") != f.has("beacon-key"))
+    return fail("--beacon-cert and --beacon-key go together");
+  if (f.has("beacon-cert")) {
+    files->beacon_cert = f.get("beacon-cert");
+    files->beacon_key = f.get("beacon-key");
+  }
   for (const std::string& p : f.all("beacon-pin")) {
     auto pin = parse_pin(p);
     if (!pin) return fail("bad --beacon-pin '" + p + "': expected sha256//<base64 of 32 bytes>");

@@ -253,6 +253,11 @@ Result<std::unique_ptr<TlsContext>> TlsContext::create_beacon(const Material& m)
   // (CA, serverAuth, optional pins) is checked so that a stranger cannot
   // collect the preambles, not to protect the link.
   if (auto r = load_anchors(c, m.beacon_ca_pem); !r) return fail("beacon " + r.what());
+  // For a beacon that requires a client certificate (its --client-ca).
+  if (!m.beacon_cert_pem.empty()) {
+    auto pin = load_identity(c, m.beacon_cert_pem, m.beacon_key_pem);
+    if (!pin) return fail("--beacon-cert/--beacon-key: " + pin.what());
+  }
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   static const unsigned char kAlpn[] =
       "\x13"

@@ -24,8 +24,8 @@ class World:
         self.key = pairing_key(env.tmp / "pairing.key")
         self.beacon = self.start_beacon(beacon_port)
 
-    def start_beacon(self, port=0, reuse=None):
-        b = Beacon(self.env.tmp, listen_port=port, reuse=reuse)
+    def start_beacon(self, port=0, reuse=None, client_ca=False):
+        b = Beacon(self.env.tmp, listen_port=port, reuse=reuse, client_ca=client_ca)
         self.env.daemons.append(b)
         return b
 

@@ -81,6 +81,25 @@ def test_a_bridge_links_every_broker_replica_through_the_beacon(world, env):
         assert kv_ok(b.service_port, "replica")
 
 
+def test_a_beacon_that_requires_client_certificates_pairs_only_sides_that_have_one(world, env):
+    # A beacon run with --client-ca (its own CA here): both daemons present --beacon-cert;
+    # a bridge without one is refused in the outer handshake and never reaches the broker.
+    world.beacon.kill()
+    world.beacon = world.start_beacon(client_ca=True)
+    crt, key = world.beacon.pki.issue("beacon-client", "clientAuth")
+    cert = ["--beacon-cert", crt, "--beacon-key", key]
+    up = env.kv()
+    broker = world.broker(extra=cert)
+    stranger = world.bridge(up.addr)
+    wait_for(lambda: stranger.count(r"beacon 127\.0\.0\.1:\d+: ") >= 1, 20,
+             "the bridge without a client certificate to fail at the beacon")
+    assert "linked to broker instance" not in stranger.text()
+    stranger.kill()
+    bridge = world.bridge(up.addr, extra=cert)
+    linked(broker, bridge)
+    assert kv_ok(broker.service_port, "with-client-certs")
+
+
 def test_flags_say_which_mode_and_what_is_missing(world, env, tmp_path):
     crt, k, ca = env.broker_files()
     base = [str(BROKER), "--service-listen", "127.0.0.1:0", "--cert", str(crt), "--key", str(k),
@@ -109,6 +128,9 @@ def test_flags_say_which_mode_and_what_is_missing(world, env, tmp_path):
     assert rc == 2 and "open.key" in err, err
     rc, err = run("--bridge-listen", "127.0.0.1:0", "--pairing-key-file", world.key)
     assert rc == 2 and "goes with --beacon-address" in err, err
+    rc, err = run("--beacon-address", "127.0.0.1:1", "--beacon-ca", world.beacon.ca,
+                  "--pairing-key-file", world.key, "--beacon-cert", crt)
+    assert rc == 2 and "--beacon-cert and --beacon-key go together" in err, err
 
 
 def test_beacon_restarts_re_pair_within_2_s_every_time(world, env):
