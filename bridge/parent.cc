@@ -173,7 +173,8 @@ class BridgeParent final : DaemonParent::Hooks {
                          "give --broker-address (reverse-connect) or --beacon-address (beacon "
                          "relay), one of the two");
     if (f.has("broker-address")) {
-      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-cert", "beacon-key"})
+      for (const char* b :
+           {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-cert", "beacon-key"})
         if (f.has(b))
           return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
       auto broker = parse_host_port(f.get("broker-address"));

@@ -119,8 +119,8 @@ class BrokerParent final : DaemonParent::Hooks {
                          "give --bridge-listen (reverse-connect) or --beacon-address (beacon "
                          "relay), one of the two");
     if (f.has("bridge-listen")) {
-      for (const char* b :
-           {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-pool", "beacon-cert", "beacon-key"})
+      for (const char* b : {"beacon-ca", "beacon-pin", "pairing-key-file", "beacon-pool",
+                            "beacon-cert", "beacon-key"})
         if (f.has(b))
           return usage_error(kDaemon, std::string("--") + b + " goes with --beacon-address");
     } else {

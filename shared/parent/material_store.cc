@@ -15,9 +15,8 @@ namespace ct {
 
 std::vector<std::string> MaterialFiles::paths() const {
   std::vector<std::string> out;
-  for (const std::string* p :
-       {&cert, &key, &ca, &service_cert, &service_key, &pin_file, &upstream_ca, &beacon_ca,
-        &beacon_cert, &beacon_key})
+  for (const std::string* p : {&cert, &key, &ca, &service_cert, &service_key, &pin_file,
+                               &upstream_ca, &beacon_ca, &beacon_cert, &beacon_key})
     if (!p->empty()) out.push_back(*p);
   return out;
 }
