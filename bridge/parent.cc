@@ -391,12 +391,7 @@ class BridgeParent final : DaemonParent::Hooks {
     // The name is looked up on every dial (the broker's Service address may
     // change), off the loop; one deadline covers the lookup and the connect.
     dialer_.start(to, [this](Result<UniqueFd> fd) {
-      IpcChannel* ch = parent_.channel(Supervisor::kTls);
-      if (ch == nullptr) return;
-      if (fd)
-        ch->send(Msg::kDialed, {}, fd->get());
-      else
-        ch->send(Msg::kDialFailed, fd.what());
+      send_dial_result(parent_.channel(Supervisor::kTls), fd);
     });
     return true;
   }

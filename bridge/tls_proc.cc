@@ -174,18 +174,7 @@ class TlsProcess final : public ChildBase {
       if (p.instances.size() == rdv::kMaxInstances) break;
       p.instances.push_back(inst);
     }
-    const std::string& addr = settings_.beacons.at(beacon_at_);
-    const std::string host = addr.substr(0, addr.rfind(':'));
-    const std::string bare =
-        host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-    BeaconLeg leg;
-    leg.context = beacon_ctx_;
-    leg.verify_name = bare;
-    leg.sni = is_ip_literal(bare) ? "" : bare;
-    leg.preamble = rdv::encode_preamble(p);
-    leg.answer_timeout = rdv::kBridgeAnswerWait;
-    leg.beacon = addr;
-    return leg;
+    return ct::beacon_leg(beacon_ctx_, settings_.beacons.at(beacon_at_), p, rdv::kBridgeAnswerWait);
   }
   // After a failure at a beacon (no connection, no TLS, refused, not paired
   // in time): the next one in the order; after a pairing: the first again.

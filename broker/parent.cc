@@ -250,12 +250,7 @@ class BrokerParent final : DaemonParent::Hooks {
     if (w != Supervisor::kTls || m.type != Msg::kDialRequest || beacons_.empty()) return false;
     if (dialer_.busy() || m.body.size() != 1 || m.body[0] >= beacons_.size()) return false;
     dialer_.start(beacons_[m.body[0]], [this](Result<UniqueFd> fd) {
-      IpcChannel* ch = parent_.channel(Supervisor::kTls);
-      if (ch == nullptr) return;
-      if (fd)
-        ch->send(Msg::kDialed, {}, fd->get());
-      else
-        ch->send(Msg::kDialFailed, fd.what());
+      send_dial_result(parent_.channel(Supervisor::kTls), fd);
     });
     return true;
   }

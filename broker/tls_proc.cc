@@ -243,17 +243,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     p.role = rdv::Role::kBroker;
     p.id = settings_.rendezvous;
     p.instances.push_back(settings_.instance);
-    const std::string& addr = settings_.beacons.at(b);
-    const std::string host = addr.substr(0, addr.rfind(':'));
-    const std::string bare =
-        host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-    BeaconLeg leg;
-    leg.context = beacon_ctx_;
-    leg.verify_name = bare;
-    leg.sni = is_ip_literal(bare) ? "" : bare;
-    leg.preamble = rdv::encode_preamble(p);
-    leg.answer_timeout = rdv::kBrokerAnswerWait;
-    leg.beacon = addr;
+    BeaconLeg leg = beacon_leg(beacon_ctx_, settings_.beacons.at(b), p, rdv::kBrokerAnswerWait);
     beacon_of_[id] = b;
     bridges_[id] = std::make_unique<TlsLink>(
         loop_, *this, id, std::move(fd),

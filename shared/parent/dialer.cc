@@ -61,4 +61,12 @@ TimePoint Dialer::tick(TimePoint now) noexcept {
   return deadline_;
 }
 
+void send_dial_result(IpcChannel* ch, const Result<UniqueFd>& fd) {
+  if (ch == nullptr) return;
+  if (fd)
+    ch->send(Msg::kDialed, {}, fd->get());
+  else
+    ch->send(Msg::kDialFailed, fd.what());
+}
+
 }  // namespace ct

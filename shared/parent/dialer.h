@@ -10,6 +10,7 @@
 
 #include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
+#include "shared/ipc/channel.h"
 #include "shared/os/loop.h"
 #include "shared/os/net.h"
 #include "shared/os/resolver.h"
@@ -46,5 +47,9 @@ class Dialer final : public Loop::Handler {
   std::string target_;
   Done done_;
 };
+
+// The answer to the TLS process's DIAL_REQUEST: DIALED with the socket, or
+// DIAL_FAILED with why. Nothing when the TLS process is gone (ch null).
+void send_dial_result(IpcChannel* ch, const Result<UniqueFd>& fd);
 
 }  // namespace ct

@@ -3,9 +3,25 @@
 #include <sys/socket.h>
 
 #include "shared/base/log.h"
+#include "shared/os/net.h"
 #include "shared/wire/limits.h"
 
 namespace ct {
+
+BeaconLeg beacon_leg(std::shared_ptr<const TlsContext> ctx, const std::string& addr,
+                     const rdv::Preamble& p, Duration answer_timeout) {
+  const std::string host = addr.substr(0, addr.rfind(':'));
+  const std::string bare =
+      host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  BeaconLeg leg;
+  leg.context = std::move(ctx);
+  leg.verify_name = bare;
+  leg.sni = is_ip_literal(bare) ? "" : bare;
+  leg.preamble = rdv::encode_preamble(p);
+  leg.answer_timeout = answer_timeout;
+  leg.beacon = addr;
+  return leg;
+}
 
 TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOptions opt,
                  TimePoint now)

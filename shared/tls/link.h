@@ -32,6 +32,11 @@ struct BeaconLeg {
   std::string beacon;  // for logs: the beacon's address
 };
 
+// The leg to the beacon at `addr` (normalised host:port, shared/tls/pairing.h):
+// its name (or address) verified and sent as SNI, `p` as the preamble.
+BeaconLeg beacon_leg(std::shared_ptr<const TlsContext> ctx, const std::string& addr,
+                     const rdv::Preamble& p, Duration answer_timeout);
+
 struct TlsLinkOptions {
   // Held for as long as the connection exists, across material reloads: its
   // SSL_CTX and the verify callback's state live there.
