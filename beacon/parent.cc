@@ -15,6 +15,7 @@
 #include "shared/os/flags.h"
 #include "shared/os/net.h"
 #include "shared/parent/daemon_parent.h"
+#include "shared/parent/host.h"
 #include "shared/tls/beacon_server.h"
 
 namespace ct::beacon {
@@ -131,25 +132,6 @@ class BeaconParent final : DaemonParent::Hooks {
                     std::to_string(n.max) + ")");
       *n.out = *v * n.scale;
     }
-    return {};
-  }
-
-  static Result<void> bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
-                                    SockAddr* bound) {
-    auto hp = parse_host_port(spec, /*allow_port_zero=*/true);
-    if (!hp) return fail(std::string("bad ") + flag + " '" + spec + "': " + hp.what());
-    auto addr = numeric_addr(*hp);
-    if (!addr)
-      return fail(std::string("bad ") + flag + " '" + spec + "': the address must be numeric");
-    auto fd = listen_tcp(*addr, 4096);
-    if (!fd) return fail(std::string("cannot listen on ") + spec + " (" + flag + "): " + fd.what());
-    *out = std::move(fd).value();
-    *bound = *addr;
-    const uint16_t port = local_port(out->get());
-    if (bound->family() == AF_INET)
-      reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
-    else
-      reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
     return {};
   }
 

@@ -19,6 +19,7 @@
 #include "shared/os/net.h"
 #include "shared/parent/daemon_parent.h"
 #include "shared/parent/dialer.h"
+#include "shared/parent/host.h"
 #include "shared/tls/beacon_config.h"
 #include "shared/tls/context.h"
 #include "shared/tls/pairing.h"
@@ -215,25 +216,6 @@ class BrokerParent final : DaemonParent::Hooks {
   }
 
  private:
-  static Result<void> bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
-                                    SockAddr* bound) {
-    auto hp = parse_host_port(spec, /*allow_port_zero=*/true);
-    if (!hp) return fail(std::string("bad ") + flag + " '" + spec + "': " + hp.what());
-    auto addr = numeric_addr(*hp);
-    if (!addr)
-      return fail(std::string("bad ") + flag + " '" + spec + "': the address must be numeric");
-    auto fd = listen_tcp(*addr, 4096);
-    if (!fd) return fail(std::string("cannot listen on ") + spec + " (" + flag + "): " + fd.what());
-    *out = std::move(fd).value();
-    *bound = *addr;
-    const uint16_t port = local_port(out->get());
-    if (bound->family() == AF_INET)
-      reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
-    else
-      reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
-    return {};
-  }
-
   static Result<void> validate_material(const Material& m) {
     auto ctx = TlsContext::create(TlsContext::Side::kServer, m, "");
     if (!ctx) return fail("--cert/--key/--ca-cert: " + ctx.what());

@@ -259,7 +259,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
              settings_.beacons.at(it->second).c_str());
     beacon_pool_.on_paired(it->second);
     stats_.beacon_paired(it->second);
-    paired_.insert(l.id());
     dial_beacons(Clock::now());  // refill the place at once
   }
 
@@ -417,7 +416,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         if (!draining_) stats_.beacon_lost(b->second);
       }
       beacon_of_.erase(b);
-      paired_.erase(l.id());
       if (!t->paired()) {
         relays_.link_closed(&l, Code::kCancel);
         loop_.retire(std::move(it->second));
@@ -553,7 +551,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   BeaconPool beacon_pool_;
   size_t dialing_beacon_ = 0;
   std::map<uint64_t, size_t> beacon_of_;  // bridges_ dialled to a beacon: which one
-  std::set<uint64_t> paired_;
   log::Throttle beacon_log_;
 };
 

@@ -1,5 +1,7 @@
 #include "shared/parent/host.h"
 
+#include <arpa/inet.h>
+
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -36,6 +38,25 @@ Result<void> raise_fd_limit(uint64_t* from, uint64_t* to) {
   r.rlim_cur = r.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &r) != 0) return fail_errno(errno, "");
   *to = r.rlim_cur;
+  return {};
+}
+
+Result<void> bind_listener(const std::string& spec, const char* flag, UniqueFd* out,
+                           SockAddr* bound) {
+  auto hp = parse_host_port(spec, /*allow_port_zero=*/true);
+  if (!hp) return fail(std::string("bad ") + flag + " '" + spec + "': " + hp.what());
+  auto addr = numeric_addr(*hp);
+  if (!addr)
+    return fail(std::string("bad ") + flag + " '" + spec + "': the address must be numeric");
+  auto fd = listen_tcp(*addr, 4096);
+  if (!fd) return fail(std::string("cannot listen on ") + spec + " (" + flag + "): " + fd.what());
+  *out = std::move(fd).value();
+  *bound = *addr;
+  const uint16_t port = local_port(out->get());
+  if (bound->family() == AF_INET)
+    reinterpret_cast<sockaddr_in*>(&bound->ss)->sin_port = htons(port);
+  else
+    reinterpret_cast<sockaddr_in6*>(&bound->ss)->sin6_port = htons(port);
   return {};
 }
 
