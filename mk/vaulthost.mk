@@ -39,7 +39,9 @@ check-egress-lock: $(VH_DEPS_STAMP)
 
 # The module as the packages ship it, compiled and checked.
 VH_PP := $(VH_BUILD)/selinux/vault_bridge.pp
-$(VH_PP): $(wildcard selinux/vault_bridge.*) tests/vaulthost/selinux_rules.py | $(VH_DEPS_STAMP)
+VH_BEACON_PP := $(VH_BUILD)/selinux/cloudtaser_beacon.pp
+$(VH_BEACON_PP): $(VH_PP)
+$(VH_PP): $(wildcard selinux/*.te selinux/*.fc selinux/*.if) tests/vaulthost/selinux_rules.py | $(VH_DEPS_STAMP)
 	PYTHON=$(PYTHON) bash tests/vaulthost/check-selinux.sh $(VH_BUILD)/selinux
 check-selinux: $(VH_DEPS_STAMP)
 	PYTHON=$(PYTHON) bash tests/vaulthost/check-selinux.sh $(VH_BUILD)/selinux
@@ -50,6 +52,7 @@ VH_DEB    := $(VH_PKGDIR)/vault-bridge_$(VERSION)-1_$(shell dpkg --print-archite
 VH_RPM    := $(VH_PKGDIR)/vault-bridge-$(VERSION)-1.$(shell uname -m).rpm
 VH_PKG_IN := $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward $(VH_PP) bridge/vault-egress-lock \
              systemd/vault-bridge.service systemd/vault-bridge@.service systemd/vault-bridge.env \
+             systemd/vault-bridge-beacon-mode.conf systemd/vault-bridge@-beacon-mode.conf \
              systemd/vault-egress-lock-restore.service docs/man/vault-bridge.8 \
              docs/man/vault-egress-lock.8 packaging/build-packages.sh $(wildcard packaging/deb/*) \
              packaging/rpm/vault-bridge.spec VERSION
@@ -57,7 +60,7 @@ VH_PKG_IN := $(BUILD)/vault-bridge $(BUILD)/vault-bridge-forward $(VH_PP) bridge
 # The beacon's package: the relay, its forwarding executable, unit, env file, man page.
 VH_BEACON_DEB := $(VH_PKGDIR)/cloudtaser-beacon_$(VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null).deb
 VH_BEACON_RPM := $(VH_PKGDIR)/cloudtaser-beacon-$(VERSION)-1.$(shell uname -m).rpm
-VH_BEACON_IN  := $(BUILD)/cloudtaser-beacon $(BUILD)/cloudtaser-beacon-forward \
+VH_BEACON_IN  := $(BUILD)/cloudtaser-beacon $(BUILD)/cloudtaser-beacon-forward $(VH_BEACON_PP) \
                  systemd/cloudtaser-beacon.service systemd/cloudtaser-beacon.env \
                  docs/man/cloudtaser-beacon.8 packaging/build-packages.sh packaging/deb/copyright \
                  $(wildcard packaging/deb/beacon/*) packaging/rpm/cloudtaser-beacon.spec VERSION
@@ -74,10 +77,10 @@ $(VH_RPM): $(VH_PKG_IN) | $(VH_DEPS_STAMP)
 
 $(VH_BEACON_DEB): $(VH_BEACON_IN) | $(VH_DEPS_STAMP)
 	bash packaging/build-packages.sh deb cloudtaser-beacon $(BUILD)/cloudtaser-beacon \
-	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_PKGDIR)
+	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_BEACON_PP) $(VH_PKGDIR)
 $(VH_BEACON_RPM): $(VH_BEACON_IN) | $(VH_DEPS_STAMP)
 	bash packaging/build-packages.sh rpm cloudtaser-beacon $(BUILD)/cloudtaser-beacon \
-	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_PKGDIR)
+	  $(BUILD)/cloudtaser-beacon-forward $(VERSION) $(VH_BEACON_PP) $(VH_PKGDIR)
 
 check-packages: $(VH_DEB) $(VH_RPM) $(VH_BEACON_DEB) $(VH_BEACON_RPM)
 	bash tests/vaulthost/check-packages.sh $(VH_DEB) $(VH_RPM) $(VH_BEACON_DEB) $(VH_BEACON_RPM)

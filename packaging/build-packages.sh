@@ -5,7 +5,7 @@
 # hold the same files.
 #
 # Usage: build-packages.sh deb|rpm BINARY FORWARD VERSION SELINUX_PP OUTDIR
-#        build-packages.sh deb|rpm cloudtaser-beacon BINARY FORWARD VERSION OUTDIR
+#        build-packages.sh deb|rpm cloudtaser-beacon BINARY FORWARD VERSION SELINUX_PP OUTDIR
 #   FORWARD: the forwarding process's executable (vault-bridge-forward,
 #   cloudtaser-beacon-forward)
 set -euo pipefail
@@ -16,7 +16,7 @@ PKG=vault-bridge
 if [ "${1:-}" = cloudtaser-beacon ]; then
   PKG=cloudtaser-beacon
   shift
-  BIN=$1 FWD=$2 VERSION=$3 SEPP="" OUT=$4
+  BIN=$1 FWD=$2 VERSION=$3 SEPP=$4 OUT=$5
 else
   BIN=$1 FWD=$2 VERSION=$3 SEPP=$4 OUT=$5
 fi
@@ -67,11 +67,18 @@ if [ "$PKG" = vault-bridge ]; then
   # configured in /etc/vault-bridge/NAME/ (no distribution-specific path).
   sed -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge@.service" >"$WORK/unit@"
   inst 0644 "$WORK/unit@" "$UNITDIR/vault-bridge@.service"
+  # Beacon mode: drop-ins the operator installs (they replace ExecStart=).
+  sed -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge-beacon-mode.conf" >"$WORK/beacon-mode.conf"
+  sed -e "s|@BINDIR@|/usr/bin|" "$TOP/systemd/vault-bridge@-beacon-mode.conf" >"$WORK/beacon-mode@.conf"
+  inst 0644 "$WORK/beacon-mode.conf" /usr/share/vault-bridge/beacon-mode.conf
+  inst 0644 "$WORK/beacon-mode@.conf" /usr/share/vault-bridge/beacon-mode@.conf
   # Restores the confirmed egress lock at boot; enabled by postinst / %post.
   inst 0644 "$TOP/systemd/vault-egress-lock-restore.service" "$UNITDIR/vault-egress-lock-restore.service"
-  inst 0644 "$SEPP" /usr/share/selinux/packages/vault-bridge/vault_bridge.pp
   MANPAGES="$MANPAGES vault-egress-lock.8"
 fi
+# The package's SELinux module (selinux/; loaded by postinst / %post where
+# SELinux is enabled).
+inst 0644 "$SEPP" "/usr/share/selinux/packages/$PKG/$(basename "$SEPP")"
 for page in $MANPAGES; do
   gzip -9n <"$TOP/docs/man/$page" >"$WORK/$page.gz"
   inst 0644 "$WORK/$page.gz" "/usr/share/man/man8/$page.gz"

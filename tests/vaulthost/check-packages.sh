@@ -91,6 +91,8 @@ else fail "vault-egress-lock-restore.service is not enabled after install"; fi
 want /etc/default/vault-bridge 644 root:root
 want /etc/vault-bridge 750 root:vault directory
 want /usr/share/selinux/packages/vault-bridge/vault_bridge.pp 644 root:root
+want /usr/share/vault-bridge/beacon-mode.conf 644 root:root
+want /usr/share/vault-bridge/beacon-mode@.conf 644 root:root
 want /usr/share/man/man8/vault-bridge.8.gz 644 root:root
 want /usr/share/man/man8/vault-egress-lock.8.gz 644 root:root
 want /usr/share/doc/vault-bridge/copyright 644 root:root
@@ -227,7 +229,7 @@ fi
 # Files, plus the three directories the package owns; distribution paths mapped.
 deb_files=$(dpkg-deb -c "$DEB" | awk '{print $1, $2, $6}' | sed -e 's| \./| /|' -e 's|/$||' |
   grep -v -E ' /usr/share/(doc|lintian)/' |
-  grep -E '^[^d]| /etc/vault-bridge$| /usr/share/selinux/packages/vault-bridge$| /usr/libexec/cloudtaser$' |
+  grep -E '^[^d]| /etc/vault-bridge$| /usr/share/selinux/packages/vault-bridge$| /usr/share/vault-bridge$| /usr/libexec/cloudtaser$' |
   sed -e 's| /lib/systemd/system/| /usr/lib/systemd/system/|' -e 's| /etc/default/| /etc/sysconfig/|' |
   LC_ALL=C sort -k3)
 rpm_files=$(rpm -qlvp "$RPM" 2>/dev/null | awk '{print $1, $3 "/" $4, $9}' | LC_ALL=C sort -k3)
@@ -318,6 +320,7 @@ want /usr/libexec/cloudtaser/cloudtaser-beacon-forward 755 root:root
 want /lib/systemd/system/cloudtaser-beacon.service 644 root:root
 want /etc/default/cloudtaser-beacon 644 root:root
 want /etc/cloudtaser-beacon 750 root:cloudtaser-beacon directory
+want /usr/share/selinux/packages/cloudtaser-beacon/cloudtaser_beacon.pp 644 root:root
 want /usr/share/man/man8/cloudtaser-beacon.8.gz 644 root:root
 want /usr/share/doc/cloudtaser-beacon/copyright 644 root:root
 shell=$(getent passwd cloudtaser-beacon | cut -d: -f7)
@@ -385,7 +388,7 @@ fi
 # rpm -qp with a query format (rpm -qlv cuts group names at 8 characters).
 deb_files=$(dpkg-deb -c "$BEACON_DEB" | awk '{print $1, $2, $6}' | sed -e 's| \./| /|' -e 's|/$||' |
   grep -v -E ' /usr/share/(doc|lintian)/' |
-  grep -E '^[^d]| /etc/cloudtaser-beacon$| /usr/libexec/cloudtaser$' |
+  grep -E '^[^d]| /etc/cloudtaser-beacon$| /usr/share/selinux/packages/cloudtaser-beacon$| /usr/libexec/cloudtaser$' |
   sed -e 's| /lib/systemd/system/| /usr/lib/systemd/system/|' -e 's| /etc/default/| /etc/sysconfig/|' |
   LC_ALL=C sort -k3)
 rpm_files=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}/%{FILEGROUPNAME} %{FILENAMES}\n]' "$BEACON_RPM" 2>/dev/null |

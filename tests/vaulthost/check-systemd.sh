@@ -241,6 +241,61 @@ if diff -u "$ROOT/want-eks" "$ROOT/ours-eks"; then
   pass "vault-bridge@eks with BROKER_ADDRESS alone: the seed's flags with eks's own files and status file"
 else fail "vault-bridge@eks's ExecStart expands differently"; fi
 
+# ---- Beacon mode: the shipped drop-ins replace ExecStart= only. Installed
+# as the docs say, the unit still verifies, keeps its exposure score, and
+# runs the beacon-mode command line with the env file's BEACON_ADDRESS.
+dropin_execstart() { # UNIT DROPIN ENVFILE: the command line of UNIT with DROPIN
+  local merged
+  merged=$(mktemp -p "$ROOT")
+  grep '^Environment=' "$1" >"$merged"
+  grep '^Environment=' "$2" >>"$merged"
+  # The drop-in's own ExecStart (after its empty reset line).
+  sed -n '/^ExecStart=./,/[^\\]$/p' "$2" >>"$merged"
+  expand_execstart "$merged" "$3"
+}
+mkdir -p "$ROOT/etc/systemd/system/vault-bridge.service.d"
+sed -e 's|@BINDIR@|/usr/bin|' "$TOP/systemd/vault-bridge-beacon-mode.conf" \
+  >"$ROOT/etc/systemd/system/vault-bridge.service.d/beacon-mode.conf"
+verify "packaged unit with the beacon-mode drop-in" vault-bridge.service
+exposure vault-bridge.service
+{ cat "$ROOT/etc/default/vault-bridge"; echo BEACON_ADDRESS=beacon.example.com:443; } >"$ROOT/beacon.env"
+dropin_execstart "$unit" "$ROOT/etc/systemd/system/vault-bridge.service.d/beacon-mode.conf" \
+  "$ROOT/beacon.env" >"$ROOT/ours-bm"
+printf '%s\n' /usr/bin/vault-bridge --beacon-address beacon.example.com:443 --beacon-ca /etc/bridge/ca.crt \
+  --pairing-key-file /etc/bridge/pairing.key --vault-addr http://127.0.0.1:8200 \
+  --client-cert /etc/bridge/tls.crt --client-key /etc/bridge/tls.key --ca-cert /etc/bridge/ca.crt >"$ROOT/want-bm"
+if diff -u "$ROOT/want-bm" "$ROOT/ours-bm"; then
+  pass "beacon-mode drop-in + BEACON_ADDRESS in the env file: the documented beacon-mode command line"
+else fail "beacon-mode drop-in: ExecStart expands differently"; fi
+# Without BEACON_ADDRESS systemd passes ${BEACON_ADDRESS} as one empty
+# argument (the drop-in sets no default beacon): the bridge must refuse that
+# with one line rather than start.
+if grep -q '^Environment=BEACON_ADDRESS= ' "$ROOT/etc/systemd/system/vault-bridge.service.d/beacon-mode.conf"; then
+  if [ -n "$BIN" ] && [ -x "$BIN" ]; then
+    err=$("$BIN" --beacon-address "" --beacon-ca /etc/bridge/ca.crt --vault-addr http://127.0.0.1:8200 2>&1) && err=""
+    if grep -q -- '--beacon-address needs a non-empty value' <<<"$err"; then
+      pass "beacon-mode drop-in without BEACON_ADDRESS: the bridge refuses to start: $err"
+    else fail "an empty --beacon-address is not refused: '$err'"; fi
+  else echo "  note: no bridge binary; skipped running it with an empty --beacon-address"; fi
+else fail "the beacon-mode drop-in must not default BEACON_ADDRESS to a beacon"; fi
+rm -r "$ROOT/etc/systemd/system/vault-bridge.service.d"
+mkdir -p "$ROOT/etc/systemd/system/vault-bridge@.service.d" "$ROOT/etc/vault-bridge/eks"
+sed -e 's|@BINDIR@|/usr/bin|' "$TOP/systemd/vault-bridge@-beacon-mode.conf" \
+  >"$ROOT/etc/systemd/system/vault-bridge@.service.d/beacon-mode.conf"
+verify "template instance vault-bridge@eks with the beacon-mode drop-in" vault-bridge@eks.service
+sed 's/%i/eks/g' "$ROOT/etc/systemd/system/vault-bridge@.service.d/beacon-mode.conf" >"$ROOT/eks-bm.conf"
+printf 'BEACON_ADDRESS=beacon.example.com:443\n' >"$ROOT/eks-bm.env"
+dropin_execstart "$ROOT/eks.service" "$ROOT/eks-bm.conf" "$ROOT/eks-bm.env" >"$ROOT/ours-eks-bm"
+printf '%s\n' /usr/bin/vault-bridge --beacon-address beacon.example.com:443 \
+  --beacon-ca /etc/vault-bridge/eks/ca.crt --pairing-key-file /etc/vault-bridge/eks/pairing.key \
+  --vault-addr http://127.0.0.1:8200 --client-cert /etc/vault-bridge/eks/tls.crt \
+  --client-key /etc/vault-bridge/eks/tls.key --ca-cert /etc/vault-bridge/eks/ca.crt \
+  --status-file /run/vault-bridge-eks/status.prom >"$ROOT/want-eks-bm"
+if diff -u "$ROOT/want-eks-bm" "$ROOT/ours-eks-bm"; then
+  pass "vault-bridge@eks with the beacon-mode drop-in: beacon mode with eks's own files and status file"
+else fail "vault-bridge@eks beacon-mode drop-in: ExecStart expands differently"; fi
+rm -r "$ROOT/etc/systemd/system/vault-bridge@.service.d"
+
 # ---- cloudtaser-beacon.service: the relay, as the package installs it.
 bunit="$ROOT/etc/systemd/system/cloudtaser-beacon.service"
 if [ -n "$BEACON" ] && [ -x "$BEACON" ]; then
