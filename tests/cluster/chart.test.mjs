@@ -109,6 +109,7 @@ const SCENARIOS = {
     "--set", "broker.beacon.caSecret=beacon-ca",
     "--set", `broker.beacon.pins[0]=${PIN_A}`,
     "--set", "broker.beacon.pool=8",
+    "--set", "broker.beacon.clientCertSecret=broker-beacon-client",
     "--set", "broker.beacon.egressCIDRs={203.0.113.0/24}",
     "--set", `broker.bridgePins[0]=${PIN_B}`,
     "--set", "broker.tls.create=true",
@@ -510,6 +511,27 @@ test("beacon mode: a list of beacons, an own CA Secret, pins and pool become the
   assert.ok(!c.args.includes("--bridge-listen"));
 });
 
+test("beacon mode: a client certificate Secret for a beacon that requires one becomes --beacon-cert/--beacon-key", () => {
+  const c0 = brokerOf(render(BEACON_MODE).objects).containers[0];
+  assert.ok(!c0.args.includes("--beacon-cert") && !c0.volumeMounts.some((m) => m.name === "beacon-client"),
+    "no client certificate unless asked for");
+  const pod = brokerOf(render([...BEACON_MODE, "--set", "broker.beacon.clientCertSecret=broker-beacon-client"]).objects);
+  const c = pod.containers[0];
+  const mount = c.volumeMounts.find((m) => m.name === "beacon-client");
+  assert.equal(mount.readOnly, true);
+  assert.equal(argOf(c, "--beacon-cert"), `${mount.mountPath}/tls.crt`);
+  assert.equal(argOf(c, "--beacon-key"), `${mount.mountPath}/tls.key`);
+  assert.notEqual(mount.mountPath, c.volumeMounts.find((m) => m.name === "tls").mountPath,
+    "the beacon client key is not the link's key");
+  const vol = pod.volumes.find((v) => v.name === "beacon-client");
+  assert.equal(vol.secret.secretName, "broker-beacon-client");
+  assert.deepEqual(vol.secret.items.map((i) => i.key), ["tls.crt", "tls.key"]);
+  assert.equal(vol.secret.defaultMode, 0o440);
+  // Reverse-connect ignores it: nothing dials a beacon.
+  const rc = brokerOf(render([...SEED, "--set", "broker.beacon.clientCertSecret=x"]).objects).containers[0];
+  assert.ok(!rc.args.includes("--beacon-cert") && !rc.volumeMounts.some((m) => m.name === "beacon-client"));
+});
+
 test("beacon mode: no LoadBalancer, Service or Ingress for bridges is rendered; wrappers keep cloudtaser-broker:8443", () => {
   for (const args of [BEACON_MODE, [...BEACON_MODE, "--set", "broker.external.type=Ingress"], BEACON_FULL]) {
     const { objects } = render(args);
@@ -637,7 +659,11 @@ test("beacon.enabled: every flag the chart passes is one the beacon binary docum
 // beacon mode pairs through it, and the broker turns ready: the readiness
 // the chart probes means "a bridge linked" in beacon mode too.
 const BRIDGE_BIN = process.env.BROKER_BIN && path.join(path.dirname(process.env.BROKER_BIN), "vault-bridge");
-test("the chart's beacon and beacon-mode broker, run with the rendered args, pair with a bridge and the broker turns ready",
+// Twice: as rendered by default, and with a beacon that requires client
+// certificates (beacon.tls.clientCAKey) and a broker that presents one
+// (broker.beacon.clientCertSecret; cloudtaser-certs' clientAuth bridge
+// certificate stands in for the Secret's).
+for (const clientCerts of [false, true]) test(`the chart's beacon and beacon-mode broker, run with the rendered args${clientCerts ? " and client certificates at the beacon" : ""}, pair with a bridge and the broker turns ready`,
   { skip: !(process.env.BROKER_BIN && process.env.BEACON_BIN && fs.existsSync(BRIDGE_BIN)) && "BROKER_BIN, BEACON_BIN or vault-bridge missing", timeout: 90000 }, async (t) => {
   const tmp = fs.mkdtempSync("/tmp/chart-beacon-");
   const procs = [];
@@ -673,15 +699,20 @@ test("the chart's beacon and beacon-mode broker, run with the rendered args, pai
   const logMatch = (p, re) => waitFor(`${re} in the log:\n${p.log}`, () => p.log.match(re));
   const get = async (url) => { try { const r = await fetch(url); return { status: r.status, body: await r.text() }; } catch { return { status: 0, body: "" }; } };
   // Mounted paths onto the certs' directories; every listen address onto loopback, port 0.
-  const localise = (args, dir) => args.map((a) => a.replace("/etc/cloudtaser/tls/", `${tmp}/pki/${dir}/`).replace(/^0\.0\.0\.0:\d+$/, "127.0.0.1:0"));
+  const localise = (args, dir) => args.map((a) => a.replace("/etc/cloudtaser/tls/", `${tmp}/pki/${dir}/`)
+    .replace("/etc/cloudtaser/beacon-client/", `${tmp}/pki/bridge/`).replace(/^0\.0\.0\.0:\d+$/, "127.0.0.1:0"));
 
-  const beaconArgs = find(render(["--set", "beacon.enabled=true"]).objects, "Deployment", "cloudtaser-beacon").spec.template.spec.containers[0].args;
+  const beaconValues = ["--set", "beacon.enabled=true", ...(clientCerts ? ["--set", "beacon.tls.clientCAKey=ca.crt"] : [])];
+  const beaconArgs = find(render(beaconValues).objects, "Deployment", "cloudtaser-beacon").spec.template.spec.containers[0].args;
+  assert.equal(beaconArgs.includes("--client-ca"), clientCerts);
   const beacon = start(process.env.BEACON_BIN, localise(beaconArgs, "beacon"));
   const beaconPort = (await logMatch(beacon, /listening for brokers and bridges on 127\.0\.0\.1:(\d+)/))[1];
   const beaconMetrics = (await logMatch(beacon, /serving metrics on (127\.0\.0\.1:\d+)/))[1];
   await waitFor("the beacon's /readyz", async () => (await get(`http://${beaconMetrics}/readyz`)).status === 200);
 
-  const brokerArgs = brokerOf(render([...BEACON_BASE, "--set", `broker.beacon.address=127.0.0.1:${beaconPort}`, "--set", "broker.replicas=1"]).objects).containers[0].args;
+  const brokerArgs = brokerOf(render([...BEACON_BASE, "--set", `broker.beacon.address=127.0.0.1:${beaconPort}`, "--set", "broker.replicas=1",
+    ...(clientCerts ? ["--set", "broker.beacon.clientCertSecret=broker-beacon-client"] : [])]).objects).containers[0].args;
+  assert.equal(brokerArgs.includes("--beacon-cert"), clientCerts);
   const broker = start(process.env.BROKER_BIN, localise(brokerArgs, "broker"));
   await logMatch(broker, /beacon relay mode: waiting for bridges at 127\.0\.0\.1:\d+/);
   const probes = (await logMatch(broker, /serving probes on (127\.0\.0\.1:\d+)/))[1];
@@ -692,7 +723,8 @@ test("the chart's beacon and beacon-mode broker, run with the rendered args, pai
   const b = `${tmp}/pki/bridge`;
   start(BRIDGE_BIN, ["--beacon-address", `127.0.0.1:${beaconPort}`, "--beacon-ca", `${b}/ca.crt`, "--pairing-key-file", `${b}/pairing.key`,
     "--client-cert", `${b}/tls.crt`, "--client-key", `${b}/tls.key`, "--ca-cert", `${b}/ca.crt`, "--vault-addr", "http://127.0.0.1:1",
-    "--service-cert", `${tmp}/pki/service/tls.crt`, "--service-key", `${tmp}/pki/service/tls.key`]);
+    "--service-cert", `${tmp}/pki/service/tls.crt`, "--service-key", `${tmp}/pki/service/tls.key`,
+    ...(clientCerts ? ["--beacon-cert", `${b}/tls.crt`, "--beacon-key", `${b}/tls.key`] : [])]);
   await waitFor("the broker's /readyz once a bridge linked through the beacon", async () => (await get(`http://${probes}/readyz`)).status === 200);
   // The beacon's figures reach /metrics once a second.
   await waitFor("a pair relayed by the beacon", async () =>
