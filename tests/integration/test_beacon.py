@@ -169,3 +169,42 @@ def test_a_killed_beacon_tls_process_is_restarted_and_the_pair_recovers(world, e
              "the tunnel to serve again after the beacon's TLS process was killed")
     # Both daemons saw the link end and made a new one; neither restarted anything of its own.
     assert broker.count(r"conn=\d+ bridge connected") >= 2
+
+
+def test_two_beacons_share_nothing_and_a_pair_fails_over_when_its_beacon_dies(world, env):
+    # docs/beacon.md §2: the broker waits at every beacon, the bridge tries them in its
+    # rendezvous order. Two beacons that know nothing of each other (same certificate,
+    # separate processes and ports): kill -9 the one carrying the pair, and the bridge pairs
+    # through the other, where the broker is already waiting; the dead one, back on its port,
+    # gets the broker's waiting connections again.
+    a = world.beacon
+    b = world.start_beacon(reuse=a)
+    second = ["--beacon-address", f"127.0.0.1:{b.port}"]
+    up = env.kv()
+    broker = world.broker(extra=second)
+    wait_for(lambda: (a.waiting("broker") or 0) >= 1 and (b.waiting("broker") or 0) >= 1, 15,
+             "the broker to wait at both beacons")
+    bridge = world.bridge(up.addr, extra=second)
+    linked(broker, bridge)
+    assert kv_ok(broker.service_port, "two-beacons")
+
+    def pairs(beacon):
+        return beacon.metric("cloudtaser_beacon_pairs_active") or 0
+
+    wait_for(lambda: pairs(a) + pairs(b) == 1, 10, "the pair at exactly one beacon")
+    used, other = (a, b) if pairs(a) == 1 else (b, a)
+    port = used.port
+    used.kill()
+    gone = time.monotonic()
+    wait_for(lambda: kv_ok(broker.service_port, "failover", timeout=2), 15,
+             "the tunnel to serve again through the other beacon")
+    took = time.monotonic() - gone
+    other.wait_metric("cloudtaser_beacon_pairs_active", "", 1)
+    print(f"failed over to the other beacon in {took:.2f} s")
+    assert took < 5, took
+    assert bridge.count(r"linked to broker instance") >= 2
+    # The dead beacon comes back on its port: the broker waits there again, unasked.
+    back = world.start_beacon(port, reuse=a)
+    wait_for(lambda: (back.waiting("broker") or 0) >= 1, 15,
+             "the broker's waiting connections at the restarted beacon")
+    assert kv_ok(broker.service_port, "still")
