@@ -6,6 +6,7 @@
 #   make demo-beacon the same through a beacon relay (docs/beacon.md)
 #   make bench      throughput/latency table against a baseline measured in the same run
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
+#   make bench-split CPU per request of each process; BIN_B=<other build> for an A/B in one sitting
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
 #
@@ -37,7 +38,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk fuzz asan clean format format-check check-clang
+.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
         cloudtaser-beacon cloudtaser-beacon-forward
@@ -199,6 +200,10 @@ bench: all
 
 bench-bulk: all
 	bash tests/bench/bulk.sh
+
+# CPU per request of each process; BIN_B=dir of another build for an A/B in one sitting.
+bench-split: all
+	bash tests/bench/split.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

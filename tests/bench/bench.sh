@@ -13,7 +13,8 @@
 #
 # Knobs (defaults in brackets):
 #   QUICK [0]      1 = smoke: DUR=1 RUNS=1 BULK_MB=64 CRYPTO=0 ROWS="direct-http haproxy ssh-R-pty"
-#   PARTS ["peers idle"]; RUN_SH [<repo>/../shared/bench/run.sh]; BIN [<repo>/build]
+#   PARTS ["peers split idle"]: split = CPU per request of each of our six processes (tests/bench/split.sh,
+#                  its own nginx and wrk; DUR/ROUNDS there); RUN_SH [<repo>/../shared/bench/run.sh]; BIN [<repo>/build]
 #   PROJECT_PORT [8443] BRIDGE_PORT [9443]: the project's service and bridge ports on 127.0.0.1
 #   IDLE_STREAMS [10000]; IDLE_BASELINES ["ssh-R"] ("" for none); IDLE_UPSTREAM_PORT [8200]
 #   STREAM_MODE [plain]: plain = the bridge carries wrapper bytes unchanged (--allow-plaintext-streams
@@ -40,7 +41,7 @@ BIN=${BIN:-$ROOT/build}
 OUTDIR=${OUTDIR:-$ROOT/build/bench}
 RUN_SH=${RUN_SH:-$ROOT/../shared/bench/run.sh}
 QUICK=${QUICK:-0}
-PARTS=${PARTS:-"peers idle"}
+PARTS=${PARTS:-"peers split idle"}
 PROJECT_PORT=${PROJECT_PORT:-8443}; BRIDGE_PORT=${BRIDGE_PORT:-9443}
 HA=${HA:-1}; HA_PROJECT_PORT=${HA_PROJECT_PORT:-8444}; HA_BRIDGE_PORT=${HA_BRIDGE_PORT:-9444}
 BEACON=${BEACON:-1}; BEACON_PORT=${BEACON_PORT:-9445}
@@ -357,6 +358,20 @@ idle_run() { # system label_server label_client
   read -r r0 p0 np <<<"$m0c"; read -r r1 p1 _ <<<"$m1c"
   IDLE_ROWS+=("| $lc | $np | $(mib "$r0") | $(mib "$r1") | $(kib_per "$r0" "$r1" "$n") | $(kib_per "$p0" "$p1" "$n") | $((cli_fd1 - cli_fd0)) | | | |")
 }
+
+if [[ " $PARTS " == *" split "* ]]; then
+  # The row's total above, split by process: which of the six a change helped (issue 16).
+  emit "## CPU per request by process (tests/bench/split.sh; same machine, its own nginx and wrk)" ""
+  echo "# running tests/bench/split.sh (log: $OUTDIR/split.log)"
+  if STREAM_MODE=$STREAM_MODE BIN=$BIN SUT_CPU=$SUT_CPU LG_CPU=$LG_CPU OUT="$OUTDIR/split.md" \
+    bash "$HERE/split.sh" >"$OUTDIR/split.log" 2>&1 </dev/null; then
+    sed 's/^# /    /' "$OUTDIR/split.md" | tee -a "$MD"
+  else
+    emit "split.sh failed; last lines of $OUTDIR/split.log:" ""
+    tail -20 "$OUTDIR/split.log" | sed 's/^/    /' | tee -a "$MD"
+  fi
+  emit ""
+fi
 
 if [[ " $PARTS " == *" idle "* ]]; then
   echo "# idle-stream memory: $IDLE_STREAMS idle wrapper connections (logs: $OUTDIR/idle-*.log)"

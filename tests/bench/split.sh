@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# make bench-split: CPU per request of each of the tunnel's processes (broker parent, TLS, forward;
+# bridge the same), so that a change can be pinned to the process it helped. The shared harness
+# (../shared/bench/run.sh) gives the row's total; this gives its parts, measured the same way: CPU
+# time of every thread from /proc/PID/task/*/schedstat, around wrk runs with 1 KiB answers at each
+# connection count, and around single-stream bulk curls (CPU seconds per GiB).
+#
+# A/B: with BIN_B set, the two builds run alternately (A B A B ...), ROUNDS times each, in one
+# sitting on the same upstream, and the table shows the median of each side and B/A. This is how a
+# change's effect is measured (issue 16): the machine's drift hits both sides alike.
+#
+#   CONNS ["16 256"]; DUR [5] seconds per wrk run; ROUNDS [3] runs per build and connection count
+#   BULK_MB [256] size of the bulk file (0: no bulk column); STREAM_MODE [plain] plain | tls
+#   BIN [build] BIN_B [unset] SUT_CPU [0] LG_CPU [1]; OUT [unset] also write the table there
+# Ports: nginx 127.0.0.1:18210, service 127.0.0.1:18453, bridge link 127.0.0.1:19453.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}
+CONNS=${CONNS:-"16 256"}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}
+STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
+UP=18210; SVC=18453; LINK=19453
+[ "$(nproc)" -ge 2 ] || { echo "bench-split: needs 2 CPUs (daemons and load generator pinned apart)" >&2; exit 1; }
+for b in "$BIN" ${BIN_B:+"$BIN_B"}; do
+  if [ ! -x "$b/cloudtaser-broker" ] || [ ! -x "$b/vault-bridge" ]; then
+    echo "bench-split: no daemons in $b; run make" >&2; exit 1
+  fi
+done
+if ! command -v nginx >/dev/null && [ -x /usr/sbin/nginx ]; then PATH=$PATH:/usr/sbin; fi
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "# installing ${missing[*]}" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+  else
+    echo "bench-split: needs ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1
+  fi
+fi
+
+W=$(mktemp -d /tmp/ct-split.XXXXXX); SHM=$(mktemp -d /dev/shm/ct-split.XXXXXX); chmod 755 "$W" "$SHM"
+PIDS=()
+stop() { # session leaders...
+  local p
+  for p in "$@"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+  done
+}
+cleanup() { set +e; [ ${#PIDS[@]} -gt 0 ] && stop "${PIDS[@]}"; rm -rf "$W" "$SHM"; }
+trap cleanup EXIT; trap 'exit 130' INT TERM
+start() { # log cmd... -> LAST_PID (own session, pinned to the SUT cpu)
+  local log=$1; shift
+  setsid taskset -c "$SUT_CPU" "$@" >"$log" 2>&1 </dev/null &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+wait_http() { for _ in $(seq 50); do curl -sfk -o /dev/null --max-time 2 "$@" && return 0; sleep 0.1; done; return 1; }
+
+# ---------- upstream: nginx, the harness's 1 KiB KV answer and a bulk file in tmpfs ----------
+head -c 1024 /dev/zero | tr '\0' 'A' | sed 's/^/{"data":{"data":{"v":"/; s/$/"}}}/' >"$W/kv.json"
+[ "$BULK_MB" -gt 0 ] && dd if=/dev/zero of="$SHM/big" bs=1M count="$BULK_MB" status=none && chmod 644 "$SHM/big"
+cat >"$W/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; client_body_temp_path $W/b; proxy_temp_path $W/p; fastcgi_temp_path $W/f;
+  uwsgi_temp_path $W/u; scgi_temp_path $W/s; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$UP backlog=4096;
+    location = /v1/secret/data/app { default_type application/json; alias $W/kv.json; }
+    location = /big { default_type application/octet-stream; alias $SHM/big; }
+  }
+}
+EOF
+start "$W/nginx.log" nginx -c "$W/nginx.conf" -e "$W/nginx-error.log"
+wait_http "http://127.0.0.1:$UP/v1/secret/data/app" || { echo "bench-split: nginx did not start" >&2; exit 1; }
+
+"$ROOT/deploy/cloudtaser-certs" --out "$W/pki" --external-host localhost >/dev/null
+P=$W/pki
+stream_flags=(--allow-plaintext-streams); scheme=http; curl_tls=()
+if [ "$STREAM_MODE" = tls ]; then
+  stream_flags=(--service-cert "$P/service/tls.crt" --service-key "$P/service/tls.key"); scheme=https
+  curl_tls=(--cacert "$P/ca/ca.crt" --resolve "cloudtaser-broker.cloudtaser-system.svc:$SVC:127.0.0.1")
+fi
+host=127.0.0.1; [ "$STREAM_MODE" = tls ] && host=cloudtaser-broker.cloudtaser-system.svc
+base="$scheme://$host:$SVC"
+
+# ---------- the tunnel of one build, and its six processes by role ----------
+BROKER_PID=; BRIDGE_PID=
+tunnel_up() { # bin
+  start "$W/broker.log" "$1/cloudtaser-broker" --bridge-listen 127.0.0.1:$LINK --service-listen 127.0.0.1:$SVC \
+    --cert "$P/broker/tls.crt" --key "$P/broker/tls.key" --ca-cert "$P/ca/ca.crt"
+  BROKER_PID=$LAST_PID
+  start "$W/bridge.log" "$1/vault-bridge" --broker-address 127.0.0.1:$LINK --vault-addr "http://127.0.0.1:$UP" \
+    --broker-name localhost --client-cert "$P/bridge/tls.crt" --client-key "$P/bridge/tls.key" \
+    --ca-cert "$P/ca/ca.crt" "${stream_flags[@]}" --vault-health-interval 0
+  BRIDGE_PID=$LAST_PID
+  wait_http "${curl_tls[@]}" "$base/v1/secret/data/app" ||
+    { echo "bench-split: the tunnel of $1 did not come up" >&2; cat "$W"/broker.log "$W"/bridge.log >&2; exit 1; }
+}
+tunnel_down() { stop "$BROKER_PID" "$BRIDGE_PID"; PIDS=("${PIDS[0]}"); }
+ROLES=(broker-parent broker-tls broker-forward bridge-parent bridge-tls bridge-forward)
+role_pids() { # -> "role pid" lines: each parent, its --child=tls and its forwarding executable
+  local side parent c args
+  for side in broker:$BROKER_PID bridge:$BRIDGE_PID; do
+    parent=${side#*:}
+    echo "${side%%:*}-parent $parent"
+    for c in $(ps -o pid= --ppid "$parent"); do
+      args=$(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null || true)
+      case $args in
+      *--child=tls*) echo "${side%%:*}-tls $c" ;;
+      *--child=forward*) echo "${side%%:*}-forward $c" ;;
+      esac
+    done
+  done
+}
+cpu_ns() { # pid: every thread's CPU time (schedstat's first field)
+  local t s=0 v
+  for t in /proc/"$1"/task/*/schedstat; do read -r v _ <"$t" 2>/dev/null && s=$((s + v)); done
+  echo "$s"
+}
+snapshot() { local r p; while read -r r p; do echo "$r $(cpu_ns "$p")"; done < <(role_pids); }
+# One measurement: "label" and a command that prints the work done (requests, or bytes); appends
+# "label role value" lines to $RES, value = µs per request (or s per GiB for bulk).
+RES=$W/results
+measure() { # build label unit cmd...
+  local build=$1 label=$2 unit=$3; shift 3
+  local before after work
+  before=$(snapshot)
+  work=$("$@")
+  after=$(snapshot)
+  if [ -z "$work" ] || [ "$work" = 0 ]; then echo "bench-split: no work done in $label" >&2; return 0; fi
+  join <(sort <<<"$before") <(sort <<<"$after") | awk -v b="$build" -v l="$label" -v w="$work" -v u="$unit" '
+    { d = $3 - $2; v = (u == "req") ? d / 1000 / w : d / 1e9 / (w / 1073741824); print b, l, $1, v; t += v }
+    END { print b, l, "total", t }' >>"$RES"
+  [ "$unit" = req ] && echo "$build $label req/s $(awk -v w="$work" -v d="$DUR" 'BEGIN{printf "%.0f", w/d}')" >>"$RES"
+  return 0
+}
+wrk_requests() { # conns -> completed requests
+  taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" --latency "$base/v1/secret/data/app" 2>/dev/null |
+    awk '/requests in/ {print $1}'
+}
+bulk_bytes() { taskset -c "$LG_CPU" curl -sf "${curl_tls[@]}" -o /dev/null --max-time 120 -w '%{size_download}' "$base/big" || echo 0; }
+
+builds=(A); [ -n "$BIN_B" ] && builds+=(B)
+bin_of() { if [ "$1" = A ]; then echo "$BIN"; else echo "$BIN_B"; fi; }
+: >"$RES"
+for round in $(seq "$ROUNDS"); do
+  for b in "${builds[@]}"; do
+    tunnel_up "$(bin_of "$b")"
+    # Warm-up: connections, TLS sessions and the daemons' buffers.
+    taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+    for c in $CONNS; do measure "$b" "c=$c" req wrk_requests "$c"; done
+    [ "$BULK_MB" -gt 0 ] && measure "$b" bulk GiB bulk_bytes
+    tunnel_down
+    echo "# round $round build $b done" >&2
+  done
+done
+
+# ---------- table: medians per build, and B/A ----------
+rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
+{
+  echo "# bench-split rev $rev, $STREAM_MODE streams, wrk ${DUR}s x $ROUNDS rounds per build (median), SUT cpu $SUT_CPU, load $(cut -d' ' -f1 /proc/loadavg)"
+  echo "# A = $BIN${BIN_B:+, B = $BIN_B}; CPU µs per request at each connection count, CPU s per GiB in bulk"
+  cols=(); for c in $CONNS; do cols+=("c=$c"); done; [ "$BULK_MB" -gt 0 ] && cols+=(bulk)
+  awk -v builds="${builds[*]}" -v cols="${cols[*]}" -v roles="${ROLES[*]} total req/s" '
+    { k = $1 SUBSEP $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 }
+    function med(k,   i, j, t, m, a) { m = n[k]; if (!m) return -1
+      for (i = 1; i <= m; i++) a[i] = v[k, i]
+      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+    BEGIN { nb = split(builds, B, " "); nc = split(cols, C, " "); nr = split(roles, R, " ") }
+    END {
+      printf "| process |"; for (c = 1; c <= nc; c++) for (b = 1; b <= nb; b++) printf " %s %s |", C[c], B[b]
+      if (nb == 2) for (c = 1; c <= nc; c++) printf " %s B/A |", C[c]
+      printf "\n|---|"; for (c = 1; c <= nc * nb + (nb == 2 ? nc : 0); c++) printf "---:|"; printf "\n"
+      for (r = 1; r <= nr; r++) {
+        printf "| %s |", R[r]
+        for (c = 1; c <= nc; c++) for (b = 1; b <= nb; b++) {
+          x = med(B[b] SUBSEP C[c] SUBSEP R[r]); if (x < 0) printf " |"; else printf (R[r] == "req/s" ? " %.0f |" : (C[c] == "bulk" ? " %.2f |" : " %.1f |")), x }
+        if (nb == 2) for (c = 1; c <= nc; c++) {
+          a = med("A" SUBSEP C[c] SUBSEP R[r]); bb = med("B" SUBSEP C[c] SUBSEP R[r])
+          if (a > 0 && bb >= 0) printf " %.2f |", bb / a; else printf " |" }
+        printf "\n" }
+    }' "$RES"
+} | tee ${OUT:+"$OUT"}
