@@ -206,6 +206,10 @@ size_t TlsConn::read_plain(std::span<uint8_t> out) {
     const int r = SSL_read_ex(ssl_, out.data() + total, out.size() - total, &n);
     if (r == 1) {
       total += n;
+      // Nothing left in OpenSSL's buffer and nothing more the socket gives
+      // this wake-up: another SSL_read_ex would only end in WANT_READ (and
+      // cost an error-queue clear and SSL_get_error on the way).
+      if (!SSL_has_pending(ssl_) && source_dry()) break;
       continue;
     }
     const int e = SSL_get_error(ssl_, r);

@@ -53,7 +53,8 @@ class TlsConn {
   // Advances the handshake. true when complete; check failed() otherwise.
   bool handshake();
   bool established() const { return established_; }
-  // Decrypts into `out`; returns bytes written (0: nothing more now).
+  // Decrypts into `out`; returns bytes written. Less than out.size() means
+  // nothing more now (the caller need not ask again until the next wake-up).
   size_t read_plain(std::span<uint8_t> out);
   // Encrypts `in` into the pending ciphertext (never blocks).
   bool write_plain(Bytes in);
@@ -78,6 +79,10 @@ class TlsConn {
 
  private:
   friend struct TlsConnBio;
+  // The socket can give no more ciphertext this wake-up (its read budget is
+  // spent by a short read, or it ended). Inside an outer session: unknown,
+  // so false (read_plain then asks once more, as it always did).
+  bool source_dry() const { return outer_ == nullptr && (read_budget_ == 0 || eof_ || failed_); }
   // The BIO's two directions (see tls_conn.cc).
   int bio_read(BIO* b, char* buf, size_t len, size_t* got);
   void bio_write(const char* buf, size_t len);

@@ -156,7 +156,7 @@ void TlsLink::pump() noexcept {
     session_->commit_input(n, Clock::now());
     if (n > 0) after_input();
     if (closed_) return;
-    if (n == 0) break;
+    if (n < space.size()) break;  // nothing more now (read_plain's contract)
   }
   if (tls_->failed() || tls_->eof()) {
     // A TCP FIN without close_notify is a truncation, never a clean end (T-14).
