@@ -35,6 +35,8 @@ const char* msg_name(Msg m) {
       return "DRAIN";
     case Msg::kPing:
       return "PING";
+    case Msg::kPeerWake:
+      return "PEER_WAKE";
     case Msg::kPong:
       return "PONG";
     case Msg::kReady:

@@ -34,8 +34,9 @@ enum class Msg : uint16_t {
   kDialFailed = 6,       // text: why the dial failed (bridge)
   kDrain = 7,            // stop accepting, goaway, finish streams
   kMetricsListener = 8,  // fd: the broker's --metrics-listen socket (forwarding process)
-  kPeerRing = 9,  // fd: the data channel's shared-memory rings (shm_ring.h), before PEER_CHANNEL
-  kPing = 10,     // u64: the heartbeat; the child's loop answers PONG with the same number
+  kPeerRing = 9,   // fd: the data channel's shared-memory rings (shm_ring.h), before PEER_CHANNEL
+  kPing = 10,      // u64: the heartbeat; the child's loop answers PONG with the same number
+  kPeerWake = 11,  // fd: an eventfd of the data channel; u8 0 = ours to wait on, 1 = the peer's
   // child -> parent
   kReady = 32,          // settings (and material) applied
   kMaterialError = 33,  // text: why the material was refused

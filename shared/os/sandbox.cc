@@ -39,7 +39,7 @@ namespace {
 constexpr uint64_t kExec = PROT_EXEC;
 const SyscallRule kCommon[] = {
     {"read", "sockets, socketpairs, signalfd"},
-    {"write", "sockets, socketpairs, the log line to stderr"},
+    {"write", "sockets, socketpairs, the log line to stderr, the data channel's wake eventfd"},
     {"writev", "stderr from libc's own abort message"},
     {"close", "every fd we are done with"},
     {"epoll_wait", "the loop"},

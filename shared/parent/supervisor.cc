@@ -1,6 +1,7 @@
 #include "shared/parent/supervisor.h"
 
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 
 #include <cstring>
@@ -87,7 +88,20 @@ void Supervisor::connect_pair() {
     LOG_WARN_ERRNO(err, "memfd for the data channel");
     return;
   }
-  // Both get the same rings, then their own end of the wake-up socketpair.
+  // One eventfd per direction (stream/link.h ChannelWake): each child waits
+  // on its own and writes the other's.
+  UniqueFd wake_tls(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  UniqueFd wake_fwd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_tls || !wake_fwd) {
+    LOG_WARN_ERRNO(errno, "eventfd for the data channel");
+    return;
+  }
+  const uint8_t mine = 0, peer = 1;
+  kids_[kTls].ch.send(Msg::kPeerWake, Bytes(&mine, 1), wake_tls.get());
+  kids_[kTls].ch.send(Msg::kPeerWake, Bytes(&peer, 1), wake_fwd.get());
+  kids_[kForward].ch.send(Msg::kPeerWake, Bytes(&mine, 1), wake_fwd.get());
+  kids_[kForward].ch.send(Msg::kPeerWake, Bytes(&peer, 1), wake_tls.get());
+  // Both get the same rings, then their own end of the socketpair (EOF).
   kids_[kTls].ch.send(Msg::kPeerRing, {}, ring.get());
   kids_[kForward].ch.send(Msg::kPeerRing, {}, ring.get());
   kids_[kTls].ch.send(Msg::kPeerChannel, {}, a.get());

@@ -39,7 +39,7 @@ bool ChildBase::on_settings(const IpcMessage& m) noexcept {
 // PEER_RING the table made come just before it. It replaces the old channel,
 // whose close resets the streams that ran over it.
 bool ChildBase::on_peer_channel(UniqueFd fd) noexcept {
-  if (!peer_ring_) return false;
+  if (!peer_ring_ || !peer_wake_.valid()) return false;
   const DataChannelSpec& d = spec_.data_channel;
   SessionConfig c;
   c.role = spec_.role == ProcRole::kTls ? Role::kTlsProcess : Role::kForwardProcess;
@@ -49,8 +49,9 @@ bool ChildBase::on_peer_channel(UniqueFd fd) noexcept {
   c.instance = random_instance();
   c.pool = budget_;
   if (d.pooled_initial_window != 0) c.pooled_initial_window = d.pooled_initial_window;
-  auto next = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(peer_ring_), c,
-                                          Clock::now());
+  auto next = std::make_unique<PlainLink>(loop_, *this, 0, std::move(fd), std::move(peer_ring_),
+                                          std::move(peer_wake_), c, Clock::now());
+  peer_wake_ = ChannelWake{};
   if (local_) local_->close("replaced by a new data channel");
   local_ = std::move(next);
   on_data_channel();
@@ -108,6 +109,15 @@ void ChildBase::on_io(uint32_t events) noexcept {
           return;
         }
         allowed = on_message(m);
+        break;
+      case Msg::kPeerWake:
+        // Kept for the PEER_CHANNEL that follows (with PEER_RING): body 0 is
+        // ours to wait on, 1 the peer's to write.
+        if (m.body.size() != 1 || m.body[0] > 1) {
+          allowed = false;
+          break;
+        }
+        (m.body[0] == 0 ? peer_wake_.mine : peer_wake_.peer) = std::move(m.fd);
         break;
       case Msg::kPeerRing: {
         // Mapped now, used by the PEER_CHANNEL that follows (the table

@@ -137,6 +137,7 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   int exit_code_ = 0;
   pid_t parent_;  // spawn_child armed PDEATHSIG for this parent; the sandbox re-arms it
   std::unique_ptr<ShmRing> peer_ring_;
+  ChannelWake peer_wake_;  // the PEER_WAKE eventfds for the next PEER_CHANNEL
   bool sandboxed_ = false;
 };
 

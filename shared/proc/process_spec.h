@@ -36,11 +36,13 @@ struct DataChannelSpec {
 };
 
 // The rows every child's table has: SETTINGS first and once (it opens the
-// running phase), the data channel's PEER_RING + PEER_CHANNEL pair (again
-// whenever the sibling restarts), DRAIN once, and the heartbeat any time.
+// running phase), the data channel's two PEER_WAKE eventfds and its
+// PEER_RING + PEER_CHANNEL pair (again whenever the sibling restarts), DRAIN
+// once, and the heartbeat any time.
 // clang-format off
 inline constexpr MsgRule kChildRules[] = {
     {Msg::kSettings, false, 4096, kPhaseSetup, kOnce | kOpens},
+    {Msg::kPeerWake, true, 1, kPhaseRunning},
     {Msg::kPeerRing, true, 0, kPhaseRunning},
     {Msg::kPeerChannel, true, 0, kPhaseRunning, 0, Msg::kPeerRing},
     {Msg::kDrain, false, 0, kPhaseRunning, kOnce},

@@ -1,10 +1,12 @@
 #include "shared/stream/link.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "shared/base/check.h"
 #include "shared/base/log.h"
 #include "shared/wire/limits.h"
 
@@ -56,13 +58,16 @@ void Link::close(std::string reason) noexcept {
 }
 
 PlainLink::PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd,
-                     std::unique_ptr<ShmRing> ring, const SessionConfig& cfg, TimePoint now)
-    : Link(loop, owner, id), fd_(std::move(fd)), ring_(std::move(ring)) {
+                     std::unique_ptr<ShmRing> ring, ChannelWake wake, const SessionConfig& cfg,
+                     TimePoint now)
+    : Link(loop, owner, id), fd_(std::move(fd)), ring_(std::move(ring)), wake_(std::move(wake)) {
+  CT_CHECK(wake_.valid());
   start_session(cfg, now);
   // The first batch takes whatever the other process wrote before we mapped
   // the ring (it could not know we sleep), then sets our sleeping flag.
   interest_ = EPOLLIN | EPOLLRDHUP | EPOLLOUT;
   loop_.add(fd_.get(), interest_, this);
+  loop_.add(wake_.mine.get(), EPOLLIN | EPOLLET, &wake_handler_);
 }
 
 PlainLink::~PlainLink() = default;
@@ -71,6 +76,11 @@ void PlainLink::close_transport() noexcept {
   if (fd_) {
     loop_.del(fd_.get());
     fd_.reset();
+  }
+  if (wake_.mine) {
+    loop_.del(wake_.mine.get());
+    wake_.mine.reset();
+    wake_.peer.reset();
   }
 }
 
@@ -85,10 +95,15 @@ void PlainLink::update_interest() noexcept {
 }
 
 void PlainLink::wake_peer() noexcept {
-  // One byte: "a position moved". EAGAIN means wake-ups are already waiting
-  // unread, so the peer wakes anyway; other errors show up as EOF on read.
-  const uint8_t b = 1;
-  (void)::send(fd_.get(), &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  // "A position moved". The counter is never read, so it only grows: one
+  // per wake-up, it cannot reach the 2^64-2 where a write would refuse. A
+  // peer that is gone shows up as EOF on the socketpair instead.
+  const uint64_t one = 1;
+  if (::write(wake_.peer.get(), &one, sizeof one) < 0) return;  // nothing to do: see above
+}
+
+void PlainLink::on_wake() noexcept {
+  if (!closed_) serve(false, 0);
 }
 
 void PlainLink::on_io(uint32_t events) noexcept {
@@ -96,8 +111,8 @@ void PlainLink::on_io(uint32_t events) noexcept {
   bool gone = false;
   int err = 0;
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
-    // Wake-up bytes carry nothing but the wake-up; read them away (bounded:
-    // level-triggered epoll brings us back for the rest).
+    // Nothing is written to the socketpair but its EOF; anything else is
+    // read away and ignored (bounded: level-triggered epoll brings us back).
     uint8_t buf[512];
     for (int i = 0; i < 8; i++) {
       const ssize_t n = ::read(fd_.get(), buf, sizeof buf);
@@ -109,6 +124,10 @@ void PlainLink::on_io(uint32_t events) noexcept {
       break;
     }
   }
+  serve(gone, err);
+}
+
+void PlainLink::serve(bool gone, int err) noexcept {
   flush();  // the peer may have made room for our output
   if (closed_) return;
   pump_input();  // before EOF: what the peer wrote before it went is delivered

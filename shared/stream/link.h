@@ -91,13 +91,26 @@ class Link : public Loop::Handler {
   Timer timer_;
 };
 
+// The data channel's wake-ups: two eventfds the parent made, one per
+// direction. A process waits on `mine` (in epoll edge-triggered and never
+// read: every write by the other process is an edge) and writes `peer` to
+// wake the other. One 8-byte write per wake-up, and nothing to read: a byte
+// on a socketpair cost a send with its socket-buffer work and a read.
+struct ChannelWake {
+  UniqueFd mine;
+  UniqueFd peer;
+  bool valid() const { return mine && peer; }
+};
+
 // The session over the data channel between a daemon's TLS and forwarding
-// processes: bytes through a shared-memory ring (shm_ring.h), wake-ups and
-// the other process's exit through a socketpair.
+// processes: bytes through a shared-memory ring (shm_ring.h), wake-ups
+// through the two eventfds of `wake`, and the other process's exit through a
+// socketpair (its EOF; nothing else is ever written to it).
 class PlainLink final : public Link {
  public:
+  // `wake` must be valid.
   PlainLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, std::unique_ptr<ShmRing> ring,
-            const SessionConfig& cfg, TimePoint now);
+            ChannelWake wake, const SessionConfig& cfg, TimePoint now);
   ~PlainLink() override;
   void on_io(uint32_t events) noexcept override;
   void flush() noexcept override;
@@ -111,12 +124,23 @@ class PlainLink final : public Link {
   }
 
  private:
+  struct WakeHandler final : Loop::Handler {
+    explicit WakeHandler(PlainLink& l) : link(l) {}
+    void on_io(uint32_t) noexcept override { link.on_wake(); }
+    PlainLink& link;
+  };
   void close_transport() noexcept override;
+  void on_wake() noexcept;
+  // After a wake-up or socket event: output first (the peer may have made
+  // room), then input, then what the socket said (`gone`, errno `err`).
+  void serve(bool gone, int err) noexcept;
   void pump_input() noexcept;
   void wake_peer() noexcept;
   void update_interest() noexcept;
   UniqueFd fd_;
   std::unique_ptr<ShmRing> ring_;
+  ChannelWake wake_;
+  WakeHandler wake_handler_{*this};
   bool more_input_ = true;  // the ring may hold input we have not taken (EPOLLOUT: run again)
   bool eof_ = false;        // the other process closed the channel (it exited)
   uint32_t interest_ = 0;

@@ -12,11 +12,13 @@
 #   CONNS ["16 256"]; DUR [5] seconds per wrk run; ROUNDS [3] runs per build and connection count
 #   BULK_MB [256] size of the bulk file (0: no bulk column); STREAM_MODE [plain] plain | tls
 #   BIN [build] BIN_B [unset] SUT_CPU [0] LG_CPU [1]; OUT [unset] also write the table there
+#   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
+#            top symbols of each process (build/bench/split.perf.data stays for perf report)
 # Ports: nginx 127.0.0.1:18210, service 127.0.0.1:18453, bridge link 127.0.0.1:19453.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}
-CONNS=${CONNS:-"16 256"}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}
+CONNS=${CONNS:-"16 256"}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
 STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
 UP=18210; SVC=18453; LINK=19453
 [ "$(nproc)" -ge 2 ] || { echo "bench-split: needs 2 CPUs (daemons and load generator pinned apart)" >&2; exit 1; }
@@ -159,6 +161,21 @@ for round in $(seq "$ROUNDS"); do
     echo "# round $round build $b done" >&2
   done
 done
+
+if [ "$PERF" = 1 ]; then
+  PERF_OUT=$ROOT/build/bench/split.perf.data; mkdir -p "$(dirname "$PERF_OUT")"
+  tunnel_up "$BIN"
+  taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+  role_pids >"$W/roles"
+  perf record -q -e cpu-clock -C "$SUT_CPU" -g -o "$PERF_OUT" -- \
+    taskset -c "$LG_CPU" wrk -t1 -c16 -d"${DUR}s" "$base/v1/secret/data/app" >/dev/null 2>&1
+  tunnel_down
+  while read -r role pid; do
+    echo "## perf: $role (pid $pid), top symbols by self time, c=16"
+    perf report -i "$PERF_OUT" --pid "$pid" --no-children --sort sym --stdio -g none 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | head -"${PERF_TOP:-25}"
+  done <"$W/roles"
+fi
 
 # ---------- table: medians per build, and B/A ----------
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"

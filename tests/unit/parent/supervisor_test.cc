@@ -40,8 +40,10 @@ int child_main(const char* role) {
   const std::string m = mode == nullptr ? "silent" : mode;
   if (m == "exit") return 3;
   if (m == "other-version") return kExitVersionMismatch;
-  const MsgRule accepts[] = {
-      {Msg::kPeerRing, true, 0}, {Msg::kPeerChannel, true, 0}, {Msg::kPing, false, 8}};
+  const MsgRule accepts[] = {{Msg::kPeerWake, true, 1},
+                             {Msg::kPeerRing, true, 0},
+                             {Msg::kPeerChannel, true, 0},
+                             {Msg::kPing, false, 8}};
   IpcChannel ch(UniqueFd(kChildControlFd), accepts);
   // A child role's parent never accepts DIAL_REQUEST in these tests.
   if (m == "forbidden") ch.send(Msg::kDialRequest, Bytes{});

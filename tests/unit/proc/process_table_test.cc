@@ -37,26 +37,31 @@ TEST(ProcessTable, TheTlsProcessAdmitsWhatTheParentSends) {
   std::string why;
   EXPECT_TRUE(
       admits(broker::kProcs.tls.from_parent,
-             {Msg::kSettings, Msg::kMaterial, Msg::kListener, Msg::kPeerRing, Msg::kPeerChannel,
-              Msg::kPing, Msg::kMaterial, Msg::kPeerRing, Msg::kPeerChannel, Msg::kDrain},
+             {Msg::kSettings, Msg::kMaterial, Msg::kListener, Msg::kPeerWake, Msg::kPeerWake,
+              Msg::kPeerRing, Msg::kPeerChannel, Msg::kPing, Msg::kMaterial, Msg::kPeerWake,
+              Msg::kPeerWake, Msg::kPeerRing, Msg::kPeerChannel, Msg::kDrain},
              &why))
       << why;
-  EXPECT_TRUE(admits(bridge::kProcs.tls.from_parent,
-                     {Msg::kSettings, Msg::kMaterial, Msg::kPeerRing, Msg::kPeerChannel,
-                      Msg::kDialed, Msg::kPing, Msg::kDialFailed, Msg::kDrain},
-                     &why))
+  EXPECT_TRUE(
+      admits(bridge::kProcs.tls.from_parent,
+             {Msg::kSettings, Msg::kMaterial, Msg::kPeerWake, Msg::kPeerWake, Msg::kPeerRing,
+              Msg::kPeerChannel, Msg::kDialed, Msg::kPing, Msg::kDialFailed, Msg::kDrain},
+             &why))
       << why;
 }
 
 TEST(ProcessTable, TheForwardingProcessAdmitsWhatTheParentSends) {
   std::string why;
-  EXPECT_TRUE(admits(broker::kProcs.forward.from_parent,
-                     {Msg::kSettings, Msg::kListener, Msg::kMetricsListener, Msg::kMetricsListener,
-                      Msg::kStats, Msg::kPeerRing, Msg::kPeerChannel, Msg::kStats, Msg::kDrain},
-                     &why))
+  EXPECT_TRUE(admits(
+      broker::kProcs.forward.from_parent,
+      {Msg::kSettings, Msg::kListener, Msg::kMetricsListener, Msg::kMetricsListener, Msg::kStats,
+       Msg::kPeerWake, Msg::kPeerWake, Msg::kPeerRing, Msg::kPeerChannel, Msg::kStats, Msg::kDrain},
+      &why))
       << why;
   EXPECT_TRUE(admits(bridge::kProcs.forward.from_parent,
-                     {Msg::kSettings, Msg::kPeerRing, Msg::kPeerChannel, Msg::kDrain}, &why))
+                     {Msg::kSettings, Msg::kPeerWake, Msg::kPeerWake, Msg::kPeerRing,
+                      Msg::kPeerChannel, Msg::kDrain},
+                     &why))
       << why;
 }
 

@@ -4,6 +4,7 @@
 #include "shared/stream/link.h"
 
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
@@ -44,10 +45,16 @@ struct LinkFixture : ::testing::Test {
     auto r1 = ShmRing::map(mem.get(), ShmRing::Side::kTls);
     auto r2 = ShmRing::map(mem.get(), ShmRing::Side::kForward);
     ASSERT_TRUE(r1 && r2) << (r1 ? r2 : r1).what();
-    l1 = std::make_unique<PlainLink>(loop, o1, 1, UniqueFd(sv[0]), std::move(*r1), cfg(true),
-                                     Clock::now());
-    l2 = std::make_unique<PlainLink>(loop, o2, 2, UniqueFd(sv[1]), std::move(*r2), cfg(false),
-                                     Clock::now());
+    // The two eventfds as the parent hands them out: each end waits on its
+    // own and writes the other's.
+    const int e1 = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC),
+              e2 = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ASSERT_TRUE(e1 >= 0 && e2 >= 0);
+    ChannelWake w1{UniqueFd(e1), UniqueFd(::dup(e2))}, w2{UniqueFd(e2), UniqueFd(::dup(e1))};
+    l1 = std::make_unique<PlainLink>(loop, o1, 1, UniqueFd(sv[0]), std::move(*r1), std::move(w1),
+                                     cfg(true), Clock::now());
+    l2 = std::make_unique<PlainLink>(loop, o2, 2, UniqueFd(sv[1]), std::move(*r2), std::move(w2),
+                                     cfg(false), Clock::now());
     settle(20);
     ASSERT_TRUE(l1->session().ready() && l2->session().ready());
     o1.id = o2.id = l1->session().open();
