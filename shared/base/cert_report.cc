@@ -77,8 +77,8 @@ std::string render_cert_state(const std::string& prefix, const CertState& s, boo
                std::to_string(c.index) + "\"" + pin + "} " + std::to_string(c.not_after) + "\n";
     else
       own += prefix + "_certificate_not_after_timestamp_seconds{certificate=\"" +
-             cert_role_name(c.role) + "\",index=\"" + std::to_string(c.index) + "\"" + pin +
-             "} " + std::to_string(c.not_after) + "\n";
+             cert_role_name(c.role) + "\",index=\"" + std::to_string(c.index) + "\"" + pin + "} " +
+             std::to_string(c.not_after) + "\n";
   }
   std::string out;
   if (!own.empty())
@@ -126,8 +126,7 @@ std::vector<std::string> ExpiryWarnings::due(const CertState& s, int64_t now) {
   std::vector<Seen> kept;
   std::vector<std::string> lines;
   for (const CertReport& c : s.certs) {
-    if (std::any_of(kept.begin(), kept.end(),
-                    [&](const Seen& k) { return same_cert(k.key, c); }))
+    if (std::any_of(kept.begin(), kept.end(), [&](const Seen& k) { return same_cert(k.key, c); }))
       continue;  // several peers with one certificate: one warning
     auto it = std::find_if(seen_.begin(), seen_.end(),
                            [&](const Seen& k) { return same_cert(k.key, c); });
@@ -147,8 +146,8 @@ std::vector<std::string> ExpiryWarnings::due(const CertState& s, int64_t now) {
       if (c.has_pin) what += " (pin " + format_pin(c.pin) + ")";
       const int64_t left = c.not_after - now;
       if (left <= 0)
-        what += " expired " + std::to_string(-left / kDay) + " day(s) ago (" + utc(c.not_after) +
-                ")";
+        what +=
+            " expired " + std::to_string(-left / kDay) + " day(s) ago (" + utc(c.not_after) + ")";
       else
         what += " expires in " + std::to_string(left / kDay) + " day(s) " +
                 std::to_string(left % kDay / 3600) + " hour(s) (" + utc(c.not_after) +

@@ -57,8 +57,7 @@ bool get_cert_state(ByteReader& r, CertState* out);
 // {certificate,index[,pin]}, <prefix>_peer_certificate_not_after_timestamp_seconds
 // {link,pin} and, `with_pins`, <prefix>_pins_configured. `prefix`:
 // "cloudtaser_broker" etc.
-std::string render_cert_state(const std::string& prefix, const CertState& s,
-                              bool with_pins = true);
+std::string render_cert_state(const std::string& prefix, const CertState& s, bool with_pins = true);
 
 // The wall clock in unix seconds: a certificate's validity is wall-clock time
 // (the only reader of it besides the logs' timestamps).

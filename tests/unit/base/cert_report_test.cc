@@ -88,12 +88,12 @@ TEST(ExpiryWarnings, EachThresholdOnceThenAgainOnlyForANewCertificate) {
   ExpiryWarnings w;
   CertState s;
   s.certs.push_back(leaf(kNow + 40 * kDay));
-  EXPECT_TRUE(w.due(s, kNow).empty());  // 40 days out: nothing yet
+  EXPECT_TRUE(w.due(s, kNow).empty());      // 40 days out: nothing yet
   auto lines = w.due(s, kNow + 11 * kDay);  // 29 days left
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_NE(lines[0].find("within 30 day(s)"), std::string::npos) << lines[0];
   EXPECT_TRUE(w.due(s, kNow + 12 * kDay).empty());  // the 30-day warning was given
-  lines = w.due(s, kNow + 34 * kDay);                // 6 days left
+  lines = w.due(s, kNow + 34 * kDay);               // 6 days left
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_NE(lines[0].find("within 7 day(s)"), std::string::npos);
   EXPECT_TRUE(w.due(s, kNow + 35 * kDay).empty());
