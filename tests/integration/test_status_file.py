@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, free_port, http_get, not_after_of, wait_for
+from harness import BRIDGE, free_port, http_get, not_after_of, pin_of, wait_for
 
 
 def sample(text, name):
@@ -277,3 +277,18 @@ def test_status_file_gives_each_certificates_not_after_the_own_pin_and_the_broke
     wait_for(lambda: labelled(read(status), peer) is None, 10,
              "the broker's leaf to leave the status file")
     assert labelled(read(status), own, certificate="leaf") is not None
+
+
+def test_the_bridge_warns_once_when_its_certificate_expires_within_a_week(env):
+    crt, key = env.pki.issue("bridge-soon", "clientAuth", days=5)
+    broker = env.broker(extra=["--bridge-pin", pin_of(crt)])
+    up = env.kv()
+    status = env.tmp / "vault-bridge.prom"
+    bridge = env.bridge(broker.bridge_port, up.addr, files=(crt, key, env.pki.ca_crt),
+                        extra=["--status-file", status])
+    bridge.wait_log(r"warn: certificate leaf \(pin sha256//\S+\) expires in 4 day\(s\) 23 "
+                    r"hour\(s\) \(\S+Z\), within 7 day\(s\)")
+    # A link coming up rewrites the status and checks again: still one warning.
+    broker.wait_log(r"conn=\d+ bridge connected")
+    wait_for(lambda: link_up(status) == 1, 10, "link up in the status file")
+    assert bridge.count(r"warn: certificate leaf") == 1, bridge.text()
