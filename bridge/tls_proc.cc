@@ -657,16 +657,12 @@ class TlsProcess final : public ChildBase {
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
-  std::set<uint64_t> identified_;              // links whose broker instance is known
-  std::set<uint64_t> duplicates_;              // links closing: their instance was already held
-  CertState own_certs_;                        // the material's certificates
-  std::map<uint64_t, CertReport> peer_certs_;  // identified_ links' broker leaves
-  ExpiryWarnings expiry_;
-  TimePoint next_expiry_check_{};
-  LinkStatus own_status_;        // what we tell every kept link
-  HealthPoller health_;          // OpenBao's state (own_status_.upstream)
-  bool health_started_ = false;  // polling began (after the first material)
-  uint32_t probe_stream_ = 0;    // the probe's stream on the data channel; 0: none
+  std::set<uint64_t> identified_;  // links whose broker instance is known
+  std::set<uint64_t> duplicates_;  // links closing: their instance was already held
+  LinkStatus own_status_;          // what we tell every kept link
+  HealthPoller health_;            // OpenBao's state (own_status_.upstream)
+  bool health_started_ = false;    // polling began (after the first material)
+  uint32_t probe_stream_ = 0;      // the probe's stream on the data channel; 0: none
   // https:// --vault-addr: the probe's TLS client (--vault-ca), its request
   // until the handshake is done, and the ciphertext read so far.
   std::shared_ptr<TlsContext> upstream_ctx_;
@@ -680,6 +676,14 @@ class TlsProcess final : public ChildBase {
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;
+
+  // The status file's certificates and the expiry warnings
+  // (shared/base/cert_report.h): the material's, and each identified_ link's
+  // broker leaf; checked again every minute, as time passes.
+  CertState own_certs_;
+  std::map<uint64_t, CertReport> peer_certs_;
+  ExpiryWarnings expiry_;
+  TimePoint next_expiry_check_{};
 };
 
 }  // namespace
