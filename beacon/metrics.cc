@@ -58,6 +58,7 @@ std::vector<uint8_t> encode_stats(const Stats& s) {
   w.u64(s.bytes_bridge_to_broker);
   for (uint64_t v : s.answers) w.u64(v);
   w.u64(s.log_dropped);
+  put_cert_state(w, s.certs);
   return out;
 }
 
@@ -76,7 +77,7 @@ std::optional<Stats> decode_stats(Bytes b) {
   s.bytes_bridge_to_broker = r.u64();
   for (uint64_t& v : s.answers) v = r.u64();
   s.log_dropped = r.u64();
-  if (!r.finish() || s.listening > 1) return std::nullopt;
+  if (!get_cert_state(r, &s.certs) || !r.finish() || s.listening > 1) return std::nullopt;
   return s;
 }
 
@@ -130,6 +131,8 @@ std::string render_metrics(const Stats& s, const ForwardFigures& f, const char* 
          "Log lines dropped because stderr would have blocked, by process.");
   sample("cloudtaser_beacon_log_lines_dropped_total", "process=\"tls\"", s.log_dropped);
   sample("cloudtaser_beacon_log_lines_dropped_total", "process=\"forward\"", f.log_dropped);
+  out += render_cert_state("cloudtaser_beacon", s.certs,
+                           /*with_pins=*/false);  // a blind relay pins nothing
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shared/base/bytes.h"
+#include "shared/base/cert_report.h"
 
 namespace ct::beacon {
 
@@ -46,13 +47,15 @@ struct Stats {
   uint64_t bytes_broker_to_bridge = 0, bytes_bridge_to_broker = 0;
   std::array<uint64_t, kAnswerKinds> answers{};  // by rdv::Answer
   uint64_t log_dropped = 0;                      // the TLS process's
+  CertState certs;                               // its certificate and --client-ca (cert_report.h)
   bool operator==(const Stats&) const = default;
 };
 
 std::vector<uint8_t> encode_stats(const Stats& s);
 // Exactly one encode_stats body, or nothing.
 std::optional<Stats> decode_stats(Bytes b);
-inline constexpr uint32_t kMaxStatsSize = 512;
+// The counters (under 512 bytes) and at most kMaxCertReports certificates.
+inline constexpr uint32_t kMaxStatsSize = 16 * 1024;
 
 // What the forwarding process adds itself.
 struct ForwardFigures {

@@ -150,6 +150,7 @@ class TlsProcess final : public ChildBase {
         auto mat = decode_material(m.body);
         if (!mat) return false;
         auto ctx = BeaconServerContext::create(*mat);
+        if (ctx) stats_.certs = material_certs(*mat);
         wipe_material(*mat);
         if (!ctx) {
           send(Msg::kMaterialError, as_bytes(ctx.what()));
@@ -557,6 +558,7 @@ class TlsProcess final : public ChildBase {
     s.waiting_brokers = table_.waiting_brokers();
     s.waiting_bridges = table_.waiting_bridges();
     s.log_dropped = log::dropped_lines();
+    for (const std::string& w : expiry_.due(s.certs, unix_now())) LOG_WARN("%s", w.c_str());
     if (sent_ && s == *sent_) return;
     send(Msg::kStats, encode_stats(s));
     sent_ = s;
@@ -606,6 +608,7 @@ class TlsProcess final : public ChildBase {
   UniqueFd spare_;
   std::vector<uint8_t> relay_buf_;
   Stats stats_;
+  ExpiryWarnings expiry_;
   std::optional<Stats> sent_;
   TimePoint next_stats_{};
   log::Throttle refuse_log_, pause_log_;

@@ -368,7 +368,7 @@ class BridgeParent final : DaemonParent::Hooks {
 
   void on_status(const Status& s) noexcept override {
     status_.links(s.links_up, unix_seconds(), Replicas{s.replicas_expected, s.instances},
-                  static_cast<UpstreamState>(s.upstream));
+                  static_cast<UpstreamState>(s.upstream), s.certs);
   }
 
   void on_child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept override {

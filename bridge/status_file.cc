@@ -24,7 +24,8 @@ double unix_seconds() {
 }
 
 std::string status_text(uint32_t links_up, double changed, double started,
-                        const LogDropped& dropped, const Replicas& replicas, UpstreamState vault) {
+                        const LogDropped& dropped, const Replicas& replicas, UpstreamState vault,
+                        const CertState& certs) {
   char buf[2048];
   const int n = std::snprintf(
       buf, sizeof buf,
@@ -86,6 +87,7 @@ std::string status_text(uint32_t links_up, double changed, double started,
     text += "cloudtaser_bridge_vault_state{state=\"" +
             std::string(upstream_state_name(static_cast<UpstreamState>(st))) + "\"} " +
             (static_cast<UpstreamState>(st) == vault ? "1" : "0") + "\n";
+  text += render_cert_state("cloudtaser_bridge", certs);
   return text;
 }
 
@@ -126,13 +128,16 @@ Result<void> StatusFile::open(std::string path, double now) {
   return write_atomically(path_, status_text(0, changed_, started_, dropped_));
 }
 
-void StatusFile::links(uint32_t links_up, double now, Replicas replicas,
-                       UpstreamState vault) noexcept {
-  if (!enabled() || (links_up == links_up_ && replicas == replicas_ && vault == vault_)) return;
+void StatusFile::links(uint32_t links_up, double now, Replicas replicas, UpstreamState vault,
+                       CertState certs) noexcept {
+  if (!enabled() ||
+      (links_up == links_up_ && replicas == replicas_ && vault == vault_ && certs == certs_))
+    return;
   if (links_up != links_up_) changed_ = now;
   links_up_ = links_up;
   replicas_ = std::move(replicas);
   vault_ = vault;
+  certs_ = std::move(certs);
   rewrite();
 }
 
@@ -149,7 +154,7 @@ void StatusFile::child_log_dropped(Supervisor::Which w, uint64_t lines) noexcept
 void StatusFile::rewrite() noexcept {
   dropped_.parent = log::dropped_lines();
   const Result<void> r = write_atomically(
-      path_, status_text(links_up_, changed_, started_, dropped_, replicas_, vault_));
+      path_, status_text(links_up_, changed_, started_, dropped_, replicas_, vault_, certs_));
   if (r) {
     failing_ = false;
   } else if (!failing_) {  // logged once until a write succeeds again

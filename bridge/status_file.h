@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/base/cert_report.h"
 #include "shared/base/result.h"
 #include "shared/parent/supervisor.h"
 #include "shared/wire/frame.h"
@@ -37,7 +38,7 @@ struct Replicas {
 // state (1 for that one, 0 for the others).
 std::string status_text(uint32_t links_up, double changed, double started,
                         const LogDropped& dropped, const Replicas& replicas = {},
-                        UpstreamState vault = UpstreamState::kUnknown);
+                        UpstreamState vault = UpstreamState::kUnknown, const CertState& certs = {});
 
 // Writes `text` to path atomically: path.tmp, fsync, rename. Mode 0644 whatever
 // the umask (the unit's is 0077): the collector runs as another user, and the
@@ -52,8 +53,9 @@ class StatusFile {
   bool enabled() const { return !path_.empty(); }
   // The TLS process's count of links up, the replicas and OpenBao's state;
   // the file is rewritten when one moved.
+  // And the certificates (cert_report.h), which a reload or a new link moves.
   void links(uint32_t links_up, double now, Replicas replicas = {},
-             UpstreamState vault = UpstreamState::kUnknown) noexcept;
+             UpstreamState vault = UpstreamState::kUnknown, CertState certs = {}) noexcept;
   // Each heartbeat answer brings a child's own count, which a restarted child
   // starts again from 0: the totals go on from what its predecessors reached.
   // The file is rewritten only when a total moved, so a full stderr costs at
@@ -71,6 +73,7 @@ class StatusFile {
   uint32_t links_up_ = 0;
   Replicas replicas_;
   UpstreamState vault_ = UpstreamState::kUnknown;
+  CertState certs_;
   double started_ = 0, changed_ = 0;
   bool failing_ = false;  // the last write failed (and was logged)
   LogDropped dropped_;

@@ -70,6 +70,7 @@ class TlsProcess final : public ChildBase {
         if (!mat) return false;
         auto ctx = TlsContext::create(TlsContext::Side::kClient, *mat, settings_.peer_name);
         std::string err = ctx ? "" : ctx.what();
+        CertState certs = ctx ? material_certs(*mat) : CertState{};
         std::unique_ptr<TlsContext> service;
         if (ctx && !mat->service_cert_pem.empty()) {
           auto made = TlsContext::create_service(mat->service_cert_pem, mat->service_key_pem);
@@ -108,12 +109,14 @@ class TlsProcess final : public ChildBase {
         service_ctx_ = std::shared_ptr<TlsContext>(std::move(service));
         beacon_ctx_ = std::shared_ptr<TlsContext>(std::move(beacon));
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
+        own_certs_ = std::move(certs);
         close_links_not_admitted(links_, *ctx_, "broker");
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
                  ctx_->own_pin().c_str(), ctx_->pins().size(), settings_.peer_name.c_str());
         send(Msg::kReady, {});
+        report();                       // the status file's certificates
         dial_.dial_soon(Clock::now());  // the first dial
         // Sandboxed now: OpenBao's answers are network input too. A reload
         // does not restart the polling.
@@ -261,6 +264,8 @@ class TlsProcess final : public ChildBase {
     }
     // Kept: now the broker may count it (its first STATUS from us, §5a).
     l.session().set_status(own_status_);
+    CertReport peer;
+    if (peer_cert_report(l.ssl(), static_cast<uint32_t>(l.id()), &peer)) peer_certs_[l.id()] = peer;
     dial_.on_new_instance();
     LOG_LINK(LOG_INFO, l.id(), "linked to broker instance %s: %zu linked, the brokers run %u",
              instance_name(inst).c_str(), instances().size(), replicas_expected());
@@ -427,6 +432,8 @@ class TlsProcess final : public ChildBase {
           duplicates_.count(id) == 0)
         s.links_up++;
     s.replicas_expected = replicas_expected();
+    s.certs = cert_state();
+    warn_expiry(s.certs);
     for (const auto& i : instances()) s.instances.push_back(instance_name(i));
     const size_t linked = s.instances.size();
     const unsigned expected = s.replicas_expected;
@@ -532,6 +539,7 @@ class TlsProcess final : public ChildBase {
     // Closed after a GOAWAY either way: the broker drained, or we did.
     const bool clean = l.has_session() && (l.session().goaway_received() || draining_);
     identified_.erase(l.id());
+    peer_certs_.erase(l.id());
     // A link that was up ends at most once per completed HELLO: logged every
     // time (a drain or a duplicate at info). Failed handshakes are logged per
     // class, throttled (Redialer).
@@ -567,6 +575,10 @@ class TlsProcess final : public ChildBase {
   // The links' deadlines are their own timers (Link::tick); this is the rest.
   void on_tick(TimePoint now) noexcept override {
     relays_.expire(now);
+    if (now >= next_expiry_check_) {  // time passes without any reload or link change
+      next_expiry_check_ = now + std::chrono::minutes(1);
+      warn_expiry(cert_state());
+    }
     if (health_.expired(now)) {  // no answer in time: unreachable
       if (probe_tls_ && !probe_tls_->established())
         probe_failed("no TLS handshake within " +
@@ -599,7 +611,19 @@ class TlsProcess final : public ChildBase {
     TimePoint t = TimePoint::max();
     t = std::min(t, dial_.next_deadline());
     t = std::min(t, health_.next_deadline());
+    t = std::min(t, next_expiry_check_);
     return std::min(t, relays_.next_deadline());
+  }
+
+  // Ours and the kept links' brokers' (shared/base/cert_report.h).
+  CertState cert_state() const {
+    CertState s = own_certs_;
+    for (const auto& [id, c] : peer_certs_)
+      if (s.certs.size() < kMaxCertReports) s.certs.push_back(c);
+    return s;
+  }
+  void warn_expiry(const CertState& s) {
+    for (const std::string& w : expiry_.due(s, unix_now())) LOG_WARN("%s", w.c_str());
   }
 
   void flush_all() noexcept {
@@ -652,6 +676,14 @@ class TlsProcess final : public ChildBase {
   std::mt19937_64 rng_;  // the redial jitter (declared before dial_, which draws from it)
   Redialer dial_;
   uint64_t next_conn_ = 0;
+
+  // The status file's certificates and the expiry warnings
+  // (shared/base/cert_report.h): the material's, and each identified_ link's
+  // broker leaf; checked again every minute, as time passes.
+  CertState own_certs_;
+  std::map<uint64_t, CertReport> peer_certs_;
+  ExpiryWarnings expiry_;
+  TimePoint next_expiry_check_{};
 };
 
 }  // namespace

@@ -180,7 +180,7 @@ std::string MetricsServer::answer(const std::string& head) const {
     samples.push_back(
         {MetricId::kLogDropped, static_cast<uint32_t>(LogProcess::kForward), log::dropped_lines()});
     return reply("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                 render_metrics(samples, state_.fwd, CT_VERSION));
+                 render_metrics(samples, state_.fwd, CT_VERSION, state_.certs));
   }
   if (path == "/healthz") return reply("200 OK", text, "ok\n");
   if (path == "/readyz")

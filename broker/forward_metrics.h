@@ -25,6 +25,7 @@ namespace ct::broker {
 // What the endpoints report, shared by the metrics and the probe listener.
 struct MetricsState {
   std::vector<MetricSample> tls;  // from the TLS process, once a second
+  CertState certs;                // and its certificates'
   ForwardCounters fwd;
   // Ready: at least one bridge connected and not draining.
   bool ready() const;

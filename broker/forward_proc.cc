@@ -109,7 +109,7 @@ class ForwardProcess final : public ChildBase {
         return true;
       }
       case Msg::kStats: {
-        auto s = decode_metrics(m.body);
+        auto s = decode_metrics(m.body, &mstate_.certs);
         if (!s) return false;
         mstate_.tls = std::move(*s);
         return true;

@@ -126,7 +126,7 @@ void render_admission(std::string& out, const std::vector<MetricSample>& tls,
 
 }  // namespace
 
-std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m) {
+std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m, const CertState& certs) {
   std::vector<uint8_t> out;
   ByteWriter w(out, limits::kMaxIpcMessage);
   w.u16(static_cast<uint16_t>(std::min(m.size(), kMaxSamples)));
@@ -135,10 +135,11 @@ std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m) {
     w.u32(m[i].label);
     w.u64(m[i].value);
   }
+  put_cert_state(w, certs);
   return out;
 }
 
-std::optional<std::vector<MetricSample>> decode_metrics(Bytes b) {
+std::optional<std::vector<MetricSample>> decode_metrics(Bytes b, CertState* certs) {
   ByteReader r(b);
   const uint16_t n = r.u16();
   if (n > kMaxSamples) return std::nullopt;
@@ -151,12 +152,14 @@ std::optional<std::vector<MetricSample>> decode_metrics(Bytes b) {
     if (family(s.id) == nullptr) return std::nullopt;
     out.push_back(s);
   }
-  if (!r.finish()) return std::nullopt;
+  CertState cs;
+  if (!get_cert_state(r, &cs) || !r.finish()) return std::nullopt;
+  if (certs != nullptr) *certs = std::move(cs);
   return out;
 }
 
 std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCounters& fwd,
-                           const char* version) {
+                           const char* version, const CertState& certs) {
   std::string out;
   out += "# HELP cloudtaser_broker_build_info Build information.\n";
   out += "# TYPE cloudtaser_broker_build_info gauge\n";
@@ -186,6 +189,7 @@ std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCo
       out += " " + std::to_string(v) + "\n";
     }
   }
+  out += render_cert_state("cloudtaser_broker", certs);
   return out;
 }
 

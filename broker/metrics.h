@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "shared/base/bytes.h"
+#include "shared/base/cert_report.h"
 #include "shared/os/admission.h"
 
 namespace ct {
@@ -55,8 +56,11 @@ struct MetricSample {
   uint64_t value = 0;
 };
 
-std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m);
-std::optional<std::vector<MetricSample>> decode_metrics(Bytes b);
+// The STATS body: the samples, then the certificates (cert_report.h). The
+// decoder fills *certs when given one.
+std::vector<uint8_t> encode_metrics(const std::vector<MetricSample>& m,
+                                    const CertState& certs = {});
+std::optional<std::vector<MetricSample>> decode_metrics(Bytes b, CertState* certs = nullptr);
 
 // Prometheus text exposition of the samples plus what the forwarding process
 // knows itself.
@@ -70,7 +74,7 @@ struct ForwardCounters {
   std::vector<std::string> beacons;
 };
 std::string render_metrics(const std::vector<MetricSample>& tls, const ForwardCounters& fwd,
-                           const char* version);
+                           const char* version, const CertState& certs = {});
 
 // Classifies a handshake failure from the TLS layer's message.
 HandshakeFailure classify_handshake_failure(const std::string& why);

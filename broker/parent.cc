@@ -96,11 +96,14 @@ bool check_stats(Bytes body) {
 // While the TLS process is stuck or restarting, no bridge is connected:
 // /readyz must not go on saying "ready" from the last figures.
 std::vector<uint8_t> stats_without_tls(Bytes last) {
-  auto samples = decode_metrics(last);
+  CertState certs;
+  auto samples = decode_metrics(last, &certs);
   if (!samples) return {};
   for (MetricSample& m : *samples)
     if (m.id == MetricId::kBridgesConnected) m.value = 0;
-  return encode_metrics(*samples);
+  // Nor are the bridges' certificates on links that went with it.
+  std::erase_if(certs.certs, [](const CertReport& c) { return c.role == CertRole::kPeer; });
+  return encode_metrics(*samples, certs);
 }
 
 class BrokerParent final : DaemonParent::Hooks {

@@ -34,7 +34,7 @@ std::vector<MetricSample> BrokerStats::samples(const Live& live) const {
 }
 
 std::optional<std::vector<uint8_t>> BrokerStats::changed_body(const Live& live) {
-  auto body = encode_metrics(samples(live));
+  auto body = encode_metrics(samples(live), live.certs);
   if (body == last_body_) return std::nullopt;
   last_body_ = body;
   return body;

@@ -47,6 +47,8 @@ class BrokerStats {
     std::array<uint64_t, kUpstreamStates> by_upstream{};
     // Beacon mode: connections waiting at each beacon (in --beacon-address order).
     std::vector<uint64_t> beacon_waiting;
+    // Our certificates and the linked bridges' (cert_report.h).
+    CertState certs;
   };
   std::vector<MetricSample> samples(const Live& live) const;
   // The STATS body for `live`, or nothing when it equals the last one

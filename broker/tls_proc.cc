@@ -90,6 +90,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         if (!mat) return false;
         auto ctx = TlsContext::create(TlsContext::Side::kServer, *mat, "");
         std::string err = ctx ? "" : ctx.what();
+        CertState certs = ctx ? material_certs(*mat) : CertState{};
         std::unique_ptr<TlsContext> beacon;
         if (ctx && !settings_.beacons.empty()) {
           auto made = TlsContext::create_beacon(*mat);
@@ -106,6 +107,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         beacon_ctx_ = std::shared_ptr<TlsContext>(std::move(beacon));
         // New handshakes use the new context; existing links keep theirs alive.
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
+        own_certs_ = std::move(certs);
         close_links_not_admitted(bridges_, *ctx_, "bridge");
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is
@@ -287,6 +289,9 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   // counts for readiness and takes streams from now on.
   void linked(Link& l) {
     linked_.insert(l.id());
+    CertReport peer;
+    if (peer_cert_report(static_cast<TlsLink&>(l).ssl(), static_cast<uint32_t>(l.id()), &peer))
+      peer_certs_[l.id()] = peer;
     LOG_LINK(LOG_INFO, l.id(), "bridge connected: %s (protocol %u)",
              static_cast<TlsLink&>(l).peer_subject().c_str(), l.session().version());
     report_status();
@@ -442,6 +447,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
                l.close_reason().c_str());
     }
     linked_.erase(l.id());
+    peer_certs_.erase(l.id());
     upstream_.erase(l.id());
     relays_.link_closed(&l, Code::kCancel);
     loop_.retire(std::move(it->second));
@@ -500,6 +506,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     live.log_dropped = log::dropped_lines();
     for (size_t b = 0; b < settings_.beacons.size(); b++)
       live.beacon_waiting.push_back(beacon_pool_.waiting(b));
+    live.certs = own_certs_;
+    for (const auto& [id, c] : peer_certs_)
+      if (live.certs.certs.size() < kMaxCertReports) live.certs.certs.push_back(c);
+    for (const std::string& w : expiry_.due(live.certs, unix_now())) LOG_WARN("%s", w.c_str());
     if (auto body = stats_.changed_body(live)) send(Msg::kStats, *body);
   }
 
@@ -536,6 +546,11 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
   std::map<uint64_t, std::unique_ptr<TlsLink>> bridges_;
   std::set<uint64_t> linked_;  // bridges_ whose bridge keeps the link (bridge_linked)
   std::map<uint64_t, UpstreamState> upstream_;  // what each linked bridge last said of OpenBao
+  // For /metrics and the expiry warnings (shared/base/cert_report.h): the
+  // material's certificates, and each linked bridge's leaf.
+  CertState own_certs_;
+  std::map<uint64_t, CertReport> peer_certs_;
+  ExpiryWarnings expiry_;
   Admission admission_{bridge_admission()};
   UniqueFd spare_;
   // What a remote peer can make us log at will goes through these.

@@ -211,6 +211,12 @@ void ipc_seeds() {
   st.links_up = 2;
   st.text = "2 links up";
   write_seed(t, "status", with(4, 0, datagram(Msg::kStatus, encode_status(st))));
+  // With certificates (shared/base/cert_report.h): a pinned leaf, a CA, a peer.
+  st.certs.pins = 2;
+  st.certs.certs.push_back({CertRole::kLeaf, 0, 1'800'000'000, true, p});
+  st.certs.certs.push_back({CertRole::kCa, 1, 2'000'000'000, false, {}});
+  st.certs.certs.push_back({CertRole::kPeer, 7, 1'790'000'000, true, p});
+  write_seed(t, "status-certs", with(4, 0, datagram(Msg::kStatus, encode_status(st))));
   write_seed(t, "listener-fd", with(0, 1, datagram(Msg::kListener, {})));
   write_seed(t, "dialed-fd", with(2, 1, datagram(Msg::kDialed, {})));
   write_seed(t, "dial-failed", with(2, 0, datagram(Msg::kDialFailed, Buf(1024, 'x'))));

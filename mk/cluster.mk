@@ -22,6 +22,9 @@
 #     check-certs      cloudtaser-certs output: chain, usages, pins, real mTLS
 #     check-metrics    promtool check metrics on the broker's real /metrics (with
 #                      and without a bridge) and on vault-bridge --status-file
+#     check-alerts     promtool check rules and test rules on
+#                      deploy/prometheus/cloudtaser-alerts.yaml (skipped, saying
+#                      so, without promtool)
 #
 # Each target installs the Debian and npm packages it needs when run as root.
 
@@ -53,7 +56,7 @@ CLUSTER_DEB_DEPS := golang-go golang-github-masterminds-sprig-dev golang-gopkg-y
 CLUSTER_STAMP    := $(BUILD)/.cluster-deps-$(shell echo $(CLUSTER_DEB_DEPS) | md5sum | cut -c1-8)
 
 .PHONY: static image cluster-deps check-cluster check-static check-image check-chart check-certs \
-        check-metrics
+        check-metrics check-alerts
 CHECKS += check-cluster
 
 cluster-deps: $(CLUSTER_STAMP)
@@ -119,7 +122,7 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 	  GOPATH=$(abspath $(BUILD)/gopath):/usr/share/gocode GOCACHE=$(abspath $(BUILD)/go-cache) \
 	  go build -o $(abspath $@) helmrender
 
-check-cluster: check-static check-image check-chart check-certs check-metrics
+check-cluster: check-static check-image check-chart check-certs check-metrics check-alerts
 
 # The bridge's checks run it against the regular broker build (the cluster's
 # side of the link), beside which its forwarding executable is.
@@ -172,3 +175,7 @@ check-certs: | $(CLUSTER_STAMP)
 # smaller package ships it), installed by the script when missing and root.
 check-metrics: $(addprefix $(BUILD)/,$(EXES)) | $(CLUSTER_STAMP)
 	bash $(CLUSTER_DIR)/check-metrics.sh $(BUILD)/cloudtaser-broker $(BUILD)/vault-bridge
+
+# promtool: .ci/run installs it; without it the script says it skipped.
+check-alerts:
+	bash $(CLUSTER_DIR)/check-alerts.sh

@@ -163,6 +163,7 @@ std::vector<uint8_t> encode_status(const Status& s) {
   w.u16(static_cast<uint16_t>(s.instances.size()));
   for (const std::string& i : s.instances) put_str16(w, i);
   w.u8(s.upstream);
+  put_cert_state(w, s.certs);
   return out;
 }
 
@@ -176,7 +177,8 @@ std::optional<Status> decode_status(Bytes b) {
   if (n > limits::kMaxReplicas) return std::nullopt;
   for (uint16_t i = 0; i < n && r.ok(); i++) s.instances.push_back(get_str16(r));
   s.upstream = r.u8();
-  if (!r.finish() || s.upstream >= kUpstreamStates) return std::nullopt;
+  if (!get_cert_state(r, &s.certs) || !r.finish() || s.upstream >= kUpstreamStates)
+    return std::nullopt;
   // Instance names become label values in the status file: 16 hex digits, nothing else.
   for (const std::string& i : s.instances)
     if (i.size() != 16 || i.find_first_not_of("0123456789abcdef") != std::string::npos)

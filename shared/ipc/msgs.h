@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "shared/base/bytes.h"
+#include "shared/base/cert_report.h"
 #include "shared/base/pin.h"
 #include "shared/wire/limits.h"
 
@@ -103,10 +104,13 @@ struct Status {
   // Bridge: its OpenBao's state as the health probe last saw it (an
   // UpstreamState, shared/wire/frame.h; below kUpstreamStates, checked).
   uint8_t upstream = 0;
+  // Bridge: its certificates and the brokers' leaves on the kept links
+  // (shared/base/cert_report.h), for the status file.
+  CertState certs;
   // What the parent acts on (the text is for people).
   bool same_state(const Status& o) const {
     return links_up == o.links_up && replicas_expected == o.replicas_expected &&
-           instances == o.instances && upstream == o.upstream;
+           instances == o.instances && upstream == o.upstream && certs == o.certs;
   }
 };
 std::vector<uint8_t> encode_status(const Status& s);

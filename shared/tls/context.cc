@@ -6,6 +6,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <time.h>
 
 #include "shared/base/log.h"
 #include "shared/tls/conn.h"
@@ -109,6 +110,65 @@ bool spki_pin(X509* cert, Pin* out) {
       md_len == out->size();
   OPENSSL_free(der);
   return ok;
+}
+
+bool cert_not_after(const X509* cert, int64_t* out) {
+  const ASN1_TIME* t = X509_get0_notAfter(cert);
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return false;
+  *out = static_cast<int64_t>(timegm(&tm));
+  return true;
+}
+
+namespace {
+
+// Appends a report for each certificate in `pem` (the first one with its pin
+// when `first_pinned`; the rest as `rest`).
+void add_certs(CertState* s, const std::string& pem, CertRole first, CertRole rest,
+               bool first_pinned) {
+  if (pem.empty()) return;
+  BioPtr b = mem_bio(pem);
+  uint32_t n = 0;
+  while (X509* c = PEM_read_bio_X509(b.get(), nullptr, no_passphrase, nullptr)) {
+    CertReport r;
+    r.role = n == 0 ? first : rest;
+    r.index = first == rest ? n : (n == 0 ? 0 : n - 1);
+    const bool dated = cert_not_after(c, &r.not_after);
+    if (n == 0 && first_pinned) r.has_pin = spki_pin(c, &r.pin);
+    X509_free(c);
+    if (dated && s->certs.size() < kMaxCertReports) s->certs.push_back(r);
+    n++;
+    // The service and beacon client chains' intermediates would collide
+    // with our leaf's in the labels; their leaf is what expires first.
+    if (first != rest && first != CertRole::kLeaf) break;
+  }
+  ERR_clear_error();  // the loop ends on a "no start line" error
+}
+
+}  // namespace
+
+CertState material_certs(const Material& m) {
+  CertState s;
+  add_certs(&s, m.cert_pem, CertRole::kLeaf, CertRole::kChain, true);
+  add_certs(&s, m.ca_pem, CertRole::kCa, CertRole::kCa, false);
+  add_certs(&s, m.service_cert_pem, CertRole::kService, CertRole::kChain, true);
+  add_certs(&s, m.upstream_ca_pem, CertRole::kVaultCa, CertRole::kVaultCa, false);
+  add_certs(&s, m.beacon_ca_pem, CertRole::kBeaconCa, CertRole::kBeaconCa, false);
+  add_certs(&s, m.beacon_cert_pem, CertRole::kBeaconClient, CertRole::kChain, true);
+  s.pins = static_cast<uint32_t>(m.pins.size());
+  return s;
+}
+
+bool peer_cert_report(SSL* ssl, uint32_t link, CertReport* out) {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (leaf == nullptr) return false;
+  CertReport r;
+  r.role = CertRole::kPeer;
+  r.index = link;
+  if (!cert_not_after(leaf, &r.not_after)) return false;
+  r.has_pin = spki_pin(leaf, &r.pin);
+  *out = r;
+  return true;
 }
 
 Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,

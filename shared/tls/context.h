@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "shared/base/cert_report.h"
 #include "shared/base/result.h"
 #include "shared/ipc/msgs.h"
 
@@ -76,6 +77,18 @@ Result<std::string> load_identity(SSL_CTX* c, const std::string& cert_pem,
 bool cert_has_name(const std::string& cert_pem, const std::string& name);
 // SHA-256 of the certificate's DER SubjectPublicKeyInfo.
 bool spki_pin(X509* cert, Pin* out);
+// The certificate's notAfter in unix seconds; false if it cannot be read.
+bool cert_not_after(const X509* cert, int64_t* out);
+// What the metrics say of `m`'s certificates (shared/base/cert_report.h):
+// our leaf (with its pin) and the chain after it, every anchor of the CA
+// file, the service certificate, --vault-ca, the beacon CA and client
+// certificate, each as far as given; pins: the peer pins configured.
+// Material that parsed for TlsContext::create parses here; a certificate
+// that does not is left out.
+CertState material_certs(const Material& m);
+// The peer's leaf on an established connection, as role kPeer with index
+// `link`; false when there is none.
+bool peer_cert_report(SSL* ssl, uint32_t link, CertReport* out);
 // Loads every OpenSSL piece a sandboxed process would otherwise load lazily
 // (error strings, providers, the RNG), so nothing needs a file afterwards.
 void tls_global_init();

@@ -13,6 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { validateObject, parseManifests } from "./k8s-validate.mjs";
+import { check as checkCertManager } from "./cert-manager-schema.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -101,6 +102,11 @@ const SCENARIOS = {
     "--set", "broker.preStopSleepSeconds=5",
     "--set", "broker.networkPolicy.clusterCIDRs={10.0.0.0/8,fd00::/8}",
     "--set", "broker.external.allowedSourceRanges={0.0.0.0/0,::/0,198.51.100.7/32}",
+  ],
+  "seed + pins, cert-manager issues the broker's certificate": [
+    ...SEED,
+    "--set", `broker.bridgePins[0]=${PIN_A}`,
+    "--set", "broker.tls.certManager.issuerRef.name=cloudtaser-ca",
   ],
   "beacon mode (one address as a string)": [...BEACON_MODE],
   "beacon mode, two beacons, own beacon CA Secret, pins, pool, chart-made TLS secret": [
@@ -267,6 +273,64 @@ test("with tls.create the chart makes the Secret from --set-file contents", () =
   for (const k of ["tls.crt", "tls.key", "ca.crt"]) assert.deepEqual(Buffer.from(s.data[k], "base64"), pem, k);
   const dep = find(objects, "Deployment", "cloudtaser-broker");
   assert.match(dep.spec.template.metadata.annotations["checksum/tls"], /^[0-9a-f]{64}$/);
+});
+
+const CERT_MANAGER = SCENARIOS["seed + pins, cert-manager issues the broker's certificate"];
+
+test("without certManager values no cert-manager Certificate is rendered", () => {
+  for (const args of [SEED, SCENARIOS["seed + pins, 3 replicas, chart-made TLS secret, IPv6 listen, preStop sleep"]]) {
+    const { objects } = render(args);
+    assert.equal(objects.filter((o) => o.kind === "Certificate").length, 0);
+  }
+});
+
+test("with certManager.issuerRef a Certificate for the external host writes the Secret the broker mounts, keeping its key on renewal", () => {
+  const { objects } = render(CERT_MANAGER);
+  const c = find(objects, "Certificate", "cloudtaser-broker-tls");
+  assert.equal(c.apiVersion, "cert-manager.io/v1");
+  assert.equal(c.metadata.namespace, "cloudtaser-system");
+  const vol = find(objects, "Deployment", "cloudtaser-broker").spec.template.spec.volumes.find((v) => v.secret);
+  assert.equal(c.spec.secretName, vol.secret.secretName);
+  assert.deepEqual(c.spec.dnsNames, ["broker.prod.example.com"]);
+  assert.equal(c.spec.ipAddresses, undefined);
+  assert.equal(c.spec.privateKey.rotationPolicy, "Never", "a renewal must keep the pinned key");
+  assert.deepEqual([c.spec.privateKey.algorithm, c.spec.privateKey.size], ["ECDSA", 256]);
+  assert.deepEqual(c.spec.usages, ["digital signature", "server auth"]);
+  assert.deepEqual(c.spec.issuerRef, { name: "cloudtaser-ca", kind: "Issuer", group: "cert-manager.io" });
+  assert.equal(c.spec.duration, "2160h");
+  assert.equal(c.spec.renewBefore, "720h");
+  assert.equal(objects.filter((o) => o.kind === "Secret").length, 0, "cert-manager makes the Secret, not the chart");
+});
+
+test("certManager values reach the Certificate: an IP host, a ClusterIssuer, rotationPolicy Always, durations", () => {
+  const { objects } = render([
+    ...SEED, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.externalHost=192.0.2.7",
+    "--set", "broker.tls.certManager.issuerRef.name=corp-ca", "--set", "broker.tls.certManager.issuerRef.kind=ClusterIssuer",
+    "--set", "broker.tls.certManager.rotationPolicy=Always", "--set", "broker.tls.certManager.duration=720h",
+    "--set", "broker.tls.certManager.renewBefore=240h",
+  ]);
+  const c = find(objects, "Certificate", "cloudtaser-broker-tls");
+  assert.deepEqual(c.spec.ipAddresses, ["192.0.2.7"]);
+  assert.equal(c.spec.dnsNames, undefined);
+  assert.equal(c.spec.issuerRef.kind, "ClusterIssuer");
+  assert.equal(c.spec.privateKey.rotationPolicy, "Always");
+  assert.deepEqual([c.spec.duration, c.spec.renewBefore], ["720h", "240h"]);
+});
+
+test("beacon mode with cert-manager: the certificate names cloudtaser-broker, as cloudtaser-certs makes it", () => {
+  const { objects } = render([...BEACON_MODE, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.certManager.issuerRef.name=ca"]);
+  assert.deepEqual(find(objects, "Certificate", "cloudtaser-broker-tls").spec.dnsNames, ["cloudtaser-broker"]);
+});
+
+test("the cert-manager field check rejects what the CRD would: an unknown field, a bad enum, no issuer name", () => {
+  const { objects } = render(CERT_MANAGER);
+  const c = find(objects, "Certificate", "cloudtaser-broker-tls");
+  const bad = (mutate) => { const o = structuredClone(c); mutate(o); return checkCertManager(o); };
+  assert.match(bad((o) => { o.spec.privateKey.rotationPoliy = "Never"; }).join(), /rotationPoliy: unknown field/);
+  assert.match(bad((o) => { o.spec.privateKey.rotationPolicy = "Sometimes"; }).join(), /rotationPolicy: "Sometimes" is not one of/);
+  assert.match(bad((o) => { delete o.spec.issuerRef.name; }).join(), /issuerRef\.name: required/);
+  assert.match(bad((o) => { o.spec.usages.push("server-auth"); }).join(), /usages\[2\]/);
+  assert.deepEqual(checkCertManager(c), []);
 });
 
 test("the broker gets the contract's flags: listen addresses, certificates, pins, timeouts", () => {
@@ -754,6 +818,13 @@ const FAILURES = {
   "beacon mode with a chart-made Secret but no pairing key": [[...BEACON_MODE, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.create=true",
     "--set-file", `broker.tls.crt=${path.join(here, "fixtures/dummy.pem")}`, "--set-file", `broker.tls.key=${path.join(here, "fixtures/dummy.pem")}`,
     "--set-file", `broker.tls.ca=${path.join(here, "fixtures/dummy.pem")}`], /broker\.tls\.pairingKey/],
+  "certManager without bridgePins (its Secret holds no bridge.pin)": [[...SEED, "--set", "broker.tls.certManager.issuerRef.name=ca"], /broker\.tls\.certManager needs broker\.bridgePins/],
+  "certManager and tls.create together": [[...SEED, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.certManager.issuerRef.name=ca", "--set", "broker.tls.create=true",
+    "--set-file", `broker.tls.crt=${path.join(here, "fixtures/dummy.pem")}`, "--set-file", `broker.tls.key=${path.join(here, "fixtures/dummy.pem")}`,
+    "--set-file", `broker.tls.ca=${path.join(here, "fixtures/dummy.pem")}`], /both make the Secret/],
+  "a certManager issuerRef without a name": [[...SEED, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.certManager.issuerRef.kind=Issuer"], /issuerRef needs a name/],
+  "an unknown certManager rotationPolicy": [[...SEED, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.certManager.issuerRef.name=ca", "--set", "broker.tls.certManager.rotationPolicy=Sometimes"], /rotationPolicy/],
+  "a certManager duration that is not a Go duration": [[...SEED, "--set", `broker.bridgePins[0]=${PIN_A}`, "--set", "broker.tls.certManager.issuerRef.name=ca", "--set", "broker.tls.certManager.duration=90d"], /duration/],
   "a beacon container port below 1024, which a pod without capabilities cannot bind": [["--set", "beacon.enabled=true", "--set", "beacon.ports.listen=443"], /listen/],
 };
 for (const [what, [args, message]] of Object.entries(FAILURES)) {

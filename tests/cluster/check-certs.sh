@@ -61,6 +61,47 @@ expect "--ca issues new keys" bash -c "! cmp -s '$work/rotated/bridge/tls.key' '
 expect "rotated bridge certificate verifies against the old CA" quiet openssl verify -CAfile "$pki/ca/ca.crt" "$work/rotated/bridge/tls.crt"
 "$certs" --out "$work/other" --external-host "$host" >/dev/null
 
+# renew: the same key by default (the pin stays), --new-key beside it.
+rn="$work/renew"
+"$certs" --out "$rn" --external-host "$host" >/dev/null
+old_crt="$(cat "$rn/broker/tls.crt")" old_key="$(cat "$rn/broker/tls.key")"
+old_pin="$(pin_of "$rn/broker/tls.crt")"
+"$certs" renew --ca "$rn/ca" "$rn/broker" --days 30 > "$work/renew.out"
+expect "renew reissues the certificate" test "$(cat "$rn/broker/tls.crt")" != "$old_crt"
+expect "renew keeps the key" test "$(cat "$rn/broker/tls.key")" = "$old_key"
+expect "renew keeps the SPKI pin" test "$(pin_of "$rn/broker/tls.crt")" = "$old_pin"
+expect "renew says the pin stays, and which" grep -qF "the pin stays: $old_pin" "$work/renew.out"
+expect "the renewed certificate verifies against the CA as a server" quiet openssl verify -purpose sslserver -CAfile "$rn/ca/ca.crt" "$rn/broker/tls.crt"
+expect "the renewed certificate keeps the names" test "$(ext "$rn/broker/tls.crt" subjectAltName)" = "DNS:$host "
+expect "the renewed certificate keeps the subject" test "$(openssl x509 -in "$rn/broker/tls.crt" -noout -subject)" = "$(openssl x509 -noout -subject <<< "$old_crt")"
+expect "renew --days sets the new not-after" quiet openssl x509 -in "$rn/broker/tls.crt" -noout -checkend $((29 * 86400))
+expect "... and not beyond it" bash -c "! openssl x509 -in '$rn/broker/tls.crt' -noout -checkend $((31 * 86400)) >/dev/null"
+expect "the previous certificate is kept" test "$(cat "$rn/broker/tls.crt.prev")" = "$old_crt"
+"$certs" renew --ca "$rn/ca" "$rn/service" > "$work/renew-svc.out"
+expect "renew keeps the service certificate's names" grep -q 'DNS:cloudtaser-broker.cloudtaser-system.svc,' <<< "$(ext "$rn/service/tls.crt" subjectAltName)"
+
+bridge_crt="$(cat "$rn/bridge/tls.crt")" bridge_pin="$(pin_of "$rn/bridge/tls.crt")"
+"$certs" renew --ca "$rn/ca" "$rn/bridge" --new-key > "$work/newkey.out"
+next_pin="$(pin_of "$rn/bridge/next.crt")"
+expect "--new-key leaves the current certificate in place" test "$(cat "$rn/bridge/tls.crt")" = "$bridge_crt"
+expect "--new-key writes the next key beside the current one" test -s "$rn/bridge/next.key"
+expect "the next key is mode 0600" test "$(stat -c %a "$rn/bridge/next.key")" = 600
+expect "next.key belongs to next.crt" test "$(openssl pkey -in "$rn/bridge/next.key" -pubout)" = "$(openssl x509 -in "$rn/bridge/next.crt" -noout -pubkey)"
+expect "--new-key changes the pin" test "$next_pin" != "$bridge_pin"
+expect "--new-key prints the next pin" grep -qF "next     $next_pin" "$work/newkey.out"
+expect "--new-key prints step 1: publish the next pin on the peer" grep -q "1. Publish the next pin on the peer" "$work/newkey.out"
+expect "--new-key prints step 2: then install the certificate" grep -q "2. Then install the new certificate and key" "$work/newkey.out"
+expect "the next certificate verifies as a TLS client" quiet openssl verify -purpose sslclient -CAfile "$rn/ca/ca.crt" "$rn/bridge/next.crt"
+expect "the broker's pin file now admits both keys" bash -c "grep -qxF '$bridge_pin' '$rn/broker/bridge.pin' && grep -qxF '$next_pin' '$rn/broker/bridge.pin'"
+s=0; "$certs" renew --ca "$rn/ca" "$rn/bridge" --new-key >/dev/null 2>&1 || s=$?
+expect "a second --new-key during a rollover is refused (exit $s)" test "$s" = 1
+s=0; "$certs" renew "$rn/bridge" >/dev/null 2>&1 || s=$?
+expect "renew without --ca is a usage error (exit $s)" test "$s" = 2
+cp "$rn/service/tls.key" "$work/wrong.key"
+mkdir -p "$work/mismatch" && cp "$rn/broker/tls.crt" "$work/mismatch/" && cp "$work/wrong.key" "$work/mismatch/tls.key"
+s=0; "$certs" renew --ca "$rn/ca" "$work/mismatch" >/dev/null 2>&1 || s=$?
+expect "renew refuses a key that is not the certificate's (exit $s)" test "$s" = 1
+
 # A real TLS 1.3 mutual handshake with these files, on a private loopback.
 cat > "$work/mtls.sh" <<'EOF'
 set -euo pipefail

@@ -16,6 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { check as checkCertManager } from "./cert-manager-schema.mjs";
 
 const prefix = path.resolve(process.env.K8S_MODELS_PREFIX || "build/npm");
 const nodeModules = path.join(prefix, "node_modules");
@@ -91,6 +92,8 @@ export async function validateObject(obj) {
   if (!obj || typeof obj !== "object") return ["not an object"];
   const { apiVersion, kind } = obj;
   if (typeof apiVersion !== "string" || typeof kind !== "string") return ["apiVersion and kind are required"];
+  // Not a Kubernetes type: cert-manager's CRD, checked against its fields.
+  if (apiVersion.startsWith("cert-manager.io/")) return checkCertManager(obj);
   const file = modelFile(apiVersion, kind);
   if (!fs.existsSync(file)) return [`${apiVersion} ${kind}: no such type in Kubernetes (kubernetes-models ${modelsVersion})`];
   const mod = await import(pathToFileURL(file).href);

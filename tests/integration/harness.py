@@ -68,13 +68,15 @@ class Pki:
         self.ca_key = self.dir / f"{name}.key"
         self.ca_crt = self.dir / f"{name}.crt"
         self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-nodes", "-days", "2", "-subj", f"/CN=test {name}",
+                  "-nodes", "-days", "60", "-subj", f"/CN=test {name}",
                   "-keyout", self.ca_key, "-out", self.ca_crt)
 
     def _run(self, *args):
         subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
 
-    def issue(self, cn, eku, sans=("DNS:localhost", "IP:127.0.0.1"), days=2):
+    # 45 days: beyond the daemons' 30-day expiry warning, so that only the
+    # tests of it see one.
+    def issue(self, cn, eku, sans=("DNS:localhost", "IP:127.0.0.1"), days=45):
         key = self.dir / f"{cn}.key"
         csr = self.dir / f"{cn}.csr"
         crt = self.dir / f"{cn}.crt"
@@ -88,6 +90,14 @@ class Pki:
         self._run("x509", "-req", "-in", csr, "-CA", self.ca_crt, "-CAkey", self.ca_key,
                   "-CAcreateserial", "-days", str(days), "-extfile", ext, "-out", crt)
         return crt, key
+
+
+def not_after_of(cert: Path) -> int:
+    """A certificate's notAfter in unix seconds."""
+    out = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-enddate"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    import calendar
+    return calendar.timegm(time.strptime(out.split("=", 1)[1], "%b %d %H:%M:%S %Y %Z"))
 
 
 def pin_of(cert: Path) -> str:

@@ -519,3 +519,19 @@ def test_bad_flags_and_files_stop_the_beacon_with_one_line_and_exit_2(tmp_path):
         r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=20)
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert expect in r.stderr, (argv, r.stderr)
+
+
+def test_metrics_give_the_beacons_certificate_not_after_with_its_pin_and_the_client_ca(beacon):
+    import re as _re
+    from harness import not_after_of, pin_of
+    b = beacon(client_ca=True)
+    name = "cloudtaser_beacon_certificate_not_after_timestamp_seconds"
+
+    def value(labels):
+        m = _re.search(rf"^{name}\{{{_re.escape(labels)}\}} (\d+)$", b.metrics(), _re.M)
+        return int(m.group(1)) if m else None
+    wait_for(lambda: value(f'certificate="leaf",index="0",pin="{pin_of(b.crt)}"') is not None, 5,
+             "the beacon's leaf in /metrics")
+    assert value(f'certificate="leaf",index="0",pin="{pin_of(b.crt)}"') == not_after_of(b.crt)
+    assert value('certificate="ca",index="0"') == not_after_of(b.ca)
+    assert "cloudtaser_beacon_pins_configured" not in b.metrics()  # a blind relay pins nothing

@@ -1,11 +1,13 @@
 """--metrics-listen: /healthz, /readyz and Prometheus /metrics (counts only)."""
 import re
+import shutil
 import signal
+import subprocess
 import socket
 import urllib.error
 import urllib.request
 
-from harness import free_port, http_get, wait_for
+from harness import free_port, http_get, not_after_of, pin_of, wait_for
 
 
 def get(port, path):
@@ -41,8 +43,8 @@ def test_readiness_follows_the_bridge_link_and_metrics_count_streams(env):
     # Every sample line is "name{labels} integer"; HELP/TYPE precede each family.
     for line in text.splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or \
-            re.fullmatch(r'[a-z_]+(\{[a-z_]+="[A-Za-z0-9_.]+"(,[a-z_]+="[A-Za-z0-9_.]+")*\})? \d+',
-                         line), line
+            re.fullmatch(r'[a-z_]+(\{[a-z_]+="[A-Za-z0-9_./+=]+"(,[a-z_]+="[A-Za-z0-9_./+=]+")*\})?'
+                         r' \d+', line), line
     assert b"s3cr3t" not in text.encode()  # counts, never payload
     bridge.kill()
     wait_for(lambda: get(mport, "/readyz")[0] == 503, 10, "readyz to turn 503 without a bridge")
@@ -72,3 +74,58 @@ def test_handshake_failures_are_counted_by_reason(env):
     env.bridge(broker.bridge_port, up.addr, files=(crt, key, env.pki.ca_crt))
     wait_for(lambda: 'cloudtaser_broker_handshake_failures_total{reason="verify"}' in
              get(mport, "/metrics")[1], 10, "a counted verify failure")
+
+
+def labelled(text, name, **labels):
+    """The value of the sample of `name` whose labels include `labels` (None if none)."""
+    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
+        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return int(m.group(2))
+    return None
+
+
+def test_metrics_give_each_certificates_not_after_the_own_pin_and_the_linked_bridges_leaf(env):
+    mport = free_port()
+    broker, bridge, _ = env.tunnel(broker_extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    name = "cloudtaser_broker_peer_certificate_not_after_timestamp_seconds"
+    wait_for(lambda: labelled(get(mport, "/metrics")[1], name, pin=env.bridge_pin) is not None,
+             5, "the bridge's leaf in /metrics")
+    text = get(mport, "/metrics")[1]
+    own = "cloudtaser_broker_certificate_not_after_timestamp_seconds"
+    assert labelled(text, own, certificate="leaf", pin=env.broker_pin) == \
+        not_after_of(env.broker_crt), text
+    assert labelled(text, own, certificate="ca", index="0") == not_after_of(env.pki.ca_crt)
+    assert labelled(text, name, pin=env.bridge_pin) == not_after_of(env.bridge_crt)
+    assert metric(text, "cloudtaser_broker_pins_configured") == 1
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    # The link gone, its leaf goes from /metrics; our own certificates stay.
+    bridge.kill()
+    wait_for(lambda: labelled(get(mport, "/metrics")[1], name) is None, 10,
+             "the bridge's leaf to leave /metrics")
+    assert labelled(get(mport, "/metrics")[1], own, certificate="leaf") is not None
+
+
+def test_a_certificate_expiring_within_a_week_is_warned_about_once(env):
+    crt, key = env.pki.issue("broker-soon", "serverAuth", days=5)
+    mport = free_port()
+    broker = env.broker(files=(crt, key, env.pki.ca_crt),
+                        extra=["--metrics-listen", f"127.0.0.1:{mport}"])
+    broker.wait_log(r"warn: certificate leaf \(pin sha256//\S+\) expires in [45] day\(s\) \d+ "
+                    r"hour\(s\) \(\S+Z\), within 7 day\(s\)")
+    # The check runs with every STATS (once a second): a bridge linking and
+    # leaving makes several; still one warning.
+    up = env.kv()
+    bridge = env.bridge(broker.bridge_port, up.addr, extra=["--broker-pin", pin_of(crt)])
+    broker.wait_log(r"conn=\d+ bridge connected")
+    bridge.kill()
+    broker.wait_log(r"conn=\d+ bridge disconnected")
+    wait_for(lambda: metric(get(mport, "/metrics")[1], "cloudtaser_broker_bridges_connected") == 0,
+             5, "bridges_connected back to 0")
+    assert broker.count(r"warn: certificate leaf") == 1, broker.text()
+    # The bridge's 45-day certificates were not warned about.
+    assert broker.count(r"warn: peer certificate") == 0, broker.text()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, free_port, http_get, wait_for
+from harness import BRIDGE, free_port, http_get, not_after_of, pin_of, wait_for
 
 
 def sample(text, name):
@@ -35,7 +35,8 @@ def check_format(text):
         if m:
             families.append((m.group(1), m.group(2)))
             continue
-        m = re.fullmatch(r'([a-z_]+)(\{[a-z_]+="[^"\\\n]*"\})? -?[0-9]+(\.[0-9]+)?', line)
+        m = re.fullmatch(r'([a-z_]+)(\{[a-z_]+="[^"\\\n]*"(,[a-z_]+="[^"\\\n]*")*\})? '
+                         r'-?[0-9]+(\.[0-9]+)?', line)
         assert m, line
         assert families[-2:] == [("HELP", m.group(1)), ("TYPE", m.group(1))], line
     assert text.endswith("\n")
@@ -240,3 +241,54 @@ def test_log_lines_dropped_on_a_full_stderr_are_counted_in_the_status_file(env):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         os.close(rfd)
+
+
+def labelled(text, name, **labels):
+    """The value of the sample of `name` whose labels include `labels` (None if none)."""
+    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
+        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return int(m.group(2))
+    return None
+
+
+def test_status_file_gives_each_certificates_not_after_the_own_pin_and_the_brokers_leaf(env):
+    up = env.kv()
+    status = env.tmp / "vault-bridge.prom"
+    svc_crt, svc_key = env.pki.issue("service", "serverAuth", days=20,
+                                     sans=("DNS:cloudtaser-broker.cloudtaser-system.svc",))
+    broker = env.broker()
+    env.bridge(broker.bridge_port, up.addr, extra=["--status-file", status],
+               service=(svc_crt, svc_key))
+    broker.wait_log(r"conn=\d+ bridge connected")
+    peer = "cloudtaser_bridge_peer_certificate_not_after_timestamp_seconds"
+    wait_for(lambda: labelled(read(status), peer, pin=env.broker_pin) is not None, 10,
+             "the broker's leaf in the status file")
+    text = read(status)
+    check_format(text)
+    own = "cloudtaser_bridge_certificate_not_after_timestamp_seconds"
+    assert labelled(text, own, certificate="leaf", pin=env.bridge_pin) == \
+        not_after_of(env.bridge_crt), text
+    assert labelled(text, own, certificate="ca") == not_after_of(env.pki.ca_crt)
+    assert labelled(text, own, certificate="service") == not_after_of(svc_crt)
+    assert labelled(text, peer, pin=env.broker_pin) == not_after_of(env.broker_crt)
+    assert sample(text, "cloudtaser_bridge_pins_configured") == 1
+    broker.kill()
+    wait_for(lambda: labelled(read(status), peer) is None, 10,
+             "the broker's leaf to leave the status file")
+    assert labelled(read(status), own, certificate="leaf") is not None
+
+
+def test_the_bridge_warns_once_when_its_certificate_expires_within_a_week(env):
+    crt, key = env.pki.issue("bridge-soon", "clientAuth", days=5)
+    broker = env.broker(extra=["--bridge-pin", pin_of(crt)])
+    up = env.kv()
+    status = env.tmp / "vault-bridge.prom"
+    bridge = env.bridge(broker.bridge_port, up.addr, files=(crt, key, env.pki.ca_crt),
+                        extra=["--status-file", status])
+    bridge.wait_log(r"warn: certificate leaf \(pin sha256//\S+\) expires in [45] day\(s\) \d+ "
+                    r"hour\(s\) \(\S+Z\), within 7 day\(s\)")
+    # A link coming up rewrites the status and checks again: still one warning.
+    broker.wait_log(r"conn=\d+ bridge connected")
+    wait_for(lambda: link_up(status) == 1, 10, "link up in the status file")
+    assert bridge.count(r"warn: certificate leaf") == 1, bridge.text()

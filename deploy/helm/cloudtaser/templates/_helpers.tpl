@@ -67,6 +67,18 @@ Included by every broker template so `helm template` reports it too.
 {{- fail "broker.tls.create=true in beacon mode needs broker.tls.pairingKey (--set-file broker.tls.pairingKey=<out>/broker/pairing.key)" -}}
 {{- end -}}
 {{- end -}}
+{{- $cm := $b.tls.certManager | default dict -}}
+{{- if $cm.issuerRef -}}
+{{- if not $cm.issuerRef.name -}}
+{{- fail "broker.tls.certManager.issuerRef needs a name (the cert-manager Issuer or ClusterIssuer)" -}}
+{{- end -}}
+{{- if $b.tls.create -}}
+{{- fail "broker.tls.certManager.issuerRef and broker.tls.create=true both make the Secret: drop one" -}}
+{{- end -}}
+{{- if and (not $b.bridgePins) (not $b.insecureNoPin) -}}
+{{- fail "broker.tls.certManager needs broker.bridgePins: the Secret cert-manager writes holds no bridge.pin, and the broker refuses to start without a pin" -}}
+{{- end -}}
+{{- end -}}
 {{- if and $b.tls.create (or (not $b.tls.crt) (not $b.tls.key) (not $b.tls.ca)) -}}
 {{- fail "broker.tls.create=true needs broker.tls.crt, broker.tls.key and broker.tls.ca (use --set-file with the files cloudtaser-certs wrote)" -}}
 {{- end -}}

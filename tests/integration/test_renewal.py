@@ -1,0 +1,254 @@
+"""Certificate renewal over time (issue 15): deploy/cloudtaser-certs renew with
+the same key and with --new-key in the documented order, seen through the
+daemons' expiry metrics, and the kubelet's Secret update (a `..data` symlink
+swap) picked up by a running broker."""
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from harness import free_port, not_after_of, pin_of, wait_for
+
+CERTS = Path(__file__).resolve().parents[2] / "deploy" / "cloudtaser-certs"
+LEAF = "cloudtaser_broker_certificate_not_after_timestamp_seconds"
+PEER = "cloudtaser_broker_peer_certificate_not_after_timestamp_seconds"
+
+
+def certs(*args):
+    r = subprocess.run(["bash", str(CERTS), *map(str, args)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def labelled(text, name, **labels):
+    """The value of the sample of `name` whose labels include `labels` (None if none)."""
+    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
+        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return int(m.group(2))
+    return None
+
+
+def plain(text, name):
+    m = re.search(rf"^{re.escape(name)} (\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+class Pump:
+    """Streams echoing 16 KiB blocks through the broker until stopped; each
+    records whether every byte came back (a stream error fails it)."""
+
+    def __init__(self, port, n=4):
+        self.stop = threading.Event()
+        self.results = []
+        self.threads = [threading.Thread(target=self._run, args=(port, i)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, port, i):
+        block = hashlib.sha256(str(i).encode()).digest() * 512
+        sent = got = 0
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                while not self.stop.is_set() or got < sent:
+                    if not self.stop.is_set():
+                        s.sendall(block)
+                        sent += len(block)
+                    while got < sent:
+                        b = s.recv(1 << 16)
+                        if not b:
+                            raise ConnectionError("stream closed early")
+                        got += len(b)
+            self.results.append((sent, True))
+        except OSError as e:
+            self.results.append((sent, repr(e)))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert len(self.results) == len(self.threads)
+        for sent, ok in self.results:
+            assert ok is True and sent > 0, self.results
+
+
+def pair(env, pki, mport, broker_files=None, echo=True):
+    """A broker and a bridge made from a cloudtaser-certs tree, each reading
+    its pin file (as deployed)."""
+    up = env.echo() if echo else env.kv()
+    b = pki / "broker"
+    broker = env.broker(files=broker_files or (b / "tls.crt", b / "tls.key", b / "ca.crt"),
+                        extra=["--bridge-pin-file", b / "bridge.pin",
+                               "--metrics-listen", f"127.0.0.1:{mport}"])
+    g = pki / "bridge"
+    bridge = env.bridge(broker.bridge_port, up.addr,
+                        files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+                        extra=["--broker-pin-file", g / "broker.pin"])
+    broker.wait_log(r"conn=\d+ bridge connected")
+    return broker, bridge
+
+
+def test_a_renewal_keeping_the_key_under_load_loses_no_stream_and_shows_the_new_not_after(env):
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1", "--days", "20")
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport)
+    pin = pin_of(pki / "broker" / "tls.crt")
+    before = not_after_of(pki / "broker" / "tls.crt")
+    assert labelled(metrics(mport), LEAF, certificate="leaf", pin=pin) == before
+    pump = Pump(broker.service_port)
+    out = certs("renew", "--ca", pki / "ca", pki / "broker", "--days", "90")
+    assert f"the pin stays: {pin}" in out
+    after = not_after_of(pki / "broker" / "tls.crt")
+    assert after > before
+    broker.signal(signal.SIGHUP)
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=pin) == after, 10,
+             "the renewed not-after (same pin) in /metrics")
+    pump.finish()
+    assert broker.count(r"bridge disconnected") == 0, broker.text()
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    # The bridge still pins the same key: a new handshake with the renewed
+    # certificate succeeds (a second bridge, the same files).
+    g = pki / "bridge"
+    up = env.echo()
+    env.bridge(broker.bridge_port, up.addr, files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+               extra=["--broker-pin-file", g / "broker.pin"])
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
+             "a second bridge linked with the renewed certificate")
+
+
+def test_a_new_bridge_key_installed_in_the_documented_order_keeps_the_link(env):
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport, echo=False)
+    old_pin = pin_of(pki / "bridge" / "tls.crt")
+    assert plain(metrics(mport), "cloudtaser_broker_pins_configured") == 1
+    out = certs("renew", "--ca", pki / "ca", pki / "bridge", "--new-key")
+    next_pin = pin_of(pki / "bridge" / "next.crt")
+    assert next_pin != old_pin and f"next     {next_pin}" in out
+    # Step 1: the broker's pin file (which the tool extended) is reloaded.
+    broker.signal(signal.SIGHUP)
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_pins_configured") == 2, 10,
+             "the broker to admit both bridge keys")
+    # Step 2: the bridge gets the next certificate and key.
+    g = pki / "bridge"
+    os.replace(g / "next.crt", g / "tls.crt")
+    os.replace(g / "next.key", g / "tls.key")
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert labelled(metrics(mport), PEER, pin=old_pin) is not None  # the link kept
+    # A new handshake (the broker restarted on the same port) uses the next key.
+    port = broker.bridge_port
+    broker.kill()
+    b = pki / "broker"
+    mport2 = free_port()
+    env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
+               extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
+                      f"127.0.0.1:{mport2}"])
+    wait_for(lambda: labelled(metrics(mport2), PEER, pin=next_pin) is not None, 20,
+             "the bridge to link again with its next key")
+
+
+def test_a_new_bridge_key_installed_before_its_pin_is_published_fails_the_handshake(env):
+    """The wrong order, to show what the documented order prevents (keeping
+    the old key in service is the protocol change that comes with issue 15's
+    HELLO pins): the link already up stays, a new handshake is refused."""
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport, echo=False)
+    certs("renew", "--ca", pki / "ca", pki / "bridge", "--new-key")
+    g = pki / "bridge"
+    # The broker is never told (its pin file reloaded without the next pin).
+    (pki / "broker" / "bridge.pin").write_text(pin_of(g / "tls.crt") + "\n")
+    os.replace(g / "next.crt", g / "tls.crt")
+    os.replace(g / "next.key", g / "tls.key")
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    port = broker.bridge_port
+    broker.kill()
+    b = pki / "broker"
+    mport2 = free_port()
+    env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
+               extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
+                      f"127.0.0.1:{mport2}"])
+    wait_for(lambda: labelled(metrics(mport2), "cloudtaser_broker_handshake_failures_total",
+                              reason="pin") or 0, 20, "the broker to refuse the unpinned key")
+    assert plain(metrics(mport2), "cloudtaser_broker_bridges_connected") == 0
+
+
+def kubelet_secret(root: Path, files: dict):
+    """A Secret volume as the kubelet writes it: the files in a timestamped
+    directory, `..data` pointing to it, each name a symlink through `..data`."""
+    root.mkdir(parents=True, exist_ok=True)
+    ts = root / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    ts.mkdir()
+    for name, src in files.items():
+        shutil.copy(src, ts / name)
+        os.chmod(ts / name, 0o600 if name.endswith(".key") else 0o644)
+    # The swap: a new ..data_tmp symlink renamed over ..data (atomic).
+    tmp = root / "..data_tmp"
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(ts.name, tmp)
+    old = os.readlink(root / "..data") if (root / "..data").is_symlink() else None
+    os.replace(tmp, root / "..data")
+    for name in files:
+        if not (root / name).is_symlink():
+            os.symlink(f"..data/{name}", root / name)
+    if old:
+        shutil.rmtree(root / old)
+
+
+def test_the_broker_serves_a_renewed_secret_after_the_kubelets_symlink_swap_without_restart(env):
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1", "--days", "20")
+    b = pki / "broker"
+    vol = env.tmp / "secret"
+
+    def secret():
+        kubelet_secret(vol, {"tls.crt": b / "tls.crt", "tls.key": b / "tls.key",
+                             "ca.crt": b / "ca.crt", "bridge.pin": b / "bridge.pin"})
+    secret()
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport,
+                          broker_files=(vol / "tls.crt", vol / "tls.key", vol / "ca.crt"))
+    pin = pin_of(b / "tls.crt")
+    before = labelled(metrics(mport), LEAF, certificate="leaf", pin=pin)
+    assert before == not_after_of(b / "tls.crt")
+    pid = broker.proc.pid
+    # cert-manager renews (rotationPolicy Never: the same key); the kubelet swaps.
+    certs("renew", "--ca", pki / "ca", b, "--days", "90")
+    after = not_after_of(b / "tls.crt")
+    assert after > before
+    secret()
+    broker.wait_log(r"file changed: reloading", timeout=15)
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=pin) == after, 15,
+             "the renewed not-after in /metrics")
+    assert broker.proc.pid == pid and broker.proc.poll() is None
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 1
+    # A new link is served the renewed certificate.
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{broker.bridge_port}",
+                        "-cert", str(pki / "bridge" / "tls.crt"),
+                        "-key", str(pki / "bridge" / "tls.key"),
+                        "-CAfile", str(b / "ca.crt"), "-tls1_3"],
+                       input=b"", capture_output=True, timeout=20)
+    served = r.stdout.split(b"-----BEGIN CERTIFICATE-----", 1)[1].split(b"-----END")[0]
+    assert served.replace(b"\n", b"") in (b / "tls.crt").read_bytes().replace(b"\n", b"")
