@@ -217,6 +217,15 @@ class Bridge(Daemon):
 BYTES_CHUNK = bytes(range(256)) * 256  # the body of /bytes/N repeats this
 
 
+def labelled(text, name, **labels):
+    """The value of the sample of `name` whose labels include `labels` (None if none)."""
+    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
+        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return int(m.group(2))
+    return None
+
+
 def bytes_body_sha256(n):
     """sha256 hex digest of the KV stand-in's /bytes/N body."""
     h, left = hashlib.sha256(), n

@@ -7,7 +7,7 @@ import socket
 import urllib.error
 import urllib.request
 
-from harness import free_port, http_get, not_after_of, pin_of, wait_for
+from harness import free_port, http_get, labelled, not_after_of, pin_of, wait_for
 
 
 def get(port, path):
@@ -74,15 +74,6 @@ def test_handshake_failures_are_counted_by_reason(env):
     env.bridge(broker.bridge_port, up.addr, files=(crt, key, env.pki.ca_crt))
     wait_for(lambda: 'cloudtaser_broker_handshake_failures_total{reason="verify"}' in
              get(mport, "/metrics")[1], 10, "a counted verify failure")
-
-
-def labelled(text, name, **labels):
-    """The value of the sample of `name` whose labels include `labels` (None if none)."""
-    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
-        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return int(m.group(2))
-    return None
 
 
 def test_metrics_give_each_certificates_not_after_the_own_pin_and_the_linked_bridges_leaf(env):

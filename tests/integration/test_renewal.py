@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import free_port, not_after_of, pin_of, wait_for
+from harness import free_port, labelled, not_after_of, pin_of, wait_for
 
 CERTS = Path(__file__).resolve().parents[2] / "deploy" / "cloudtaser-certs"
 LEAF = "cloudtaser_broker_certificate_not_after_timestamp_seconds"
@@ -31,15 +31,6 @@ def certs(*args):
 def metrics(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode()
-
-
-def labelled(text, name, **labels):
-    """The value of the sample of `name` whose labels include `labels` (None if none)."""
-    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
-        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return int(m.group(2))
-    return None
 
 
 def plain(text, name):

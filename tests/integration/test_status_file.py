@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, free_port, http_get, not_after_of, pin_of, wait_for
+from harness import BRIDGE, free_port, http_get, labelled, not_after_of, pin_of, wait_for
 
 
 def sample(text, name):
@@ -241,15 +241,6 @@ def test_log_lines_dropped_on_a_full_stderr_are_counted_in_the_status_file(env):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         os.close(rfd)
-
-
-def labelled(text, name, **labels):
-    """The value of the sample of `name` whose labels include `labels` (None if none)."""
-    for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (-?\d+)$", text, re.M):
-        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(1)))
-        if all(have.get(k) == v for k, v in labels.items()):
-            return int(m.group(2))
-    return None
 
 
 def test_status_file_gives_each_certificates_not_after_the_own_pin_and_the_brokers_leaf(env):
