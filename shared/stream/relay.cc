@@ -155,6 +155,7 @@ void RelayTable::on_writable(Link* to, uint32_t id) {
 }
 
 void RelayTable::pump_codec(Relay* r) {
+  if (r->inner_pending && !open_pending_inner(r)) return;
   Relay::End& a = r->a;
   Relay::End& b = r->b;
   if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return;
@@ -167,6 +168,35 @@ void RelayTable::pump_codec(Relay* r) {
     return;
   }
   if (r->pump.done()) remove(r);
+}
+
+bool RelayTable::open_pending_inner(Relay* r) {
+  Relay::End& a = r->a;
+  if (a.link == nullptr || a.link->closed()) return false;
+  StreamCodec& c = *r->codec;
+  if (!r->pump.run_outer(c, a.link->session(), a.id)) {
+    codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
+    return false;
+  }
+  if (!c.established()) {
+    if (r->pump.outer_fin_seen()) {
+      // The wrapper left before its handshake was done: nothing was opened
+      // inside, so nothing is dialled; our half ends too.
+      Session& sa = a.link->session();
+      if (sa.stream_exists(a.id)) sa.close_write(a.id);
+      remove(r);
+    }
+    return false;
+  }
+  const Relay::End b = open_inner_ ? open_inner_(*r) : Relay::End{};
+  if (b.link == nullptr) {
+    reset(r, Code::kResource);
+    return false;
+  }
+  r->inner_pending = false;
+  CT_CHECK(ends_.emplace(StreamKey{b.link, b.id}, r).second);
+  r->b = b;
+  return true;
 }
 
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {

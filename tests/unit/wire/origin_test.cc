@@ -139,6 +139,24 @@ TEST(Origin, F45_EveryMalformedPayloadIsRefusedWithAReason) {
   EXPECT_EQ(why_of(over), "origin longer than its bound");
 }
 
+// --cluster-name (the broker refuses anything else at start, exit 2) and the
+// AUTHORITY a wrapper's SNI becomes.
+TEST(Origin, ClusterNameAndAuthorityBounds) {
+  EXPECT_TRUE(valid_cluster_name("a"));
+  EXPECT_TRUE(valid_cluster_name("prod-eu_1.gke/zone:b"));
+  EXPECT_TRUE(valid_cluster_name(std::string(limits::kMaxClusterName, '~')));
+  EXPECT_FALSE(valid_cluster_name(""));
+  EXPECT_FALSE(valid_cluster_name(std::string(limits::kMaxClusterName + 1, 'x')));
+  EXPECT_FALSE(valid_cluster_name("prod eu"));
+  EXPECT_FALSE(valid_cluster_name("prod\teu"));
+  EXPECT_FALSE(valid_cluster_name(std::string("a\0b", 3)));
+  EXPECT_FALSE(
+      valid_cluster_name("pr\xc3\xb6"
+                         "d"));
+  EXPECT_TRUE(valid_authority(std::string(limits::kMaxAuthority, 'a')));
+  EXPECT_FALSE(valid_authority(std::string(limits::kMaxAuthority + 1, 'a')));
+}
+
 TEST(Origin, AddressesPrintForLogs) {
   EXPECT_EQ(v4(127, 0, 0, 2, 40000).str(), "127.0.0.2:40000");
   EXPECT_EQ(v6_last(1, 443).str(), "[0:0:0:0:0:0:0:1]:443");
