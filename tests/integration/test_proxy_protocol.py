@@ -8,6 +8,7 @@ cluster's name and a unique id that the broker's and the bridge's logs also
 carry, with wrapper TLS ending in the bridge (--service-cert) and passed
 through to OpenBao (https://). Without the flag no header is sent."""
 import json
+import os
 import re
 import socket
 import ssl
@@ -217,3 +218,32 @@ def test_the_strict_parser_refuses_what_the_spec_does_not_allow():
                 b"\xe0\x00\x05a", sig + b"\x20\x11\x00\x0c" + good[16:], good[:20]):
         with pytest.raises(ProxyV2Error):
             parse(bad)
+
+
+OLD_BROKER = os.environ.get("CT_OLD_BROKER")
+
+
+@pytest.mark.skipif(not OLD_BROKER, reason="set CT_OLD_BROKER to a broker built before protocol "
+                    "version 3 (with its -forward beside it)")
+def test_a_broker_too_old_for_the_origin_still_works_with_local_headers_and_one_line(env):
+    # docs/protocol.md §2: a version 2 broker sends empty OPENs. The bridge
+    # says so once when the link comes up, and OpenBao gets the LOCAL command
+    # (it sees the bridge's own address), not a refused connection.
+    up = ProxyV2Standin(proxy=True)
+    env.upstreams.append(up)
+    broker = Daemon([OLD_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+                     "127.0.0.1:0", "--cert", env.broker_crt, "--key", env.broker_key,
+                     "--ca-cert", env.pki.ca_crt, "--bridge-pin", env.bridge_pin],
+                    env._log("old-broker"))
+    env.daemons.append(broker)
+    m = broker.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
+                        r"127\.0\.0\.1:(\d+)")
+    broker.bridge_port, broker.service_port = int(m.group(1)), int(m.group(2))
+    service = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
+    bridge = env.bridge(broker.bridge_port, up.addr, extra=["--proxy-protocol"], service=service)
+    bridge.wait_log(r"connected to the broker: .*\(protocol 2\)")
+    bridge.wait_log(r"too old to say who connected")
+    for _ in range(3):
+        got, _ = fetch(env, broker, "127.0.0.2")
+        assert got["header"] == {"command": "LOCAL"}, got
+    assert bridge.count("too old to say who connected") == 1
