@@ -524,6 +524,7 @@ class TlsProcess final : public ChildBase {
             break;
           }
           Relay* r = relays_.create(&l, ev.stream);
+          r->origin = encode_origin(origin);  // for the stream's log lines (its uid)
           relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;

@@ -4,8 +4,18 @@
 
 #include "shared/base/check.h"
 #include "shared/base/log.h"
+#include "shared/wire/origin.h"
 
 namespace ct {
+
+namespace {
+// " uid=..." for a relay's log lines: the stream's id from its origin.
+std::string uid_note(const Relay& r) {
+  if (r.origin.empty()) return {};
+  auto o = decode_origin(r.origin, nullptr);
+  return o && o->stream_id != 0 ? " uid=" + stream_uid_hex(o->stream_id) : std::string();
+}
+}  // namespace
 
 Relay* RelayTable::create(Link* a, uint32_t id_a) {
   const StreamKey key{a, id_a};
@@ -242,9 +252,9 @@ void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
                               const std::string& why) {
   (*counter)++;
   LOG_WARN_THROTTLED(codec_log_,
-                     "stream=%u wrapper TLS failed (%s): %s; since start: handshake %llu, "
+                     "stream=%u%s wrapper TLS failed (%s): %s; since start: handshake %llu, "
                      "timeout %llu, record %llu",
-                     r->a.id, what, why.c_str(),
+                     r->a.id, uid_note(*r).c_str(), what, why.c_str(),
                      static_cast<unsigned long long>(codec_failures_.handshake),
                      static_cast<unsigned long long>(codec_failures_.timeout),
                      static_cast<unsigned long long>(codec_failures_.record));
@@ -325,9 +335,10 @@ void RelayTable::expire(TimePoint now) {
       if (now >= r->last_active + idle_timeout_) {
         idle_resets_++;
         LOG_WARN_THROTTLED(idle_log_,
-                           "stream=%u no byte either way within the idle timeout: reset "
+                           "stream=%u%s no byte either way within the idle timeout: reset "
                            "(%llu since start)",
-                           r->a.id, static_cast<unsigned long long>(idle_resets_));
+                           r->a.id, uid_note(*r).c_str(),
+                           static_cast<unsigned long long>(idle_resets_));
         reset(r, Code::kTimeout);
         continue;
       }
