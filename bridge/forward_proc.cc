@@ -7,7 +7,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <unordered_set>
+#include <unordered_map>
+#include <vector>
 
 #include "bridge/bridge.h"
 #include "bridge/procs.h"
@@ -16,6 +17,8 @@
 #include "shared/proc/child.h"
 #include "shared/stream/splice.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
+#include "shared/wire/proxy_header.h"
 
 namespace ct::bridge {
 
@@ -66,11 +69,13 @@ class ForwardProcess final : public ChildBase {
     }
   }
 
-  void open_upstream(Link& l, uint32_t id) {
+  void open_upstream(Link& l, uint32_t id, const Origin& origin) {
+    const std::string uid = origin.stream_id != 0 ? stream_uid_hex(origin.stream_id) : "-";
     bool in_progress = false;
     auto r = connect_tcp(upstream_, &in_progress);
     if (!r) {
-      LOG_INFO("stream=%u cannot connect to %s: %s", id, upstream_.str().c_str(), r.what().c_str());
+      LOG_INFO("stream=%u uid=%s cannot connect to %s: %s", id, uid.c_str(),
+               upstream_.str().c_str(), r.what().c_str());
       const int err = r.error().code;
       l.session().reset(id,
                         err == EMFILE || err == ENFILE ? Code::kResource : Code::kUpstreamRefused);
@@ -80,7 +85,23 @@ class ForwardProcess final : public ChildBase {
     tune_stream_socket(fd.get());
     // OpenBao aborting the connection is UPSTREAM_RESET, so that the broker's
     // stream_resets_total does not count it as a wrapper's cancel.
-    splices_.add(l, id, std::move(fd), in_progress, Code::kUpstreamReset);
+    Splice* sp = splices_.add(l, id, std::move(fd), in_progress, Code::kUpstreamReset);
+    LOG_DEBUG("stream=%u uid=%s from %s to OpenBao", id, uid.c_str(),
+              origin.source ? origin.source->str().c_str() : "an unknown address");
+    if (!settings_.proxy_protocol) return;
+    // --proxy-protocol: the header goes first, before the wrapper's first
+    // byte (docs/protocol.md §3a). Without the wrapper's address it is LOCAL:
+    // OpenBao sees the connection as ours, as without the header.
+    // An empty origin is the health probe's (our own connection) or an older
+    // broker's stream (the TLS process said so when the link came up).
+    if (!proxy_v2_has_addresses(origin) && !origin.empty() && !local_logged_) {
+      local_logged_ = true;
+      LOG_WARN(
+          "stream=%u uid=%s: the broker sent no wrapper address: OpenBao gets PROXY "
+          "LOCAL headers for such streams (said once)",
+          id, uid.c_str());
+    }
+    sp->set_prefix(encode_proxy_v2(origin));
   }
 
   // OpenBao is dialled at the stream's first byte (the first plaintext byte
@@ -89,15 +110,19 @@ class ForwardProcess final : public ChildBase {
   // True when the event was about a stream not yet connected and is done with.
   bool held_until_first_byte(Link& l, const Event& ev) {
     if (ev.kind == Event::kOpened) {
-      unconnected_.insert(ev.stream);
+      // Its origin (§3a; at most kMaxOriginPayload bytes) waits with it.
+      unconnected_[ev.stream].assign(ev.data.begin(), ev.data.end());
       return true;
     }
-    if (unconnected_.count(ev.stream) == 0) return false;
+    auto it = unconnected_.find(ev.stream);
+    if (it == unconnected_.end()) return false;
     switch (ev.kind) {
-      case Event::kData:
-        unconnected_.erase(ev.stream);
-        open_upstream(l, ev.stream);  // the splice queues the bytes while it connects
-        return false;                 // and takes them now
+      case Event::kData: {
+        const Origin origin = decode_origin(it->second, nullptr).value_or(Origin{});
+        unconnected_.erase(it);
+        open_upstream(l, ev.stream, origin);  // the splice queues the bytes while it connects
+        return false;                         // and takes them now
+      }
       case Event::kFin:
         // Closed before it said anything: close ours too, no dial.
         unconnected_.erase(ev.stream);
@@ -144,7 +169,9 @@ class ForwardProcess final : public ChildBase {
   SockAddr upstream_;
   SpliceTable splices_{loop_};
   // Streams opened by the TLS process whose first byte has not come yet.
-  std::unordered_set<uint32_t> unconnected_;
+  // With the origin its OPEN carried.
+  std::unordered_map<uint32_t, std::vector<uint8_t>> unconnected_;
+  bool local_logged_ = false;  // the LOCAL header's reason was logged
 };
 
 }  // namespace

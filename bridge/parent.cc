@@ -74,6 +74,10 @@ std::vector<FlagSpec> flag_specs() {
           {"service-name", "NAME",
            "the name wrappers reach the broker by, which --service-cert must carry (default "
            "cloudtaser-broker.cloudtaser-system.svc)"},
+          {"proxy-protocol", "",
+           "write a PROXY protocol v2 header before the first byte of every connection to "
+           "OpenBao, with the wrapper's address, the broker's cluster name and the stream's id "
+           "(OpenBao's listener must allow it from this host: docs/vault-host.md)"},
           {"allow-plaintext-upstream-over-network", "",
            "allow an http:// --vault-addr that is not a loopback address (wrappers' tokens and "
            "secrets then cross that network in plaintext)"},
@@ -242,6 +246,7 @@ class BridgeParent final : DaemonParent::Hooks {
     if (vault_https && vault_ca.empty()) health_interval = 0;
     if (vault_https && !vault_ca.empty()) settings.vault_tls_name = vault.host;
     settings.vault_health_interval_ms = health_interval * 1000;
+    settings.proxy_protocol = f.has("proxy-protocol");
     MaterialFiles files;
     files.cert = cert;
     files.key = f.get("client-key");
@@ -285,6 +290,8 @@ class BridgeParent final : DaemonParent::Hooks {
                settings.upstream.c_str());
     else
       LOG_INFO("streams: plaintext (--allow-plaintext-streams): the broker can read them");
+    if (settings.proxy_protocol)
+      LOG_INFO("OpenBao gets a PROXY protocol v2 header before every connection's first byte");
     if (settings.vault_health_interval_ms != 0 && vault_https)
       LOG_INFO("OpenBao health: GET %s every %u s over TLS, verifying %s with %s",
                settings.vault_health_path.c_str(), health_interval, settings.vault_tls_name.c_str(),

@@ -31,6 +31,7 @@
 #include "shared/tls/link.h"
 #include "shared/tls/stream.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 
 namespace ct::bridge {
 
@@ -64,6 +65,7 @@ class TlsProcess final : public ChildBase {
                              std::chrono::milliseconds(settings_.stream_idle_timeout_ms));
         health_ = HealthPoller(std::chrono::milliseconds(settings_.vault_health_interval_ms),
                                kHealthProbeTimeout);
+        relays_.set_inner_opener([this](Relay& r) { return open_local_for(r); });
         return true;
       case Msg::kMaterial: {
         auto mat = decode_material(m.body);
@@ -449,9 +451,37 @@ class TlsProcess final : public ChildBase {
     });
   }
 
+  // The wrapper's stream opens on the data channel once its TLS handshake is
+  // done (RelayTable's inner opener), with the origin the broker sent and the
+  // name the wrapper asked for.
+  Relay::End open_local_for(Relay& r) {
+    if (!local_ || local_->closed()) return {};
+    Origin origin = decode_origin(r.origin, nullptr).value_or(Origin{});
+    const std::string sni = r.codec ? r.codec->server_name() : std::string();
+    if (valid_authority(sni)) origin.authority = sni;
+    const uint32_t lid = local_->session().open(encode_origin(origin));
+    if (lid == 0) return {};
+    return {local_.get(), lid};
+  }
+
+  // A broker's OPEN with a malformed origin costs only that stream (the
+  // session reset it, §3a); say so, throttled: it is the broker's bug.
+  void note_bad_origins(Link& l) {
+    const uint64_t n = l.session().stats().bad_origins;
+    uint64_t& seen = bad_origins_[l.id()];
+    if (n == seen) return;
+    seen = n;
+    LOG_LINK_THROTTLED(bad_origin_log_, l.id(),
+                       "stream=%u reset: the broker sent a malformed origin (%s); %llu so far",
+                       l.session().last_bad_origin_stream(),
+                       std::string(l.session().last_bad_origin_why()).c_str(),
+                       static_cast<unsigned long long>(n));
+  }
+
   void on_link_events(Link& l) noexcept override {
     auto events = l.session().take_events();
     const bool is_local = (&l == local_.get());
+    if (!is_local) note_bad_origins(l);
     for (const Event& ev : events) {
       if (is_local && probe_event(ev)) continue;
       switch (ev.kind) {
@@ -461,6 +491,12 @@ class TlsProcess final : public ChildBase {
             dial_.on_link_up();  // a link completed its HELLO: the configuration works
             LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s (protocol %u)",
                      static_cast<TlsLink&>(l).peer_subject().c_str(), l.session().version());
+            if (settings_.proxy_protocol && l.session().version() < kOriginVersion)
+              LOG_LINK(LOG_WARN, l.id(),
+                       "the broker speaks protocol %u, too old to say who connected: no PROXY "
+                       "header can carry a wrapper's address, so OpenBao gets the LOCAL "
+                       "command (the bridge's own address) for this link's streams",
+                       l.session().version());
             // A version 1 broker sends no STATUS: it is identified now.
             if (l.session().version() < 2) identified(static_cast<TlsLink&>(l));
             report();
@@ -472,16 +508,30 @@ class TlsProcess final : public ChildBase {
             l.session().reset(ev.stream, draining_ ? Code::kRefused : Code::kResource);
             break;
           }
-          const uint32_t lid = local_->session().open();
+          // The origin (docs/protocol.md §3a) goes on to the forwarding
+          // process, without an AUTHORITY: only our own TLS process can know
+          // which name the wrapper asked for.
+          Origin origin = decode_origin(ev.data, nullptr).value_or(Origin{});
+          origin.authority.clear();
+          if (service_ctx_) {
+            // With --service-cert the wrapper's TLS ends here; the forwarding
+            // process (and OpenBao on loopback) sees plaintext, the broker
+            // never. Its stream opens once the handshake is done, with the
+            // name the wrapper asked for (open_local_for).
+            Relay* r = relays_.create(&l, ev.stream);
+            r->codec = std::make_unique<TlsStream>(service_ctx_, service_ctx_->get());
+            r->origin = encode_origin(origin);
+            r->inner_pending = true;
+            relays_.start_timers(r, Clock::now());
+            break;
+          }
+          const uint32_t lid = local_->session().open(encode_origin(origin));
           if (lid == 0) {
             l.session().reset(ev.stream, Code::kResource);
             break;
           }
           Relay* r = relays_.create(&l, ev.stream);
-          // With --service-cert the wrapper's TLS ends here; the forwarding
-          // process (and OpenBao on loopback) sees plaintext, the broker never.
-          if (service_ctx_)
-            r->codec = std::make_unique<TlsStream>(service_ctx_, service_ctx_->get());
+          r->origin = encode_origin(origin);  // for the stream's log lines (its uid)
           relays_.start_timers(r, Clock::now());
           relays_.attach(r, local_.get(), lid);
           break;
@@ -540,6 +590,7 @@ class TlsProcess final : public ChildBase {
     const bool clean = l.has_session() && (l.session().goaway_received() || draining_);
     identified_.erase(l.id());
     peer_certs_.erase(l.id());
+    bad_origins_.erase(l.id());
     // A link that was up ends at most once per completed HELLO: logged every
     // time (a drain or a duplicate at info). Failed handshakes are logged per
     // class, throttled (Redialer).
@@ -657,12 +708,14 @@ class TlsProcess final : public ChildBase {
   std::shared_ptr<TlsContext> service_ctx_;  // wrappers' TLS ends here when set
   std::map<uint64_t, std::unique_ptr<TlsLink>> links_;
   std::map<uint64_t, TimePoint> up_since_;
-  std::set<uint64_t> identified_;  // links whose broker instance is known
-  std::set<uint64_t> duplicates_;  // links closing: their instance was already held
-  LinkStatus own_status_;          // what we tell every kept link
-  HealthPoller health_;            // OpenBao's state (own_status_.upstream)
-  bool health_started_ = false;    // polling began (after the first material)
-  uint32_t probe_stream_ = 0;      // the probe's stream on the data channel; 0: none
+  std::set<uint64_t> identified_;             // links whose broker instance is known
+  std::set<uint64_t> duplicates_;             // links closing: their instance was already held
+  LinkStatus own_status_;                     // what we tell every kept link
+  HealthPoller health_;                       // OpenBao's state (own_status_.upstream)
+  std::map<uint64_t, uint64_t> bad_origins_;  // per link: malformed origins logged
+  log::Throttle bad_origin_log_;
+  bool health_started_ = false;  // polling began (after the first material)
+  uint32_t probe_stream_ = 0;    // the probe's stream on the data channel; 0: none
   // https:// --vault-addr: the probe's TLS client (--vault-ca), its request
   // until the handshake is done, and the ciphertext read so far.
   std::shared_ptr<TlsContext> upstream_ctx_;

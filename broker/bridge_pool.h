@@ -21,6 +21,7 @@
 #include "shared/stream/link.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 
 namespace ct::broker {
 
@@ -56,6 +57,9 @@ class BridgePool {
     virtual bool waiting(uint32_t wrapper) = 0;
     virtual void attach(uint32_t wrapper, L& bridge, uint32_t stream) = 0;
     virtual void reset(uint32_t wrapper, Code code) = 0;
+    // The origin its forwarding process gave the stream (docs/protocol.md
+    // §3a), for the bridge stream's OPEN; empty: none.
+    virtual Bytes origin(uint32_t) { return {}; }
   };
 
   BridgePool(const Links& links, Wrappers& wrappers, BrokerStats& stats)
@@ -162,11 +166,19 @@ class BridgePool {
   bool try_open(uint32_t wrapper) {
     L* b = least_loaded();
     if (b == nullptr) return false;
-    const uint32_t id = b->session().open();
+    const Bytes origin = wrappers_.origin(wrapper);
+    const uint32_t id = b->session().open(origin);
     if (id == 0) return false;
+    LOG_LINK(LOG_DEBUG, b->id(), "stream=%u opened for wrapper stream %u%s", id, wrapper,
+             origin_log(origin).c_str());
     wrappers_.attach(wrapper, *b, id);
-    LOG_LINK(LOG_DEBUG, b->id(), "stream=%u opened for wrapper stream %u", id, wrapper);
     return true;
+  }
+
+  // " uid=..." for a log line, from an origin the session already checked.
+  static std::string origin_log(Bytes origin) {
+    auto o = decode_origin(origin, nullptr);
+    return o && o->stream_id != 0 ? " uid=" + stream_uid_hex(o->stream_id) : std::string();
   }
 
   struct Held {

@@ -20,6 +20,7 @@
 #include "shared/proc/child.h"
 #include "shared/stream/splice.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 
 namespace ct::broker {
 
@@ -36,6 +37,7 @@ const SyscallRule kSyscalls[] = {
     allow_if("getsockopt", "SO_ERROR of a wrapper socket that reported an error",
              arg_eq(1, SOL_SOCKET), arg_eq(2, SO_ERROR)),
     {"shutdown", "half-close towards a wrapper after the stream's FIN"},
+    {"getsockname", "the address each wrapper reached, for its stream's origin"},
 };
 
 // A wrapper refused at accept is closed with an RST (SO_LINGER {1, 0}): a
@@ -62,6 +64,8 @@ AdmissionLimits service_admission(uint32_t per_source, size_t fd_limit) {
 class ForwardProcess final : public ChildBase {
  public:
   ForwardProcess() : ChildBase(kProcs, ProcRole::kForward, &g_budget) {
+    // Drawn before the sandbox; a prefix of 0 still makes ids that are not 0.
+    uid_prefix_ = static_cast<uint32_t>(std::random_device{}());
     // A spare fd to give back when accept() hits EMFILE, so the listener can
     // take the pending connection off the queue and close it instead of
     // spinning on a level-triggered event it cannot clear (FI-22, libuv#315).
@@ -214,7 +218,15 @@ class ForwardProcess final : public ChildBase {
         refuse(std::move(fd));
         continue;
       }
-      const uint32_t id = local_->session().open();
+      // The stream's origin (docs/protocol.md §3a): the address that was just
+      // admitted (the same one the per-source cap counted), the address it
+      // reached, this stream's unique id and the cluster's name.
+      Origin origin;
+      origin.source = origin_addr(peer);
+      origin.dest = local_origin_addr(fd.get());
+      origin.stream_id = next_uid();
+      origin.cluster = settings_.cluster_name;
+      const uint32_t id = local_->session().open(encode_origin(origin));
       if (id == 0) {
         svc_.on_closed(aid);
         LOG_WARN_THROTTLED(refuse_log_, "wrapper refused: %s",
@@ -222,6 +234,10 @@ class ForwardProcess final : public ChildBase {
         refuse(std::move(fd));
         continue;
       }
+      LOG_DEBUG("stream=%u uid=%s wrapper from %s to %s", id,
+                stream_uid_hex(origin.stream_id).c_str(),
+                origin.source ? origin.source->str().c_str() : "?",
+                origin.dest ? origin.dest->str().c_str() : "?");
       by_source_[*src].emplace_back(id, aid);
       tune_stream_socket(fd.get());
       mstate_.fwd.wrapper_connections_total++;
@@ -229,6 +245,13 @@ class ForwardProcess final : public ChildBase {
     }
     update_listener();
     publish_counts();
+  }
+
+  // A stream's unique id: this process's random 32-bit prefix and a count,
+  // so that ids from replicas and restarts do not collide in OpenBao's log.
+  uint64_t next_uid() {
+    if (++uid_count_ == 0) uid_count_ = 1;
+    return (uint64_t{uid_prefix_} << 32) | uid_count_;
   }
 
   void publish_counts() {
@@ -289,6 +312,8 @@ class ForwardProcess final : public ChildBase {
   size_t fd_limit_ = limits::kMaxWrapperConns + limits::kFdsKeptApart;
   Admission svc_{service_admission(0, fd_limit_)};
   Admission::Id next_wrapper_ = 0;
+  uint32_t uid_prefix_ = 0;
+  uint32_t uid_count_ = 0;
   // Open wrappers by source: (data-channel stream id, admission id).
   std::map<SourceKey, std::vector<std::pair<uint32_t, Admission::Id>>> by_source_;
   static constexpr auto kSweepInterval = std::chrono::seconds(1);

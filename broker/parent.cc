@@ -25,6 +25,7 @@
 #include "shared/tls/pairing.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 
 namespace ct::broker {
 
@@ -74,6 +75,10 @@ std::vector<FlagSpec> flag_specs() {
           {"max-wrappers-per-source", "N",
            "wrapper connections one source address (an IPv6 /64) may hold at once; more are "
            "refused at accept (default 256)"},
+          {"cluster-name", "NAME",
+           "this cluster's name (1 to 63 printable ASCII characters, no space): carried with "
+           "every stream so that a bridge with --proxy-protocol tells OpenBao which cluster a "
+           "client is in (the chart sets it from broker.clusterName)"},
           {"replicas", "N",
            "how many broker replicas the deployment runs (default 1): every bridge links to "
            "that many distinct brokers (the chart sets it from broker.replicas)"},
@@ -151,6 +156,15 @@ class BrokerParent final : DaemonParent::Hooks {
       if (!s) return usage_error(kDaemon, "bad --pending-timeout (whole seconds, 1 to 3600)");
       settings.pending_timeout_ms = *s * 1000;
     }
+    if (f.has("cluster-name")) {
+      const std::string name = f.get("cluster-name");
+      if (!valid_cluster_name(name))
+        return usage_error(kDaemon, "bad --cluster-name (1 to " +
+                                        std::to_string(limits::kMaxClusterName) +
+                                        " printable ASCII characters, no space or control "
+                                        "character)");
+      settings.cluster_name = name;
+    }
     if (f.has("replicas")) {
       auto n = parse_seconds(f.get("replicas"), limits::kMaxReplicas);
       if (!n || *n == 0)
@@ -213,8 +227,9 @@ class BrokerParent final : DaemonParent::Hooks {
         return usage_error(kDaemon, st.what());
     if (metrics_fd_) LOG_INFO("serving metrics on %s", metrics_addr.str().c_str());
     if (probe_fd_) LOG_INFO("serving probes on %s", probe_addr.str().c_str());
-    LOG_INFO("instance %s, one of %u replica(s)", instance_name(settings.instance).c_str(),
-             settings.replicas);
+    LOG_INFO("instance %s, one of %u replica(s)%s%s", instance_name(settings.instance).c_str(),
+             settings.replicas, settings.cluster_name.empty() ? "" : ", cluster ",
+             settings.cluster_name.c_str());
     return parent_.run(flags_, store);
   }
 

@@ -284,6 +284,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     relays_.attach(wrapper(w), &bridge, stream);
   }
   void reset(uint32_t w, Code code) override { relays_.reset(wrapper(w), code); }
+  Bytes origin(uint32_t w) override {
+    Relay* r = wrapper(w);
+    return r != nullptr ? Bytes(r->origin) : Bytes();
+  }
 
   // The bridge keeps the link (its first STATUS, or a version 1 HELLO): it
   // counts for readiness and takes streams from now on.
@@ -345,7 +349,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         case Event::kOpened:
           if (is_local) {
             stats_.stream_opened();
-            relays_.create(&l, ev.stream);
+            // The origin goes to the bridge as the forwarding process wrote it.
+            relays_.create(&l, ev.stream)->origin.assign(ev.data.begin(), ev.data.end());
             pool_.place(ev.stream, Clock::now(),
                         std::chrono::milliseconds(settings_.pending_timeout_ms), draining_);
           }

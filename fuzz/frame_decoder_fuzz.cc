@@ -1,7 +1,8 @@
 // The frame decoder over raw bytes, and the encode/decode round
 // trip (docs/protocol.md §1).
 //
-// Input: one byte choosing the max payload we "advertised", then a byte stream
+// Input: one byte choosing the max payload we "advertised" and the version in
+// use, then a byte stream
 // decoded frame after frame the way Session::parse does. Oracle:
 //  - decode_frame never consumes more than it was given, and a frame's payload
 //    lies inside the input right after its 10-byte header;
@@ -19,6 +20,7 @@
 
 #include "fuzz/fuzz_input.h"
 #include "shared/wire/frame.h"
+#include "shared/wire/origin.h"
 
 namespace {
 
@@ -44,9 +46,21 @@ std::vector<uint8_t> reencode(const Frame& f) {
       }
       break;
     }
-    case FrameType::kOpen:
-      encode_open(out, id);
+    case FrameType::kOpen: {
+      encode_open(out, id, f.payload);
+      // A well-formed origin (§3a) has one encoding: decoded and encoded
+      // again, it is the same bytes.
+      std::string_view why;
+      if (auto o = decode_origin(f.payload, &why)) {
+        const std::vector<uint8_t> again = encode_origin(*o);
+        FZ_CHECK(again.size() == f.payload.size() &&
+                     std::equal(again.begin(), again.end(), f.payload.begin()),
+                 "an origin of %zu bytes re-encodes to %zu bytes", f.payload.size(), again.size());
+      } else {
+        FZ_CHECK(!why.empty(), "a malformed origin without a reason");
+      }
       break;
+    }
     case FrameType::kData:
       encode_data(out, id, f.payload, (f.h.flags & kFlagFin) != 0);
       break;
@@ -94,7 +108,7 @@ std::vector<uint8_t> reencode(const Frame& f) {
   return out;
 }
 
-void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
+void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload, uint16_t version) {
   const Frame& f = r.frame;
   FZ_CHECK(r.consumed <= in.size(), "consumed %zu of %zu bytes", r.consumed, in.size());
   FZ_CHECK(r.consumed == limits::kFrameHeaderSize + f.payload.size(),
@@ -102,7 +116,11 @@ void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
   FZ_CHECK(f.h.length == f.payload.size(), "length %u, payload %zu", f.h.length, f.payload.size());
   FZ_CHECK(f.payload.empty() || f.payload.data() == in.subspan(limits::kFrameHeaderSize).data(),
            "payload does not follow the header");
-  FZ_CHECK(!check_header(f.h, max_payload).has_value(), "a frame failing check_header");
+  FZ_CHECK(!check_header(f.h, max_payload, version).has_value(), "a frame failing check_header");
+  FZ_CHECK(f.h.type != FrameType::kOpen || f.h.length <= limits::kMaxOriginPayload,
+           "OPEN over the origin's bound");
+  FZ_CHECK(f.h.type != FrameType::kOpen || f.h.length == 0 || version >= kOriginVersion,
+           "an OPEN payload before version 3");
   FZ_CHECK(f.h.length <= max_payload || f.h.type != FrameType::kData, "DATA over max payload");
   FZ_CHECK(f.h.length <= limits::kMaxFramePayload, "payload over the protocol maximum");
 
@@ -111,7 +129,7 @@ void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
   const Bytes whole = in.first(r.consumed);
   for (size_t cut : {size_t{0}, limits::kFrameHeaderSize - 1, r.consumed - 1}) {
     if (cut >= r.consumed) continue;
-    const DecodeResult p = decode_frame(whole.first(cut), max_payload);
+    const DecodeResult p = decode_frame(whole.first(cut), max_payload, version);
     FZ_CHECK(p.kind == DecodeResult::kNeedMore,
              "a %zu-byte prefix of a %zu-byte frame is not NeedMore", cut, r.consumed);
   }
@@ -121,7 +139,7 @@ void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
   FZ_CHECK(enc.size() == whole.size() && std::equal(enc.begin(), enc.end(), whole.begin()),
            "re-encoding a %s frame changed its bytes (%zu -> %zu bytes)",
            std::string(frame_type_name(f.h.type)).c_str(), whole.size(), enc.size());
-  const DecodeResult again = decode_frame(enc, max_payload);
+  const DecodeResult again = decode_frame(enc, max_payload, version);
   FZ_CHECK(again.kind == DecodeResult::kFrame && again.consumed == enc.size(),
            "re-encoded frame does not decode whole");
   FZ_CHECK(same_header(again.frame.h, f.h), "re-encoded frame has another header");
@@ -130,18 +148,18 @@ void check_frame(Bytes in, const DecodeResult& r, uint32_t max_payload) {
            "re-encoded frame has another payload");
 }
 
-void check_error(Bytes in, const DecodeResult& r, uint32_t max_payload) {
+void check_error(Bytes in, const DecodeResult& r, uint32_t max_payload, uint16_t version) {
   FZ_CHECK(r.error.code == Code::kProtocol || r.error.code == Code::kFrameSize,
            "untyped decode error %u", static_cast<unsigned>(r.error.code));
   FZ_CHECK(!r.error.what.empty(), "decode error without a reason");
   FZ_CHECK(in.size() >= limits::kFrameHeaderSize, "error before a whole header");
   // The verdict comes from the header alone.
-  const DecodeResult h = decode_frame(in.first(limits::kFrameHeaderSize), max_payload);
+  const DecodeResult h = decode_frame(in.first(limits::kFrameHeaderSize), max_payload, version);
   FZ_CHECK(h.kind == DecodeResult::kError && h.error.code == r.error.code,
            "the header alone does not give the same error");
 }
 
-void check_need_more(Bytes in, uint32_t max_payload) {
+void check_need_more(Bytes in, uint32_t max_payload, uint16_t version) {
   if (in.size() < limits::kFrameHeaderSize) return;
   // A whole, valid header: the payload is what is missing.
   ByteReader rd(in);
@@ -152,7 +170,7 @@ void check_need_more(Bytes in, uint32_t max_payload) {
   h.stream = rd.u32();
   FZ_CHECK(type <= static_cast<uint8_t>(FrameType::kGoAway), "NeedMore on an unknown type");
   h.type = static_cast<FrameType>(type);
-  FZ_CHECK(!check_header(h, max_payload).has_value(), "NeedMore on a bad header");
+  FZ_CHECK(!check_header(h, max_payload, version).has_value(), "NeedMore on a bad header");
   FZ_CHECK(in.size() < limits::kFrameHeaderSize + h.length,
            "NeedMore with the whole frame present");
 }
@@ -165,20 +183,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr uint32_t kMaxPayloads[] = {limits::kMaxFramePayload, limits::kMinFramePayload,
                                        limits::kMinFramePayload + 1, limits::kMaxFramePayload - 1,
                                        4096};
-  const uint32_t max_payload = fin.pick(kMaxPayloads);
+  // The same byte picks the version in use (§1: OPEN's row depends on it):
+  // 0..4 version 1, as every entry written before version 3 has it; 5..9
+  // version 2; 10..14 version 3, and so on.
+  const uint8_t sel = fin.u8();
+  const uint32_t max_payload = kMaxPayloads[sel % std::size(kMaxPayloads)];
+  const auto version = static_cast<uint16_t>(1 + (sel / std::size(kMaxPayloads)) % 3);
   Bytes in = fin.rest();
   size_t frames = 0;
   for (;;) {
-    const DecodeResult r = decode_frame(in, max_payload);
+    const DecodeResult r = decode_frame(in, max_payload, version);
     if (r.kind == DecodeResult::kNeedMore) {
-      check_need_more(in, max_payload);
+      check_need_more(in, max_payload, version);
       break;
     }
     if (r.kind == DecodeResult::kError) {
-      check_error(in, r, max_payload);
+      check_error(in, r, max_payload, version);
       break;
     }
-    check_frame(in, r, max_payload);
+    check_frame(in, r, max_payload, version);
     FZ_CHECK(r.consumed > 0, "a frame of zero bytes");
     in = in.subspan(r.consumed);
     frames++;

@@ -18,6 +18,7 @@
 #include "shared/ipc/msgs.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 #include "shared/wire/rendezvous.h"
 
 namespace {
@@ -117,6 +118,37 @@ void frame_seeds() {
   write_seed(t, "hello-stream-1", with(0, hello_nonzero));
   encode_header(ping_stream, 8, FrameType::kPing, 0x02, 0);
   write_seed(t, "ping-bad-flag", with(0, ping_stream));
+  // Version 3 (selector 10..14, §3a): an OPEN with an origin, one at the
+  // bound and one byte over it, a malformed origin (the decoder passes it; the
+  // session resets the stream), and an origin on a version 2 table.
+  Origin o;
+  OriginAddr a;
+  a.family = 4;
+  a.addr = {127, 0, 0, 2};
+  a.port = 40000;
+  o.source = a;
+  a.addr[3] = 1;
+  a.port = 8443;
+  o.dest = a;
+  o.stream_id = 0x0123456789abcdefu;
+  o.cluster = "prod-eu";
+  o.authority = "openbao.example";
+  Buf open_origin, open_longest, open_over, open_bad;
+  encode_open(open_origin, 1, encode_origin(o));
+  write_seed(t, "open-origin-v3", with(10, open_origin));
+  write_seed(t, "open-origin-v2", with(5, open_origin));
+  Origin longest = o;
+  a.family = 6;
+  longest.source = a;
+  longest.dest = a;
+  longest.cluster = std::string(limits::kMaxClusterName, 'c');
+  longest.authority = std::string(limits::kMaxAuthority, 'a');
+  encode_open(open_longest, 3, encode_origin(longest));
+  write_seed(t, "open-origin-max", with(10, open_longest));
+  encode_header(open_over, limits::kMaxOriginPayload + 1, FrameType::kOpen, 0, 3);
+  write_seed(t, "open-origin-max-plus-1", with(10, open_over));
+  encode_open(open_bad, 5, Buf{1, 7, 5, 10, 0, 0, 1, 0, 80});
+  write_seed(t, "open-origin-malformed", with(10, cat({open_bad, open_origin})));
   write_seed(t, "partial-header", with(0, Buf(hello.begin(), hello.begin() + 9)));
   write_seed(t, "partial-payload", with(0, Buf(data.begin(), data.end() - 1)));
 }
@@ -312,6 +344,22 @@ void session_seeds() {
   Script old(dflt, {5, 6, 5, 4, 2});
   old.add({kSetStatus}).u16(2).add({0, kPump, kOpen, kPump});
   write_seed(t, "status-version-1-peer", old.b);
+
+  // Version 3 (§3a): every stream opened after the handshake carries an
+  // origin, checked on arrival; a version 2 bridge (timing bit 2) gets empty
+  // OPENs; an OPEN with a malformed origin injected into the bridge is reset
+  // alone while the honest streams go on.
+  Script org(dflt, dflt);
+  org.add({kPump, kOpen, kOpen, kOpen, kPump, kSend, 0}).u16(100).add({1, kPump});
+  write_seed(t, "origin-v3", org.b);
+  Script org2(dflt, {5, 6, 5, 4, 4});
+  org2.add({kPump, kOpen, kOpen, kPump, kSend, 0}).u16(10).add({1, kPump});
+  write_seed(t, "origin-version-2-peer", org2.b);
+  Script orgbad(dflt, dflt);
+  orgbad.add({kPump, kOpen, kPump});
+  orgbad.add({kBridge | kInject, 0, 5, 1, 0, 3, 9, 1, 'x', 1});  // OPEN(last+1) {9, 1, 'x'}
+  orgbad.add({kOpen, kPump, kSend, 0}).u16(10).add({1, kPump});
+  write_seed(t, "origin-malformed", orgbad.b);
 
   // Reset by the application, then frames for the closed stream.
   Script rs(dflt, dflt);

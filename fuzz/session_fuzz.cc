@@ -35,12 +35,15 @@
 #include <cstdlib>
 #include <map>
 #include <optional>
+#include <set>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 #include "shared/wire/session.h"
 
 namespace {
@@ -84,13 +87,16 @@ struct Side {
   // Every STATUS the application set (the default first): what an honest
   // peer may have received.
   std::vector<LinkStatus> told{LinkStatus{}};
+  // Streams this side opened with an origin in the OPEN (version 3).
+  std::set<uint32_t> origin_sent;
 
   // Shadow decode of the byte pipe into this side (frames the peer sent).
   std::vector<uint8_t> partial;  // delivered bytes not yet a whole frame
   bool shadow_ok = true;
   bool hello_in = false;
   uint32_t peer_stream_window = 0;
-  uint64_t conn_grant = 0;                          // HELLO + WINDOW(0) credits
+  uint16_t shadow_version = 0;  // the version the peer's HELLO and ours give (0 before)
+  uint64_t conn_grant = 0;      // HELLO + WINDOW(0) credits
   std::unordered_map<uint32_t, uint64_t> credited;  // WINDOW(id) credits
 };
 
@@ -142,8 +148,9 @@ class Harness {
     x.cfg.max_frame = in_.pick(kFrames);
     const uint8_t timing = in_.u8();
     x.cfg.ping_interval = (timing & 1) ? Duration::zero() : Duration(limits::kPingInterval);
-    // Bit 1: this side is an old (version 1) peer, which never sends STATUS.
-    x.cfg.max_version = (timing & 2) ? 1 : kProtocolVersion;
+    // Bit 1: this side is an old (version 1) peer, which never sends STATUS;
+    // bit 2: a version 2 peer, which never sends an origin (§3a).
+    x.cfg.max_version = (timing & 2) ? 1 : (timing & 4) ? 2 : kProtocolVersion;
     x.cfg.instance[0] = opener ? 0xaa : 0xbb;
     x.s.emplace(x.cfg, now_);
   }
@@ -217,7 +224,13 @@ class Harness {
   }
 
   void do_open(Side& x) {
-    const uint32_t id = x.s->open();
+    // Every stream carries an origin (§3a), derived from nothing but its id
+    // so that older corpus entries keep their meaning; it goes out only on a
+    // version 3 connection.
+    const uint32_t next = x.last_opened + 1;
+    const std::vector<uint8_t> origin = encode_origin(origin_for(next));
+    const bool with_origin = x.s->version() >= kOriginVersion;
+    const uint32_t id = x.s->open(origin);
     if (!x.cfg.opener) {
       FZ_CHECK(id == 0, "%s: the non-opener opened stream %u", x.name, id);
       return;
@@ -232,6 +245,24 @@ class Harness {
     FZ_CHECK(x.streams.count(id) == 0, "%s: open() reused %u", x.name, id);
     x.last_opened = id;
     x.streams[id] = StreamModel{};
+    if (with_origin && id == next) x.origin_sent.insert(id);
+  }
+
+  // The origin an honest opener sends on stream `id`.
+  static Origin origin_for(uint32_t id) {
+    Origin o;
+    OriginAddr a;
+    a.family = (id & 1) ? 4 : 6;
+    a.addr[0] = 10;
+    a.addr[3] = static_cast<uint8_t>(id);
+    a.port = static_cast<uint16_t>(id);
+    o.source = a;
+    a.port = 443;
+    if ((id & 2) == 0) o.dest = a;
+    o.stream_id = 0x1234567800000000u | id;
+    if ((id & 4) == 0) o.cluster = "cluster-" + std::to_string(id);
+    if ((id & 8) == 0) o.authority = "openbao.example";
+    return o;
   }
 
   void do_open_many(Side& x) {
@@ -488,7 +519,8 @@ class Harness {
     to.partial.insert(to.partial.end(), chunk.begin(), chunk.end());
     size_t pos = 0;
     for (;;) {
-      const DecodeResult r = decode_frame(Bytes(to.partial).subspan(pos), to.cfg.max_frame);
+      const DecodeResult r =
+          decode_frame(Bytes(to.partial).subspan(pos), to.cfg.max_frame, to.shadow_version);
       if (r.kind == DecodeResult::kNeedMore) break;
       if (r.kind == DecodeResult::kError) {
         FZ_CHECK(!honest_, "%s sent a frame its peer rejects: %s", peer(to).name,
@@ -505,6 +537,9 @@ class Harness {
         FZ_CHECK(h || !honest_, "%s sent a HELLO its peer rejects", peer(to).name);
         if (h && !to.hello_in) {
           to.hello_in = true;
+          to.shadow_version = std::min<uint16_t>(
+              h->max_version,
+              std::clamp(to.cfg.max_version, kMinProtocolVersion, kProtocolVersion));
           to.peer_stream_window = h->stream_window;
           to.conn_grant += h->conn_window;
         }
@@ -557,6 +592,21 @@ class Harness {
                    x.last_opened);
           x.last_opened = ev.stream;
           x.streams[ev.stream] = StreamModel{};
+          {
+            // An origin the session let through is well formed; an honest
+            // peer's is the one it sent, and none before version 3.
+            std::string_view why;
+            auto o = decode_origin(ev.data, &why);
+            FZ_CHECK(o.has_value(), "%s: Opened(%u) with a malformed origin", x.name, ev.stream);
+            FZ_CHECK(x.s->version() >= kOriginVersion || ev.data.empty(),
+                     "%s: an origin on a version %u connection", x.name, x.s->version());
+            if (honest_) {
+              const bool sent = peer(x).origin_sent.count(ev.stream) != 0;
+              FZ_CHECK(sent ? *o == origin_for(ev.stream) : o->empty(),
+                       "%s: Opened(%u) with another origin than its opener sent", x.name,
+                       ev.stream);
+            }
+          }
           break;
         case Event::kData: {
           FZ_CHECK(known, "%s: Data for unknown stream %u", x.name, ev.stream);

@@ -5,12 +5,22 @@ answers the way OpenBao does, GET /v1/sys/health says "active" (200), as the
 bridge's health probe expects; anything else is 403/404 like the real thing.
 
     upstream_standin.py --listen 127.0.0.1:8200 --token TOKEN --secret demo=password=hunter2
+
+With --proxy-v2 every connection must start with a PROXY protocol v2 header
+(as OpenBao's listener with proxy_protocol_behavior = "use_always"; parsed
+strictly by tests/proxy_v2.py): one that does not is logged and closed, and
+each request is logged with the address the header gave, as OpenBao's audit
+log would show it (remote_address), for vault-bridge --proxy-protocol.
 """
 import argparse
 import json
 import sys
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy_v2 import ProxyV2Error, read_proxy_v2  # noqa: E402
 
 
 def main():
@@ -19,6 +29,8 @@ def main():
     ap.add_argument("--token", required=True)
     ap.add_argument("--secret", action="append", default=[],
                     help="NAME=KEY=VALUE (repeatable)")
+    ap.add_argument("--proxy-v2", action="store_true",
+                    help="require a PROXY protocol v2 header on every connection")
     args = ap.parse_args()
     secrets = {}
     for s in args.secret:
@@ -29,8 +41,36 @@ def main():
         protocol_version = "HTTP/1.1"
         server_version = "openbao-standin"
 
+        proxy = None  # what the connection's PROXY v2 header said
+
+        def setup(self):
+            if args.proxy_v2:
+                # Before the buffered reader exists: the header is the
+                # connection's first bytes, the request follows it.
+                self.request.settimeout(10)
+                try:
+                    self.proxy = read_proxy_v2(self.request)
+                except (ProxyV2Error, OSError) as e:
+                    sys.stderr.write(f"upstream: connection refused: {e}\n")
+                    self.refused = True
+                self.request.settimeout(None)
+            super().setup()
+
+        refused = False
+
+        def handle(self):
+            if not self.refused:
+                super().handle()
+
+        def address_string(self):
+            h = self.proxy
+            if h and h["command"] == "PROXY":
+                tlvs = " ".join(f"{k}={v}" for k, v in sorted(h["tlvs"].items()))
+                return f"{h['src']}:{h['src_port']} (via PROXY: {tlvs})"
+            return super().address_string()
+
         def log_message(self, fmt, *a):
-            sys.stderr.write("upstream: " + (fmt % a) + "\n")
+            sys.stderr.write(f"upstream: {self.address_string()} " + (fmt % a) + "\n")
 
         def reply(self, code, obj):
             body = json.dumps(obj).encode()

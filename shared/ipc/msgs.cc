@@ -2,6 +2,7 @@
 
 #include "shared/wire/frame.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/origin.h"
 
 namespace ct {
 
@@ -47,6 +48,8 @@ std::vector<uint8_t> encode_settings(const ProcSettings& s) {
   for (const std::string& b : s.beacons) put_str16(w, b);
   w.bytes(s.rendezvous);
   w.u16(s.beacon_pool);
+  put_str16(w, s.cluster_name);
+  w.u8(s.proxy_protocol ? 1 : 0);
   return out;
 }
 
@@ -74,7 +77,12 @@ std::optional<ProcSettings> decode_settings(Bytes b) {
   r.copy_to(s.rendezvous);
   s.beacon_pool = r.u16();
   if (s.beacon_pool > kMaxBeaconPool) return std::nullopt;
-  if (!r.finish() || s.log_level > 3 || drop > 1) return std::nullopt;
+  s.cluster_name = get_str16(r);
+  const uint8_t proxy = r.u8();
+  if (!r.finish() || s.log_level > 3 || drop > 1 || proxy > 1) return std::nullopt;
+  // It goes into every stream's origin as is (docs/protocol.md §3a).
+  if (!s.cluster_name.empty() && !valid_cluster_name(s.cluster_name)) return std::nullopt;
+  s.proxy_protocol = proxy == 1;
   // The path goes into a request line as is.
   if (!valid_health_path(s.vault_health_path)) return std::nullopt;
   s.drop_user = drop == 1;

@@ -55,6 +55,12 @@ struct ProcSettings {
   std::vector<std::string> beacons;
   std::array<uint8_t, 32> rendezvous{};
   uint16_t beacon_pool = 0;
+  // Broker forwarding process: --cluster-name (empty: none), carried in every
+  // stream's origin (docs/protocol.md §3a; valid_cluster_name, checked).
+  std::string cluster_name;
+  // Bridge TLS and forwarding processes: --proxy-protocol, a PROXY v2 header
+  // before the first byte of every connection to OpenBao.
+  bool proxy_protocol = false;
 };
 inline constexpr size_t kMaxHealthPath = 256;
 // --beacon-address at most this often; a broker's pool per beacon at most this.

@@ -183,6 +183,37 @@ UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int 
   return UniqueFd();
 }
 
+std::optional<OriginAddr> origin_addr(const sockaddr_storage& ss) {
+  OriginAddr a;
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    a.family = 4;
+    std::memcpy(a.addr.data(), &in->sin_addr, 4);
+    a.port = ntohs(in->sin_port);
+    return a;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    a.port = ntohs(in6->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      a.family = 4;
+      std::memcpy(a.addr.data(), in6->sin6_addr.s6_addr + 12, 4);
+    } else {
+      a.family = 6;
+      std::memcpy(a.addr.data(), in6->sin6_addr.s6_addr, 16);
+    }
+    return a;
+  }
+  return std::nullopt;
+}
+
+std::optional<OriginAddr> local_origin_addr(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+  return origin_addr(ss);
+}
+
 bool is_ip_literal(const std::string& s) {
   unsigned char buf[16];
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;

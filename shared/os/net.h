@@ -11,6 +11,7 @@
 
 #include "shared/base/result.h"
 #include "shared/base/unique_fd.h"
+#include "shared/wire/origin.h"
 
 namespace ct {
 
@@ -60,6 +61,13 @@ uint16_t local_port(int fd);
 // reserve (a duplicate of spare_src), then reports *shed = true; with nothing
 // queued it returns with errno EAGAIN, as a plain accept would. A process
 // that holds a reserve from start can always shed instead of spinning.
+// An IPv4 or IPv6 address as a stream's origin carries it (docs/protocol.md
+// §3a): an IPv4-mapped IPv6 address becomes IPv4; another family, nullopt.
+std::optional<OriginAddr> origin_addr(const sockaddr_storage& ss);
+// The local address of a connected socket (the address a wrapper reached):
+// getsockname(2) in origin form; nullopt when it fails.
+std::optional<OriginAddr> local_origin_addr(int fd);
+
 UniqueFd accept_peer(int listener, sockaddr_storage* peer, UniqueFd* spare, int spare_src,
                      bool* shed);
 

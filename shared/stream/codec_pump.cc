@@ -33,6 +33,30 @@ void RelayDir::drained() {
   pos = 0;
 }
 
+bool CodecPump::run_outer(StreamCodec& c, Session& sa, uint32_t a) {
+  for (int round = 0; round < 64 && !c.failed(); round++) {
+    bool progress = false;
+    // Advances the handshake on what arrived, takes no inner byte.
+    if (!c.established()) c.take_inner(std::span<uint8_t>());
+    while (!c.outer_pending().empty()) {
+      const size_t cap = sa.send_capacity(a);
+      if (cap == 0) break;
+      const Bytes out = c.outer_pending();
+      const size_t n = std::min(cap, out.size());
+      sa.send(a, out.first(n), false);
+      c.outer_sent(n);
+      progress = true;
+    }
+    const uint64_t done = c.outer_consumed();
+    if (done > outer_credited_) {
+      sa.consume(a, static_cast<size_t>(done - outer_credited_));
+      outer_credited_ = done;
+    }
+    if (!progress) break;
+  }
+  return !c.failed();
+}
+
 bool CodecPump::run(StreamCodec& c, Session& sa, uint32_t a, Session& sb, uint32_t b) {
   // Outer bytes buffered at most this far ahead of the link's window: beyond
   // it we stop encoding inner data (and stop crediting `b`).

@@ -23,10 +23,11 @@ namespace ct {
 class StreamCodec {
  public:
   virtual ~StreamCodec() = default;
-  virtual void put_outer(Bytes in) = 0;                   // outer bytes in (all kept)
-  virtual uint64_t outer_consumed() const = 0;            // of those, how many are processed
-  virtual size_t take_inner(std::span<uint8_t> out) = 0;  // inner bytes ready
-  virtual bool put_inner(Bytes in) = 0;                   // false: not now (handshake)
+  virtual void put_outer(Bytes in) = 0;         // outer bytes in (all kept)
+  virtual uint64_t outer_consumed() const = 0;  // of those, how many are processed
+  // Inner bytes ready; an empty `out` only advances a handshake.
+  virtual size_t take_inner(std::span<uint8_t> out) = 0;
+  virtual bool put_inner(Bytes in) = 0;  // false: not now (handshake)
   // Every outer byte waiting to be sent, not a piece of them: CodecPump stops
   // feeding inner bytes when this grows past its high-water mark.
   virtual Bytes outer_pending() const = 0;
@@ -37,6 +38,9 @@ class StreamCodec {
   virtual bool established() const = 0;    // the handshake (if any) is complete
   virtual bool failed() const = 0;
   virtual const std::string& error() const = 0;
+  // The server name the outer peer asked for (a TLS server's SNI), once
+  // established; empty when none or not known.
+  virtual std::string server_name() const { return {}; }
 };
 
 // One direction of a relay: bytes accepted from the source stream and not
@@ -67,6 +71,10 @@ class CodecPump {
   // close (close_notify), then `a`'s FIN once those bytes left. False: the
   // codec failed; the caller resets both streams.
   bool run(StreamCodec& c, Session& sa, uint32_t a, Session& sb, uint32_t b);
+  // The same with no inner stream yet (the bridge opens it once the codec's
+  // handshake is done, docs/architecture.md): only the outer side moves.
+  // False: the codec failed.
+  bool run_outer(StreamCodec& c, Session& sa, uint32_t a);
   // Both FINs were forwarded: both sessions are done with the streams.
   bool done() const { return inner_fin_sent_ && from_inner_.fin_sent; }
 

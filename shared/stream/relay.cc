@@ -4,8 +4,18 @@
 
 #include "shared/base/check.h"
 #include "shared/base/log.h"
+#include "shared/wire/origin.h"
 
 namespace ct {
+
+namespace {
+// " uid=..." for a relay's log lines: the stream's id from its origin.
+std::string uid_note(const Relay& r) {
+  if (r.origin.empty()) return {};
+  auto o = decode_origin(r.origin, nullptr);
+  return o && o->stream_id != 0 ? " uid=" + stream_uid_hex(o->stream_id) : std::string();
+}
+}  // namespace
 
 Relay* RelayTable::create(Link* a, uint32_t id_a) {
   const StreamKey key{a, id_a};
@@ -155,6 +165,7 @@ void RelayTable::on_writable(Link* to, uint32_t id) {
 }
 
 void RelayTable::pump_codec(Relay* r) {
+  if (r->inner_pending && !open_pending_inner(r)) return;
   Relay::End& a = r->a;
   Relay::End& b = r->b;
   if (a.link == nullptr || b.link == nullptr || a.link->closed() || b.link->closed()) return;
@@ -167,6 +178,35 @@ void RelayTable::pump_codec(Relay* r) {
     return;
   }
   if (r->pump.done()) remove(r);
+}
+
+bool RelayTable::open_pending_inner(Relay* r) {
+  Relay::End& a = r->a;
+  if (a.link == nullptr || a.link->closed()) return false;
+  StreamCodec& c = *r->codec;
+  if (!r->pump.run_outer(c, a.link->session(), a.id)) {
+    codec_failed(r, &codec_failures_.handshake, "handshake", c.error());
+    return false;
+  }
+  if (!c.established()) {
+    if (r->pump.outer_fin_seen()) {
+      // The wrapper left before its handshake was done: nothing was opened
+      // inside, so nothing is dialled; our half ends too.
+      Session& sa = a.link->session();
+      if (sa.stream_exists(a.id)) sa.close_write(a.id);
+      remove(r);
+    }
+    return false;
+  }
+  const Relay::End b = open_inner_ ? open_inner_(*r) : Relay::End{};
+  if (b.link == nullptr) {
+    reset(r, Code::kResource);
+    return false;
+  }
+  r->inner_pending = false;
+  CT_CHECK(ends_.emplace(StreamKey{b.link, b.id}, r).second);
+  r->b = b;
+  return true;
 }
 
 void RelayTable::on_reset(Link* from, uint32_t id, Code code) {
@@ -212,9 +252,9 @@ void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
                               const std::string& why) {
   (*counter)++;
   LOG_WARN_THROTTLED(codec_log_,
-                     "stream=%u wrapper TLS failed (%s): %s; since start: handshake %llu, "
+                     "stream=%u%s wrapper TLS failed (%s): %s; since start: handshake %llu, "
                      "timeout %llu, record %llu",
-                     r->a.id, what, why.c_str(),
+                     r->a.id, uid_note(*r).c_str(), what, why.c_str(),
                      static_cast<unsigned long long>(codec_failures_.handshake),
                      static_cast<unsigned long long>(codec_failures_.timeout),
                      static_cast<unsigned long long>(codec_failures_.record));
@@ -295,9 +335,10 @@ void RelayTable::expire(TimePoint now) {
       if (now >= r->last_active + idle_timeout_) {
         idle_resets_++;
         LOG_WARN_THROTTLED(idle_log_,
-                           "stream=%u no byte either way within the idle timeout: reset "
+                           "stream=%u%s no byte either way within the idle timeout: reset "
                            "(%llu since start)",
-                           r->a.id, static_cast<unsigned long long>(idle_resets_));
+                           r->a.id, uid_note(*r).c_str(),
+                           static_cast<unsigned long long>(idle_resets_));
         reset(r, Code::kTimeout);
         continue;
       }

@@ -5,6 +5,7 @@
 // its own stream, and each direction buffers at most one window.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -26,6 +27,13 @@ class Relay {
   End a;  // the side the stream was opened from (or the first attached)
   End b;  // the other side; unset while the stream is pending
   std::unique_ptr<StreamCodec> codec;  // optional: a transform between a and b
+  // What `a`'s OPEN said of the stream's origin (docs/protocol.md §3a), for
+  // the OPEN of `b`; empty: none.
+  std::vector<uint8_t> origin;
+  // codec: `b` is opened only once the codec's handshake is done (the
+  // bridge's wrapper TLS, so that `b`'s origin can say which name the wrapper
+  // asked for): RelayTable's inner opener does it.
+  bool inner_pending = false;
 
  private:
   friend class RelayTable;
@@ -80,6 +88,12 @@ class RelayTable {
   // must complete within `handshake` (absolute, never extended by bytes: a
   // client sending one byte a second gains nothing); a stream with no byte
   // either way for `idle` is reset (zero: never).
+  // Opens the inner stream of a relay with inner_pending once its codec is
+  // established. A null link: none could be opened; the relay is reset
+  // (RESOURCE).
+  using InnerOpener = std::function<Relay::End(Relay&)>;
+  void set_inner_opener(InnerOpener f) { open_inner_ = std::move(f); }
+
   void set_timeouts(Duration handshake, Duration idle) {
     handshake_timeout_ = handshake;
     idle_timeout_ = idle;
@@ -102,6 +116,9 @@ class RelayTable {
   // Runs the relay's CodecPump; resets and removes the relay when the codec
   // failed, removes it when both FINs are through.
   void pump_codec(Relay* r);
+  // inner_pending: runs the codec's outer side; once established, opens `b`.
+  // True when `b` is open now; false when the relay waits, or is gone.
+  bool open_pending_inner(Relay* r);
   void maybe_done(Relay* r);
   void remove(Relay* r);
   void set_timer(Relay* r, TimePoint at);
@@ -118,6 +135,7 @@ class RelayTable {
   // Ordered by deadline: the next one is begin(); 16k streams cost a tree
   // walk per change, not a scan per loop iteration.
   std::set<std::pair<TimePoint, Relay*>> timers_;
+  InnerOpener open_inner_;
   Duration handshake_timeout_ = Duration::zero();
   Duration idle_timeout_ = Duration::zero();
   CodecFailures codec_failures_;

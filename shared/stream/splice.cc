@@ -194,8 +194,12 @@ void Splice::pump_write() noexcept {
     const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      out_pos_ += static_cast<size_t>(n);
-      if (!link_.closed()) link_.session().consume(id_, static_cast<size_t>(n));
+      const auto wrote = static_cast<size_t>(n);
+      out_pos_ += wrote;
+      // Our own prefix was never the stream's: credit only stream bytes.
+      const size_t ours = std::min(wrote, prefix_left_);
+      prefix_left_ -= ours;
+      if (wrote > ours && !link_.closed()) link_.session().consume(id_, wrote - ours);
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return update_interest();
@@ -208,6 +212,17 @@ void Splice::pump_write() noexcept {
     write_shut_ = true;
     ::shutdown(fd_.get(), SHUT_WR);
     maybe_finish();
+  }
+}
+
+void Splice::set_prefix(std::vector<uint8_t> bytes) noexcept {
+  CT_CHECK(out_.empty() && pend_.empty());
+  prefix_left_ = bytes.size();
+  out_ = std::move(bytes);
+  out_pos_ = 0;
+  if (!dirty_ && !connecting_ && !out_.empty()) {
+    dirty_ = true;
+    owner_.on_splice_dirty(*this);
   }
 }
 

@@ -49,6 +49,11 @@ class Splice final : public Loop::Handler {
   // session's input buffer, and only what the socket does not take is copied.
   void flush() noexcept;
 
+  // Bytes of our own that go to the socket before any stream data (the
+  // bridge's PROXY protocol header): call right after construction, before
+  // the first on_data(). They are never credited to the stream.
+  void set_prefix(std::vector<uint8_t> bytes) noexcept;
+
   uint32_t id() const { return id_; }
   const Link& link() const { return link_; }
 
@@ -77,6 +82,7 @@ class Splice final : public Loop::Handler {
   uint32_t interest_ = 0;
   std::vector<uint8_t> out_;  // stream data not yet written to the socket
   size_t out_pos_ = 0;
+  size_t prefix_left_ = 0;  // of out_'s first bytes, how many are set_prefix()'s
   // Stream data not copied yet: spans into the session's input buffer, valid
   // for input epoch pend_epoch_ only. Non-empty only while out_ is empty.
   std::vector<Bytes> pend_;

@@ -164,4 +164,10 @@ void TlsStream::move_cipher_out() {
   cipher_.resize(at + static_cast<size_t>(n > 0 ? n : 0));
 }
 
+std::string TlsStream::server_name() const {
+  if (!established_ || client_ || ssl_ == nullptr) return {};
+  const char* n = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
+  return n != nullptr ? std::string(n) : std::string();
+}
+
 }  // namespace ct

@@ -43,6 +43,8 @@ class TlsStream final : public StreamCodec {
   bool established() const override { return established_; }
   bool failed() const override { return failed_; }
   const std::string& error() const override { return error_; }
+  // A server: the SNI of the ClientHello, once established (empty: none).
+  std::string server_name() const override;
 
  private:
   bool make_ssl();

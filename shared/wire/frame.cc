@@ -123,11 +123,14 @@ std::string_view upstream_state_name(UpstreamState s) {
   return "invalid";
 }
 
-std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload) {
+std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload,
+                                       uint16_t version) {
   const auto t = static_cast<size_t>(h.type);
   if (t >= kNumTypes) return FrameError{Code::kProtocol, "unknown frame type"};
   const TypeRule& r = kRules[t];
-  const uint32_t max_len = (h.type == FrameType::kData) ? max_payload : r.max_len;
+  uint32_t max_len = r.max_len;
+  if (h.type == FrameType::kData) max_len = max_payload;
+  if (h.type == FrameType::kOpen && version >= kOriginVersion) max_len = limits::kMaxOriginPayload;
   if (h.length < r.min_len || h.length > max_len)
     return FrameError{Code::kFrameSize, "frame length outside the bounds of its type"};
   if ((h.flags & ~r.flags) != 0) return FrameError{Code::kProtocol, "undefined flag bits"};
@@ -142,7 +145,7 @@ std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payloa
   return std::nullopt;
 }
 
-DecodeResult decode_frame(Bytes in, uint32_t max_payload) {
+DecodeResult decode_frame(Bytes in, uint32_t max_payload, uint16_t version) {
   DecodeResult r;
   if (in.size() < limits::kFrameHeaderSize) return r;  // kNeedMore
   ByteReader rd(in);
@@ -157,7 +160,7 @@ DecodeResult decode_frame(Bytes in, uint32_t max_payload) {
     return r;
   }
   h.type = static_cast<FrameType>(type);
-  if (auto err = check_header(h, max_payload)) {
+  if (auto err = check_header(h, max_payload, version)) {
     r.kind = DecodeResult::kError;
     r.error = *err;
     return r;
@@ -273,8 +276,9 @@ void encode_status(std::vector<uint8_t>& out, const LinkStatus& s) {
   w.u32(0);
 }
 
-void encode_open(std::vector<uint8_t>& out, uint32_t stream) {
-  encode_header(out, 0, FrameType::kOpen, 0, stream);
+void encode_open(std::vector<uint8_t>& out, uint32_t stream, Bytes origin) {
+  encode_header(out, static_cast<uint32_t>(origin.size()), FrameType::kOpen, 0, stream);
+  out.insert(out.end(), origin.begin(), origin.end());
 }
 
 void encode_data(std::vector<uint8_t>& out, uint32_t stream, Bytes data, bool fin) {

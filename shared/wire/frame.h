@@ -62,9 +62,11 @@ struct FrameHeader {
 
 enum class Role : uint8_t { kBroker = 1, kBridge = 2, kTlsProcess = 3, kForwardProcess = 4 };
 inline constexpr uint8_t kHelloFlagOpener = 0x01;
-// The versions we speak (docs/protocol.md §2): 2 adds STATUS.
+// The versions we speak (docs/protocol.md §2): 2 adds STATUS, 3 the OPEN
+// payload (the stream's origin, §3a).
 inline constexpr uint16_t kMinProtocolVersion = 1;
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kOriginVersion = 3;
 inline constexpr size_t kHelloSize = 44;
 inline constexpr size_t kStatusSize = 8;
 
@@ -116,8 +118,11 @@ struct FrameError {
 };
 
 // Checks a header against the per-type table (§1) before any payload is
-// buffered. `max_payload` is the limit we advertised.
-std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload);
+// buffered. `max_payload` is the limit we advertised; `version` the one in
+// use (0 before the peer's HELLO), which decides OPEN's row: exactly 0 bytes
+// before version 3, up to kMaxOriginPayload from it.
+std::optional<FrameError> check_header(const FrameHeader& h, uint32_t max_payload,
+                                       uint16_t version);
 
 // Result of one decode step over a byte buffer.
 struct DecodeResult {
@@ -129,7 +134,7 @@ struct DecodeResult {
 
 // Decodes at most one frame from the front of `in`. Never reads past `in`;
 // rejects a bad header as soon as its 10 bytes are present.
-DecodeResult decode_frame(Bytes in, uint32_t max_payload);
+DecodeResult decode_frame(Bytes in, uint32_t max_payload, uint16_t version);
 
 // Typed payload parsers; each consumes its payload exactly.
 std::optional<Hello> parse_hello(Bytes payload, FrameError* err);
@@ -146,7 +151,8 @@ std::optional<LinkStatus> parse_status(Bytes payload, FrameError* err);
 void encode_header(std::vector<uint8_t>& out, uint32_t length, FrameType t, uint8_t flags,
                    uint32_t stream);
 void encode_hello(std::vector<uint8_t>& out, const Hello& h);
-void encode_open(std::vector<uint8_t>& out, uint32_t stream);
+// `origin`: an encode_origin() payload (version 3 only; empty otherwise).
+void encode_open(std::vector<uint8_t>& out, uint32_t stream, Bytes origin = {});
 void encode_data(std::vector<uint8_t>& out, uint32_t stream, Bytes data, bool fin);
 void encode_window(std::vector<uint8_t>& out, uint32_t stream, uint32_t increment);
 void encode_reset(std::vector<uint8_t>& out, uint32_t stream, Code code);

@@ -18,6 +18,16 @@ inline constexpr uint32_t kMaxFramePayload = 16384;
 inline constexpr uint32_t kMinFramePayload = 1024;
 inline constexpr size_t kFrameHeaderSize = 10;
 
+// The stream's origin in a version 3 OPEN (docs/protocol.md §3a): every TLV at
+// its longest, so that a receiver checks an OPEN's length against a number it
+// can reach and buffers no more than a well-formed origin needs. SOURCE and
+// DEST 2+19 (IPv6), STREAM_ID 2+8, CLUSTER 2+63, AUTHORITY 2+253 (a DNS name).
+inline constexpr size_t kMaxClusterName = 63;
+inline constexpr size_t kMaxAuthority = 253;
+inline constexpr uint32_t kMaxOriginPayload =
+    (2 + 19) * 2 + (2 + 8) + (2 + kMaxClusterName) + (2 + kMaxAuthority);
+static_assert(kMaxOriginPayload == 372);
+
 // Windows are signed-31-bit like HTTP/2 so that 64-bit checked arithmetic
 // can never overflow and a peer cannot wrap a window (go-yamux#112).
 inline constexpr uint32_t kMaxWindow = 0x7fffffff;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "shared/base/check.h"
+#include "shared/wire/origin.h"
 
 namespace ct {
 
@@ -101,7 +102,8 @@ void Session::feed(Bytes in, TimePoint now) {
 
 void Session::parse(TimePoint now) {
   while (!dead_) {
-    DecodeResult r = decode_frame(Bytes(in_.data(), in_.size()).subspan(in_pos_), cfg_.max_frame);
+    DecodeResult r =
+        decode_frame(Bytes(in_.data(), in_.size()).subspan(in_pos_), cfg_.max_frame, version_);
     if (r.kind == DecodeResult::kNeedMore) break;
     if (r.kind == DecodeResult::kError) {
       conn_error(r.error.code, r.error.what);
@@ -196,8 +198,22 @@ void Session::on_open(const Frame& f) {
   Stream s;
   s.send_window = peer_.stream_window;
   init_recv(s);
-  streams_.emplace(id, s);
-  events_.push_back({Event::kOpened, id, Code::kNoError, {}, ""});
+  auto it = streams_.emplace(id, s).first;
+  if (!f.payload.empty()) {
+    // §3a: a malformed origin costs that stream, never the connection. The
+    // application never hears of it; the peer's in-flight DATA is the race.
+    std::string_view why;
+    if (!decode_origin(f.payload, &why)) {
+      stats_.bad_origins++;
+      bad_origin_stream_ = id;
+      bad_origin_why_ = why;
+      send_reset(id, it->second, Code::kProtocol);
+      control_frame_queued();
+      charge_misbehaviour(last_rx_);
+      return;
+    }
+  }
+  events_.push_back({Event::kOpened, id, Code::kNoError, f.payload, ""});
 }
 
 void Session::on_data(const Frame& f) {
@@ -423,7 +439,7 @@ void Session::set_state(uint32_t id, Stream& s, StreamInput in) {
 
 // ------------------------------------------------------------------ application side
 
-uint32_t Session::open() {
+uint32_t Session::open(Bytes origin) {
   if (dead_ || !cfg_.opener || goaway_sent_ || goaway_received_) return 0;
   // Never open beyond the peer's advertised limit: it would answer RESET
   // REFUSED and charge each refusal to our budget, so a burst of wrappers would
@@ -442,7 +458,9 @@ uint32_t Session::open() {
   s.send_window = ready_ ? peer_.stream_window : 0;
   init_recv(s);
   streams_.emplace(id, s);
-  encode_open(out_, id);
+  // Only a peer known to speak version 3 gets an origin (§3a).
+  CT_CHECK(origin.size() <= limits::kMaxOriginPayload);
+  encode_open(out_, id, version_ >= kOriginVersion ? origin : Bytes{});
   stats_.frames_out++;
   return id;
 }

@@ -82,7 +82,7 @@ struct SessionConfig {
 struct Event {
   enum Kind : uint8_t {
     kReady,     // peer HELLO accepted; `hello` holds it
-    kOpened,    // peer opened `stream`
+    kOpened,    // peer opened `stream`; `data`: its origin (§3a, well formed; may be empty)
     kData,      // `data` arrived on `stream`; hand it on, then consume()
     kFin,       // peer half-closed `stream`
     kReset,     // `stream` was reset (by the peer, or by us for a peer error): forget it
@@ -104,6 +104,7 @@ struct SessionStats {
   uint64_t glitches = 0;
   uint64_t resets_in = 0, resets_out = 0;
   uint64_t pings_out = 0, pongs_in = 0;
+  uint64_t bad_origins = 0;  // OPENs reset for a malformed origin (§3a)
 };
 
 class Session {
@@ -139,7 +140,9 @@ class Session {
   // Opens a stream (opener only). Returns 0 when no stream can be opened now
   // (goaway, id space used up, the peer's max concurrent streams reached,
   // dead): the caller refuses its wrapper.
-  uint32_t open();
+  // `origin` (an encode_origin() payload, docs/protocol.md §3a) goes in the
+  // OPEN only on a version 3 connection; otherwise the OPEN is empty.
+  uint32_t open(Bytes origin = {});
   // How many bytes send() would accept now. A zero result registers interest:
   // a kWritable event follows when capacity returns.
   size_t send_capacity(uint32_t stream);
@@ -177,6 +180,10 @@ class Session {
   const std::optional<LinkStatus>& peer_status() const { return peer_status_; }
   const SessionStats& stats() const { return stats_; }
   Code error_code() const { return error_code_; }
+  // The last OPEN reset for a malformed origin: its stream and why (for a log
+  // line when stats().bad_origins grew).
+  uint32_t last_bad_origin_stream() const { return bad_origin_stream_; }
+  std::string_view last_bad_origin_why() const { return bad_origin_why_; }
 
  private:
   struct Stream {
@@ -234,6 +241,8 @@ class Session {
   bool goaway_received_ = false;
   uint32_t goaway_last_ = limits::kMaxStreamId;  // peer's last_stream_id
   Code error_code_ = Code::kNoError;
+  uint32_t bad_origin_stream_ = 0;
+  std::string_view bad_origin_why_;
 
   std::unordered_map<uint32_t, Stream> streams_;
   uint32_t next_id_ = 1;     // opener: the next id to use

@@ -421,6 +421,16 @@ test("two replicas by default, and the broker is told the same number with --rep
   }
 });
 
+test("broker.clusterName becomes --cluster-name; unset, no flag; a name the broker refuses fails the schema", () => {
+  assert.equal(argOf(DEPLOY([]).spec.template.spec.containers[0], "--cluster-name"), undefined);
+  const d = DEPLOY(["--set", "broker.clusterName=prod-eu-1"]);
+  assert.equal(argOf(d.spec.template.spec.containers[0], "--cluster-name"), "prod-eu-1");
+  for (const bad of ["prod eu", "x".repeat(64)]) {
+    const r = helmTemplate([...SEED, "--set", `broker.clusterName=${bad}`]);
+    assert.notEqual(r.status, 0, `clusterName=${JSON.stringify(bad)} must be refused`);
+  }
+});
+
 test("a rollout surges one new broker and takes none away until it is ready", () => {
   const dep = DEPLOY([]);
   assert.deepEqual(dep.spec.strategy, { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });

@@ -50,6 +50,10 @@ BROKER_CASES = {
     "bad listen": ({"--service-listen": "nowhere"}, "bad --service-listen"),
     "name for listen": ({"--service-listen": "localhost:8443"}, "must be numeric"),
     "bad timeout": ({"--pending-timeout": "soon"}, "bad --pending-timeout"),
+    "cluster name with a space": ({"--cluster-name": "prod eu"}, "bad --cluster-name"),
+    "empty cluster name": ({"--cluster-name": ""}, "--cluster-name needs a non-empty value"),
+    "cluster name too long": ({"--cluster-name": "c" * 64}, "bad --cluster-name (1 to 63"),
+    "cluster name not ASCII": ({"--cluster-name": "pr\u00f6d"}, "bad --cluster-name"),
 }
 
 
@@ -89,9 +93,11 @@ def test_bridge_rejects_a_bad_command_line_with_one_line_and_exit_2(env, case):
 
 def test_help_and_version_exit_0_and_document_every_flag():
     for binary, flags in ((BROKER, ["--bridge-listen", "--service-listen", "--cert", "--key",
-                                    "--ca-cert", "--bridge-pin", "--pending-timeout"]),
+                                    "--ca-cert", "--bridge-pin", "--pending-timeout",
+                                    "--cluster-name"]),
                           (BRIDGE, ["--broker-address", "--vault-addr", "--client-cert",
-                                    "--client-key", "--ca-cert", "--broker-pin"])):
+                                    "--client-key", "--ca-cert", "--broker-pin",
+                                    "--proxy-protocol"])):
         rc, _ = run([binary, "--version"])
         assert rc == 0
         r = subprocess.run([str(binary), "--help"], capture_output=True, timeout=10)

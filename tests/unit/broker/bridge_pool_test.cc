@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "shared/wire/origin.h"
 #include "tests/unit/stream/memory_link.h"
 
 namespace ct::broker {
@@ -36,6 +37,11 @@ struct FakeWrappers final : BridgePool<MemoryLink>::Wrappers {
     EXPECT_TRUE(waiting(w)) << "wrapper " << w << " reset after it left or got a stream";
     resets[w] = c;
     open.erase(w);
+  }
+  std::map<uint32_t, std::vector<uint8_t>> origins;  // what the forwarding process said
+  Bytes origin(uint32_t w) override {
+    auto it = origins.find(w);
+    return it == origins.end() ? Bytes() : Bytes(it->second);
   }
 };
 
@@ -86,6 +92,33 @@ struct PoolFixture : ::testing::Test {
     return 0;
   }
 };
+
+// docs/protocol.md §3a: the bridge stream's OPEN carries the origin the
+// broker's forwarding process gave the wrapper's stream, byte for byte.
+TEST_F(PoolFixture, F45_TheBridgeStreamCarriesTheWrappersOrigin) {
+  bridge(1);
+  Origin o;
+  OriginAddr a;
+  a.family = 4;
+  a.addr = {127, 0, 0, 2};
+  a.port = 41000;
+  o.source = a;
+  o.stream_id = 0x77;
+  o.cluster = "c1";
+  wrappers.origins[9] = encode_origin(o);
+  arrive(9, t0);
+  ASSERT_EQ(bridge_of(9), 1u);
+  move(links[1]->session(), *peers[1]);
+  bool seen = false;
+  for (const Event& ev : peers[1]->take_events()) {
+    if (ev.kind != Event::kOpened) continue;
+    auto got = decode_origin(ev.data, nullptr);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(*got, o);
+    seen = true;
+  }
+  EXPECT_TRUE(seen);
+}
 
 TEST_F(PoolFixture, AWrapperGoesToTheLeastLoadedBridge) {
   bridge(1, 100, 2);

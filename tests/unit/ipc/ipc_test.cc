@@ -364,6 +364,25 @@ TEST(IpcMsgs, SettingsRoundTripAndTruncation) {
   expect_every_truncation_rejected<ProcSettings>(b, decode_settings);
 }
 
+TEST(IpcMsgs, SettingsCarryTheClusterNameAndProxyProtocol) {
+  ProcSettings s;
+  s.cluster_name = "prod-eu-1";
+  s.proxy_protocol = true;
+  auto b = encode_settings(s);
+  auto got = decode_settings(b);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->cluster_name, "prod-eu-1");
+  EXPECT_TRUE(got->proxy_protocol);
+  expect_every_truncation_rejected<ProcSettings>(b, decode_settings);
+  // A name that could not go into an origin is refused here too.
+  for (const char* bad : {"has space", "tab\there", "\x7f"}) {
+    s.cluster_name = bad;
+    EXPECT_FALSE(decode_settings(encode_settings(s)).has_value()) << bad;
+  }
+  s.cluster_name = std::string(limits::kMaxClusterName + 1, 'x');
+  EXPECT_FALSE(decode_settings(encode_settings(s)).has_value());
+}
+
 TEST(IpcMsgs, SettingsEmptyStringsAndBadLogLevel) {
   ProcSettings s;
   auto got = decode_settings(encode_settings(s));

@@ -303,3 +303,95 @@ TEST_F(RelayFixture, EventsForStreamsWithoutARelayAreIgnored) {
 
 }  // namespace
 }  // namespace ct
+
+namespace ct {
+namespace {
+
+// docs/architecture.md, "Who connected": with inner_pending the inner stream
+// opens only once the codec is established, through the table's opener, with
+// the relay's origin; bytes the wrapper sent during the handshake are not lost.
+struct PendingFixture : RelayFixture {
+  int opener_calls = 0;
+  std::vector<uint8_t> origin_seen;
+  bool refuse = false;
+  Relay* make_pending() {
+    handshake(a.session(), peer_a);
+    handshake(b.session(), peer_b);
+    ida = peer_a.open();
+    move(peer_a, a.session());
+    a.session().take_events();
+    Relay* r = table.create(&a, ida);
+    auto c = std::make_unique<FakeCodec>();
+    codec = c.get();
+    codec->sink = &written;
+    r->codec = std::move(c);
+    r->origin = {3, 8, 0, 0, 0, 0, 0, 0, 0, 42};
+    r->inner_pending = true;
+    table.set_inner_opener([this](Relay& rr) -> Relay::End {
+      opener_calls++;
+      origin_seen = rr.origin;
+      if (refuse) return {};
+      idb = b.session().open(rr.origin);
+      return {&b, idb};
+    });
+    table.start_timers(r, t0);
+    return r;
+  }
+};
+
+TEST_F(PendingFixture, TheInnerStreamOpensOnlyOnceTheHandshakeIsDone) {
+  make_pending();
+  deliver(peer_a, a, ida, {1, 2, 3});  // the ClientHello, say
+  EXPECT_EQ(opener_calls, 0) << "opened before the handshake was done";
+  EXPECT_EQ(b.session().open_streams(), 0u);
+  EXPECT_EQ(codec->fed, 3u) << "the codec got the handshake bytes";
+  codec->is_established = true;
+  deliver(peer_a, a, ida, {4});
+  EXPECT_EQ(opener_calls, 1);
+  EXPECT_EQ(origin_seen, (std::vector<uint8_t>{3, 8, 0, 0, 0, 0, 0, 0, 0, 42}));
+  ASSERT_NE(idb, 0u);
+  move(b.session(), peer_b);
+  bool opened = false;
+  for (const Event& ev : peer_b.take_events())
+    if (ev.kind == Event::kOpened && ev.stream == idb) opened = true;
+  EXPECT_TRUE(opened);
+  EXPECT_NE(table.find(&b, idb), nullptr) << "the inner end is indexed";
+  deliver(peer_a, a, ida, {5});
+  EXPECT_EQ(opener_calls, 1) << "opened once";
+}
+
+TEST_F(PendingFixture, NoInnerStreamIsResetWithResource) {
+  make_pending();
+  refuse = true;
+  codec->is_established = true;
+  deliver(peer_a, a, ida, {1});
+  EXPECT_EQ(opener_calls, 1);
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kResource);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+TEST_F(PendingFixture, AWrapperThatLeavesBeforeItsHandshakeIsDoneOpensNothing) {
+  make_pending();
+  peer_a.close_write(ida);
+  move(peer_a, a.session());
+  for (const Event& ev : a.session().take_events()) table.dispatch(a, ev);
+  EXPECT_EQ(opener_calls, 0);
+  EXPECT_EQ(table.size(), 0u);
+  move(a.session(), peer_a);
+  bool fin = false;
+  for (const Event& ev : peer_a.take_events())
+    if (ev.kind == Event::kFin && ev.stream == ida) fin = true;
+  EXPECT_TRUE(fin) << "our half closes too, cleanly";
+}
+
+TEST_F(PendingFixture, APendingHandshakeStillMeetsItsDeadline) {
+  table.set_timeouts(10s, Duration::zero());
+  make_pending();
+  table.expire(t0 + 10s);
+  EXPECT_EQ(reset_code(a.session(), peer_a, ida), Code::kTimeout);
+  EXPECT_EQ(opener_calls, 0);
+  EXPECT_EQ(table.size(), 0u);
+}
+
+}  // namespace
+}  // namespace ct

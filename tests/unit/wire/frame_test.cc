@@ -12,6 +12,8 @@ namespace ct {
 namespace {
 
 constexpr uint32_t kMax = limits::kMaxFramePayload;
+// The version 1 and 2 table (OPEN exactly 0 bytes); version 3 is tested apart.
+constexpr uint16_t kV2 = 2;
 
 std::vector<uint8_t> header(uint32_t length, uint8_t type, uint8_t flags, uint32_t stream) {
   std::vector<uint8_t> out;
@@ -24,12 +26,12 @@ std::vector<uint8_t> header(uint32_t length, uint8_t type, uint8_t flags, uint32
 }
 
 DecodeResult decode_one(const std::vector<uint8_t>& b, uint32_t max_payload = kMax) {
-  return decode_frame(b, max_payload);
+  return decode_frame(b, max_payload, kV2);
 }
 
 // Decodes a buffer holding exactly one frame and checks it was consumed whole.
 Frame decode_exact(const std::vector<uint8_t>& b) {
-  DecodeResult r = decode_frame(b, kMax);
+  DecodeResult r = decode_frame(b, kMax, kV2);
   EXPECT_EQ(r.kind, DecodeResult::kFrame) << r.error.what;
   EXPECT_EQ(r.consumed, b.size());
   EXPECT_EQ(r.frame.payload.size() + limits::kFrameHeaderSize, b.size());
@@ -178,7 +180,7 @@ TEST(FrameCodec, SeveralFramesInOneBufferDecodeOneAtATime) {
   std::vector<FrameType> types;
   Bytes rest(out);
   while (!rest.empty()) {
-    DecodeResult r = decode_frame(rest, kMax);
+    DecodeResult r = decode_frame(rest, kMax, kV2);
     ASSERT_EQ(r.kind, DecodeResult::kFrame);
     types.push_back(r.frame.h.type);
     rest = rest.subspan(r.consumed);
@@ -229,7 +231,7 @@ const Bounds kTable[] = {
 void expect_header_verdict(const Bounds& b, uint32_t length, bool legal, uint32_t max_payload) {
   SCOPED_TRACE("type " + std::to_string(b.type) + " length " + std::to_string(length));
   FrameHeader h{length, static_cast<FrameType>(b.type), b.flags, b.stream};
-  auto err = check_header(h, max_payload);
+  auto err = check_header(h, max_payload, kV2);
   DecodeResult r = decode_one(header(length, b.type, b.flags, b.stream), max_payload);
   if (legal) {
     EXPECT_FALSE(err.has_value()) << err->what;
@@ -280,7 +282,7 @@ TEST(FrameHeaderCheck, F09_UndefinedFlagBits) {
       const auto flag = static_cast<uint8_t>(1u << bit);
       const uint32_t length = b.type == 2 ? 1 : b.min;  // DATA: non-empty, FIN or not
       FrameHeader h{length, static_cast<FrameType>(b.type), flag, b.stream};
-      auto err = check_header(h, kMax);
+      auto err = check_header(h, kMax, kV2);
       SCOPED_TRACE("type " + std::to_string(b.type) + " flag " + std::to_string(flag));
       if ((flag & allowed) != 0) {
         EXPECT_FALSE(err.has_value());
@@ -328,7 +330,8 @@ TEST(FrameHeaderCheck, F12_StreamIdKind) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("type " + std::to_string(c.type) + " stream " + std::to_string(c.stream));
-    auto err = check_header({c.length, static_cast<FrameType>(c.type), c.flags, c.stream}, kMax);
+    auto err =
+        check_header({c.length, static_cast<FrameType>(c.type), c.flags, c.stream}, kMax, kV2);
     EXPECT_EQ(err.has_value(), !c.legal);
     if (err) {
       EXPECT_EQ(err->code, Code::kProtocol);
@@ -350,7 +353,7 @@ TEST(FrameHeaderCheck, F08_UnknownType) {
     DecodeResult r = decode_one(header(0, static_cast<uint8_t>(type), 0, 0));
     ASSERT_EQ(r.kind, DecodeResult::kError) << type;
     EXPECT_EQ(r.error.code, Code::kProtocol);
-    auto err = check_header({0, static_cast<FrameType>(type), 0, 0}, kMax);
+    auto err = check_header({0, static_cast<FrameType>(type), 0, 0}, kMax, kV2);
     ASSERT_TRUE(err.has_value());
     EXPECT_EQ(err->code, Code::kProtocol);
   }
@@ -360,24 +363,24 @@ TEST(FrameDecode, PartialHeaderNeedsMore) {
   std::vector<uint8_t> full;
   encode_ping(full, 1, false);
   for (size_t n = 0; n < limits::kFrameHeaderSize; n++) {
-    DecodeResult r = decode_frame(Bytes(full).first(n), kMax);
+    DecodeResult r = decode_frame(Bytes(full).first(n), kMax, kV2);
     EXPECT_EQ(r.kind, DecodeResult::kNeedMore) << n;
     EXPECT_EQ(r.consumed, 0u);
   }
   // Even a bad header is not judged before all 10 bytes are in.
   auto bad = header(0xFFFFFFFFu, 0xff, 0xff, 0xFFFFFFFFu);
-  EXPECT_EQ(decode_frame(Bytes(bad).first(9), kMax).kind, DecodeResult::kNeedMore);
-  EXPECT_EQ(decode_frame(bad, kMax).kind, DecodeResult::kError);
+  EXPECT_EQ(decode_frame(Bytes(bad).first(9), kMax, kV2).kind, DecodeResult::kNeedMore);
+  EXPECT_EQ(decode_frame(bad, kMax, kV2).kind, DecodeResult::kError);
 }
 
 TEST(FrameDecode, PartialPayloadNeedsMore) {
   std::vector<uint8_t> full;
   encode_data(full, 1, as_bytes("0123456789"), false);
   for (size_t n = limits::kFrameHeaderSize; n < full.size(); n++) {
-    DecodeResult r = decode_frame(Bytes(full).first(n), kMax);
+    DecodeResult r = decode_frame(Bytes(full).first(n), kMax, kV2);
     EXPECT_EQ(r.kind, DecodeResult::kNeedMore) << n;
   }
-  DecodeResult r = decode_frame(full, kMax);
+  DecodeResult r = decode_frame(full, kMax, kV2);
   ASSERT_EQ(r.kind, DecodeResult::kFrame);
   EXPECT_EQ(r.consumed, full.size());
 }
@@ -428,8 +431,9 @@ TEST(HelloParse, F10_Versions) {
   EXPECT_EQ(with(1, 1), Code::kNoError);
   EXPECT_EQ(with(1, 5), Code::kNoError);  // a newer peer that still speaks 1
   EXPECT_EQ(with(2, 3), Code::kNoError);  // 2 is ours too
-  EXPECT_EQ(with(3, 4), Code::kVersion);  // no silent downgrade
-  EXPECT_EQ(with(3, 0xffff), Code::kVersion);
+  EXPECT_EQ(with(3, 4), Code::kNoError);  // and 3 (the origin, §3a)
+  EXPECT_EQ(with(4, 5), Code::kVersion);  // no silent downgrade
+  EXPECT_EQ(with(4, 0xffff), Code::kVersion);
   EXPECT_EQ(with(0, 0), Code::kProtocol);  // version 0 does not exist
   EXPECT_EQ(with(0, 1), Code::kProtocol);
   EXPECT_EQ(with(3, 2), Code::kProtocol);  // an empty range is malformed
@@ -507,6 +511,52 @@ TEST(HelloParse, WrongPayloadSize) {
   EXPECT_EQ(hello_error(longer), Code::kFrameSize);
   EXPECT_EQ(hello_error({}), Code::kProtocol);              // cannot even read the magic
   EXPECT_FALSE(parse_hello(shorter, nullptr).has_value());  // err is optional
+}
+
+}  // namespace
+}  // namespace ct
+
+namespace ct {
+namespace {
+
+// §1, §3a: OPEN's row depends on the version in use. Before version 3 (and
+// before the peer's HELLO, version 0) it is exactly 0 bytes; from version 3 it
+// is 0 .. kMaxOriginPayload, and one byte more is FRAME_SIZE from the header.
+TEST(FrameHeaderCheck, F45_OpenPayloadBoundFollowsTheVersion) {
+  const auto open_err = [](uint32_t length, uint16_t version) {
+    auto err = check_header({length, FrameType::kOpen, 0, 1}, kMax, version);
+    return err ? err->code : Code::kNoError;
+  };
+  for (uint16_t v : {uint16_t{0}, uint16_t{1}, uint16_t{2}}) {
+    SCOPED_TRACE("version " + std::to_string(v));
+    EXPECT_EQ(open_err(0, v), Code::kNoError);
+    EXPECT_EQ(open_err(1, v), Code::kFrameSize);
+    EXPECT_EQ(open_err(limits::kMaxOriginPayload, v), Code::kFrameSize);
+  }
+  EXPECT_EQ(open_err(0, 3), Code::kNoError);
+  EXPECT_EQ(open_err(1, 3), Code::kNoError);
+  EXPECT_EQ(open_err(limits::kMaxOriginPayload, 3), Code::kNoError);
+  EXPECT_EQ(open_err(limits::kMaxOriginPayload + 1, 3), Code::kFrameSize);
+  EXPECT_EQ(open_err(0xFFFFFFFFu, 3), Code::kFrameSize);
+  // Through the decoder: refused with only the header present.
+  std::vector<uint8_t> b;
+  encode_header(b, limits::kMaxOriginPayload + 1, FrameType::kOpen, 0, 1);
+  DecodeResult r = decode_frame(b, kMax, 3);
+  ASSERT_EQ(r.kind, DecodeResult::kError);
+  EXPECT_EQ(r.error.code, Code::kFrameSize);
+  // A payload within the bound waits for its bytes, then decodes whole.
+  std::vector<uint8_t> whole;
+  const std::vector<uint8_t> origin = {3, 8, 0, 0, 0, 0, 0, 0, 0, 9};
+  encode_open(whole, 7, origin);
+  EXPECT_EQ(decode_frame(Bytes(whole).first(12), kMax, 3).kind, DecodeResult::kNeedMore);
+  r = decode_frame(whole, kMax, 3);
+  ASSERT_EQ(r.kind, DecodeResult::kFrame);
+  EXPECT_EQ(r.frame.h.stream, 7u);
+  EXPECT_EQ(std::vector<uint8_t>(r.frame.payload.begin(), r.frame.payload.end()), origin);
+  // The same OPEN on a version 2 connection: the old table says FRAME_SIZE.
+  r = decode_frame(whole, kMax, 2);
+  ASSERT_EQ(r.kind, DecodeResult::kError);
+  EXPECT_EQ(r.error.code, Code::kFrameSize);
 }
 
 }  // namespace

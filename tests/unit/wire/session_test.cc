@@ -4,6 +4,8 @@
 // and inspected frame by frame.
 #include "shared/wire/session.h"
 
+#include "shared/wire/origin.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,7 +68,7 @@ std::vector<OutFrame> drain(Session& s) {
   Bytes out = s.output();
   Bytes rest = out;
   while (!rest.empty()) {
-    DecodeResult r = decode_frame(rest, limits::kMaxFramePayload);
+    DecodeResult r = decode_frame(rest, limits::kMaxFramePayload, kProtocolVersion);
     EXPECT_EQ(r.kind, DecodeResult::kFrame) << "session emitted a bad frame";
     if (r.kind != DecodeResult::kFrame) break;
     frames.push_back({r.frame.h.type, r.frame.h.flags, r.frame.h.stream,
@@ -208,7 +210,8 @@ struct End {
   End(const SessionConfig& c, TimePoint t) : s(c, t) {}
   void collect() {
     for (const Event& e : s.take_events()) {
-      log.push_back({e.kind, e.stream, e.code, e.kind == Event::kData ? str(e.data) : ""});
+      log.push_back({e.kind, e.stream, e.code,
+                     e.kind == Event::kData || e.kind == Event::kOpened ? str(e.data) : ""});
       if (e.kind == Event::kData) {
         received[e.stream] += str(e.data);
         if (auto_consume) s.consume(e.stream, e.data.size());
@@ -1604,7 +1607,7 @@ TEST(Session, F44_VersionTwoPeersExchangeStatusAtReady) {
   Harness h = make_acceptor();
   h.keep_status = true;
   h.ready();
-  EXPECT_EQ(h.s.version(), 2);
+  EXPECT_EQ(h.s.version(), kProtocolVersion);
   auto f = h.out();
   ASSERT_EQ(count(f, FrameType::kStatus), 1u) << "the first STATUS goes out with readiness";
   EXPECT_FALSE(h.s.peer_status().has_value());
@@ -1728,6 +1731,146 @@ TEST(Session, StatusBetweenTwoSessionsInMemory) {
   ASSERT_TRUE(a.peer_status() && b.peer_status());
   EXPECT_EQ(b.peer_status()->replicas, 2);
   EXPECT_EQ(a.peer_status()->upstream, UpstreamState::kStandby);
+}
+
+// ------------------------------------------------------------------ version 3: origin (§3a)
+
+Origin sample_origin(uint8_t last) {
+  Origin o;
+  OriginAddr a;
+  a.family = 4;
+  a.addr = {127, 0, 0, last};
+  a.port = 40000;
+  o.source = a;
+  a.addr[3] = 1;
+  a.port = 8443;
+  o.dest = a;
+  o.stream_id = 0xabc0000000000000u | last;
+  o.cluster = "prod";
+  return o;
+}
+
+TEST(Session, F45_VersionThreePeersCarryTheOriginInOpen) {
+  Pair p;
+  p.handshake();
+  ASSERT_EQ(p.a.s.version(), 3);
+  const std::vector<uint8_t> origin = encode_origin(sample_origin(2));
+  const uint32_t id = p.a.s.open(origin);
+  ASSERT_NE(id, 0u);
+  p.pump();
+  const Ev* ev = find(p.b.log, Event::kOpened, id);
+  ASSERT_NE(ev, nullptr);
+  std::string_view why;
+  auto got = decode_origin(as_bytes(ev->data), &why);
+  ASSERT_TRUE(got.has_value()) << why;
+  EXPECT_EQ(*got, sample_origin(2));
+  // The stream works as any other.
+  p.a.s.send(id, as_bytes(std::string_view("hi")), true);
+  p.pump();
+  EXPECT_EQ(p.b.received[id], "hi");
+}
+
+TEST(Session, F45_AgainstAVersionTwoPeerOpenIsEmptyAndAccepted) {
+  // We (3) open towards a version 2 peer: the origin stays home, the OPEN is
+  // the old 0 bytes, and the peer (its old table) accepts it.
+  SessionConfig old = acceptor_cfg();
+  old.max_version = 2;
+  Pair p(opener_cfg(), old);
+  p.handshake();
+  ASSERT_EQ(p.a.s.version(), 2);
+  const uint32_t id = p.a.s.open(encode_origin(sample_origin(3)));
+  ASSERT_NE(id, 0u);
+  auto frames = drain(p.a.s);
+  const OutFrame* open = find(frames, FrameType::kOpen, id);
+  ASSERT_NE(open, nullptr);
+  EXPECT_TRUE(open->payload.empty());
+  std::vector<uint8_t> again;
+  encode_open(again, id);
+  p.b.s.feed(again, p.now);
+  p.b.collect();
+  const Ev* ev = find(p.b.log, Event::kOpened, id);
+  ASSERT_NE(ev, nullptr);
+  EXPECT_TRUE(ev->data.empty());
+  EXPECT_EQ(p.b.s.error_code(), Code::kNoError);
+}
+
+TEST(Session, F45_OpenBeforeThePeersHelloCarriesNoOrigin) {
+  SessionConfig c = opener_cfg();
+  Session s(c, kT0);
+  drain(s);  // our HELLO
+  const uint32_t id = s.open(encode_origin(sample_origin(4)));
+  ASSERT_NE(id, 0u);
+  const OutFrame* open = nullptr;
+  auto frames = drain(s);
+  open = find(frames, FrameType::kOpen, id);
+  ASSERT_NE(open, nullptr);
+  EXPECT_TRUE(open->payload.empty()) << "the version is not known yet";
+}
+
+TEST(Session, F45_OpenWithPayloadOnAVersionTwoConnectionIsFrameSize) {
+  SessionConfig c = acceptor_cfg();
+  c.max_version = 2;
+  Harness h = make_acceptor(c);
+  h.ready();
+  ASSERT_EQ(h.s.version(), 2);
+  const std::vector<uint8_t> origin = encode_origin(sample_origin(5));
+  std::vector<uint8_t> b;
+  encode_open(b, 1, origin);
+  h.feed(b);
+  EXPECT_EQ(h.error(), Code::kFrameSize);
+  EXPECT_EQ(count(h.log, Event::kOpened), 0u);
+}
+
+TEST(Session, F45_MalformedOriginResetsOnlyThatStream) {
+  Harness h = make_acceptor();
+  h.ready();
+  ASSERT_EQ(h.s.version(), 3);
+  // Stream 1: fine. Stream 2: an unknown TLV type. Stream 3: fine.
+  std::vector<uint8_t> b;
+  encode_open(b, 1, encode_origin(sample_origin(1)));
+  const std::vector<uint8_t> bad = {9, 1, 'x'};
+  encode_open(b, 2, bad);
+  encode_data(b, 2, as_bytes(std::string_view("in flight")), false);  // the race: not charged
+  encode_open(b, 3, encode_origin(sample_origin(3)));
+  encode_data(b, 1, as_bytes(std::string_view("one")), false);
+  encode_data(b, 3, as_bytes(std::string_view("three")), false);
+  h.feed(b);
+  EXPECT_EQ(h.error(), Code::kNoError);
+  EXPECT_NE(find(h.log, Event::kOpened, 1), nullptr);
+  EXPECT_EQ(find(h.log, Event::kOpened, 2), nullptr) << "the application never hears of it";
+  EXPECT_EQ(count(h.log, Event::kReset), 0u);
+  EXPECT_NE(find(h.log, Event::kOpened, 3), nullptr);
+  EXPECT_EQ(count(h.log, Event::kData, 1), 1u);
+  EXPECT_EQ(count(h.log, Event::kData, 3), 1u);
+  auto f = h.out();
+  const OutFrame* rst = find(f, FrameType::kReset, 2);
+  ASSERT_NE(rst, nullptr);
+  EXPECT_EQ(rst->code(), Code::kProtocol);
+  EXPECT_EQ(find(f, FrameType::kReset, 1), nullptr);
+  EXPECT_EQ(find(f, FrameType::kReset, 3), nullptr);
+  EXPECT_EQ(find(f, FrameType::kGoAway), nullptr);
+  EXPECT_EQ(h.s.stats().bad_origins, 1u);
+  EXPECT_EQ(h.s.last_bad_origin_stream(), 2u);
+  EXPECT_EQ(h.s.last_bad_origin_why(), "unknown origin TLV type");
+  EXPECT_TRUE(h.s.stream_exists(1));
+  EXPECT_FALSE(h.s.stream_exists(2));
+  EXPECT_TRUE(h.s.stream_exists(3));
+}
+
+TEST(Session, F45_MalformedOriginsInALoopExhaustTheBudget) {
+  // Each reset is charged (like any reset the peer makes us send, F-23), so
+  // a peer cannot make us reset streams forever.
+  Harness h = make_acceptor();
+  h.ready();
+  const std::vector<uint8_t> bad = {1, 0};
+  for (uint32_t id = 1; id <= static_cast<uint32_t>(limits::kMisbehaviourBurst) + 10; id++) {
+    std::vector<uint8_t> b;
+    encode_open(b, id, bad);
+    h.feed(b);
+    h.out();
+    if (h.error() != Code::kNoError) break;
+  }
+  EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
 }
 
 }  // namespace
