@@ -10,6 +10,11 @@
 # change's effect is measured (issue 16): the machine's drift hits both sides alike.
 #
 #   CONNS ["16 256"]; DUR [5] seconds per wrk run; ROUNDS [3] runs per build and connection count
+#   CLOSE_CONNS [16]: also a "close" column, wrk with Connection: close at that many connections (a new
+#            wrapper connection, stream and OpenBao connection per request); "" for none
+#   FLAGS_A, FLAGS_B [""]: extra bridge flags for build A / B; with FLAGS_B and no BIN_B, B is the same
+#            build with other flags, e.g. FLAGS_B=--proxy-protocol (nginx then also listens with
+#            proxy_protocol on a second port, and the bridge with the flag is pointed there)
 #   BULK_MB [256] size of the bulk file (0: no bulk column); STREAM_MODE [plain] plain | tls
 #   BIN [build] BIN_B [unset] SUT_CPU [0] LG_CPU [1]; OUT [unset] also write the table there
 #   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
@@ -17,10 +22,11 @@
 # Ports: nginx 127.0.0.1:18210, service 127.0.0.1:18453, bridge link 127.0.0.1:19453.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}
-CONNS=${CONNS:-"16 256"}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
+BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}; FLAGS_A=${FLAGS_A:-}; FLAGS_B=${FLAGS_B:-}
+[ -n "$FLAGS_B" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
+CONNS=${CONNS:-"16 256"}; CLOSE_CONNS=${CLOSE_CONNS-16}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
 STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
-UP=18210; SVC=18453; LINK=19453
+UP=18210; UP_PP=18211; SVC=18453; LINK=19453
 [ "$(nproc)" -ge 2 ] || { echo "bench-split: needs 2 CPUs (daemons and load generator pinned apart)" >&2; exit 1; }
 for b in "$BIN" ${BIN_B:+"$BIN_B"}; do
   if [ ! -x "$b/cloudtaser-broker" ] || [ ! -x "$b/vault-bridge" ]; then
@@ -72,6 +78,7 @@ http {
   keepalive_requests 10000000; keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$UP backlog=4096;
+    listen 127.0.0.1:$UP_PP backlog=4096 proxy_protocol;
     location = /v1/secret/data/app { default_type application/json; alias $W/kv.json; }
     location = /big { default_type application/octet-stream; alias $SHM/big; }
   }
@@ -92,13 +99,16 @@ base="$scheme://$host:$SVC"
 
 # ---------- the tunnel of one build, and its six processes by role ----------
 BROKER_PID=; BRIDGE_PID=
-tunnel_up() { # bin
+tunnel_up() { # bin extra-bridge-flags
+  local up=$UP extra
+  read -r -a extra <<<"$2"
+  [[ " $2 " == *" --proxy-protocol "* ]] && up=$UP_PP
   start "$W/broker.log" "$1/cloudtaser-broker" --bridge-listen 127.0.0.1:$LINK --service-listen 127.0.0.1:$SVC \
     --cert "$P/broker/tls.crt" --key "$P/broker/tls.key" --ca-cert "$P/ca/ca.crt"
   BROKER_PID=$LAST_PID
-  start "$W/bridge.log" "$1/vault-bridge" --broker-address 127.0.0.1:$LINK --vault-addr "http://127.0.0.1:$UP" \
+  start "$W/bridge.log" "$1/vault-bridge" --broker-address 127.0.0.1:$LINK --vault-addr "http://127.0.0.1:$up" \
     --broker-name localhost --client-cert "$P/bridge/tls.crt" --client-key "$P/bridge/tls.key" \
-    --ca-cert "$P/ca/ca.crt" "${stream_flags[@]}" --vault-health-interval 0
+    --ca-cert "$P/ca/ca.crt" "${stream_flags[@]}" --vault-health-interval 0 "${extra[@]}"
   BRIDGE_PID=$LAST_PID
   wait_http "${curl_tls[@]}" "$base/v1/secret/data/app" ||
     { echo "bench-split: the tunnel of $1 did not come up" >&2; cat "$W"/broker.log "$W"/bridge.log >&2; exit 1; }
@@ -141,21 +151,23 @@ measure() { # build label unit cmd...
   [ "$unit" = req ] && echo "$build $label req/s $(awk -v w="$work" -v d="$DUR" 'BEGIN{printf "%.0f", w/d}')" >>"$RES"
   return 0
 }
-wrk_requests() { # conns -> completed requests
-  taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" --latency "$base/v1/secret/data/app" 2>/dev/null |
+wrk_requests() { # conns [wrk args...] -> completed requests
+  taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" "${@:2}" "$base/v1/secret/data/app" 2>/dev/null |
     awk '/requests in/ {print $1}'
 }
 bulk_bytes() { taskset -c "$LG_CPU" curl -sf "${curl_tls[@]}" -o /dev/null --max-time 120 -w '%{size_download}' "$base/big" || echo 0; }
 
 builds=(A); [ -n "$BIN_B" ] && builds+=(B)
 bin_of() { if [ "$1" = A ]; then echo "$BIN"; else echo "$BIN_B"; fi; }
+flags_of() { if [ "$1" = A ]; then echo "$FLAGS_A"; else echo "$FLAGS_B"; fi; }
 : >"$RES"
 for round in $(seq "$ROUNDS"); do
   for b in "${builds[@]}"; do
-    tunnel_up "$(bin_of "$b")"
+    tunnel_up "$(bin_of "$b")" "$(flags_of "$b")"
     # Warm-up: connections, TLS sessions and the daemons' buffers.
     taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
     for c in $CONNS; do measure "$b" "c=$c" req wrk_requests "$c"; done
+    [ -n "$CLOSE_CONNS" ] && measure "$b" close req wrk_requests "$CLOSE_CONNS" -H "Connection: close"
     [ "$BULK_MB" -gt 0 ] && measure "$b" bulk GiB bulk_bytes
     tunnel_down
     echo "# round $round build $b done" >&2
@@ -164,7 +176,7 @@ done
 
 if [ "$PERF" = 1 ]; then
   PERF_OUT=$ROOT/build/bench/split.perf.data; mkdir -p "$(dirname "$PERF_OUT")"
-  tunnel_up "$BIN"
+  tunnel_up "$BIN" "$FLAGS_A"
   taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
   role_pids >"$W/roles"
   perf record -q -e cpu-clock -C "$SUT_CPU" -g -o "$PERF_OUT" -- \
@@ -181,8 +193,9 @@ fi
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 {
   echo "# bench-split rev $rev, $STREAM_MODE streams, wrk ${DUR}s x $ROUNDS rounds per build (median), SUT cpu $SUT_CPU, load $(cut -d' ' -f1 /proc/loadavg)"
-  echo "# A = $BIN${BIN_B:+, B = $BIN_B}; CPU µs per request at each connection count, CPU s per GiB in bulk"
-  cols=(); for c in $CONNS; do cols+=("c=$c"); done; [ "$BULK_MB" -gt 0 ] && cols+=(bulk)
+  echo "# A = $BIN${FLAGS_A:+ $FLAGS_A}${BIN_B:+, B = $BIN_B}${FLAGS_B:+ $FLAGS_B}; CPU µs per request at each connection count (close: c=$CLOSE_CONNS, Connection: close), CPU s per GiB in bulk"
+  cols=(); for c in $CONNS; do cols+=("c=$c"); done; [ -n "$CLOSE_CONNS" ] && cols+=(close)
+  [ "$BULK_MB" -gt 0 ] && cols+=(bulk)
   awk -v builds="${builds[*]}" -v cols="${cols[*]}" -v roles="${ROLES[*]} total req/s" '
     { k = $1 SUBSEP $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 }
     function med(k,   i, j, t, m, a) { m = n[k]; if (!m) return -1
