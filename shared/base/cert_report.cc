@@ -160,4 +160,10 @@ std::vector<std::string> ExpiryWarnings::due(const CertState& s, int64_t now) {
   return lines;
 }
 
+std::optional<Pin> leaf_pin(const CertState& s) {
+  for (const CertReport& c : s.certs)
+    if (c.role == CertRole::kLeaf && c.index == 0 && c.has_pin) return c.pin;
+  return std::nullopt;
+}
+
 }  // namespace ct

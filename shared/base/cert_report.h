@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct CertState {
   uint32_t pins = 0;  // the peer pins configured (0: chain verification only)
   bool operator==(const CertState&) const = default;
 };
+
+// The pin of our own key in `s` (its leaf); none when `s` has no leaf.
+std::optional<Pin> leaf_pin(const CertState& s);
 
 // Appends the state (at most kMaxCertReports certificates, the rest
 // dropped); reads it back, false on anything malformed (a bad role, too many).

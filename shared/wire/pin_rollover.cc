@@ -1,0 +1,35 @@
+#include "shared/wire/pin_rollover.h"
+
+#include <algorithm>
+
+#include "shared/wire/frame.h"
+
+namespace ct {
+
+bool pins_contain(const std::vector<Pin>& pins, const Pin& p) {
+  return std::find(pins.begin(), pins.end(), p) != pins.end();
+}
+
+RolloverVerdict check_key_rollover(const std::optional<Pin>& old_pin, const Pin& next,
+                                   const std::vector<PeerPinView>& peers, const char* peer) {
+  RolloverVerdict v;
+  if (!old_pin || *old_pin == next) return v;
+  for (const PeerPinView& p : peers) {
+    if (p.version < kPinsVersion) {
+      v.unchecked.push_back(p.link);
+      continue;
+    }
+    if (p.pins == nullptr || !p.pins->has_value()) continue;  // it pins nothing: CA only
+    if (pins_contain(**p.pins, next)) continue;
+    const std::string pin = format_pin(next);
+    v.allowed = false;
+    v.refusal = "new key " + pin + " is not pinned by the " + peer + " on conn=" +
+                std::to_string(p.link) + " (it pins " + std::to_string((*p.pins)->size()) +
+                " other key(s)): keeping the key in service; publish " + pin + " in the " + peer +
+                "'s pin file first (and reload the " + peer + "), then reload again";
+    return v;
+  }
+  return v;
+}
+
+}  // namespace ct
