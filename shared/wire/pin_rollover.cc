@@ -23,8 +23,9 @@ RolloverVerdict check_key_rollover(const std::optional<Pin>& old_pin, const Pin&
     if (pins_contain(**p.pins, next)) continue;
     const std::string pin = format_pin(next);
     v.allowed = false;
-    v.refusal = "new key " + pin + " is not pinned by the " + peer + " on conn=" +
-                std::to_string(p.link) + " (it pins " + std::to_string((*p.pins)->size()) +
+    v.refusal = "new key " + pin + " is not pinned by the " + peer +
+                " on conn=" + std::to_string(p.link) + " (it pins " +
+                std::to_string((*p.pins)->size()) +
                 " other key(s)): keeping the key in service; publish " + pin + " in the " + peer +
                 "'s pin file first (and reload the " + peer + "), then reload again";
     return v;

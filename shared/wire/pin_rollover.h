@@ -16,7 +16,7 @@ namespace ct {
 
 // What one live link knows of its peer's pins.
 struct PeerPinView {
-  uint64_t link = 0;   // the connection id, for the message
+  uint64_t link = 0;     // the connection id, for the message
   uint16_t version = 0;  // the link's protocol version
   // The peer's last PINS; nullopt when it sent none (version 4: it pins
   // nothing and verifies by CA; below 4: unknown).

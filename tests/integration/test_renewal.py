@@ -155,33 +155,124 @@ def test_a_new_bridge_key_installed_in_the_documented_order_keeps_the_link(env):
              "the bridge to link again with its next key")
 
 
-def test_a_new_bridge_key_installed_before_its_pin_is_published_fails_the_handshake(env):
-    """The wrong order, to show what the documented order prevents (keeping
-    the old key in service is the protocol change that comes with issue 15's
-    HELLO pins): the link already up stays, a new handshake is refused."""
+def stage_new_key(pki, which):
+    """`cloudtaser-certs renew --new-key` on a copy of `which`'s directory, so
+    the peer's pin file in `pki` is not extended: the wrong order, as an
+    operator who skipped step 1 would have it. Returns (next.crt, next.key)."""
+    stage = pki.parent / f"stage-{which}"
+    shutil.copytree(pki / which, stage / which)
+    certs("renew", "--ca", pki / "ca", stage / which, "--new-key")
+    return stage / which / "next.crt", stage / which / "next.key"
+
+
+def install(crt, key, leaf_dir):
+    os.replace(crt, leaf_dir / "tls.crt")
+    os.replace(key, leaf_dir / "tls.key")
+
+
+def test_a_new_bridge_key_installed_before_its_pin_is_published_keeps_the_old_key(env):
+    """The wrong order: the broker told the bridge (PINS) that it pins only the
+    old key, so the bridge keeps it in service, says why, and the link and new
+    handshakes go on. Publishing the pin and reloading again then puts the next
+    key into service without losing the link (docs/protocol.md §5b)."""
     pki = env.tmp / "pki"
     certs("--out", pki, "--external-host", "127.0.0.1")
     mport = free_port()
     broker, bridge = pair(env, pki, mport, echo=False)
-    certs("renew", "--ca", pki / "ca", pki / "bridge", "--new-key")
     g = pki / "bridge"
-    # The broker is never told (its pin file reloaded without the next pin).
-    (pki / "broker" / "bridge.pin").write_text(pin_of(g / "tls.crt") + "\n")
-    os.replace(g / "next.crt", g / "tls.crt")
-    os.replace(g / "next.key", g / "tls.key")
+    old_pin = pin_of(g / "tls.crt")
+    crt, key = stage_new_key(pki, "bridge")
+    next_pin = pin_of(crt)
+    install(crt, key, g)
     bridge.signal(signal.SIGHUP)
-    bridge.wait_log(r"reload: new certificate material in service")
+    bridge.wait_log(r"reload refused, keeping the material in service: new key "
+                    + re.escape(next_pin) + r" is not pinned by the broker on conn=\d+ .*publish "
+                    + re.escape(next_pin) + r" in the broker's pin file first")
+    assert bridge.count(r"reload: new certificate material in service") == 0, bridge.text()
     assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert labelled(metrics(mport), PEER, pin=old_pin) is not None  # the link kept
+    # A new handshake (the broker restarted on the same port) still uses the old key.
     port = broker.bridge_port
     broker.kill()
     b = pki / "broker"
     mport2 = free_port()
-    env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
-               extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
-                      f"127.0.0.1:{mport2}"])
-    wait_for(lambda: labelled(metrics(mport2), "cloudtaser_broker_handshake_failures_total",
-                              reason="pin") or 0, 20, "the broker to refuse the unpinned key")
-    assert plain(metrics(mport2), "cloudtaser_broker_bridges_connected") == 0
+
+    def restart():
+        return env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
+                          extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
+                                 f"127.0.0.1:{mport2}"])
+    broker = restart()
+    wait_for(lambda: labelled(metrics(mport2), PEER, pin=old_pin) is not None, 20,
+             "the bridge to link again with its old key")
+    assert (labelled(metrics(mport2), "cloudtaser_broker_handshake_failures_total",
+                     reason="pin") or 0) == 0
+    # Step 1 after all: the broker publishes the next pin (its file watch or
+    # SIGHUP) and tells the bridge; the bridge's retry now succeeds.
+    with open(b / "bridge.pin", "a") as f:
+        f.write(next_pin + "\n")
+    broker.signal(signal.SIGHUP)
+    bridge.wait_log(r"the broker pins 2 key\(s\), ours among them", timeout=15)
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert labelled(metrics(mport2), PEER, pin=old_pin) is not None  # the same link
+    broker.kill()
+    broker = restart()
+    wait_for(lambda: labelled(metrics(mport2), PEER, pin=next_pin) is not None, 20,
+             "the bridge to link again with its next key")
+
+
+def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pins_it(env):
+    """The broker side of §5b: the linked bridge said (PINS) which broker keys
+    it accepts; a reload to another key is refused with the reason, the old
+    certificate stays in /metrics and on new handshakes; once the bridge's pin
+    file holds the next pin, the broker's retry succeeds with the link up."""
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1", "--days", "20")
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport)
+    b = pki / "broker"
+    old_pin = pin_of(b / "tls.crt")
+    old_after = not_after_of(b / "tls.crt")
+    crt, key = stage_new_key(pki, "broker")
+    next_pin = pin_of(crt)
+    install(crt, key, b)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload refused, keeping the material in service: new key "
+                    + re.escape(next_pin) + r" is not pinned by the bridge on conn=\d+ .*publish "
+                    + re.escape(next_pin) + r" in the bridge's pin file first")
+    assert broker.count(r"reload: new certificate material in service") == 0, broker.text()
+    assert labelled(metrics(mport), LEAF, certificate="leaf", pin=old_pin) == old_after
+    assert labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is None
+    # A new bridge that pins only the old key still gets through.
+    g = pki / "bridge"
+    only_old = env.tmp / "only-old.pin"
+    only_old.write_text(old_pin + "\n")
+    up = env.echo()
+    second = env.bridge(broker.bridge_port, up.addr,
+                        files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+                        extra=["--broker-pin-file", only_old])
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
+             "a second bridge linked with the old broker key")
+    # That bridge goes (it would, rightly, refuse the next key again); the
+    # first one publishes the next pin, reloads and tells the broker.
+    second.kill()
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 1, 20,
+             "the second bridge gone")
+    with open(g / "broker.pin", "a") as f:
+        f.write(next_pin + "\n")
+    bridge.signal(signal.SIGHUP)
+    broker.wait_log(r"the bridge pins 2 key\(s\)", timeout=15)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload: new certificate material in service")
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is not None,
+             10, "the next key in /metrics")
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 1
+    # A new handshake with the bridge's files (both pins) meets the next key.
+    env.bridge(broker.bridge_port, up.addr, files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+               extra=["--broker-pin-file", g / "broker.pin"])
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
+             "a new bridge linked with the next broker key")
 
 
 def kubelet_secret(root: Path, files: dict):
