@@ -710,6 +710,11 @@ class TlsProcess final : public ChildBase {
     CertState s = own_certs_;
     for (const auto& [id, c] : peer_certs_)
       if (s.certs.size() < kMaxCertReports) s.certs.push_back(c);
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    for (const auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().peer_pins() &&
+          s.peer_pins.size() < kMaxCertReports)
+        s.peer_pins.push_back(peer_pins_report(id, *l->session().peer_pins(), ours));
     return s;
   }
   void warn_expiry(const CertState& s) {

@@ -553,6 +553,11 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     live.certs = own_certs_;
     for (const auto& [id, c] : peer_certs_)
       if (live.certs.certs.size() < kMaxCertReports) live.certs.certs.push_back(c);
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    for (auto& [id, l] : bridges_)
+      if (!l->closed() && l->has_session() && l->session().peer_pins() &&
+          live.certs.peer_pins.size() < kMaxCertReports)
+        live.certs.peer_pins.push_back(peer_pins_report(id, *l->session().peer_pins(), ours));
     for (const std::string& w : expiry_.due(live.certs, unix_now())) LOG_WARN("%s", w.c_str());
     if (auto body = stats_.changed_body(live)) send(Msg::kStats, *body);
   }

@@ -10,6 +10,15 @@ bool pins_contain(const std::vector<Pin>& pins, const Pin& p) {
   return std::find(pins.begin(), pins.end(), p) != pins.end();
 }
 
+PeerPinsReport peer_pins_report(uint64_t link, const std::vector<Pin>& pins,
+                                const std::optional<Pin>& ours) {
+  PeerPinsReport r;
+  r.link = static_cast<uint32_t>(link);
+  r.current = ours && pins_contain(pins, *ours);
+  r.others = static_cast<uint8_t>(std::min<size_t>(pins.size() - (r.current ? 1 : 0), 255));
+  return r;
+}
+
 RolloverVerdict check_key_rollover(const std::optional<Pin>& old_pin, const Pin& next,
                                    const std::vector<PeerPinView>& peers, const char* peer) {
   RolloverVerdict v;

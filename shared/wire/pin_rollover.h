@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/base/cert_report.h"
 #include "shared/base/pin.h"
 
 namespace ct {
@@ -37,6 +38,11 @@ struct RolloverVerdict {
 // in the message ("bridge", "broker").
 RolloverVerdict check_key_rollover(const std::optional<Pin>& old_pin, const Pin& next,
                                    const std::vector<PeerPinView>& peers, const char* peer);
+
+// The figures of one link for the metrics (cert_report.h): whether the
+// peer's `pins` hold `ours` and how many other keys they hold.
+PeerPinsReport peer_pins_report(uint64_t link, const std::vector<Pin>& pins,
+                                const std::optional<Pin>& ours);
 
 // Whether `pins` holds `p`.
 bool pins_contain(const std::vector<Pin>& pins, const Pin& p);

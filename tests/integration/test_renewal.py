@@ -15,10 +15,12 @@ import urllib.request
 from pathlib import Path
 
 from harness import free_port, labelled, not_after_of, pin_of, wait_for
+from test_status_file import read
 
 CERTS = Path(__file__).resolve().parents[2] / "deploy" / "cloudtaser-certs"
 LEAF = "cloudtaser_broker_certificate_not_after_timestamp_seconds"
 PEER = "cloudtaser_broker_peer_certificate_not_after_timestamp_seconds"
+PINS = "cloudtaser_broker_peer_pins"
 
 
 def certs(*args):
@@ -76,7 +78,7 @@ class Pump:
             assert ok is True and sent > 0, self.results
 
 
-def pair(env, pki, mport, broker_files=None, echo=True):
+def pair(env, pki, mport, broker_files=None, echo=True, bridge_extra=()):
     """A broker and a bridge made from a cloudtaser-certs tree, each reading
     its pin file (as deployed)."""
     up = env.echo() if echo else env.kv()
@@ -87,7 +89,7 @@ def pair(env, pki, mport, broker_files=None, echo=True):
     g = pki / "bridge"
     bridge = env.bridge(broker.bridge_port, up.addr,
                         files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
-                        extra=["--broker-pin-file", g / "broker.pin"])
+                        extra=["--broker-pin-file", g / "broker.pin", *bridge_extra])
     broker.wait_log(r"conn=\d+ bridge connected")
     return broker, bridge
 
@@ -178,9 +180,14 @@ def test_a_new_bridge_key_installed_before_its_pin_is_published_keeps_the_old_ke
     pki = env.tmp / "pki"
     certs("--out", pki, "--external-host", "127.0.0.1")
     mport = free_port()
-    broker, bridge = pair(env, pki, mport, echo=False)
+    status = env.tmp / "bridge.prom"
+    broker, bridge = pair(env, pki, mport, echo=False, bridge_extra=["--status-file", status])
     g = pki / "bridge"
     old_pin = pin_of(g / "tls.crt")
+    bridge_pins = "cloudtaser_bridge_peer_pins"
+    wait_for(lambda: labelled(read(status), bridge_pins, key="current") == 1, 10,
+             "the broker's PINS in the status file")
+    assert labelled(read(status), bridge_pins, key="other") == 0
     crt, key = stage_new_key(pki, "bridge")
     next_pin = pin_of(crt)
     install(crt, key, g)
@@ -212,6 +219,8 @@ def test_a_new_bridge_key_installed_before_its_pin_is_published_keeps_the_old_ke
         f.write(next_pin + "\n")
     broker.signal(signal.SIGHUP)
     bridge.wait_log(r"the broker pins 2 key\(s\), ours among them", timeout=15)
+    wait_for(lambda: labelled(read(status), bridge_pins, key="other") == 1, 10,
+             "the next key published at the broker, in the status file")
     bridge.signal(signal.SIGHUP)
     bridge.wait_log(r"reload: new certificate material in service")
     assert labelled(metrics(mport2), PEER, pin=old_pin) is not None  # the same link
@@ -243,6 +252,9 @@ def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pi
     assert broker.count(r"reload: new certificate material in service") == 0, broker.text()
     assert labelled(metrics(mport), LEAF, certificate="leaf", pin=old_pin) == old_after
     assert labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is None
+    # What the bridge told (PINS): our key in service, and no next key of ours.
+    assert labelled(metrics(mport), PINS, key="current") == 1
+    assert labelled(metrics(mport), PINS, key="other") == 0
     # A new bridge that pins only the old key still gets through.
     g = pki / "bridge"
     only_old = env.tmp / "only-old.pin"
@@ -262,6 +274,8 @@ def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pi
         f.write(next_pin + "\n")
     bridge.signal(signal.SIGHUP)
     broker.wait_log(r"the bridge pins 2 key\(s\)", timeout=15)
+    wait_for(lambda: labelled(metrics(mport), PINS, key="other") == 1, 10,
+             "the next key published at the bridge, in /metrics")
     broker.signal(signal.SIGHUP)
     broker.wait_log(r"reload: new certificate material in service")
     wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is not None,
