@@ -346,8 +346,15 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     const auto& pins = *l.session().peer_pins();
     const std::optional<Pin> ours = leaf_pin(own_certs_);
     const bool current = ours && pins_contain(pins, *ours);
-    LOG_LINK(LOG_INFO, l.id(), "the bridge pins %zu key(s)%s", pins.size(),
-             current ? ", ours among them" : ", NOT our key in service");
+    // A link's first PINS holding our key is routine (every connect, every
+    // duplicate probe): debug. A reload of the bridge's pins, or one that
+    // leaves our key out, is worth a line.
+    if (!current)
+      LOG_LINK(LOG_WARN, l.id(), "the bridge pins %zu key(s), NOT our key in service", pins.size());
+    else if (l.session().stats().pins_in > 1)
+      LOG_LINK(LOG_INFO, l.id(), "the bridge pins %zu key(s), ours among them", pins.size());
+    else
+      LOG_LINK(LOG_DEBUG, l.id(), "the bridge pins %zu key(s), ours among them", pins.size());
     send_stats();
   }
 

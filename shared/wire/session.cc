@@ -367,6 +367,7 @@ void Session::on_pins(const Frame& f, TimePoint now) {
   // As STATUS: the first is owed, a later one (a reload) costs the budget.
   if (peer_pins_ && !charge_misbehaviour(now)) return;
   peer_pins_ = std::move(*pins);  // replaces: the peer's set as it is now
+  stats_.pins_in++;
   events_.push_back({Event::kPins, 0, Code::kNoError, {}, ""});
 }
 

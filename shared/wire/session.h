@@ -110,6 +110,7 @@ struct SessionStats {
   uint64_t resets_in = 0, resets_out = 0;
   uint64_t pings_out = 0, pongs_in = 0;
   uint64_t bad_origins = 0;  // OPENs reset for a malformed origin (§3a)
+  uint64_t pins_in = 0;  // PINS frames accepted (§5b): the first is the link's, later ones reloads
 };
 
 class Session {
