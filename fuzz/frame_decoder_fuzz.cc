@@ -179,7 +179,7 @@ void check_need_more(Bytes in, uint32_t max_payload, uint16_t version) {
   const uint8_t type = rd.u8();
   h.flags = rd.u8();
   h.stream = rd.u32();
-  FZ_CHECK(type <= static_cast<uint8_t>(FrameType::kGoAway), "NeedMore on an unknown type");
+  FZ_CHECK(type <= static_cast<uint8_t>(FrameType::kPins), "NeedMore on an unknown type");
   h.type = static_cast<FrameType>(type);
   FZ_CHECK(!check_header(h, max_payload, version).has_value(), "NeedMore on a bad header");
   FZ_CHECK(in.size() < limits::kFrameHeaderSize + h.length,
