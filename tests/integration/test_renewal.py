@@ -14,7 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import free_port, labelled, not_after_of, pin_of, wait_for
+import pytest
+
+from harness import Daemon, free_port, labelled, not_after_of, pin_of, wait_for
 from test_status_file import read
 
 CERTS = Path(__file__).resolve().parents[2] / "deploy" / "cloudtaser-certs"
@@ -287,6 +289,42 @@ def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pi
                extra=["--broker-pin-file", g / "broker.pin"])
     wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
              "a new bridge linked with the next broker key")
+
+
+OLD_BROKER = os.environ.get("CT_OLD_BROKER")
+
+
+@pytest.mark.skipif(not OLD_BROKER, reason="set CT_OLD_BROKER to a broker built before protocol "
+                    "version 4 (with its -forward beside it)")
+def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
+    # docs/protocol.md §5b: a version 3 broker sends no PINS, so the bridge
+    # cannot know whether it pins the new key: the reload goes ahead (as
+    # before version 4) and the bridge says, once for that link, that it could
+    # not check.
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    b = pki / "broker"
+    broker = Daemon([OLD_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+                     "127.0.0.1:0", "--cert", b / "tls.crt", "--key", b / "tls.key",
+                     "--ca-cert", b / "ca.crt", "--bridge-pin-file", b / "bridge.pin"],
+                    env._log("old-broker"))
+    env.daemons.append(broker)
+    m = broker.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
+                        r"127\.0\.0\.1:(\d+)")
+    up = env.kv()
+    g = pki / "bridge"
+    bridge = env.bridge(int(m.group(1)), up.addr, files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+                        extra=["--broker-pin-file", g / "broker.pin"])
+    bridge.wait_log(r"connected to the broker: .*\(protocol 3\)")
+    crt, key = stage_new_key(pki, "bridge")
+    next_pin = pin_of(crt)
+    install(crt, key, g)
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"new key " + re.escape(next_pin) + r": the broker speaks protocol 3, too old "
+                    r"to say what it pins; not checked")
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert bridge.count(r"reload refused") == 0, bridge.text()
+    assert bridge.count(r"not checked") == 1
 
 
 def kubelet_secret(root: Path, files: dict):
