@@ -327,6 +327,42 @@ def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_check
     assert bridge.count(r"not checked") == 1
 
 
+OLD_BRIDGE = os.environ.get("CT_OLD_BRIDGE")
+
+
+@pytest.mark.skipif(not OLD_BRIDGE, reason="set CT_OLD_BRIDGE to a vault-bridge built before "
+                    "protocol version 4 (with its -forward beside it)")
+def test_a_new_broker_key_against_a_bridge_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
+    # The broker side of the fallback: a version 3 bridge sends no PINS; the
+    # broker's reload goes ahead and names the link it could not check.
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    mport = free_port()
+    b = pki / "broker"
+    broker = env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"),
+                        extra=["--bridge-pin-file", b / "bridge.pin",
+                               "--metrics-listen", f"127.0.0.1:{mport}"])
+    up = env.kv()
+    g = pki / "bridge"
+    bridge = Daemon([OLD_BRIDGE, "--broker-address", f"127.0.0.1:{broker.bridge_port}",
+                     "--vault-addr", up.addr, "--client-cert", g / "tls.crt", "--client-key",
+                     g / "tls.key", "--ca-cert", g / "ca.crt", "--allow-plaintext-streams",
+                     "--broker-pin-file", g / "broker.pin"], env._log("old-bridge"))
+    env.daemons.append(bridge)
+    broker.wait_log(r"conn=\d+ bridge connected: .*\(protocol 3\)")
+    crt, key = stage_new_key(pki, "broker")
+    next_pin = pin_of(crt)
+    install(crt, key, b)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"conn=\d+ .*new key " + re.escape(next_pin) + r": the bridge speaks protocol "
+                    r"3, too old to say what it pins; not checked")
+    broker.wait_log(r"reload: new certificate material in service")
+    assert broker.count(r"reload refused") == 0, broker.text()
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is not None,
+             10, "the next key in /metrics")
+    assert labelled(metrics(mport), PINS) is None  # an old bridge says nothing
+
+
 def kubelet_secret(root: Path, files: dict):
     """A Secret volume as the kubelet writes it: the files in a timestamped
     directory, `..data` pointing to it, each name a symlink through `..data`."""
