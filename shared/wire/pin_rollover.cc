@@ -15,7 +15,10 @@ PeerPinsReport peer_pins_report(uint64_t link, const std::vector<Pin>& pins,
   PeerPinsReport r;
   r.link = static_cast<uint32_t>(link);
   r.current = ours && pins_contain(pins, *ours);
-  r.others = static_cast<uint8_t>(std::min<size_t>(pins.size() - (r.current ? 1 : 0), 255));
+  // Counted, not size() - 1: a peer may list our pin twice.
+  const auto others =
+      std::count_if(pins.begin(), pins.end(), [&](const Pin& p) { return !ours || p != *ours; });
+  r.others = static_cast<uint8_t>(std::min<std::ptrdiff_t>(others, 255));
   return r;
 }
 

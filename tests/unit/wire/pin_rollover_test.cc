@@ -55,5 +55,18 @@ TEST(KeyRollover, F46_AVersionFourPeerThatPinsNothingAcceptsAnyKey) {
   EXPECT_TRUE(check_key_rollover(pin(1), pin(2), {{3, 4, &none}}, "bridge").allowed);
 }
 
+TEST(KeyRollover, F46_PeerPinsFiguresCountTheOtherKeys) {
+  auto r = peer_pins_report(9, {pin(1), pin(2), pin(1)}, pin(1));
+  EXPECT_EQ(r.link, 9u);
+  EXPECT_TRUE(r.current);
+  EXPECT_EQ(r.others, 1) << "our pin listed twice is still not another key";
+  r = peer_pins_report(9, {pin(2), pin(3)}, pin(1));
+  EXPECT_FALSE(r.current);
+  EXPECT_EQ(r.others, 2);
+  r = peer_pins_report(9, {pin(2)}, std::nullopt);
+  EXPECT_FALSE(r.current);
+  EXPECT_EQ(r.others, 1);
+}
+
 }  // namespace
 }  // namespace ct
