@@ -32,6 +32,7 @@
 #include "shared/tls/stream.h"
 #include "shared/wire/limits.h"
 #include "shared/wire/origin.h"
+#include "shared/wire/pin_rollover.h"
 
 namespace ct::bridge {
 
@@ -102,6 +103,7 @@ class TlsProcess final : public ChildBase {
             err = "beacon CA: " + made.what();
         }
         wipe_material(*mat);
+        if (err.empty()) err = key_rollover_refusal(certs);
         if (!err.empty()) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
@@ -113,6 +115,9 @@ class TlsProcess final : public ChildBase {
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         own_certs_ = std::move(certs);
         close_links_not_admitted(links_, *ctx_, "broker");
+        // Version 4 brokers learn our broker pins as they are now (§5b).
+        for (auto& [id, l] : links_)
+          if (l->has_session()) l->session().set_pins(ctx_->pins());
         // OpenSSL is initialised and a context built: confine before any network input.
         enter_sandbox(tls_sandbox());
         LOG_INFO("certificate material loaded, own pin %s, %zu broker pin(s), verifying name %s",
@@ -139,6 +144,7 @@ class TlsProcess final : public ChildBase {
         c.instance = random_instance();
         c.status_at_ready = false;  // sent once the link is kept (identified())
         c.pool = &g_budget;
+        c.pins = ctx_->pins();
         const std::string& name = settings_.peer_name;
         TlsLinkOptions opt{.context = ctx_,
                            .server = false,
@@ -551,6 +557,10 @@ class TlsProcess final : public ChildBase {
             dial_.dial_soon(Clock::now());
           }
           break;
+        case Event::kPins:
+          if (is_local) break;
+          peer_pins_reported(l);
+          break;
         case Event::kStatus:
           if (is_local) break;
           if (identified_.count(l.id()) == 0) {
@@ -666,11 +676,52 @@ class TlsProcess final : public ChildBase {
     return std::min(t, relays_.next_deadline());
   }
 
+  // A reload must not put into service a key that a linked broker does not
+  // pin (docs/protocol.md §5b): "" when it may, else why not.
+  std::string key_rollover_refusal(const CertState& next) {
+    const std::optional<Pin> pin = leaf_pin(next);
+    if (!pin) return "";
+    std::vector<PeerPinView> peers;
+    for (auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().ready())
+        peers.push_back({id, l->session().version(), &l->session().peer_pins()});
+    RolloverVerdict v = check_key_rollover(leaf_pin(own_certs_), *pin, peers, "broker");
+    for (uint64_t id : v.unchecked)
+      LOG_LINK(LOG_WARN, id,
+               "new key %s: the broker speaks protocol %u, too old to say what it pins; not "
+               "checked",
+               format_pin(*pin).c_str(), links_.at(id)->session().version());
+    return v.refusal;
+  }
+
+  // The broker said which of our keys it accepts (PINS, §5b): logged, for
+  // the reload check and the status file.
+  void peer_pins_reported(Link& l) {
+    const auto& pins = *l.session().peer_pins();
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    const bool current = ours && pins_contain(pins, *ours);
+    // A link's first PINS holding our key is routine (every connect, every
+    // duplicate probe): debug. A reload of the broker's pins, or one that
+    // leaves our key out, is worth a line.
+    if (!current)
+      LOG_LINK(LOG_WARN, l.id(), "the broker pins %zu key(s), NOT our key in service", pins.size());
+    else if (l.session().stats().pins_in > 1)
+      LOG_LINK(LOG_INFO, l.id(), "the broker pins %zu key(s), ours among them", pins.size());
+    else
+      LOG_LINK(LOG_DEBUG, l.id(), "the broker pins %zu key(s), ours among them", pins.size());
+    report();
+  }
+
   // Ours and the kept links' brokers' (shared/base/cert_report.h).
   CertState cert_state() const {
     CertState s = own_certs_;
     for (const auto& [id, c] : peer_certs_)
       if (s.certs.size() < kMaxCertReports) s.certs.push_back(c);
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    for (const auto& [id, l] : links_)
+      if (!l->closed() && l->has_session() && l->session().peer_pins() &&
+          s.peer_pins.size() < kMaxCertReports)
+        s.peer_pins.push_back(peer_pins_report(id, *l->session().peer_pins(), ours));
     return s;
   }
   void warn_expiry(const CertState& s) {

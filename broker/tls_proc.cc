@@ -27,6 +27,7 @@
 #include "shared/tls/context.h"
 #include "shared/tls/link.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/pin_rollover.h"
 #include "shared/wire/rendezvous.h"
 
 namespace ct::broker {
@@ -100,7 +101,8 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
             err = "beacon CA: " + made.what();
         }
         wipe_material(*mat);
-        if (!ctx || (!settings_.beacons.empty() && !beacon)) {
+        if (err.empty()) err = key_rollover_refusal(certs);
+        if (!ctx || !err.empty() || (!settings_.beacons.empty() && !beacon)) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
         }
@@ -109,6 +111,9 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
         ctx_ = std::shared_ptr<TlsContext>(std::move(ctx).value());
         own_certs_ = std::move(certs);
         close_links_not_admitted(bridges_, *ctx_, "bridge");
+        // Version 4 bridges learn our bridge pins as they are now (§5b).
+        for (auto& [id, l] : bridges_)
+          if (l->has_session()) l->session().set_pins(ctx_->pins());
         // OpenSSL is initialised and a context built: from here on no file,
         // no new socket. Every later message (and all network input) is
         // handled inside the sandbox.
@@ -271,7 +276,26 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     c.instance = settings_.instance;
     c.status.replicas = settings_.replicas;
     c.pool = &g_budget;
+    if (ctx_) c.pins = ctx_->pins();
     return c;
+  }
+
+  // A reload must not put into service a key that a linked bridge does not
+  // pin (docs/protocol.md §5b): "" when it may, else why not.
+  std::string key_rollover_refusal(const CertState& next) {
+    const std::optional<Pin> pin = leaf_pin(next);
+    if (!pin) return "";
+    std::vector<PeerPinView> peers;
+    for (auto& [id, l] : bridges_)
+      if (!l->closed() && l->has_session() && l->session().ready())
+        peers.push_back({id, l->session().version(), &l->session().peer_pins()});
+    RolloverVerdict v = check_key_rollover(leaf_pin(own_certs_), *pin, peers, "bridge");
+    for (uint64_t id : v.unchecked)
+      LOG_LINK(LOG_WARN, id,
+               "new key %s: the bridge speaks protocol %u, too old to say what it pins; not "
+               "checked",
+               format_pin(*pin).c_str(), bridges_.at(id)->session().version());
+    return v.refusal;
   }
 
   // ---------------------------------------------------------------- wrappers (BridgePool)
@@ -314,6 +338,24 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     it->second = now;
     send_stats();
     if (pool_.pending() != 0) pool_.serve();
+  }
+
+  // The bridge said which of our keys it accepts (PINS, §5b): logged, for
+  // the reload check and /metrics.
+  void peer_pins_reported(Link& l) {
+    const auto& pins = *l.session().peer_pins();
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    const bool current = ours && pins_contain(pins, *ours);
+    // A link's first PINS holding our key is routine (every connect, every
+    // duplicate probe): debug. A reload of the bridge's pins, or one that
+    // leaves our key out, is worth a line.
+    if (!current)
+      LOG_LINK(LOG_WARN, l.id(), "the bridge pins %zu key(s), NOT our key in service", pins.size());
+    else if (l.session().stats().pins_in > 1)
+      LOG_LINK(LOG_INFO, l.id(), "the bridge pins %zu key(s), ours among them", pins.size());
+    else
+      LOG_LINK(LOG_DEBUG, l.id(), "the bridge pins %zu key(s), ours among them", pins.size());
+    send_stats();
   }
 
   void report_status() {
@@ -377,6 +419,10 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
           if (is_local) break;
           if (linked_.count(l.id()) == 0) linked(l);  // the bridge keeps it
           upstream_reported(l);
+          break;
+        case Event::kPins:
+          if (is_local) break;
+          peer_pins_reported(l);
           break;
         case Event::kError:
           if (ev.code == Code::kNoError) {  // a clean close (a draining bridge's close_notify)
@@ -514,6 +560,11 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     live.certs = own_certs_;
     for (const auto& [id, c] : peer_certs_)
       if (live.certs.certs.size() < kMaxCertReports) live.certs.certs.push_back(c);
+    const std::optional<Pin> ours = leaf_pin(own_certs_);
+    for (auto& [id, l] : bridges_)
+      if (!l->closed() && l->has_session() && l->session().peer_pins() &&
+          live.certs.peer_pins.size() < kMaxCertReports)
+        live.certs.peer_pins.push_back(peer_pins_report(id, *l->session().peer_pins(), ours));
     for (const std::string& w : expiry_.due(live.certs, unix_now())) LOG_WARN("%s", w.c_str());
     if (auto body = stats_.changed_body(live)) send(Msg::kStats, *body);
   }

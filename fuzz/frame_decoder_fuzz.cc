@@ -104,6 +104,17 @@ std::vector<uint8_t> reencode(const Frame& f) {
       }
       break;
     }
+    case FrameType::kPins: {
+      FrameError err{Code::kNoError, ""};
+      if (auto pins = parse_pins(f.payload, &err)) {
+        encode_pins(out, *pins);  // exact: a count and that many pins
+      } else {
+        FZ_CHECK(err.code == Code::kProtocol, "malformed PINS is not PROTOCOL");
+        encode_header(out, f.h.length, f.h.type, f.h.flags, id);
+        out.insert(out.end(), f.payload.begin(), f.payload.end());
+      }
+      break;
+    }
   }
   return out;
 }
@@ -168,7 +179,7 @@ void check_need_more(Bytes in, uint32_t max_payload, uint16_t version) {
   const uint8_t type = rd.u8();
   h.flags = rd.u8();
   h.stream = rd.u32();
-  FZ_CHECK(type <= static_cast<uint8_t>(FrameType::kGoAway), "NeedMore on an unknown type");
+  FZ_CHECK(type <= static_cast<uint8_t>(FrameType::kPins), "NeedMore on an unknown type");
   h.type = static_cast<FrameType>(type);
   FZ_CHECK(!check_header(h, max_payload, version).has_value(), "NeedMore on a bad header");
   FZ_CHECK(in.size() < limits::kFrameHeaderSize + h.length,
@@ -185,10 +196,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                        4096};
   // The same byte picks the version in use (§1: OPEN's row depends on it):
   // 0..4 version 1, as every entry written before version 3 has it; 5..9
-  // version 2; 10..14 version 3, and so on.
+  // version 2; 10..14 version 3; 15..19 version 4, and so on.
   const uint8_t sel = fin.u8();
   const uint32_t max_payload = kMaxPayloads[sel % std::size(kMaxPayloads)];
-  const auto version = static_cast<uint16_t>(1 + (sel / std::size(kMaxPayloads)) % 3);
+  const auto version =
+      static_cast<uint16_t>(1 + (sel / std::size(kMaxPayloads)) % kProtocolVersion);
   Bytes in = fin.rest();
   size_t frames = 0;
   for (;;) {

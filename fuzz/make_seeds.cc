@@ -91,6 +91,13 @@ void frame_seeds() {
   Buf status;
   encode_status(status, {.replicas = 3, .upstream = UpstreamState::kStandby});
   write_seed(t, "status", with(0, status));
+  Buf pins;
+  encode_pins(pins, {Pin{}, Pin{1, 2, 3}});
+  write_seed(t, "pins-v4", with(15, pins));  // selector 15..19: version 4 (§5b)
+  Buf pins_over;                             // one pin over kMaxPins: FRAME_SIZE from the header
+  encode_header(pins_over, static_cast<uint32_t>(kMaxPinsPayload + kPinSize), FrameType::kPins, 0,
+                0);
+  write_seed(t, "pins-over-bound", with(15, pins_over));
   write_seed(
       t, "session",
       with(0, cat({hello, open, data, window, conn_window, ping, pong, fin, reset, goaway})));
@@ -275,7 +282,7 @@ void ipc_seeds() {
 namespace op {
 constexpr uint8_t kOpen = 0, kSend = 3, kFin = 7, kReset = 8, kConsume = 9, kPing = 11,
                   kInject = 12, kDeliver = 14, kClock = 19, kTick = 21, kGoAway = 22, kPump = 23,
-                  kClosed = 25, kOpenMany = 26, kSetStatus = 27, kBridge = 0x80;
+                  kClosed = 25, kOpenMany = 26, kSetStatus = 27, kSetPins = 28, kBridge = 0x80;
 }
 
 struct Script {
@@ -344,6 +351,17 @@ void session_seeds() {
   Script old(dflt, {5, 6, 5, 4, 2});
   old.add({kSetStatus}).u16(2).add({0, kPump, kOpen, kPump});
   write_seed(t, "status-version-1-peer", old.b);
+
+  // Version 4 (§5b): both sides pin (timing bit 4) and exchange PINS after
+  // HELLO; the broker reloads to three pins, then the same three again (not
+  // resent); then a version 3 bridge (timing bit 3), to which none is sent.
+  Script pn({5, 6, 5, 4, 16}, {5, 6, 5, 4, 16});
+  pn.add({kPump, kSetPins, 2, 7, 8, 9, kPump, kSetPins, 2, 7, 8, 9, kBridge | kSetPins, 0, 3});
+  pn.add({kOpen, kPump});
+  write_seed(t, "pins-v4", pn.b);
+  Script pn3({5, 6, 5, 4, 16}, {5, 6, 5, 4, 8 | 16});
+  pn3.add({kPump, kSetPins, 1, 7, 8, kOpen, kPump});
+  write_seed(t, "pins-version-3-peer", pn3.b);
 
   // Version 3 (§3a): every stream opened after the handshake carries an
   // origin, checked on arrival; a version 2 bridge (timing bit 2) gets empty

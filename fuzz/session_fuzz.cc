@@ -87,6 +87,9 @@ struct Side {
   // Every STATUS the application set (the default first): what an honest
   // peer may have received.
   std::vector<LinkStatus> told{LinkStatus{}};
+  // Every pin set the application configured or set (§5b): what an honest
+  // peer's PINS must be one of.
+  std::vector<std::vector<std::array<uint8_t, kPinSize>>> pins_told;
   // Streams this side opened with an origin in the OPEN (version 3).
   std::set<uint32_t> origin_sent;
 
@@ -150,7 +153,12 @@ class Harness {
     x.cfg.ping_interval = (timing & 1) ? Duration::zero() : Duration(limits::kPingInterval);
     // Bit 1: this side is an old (version 1) peer, which never sends STATUS;
     // bit 2: a version 2 peer, which never sends an origin (§3a).
-    x.cfg.max_version = (timing & 2) ? 1 : (timing & 4) ? 2 : kProtocolVersion;
+    x.cfg.max_version = (timing & 2) ? 1 : (timing & 4) ? 2 : (timing & 8) ? 3 : kProtocolVersion;
+    // Bit 4: this side pins the peer's key (sends PINS on a version 4 link).
+    if (timing & 16) {
+      x.cfg.pins.emplace_back().fill(opener ? 0xa1 : 0xb1);
+      x.pins_told.push_back(x.cfg.pins);
+    }
     x.cfg.instance[0] = opener ? 0xaa : 0xbb;
     x.s.emplace(x.cfg, now_);
   }
@@ -211,6 +219,8 @@ class Harness {
         return do_open_many(x);
       case 27:
         return do_set_status(x);
+      case 28:
+        return do_set_pins(x);
       default:
         return do_deliver(x);
     }
@@ -352,7 +362,7 @@ class Harness {
     const uint32_t id = which < std::size(ids) ? ids[which] : in_.u32();
     switch (mode % 9) {
       case 0: {                              // any header, payload of the claimed length (or not)
-        const uint8_t type = in_.u8() % 10;  // every type, STATUS, and one that does not exist
+        const uint8_t type = in_.u8() % 11;  // every type, PINS, and one that does not exist
         const uint8_t flags = in_.u8();
         const Bytes payload = in_.bytes(in_.u8());
         const uint32_t length = in_.boolean() ? static_cast<uint32_t>(payload.size()) : in_.u32();
@@ -451,6 +461,14 @@ class Harness {
     st.upstream = static_cast<UpstreamState>(in_.u8() % kUpstreamStates);
     x.s->set_status(st);
     x.told.push_back(st);
+  }
+
+  // A reload (§5b): 1 .. kMaxPins pins, each filled with a fuzzed byte.
+  void do_set_pins(Side& x) {
+    std::vector<std::array<uint8_t, kPinSize>> pins(1 + in_.u8() % limits::kMaxPins);
+    for (auto& p : pins) p.fill(in_.u8());
+    x.s->set_pins(pins);
+    x.pins_told.push_back(pins);
   }
 
   void do_go_away(Side& x) {
@@ -567,6 +585,19 @@ class Harness {
       auto it = x.streams.find(ev.stream);
       const bool known = ev.stream != 0 && it != x.streams.end();
       switch (ev.kind) {
+        case Event::kPins: {
+          FZ_CHECK(x.ready && x.s->version() >= kPinsVersion, "%s: PINS on a version %u connection",
+                   x.name, x.s->version());
+          const auto& got = x.s->peer_pins();
+          FZ_CHECK(got.has_value() && !got->empty() && got->size() <= limits::kMaxPins,
+                   "%s: Pins event without a bounded set", x.name);
+          if (honest_) {
+            const auto& told = peer(x).pins_told;
+            FZ_CHECK(std::find(told.begin(), told.end(), *got) != told.end(),
+                     "%s: PINS altered on the way", x.name);
+          }
+          break;
+        }
         case Event::kStatus:
           FZ_CHECK(x.ready && x.s->version() >= 2, "%s: STATUS on a version %u connection", x.name,
                    x.s->version());

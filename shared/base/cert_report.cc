@@ -43,6 +43,14 @@ void put_cert_state(ByteWriter& w, const CertState& s) {
     w.u8(c.has_pin ? 1 : 0);
     if (c.has_pin) w.bytes(Bytes(c.pin.data(), c.pin.size()));
   }
+  const size_t m = std::min(s.peer_pins.size(), kMaxCertReports);
+  w.u16(static_cast<uint16_t>(m));
+  for (size_t i = 0; i < m; i++) {
+    const PeerPinsReport& p = s.peer_pins[i];
+    w.u32(p.link);
+    w.u8(p.current ? 1 : 0);
+    w.u8(p.others);
+  }
 }
 
 bool get_cert_state(ByteReader& r, CertState* out) {
@@ -62,6 +70,18 @@ bool get_cert_state(ByteReader& r, CertState* out) {
     c.has_pin = has_pin == 1;
     if (c.has_pin) r.copy_to(c.pin);
     s.certs.push_back(c);
+  }
+  const uint16_t m = r.u16();
+  if (!r.ok() || m > kMaxCertReports) return false;
+  for (uint16_t i = 0; i < m && r.ok(); i++) {
+    PeerPinsReport p;
+    p.link = r.u32();
+    const uint8_t current = r.u8();
+    p.others = r.u8();
+    // A peer sends at most kMaxPins (16): more is not a PINS we accepted.
+    if (current > 1 || p.others > 16) return false;
+    p.current = current == 1;
+    s.peer_pins.push_back(p);
   }
   if (!r.ok()) return false;
   *out = std::move(s);
@@ -94,6 +114,22 @@ std::string render_cert_state(const std::string& prefix, const CertState& s, boo
            "on each live link stops being valid, with the SPKI pin of its key.\n"
            "# TYPE " +
            prefix + "_peer_certificate_not_after_timestamp_seconds gauge\n" + peers;
+  if (!s.peer_pins.empty()) {
+    out += "# HELP " + prefix +
+           "_peer_pins Keys of ours the peer on each live link pins, as its PINS said (protocol "
+           "version 4): key=\"current\" is 1 when it pins our key in service, key=\"other\" "
+           "counts the other keys it pins (0: no next key of ours is published there). No "
+           "sample for a peer that pins nothing or speaks an older version.\n"
+           "# TYPE " +
+           prefix + "_peer_pins gauge\n";
+    for (const PeerPinsReport& p : s.peer_pins) {
+      const std::string link = std::to_string(p.link);
+      out += prefix + "_peer_pins{link=\"" + link + "\",key=\"current\"} " +
+             (p.current ? "1" : "0") + "\n";
+      out += prefix + "_peer_pins{link=\"" + link + "\",key=\"other\"} " +
+             std::to_string(p.others) + "\n";
+    }
+  }
   if (!with_pins) return out;
   out += "# HELP " + prefix +
          "_pins_configured Peer SPKI pins configured (flags and pin file; 0: any certificate "
@@ -158,6 +194,12 @@ std::vector<std::string> ExpiryWarnings::due(const CertState& s, int64_t now) {
   }
   seen_ = std::move(kept);
   return lines;
+}
+
+std::optional<Pin> leaf_pin(const CertState& s) {
+  for (const CertReport& c : s.certs)
+    if (c.role == CertRole::kLeaf && c.index == 0 && c.has_pin) return c.pin;
+  return std::nullopt;
 }
 
 }  // namespace ct

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,11 +43,24 @@ struct CertReport {
 // Bounded: a CA file holds a few anchors; at most kMaxBridgeLinks peers.
 inline constexpr size_t kMaxCertReports = 256;
 
+// What the peer on one live link pins of our keys (its PINS, protocol
+// version 4, docs/protocol.md §5b); only for a peer that sent PINS.
+struct PeerPinsReport {
+  uint32_t link = 0;
+  bool current = false;  // it pins our key in service
+  uint8_t others = 0;    // how many other keys it pins (a next key published: >= 1)
+  bool operator==(const PeerPinsReport&) const = default;
+};
+
 struct CertState {
   std::vector<CertReport> certs;
-  uint32_t pins = 0;  // the peer pins configured (0: chain verification only)
+  uint32_t pins = 0;                      // the peer pins configured (0: chain verification only)
+  std::vector<PeerPinsReport> peer_pins;  // at most kMaxCertReports
   bool operator==(const CertState&) const = default;
 };
+
+// The pin of our own key in `s` (its leaf); none when `s` has no leaf.
+std::optional<Pin> leaf_pin(const CertState& s);
 
 // Appends the state (at most kMaxCertReports certificates, the rest
 // dropped); reads it back, false on anything malformed (a bad role, too many).
@@ -55,7 +69,8 @@ bool get_cert_state(ByteReader& r, CertState* out);
 
 // Prometheus text for the state: <prefix>_certificate_not_after_timestamp_seconds
 // {certificate,index[,pin]}, <prefix>_peer_certificate_not_after_timestamp_seconds
-// {link,pin} and, `with_pins`, <prefix>_pins_configured. `prefix`:
+// {link,pin}, <prefix>_peer_pins{link,key="current"|"other"} and, `with_pins`,
+// <prefix>_pins_configured. `prefix`:
 // "cloudtaser_broker" etc.
 std::string render_cert_state(const std::string& prefix, const CertState& s, bool with_pins = true);
 

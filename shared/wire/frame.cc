@@ -1,5 +1,7 @@
 #include "shared/wire/frame.h"
 
+#include "shared/base/check.h"
+
 namespace ct {
 
 namespace {
@@ -22,6 +24,7 @@ constexpr TypeRule kRules[] = {
     /* PING   */ {8, 8, kFlagAck, TypeRule::kZero},
     /* GOAWAY */ {8, 8, 0, TypeRule::kZero},
     /* STATUS */ {kStatusSize, kStatusSize, 0, TypeRule::kZero},
+    /* PINS   */ {1 + kPinSize, kMaxPinsPayload, 0, TypeRule::kZero},
 };
 constexpr size_t kNumTypes = sizeof(kRules) / sizeof(kRules[0]);
 
@@ -89,6 +92,8 @@ std::string_view frame_type_name(FrameType t) {
       return "GOAWAY";
     case FrameType::kStatus:
       return "STATUS";
+    case FrameType::kPins:
+      return "PINS";
   }
   return "UNKNOWN";
 }
@@ -242,6 +247,24 @@ std::optional<LinkStatus> parse_status(Bytes payload, FrameError* err) {
   return s;
 }
 
+std::optional<std::vector<std::array<uint8_t, kPinSize>>> parse_pins(Bytes payload,
+                                                                     FrameError* err) {
+  using Pins = std::vector<std::array<uint8_t, kPinSize>>;
+  auto fail = [&](std::string_view what) -> std::optional<Pins> {
+    if (err) *err = {Code::kProtocol, what};
+    return std::nullopt;
+  };
+  ByteReader rd(payload);
+  const uint8_t count = rd.u8();
+  if (count == 0 || count > limits::kMaxPins) return fail("PINS count out of range");
+  if (payload.size() != 1 + size_t{count} * kPinSize)
+    return fail("PINS length does not match its count");
+  Pins pins(count);
+  for (auto& p : pins) rd.copy_to(p);
+  if (!rd.finish()) return fail("PINS length does not match its count");
+  return pins;
+}
+
 void encode_header(std::vector<uint8_t>& out, uint32_t length, FrameType t, uint8_t flags,
                    uint32_t stream) {
   ByteWriter w(out, SIZE_MAX);
@@ -274,6 +297,15 @@ void encode_status(std::vector<uint8_t>& out, const LinkStatus& s) {
   w.u8(0);
   w.u8(static_cast<uint8_t>(s.upstream));
   w.u32(0);
+}
+
+void encode_pins(std::vector<uint8_t>& out,
+                 const std::vector<std::array<uint8_t, kPinSize>>& pins) {
+  CT_CHECK(!pins.empty() && pins.size() <= limits::kMaxPins);
+  encode_header(out, static_cast<uint32_t>(1 + pins.size() * kPinSize), FrameType::kPins, 0, 0);
+  ByteWriter w(out, SIZE_MAX);
+  w.u8(static_cast<uint8_t>(pins.size()));
+  for (const auto& p : pins) w.bytes(p);
 }
 
 void encode_open(std::vector<uint8_t>& out, uint32_t stream, Bytes origin) {

@@ -24,6 +24,7 @@ enum class FrameType : uint8_t {
   kPing = 5,
   kGoAway = 6,
   kStatus = 7,  // version 2
+  kPins = 8,    // version 4
 };
 inline constexpr uint8_t kFlagFin = 0x01;  // DATA: half-close
 inline constexpr uint8_t kFlagAck = 0x01;  // PING: reply
@@ -63,12 +64,17 @@ struct FrameHeader {
 enum class Role : uint8_t { kBroker = 1, kBridge = 2, kTlsProcess = 3, kForwardProcess = 4 };
 inline constexpr uint8_t kHelloFlagOpener = 0x01;
 // The versions we speak (docs/protocol.md §2): 2 adds STATUS, 3 the OPEN
-// payload (the stream's origin, §3a).
+// payload (the stream's origin, §3a), 4 PINS (§5b).
 inline constexpr uint16_t kMinProtocolVersion = 1;
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr uint16_t kOriginVersion = 3;
+inline constexpr uint16_t kPinsVersion = 4;
 inline constexpr size_t kHelloSize = 44;
 inline constexpr size_t kStatusSize = 8;
+// PINS (§5b): a count, then that many SHA-256 SPKI hashes. At most
+// limits::kMaxPins, the most a daemon can be configured with.
+inline constexpr size_t kPinSize = 32;
+inline constexpr size_t kMaxPinsPayload = 1 + limits::kMaxPins * kPinSize;
 
 // What the OpenBao behind a bridge says of itself (docs/protocol.md §5a).
 enum class UpstreamState : uint8_t {
@@ -145,6 +151,10 @@ struct GoAway {
 };
 std::optional<GoAway> parse_goaway(Bytes payload);
 std::optional<LinkStatus> parse_status(Bytes payload, FrameError* err);
+// PINS: 1 .. kMaxPins pins (count 0, a count above kMaxPins or a length
+// other than 1 + 32 * count is PROTOCOL).
+std::optional<std::vector<std::array<uint8_t, kPinSize>>> parse_pins(Bytes payload,
+                                                                     FrameError* err);
 
 // Encoders append one whole frame to `out` (no cap: callers bound what they
 // produce through flow control and the control-frame counter).
@@ -159,5 +169,7 @@ void encode_reset(std::vector<uint8_t>& out, uint32_t stream, Code code);
 void encode_ping(std::vector<uint8_t>& out, uint64_t opaque, bool ack);
 void encode_goaway(std::vector<uint8_t>& out, uint32_t last_stream, Code code);
 void encode_status(std::vector<uint8_t>& out, const LinkStatus& s);
+// `pins`: 1 .. kMaxPins (checked: more is a bug of ours).
+void encode_pins(std::vector<uint8_t>& out, const std::vector<std::array<uint8_t, kPinSize>>& pins);
 
 }  // namespace ct

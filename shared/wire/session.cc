@@ -19,6 +19,7 @@ Session::Session(const SessionConfig& cfg, TimePoint now)
     : cfg_(cfg),
       status_(cfg.status),
       status_released_(cfg.status_at_ready),
+      pins_(cfg.pins),
       started_(now),
       last_rx_(now),
       last_ping_(now),
@@ -157,6 +158,8 @@ void Session::on_frame(const Frame& f, TimePoint now) {
       return on_goaway(f);
     case FrameType::kStatus:
       return on_status(f, now);
+    case FrameType::kPins:
+      return on_pins(f, now);
   }
 }
 
@@ -174,6 +177,7 @@ void Session::on_hello(const Frame& f) {
   version_ = std::min(ours, h->max_version);
   ready_ = true;
   send_status();
+  send_pins();
   conn_send_window_ = peer_.conn_window;
   // Streams opened before the peer's HELLO start with its advertised window.
   for (auto& [id, s] : streams_) s.send_window += peer_.stream_window;
@@ -351,6 +355,32 @@ void Session::send_status() {
   if (!ready_ || dead_ || version_ < 2 || !status_released_ || sent_status_ == status_) return;
   encode_status(out_, status_);
   sent_status_ = status_;
+  stats_.frames_out++;
+}
+
+void Session::on_pins(const Frame& f, TimePoint now) {
+  if (version_ < kPinsVersion)
+    return conn_error(Code::kProtocol, "PINS on a connection below version 4");
+  FrameError err{Code::kProtocol, ""};
+  auto pins = parse_pins(f.payload, &err);
+  if (!pins) return conn_error(err.code, err.what);
+  // As STATUS: the first is owed, a later one (a reload) costs the budget.
+  if (peer_pins_ && !charge_misbehaviour(now)) return;
+  peer_pins_ = std::move(*pins);  // replaces: the peer's set as it is now
+  stats_.pins_in++;
+  events_.push_back({Event::kPins, 0, Code::kNoError, {}, ""});
+}
+
+void Session::set_pins(const std::vector<std::array<uint8_t, kPinSize>>& pins) {
+  CT_CHECK(pins.size() <= limits::kMaxPins);
+  pins_ = pins;
+  send_pins();
+}
+
+void Session::send_pins() {
+  if (!ready_ || dead_ || version_ < kPinsVersion || pins_.empty() || sent_pins_ == pins_) return;
+  encode_pins(out_, pins_);
+  sent_pins_ = pins_;
   stats_.frames_out++;
 }
 

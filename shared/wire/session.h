@@ -72,6 +72,10 @@ struct SessionConfig {
   // application closes at once (a duplicate) never announces itself.
   bool status_at_ready = true;
   LinkStatus status;  // what we tell the peer until set_status() says otherwise
+  // Version 4 (§5b): the pins we accept for the peer's key, sent as PINS
+  // right after HELLO (and again at set_pins()). Empty: no PINS (a data
+  // channel, or a daemon verifying by CA only).
+  std::vector<std::array<uint8_t, kPinSize>> pins;
   // Optional: the process's budget (not owned). With it, HELLO grants each
   // stream `pooled_initial_window` and the rest up to stream_window comes
   // from the pool as the stream's data is consumed.
@@ -89,6 +93,7 @@ struct Event {
     kWritable,  // `stream`'s send capacity went from 0 to > 0
     kGoAway,    // peer sent GOAWAY(`stream` = last id, `code`)
     kStatus,    // peer sent STATUS (version 2); peer_status() holds it
+    kPins,      // peer sent PINS (version 4); peer_pins() holds the latest set
     kError,     // connection error `code` (`what` says why); flush output, then close
   };
   Kind kind;
@@ -105,6 +110,7 @@ struct SessionStats {
   uint64_t resets_in = 0, resets_out = 0;
   uint64_t pings_out = 0, pongs_in = 0;
   uint64_t bad_origins = 0;  // OPENs reset for a malformed origin (§3a)
+  uint64_t pins_in = 0;  // PINS frames accepted (§5b): the first is the link's, later ones reloads
 };
 
 class Session {
@@ -159,6 +165,10 @@ class Session {
   // status_at_ready, at the first call); later calls send one only when
   // something changed. On a version 1 connection: kept, never sent.
   void set_status(const LinkStatus& s);
+  // The pins we accept for the peer's key (version 4, §5b): sent at once
+  // when they differ from what we last sent; on an older connection, or
+  // empty, kept and never sent.
+  void set_pins(const std::vector<std::array<uint8_t, kPinSize>>& pins);
 
   // --- output
   Bytes output() const { return Bytes(out_).subspan(out_pos_); }
@@ -178,6 +188,11 @@ class Session {
   uint16_t version() const { return version_; }
   // The peer's last STATUS; none before it (and never from a version 1 peer).
   const std::optional<LinkStatus>& peer_status() const { return peer_status_; }
+  // The peer's last PINS (each replaces the one before); none before it,
+  // and never from a peer below version 4 (its pins are unknown).
+  const std::optional<std::vector<std::array<uint8_t, kPinSize>>>& peer_pins() const {
+    return peer_pins_;
+  }
   const SessionStats& stats() const { return stats_; }
   Code error_code() const { return error_code_; }
   // The last OPEN reset for a malformed origin: its stream and why (for a log
@@ -208,6 +223,8 @@ class Session {
   void on_goaway(const Frame& f);
   void on_status(const Frame& f, TimePoint now);
   void send_status();
+  void on_pins(const Frame& f, TimePoint now);
+  void send_pins();
 
   void conn_error(Code code, std::string_view what);
   void stream_error(uint32_t id, Code code, std::string_view what);
@@ -235,6 +252,9 @@ class Session {
   std::optional<LinkStatus> sent_status_;  // what we last told it
   bool status_released_ = false;           // set_status() called, or status_at_ready
   std::optional<LinkStatus> peer_status_;
+  std::vector<std::array<uint8_t, kPinSize>> pins_;  // what we tell the peer (§5b)
+  std::vector<std::array<uint8_t, kPinSize>> sent_pins_;
+  std::optional<std::vector<std::array<uint8_t, kPinSize>>> peer_pins_;
   bool ready_ = false;
   bool dead_ = false;
   bool goaway_sent_ = false;

@@ -116,7 +116,7 @@ def start(env, proxy, passthrough, bridge_extra=()):
                                                      sans=(f"DNS:{SVC}",))
     bridge = env.bridge(broker.bridge_port, up.addr, extra=extra, service=service)
     broker.wait_log(r"conn=\d+ bridge connected")
-    bridge.wait_log(r"connected to the broker: .*\(protocol 3\)")
+    bridge.wait_log(r"connected to the broker: .*\(protocol [3-9]\)")
     return broker, bridge, up
 
 

@@ -14,11 +14,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import free_port, labelled, not_after_of, pin_of, wait_for
+import pytest
+
+from harness import Daemon, free_port, labelled, not_after_of, pin_of, wait_for
+from test_status_file import read
 
 CERTS = Path(__file__).resolve().parents[2] / "deploy" / "cloudtaser-certs"
 LEAF = "cloudtaser_broker_certificate_not_after_timestamp_seconds"
 PEER = "cloudtaser_broker_peer_certificate_not_after_timestamp_seconds"
+PINS = "cloudtaser_broker_peer_pins"
 
 
 def certs(*args):
@@ -76,7 +80,7 @@ class Pump:
             assert ok is True and sent > 0, self.results
 
 
-def pair(env, pki, mport, broker_files=None, echo=True):
+def pair(env, pki, mport, broker_files=None, echo=True, bridge_extra=()):
     """A broker and a bridge made from a cloudtaser-certs tree, each reading
     its pin file (as deployed)."""
     up = env.echo() if echo else env.kv()
@@ -87,7 +91,7 @@ def pair(env, pki, mport, broker_files=None, echo=True):
     g = pki / "bridge"
     bridge = env.bridge(broker.bridge_port, up.addr,
                         files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
-                        extra=["--broker-pin-file", g / "broker.pin"])
+                        extra=["--broker-pin-file", g / "broker.pin", *bridge_extra])
     broker.wait_log(r"conn=\d+ bridge connected")
     return broker, bridge
 
@@ -155,33 +159,208 @@ def test_a_new_bridge_key_installed_in_the_documented_order_keeps_the_link(env):
              "the bridge to link again with its next key")
 
 
-def test_a_new_bridge_key_installed_before_its_pin_is_published_fails_the_handshake(env):
-    """The wrong order, to show what the documented order prevents (keeping
-    the old key in service is the protocol change that comes with issue 15's
-    HELLO pins): the link already up stays, a new handshake is refused."""
+def stage_new_key(pki, which):
+    """`cloudtaser-certs renew --new-key` on a copy of `which`'s directory, so
+    the peer's pin file in `pki` is not extended: the wrong order, as an
+    operator who skipped step 1 would have it. Returns (next.crt, next.key)."""
+    stage = pki.parent / f"stage-{which}"
+    shutil.copytree(pki / which, stage / which)
+    certs("renew", "--ca", pki / "ca", stage / which, "--new-key")
+    return stage / which / "next.crt", stage / which / "next.key"
+
+
+def install(crt, key, leaf_dir):
+    os.replace(crt, leaf_dir / "tls.crt")
+    os.replace(key, leaf_dir / "tls.key")
+
+
+def test_a_new_bridge_key_installed_before_its_pin_is_published_keeps_the_old_key(env):
+    """The wrong order: the broker told the bridge (PINS) that it pins only the
+    old key, so the bridge keeps it in service, says why, and the link and new
+    handshakes go on. Publishing the pin and reloading again then puts the next
+    key into service without losing the link (docs/protocol.md §5b)."""
     pki = env.tmp / "pki"
     certs("--out", pki, "--external-host", "127.0.0.1")
     mport = free_port()
-    broker, bridge = pair(env, pki, mport, echo=False)
-    certs("renew", "--ca", pki / "ca", pki / "bridge", "--new-key")
+    status = env.tmp / "bridge.prom"
+    broker, bridge = pair(env, pki, mport, echo=False, bridge_extra=["--status-file", status])
     g = pki / "bridge"
-    # The broker is never told (its pin file reloaded without the next pin).
-    (pki / "broker" / "bridge.pin").write_text(pin_of(g / "tls.crt") + "\n")
-    os.replace(g / "next.crt", g / "tls.crt")
-    os.replace(g / "next.key", g / "tls.key")
+    old_pin = pin_of(g / "tls.crt")
+    bridge_pins = "cloudtaser_bridge_peer_pins"
+    wait_for(lambda: labelled(read(status), bridge_pins, key="current") == 1, 10,
+             "the broker's PINS in the status file")
+    assert labelled(read(status), bridge_pins, key="other") == 0
+    crt, key = stage_new_key(pki, "bridge")
+    next_pin = pin_of(crt)
+    install(crt, key, g)
     bridge.signal(signal.SIGHUP)
-    bridge.wait_log(r"reload: new certificate material in service")
+    bridge.wait_log(r"reload refused, keeping the material in service: new key "
+                    + re.escape(next_pin) + r" is not pinned by the broker on conn=\d+ .*publish "
+                    + re.escape(next_pin) + r" in the broker's pin file first")
+    assert bridge.count(r"reload: new certificate material in service") == 0, bridge.text()
     assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert labelled(metrics(mport), PEER, pin=old_pin) is not None  # the link kept
+    # A new handshake (the broker restarted on the same port) still uses the old key.
     port = broker.bridge_port
     broker.kill()
     b = pki / "broker"
     mport2 = free_port()
-    env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
-               extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
-                      f"127.0.0.1:{mport2}"])
-    wait_for(lambda: labelled(metrics(mport2), "cloudtaser_broker_handshake_failures_total",
-                              reason="pin") or 0, 20, "the broker to refuse the unpinned key")
-    assert plain(metrics(mport2), "cloudtaser_broker_bridges_connected") == 0
+
+    def restart():
+        return env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"), bridge_port=port,
+                          extra=["--bridge-pin-file", b / "bridge.pin", "--metrics-listen",
+                                 f"127.0.0.1:{mport2}"])
+    broker = restart()
+    wait_for(lambda: labelled(metrics(mport2), PEER, pin=old_pin) is not None, 20,
+             "the bridge to link again with its old key")
+    assert (labelled(metrics(mport2), "cloudtaser_broker_handshake_failures_total",
+                     reason="pin") or 0) == 0
+    # Step 1 after all: the broker publishes the next pin (its file watch or
+    # SIGHUP) and tells the bridge; the bridge's retry now succeeds.
+    with open(b / "bridge.pin", "a") as f:
+        f.write(next_pin + "\n")
+    broker.signal(signal.SIGHUP)
+    bridge.wait_log(r"the broker pins 2 key\(s\), ours among them", timeout=15)
+    wait_for(lambda: labelled(read(status), bridge_pins, key="other") == 1, 10,
+             "the next key published at the broker, in the status file")
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert labelled(metrics(mport2), PEER, pin=old_pin) is not None  # the same link
+    broker.kill()
+    broker = restart()
+    wait_for(lambda: labelled(metrics(mport2), PEER, pin=next_pin) is not None, 20,
+             "the bridge to link again with its next key")
+
+
+def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pins_it(env):
+    """The broker side of §5b: the linked bridge said (PINS) which broker keys
+    it accepts; a reload to another key is refused with the reason, the old
+    certificate stays in /metrics and on new handshakes; once the bridge's pin
+    file holds the next pin, the broker's retry succeeds with the link up."""
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1", "--days", "20")
+    mport = free_port()
+    broker, bridge = pair(env, pki, mport)
+    b = pki / "broker"
+    old_pin = pin_of(b / "tls.crt")
+    old_after = not_after_of(b / "tls.crt")
+    crt, key = stage_new_key(pki, "broker")
+    next_pin = pin_of(crt)
+    install(crt, key, b)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload refused, keeping the material in service: new key "
+                    + re.escape(next_pin) + r" is not pinned by the bridge on conn=\d+ .*publish "
+                    + re.escape(next_pin) + r" in the bridge's pin file first")
+    assert broker.count(r"reload: new certificate material in service") == 0, broker.text()
+    assert labelled(metrics(mport), LEAF, certificate="leaf", pin=old_pin) == old_after
+    assert labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is None
+    # What the bridge told (PINS): our key in service, and no next key of ours.
+    assert labelled(metrics(mport), PINS, key="current") == 1
+    assert labelled(metrics(mport), PINS, key="other") == 0
+    # A new bridge that pins only the old key still gets through.
+    g = pki / "bridge"
+    only_old = env.tmp / "only-old.pin"
+    only_old.write_text(old_pin + "\n")
+    up = env.echo()
+    second = env.bridge(broker.bridge_port, up.addr,
+                        files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+                        extra=["--broker-pin-file", only_old])
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
+             "a second bridge linked with the old broker key")
+    # That bridge goes (it would, rightly, refuse the next key again); the
+    # first one publishes the next pin, reloads and tells the broker.
+    second.kill()
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 1, 20,
+             "the second bridge gone")
+    with open(g / "broker.pin", "a") as f:
+        f.write(next_pin + "\n")
+    bridge.signal(signal.SIGHUP)
+    broker.wait_log(r"the bridge pins 2 key\(s\)", timeout=15)
+    wait_for(lambda: labelled(metrics(mport), PINS, key="other") == 1, 10,
+             "the next key published at the bridge, in /metrics")
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"reload: new certificate material in service")
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is not None,
+             10, "the next key in /metrics")
+    assert bridge.count(r"link to the broker lost") == 0, bridge.text()
+    assert plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 1
+    # A new handshake with the bridge's files (both pins) meets the next key.
+    env.bridge(broker.bridge_port, up.addr, files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+               extra=["--broker-pin-file", g / "broker.pin"])
+    wait_for(lambda: plain(metrics(mport), "cloudtaser_broker_bridges_connected") == 2, 10,
+             "a new bridge linked with the next broker key")
+
+
+OLD_BROKER = os.environ.get("CT_OLD_BROKER")
+
+
+@pytest.mark.skipif(not OLD_BROKER, reason="set CT_OLD_BROKER to a broker built before protocol "
+                    "version 4 (with its -forward beside it)")
+def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
+    # docs/protocol.md §5b: a version 3 broker sends no PINS, so the bridge
+    # cannot know whether it pins the new key: the reload goes ahead (as
+    # before version 4) and the bridge says, once for that link, that it could
+    # not check.
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    b = pki / "broker"
+    broker = Daemon([OLD_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+                     "127.0.0.1:0", "--cert", b / "tls.crt", "--key", b / "tls.key",
+                     "--ca-cert", b / "ca.crt", "--bridge-pin-file", b / "bridge.pin"],
+                    env._log("old-broker"))
+    env.daemons.append(broker)
+    m = broker.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
+                        r"127\.0\.0\.1:(\d+)")
+    up = env.kv()
+    g = pki / "bridge"
+    bridge = env.bridge(int(m.group(1)), up.addr, files=(g / "tls.crt", g / "tls.key", g / "ca.crt"),
+                        extra=["--broker-pin-file", g / "broker.pin"])
+    bridge.wait_log(r"connected to the broker: .*\(protocol 3\)")
+    crt, key = stage_new_key(pki, "bridge")
+    next_pin = pin_of(crt)
+    install(crt, key, g)
+    bridge.signal(signal.SIGHUP)
+    bridge.wait_log(r"new key " + re.escape(next_pin) + r": the broker speaks protocol 3, too old "
+                    r"to say what it pins; not checked")
+    bridge.wait_log(r"reload: new certificate material in service")
+    assert bridge.count(r"reload refused") == 0, bridge.text()
+    assert bridge.count(r"not checked") == 1
+
+
+OLD_BRIDGE = os.environ.get("CT_OLD_BRIDGE")
+
+
+@pytest.mark.skipif(not OLD_BRIDGE, reason="set CT_OLD_BRIDGE to a vault-bridge built before "
+                    "protocol version 4 (with its -forward beside it)")
+def test_a_new_broker_key_against_a_bridge_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
+    # The broker side of the fallback: a version 3 bridge sends no PINS; the
+    # broker's reload goes ahead and names the link it could not check.
+    pki = env.tmp / "pki"
+    certs("--out", pki, "--external-host", "127.0.0.1")
+    mport = free_port()
+    b = pki / "broker"
+    broker = env.broker(files=(b / "tls.crt", b / "tls.key", b / "ca.crt"),
+                        extra=["--bridge-pin-file", b / "bridge.pin",
+                               "--metrics-listen", f"127.0.0.1:{mport}"])
+    up = env.kv()
+    g = pki / "bridge"
+    bridge = Daemon([OLD_BRIDGE, "--broker-address", f"127.0.0.1:{broker.bridge_port}",
+                     "--vault-addr", up.addr, "--client-cert", g / "tls.crt", "--client-key",
+                     g / "tls.key", "--ca-cert", g / "ca.crt", "--allow-plaintext-streams",
+                     "--broker-pin-file", g / "broker.pin"], env._log("old-bridge"))
+    env.daemons.append(bridge)
+    broker.wait_log(r"conn=\d+ bridge connected: .*\(protocol 3\)")
+    crt, key = stage_new_key(pki, "broker")
+    next_pin = pin_of(crt)
+    install(crt, key, b)
+    broker.signal(signal.SIGHUP)
+    broker.wait_log(r"conn=\d+ .*new key " + re.escape(next_pin) + r": the bridge speaks protocol "
+                    r"3, too old to say what it pins; not checked")
+    broker.wait_log(r"reload: new certificate material in service")
+    assert broker.count(r"reload refused") == 0, broker.text()
+    wait_for(lambda: labelled(metrics(mport), LEAF, certificate="leaf", pin=next_pin) is not None,
+             10, "the next key in /metrics")
+    assert labelled(metrics(mport), PINS) is None  # an old bridge says nothing
 
 
 def kubelet_secret(root: Path, files: dict):

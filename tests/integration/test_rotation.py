@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 
-from harness import wait_for
+from harness import pin_of, wait_for
 
 
 def served_cert_sha256(env, port):
@@ -35,7 +35,12 @@ def test_ten_pumping_streams_survive_five_rotations_and_new_handshakes_use_the_n
     shutil.copy(env.broker_crt, live_crt)
     shutil.copy(env.broker_key, live_key)
     broker = env.broker(files=(live_crt, live_key, env.pki.ca_crt))
-    bridge = env.bridge(broker.bridge_port, echo.addr)
+    # Each rotation brings a new key: the bridge pins them all beforehand (the
+    # documented order), or the broker would refuse them (protocol.md §5b).
+    rotations = [env.pki.issue(f"broker-r{n}", "serverAuth") for n in range(5)]
+    pins = [env.broker_pin, *(pin_of(crt) for crt, _ in rotations)]
+    bridge = env.bridge(broker.bridge_port, echo.addr,
+                        extra=[a for p in pins for a in ("--broker-pin", p)])
     broker.wait_log(r"conn=\d+ bridge connected")
     stop = threading.Event()
     results = []
@@ -66,8 +71,7 @@ def test_ten_pumping_streams_survive_five_rotations_and_new_handshakes_use_the_n
     threads = [threading.Thread(target=pump, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
-    for n in range(5):
-        crt, key = env.pki.issue(f"broker-r{n}", "serverAuth")
+    for n, (crt, key) in enumerate(rotations):
         shutil.copy(crt, live_crt)
         shutil.copy(key, live_key)
         broker.signal(signal.SIGHUP)

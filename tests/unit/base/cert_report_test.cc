@@ -34,6 +34,7 @@ CertState sample_state() {
   peer.role = CertRole::kPeer;
   peer.index = 12;
   s.certs.push_back(peer);
+  s.peer_pins.push_back({.link = 12, .current = true, .others = 1});
   return s;
 }
 
@@ -62,6 +63,32 @@ TEST(CertState, RefusesAnUnknownRoleAndATruncatedBody) {
   std::vector<uint8_t> cut(buf.begin(), buf.end() - 1);
   ByteReader r2(cut);
   EXPECT_FALSE(get_cert_state(r2, &out));
+}
+
+TEST(CertState, F46_PeerPinsRenderPerLinkAndRefuseImpossibleCounts) {
+  CertState s;
+  s.peer_pins.push_back({.link = 3, .current = true, .others = 0});
+  s.peer_pins.push_back({.link = 4, .current = false, .others = 2});
+  const std::string text = render_cert_state("cloudtaser_broker", s);
+  EXPECT_NE(text.find("# TYPE cloudtaser_broker_peer_pins gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("cloudtaser_broker_peer_pins{link=\"3\",key=\"current\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("cloudtaser_broker_peer_pins{link=\"3\",key=\"other\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("cloudtaser_broker_peer_pins{link=\"4\",key=\"current\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("cloudtaser_broker_peer_pins{link=\"4\",key=\"other\"} 2\n"),
+            std::string::npos);
+  EXPECT_EQ(render_cert_state("x", CertState{}).find("_peer_pins"), std::string::npos)
+      << "no sample without a peer that sent PINS";
+  std::vector<uint8_t> buf;
+  ByteWriter w(buf, 1 << 16);
+  put_cert_state(w, s);
+  std::vector<uint8_t> bad = buf;
+  bad[bad.size() - 1] = 17;  // more other keys than a PINS can hold
+  ByteReader r(bad);
+  CertState out;
+  EXPECT_FALSE(get_cert_state(r, &out));
 }
 
 TEST(CertState, RendersNotAfterPinsAndPeerLinks) {

@@ -205,7 +205,8 @@ TEST(FrameCodec, Names) {
   EXPECT_EQ(code_name(static_cast<Code>(999)), "UNKNOWN");
   EXPECT_EQ(frame_type_name(FrameType::kGoAway), "GOAWAY");
   EXPECT_EQ(frame_type_name(FrameType::kStatus), "STATUS");
-  EXPECT_EQ(frame_type_name(static_cast<FrameType>(8)), "UNKNOWN");
+  EXPECT_EQ(frame_type_name(FrameType::kPins), "PINS");
+  EXPECT_EQ(frame_type_name(static_cast<FrameType>(9)), "UNKNOWN");
   EXPECT_EQ(code_name(Code::kDuplicateLink), "DUPLICATE_LINK");
   EXPECT_EQ(upstream_state_name(UpstreamState::kPerfStandby), "perf_standby");
   EXPECT_EQ(instance_name({0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xff}),
@@ -349,7 +350,7 @@ TEST(FrameHeaderCheck, F22_EmptyDataWithoutFin) {
 }
 
 TEST(FrameHeaderCheck, F08_UnknownType) {
-  for (int type : {8, 9, 0x7f, 0x80, 0xff}) {
+  for (int type : {9, 10, 0x7f, 0x80, 0xff}) {
     DecodeResult r = decode_one(header(0, static_cast<uint8_t>(type), 0, 0));
     ASSERT_EQ(r.kind, DecodeResult::kError) << type;
     EXPECT_EQ(r.error.code, Code::kProtocol);
@@ -432,8 +433,9 @@ TEST(HelloParse, F10_Versions) {
   EXPECT_EQ(with(1, 5), Code::kNoError);  // a newer peer that still speaks 1
   EXPECT_EQ(with(2, 3), Code::kNoError);  // 2 is ours too
   EXPECT_EQ(with(3, 4), Code::kNoError);  // and 3 (the origin, §3a)
-  EXPECT_EQ(with(4, 5), Code::kVersion);  // no silent downgrade
-  EXPECT_EQ(with(4, 0xffff), Code::kVersion);
+  EXPECT_EQ(with(4, 6), Code::kNoError);  // and 4 (PINS, §5b)
+  EXPECT_EQ(with(5, 6), Code::kVersion);  // no silent downgrade
+  EXPECT_EQ(with(5, 0xffff), Code::kVersion);
   EXPECT_EQ(with(0, 0), Code::kProtocol);  // version 0 does not exist
   EXPECT_EQ(with(0, 1), Code::kProtocol);
   EXPECT_EQ(with(3, 2), Code::kProtocol);  // an empty range is malformed
@@ -557,6 +559,70 @@ TEST(FrameHeaderCheck, F45_OpenPayloadBoundFollowsTheVersion) {
   r = decode_frame(whole, kMax, 2);
   ASSERT_EQ(r.kind, DecodeResult::kError);
   EXPECT_EQ(r.error.code, Code::kFrameSize);
+}
+
+// ------------------------------------------------------------------ PINS (§5b, F-46)
+
+std::vector<std::array<uint8_t, kPinSize>> some_pins(size_t n) {
+  std::vector<std::array<uint8_t, kPinSize>> pins(n);
+  for (size_t i = 0; i < n; i++) pins[i].fill(static_cast<uint8_t>(i + 1));
+  return pins;
+}
+
+TEST(FrameCodec, F46_PinsRoundTrip) {
+  for (size_t n : {size_t{1}, size_t{2}, limits::kMaxPins}) {
+    std::vector<uint8_t> b;
+    encode_pins(b, some_pins(n));
+    ASSERT_EQ(b.size(), limits::kFrameHeaderSize + 1 + n * kPinSize);
+    DecodeResult r = decode_frame(b, kMax, kPinsVersion);
+    ASSERT_EQ(r.kind, DecodeResult::kFrame) << r.error.what;
+    EXPECT_EQ(r.frame.h.type, FrameType::kPins);
+    EXPECT_EQ(r.frame.h.stream, 0u);
+    FrameError err{};
+    auto pins = parse_pins(r.frame.payload, &err);
+    ASSERT_TRUE(pins.has_value()) << err.what;
+    EXPECT_EQ(*pins, some_pins(n));
+  }
+}
+
+TEST(FrameHeaderCheck, F46_PinsLengthIsCheckedBeforeAnythingIsBuffered) {
+  // The header alone decides: 10 bytes, no payload present yet.
+  for (uint32_t len : {0u, 32u, static_cast<uint32_t>(kMaxPinsPayload + 1), 16384u}) {
+    DecodeResult r = decode_frame(header(len, 8, 0, 0), kMax, kPinsVersion);
+    ASSERT_EQ(r.kind, DecodeResult::kError) << len;
+    EXPECT_EQ(r.error.code, Code::kFrameSize) << len;
+  }
+  EXPECT_EQ(decode_frame(header(33, 8, 0, 0), kMax, kPinsVersion).kind, DecodeResult::kNeedMore);
+  EXPECT_EQ(
+      decode_frame(header(static_cast<uint32_t>(kMaxPinsPayload), 8, 0, 0), kMax, kPinsVersion)
+          .kind,
+      DecodeResult::kNeedMore);
+  auto on_stream = decode_frame(header(33, 8, 0, 1), kMax, kPinsVersion);
+  ASSERT_EQ(on_stream.kind, DecodeResult::kError);
+  EXPECT_EQ(on_stream.error.code, Code::kProtocol);
+  auto flagged = decode_frame(header(33, 8, 1, 0), kMax, kPinsVersion);
+  ASSERT_EQ(flagged.kind, DecodeResult::kError);
+  EXPECT_EQ(flagged.error.code, Code::kProtocol);
+}
+
+TEST(FrameCodec, F46_MalformedPinsAreProtocolErrors) {
+  auto payload = [](uint8_t count, size_t pins) {
+    std::vector<uint8_t> p{count};
+    p.resize(1 + pins * kPinSize, 0xaa);
+    return p;
+  };
+  const std::vector<uint8_t> bad[] = {
+      payload(0, 1),    // count 0
+      payload(2, 1),    // count says 2, one present
+      payload(1, 2),    // count says 1, two present
+      payload(17, 16),  // above kMaxPins
+      {1, 2, 3},        // a count and a stub
+  };
+  for (const auto& p : bad) {
+    FrameError err{};
+    EXPECT_FALSE(parse_pins(p, &err).has_value()) << p.size();
+    EXPECT_EQ(err.code, Code::kProtocol);
+  }
 }
 
 }  // namespace

@@ -135,6 +135,16 @@ struct Wire {
     encode_status(b, st);
     return *this;
   }
+  Wire& pins(const std::vector<std::array<uint8_t, kPinSize>>& p) {
+    encode_pins(b, p);
+    return *this;
+  }
+  // A frame of any type with raw payload bytes (malformed ones).
+  Wire& raw(FrameType t, std::vector<uint8_t> payload) {
+    encode_header(b, static_cast<uint32_t>(payload.size()), t, 0, 0);
+    b.insert(b.end(), payload.begin(), payload.end());
+    return *this;
+  }
   // A STATUS frame with raw payload bytes (malformed ones).
   Wire& raw_status(std::vector<uint8_t> payload) {
     encode_header(b, static_cast<uint32_t>(payload.size()), FrameType::kStatus, 0, 0);
@@ -1733,6 +1743,122 @@ TEST(Session, StatusBetweenTwoSessionsInMemory) {
   EXPECT_EQ(a.peer_status()->upstream, UpstreamState::kStandby);
 }
 
+// ------------------------------------------------------------------ version 4: PINS (§2, §5b)
+
+std::vector<std::array<uint8_t, kPinSize>> pin_set(std::initializer_list<uint8_t> fills) {
+  std::vector<std::array<uint8_t, kPinSize>> pins;
+  for (uint8_t f : fills) pins.emplace_back().fill(f);
+  return pins;
+}
+
+TEST(Session, F46_VersionFourPeersExchangePinsAfterHello) {
+  SessionConfig ca = opener_cfg(), cb = acceptor_cfg();
+  ca.pins = pin_set({1, 2});
+  cb.pins = pin_set({3});
+  Session a(ca, kT0), b(cb, kT0);
+  std::vector<Event::Kind> kinds_a, kinds_b;
+  for (int i = 0; i < 3; i++) {
+    b.feed(a.output(), kT0);
+    a.output_written(a.output().size());
+    a.feed(b.output(), kT0);
+    b.output_written(b.output().size());
+    for (const Event& e : a.take_events()) kinds_a.push_back(e.kind);
+    for (const Event& e : b.take_events()) kinds_b.push_back(e.kind);
+  }
+  ASSERT_EQ(a.version(), 4);
+  ASSERT_TRUE(a.peer_pins() && b.peer_pins());
+  EXPECT_EQ(*a.peer_pins(), pin_set({3}));
+  EXPECT_EQ(*b.peer_pins(), pin_set({1, 2}));
+  EXPECT_EQ(std::count(kinds_a.begin(), kinds_a.end(), Event::kPins), 1);
+  EXPECT_EQ(std::count(kinds_b.begin(), kinds_b.end(), Event::kPins), 1);
+  // A reload: the new set replaces the old one (it does not accumulate).
+  a.set_pins(pin_set({2, 4}));
+  a.set_pins(pin_set({2, 4}));  // unchanged: not sent again
+  std::vector<OutFrame> sent = drain(a);
+  ASSERT_EQ(count(sent, FrameType::kPins), 1u);
+  std::vector<uint8_t> wire;
+  encode_pins(wire, pin_set({2, 4}));
+  b.feed(wire, kT0);
+  EXPECT_EQ(*b.peer_pins(), pin_set({2, 4}));
+  EXPECT_FALSE(b.dead());
+}
+
+TEST(Session, F46_NoPinsConfiguredSendsNone) {
+  Harness h = make_acceptor();  // pins empty: a CA-only daemon or a data channel
+  h.ready();
+  EXPECT_EQ(count(h.out(), FrameType::kPins), 0u);
+  EXPECT_FALSE(h.s.peer_pins().has_value());
+}
+
+TEST(Session, F46_VersionThreePeerGetsNoPinsAndSendsNone) {
+  SessionConfig c = acceptor_cfg();
+  c.pins = pin_set({1});
+  Harness h = make_acceptor(c);
+  Hello old;
+  old.opener = true;
+  old.role = Role::kBroker;
+  old.max_version = 3;
+  h.feed(Wire().hello(old));
+  ASSERT_TRUE(h.s.ready());
+  EXPECT_EQ(h.s.version(), 3);
+  h.s.set_pins(pin_set({1, 2}));
+  EXPECT_EQ(count(h.out(), FrameType::kPins), 0u);
+  EXPECT_FALSE(h.s.peer_pins().has_value()) << "an old peer's pins are unknown";
+  EXPECT_FALSE(h.s.dead());
+}
+
+TEST(Session, F46_PinsOnAVersionThreeConnectionIsProtocolError) {
+  SessionConfig c = acceptor_cfg();
+  c.max_version = 3;  // we play the old side
+  Harness h = make_acceptor(c);
+  h.ready();
+  EXPECT_EQ(h.s.version(), 3);
+  h.feed(Wire().pins(pin_set({1})));
+  EXPECT_EQ(h.error(), Code::kProtocol);
+}
+
+TEST(Session, F46_PinsBeforeHelloIsProtocolError) {
+  Harness h = make_acceptor();
+  h.feed(Wire().pins(pin_set({1})));
+  EXPECT_EQ(h.error(), Code::kProtocol);
+}
+
+TEST(Session, F46_MalformedOrOversizedPinsAreConnectionErrors) {
+  struct Case {
+    std::vector<uint8_t> payload;
+    Code code;
+  };
+  std::vector<uint8_t> two_said_one_given(1 + kPinSize, 7);
+  two_said_one_given[0] = 2;
+  std::vector<uint8_t> seventeen(1 + 17 * kPinSize, 7);
+  seventeen[0] = 17;
+  std::vector<uint8_t> zero(1 + kPinSize, 7);
+  zero[0] = 0;
+  const Case cases[] = {
+      {two_said_one_given, Code::kProtocol},
+      {zero, Code::kProtocol},
+      {seventeen, Code::kFrameSize},  // above the table's bound: from the header
+      {{1}, Code::kFrameSize},
+  };
+  for (const Case& c : cases) {
+    Harness h = make_acceptor();
+    h.ready();
+    h.feed(Wire().raw(FrameType::kPins, c.payload));
+    EXPECT_TRUE(h.s.dead());
+    EXPECT_EQ(h.error(), c.code) << "payload size " << c.payload.size();
+  }
+}
+
+TEST(Session, F46_RepeatedPinsAreChargedToTheBudget) {
+  Harness h = make_acceptor();
+  h.ready();
+  Wire w;
+  for (int i = 0; i < static_cast<int>(limits::kMisbehaviourBurst) + 10; i++)
+    w.pins(pin_set({static_cast<uint8_t>(i % 7)}));
+  h.feed(w);
+  EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
+}
+
 // ------------------------------------------------------------------ version 3: origin (§3a)
 
 Origin sample_origin(uint8_t last) {
@@ -1753,7 +1879,7 @@ Origin sample_origin(uint8_t last) {
 TEST(Session, F45_VersionThreePeersCarryTheOriginInOpen) {
   Pair p;
   p.handshake();
-  ASSERT_EQ(p.a.s.version(), 3);
+  ASSERT_EQ(p.a.s.version(), kProtocolVersion);
   const std::vector<uint8_t> origin = encode_origin(sample_origin(2));
   const uint32_t id = p.a.s.open(origin);
   ASSERT_NE(id, 0u);
@@ -1824,7 +1950,7 @@ TEST(Session, F45_OpenWithPayloadOnAVersionTwoConnectionIsFrameSize) {
 TEST(Session, F45_MalformedOriginResetsOnlyThatStream) {
   Harness h = make_acceptor();
   h.ready();
-  ASSERT_EQ(h.s.version(), 3);
+  ASSERT_EQ(h.s.version(), kProtocolVersion);
   // Stream 1: fine. Stream 2: an unknown TLV type. Stream 3: fine.
   std::vector<uint8_t> b;
   encode_open(b, 1, encode_origin(sample_origin(1)));
