@@ -220,18 +220,18 @@ def test_the_strict_parser_refuses_what_the_spec_does_not_allow():
             parse(bad)
 
 
-OLD_BROKER = os.environ.get("CT_OLD_BROKER")
+V2_BROKER = os.environ.get("CT_V2_BROKER")
 
 
-@pytest.mark.skipif(not OLD_BROKER, reason="set CT_OLD_BROKER to a broker built before protocol "
-                    "version 3 (with its -forward beside it)")
+@pytest.mark.skipif(not V2_BROKER, reason="set CT_V2_BROKER to a broker that speaks protocol 2 at most "
+                    "(built before version 3; its -forward beside it)")
 def test_a_broker_too_old_for_the_origin_still_works_with_local_headers_and_one_line(env):
     # docs/protocol.md §2: a version 2 broker sends empty OPENs. The bridge
     # says so once when the link comes up, and OpenBao gets the LOCAL command
     # (it sees the bridge's own address), not a refused connection.
     up = ProxyV2Standin(proxy=True)
     env.upstreams.append(up)
-    broker = Daemon([OLD_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+    broker = Daemon([V2_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
                      "127.0.0.1:0", "--cert", env.broker_crt, "--key", env.broker_key,
                      "--ca-cert", env.pki.ca_crt, "--bridge-pin", env.bridge_pin],
                     env._log("old-broker"))

@@ -291,10 +291,10 @@ def test_a_new_broker_key_the_bridge_does_not_pin_is_refused_until_the_bridge_pi
              "a new bridge linked with the next broker key")
 
 
-OLD_BROKER = os.environ.get("CT_OLD_BROKER")
+V3_BROKER = os.environ.get("CT_V3_BROKER")
 
 
-@pytest.mark.skipif(not OLD_BROKER, reason="set CT_OLD_BROKER to a broker built before protocol "
+@pytest.mark.skipif(not V3_BROKER, reason="set CT_V3_BROKER to a broker built before protocol "
                     "version 4 (with its -forward beside it)")
 def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
     # docs/protocol.md §5b: a version 3 broker sends no PINS, so the bridge
@@ -304,7 +304,7 @@ def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_check
     pki = env.tmp / "pki"
     certs("--out", pki, "--external-host", "127.0.0.1")
     b = pki / "broker"
-    broker = Daemon([OLD_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+    broker = Daemon([V3_BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
                      "127.0.0.1:0", "--cert", b / "tls.crt", "--key", b / "tls.key",
                      "--ca-cert", b / "ca.crt", "--bridge-pin-file", b / "bridge.pin"],
                     env._log("old-broker"))
@@ -327,10 +327,10 @@ def test_a_new_bridge_key_against_a_broker_too_old_to_tell_its_pins_is_not_check
     assert bridge.count(r"not checked") == 1
 
 
-OLD_BRIDGE = os.environ.get("CT_OLD_BRIDGE")
+V3_BRIDGE = os.environ.get("CT_V3_BRIDGE")
 
 
-@pytest.mark.skipif(not OLD_BRIDGE, reason="set CT_OLD_BRIDGE to a vault-bridge built before "
+@pytest.mark.skipif(not V3_BRIDGE, reason="set CT_V3_BRIDGE to a vault-bridge built before "
                     "protocol version 4 (with its -forward beside it)")
 def test_a_new_broker_key_against_a_bridge_too_old_to_tell_its_pins_is_not_checked_and_says_so(env):
     # The broker side of the fallback: a version 3 bridge sends no PINS; the
@@ -344,7 +344,7 @@ def test_a_new_broker_key_against_a_bridge_too_old_to_tell_its_pins_is_not_check
                                "--metrics-listen", f"127.0.0.1:{mport}"])
     up = env.kv()
     g = pki / "bridge"
-    bridge = Daemon([OLD_BRIDGE, "--broker-address", f"127.0.0.1:{broker.bridge_port}",
+    bridge = Daemon([V3_BRIDGE, "--broker-address", f"127.0.0.1:{broker.bridge_port}",
                      "--vault-addr", up.addr, "--client-cert", g / "tls.crt", "--client-key",
                      g / "tls.key", "--ca-cert", g / "ca.crt", "--allow-plaintext-streams",
                      "--broker-pin-file", g / "broker.pin"], env._log("old-bridge"))
