@@ -18,6 +18,10 @@ from beacon_client import (BAD_PREAMBLE, BEACON, BRIDGE, BROKER, KEEPALIVE, NO_P
                            PAIRED, SHUTDOWN, Beacon, Client, instance, preamble, rid)
 from harness import Pki, http_get, wait_for
 
+# RSS figures mean nothing on a sanitizer build (make asan): ASan's shadow
+# memory and freed-memory quarantine are not the beacon's.
+ASAN = "asan" in os.environ.get("CT_BUILD", "")
+
 # Short pairing timeout and keepalive interval so that the tests are quick.
 FAST = ["--pairing-timeout", "1", "--keepalive-interval", "1"]
 
@@ -356,6 +360,7 @@ def test_a_waiting_broker_gets_keepalives(beacon):
     assert c.answer_skipping_keepalives() == (PAIRED, "")
 
 
+@pytest.mark.skipif(ASAN, reason="sanitizer build: RSS is ASan's, not the beacon's")
 def test_waiting_connections_cost_the_tls_process_little_memory(beacon):
     b = beacon(["--max-waiting-per-source", "1000"])
     pid = b.children()["tls"]
@@ -400,7 +405,10 @@ def test_a_thousand_unpaired_connections_from_one_source_are_capped_and_cost_bou
     for c in conns:
         # A refused connection has its answer to read; a waiting one has nothing (its
         # first KEEPALIVE is 25 s away).
-        if select.select([c.s], [], [], 0)[0] or c.s.pending():
+        # poll, not select: with a thousand sockets open, fds pass 1024.
+        p = select.poll()
+        p.register(c.s, select.POLLIN)
+        if p.poll(0) or c.s.pending():
             answered.append(c.answer())
             c.close()
     assert len(answered) == 744
@@ -410,7 +418,7 @@ def test_a_thousand_unpaired_connections_from_one_source_are_capped_and_cost_bou
     # per-source connection cap (1024) times what one costs (about 21 KiB, measured in
     # test_waiting_connections_cost_the_tls_process_little_memory), never more.
     grown = rss_kib() - before
-    assert grown < 1000 * 40, f"the TLS process grew {grown} KiB"
+    assert ASAN or grown < 1000 * 40, f"the TLS process grew {grown} KiB"
     # Another source still pairs.
     br = connect(b, BROKER, "real", [instance(1)], source="127.0.0.2")
     bg = connect(b, BRIDGE, "real", source="127.0.0.3")
