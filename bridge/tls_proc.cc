@@ -103,7 +103,7 @@ class TlsProcess final : public ChildBase {
             err = "beacon CA: " + made.what();
         }
         wipe_material(*mat);
-        if (err.empty()) err = key_rollover_refusal(certs);
+        if (err.empty()) err = key_rollover_refusal(links_, own_certs_, certs, "broker");
         if (!err.empty()) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
@@ -674,24 +674,6 @@ class TlsProcess final : public ChildBase {
     t = std::min(t, health_.next_deadline());
     t = std::min(t, next_expiry_check_);
     return std::min(t, relays_.next_deadline());
-  }
-
-  // A reload must not put into service a key that a linked broker does not
-  // pin (docs/protocol.md §5b): "" when it may, else why not.
-  std::string key_rollover_refusal(const CertState& next) {
-    const std::optional<Pin> pin = leaf_pin(next);
-    if (!pin) return "";
-    std::vector<PeerPinView> peers;
-    for (auto& [id, l] : links_)
-      if (!l->closed() && l->has_session() && l->session().ready())
-        peers.push_back({id, l->session().version(), &l->session().peer_pins()});
-    RolloverVerdict v = check_key_rollover(leaf_pin(own_certs_), *pin, peers, "broker");
-    for (uint64_t id : v.unchecked)
-      LOG_LINK(LOG_WARN, id,
-               "new key %s: the broker speaks protocol %u, too old to say what it pins; not "
-               "checked",
-               format_pin(*pin).c_str(), links_.at(id)->session().version());
-    return v.refusal;
   }
 
   // The broker said which of our keys it accepts (PINS, §5b): logged, for

@@ -101,7 +101,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
             err = "beacon CA: " + made.what();
         }
         wipe_material(*mat);
-        if (err.empty()) err = key_rollover_refusal(certs);
+        if (err.empty()) err = key_rollover_refusal(bridges_, own_certs_, certs, "bridge");
         if (!ctx || !err.empty() || (!settings_.beacons.empty() && !beacon)) {
           send(Msg::kMaterialError, as_bytes(err));
           return true;
@@ -278,24 +278,6 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     c.pool = &g_budget;
     if (ctx_) c.pins = ctx_->pins();
     return c;
-  }
-
-  // A reload must not put into service a key that a linked bridge does not
-  // pin (docs/protocol.md §5b): "" when it may, else why not.
-  std::string key_rollover_refusal(const CertState& next) {
-    const std::optional<Pin> pin = leaf_pin(next);
-    if (!pin) return "";
-    std::vector<PeerPinView> peers;
-    for (auto& [id, l] : bridges_)
-      if (!l->closed() && l->has_session() && l->session().ready())
-        peers.push_back({id, l->session().version(), &l->session().peer_pins()});
-    RolloverVerdict v = check_key_rollover(leaf_pin(own_certs_), *pin, peers, "bridge");
-    for (uint64_t id : v.unchecked)
-      LOG_LINK(LOG_WARN, id,
-               "new key %s: the bridge speaks protocol %u, too old to say what it pins; not "
-               "checked",
-               format_pin(*pin).c_str(), bridges_.at(id)->session().version());
-    return v.refusal;
   }
 
   // ---------------------------------------------------------------- wrappers (BridgePool)

@@ -33,20 +33,29 @@ void RelayDir::drained() {
   pos = 0;
 }
 
+namespace {
+// The codec's outer bytes (handshake, records, alerts) to stream `a` of `sa`,
+// as far as `a` has credit. True if any went.
+bool send_outer(StreamCodec& c, Session& sa, uint32_t a) {
+  bool sent = false;
+  while (!c.outer_pending().empty()) {
+    const size_t cap = sa.send_capacity(a);
+    if (cap == 0) break;
+    const Bytes out = c.outer_pending();
+    const size_t n = std::min(cap, out.size());
+    sa.send(a, out.first(n), false);
+    c.outer_sent(n);
+    sent = true;
+  }
+  return sent;
+}
+}  // namespace
+
 bool CodecPump::run_outer(StreamCodec& c, Session& sa, uint32_t a) {
   for (int round = 0; round < 64 && !c.failed(); round++) {
-    bool progress = false;
     // Advances the handshake on what arrived, takes no inner byte.
     if (!c.established()) c.take_inner(std::span<uint8_t>());
-    while (!c.outer_pending().empty()) {
-      const size_t cap = sa.send_capacity(a);
-      if (cap == 0) break;
-      const Bytes out = c.outer_pending();
-      const size_t n = std::min(cap, out.size());
-      sa.send(a, out.first(n), false);
-      c.outer_sent(n);
-      progress = true;
-    }
+    const bool progress = send_outer(c, sa, a);
     const uint64_t done = c.outer_consumed();
     if (done > outer_credited_) {
       sa.consume(a, static_cast<size_t>(done - outer_credited_));
@@ -65,15 +74,7 @@ bool CodecPump::run(StreamCodec& c, Session& sa, uint32_t a, Session& sb, uint32
   for (int round = 0; round < 64; round++) {
     bool progress = false;
     // 1. Outer bytes (handshake, records, alerts) to `a`.
-    while (!c.outer_pending().empty()) {
-      const size_t cap = sa.send_capacity(a);
-      if (cap == 0) break;
-      const Bytes out = c.outer_pending();
-      const size_t n = std::min(cap, out.size());
-      sa.send(a, out.first(n), false);
-      c.outer_sent(n);
-      progress = true;
-    }
+    if (send_outer(c, sa, a)) progress = true;
     // 2. Inner bytes to `b`, as far as `b` has credit.
     while (sb.stream_exists(b) && !inner_fin_sent_) {
       const size_t cap = sb.send_capacity(b);

@@ -5,6 +5,7 @@
 #include "shared/base/log.h"
 #include "shared/os/net.h"
 #include "shared/wire/limits.h"
+#include "shared/wire/pin_rollover.h"
 
 namespace ct {
 
@@ -240,6 +241,23 @@ void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& link
   const std::string reason = std::string(peer) + " no longer admitted after a reload";
   for (TlsLink* l : gone) l->close(reason);
   for (TlsLink* l : unverified) l->close("handshake begun before a reload");
+}
+
+std::string key_rollover_refusal(const std::map<uint64_t, std::unique_ptr<TlsLink>>& links,
+                                 const CertState& current, const CertState& next,
+                                 const char* peer) {
+  const std::optional<Pin> pin = leaf_pin(next);
+  if (!pin) return "";
+  std::vector<PeerPinView> peers;
+  for (const auto& [id, l] : links)
+    if (!l->closed() && l->has_session() && l->session().ready())
+      peers.push_back({id, l->session().version(), &l->session().peer_pins()});
+  RolloverVerdict v = check_key_rollover(leaf_pin(current), *pin, peers, peer);
+  for (uint64_t id : v.unchecked)
+    LOG_LINK(LOG_WARN, id,
+             "new key %s: the %s speaks protocol %u, too old to say what it pins; not checked",
+             format_pin(*pin).c_str(), peer, links.at(id)->session().version());
+  return v.refusal;
 }
 
 }  // namespace ct

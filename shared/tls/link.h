@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "shared/base/cert_report.h"
 #include "shared/stream/link.h"
 #include "shared/tls/conn.h"
 #include "shared/tls/context.h"
@@ -93,5 +94,12 @@ class TlsLink final : public Link {
 // redials under the new one. `peer` names the other side in the log line.
 void close_links_not_admitted(std::map<uint64_t, std::unique_ptr<TlsLink>>& links,
                               const TlsContext& ctx, const char* peer);
+
+// A reload must not put into service a key that a linked peer does not pin
+// (docs/protocol.md §5b): "" when `next` may replace `current`, else why not.
+// Peers too old to tell their pins are logged (one line each), not checked.
+// `peer` names the other side ("broker", "bridge").
+std::string key_rollover_refusal(const std::map<uint64_t, std::unique_ptr<TlsLink>>& links,
+                                 const CertState& current, const CertState& next, const char* peer);
 
 }  // namespace ct

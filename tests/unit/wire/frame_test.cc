@@ -616,7 +616,7 @@ TEST(FrameCodec, F46_MalformedPinsAreProtocolErrors) {
       payload(2, 1),    // count says 2, one present
       payload(1, 2),    // count says 1, two present
       payload(17, 16),  // above kMaxPins
-      {1, 2, 3},        // a count and a stub
+      {1, 2, 3},        // a count and 2 bytes of a 32-byte pin
   };
   for (const auto& p : bad) {
     FrameError err{};
