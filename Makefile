@@ -38,7 +38,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              iproute2 procps util-linux
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
-.PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
+.PHONY: all deps test clang-build unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
         cloudtaser-beacon cloudtaser-beacon-forward
@@ -146,13 +146,21 @@ $(DEPS_STAMP):
 CHECKS := check-clang
 
 # The same sources, warnings as errors, with clang (into build/clang).
-check-clang:
-	$(MAKE) --no-print-directory BUILD=build/clang CXX=clang++ \
-	  $(addprefix build/clang/,$(EXES)) unit
+CLANG_MAKE = $(MAKE) --no-print-directory BUILD=build/clang CXX=clang++
+clang-build:
+	$(CLANG_MAKE) -j$(JOBS) $(addprefix build/clang/,$(EXES)) unit-tests
+check-clang: clang-build
+	$(CLANG_MAKE) unit
 -include mk/*.mk
 
 # ---------------------------------------------------------------- tests
-test: all unit-tests
+# Everything `make test` compiles is built first, JOBS at a time (all cores);
+# the tests and checks then run one at a time, so no timing-sensitive test
+# shares the machine with a compiler. mk/*.mk add their builds to TEST_BUILD.
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_BUILD += all unit-tests clang-build
+test:
+	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BUILD)
 	$(MAKE) --no-print-directory check-layers check-ids unit fuzz-replay integration $(CHECKS)
 
 unit: $(UNIT_BINS)

@@ -144,6 +144,7 @@ class TlsProcess final : public ChildBase {
         c.instance = random_instance();
         c.status_at_ready = false;  // sent once the link is kept (identified())
         c.pool = &g_budget;
+        c.max_stream_window = limits::kMaxAutoStreamWindow;
         c.pins = ctx_->pins();
         const std::string& name = settings_.peer_name;
         TlsLinkOptions opt{.context = ctx_,

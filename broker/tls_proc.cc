@@ -276,6 +276,7 @@ class TlsProcess final : public ChildBase, public BridgePool<TlsLink>::Wrappers 
     c.instance = settings_.instance;
     c.status.replicas = settings_.replicas;
     c.pool = &g_budget;
+    c.max_stream_window = limits::kMaxAutoStreamWindow;
     if (ctx_) c.pins = ctx_->pins();
     return c;
   }

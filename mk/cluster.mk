@@ -123,6 +123,9 @@ $(HELMRENDER): $(CLUSTER_DIR)/helmrender/main.go $(CLUSTER_DIR)/helmrender/go.mo
 	  go build -o $(abspath $@) helmrender
 
 check-cluster: check-static check-image check-chart check-certs check-metrics check-alerts
+# Linked with everything else make test builds, in parallel (objects are shared).
+TEST_BUILD += $(STATIC_BROKER) $(STATIC_FORWARD) $(STATIC_BRIDGE) $(STATIC_BRIDGE_FWD) \
+              $(STATIC_BEACON) $(STATIC_BEACON_FWD)
 
 # The bridge's checks run it against the regular broker build (the cluster's
 # side of the link), beside which its forwarding executable is.

@@ -42,6 +42,8 @@ FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
 FUZZ_DEB_DEPS := clang libclang-rt-14-dev
 FUZZ_STAMP    := $(FUZZ_DIR)/.deps-$(shell echo $(FUZZ_DEB_DEPS) | md5sum | cut -c1-8)
 
+# make test builds the replay executables with everything else, in parallel.
+TEST_BUILD    += $(FUZZ_REPLAYS)
 FUZZ_RUNS     := $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS))
 FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
 

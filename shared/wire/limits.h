@@ -38,6 +38,12 @@ inline constexpr uint32_t kMaxStreamId = 0x7fffffff;
 // 256 KiB windows on both link and data channel, 393-414 with 1 MiB), while a
 // stalled wrapper still pins at most this much in each process on its path.
 inline constexpr uint32_t kDefaultStreamWindow = 1024 * 1024;
+// What auto-tuning (session.h SessionConfig::max_stream_window) may grow a
+// link stream's window to, when the round trip asks for it: 1 MiB per 40 ms
+// caps a stream at 25 MiB/s (make bench-wan), 16 MiB at 400. Bounded also by
+// half the process's memory budget, so with the broker's default 32 MiB a
+// stream reaches 16 MiB only while nothing else holds the budget.
+inline constexpr uint32_t kMaxAutoStreamWindow = 16 * 1024 * 1024;
 // Streams between the two processes of one host (the data channel), for the
 // same reason.
 inline constexpr uint32_t kLocalStreamWindow = 1024 * 1024;

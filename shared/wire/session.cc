@@ -23,6 +23,7 @@ Session::Session(const SessionConfig& cfg, TimePoint now)
       started_(now),
       last_rx_(now),
       last_ping_(now),
+      now_(now),
       tokens_at_(now) {
   conn_recv_window_ = cfg_.conn_window;
   Hello h;
@@ -51,6 +52,8 @@ uint32_t Session::initial_window() const {
 void Session::init_recv(Stream& s) {
   s.recv_window = initial_window();
   s.granted = initial_window();
+  s.limit = cfg_.stream_window;
+  s.epoch_at = now_;
   if (cfg_.pool != nullptr) cfg_.pool->charge(s.granted);
 }
 
@@ -92,6 +95,7 @@ void Session::commit_input(size_t n, TimePoint now) {
   in_.resize(in_filled_ + n);
   in_filled_ = in_.size();
   if (n == 0) return;
+  now_ = std::max(now_, now);
   parse(now);
 }
 
@@ -137,7 +141,7 @@ void Session::transport_closed(bool clean) {
 void Session::on_frame(const Frame& f, TimePoint now) {
   if (!ready_) {
     if (f.h.type != FrameType::kHello) return conn_error(Code::kProtocol, "frame before HELLO");
-    return on_hello(f);
+    return on_hello(f, now);
   }
   switch (f.h.type) {
     case FrameType::kHello:
@@ -153,7 +157,7 @@ void Session::on_frame(const Frame& f, TimePoint now) {
       if (!charge_misbehaviour(now)) return;
       return on_reset(f);
     case FrameType::kPing:
-      return on_ping(f);
+      return on_ping(f, now);
     case FrameType::kGoAway:
       return on_goaway(f);
     case FrameType::kStatus:
@@ -163,7 +167,7 @@ void Session::on_frame(const Frame& f, TimePoint now) {
   }
 }
 
-void Session::on_hello(const Frame& f) {
+void Session::on_hello(const Frame& f, TimePoint now) {
   FrameError err{Code::kProtocol, ""};
   auto h = parse_hello(f.payload, &err);
   if (!h) return conn_error(err.code, err.what);
@@ -182,6 +186,9 @@ void Session::on_hello(const Frame& f) {
   // Streams opened before the peer's HELLO start with its advertised window.
   for (auto& [id, s] : streams_) s.send_window += peer_.stream_window;
   events_.push_back({Event::kReady, 0, Code::kNoError, {}, "hello"});
+  // Auto-tuning needs the round trip before the first bulk stream, not at
+  // the first keepalive 5 s later.
+  if (auto_tuning() && ping_outstanding_ == 0) send_ping(now);
   wake_blocked();
 }
 
@@ -301,13 +308,16 @@ void Session::on_reset(const Frame& f) {
   set_state(id, it->second, StreamInput::kRecvReset);
 }
 
-void Session::on_ping(const Frame& f) {
+void Session::on_ping(const Frame& f, TimePoint now) {
   ByteReader rd(f.payload);
   const uint64_t opaque = rd.u64();
   if ((f.h.flags & kFlagAck) != 0) {
     if (ping_outstanding_ == 0 || opaque != ping_outstanding_) return glitch();
     ping_outstanding_ = 0;
     stats_.pongs_in++;
+    // The least sample: queueing behind bulk data only makes one longer.
+    const Duration sample = std::max<Duration>(now - ping_sent_at_, std::chrono::microseconds(1));
+    rtt_ = rtt_ == Duration::zero() ? sample : std::min(rtt_, sample);
     return;
   }
   encode_ping(out_, opaque, true);
@@ -563,13 +573,14 @@ void Session::consume(uint32_t stream, size_t n) {
   CT_CHECK(n <= s.delivered);
   s.delivered -= n;
   s.unacked += static_cast<uint32_t>(n);
+  if (auto_tuning()) measure_consumption(s, n);
   if (s.unacked >= credit_threshold(s.granted) && can_receive(s.state)) {
     uint32_t inc = s.unacked;
     // A stream whose data is being consumed earns a larger window, at most
     // doubling per update (slow-start), as far as the budget has room.
-    if (cfg_.pool != nullptr && s.granted < cfg_.stream_window) {
-      const auto extra = static_cast<uint32_t>(
-          cfg_.pool->take(std::min(cfg_.stream_window - s.granted, s.granted)));
+    if (cfg_.pool != nullptr && s.granted < s.limit) {
+      const auto extra =
+          static_cast<uint32_t>(cfg_.pool->take(std::min(s.limit - s.granted, s.granted)));
       inc += extra;
       s.granted += extra;
     }
@@ -578,6 +589,27 @@ void Session::consume(uint32_t stream, size_t n) {
     s.recv_window += inc;
     s.unacked = 0;
   }
+}
+
+void Session::measure_consumption(Stream& s, size_t n) {
+  s.epoch_bytes += n;
+  if (rtt_ == Duration::zero() || now_ - s.epoch_at < rtt_) return;
+  // Consumed at more than half the limit per round trip: the sender is held
+  // by the window, not by the path or the reader, so the window doubles
+  // (never beyond max_stream_window, nor half the budget, so one stream
+  // cannot keep the others at their initial window). A stream that is not
+  // window-bound settles at about twice its bandwidth-delay product.
+  const double elapsed = std::chrono::duration<double>(now_ - s.epoch_at).count();
+  const double round_trip = std::chrono::duration<double>(rtt_).count();
+  const uint64_t cap = std::min<uint64_t>(cfg_.max_stream_window, cfg_.pool->limit() / 2);
+  if (static_cast<double>(s.epoch_bytes) * round_trip * 2 >=
+          static_cast<double>(s.limit) * elapsed &&
+      s.limit < cap) {
+    s.limit = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{s.limit} * 2, cap));
+    stats_.windows_grown++;
+  }
+  s.epoch_at = now_;
+  s.epoch_bytes = 0;
 }
 
 void Session::go_away(Code code) {
@@ -626,7 +658,17 @@ void Session::wake_blocked() {
 
 // ------------------------------------------------------------------ time
 
+void Session::send_ping(TimePoint now) {
+  ping_outstanding_ = ++ping_seq_;
+  encode_ping(out_, ping_outstanding_, false);
+  stats_.frames_out++;
+  stats_.pings_out++;
+  last_ping_ = now;
+  ping_sent_at_ = now;
+}
+
 void Session::tick(TimePoint now) {
+  now_ = std::max(now_, now);
   if (dead_) return;
   if (!ready_ && now - started_ >= cfg_.hello_timeout)
     return conn_error(Code::kTimeout, "no HELLO from peer in time");
@@ -634,11 +676,7 @@ void Session::tick(TimePoint now) {
   if (now - last_rx_ >= cfg_.dead_timeout)
     return conn_error(Code::kTimeout, "peer silent beyond the dead-peer timeout");
   if (ready_ && ping_outstanding_ == 0 && now - last_ping_ >= cfg_.ping_interval) {
-    ping_outstanding_ = ++ping_seq_;
-    encode_ping(out_, ping_outstanding_, false);
-    stats_.frames_out++;
-    stats_.pings_out++;
-    last_ping_ = now;
+    send_ping(now);
   } else if (ping_outstanding_ != 0 && now - last_ping_ >= cfg_.ping_interval) {
     last_ping_ = now;  // still waiting; the dead-peer timeout decides
   }

@@ -81,6 +81,12 @@ struct SessionConfig {
   // from the pool as the stream's data is consumed.
   CreditPool* pool = nullptr;
   uint32_t pooled_initial_window = limits::kPooledInitialWindow;
+  // Window auto-tuning (docs/protocol.md §4), with a pool only: a stream whose
+  // data is consumed at more than half its window per round trip doubles its
+  // window, up to this (and half the pool); the round trip is the least one a
+  // PING measured (one goes out with readiness). 0: the window stays at
+  // stream_window (data channels, where a round trip is microseconds).
+  uint32_t max_stream_window = 0;
 };
 
 struct Event {
@@ -111,6 +117,7 @@ struct SessionStats {
   uint64_t pings_out = 0, pongs_in = 0;
   uint64_t bad_origins = 0;  // OPENs reset for a malformed origin (§3a)
   uint64_t pins_in = 0;  // PINS frames accepted (§5b): the first is the link's, later ones reloads
+  uint64_t windows_grown = 0;  // stream windows auto-tuning doubled (§4)
 };
 
 class Session {
@@ -194,6 +201,8 @@ class Session {
     return peer_pins_;
   }
   const SessionStats& stats() const { return stats_; }
+  // The least round trip a PING measured; zero before the first PING ACK.
+  Duration rtt() const { return rtt_; }
   Code error_code() const { return error_code_; }
   // The last OPEN reset for a malformed origin: its stream and why (for a log
   // line when stats().bad_origins grew).
@@ -203,23 +212,33 @@ class Session {
  private:
   struct Stream {
     StreamState state = StreamState::kOpen;
-    bool blocked = false;     // app saw zero capacity; owes it a kWritable
-    bool queued = false;      // its id is in blocked_ (at most once)
-    int64_t send_window = 0;  // what the peer still allows us
-    int64_t recv_window = 0;  // what we still allow the peer
-    uint64_t delivered = 0;   // handed to the app, not yet consumed
-    uint32_t unacked = 0;     // consumed, not yet credited back
-    uint32_t granted = 0;     // recv_window + delivered + unacked: held against the pool
+    bool blocked = false;      // app saw zero capacity; owes it a kWritable
+    bool queued = false;       // its id is in blocked_ (at most once)
+    int64_t send_window = 0;   // what the peer still allows us
+    int64_t recv_window = 0;   // what we still allow the peer
+    uint64_t delivered = 0;    // handed to the app, not yet consumed
+    uint32_t unacked = 0;      // consumed, not yet credited back
+    uint32_t granted = 0;      // recv_window + delivered + unacked: held against the pool
+    uint32_t limit = 0;        // what granted may grow to (auto-tuning raises it)
+    TimePoint epoch_at{};      // auto-tuning: when the current measurement began
+    uint64_t epoch_bytes = 0;  // ...and what was consumed since
   };
 
   void parse(TimePoint now);
   void on_frame(const Frame& f, TimePoint now);
-  void on_hello(const Frame& f);
+  void on_hello(const Frame& f, TimePoint now);
   void on_open(const Frame& f);
   void on_data(const Frame& f);
   void on_window(const Frame& f);
   void on_reset(const Frame& f);
-  void on_ping(const Frame& f);
+  void on_ping(const Frame& f, TimePoint now);
+  void send_ping(TimePoint now);
+  // Auto-tuning: `s` consumed n more bytes; maybe doubles its limit.
+  void measure_consumption(Stream& s, size_t n);
+  bool auto_tuning() const {
+    return cfg_.pool != nullptr && cfg_.max_stream_window > cfg_.stream_window &&
+           cfg_.ping_interval != Duration::zero();
+  }
   void on_goaway(const Frame& f);
   void on_status(const Frame& f, TimePoint now);
   void send_status();
@@ -292,6 +311,9 @@ class Session {
   TimePoint last_ping_;
   uint64_t ping_outstanding_ = 0;  // opaque of the ping in flight, 0 when none
   uint64_t ping_seq_ = 0;
+  TimePoint ping_sent_at_;  // when the ping in flight left
+  Duration rtt_{0};         // the least round trip measured
+  TimePoint now_;           // the latest time given to commit_input() or tick()
 
   double tokens_ = limits::kMisbehaviourBurst;
   TimePoint tokens_at_;

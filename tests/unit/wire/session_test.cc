@@ -1999,5 +1999,91 @@ TEST(Session, F45_MalformedOriginsInALoopExhaustTheBudget) {
   EXPECT_EQ(h.error(), Code::kEnhanceYourCalm);
 }
 
+// ------------------------------------------------------------------ auto-tuning (§4)
+
+// A link with a round trip: the pair's HELLOs cross at once, the receiver's
+// PING comes back `rtt` later; then each round the sender sends what its
+// window allows, the receiver consumes it one round trip later (a sender held
+// by the window moves one window per round trip) and returns the credit.
+struct RttLink {
+  CreditPool pool;
+  Pair p;
+  Duration rtt;
+  uint32_t id = 0;
+
+  static SessionConfig receiver(CreditPool* pool, uint32_t max_window) {
+    SessionConfig c = acceptor_cfg();
+    c.pool = pool;
+    c.max_stream_window = max_window;
+    return c;
+  }
+  RttLink(uint64_t budget, uint32_t max_window, Duration r)
+      : pool(budget), p(opener_cfg(), receiver(&pool, max_window)), rtt(r) {
+    p.move(p.a, p.b, SIZE_MAX);  // a's HELLO
+    p.move(p.b, p.a, SIZE_MAX);  // b's HELLO, STATUS and PING; a answers at once
+    p.now += rtt;
+    p.pump();  // the PING ACK arrives a round trip after the PING
+    EXPECT_EQ(p.b.s.rtt(), max_window > 0 ? rtt : Duration::zero());
+    p.b.auto_consume = false;
+    id = p.open();
+  }
+  // One round trip of a window-bound sender; `consume_at_most` models a
+  // reader slower than the path. Returns what the sender sent.
+  size_t round(size_t consume_at_most = SIZE_MAX) {
+    std::vector<uint8_t> chunk(256 * 1024, 'w');
+    size_t sent = 0;
+    for (int i = 0; i < 1000; i++) {
+      const size_t cap = p.a.s.send_capacity(id);
+      if (cap == 0) break;
+      const size_t n = std::min(cap, chunk.size());
+      p.a.s.send(id, Bytes(chunk).first(n), false);
+      sent += n;
+      p.pump();
+    }
+    p.now += rtt;
+    p.b.s.tick(p.now);
+    std::string& got = p.b.received[id];  // delivered, not yet consumed
+    const size_t n = std::min(got.size(), consume_at_most);
+    p.b.s.consume(id, n);
+    got.erase(0, n);
+    p.pump();
+    return sent;
+  }
+};
+
+TEST(AutoTuning, AWindowBoundStreamDoublesItsWindowEachRoundTripUpToTheMaximum) {
+  RttLink l(64u << 20, 8u << 20, 40ms);
+  size_t last = 0;
+  for (int r = 0; r < 40; r++) last = l.round();
+  // 1 MiB (stream_window) -> 2 -> 4 -> 8 MiB, and not beyond.
+  EXPECT_EQ(l.p.b.s.stats().windows_grown, 3u);
+  EXPECT_EQ(last, 8u << 20) << "one full 8 MiB window per round trip";
+  EXPECT_LE(l.pool.held(), (8u << 20) + limits::kPooledInitialWindow);
+}
+
+TEST(AutoTuning, AStreamHeldByItsReaderKeepsItsWindow) {
+  RttLink l(64u << 20, 8u << 20, 40ms);
+  for (int r = 0; r < 40; r++) l.round(128 * 1024);  // 3.2 MiB/s: an eighth of the window per RTT
+  EXPECT_EQ(l.p.b.s.stats().windows_grown, 0u);
+  EXPECT_LE(l.pool.held(), (1u << 20) + limits::kPooledInitialWindow);
+}
+
+TEST(AutoTuning, OneStreamGrowsToHalfTheBudgetAtMost) {
+  RttLink l(4u << 20, 16u << 20, 40ms);
+  size_t last = 0;
+  for (int r = 0; r < 40; r++) last = l.round();
+  EXPECT_EQ(l.p.b.s.stats().windows_grown, 1u);  // 1 -> 2 MiB: half of 4
+  EXPECT_EQ(last, 2u << 20);
+}
+
+TEST(AutoTuning, OffWithoutAMaximumNoPingWithReadinessAndTheWindowStays) {
+  RttLink l(64u << 20, 0, 40ms);  // the constructor's PING exchange does not happen
+  EXPECT_EQ(l.p.b.s.stats().pings_out, 0u);
+  size_t last = 0;
+  for (int r = 0; r < 20; r++) last = l.round();
+  EXPECT_EQ(last, 1u << 20);
+  EXPECT_EQ(l.p.b.s.stats().windows_grown, 0u);
+}
+
 }  // namespace
 }  // namespace ct
