@@ -46,6 +46,49 @@ import sys
 import time
 
 DIRS = ("up", "down")
+
+
+class TimerFd:
+    """A CLOCK_MONOTONIC timerfd (through libc: Python 3.11 has no os.timerfd_*), so
+    that the loop wakes at the next release time to the microsecond; epoll's own
+    timeout is in whole milliseconds."""
+
+    def __init__(self):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.ctypes = ctypes
+        self.fd = self.libc.timerfd_create(1, 0o4000 | 0o2000000)  # MONOTONIC, NONBLOCK|CLOEXEC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
+
+        class Timespec(ctypes.Structure):
+            _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+        class Itimerspec(ctypes.Structure):
+            _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
+        self.spec = Itimerspec()
+        self.armed = None
+
+    def arm(self, t):
+        """Fires at monotonic time t (seconds), or never for None."""
+        if t == self.armed:
+            return
+        self.armed = t
+        if t is None:
+            sec, nsec = 0, 0
+        else:
+            t = max(t, 1e-6)
+            sec = int(t)
+            nsec = max(1, int((t - sec) * 1e9)) if sec == 0 else int((t - sec) * 1e9)
+        self.spec.it_value.tv_sec, self.spec.it_value.tv_nsec = sec, nsec
+        if self.libc.timerfd_settime(self.fd, 1, self.ctypes.byref(self.spec), None) != 0:  # ABSTIME
+            raise OSError(self.ctypes.get_errno(), "timerfd_settime")
+
+    def clear(self):
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
 READ_CHUNK = 256 << 10
 PIECE = 16 << 10  # rate-limited bytes are released in pieces of at most this
 
@@ -575,6 +618,8 @@ class Emulator:
     def run(self):
         print(f"wanem: listening on {self.lsock.getsockname()[0]}:{self.lsock.getsockname()[1]}",
               flush=True)
+        tfd = TimerFd()
+        self.ep.register(tfd.fd, select.EPOLLIN)
         lfd = self.lsock.fileno()
         cfd = self.csock.fileno() if self.csock else -1
         while True:
@@ -582,25 +627,14 @@ class Emulator:
             while self.timers and self.timers[0][0] <= now:
                 _, _, fn = heapq.heappop(self.timers)
                 fn()
-            now = time.monotonic()
-            if self.timers:
-                wait = self.timers[0][0] - now
-                # epoll rounds its timeout up to a whole millisecond: wake up to
-                # 1 ms early and sleep the rest precisely (nanosleep).
-                if wait > 0.0015:
-                    timeout = wait - 0.001
-                else:
-                    timeout = 0
-            else:
-                timeout = 1.0
-            events = self.ep.poll(timeout)
-            if not events and self.timers:
-                rest = self.timers[0][0] - time.monotonic()
-                if 0 < rest < 0.0015:
-                    time.sleep(rest)
-                continue
+            # time.monotonic() is CLOCK_MONOTONIC, the timerfd's clock.
+            tfd.arm(self.timers[0][0] if self.timers else None)
+            events = self.ep.poll(-1 if self.timers else 1.0)
             for fd, ev in events:
-                if fd == lfd:
+                if fd == tfd.fd:
+                    tfd.clear()
+                    tfd.armed = None
+                elif fd == lfd:
                     self.accept()
                 elif fd == cfd:
                     try:
