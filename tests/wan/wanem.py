@@ -336,14 +336,24 @@ class Emulator:
                 pass
             return
         if conn.finned:
-            try:
-                b = s.recv(READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                b = b""
-            if not b:
-                self.finish(conn)
+            # Discard what the peer still sends; close its socket once it has ended
+            # too (closing earlier, with unread bytes, would send it an RST).
+            for _ in range(16):
+                try:
+                    b = s.recv(READ_CHUNK)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    b = b""
+                if not b:
+                    self.close_sock(s, False)
+                    if which == "c":
+                        conn.c = None
+                    else:
+                        conn.t = None
+                    if conn.c is None and conn.t is None:
+                        self.finish(conn)
+                    return
             return
         for _ in range(4):  # a few reads per wake-up, then let others run
             if d.eof_read or (d.queued >= self.link.qcap and not hup):
