@@ -165,7 +165,11 @@ class World:
     def start_broker(self):
         return Broker(self.broker_files, self.log("broker"), bridge_port=self.bport,
                       service_port=self.sport,
-                      extra=["--bridge-pin", pin_of(self.bridge_files[0])])
+                      # Every wrapper here comes from 127.0.0.1; in a cluster each pod has
+                      # its own address, and the default cap (256 per source) would refuse
+                      # most of (b)'s thousand.
+                      extra=["--bridge-pin", pin_of(self.bridge_files[0]),
+                             "--max-wrappers-per-source", str(max(256, 2 * WRAPPERS))])
 
     def set_rtt(self, ms):
         """A new RTT for both emulators, once nothing queued under the old one is left."""
