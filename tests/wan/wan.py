@@ -29,7 +29,8 @@ class Wan:
         self.control = os.path.join(self._dir, "control.sock")
         argv = [sys.executable, str(WANEM), "--listen", listen,
                 "--target", f"{target_host}:{target_port}", "--rtt-ms", str(rtt_ms),
-                "--jitter-ms", str(jitter_ms), "--control", self.control]
+                "--jitter-ms", str(jitter_ms), "--control", self.control,
+                "--parent-pid", str(os.getpid())]  # it dies with us (PDEATHSIG: create it from a thread that outlives it)
         if rate_mbit:
             argv += ["--rate-mbit", str(rate_mbit)]
         if delay_up_ms is not None:

@@ -685,8 +685,15 @@ def main():
                     help="run under SCHED_FIFO at this priority when allowed (0: no), so that "
                          "a loaded machine's run queue does not add its wait to the delay")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--parent-pid", type=int, help="exit when this parent process dies")
     ap.add_argument("--control", help="unix socket for commands")
     args = ap.parse_args()
+    if args.parent_pid:
+        # Dies with the test that started it, even when that test is killed.
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != args.parent_pid:
+            sys.exit("wanem: parent already gone")
     emu = Emulator(args)
     emu.link.stats["realtime"] = False
     if args.rt_priority:
