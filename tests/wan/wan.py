@@ -30,7 +30,9 @@ class Wan:
         argv = [sys.executable, str(WANEM), "--listen", listen,
                 "--target", f"{target_host}:{target_port}", "--rtt-ms", str(rtt_ms),
                 "--jitter-ms", str(jitter_ms), "--control", self.control,
-                "--parent-pid", str(os.getpid())]  # it dies with us (PDEATHSIG: create it from a thread that outlives it)
+                # It dies with us (PR_SET_PDEATHSIG follows the creating thread:
+                # create a Wan from a thread that outlives it).
+                "--parent-pid", str(os.getpid())]
         if rate_mbit:
             argv += ["--rate-mbit", str(rate_mbit)]
         if delay_up_ms is not None:
