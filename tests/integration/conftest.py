@@ -71,7 +71,9 @@ class Env:
         # CT_LINK_RTT_MS=40: the link crosses a WAN emulator with that round trip
         # (tests/wan/, docs/wan.md); `self.wans[-1]` is the one of this bridge.
         if os.environ.get("CT_LINK_RTT_MS"):
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "wan"))
+            wan_dir = str(Path(__file__).resolve().parents[1] / "wan")
+            if wan_dir not in sys.path:
+                sys.path.insert(0, wan_dir)
             from wan import Wan
             wan = Wan("127.0.0.1", broker_port, rtt_ms=float(os.environ["CT_LINK_RTT_MS"]),
                       log_path=self._log("wanem"))
