@@ -23,7 +23,6 @@ The emulators run under SCHED_FIFO when allowed (their delays stay accurate on a
 machine); the daemons and the clients do not.
 """
 import hashlib
-import json
 import os
 import resource
 import signal

@@ -21,21 +21,11 @@ from wan import Wan  # noqa: E402
 PROBE = Path(__file__).resolve().parents[1] / "wan" / "probe.py"
 
 
-def can_realtime():
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 class Sink:
     """A target that records every byte it receives with its arrival time, and how
-    the connection ended ('eof' or 'reset'). `realtime`: its thread runs under
-    SCHED_FIFO, so that a loaded machine's run queue does not add to what it measures."""
+    the connection ended ('eof' or 'reset')."""
 
-    def __init__(self, realtime=False):
+    def __init__(self):
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
@@ -45,13 +35,10 @@ class Sink:
         self.ending = None
         self.conn = None
         self.accepted_at = None
-        self.realtime = realtime
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
-        if self.realtime:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         self.ls.settimeout(60)
         try:
             c, _ = self.ls.accept()
