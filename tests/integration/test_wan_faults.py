@@ -238,3 +238,37 @@ def test_FI62_a_link_stalled_30_s_ends_at_the_dead_peer_timeout_and_comes_back_a
     assert 14 <= detect <= 22, detect  # 15 s dead-peer timeout, checked on 5 s pings
     assert held.get("ok") is True
     assert recover < 12, recover
+
+
+def test_a_beacon_link_with_an_emulator_on_each_leg_carries_reads_and_recovers_from_an_rst(env):
+    """The emulator fits between a beacon and each side as well: broker and bridge each
+    reach the beacon through one (half the link's round trip each, 40 ms in all unless
+    CT_LINK_RTT_MS says), a body crosses intact, and an RST on the bridge's leg resets
+    the link, which pairs again and serves."""
+    import hashlib
+    from beacon_world import World, linked
+    from harness import bytes_body_sha256, http_get
+    world = World(env)
+    rtt = link_rtt_ms() or 40
+    up = env.kv()
+    legs = {}
+    for side in ("broker", "bridge"):
+        legs[side] = Wan("127.0.0.1", world.beacon.port, rtt_ms=rtt / 2,
+                         log_path=env._log(f"wanem-{side}"))
+        env.wans.append(legs[side])
+
+    def through(wan):
+        return lambda key=None: ["--beacon-address", f"127.0.0.1:{wan.port}", "--beacon-ca",
+                                 world.beacon.ca, "--pairing-key-file", key or world.key]
+    world.beacon_flags = through(legs["broker"])
+    broker = world.broker()
+    world.beacon_flags = through(legs["bridge"])
+    bridge = world.bridge(up.addr)
+    linked(broker, bridge, timeout=30)
+    n = 8 << 20
+    status, body = http_get(broker.service_port, f"/bytes/{n}", timeout=60)
+    assert status == 200 and hashlib.sha256(body).hexdigest() == bytes_body_sha256(n)
+    assert legs["broker"].status()["bytes_up"] > 0 and legs["bridge"].status()["bytes_up"] > n
+    assert legs["bridge"].rst() == 1
+    bridge.wait_log(r"link to the broker lost", timeout=20)
+    wait_for(lambda: kv_ok(broker.service_port, "again"), 40, "a read through the re-paired link")
