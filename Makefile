@@ -7,6 +7,7 @@
 #   make bench      throughput/latency table against a baseline measured in the same run
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make bench-split CPU per request of each process; BIN_B=<other build> for an A/B in one sitting
+#   make bench-wan  the tunnel over an emulated WAN link (tests/wan/, docs/wan.md) against a direct baseline
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
 #
@@ -212,6 +213,12 @@ bench-bulk: all
 # CPU per request of each process; BIN_B=dir of another build for an A/B in one sitting.
 bench-split: all
 	bash tests/bench/split.sh
+
+# WAN figures (docs/wan.md): time to secret, 1,000 wrappers at once, one 64 MiB stream,
+# reconnect after a broker restart; tunnel beside a direct client through the same emulator.
+.PHONY: bench-wan
+bench-wan: all
+	$(PYTHON) tests/bench/wan.py
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -1,4 +1,6 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ class Env:
         self.broker_pin, self.bridge_pin = pin_of(self.broker_crt), pin_of(self.bridge_crt)
         self.daemons = []
         self.upstreams = []
+        self.wans = []  # link emulators that bridge() put in front of a broker (CT_LINK_RTT_MS)
         self._n = 0
 
     def broker_files(self):
@@ -65,6 +68,17 @@ class Env:
         if (not any(isinstance(u, KvUpstream) and u.addr == vault_addr for u in self.upstreams)
                 and not any(str(a).startswith("--vault-health-interval") for a in extra)):
             extra = [*extra, "--vault-health-interval", "0"]
+        # CT_LINK_RTT_MS=40: the link crosses a WAN emulator with that round trip
+        # (tests/wan/, docs/wan.md); `self.wans[-1]` is the one of this bridge.
+        if os.environ.get("CT_LINK_RTT_MS"):
+            wan_dir = str(Path(__file__).resolve().parents[1] / "wan")
+            if wan_dir not in sys.path:
+                sys.path.insert(0, wan_dir)
+            from wan import Wan
+            wan = Wan("127.0.0.1", broker_port, rtt_ms=float(os.environ["CT_LINK_RTT_MS"]),
+                      log_path=self._log("wanem"))
+            self.wans.append(wan)
+            broker_port = wan.port
         b = Bridge(files or self.bridge_files(), self._log("bridge"), broker_port, vault_addr,
                    extra=extra, **kw)
         self.daemons.append(b)
@@ -84,6 +98,8 @@ class Env:
             d.kill()
         for u in self.upstreams:
             u.close()
+        for w in self.wans:
+            w.close()
 
 
 def pytest_configure(config):
