@@ -97,6 +97,9 @@ def rst_at_once(c):
 
 
 def close_at_once(c):
+    """Reads the request, then closes (FIN) without a byte of answer (a
+    handler that died, a proxy in front of OpenBao that gave up)."""
+    _request_head(c)
     c.close()
 
 
@@ -255,14 +258,14 @@ def first_good_read(port, ctx, since, tag, within):
 
 # ---------------------------------------------------------------- the world
 class World:
-    def __init__(self, env, broker_extra=()):
+    def __init__(self, env, broker_extra=(), interval=INTERVAL):
         self.env = env
         self.openbao = SwitchableOpenBao(env)
         svc_crt, svc_key = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
         self.broker = env.broker(extra=broker_extra)
         self.bridge = env.bridge(self.broker.bridge_port, self.openbao.addr,
                                  service=(svc_crt, svc_key),
-                                 extra=["--vault-health-interval", str(INTERVAL)])
+                                 extra=["--vault-health-interval", str(interval)])
         self.broker.wait_log(r"conn=\d+ bridge connected")
         self.bridge.wait_log(r"connected to the broker")
         self.broker.wait_log(r"bridge's OpenBao: unknown -> active")
@@ -412,8 +415,35 @@ def test_FI49_openbao_refusing_connections_wrappers_get_an_error_never_a_hang(
     recover = first_good_read(w.port, w.ctx, t_back, "back", INTERVAL + PROBE_DEADLINE + MARGIN)
     record_property("recover_s", round(recover, 3))
     print(f"FI-49 ({how}): detect_s {detect:.3f}, recover_s {recover:.3f}")
-    judge(arrivals.finish(), {"200", "502", "reset"}, 0, record_property)
+    # "empty" (a clean TLS end before any byte) for a connection OpenBao
+    # read and closed without answering: not yet the 502 or reset it should
+    # be (test_FI49_openbao_closing_without_an_answer_is_a_502_or_a_reset_not_an_empty_end).
+    allowed = {"200", "502", "reset"} | ({"empty"} if how == "fin" else set())
+    judge(arrivals.finish(), allowed, 0, record_property)
     w.bulk_intact()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "with --service-cert, OpenBao closing (FIN) a connection it read a request from without "
+    "a byte of answer reaches the wrapper as a clean TLS end (close_notify, then FIN) with "
+    "nothing in it: shared/stream/relay.cc answers the 502 only for UPSTREAM_REFUSED/RESOURCE "
+    "and passes an upstream FIN before any byte through as the end of the answer"))
+def test_FI49_openbao_closing_without_an_answer_is_a_502_or_a_reset_not_an_empty_end(env):
+    w = World(env, interval=5)  # the default interval: room between two probes
+    probes = w.openbao.kv.health_probes
+    wait_for(lambda: w.openbao.kv.health_probes > probes, 10, "a health probe")
+    w.openbao.switch(close_at_once)  # some 4 s before the next probe
+    outcomes = []
+    for i in range(3):
+        x = Wrapper(w.port, w.ctx, f"closed{i}", timeout=MARGIN)
+        x.run()
+        outcomes.append(x.outcome)
+    if w.bridge.count(r"-> unreachable"):
+        pytest.fail("the next probe came before the wrappers were done: nothing was shown")
+    print(f"OpenBao closing without an answer: wrappers got {outcomes}")
+    # As when nothing listens (the 502), or a reset: an error a client sees
+    # as one, never an end it may take for the server's, with no answer in it.
+    assert all(o in ("502", "reset") for o in outcomes), outcomes
 
 
 SLOW = 5  # seconds OpenBao takes per answer
@@ -504,3 +534,60 @@ def test_FI52_openbao_flapping_costs_wrappers_no_hang_and_the_daemons_no_restart
     probes = (time.monotonic() - t_fault) / INTERVAL + 2
     assert w.bridge.count(r"OpenBao at .*: ") <= probes, w.bridge.text()
     w.bulk_intact()
+
+
+# ---------------------------------------------------------------- a burst while it is down
+BURST = 200  # wrappers at once: within the broker's 256 per source address
+
+
+def _burst_while_down(env):
+    """OpenBao goes down just after a health probe (default interval, 5 s),
+    and BURST plaintext wrappers arrive at once, before the next probe can
+    tell: each stream reaches the bridge and finds nothing listening.
+    Returns (bridge, endings, bridge log lines the burst added)."""
+    up = env.kv()
+    broker, bridge, _ = env.tunnel(upstream=up)  # health polled every 5 s (the default)
+    bridge.wait_log(r"OpenBao at 127\.0\.0\.1:\d+: unknown -> active")
+    probes = up.health_probes
+    wait_for(lambda: up.health_probes > probes, 10, "a health probe")
+    up.close()  # down, some 4 s before the next probe
+    lines0 = len(bridge.text().splitlines())
+    socks = []
+    for i in range(BURST):
+        s = socket.create_connection(("127.0.0.1", broker.service_port), timeout=5)
+        s.sendall(f"GET /v1/secret/data/b{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        socks.append(s)
+    endings = {}
+    for s in socks:
+        try:
+            e = "data" if s.recv(4096) else "eof"
+        except ConnectionResetError:
+            e = "reset"
+        except socket.timeout:
+            e = "hang"
+        endings[e] = endings.get(e, 0) + 1
+        s.close()
+    if bridge.count(r"-> unreachable"):
+        pytest.fail("the next probe came before the burst ended: nothing was shown")
+    added = bridge.text().splitlines()[lines0:]
+    print(f"a burst of {BURST} wrappers while OpenBao is down: {endings}; "
+          f"the bridge logged {len(added)} lines, e.g. {added[:2]}")
+    return bridge, endings, added
+
+
+def test_FI48_a_burst_of_wrappers_while_openbao_is_down_is_reset_at_once(env):
+    bridge, endings, _ = _burst_while_down(env)
+    # Plaintext streams: the bridge cannot answer for OpenBao, so an RST.
+    assert endings == {"reset": BURST}, endings
+    assert bridge.proc.poll() is None and bridge.count(r"started tls process") == 1
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the bridge's forwarding process logs 'stream=N upstream connect failed' (shared/stream/"
+    "splice.cc) or 'cannot connect' (bridge/forward_proc.cc) at info once per stream, "
+    "unthrottled: while OpenBao is down, wrappers decide the bridge's log volume, against "
+    "shared/base/log.h's rule for events a peer can cause at will"))
+def test_FI48_a_burst_of_wrappers_while_openbao_is_down_costs_the_bridge_log_a_few_lines(env):
+    _, _, added = _burst_while_down(env)
+    # Throttled as the codec's failures are (a line per 10 s with a count).
+    assert len(added) <= 10, added[:20]
