@@ -105,6 +105,16 @@ def close_at_once(c):
     c.close()
 
 
+def never_answer(c):
+    """Reads the request and says nothing more (a stopped or wedged OpenBao),
+    until the far end gives up (bounded: 30 s)."""
+    _request_head(c)
+    c.settimeout(30)
+    for _ in range(1000):
+        if not c.recv(4096):
+            return
+
+
 HALF = 100_000  # bytes of a 200,000-byte body sent before the reset
 
 
@@ -260,14 +270,15 @@ def first_good_read(port, ctx, since, tag, within):
 
 # ---------------------------------------------------------------- the world
 class World:
-    def __init__(self, env, broker_extra=(), interval=INTERVAL):
+    def __init__(self, env, broker_extra=(), interval=INTERVAL, bridge_extra=()):
         self.env = env
         self.openbao = SwitchableOpenBao(env)
         svc_crt, svc_key = env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
         self.broker = env.broker(extra=broker_extra)
         self.bridge = env.bridge(self.broker.bridge_port, self.openbao.addr,
                                  service=(svc_crt, svc_key),
-                                 extra=["--vault-health-interval", str(interval)])
+                                 extra=["--vault-health-interval", str(interval),
+                                        *bridge_extra])
         self.broker.wait_log(r"conn=\d+ bridge connected")
         self.bridge.wait_log(r"connected to the broker")
         self.broker.wait_log(r"bridge's OpenBao: unknown -> active")
@@ -473,6 +484,40 @@ def test_FI50_openbao_answering_slowly_every_wrapper_gets_its_whole_answer_late(
     assert slowest >= SLOW - 0.5  # they did wait on OpenBao, not on something else
     # Slowness is not sickness: the node stayed active, nothing was logged as lost.
     assert w.bridge.count(r"-> unreachable") == 0, w.bridge.text()
+    w.bulk_intact()
+
+
+def test_FI50_an_openbao_that_never_answers_costs_each_wrapper_a_reset_at_a_deadline(
+        env, record_property):
+    """The limit of slow: requests that OpenBao never answers end at the
+    bridge's --stream-idle-timeout (2 s here, 300 by default), later wrappers
+    at the broker's --pending-timeout (2 s here) once the probe, unanswered
+    too, says unreachable: a reset each, never a hang."""
+    idle = pending = 2
+    w = World(env, broker_extra=["--pending-timeout", str(pending)],
+              bridge_extra=["--stream-idle-timeout", str(idle)])
+    before = w.usage()
+    w.openbao.switch(never_answer)
+    t_fault = time.monotonic()
+    arrivals = Arrivals(w.port, w.ctx, "wedged", timeout=max(idle, pending) + MARGIN)
+    detect = detect_line(w.bridge, r"OpenBao at 127\.0\.0\.1:\d+: active -> unreachable",
+                         t_fault, INTERVAL + PROBE_DEADLINE + MARGIN)
+    record_property("detect_s", round(detect, 3))
+    time.sleep(max(0.0, t_fault + DOWN_FOR - time.monotonic()))  # the fault's length
+    arrivals.stop()
+    w.check_health(before, "FI-50 never answering")
+    t_back = time.monotonic()
+    w.openbao.switch("up")
+    recover = first_good_read(w.port, w.ctx, t_back, "back", INTERVAL + PROBE_DEADLINE + MARGIN)
+    record_property("recover_s", round(recover, 3))
+    print(f"FI-50 (never answering): detect_s {detect:.3f}, recover_s {recover:.3f}")
+    wrappers = arrivals.finish()
+    # The last ones were still held when it came back, and were served.
+    outcomes = judge(wrappers, {"reset", "200"}, idle, record_property, pending)
+    resets = [x.end_at - x.start_at for x in wrappers if x.outcome == "reset"]
+    assert len(resets) >= 5, outcomes
+    # Each reset came at a deadline, not before: none was cut early.
+    assert min(resets) >= min(idle, pending) - 0.5, resets
     w.bulk_intact()
 
 
