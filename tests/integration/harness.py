@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+import kv_v2  # noqa: E402  (tests/kv_v2.py, shared with tests/upstream_standin.py)
 BUILD = Path(os.environ.get("CT_BUILD", ROOT / "build"))
 BROKER = BUILD / "cloudtaser-broker"
 BRIDGE = BUILD / "vault-bridge"
@@ -237,6 +239,10 @@ def bytes_body_sha256(n):
 
 class _KvHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, and each answer written whole (kv_v2.whole_answer): with
+    # Nagle on, a body written after its headers waits for the bridge's
+    # delayed ACK, ~40 ms on every keep-alive request, which is not OpenBao's.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -253,6 +259,22 @@ class _KvHandler(BaseHTTPRequestHandler):
                 raise
         super().setup()
 
+    def _send(self, code, obj):
+        body = b"" if obj is None else json.dumps(obj).encode()
+        self.wfile.write(kv_v2.whole_answer(code, self.responses.get(code, ("",))[0], body,
+                                            close=self.close_connection))
+
+    def _authorised(self):
+        up = self.server.outer
+        if up.token is None or self.headers.get("X-Vault-Token") == up.token:
+            return True
+        self._send(403, {"errors": ["permission denied"]})
+        return False
+
+    def _slow(self):
+        if self.server.outer.answer_delay:
+            time.sleep(self.server.outer.answer_delay)
+
     def do_GET(self):
         up = self.server.outer
         if self.path == up.health_path:
@@ -263,20 +285,24 @@ class _KvHandler(BaseHTTPRequestHandler):
             # A probe's connection (Connection: close, one request) is the
             # bridge's own, not a stream's: `accepts` counts streams only.
             up.accepts -= 1
-            body = json.dumps({"initialized": up.health_code != 501,
-                               "sealed": up.health_code == 503,
-                               "standby": up.health_code in (429, 473)}).encode()
-            self.send_response(up.health_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(up.health_code, {"initialized": up.health_code != 501,
+                                        "sealed": up.health_code == 503,
+                                        "standby": up.health_code in (429, 473)})
             return
         up.requests += 1
+        self._slow()
         if self.path.startswith("/v1/secret/data/"):
+            if not self._authorised():
+                return
+            # A secret written here (kv_v2.KvStore) reads back as written;
+            # any other name has a made-up one, version 1.
+            stored = up.store.read(self.path)
+            if stored is not None:
+                self._send(*stored)
+                return
             name = self.path.rsplit("/", 1)[1]
-            body = json.dumps({"data": {"data": {"name": name, "password": "s3cr3t-" + name},
-                                        "metadata": {"version": 1}}}).encode()
+            self._send(200, {"data": {"data": {"name": name, "password": "s3cr3t-" + name},
+                                      "metadata": {"version": 1}}})
         elif self.path.startswith("/bytes/") or self.path.startswith("/bytes-close/"):
             # /bytes-close/N: no Content-Length, the body ends where the
             # connection does (close-delimited), so only the ending tells a
@@ -299,25 +325,53 @@ class _KvHandler(BaseHTTPRequestHandler):
                     sent += len(part)
             except OSError:
                 pass
-            return
         else:
-            self.send_error(404)
+            self._send(404, {"errors": []})
+
+    def _write(self):
+        """KV v2 write (POST or PUT): a new version, answered as OpenBao does."""
+        up = self.server.outer
+        up.requests += 1
+        try:
+            body = kv_v2.read_body(self.headers, self.rfile)
+        except kv_v2.BodyError as e:
+            self.close_connection = True
+            self._send(e.code, {"errors": [str(e)]})
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._slow()
+        name = kv_v2.KvStore.name_of(self.path)
+        if name is None:
+            self._send(404, {"errors": []})
+        elif self._authorised():
+            self._send(*up.store.write(name, body))
+
+    do_POST = _write
+    do_PUT = _write
+
+    def do_DELETE(self):
+        up = self.server.outer
+        up.requests += 1
+        name = kv_v2.KvStore.name_of(self.path)
+        if name is None:
+            self._send(404, {"errors": []})
+        elif self._authorised():
+            if not up.store.has(name):  # a made-up secret: its version 1 goes
+                up.store.seed(name, {"name": name, "password": "s3cr3t-" + name})
+            self._send(*up.store.delete(name))
 
 
 class KvUpstream:
-    """A stand-in for OpenBao's KV v2 read path, plus /bytes/N for bulk, and
-    its health endpoint (`health_path`) answering `health_code`. With
+    """A stand-in for OpenBao's KV v2 engine (tests/kv_v2.py: reads, writes
+    by POST or PUT, `Expect: 100-continue`, soft deletes), plus /bytes/N for
+    bulk, and its health endpoint (`health_path`) answering `health_code`. With
     `tls=(crt, key)` it is an https:// listener (as OpenBao's usually is),
     `tls_max` caps its TLS version (e.g. ssl.TLSVersion.TLSv1_2)."""
 
     def __init__(self, port=0, health_code=200, health_path="/v1/sys/health", tls=None,
-                 tls_max=None):
+                 tls_max=None, token=None):
+        self.token = token  # when set, secret requests without it get 403
+        self.store = kv_v2.KvStore()  # what clients wrote (POST/PUT), read back by GET
+        self.answer_delay = 0.0  # seconds before each answer but the health probe's
         self.accepts = 0  # connections taken for streams (health probes not counted)
         self.requests = 0  # requests other than health probes
         self.health_probes = 0
