@@ -74,8 +74,8 @@ class ForwardProcess final : public ChildBase {
     bool in_progress = false;
     auto r = connect_tcp(upstream_, &in_progress);
     if (!r) {
-      LOG_INFO("stream=%u uid=%s cannot connect to %s: %s", id, uid.c_str(),
-               upstream_.str().c_str(), r.what().c_str());
+      LOG_INFO_THROTTLED(connect_log_, "stream=%u uid=%s cannot connect to %s: %s", id, uid.c_str(),
+                         upstream_.str().c_str(), r.what().c_str());
       const int err = r.error().code;
       l.session().reset(id,
                         err == EMFILE || err == ENFILE ? Code::kResource : Code::kUpstreamRefused);
@@ -167,6 +167,7 @@ class ForwardProcess final : public ChildBase {
   }
 
   SockAddr upstream_;
+  log::Throttle connect_log_;  // "cannot connect": OpenBao down fails every wrapper
   SpliceTable splices_{loop_};
   // Streams opened by the TLS process whose first byte has not come yet.
   // With the origin its OPEN carried.

@@ -165,6 +165,15 @@ class TlsProcess final : public ChildBase {
     }
   }
 
+  // A dialled connection whose fd we could not take (out of fds): a failed
+  // dial, retried with backoff; the links we have and their streams go on.
+  bool on_fd_lost(const IpcMessage& m) noexcept override {
+    if (m.type != Msg::kDialed) return false;
+    next_beacon();
+    return dial_.on_dial_failed(
+        "the TLS process is out of file descriptors to take the dialled connection", Clock::now());
+  }
+
   void on_drain() noexcept override {
     dial_.drain();
     health_.stop();

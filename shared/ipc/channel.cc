@@ -219,12 +219,18 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
       fds.emplace_back(f);
     }
   }
-  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+  const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
+  // Control data cut short while there was room for more fds than arrived:
+  // the kernel could not install an fd into this process (its fd limit,
+  // FI-57), which says nothing against the sender. A message that is valid
+  // with the one fd it should carry comes out as kFdLost, without it.
+  const bool fd_lost =
+      (mh.msg_flags & MSG_TRUNC) == 0 && (mh.msg_flags & MSG_CTRUNC) != 0 && fds.empty();
+  if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 && !fd_lost) {
     *why = "truncated datagram or control data";
     return Recv::kBad;
   }
-  const Bytes datagram(rbuf_.get(), static_cast<size_t>(n));
-  auto checked = ipc_check(datagram, static_cast<int>(fds.size()), rules_.rules());
+  auto checked = ipc_check(datagram, fd_lost ? 1 : static_cast<int>(fds.size()), rules_.rules());
   Result<void> admitted = checked ? rules_.admit(checked->type) : checked.status();
   // The buffer is reused for the life of the channel: no copy of a MATERIAL
   // (the key) stays in it.
@@ -234,6 +240,10 @@ IpcChannel::Recv IpcChannel::recv(IpcMessage* out, std::string* why) {
     return Recv::kBad;
   }
   *out = std::move(checked).value();
+  if (fd_lost) {
+    *why = "the fd it carried could not be received (out of file descriptors)";
+    return Recv::kFdLost;
+  }
   if (!fds.empty()) out->fd = std::move(fds.front());
   return Recv::kMessage;
 }

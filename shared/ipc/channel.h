@@ -120,8 +120,11 @@ class IpcChannel {
   // receiving process is treated as dead (the parent restarts it).
   bool failed() const { return failed_; }
 
-  enum class Recv { kMessage, kAgain, kClosed, kBad };
+  enum class Recv { kMessage, kAgain, kClosed, kBad, kFdLost };
   // Receives one message. kBad sets *why; the caller ends its process.
+  // kFdLost: a valid message whose fd this process could not take (it is
+  // at its fd limit); *out holds it without the fd, *why says so. The
+  // caller drops it if it can (a dial that failed), else ends its process.
   Recv recv(IpcMessage* out, std::string* why);
 
   int fd() const { return fd_.get(); }

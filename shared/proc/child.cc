@@ -85,6 +85,13 @@ void ChildBase::on_io(uint32_t events) noexcept {
       exit_child(0);
       return;
     }
+    if (r == IpcChannel::Recv::kFdLost) {
+      if (on_fd_lost(m)) continue;
+      LOG_ERROR("control message %u from the parent: %s; exiting", static_cast<unsigned>(m.type),
+                why.c_str());
+      exit_child(1);
+      return;
+    }
     if (r == IpcChannel::Recv::kBad) {
       LOG_ERROR("bad control message from the parent: %s; exiting", why.c_str());
       exit_child(1);

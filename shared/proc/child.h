@@ -41,6 +41,13 @@ class ChildBase : public Loop::Handler, public Link::Owner {
   // budget are set; PEER_RING, PEER_CHANNEL, DRAIN and PING never do.
   // Returning false means "not allowed now": the child exits (error policy).
   virtual bool on_message(IpcMessage& m) noexcept = 0;
+  // `m` came without the fd it carried: this process is at its fd limit
+  // (IpcChannel::Recv::kFdLost). True: handled (e.g. a dial counted as
+  // failed); false: the process exits and its parent restarts it.
+  virtual bool on_fd_lost(const IpcMessage& m) noexcept {
+    (void)m;
+    return false;
+  }
   // local_ is a new data channel (the old one, if any, was closed first).
   virtual void on_data_channel() noexcept {}
   // DRAIN arrived (once): stop taking new work; the open streams finish.

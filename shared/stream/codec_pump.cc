@@ -82,6 +82,7 @@ bool CodecPump::run(StreamCodec& c, Session& sa, uint32_t a, Session& sb, uint32
       const size_t n = c.take_inner(std::span<uint8_t>(buf, std::min(cap, sizeof buf)));
       if (n == 0) break;
       sb.send(b, Bytes(buf, n), false);
+      inner_sent_ += n;
       progress = true;
     }
     if (c.failed()) break;

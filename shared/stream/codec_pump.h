@@ -77,6 +77,8 @@ class CodecPump {
   bool run_outer(StreamCodec& c, Session& sa, uint32_t a);
   // Both FINs were forwarded: both sessions are done with the streams.
   bool done() const { return inner_fin_sent_ && from_inner_.fin_sent; }
+  // Plaintext bytes sent towards `b` so far (the wrapper's request).
+  uint64_t inner_bytes_sent() const { return inner_sent_; }
 
  private:
   RelayDir from_inner_;
@@ -84,6 +86,7 @@ class CodecPump {
   uint64_t outer_credited_ = 0;  // outer bytes already consumed on `a`
   bool inner_fin_sent_ = false;  // FIN sent towards `b`
   bool outer_closing_ = false;   // close_inner() done: close_notify queued towards `a`
+  uint64_t inner_sent_ = 0;      // bytes sent towards `b`
 };
 
 }  // namespace ct

@@ -133,6 +133,14 @@ void RelayTable::on_fin(Link* from, uint32_t id) {
     return;
   }
   const bool from_a = (r->a.link == from && r->a.id == id);
+  if (r->codec && !from_a && r->codec->established() && !r->inner_seen &&
+      r->pump.inner_bytes_sent() > 0) {
+    // OpenBao read the request and closed without a byte of answer. Passed
+    // on, that is a clean TLS end with nothing in it, which a client may
+    // take for the server's answer; a 502 is what it can act on (FI-49).
+    from->session().reset(id, Code::kCancel);
+    return answer_unreachable(r, "vault-bridge: OpenBao closed the connection without answering");
+  }
   if (r->codec) {
     if (from_a)
       r->pump.outer_fin();
@@ -214,7 +222,9 @@ void RelayTable::on_reset(Link* from, uint32_t id, Code code) {
   if (r == nullptr) return;
   if (r->codec && r->codec->established() && !r->answering && !r->inner_seen && from == r->b.link &&
       id == r->b.id && (code == Code::kUpstreamRefused || code == Code::kResource)) {
-    return answer_unreachable(r, code);
+    return answer_unreachable(r, code == Code::kResource
+                                     ? "vault-bridge: out of resources for a connection to OpenBao"
+                                     : "vault-bridge: OpenBao cannot be reached from the bridge");
   }
   // The stream is already gone from `from`'s session; reset only the other end.
   Relay::End& other = (r->a.link == from && r->a.id == id) ? r->b : r->a;
@@ -263,14 +273,11 @@ void RelayTable::codec_failed(Relay* r, uint64_t* counter, const char* what,
   reset(r, counter == &codec_failures_.timeout ? Code::kTimeout : Code::kWrapperTls);
 }
 
-void RelayTable::answer_unreachable(Relay* r, Code code) {
+void RelayTable::answer_unreachable(Relay* r, const std::string& why) {
   // `b` is gone from its session already: forget it.
   ends_.erase(StreamKey{r->b.link, r->b.id});
   r->b = {};
   r->answering = true;
-  const std::string why = code == Code::kResource
-                              ? "vault-bridge: out of resources for a connection to OpenBao"
-                              : "vault-bridge: OpenBao cannot be reached from the bridge";
   const std::string body = "{\"errors\":[\"" + why + "\"]}\n";
   const std::string resp =
       "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"

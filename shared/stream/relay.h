@@ -125,7 +125,8 @@ class RelayTable {
   // In TLS-terminating mode, OpenBao unreachable: a 502 the client's HTTP
   // stack understands (and retries, as against OpenBao itself) instead of a
   // reset it cannot tell from a broken tunnel.
-  void answer_unreachable(Relay* r, Code code);
+  // OpenBao read the request and closed without answering: the same, saying so.
+  void answer_unreachable(Relay* r, const std::string& why);
   void pump_answer(Relay* r);
   void codec_failed(Relay* r, uint64_t* counter, const char* what, const std::string& why);
   // Keyed by the first end, which never changes; ends_ indexes both ends

@@ -91,7 +91,11 @@ void Splice::on_io(uint32_t events) noexcept {
   if (connecting_) {
     const int err = socket_error(fd_.get());
     if (err != 0) {
-      LOG_INFO("stream=%u upstream connect failed: %s", id_, std::strerror(err));
+      // One line per 10 s: while OpenBao is down every wrapper fails here,
+      // and wrappers must not decide our log volume.
+      static log::Throttle connect_failed_log;
+      LOG_INFO_THROTTLED(connect_failed_log, "stream=%u upstream connect failed: %s", id_,
+                         std::strerror(err));
       if (!link_.closed()) link_.session().reset(id_, Code::kUpstreamRefused);
       return finish(false);
     }

@@ -14,7 +14,9 @@ restart), none of them busy-loops (CPU from /proc/PID/stat), their logs stay
 a few lines a second, and once OpenBao is back the next wrapper is served
 (recover_s); where the daemons notice the fault, detect_s is how long that
 took (the bridge's log line, or the first wrapper's reset). Two defects
-found here are strict xfails, each with its reason.
+found here were fixed with these tests: an empty clean end when OpenBao
+closed without answering (now the 502), and a log line per wrapper while
+OpenBao is down (now throttled).
 """
 import hashlib
 import socket
@@ -428,19 +430,13 @@ def test_FI49_openbao_refusing_connections_wrappers_get_an_error_never_a_hang(
     recover = first_good_read(w.port, w.ctx, t_back, "back", INTERVAL + PROBE_DEADLINE + MARGIN)
     record_property("recover_s", round(recover, 3))
     print(f"FI-49 ({how}): detect_s {detect:.3f}, recover_s {recover:.3f}")
-    # "empty" (a clean TLS end before any byte) for a connection OpenBao
-    # read and closed without answering: not yet the 502 or reset it should
-    # be (test_FI49_openbao_closing_without_an_answer_is_a_502_or_a_reset_not_an_empty_end).
-    allowed = {"200", "502", "reset"} | ({"empty"} if how == "fin" else set())
+    # Never "empty" (a clean TLS end before any byte), also for a connection
+    # OpenBao read and closed without answering: that is the bridge's 502.
+    allowed = {"200", "502", "reset"}
     judge(arrivals.finish(), allowed, 0, record_property)
     w.bulk_intact()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "with --service-cert, OpenBao closing (FIN) a connection it read a request from without "
-    "a byte of answer reaches the wrapper as a clean TLS end (close_notify, then FIN) with "
-    "nothing in it: shared/stream/relay.cc answers the 502 only for UPSTREAM_REFUSED/RESOURCE "
-    "and passes an upstream FIN before any byte through as the end of the answer"))
 def test_FI49_openbao_closing_without_an_answer_is_a_502_or_a_reset_not_an_empty_end(env):
     w = World(env, interval=5)  # the default interval: room between two probes
     probes = w.openbao.kv.health_probes
@@ -629,11 +625,6 @@ def test_FI48_a_burst_of_wrappers_while_openbao_is_down_is_reset_at_once(env):
     assert bridge.proc.poll() is None and bridge.count(r"started tls process") == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the bridge's forwarding process logs 'stream=N upstream connect failed' (shared/stream/"
-    "splice.cc) or 'cannot connect' (bridge/forward_proc.cc) at info once per stream, "
-    "unthrottled: while OpenBao is down, wrappers decide the bridge's log volume, against "
-    "shared/base/log.h's rule for events a peer can cause at will"))
 def test_FI48_a_burst_of_wrappers_while_openbao_is_down_costs_the_bridge_log_a_few_lines(env):
     _, _, added = _burst_while_down(env)
     # Throttled as the codec's failures are (a line per 10 s with a count).

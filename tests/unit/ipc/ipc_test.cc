@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -274,6 +275,41 @@ TEST(IpcChannel, TruncatedControlDataIsBadAndNothingLeaks) {
   EXPECT_EQ(c.child.recv(&m, &why), IpcChannel::Recv::kBad);
   EXPECT_NE(why.find("truncated"), std::string::npos) << why;
   EXPECT_EQ(open_fd_count(), before);
+}
+
+// FI-57: at its fd limit a process cannot take an fd it is sent; the kernel
+// cuts the control data short. That is this process's state, not a bad
+// sender: the message comes out as kFdLost, without the fd, and nothing leaks.
+TEST(IpcChannel, FI57_AnFdThisProcessCannotTakeIsLostNotBad) {
+  Channels c;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = open_fd_count() + 8;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<UniqueFd> filler;  // every fd number below the limit taken
+  for (int i = 0; i < 64; i++) {
+    const int f = dup(rd.get());
+    if (f < 0) break;
+    filler.emplace_back(f);
+  }
+  send_with_fds(c.parent.fd(), {wr.get()});  // IpcChannel::send would dup it: no fd left
+  IpcMessage m;
+  std::string why;
+  const auto r = c.child.recv(&m, &why);
+  filler.clear();
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(r, IpcChannel::Recv::kFdLost) << why;
+  EXPECT_EQ(m.type, Msg::kListener);
+  EXPECT_FALSE(m.fd.valid());
+  EXPECT_NE(why.find("out of file descriptors"), std::string::npos) << why;
+  // The channel goes on: the next message arrives with its fd.
+  ASSERT_TRUE(c.parent.send(Msg::kListener, {}, wr.get()));
+  EXPECT_EQ(c.child.recv(&m, &why), IpcChannel::Recv::kMessage) << why;
+  EXPECT_TRUE(m.fd.valid());
 }
 
 TEST(IpcChannel, PassingABadFdFailsAtSend) {
