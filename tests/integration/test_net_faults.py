@@ -17,7 +17,6 @@ gives a connect up at the 10 s dial deadline; it looks the broker's name up on e
 """
 import hashlib
 import socket
-import threading
 import time
 
 import pytest
@@ -205,6 +204,14 @@ def _wait_after(daemon, pattern, start, timeout):
                     f"/{pattern}/ in {daemon.log_path.name}")
 
 
+def _gone(pid):
+    """The process has exited (gone, or a zombie not yet reaped)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _recover(tun, broker, since, bound, what):
     wait_for(lambda: tun.kv_ok(broker.service_port, "after", timeout=3), bound, what)
     return time.monotonic() - since
@@ -346,7 +353,12 @@ def test_FI56_the_bridge_follows_the_brokers_name_to_a_new_address(tun, record_p
     tun.w.hosts_file("vault", f"127.0.0.1 localhost\n{CLUSTER_IP2} {NAME}\n")
     t_fault = time.monotonic()
     if how == "killed":
+        kids = old.children()
         old.kill()
+        # Its TLS process closes the link as it dies (FIN or RST from the old address): the
+        # address goes only once every process of it is gone, as when a pod is deleted.
+        wait_for(lambda: all(_gone(p) for p in kids.values()), 5,
+                 "the old broker's processes to exit")
     netns.run("ip", "-n", tun.w.ns["cluster"], "addr", "del", f"{CLUSTER_IP}/24", "dev", "hc")
     _wait_after(bridge, r"link to the broker lost", b0,
                 QUICK_BOUND if how == "killed" else DEAD_PEER_BOUND)

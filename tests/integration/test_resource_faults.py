@@ -12,7 +12,6 @@ import random
 import re
 import resource
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BYTES_CHUNK, Broker, bytes_body_sha256, free_port, http_get, kv_ok, wait_for
+from harness import bytes_body_sha256, free_port, kv_ok, wait_for
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (prlimit, cgroups)")
 
