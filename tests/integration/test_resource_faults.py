@@ -301,12 +301,28 @@ class MemCgroup:
                 time.sleep(0.1)
 
 
+PATTERN = bytes(range(256)) * 4097  # the /bytes body: offset k holds k % 256
+
+
+def _mismatches(data, offset):
+    """Bytes of `data`, at body offset `offset`, that differ from the /bytes body."""
+    bad = 0
+    for i in range(0, len(data), 1 << 20):
+        part = data[i:i + (1 << 20)]
+        start = (offset + i) % 256
+        want = PATTERN[start:start + len(part)]
+        if part != want:
+            bad += sum(1 for a, b in zip(part, want) if a != b)
+    return bad
+
+
 class Reader:
     """A wrapper GETting /bytes/N that may stop reading (`stall`) and resume; it checks the
     body against its sha256 and counts what it got."""
 
     def __init__(self, port, n, src, stall_after=None):
         self.n, self.got, self.ok, self.error = n, 0, None, None
+        self.corrupted = 0  # bytes that differ from the body at their offset
         self.stall_after = stall_after
         self.resume = threading.Event()
         self.stalled = threading.Event()
@@ -328,6 +344,7 @@ class Reader:
                 buf += b
             body = buf.split(b"\r\n\r\n", 1)[1]
             h = hashlib.sha256(body)
+            self.corrupted += _mismatches(body, 0)
             self.got = len(body)
             while self.got < self.n:
                 if self.stall_after is not None and self.got >= self.stall_after \
@@ -338,6 +355,7 @@ class Reader:
                 if not b:
                     break
                 h.update(b)
+                self.corrupted += _mismatches(b, self.got)
                 self.got += len(b)
             s.close()
             self.ok = self.got == self.n and h.hexdigest() == bytes_body_sha256(self.n)
@@ -346,69 +364,128 @@ class Reader:
             self.ok = False
 
 
-@needs_root
-@pytest.mark.parametrize("daemon_name", ["broker", "bridge"])
-def test_FI58_under_a_memory_cgroup_limit_buffers_stay_bounded_and_nothing_is_oom_killed(
-        env, tmp_path, monkeypatch, record_property, daemon_name):
-    """FI-58: the whole daemon (parent and children) in a memory cgroup limited to its
-    working set plus its two processes' credit budgets (--memory-budget 8 MiB each) plus
-    24 MiB. 32 wrappers start 16 MiB downloads and stop reading (what an unbounded buffer
-    would hold: 512 MiB) while 4 others read 16 MiB each. The design bounds what a process
-    buffers by its credit budget: the kernel never OOM-kills a child, no process restarts,
-    and every body, the stalled ones once resumed, arrives intact."""
+def _memory_load(env, tmp_path, monkeypatch, daemon_name, headroom):
+    """The daemon `daemon_name` (parent and children) in a memory cgroup limited to its
+    working set plus headroom(budget); 32 wrappers start 16 MiB downloads and stop reading
+    (what an unbounded buffer would hold: 512 MiB) while 4 others read 16 MiB each; after
+    3 s the stalled ones resume. Returns what happened; the caller closes the env."""
     import harness
     raise_own_nofile(4096)
     cg = MemCgroup()
+    env_cg.append(cg)
+    budget = 8
+    binary = harness.BROKER if daemon_name == "broker" else harness.BRIDGE
+    monkeypatch.setattr(harness, "BROKER" if daemon_name == "broker" else "BRIDGE",
+                        cg.launcher(tmp_path, binary))
+    other = "4"  # the other daemon's budget small, so the one under test holds the data
+    broker, bridge, up = env.tunnel(
+        broker_extra=["--memory-budget", str(budget) if daemon_name == "broker" else other],
+        bridge_extra=["--memory-budget", str(budget) if daemon_name == "bridge" else other])
+    d = broker if daemon_name == "broker" else bridge
+    r = {"d": d, "kids": d.children(), "port": broker.service_port, "n": 16 << 20, "cg": cg}
+    port = broker.service_port
+    assert Reader(port, 4 << 20, "127.0.0.2").t.join(30) is None
+    r["limit"] = cg.usage() + headroom(budget << 20)
+    cg.limit(r["limit"])
+    cg.reset_peak()
+    r["mark"] = len(d.text())
+    r["t_load"] = t_load = time.monotonic()
+    r["wall_load"] = time.time()
+    stalled = [Reader(port, r["n"], f"127.0.0.{10 + i}", stall_after=64 << 10) for i in range(32)]
+    readers = [Reader(port, r["n"], f"127.0.0.{50 + i}") for i in range(4)]
+    wait_for(lambda: all(x.stalled.is_set() or x.ok is not None for x in stalled), 30,
+             "the stalled readers to get going")
+    end = time.monotonic() + 90
+    for x in readers:
+        x.t.join(max(0.1, end - time.monotonic()))
+    # Held stalled for a while with every window full (the pressure), then resumed.
+    wait_for(lambda: time.monotonic() - t_load >= 3, 5, "3 s of stall", interval=0.1)
+    r["held_peak"] = cg.peak()
+    for x in stalled:
+        x.resume.set()
+    end = time.monotonic() + 90
+    for x in stalled:
+        x.t.join(max(0.1, end - time.monotonic()))
+    r["all"] = readers + stalled
+    assert not any(x.t.is_alive() for x in r["all"]), "a wrapper was left hanging"
+    r["peak"] = cg.peak()
+    r["oom"] = cg.oom_kills()
+    return r
+
+
+env_cg = []
+
+
+def _utc_seconds(stamp):
+    """A log line's timestamp (2026-12-02T11:03:11.854Z) in unix seconds."""
+    import calendar
+    whole, frac = stamp.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(frac) / 1000
+
+
+@pytest.fixture
+def cgroups():
+    yield
+    while env_cg:
+        env_cg.pop().close()
+
+
+@needs_root
+@pytest.mark.parametrize("daemon_name", ["broker", "bridge"])
+def test_FI58_under_a_memory_cgroup_limit_buffers_stay_bounded_and_nothing_is_oom_killed(
+        env, tmp_path, monkeypatch, record_property, cgroups, daemon_name):
+    """FI-58: the limit is the daemon's working set plus its two processes' credit budgets
+    (--memory-budget 8 MiB each) plus 32 MiB of allocator slack and kernel memory (peaks seen:
+    23-41 MiB over a 6 MiB working set). The design bounds what a process buffers by its
+    credit budget: the kernel never OOM-kills a child, no process restarts, and every body,
+    the stalled ones once resumed, arrives intact."""
     try:
-        budget = 8
-        binary = harness.BROKER if daemon_name == "broker" else harness.BRIDGE
-        monkeypatch.setattr(harness, "BROKER" if daemon_name == "broker" else "BRIDGE",
-                            cg.launcher(tmp_path, binary))
-        other = "4"  # the other daemon's budget small, so the one under test holds the data
-        broker, bridge, up = env.tunnel(
-            broker_extra=["--memory-budget", str(budget) if daemon_name == "broker" else other],
-            bridge_extra=["--memory-budget", str(budget) if daemon_name == "bridge" else other])
-        d = broker if daemon_name == "broker" else bridge
-        kids = d.children()
-        port = broker.service_port
-        assert Reader(port, 4 << 20, "127.0.0.2").t.join(30) is None
-        base = cg.usage()
-        limit = base + 2 * (budget << 20) + (24 << 20)
-        cg.limit(limit)
-        cg.reset_peak()
-        n = 16 << 20
-        t_load = time.monotonic()
-        stalled = [Reader(port, n, f"127.0.0.{10 + i}", stall_after=64 << 10) for i in range(32)]
-        readers = [Reader(port, n, f"127.0.0.{50 + i}") for i in range(4)]
-        wait_for(lambda: all(r.stalled.is_set() or r.ok is not None for r in stalled), 30,
-                 "the stalled readers to get going")
-        end = time.monotonic() + 90
-        for r in readers:
-            r.t.join(max(0.1, end - time.monotonic()))
-        # Held stalled for a while with every window full (the pressure), then resumed.
-        wait_for(lambda: time.monotonic() - t_load >= 3, 5, "3 s of stall", interval=0.1)
-        held_peak = cg.peak()
-        for r in stalled:
-            r.resume.set()
-        end = time.monotonic() + 90
-        for r in stalled:
-            r.t.join(max(0.1, end - time.monotonic()))
-        peak = cg.peak()
-        record_property("peak_mib", round(peak / (1 << 20), 1))
-        record_property("limit_mib", round(limit / (1 << 20), 1))
-        oom = cg.oom_kills()
-        bad = [(r.got, r.error) for r in readers + stalled if not r.ok]
-        record_property("lost_bytes", sum(n - r.got for r in readers + stalled if not r.ok))
-        record_property("corrupted_bytes", 0 if not bad else sum(1 for r in bad))
-        assert oom == 0, f"the kernel OOM-killed {oom} process(es) of the {daemon_name}"
-        assert not bad, bad
-        assert d.children() == kids, "a process was restarted"
-        assert held_peak <= limit and peak <= limit
+        r = _memory_load(env, tmp_path, monkeypatch, daemon_name,
+                         lambda budget: 2 * budget + (32 << 20))
+        record_property("peak_mib", round(r["peak"] / (1 << 20), 1))
+        record_property("limit_mib", round(r["limit"] / (1 << 20), 1))
+        n = r["n"]
+        record_property("lost_bytes", sum(n - x.got for x in r["all"] if not x.ok))
+        record_property("corrupted_bytes", sum(x.corrupted for x in r["all"]))
+        assert r["oom"] == 0, f"the kernel OOM-killed {r['oom']} process(es) of the {daemon_name}"
+        assert all(x.ok for x in r["all"]), [(x.got, x.error) for x in r["all"] if not x.ok]
+        assert r["d"].children() == r["kids"], "a process was restarted"
+        assert r["held_peak"] <= r["limit"] and r["peak"] <= r["limit"]
     finally:
         env.close()
         env.daemons.clear()
         env.upstreams.clear()
-        cg.close()
+
+
+@needs_root
+@pytest.mark.parametrize("daemon_name", ["broker", "bridge"])
+def test_FI58_a_limit_below_the_budget_oom_kills_a_child_the_parent_restarts_it_and_serves(
+        env, tmp_path, monkeypatch, record_property, cgroups, daemon_name):
+    """FI-58, a limit set too tight (working set plus 6 MiB, under one process's budget): the
+    kernel OOM-kills a child under the load. The parent survives, restarts it, and the daemon
+    serves again under the same limit; no wrapper gets a corrupted body (each either reads its
+    whole body intact or sees its stream end with an error), none is left hanging."""
+    try:
+        r = _memory_load(env, tmp_path, monkeypatch, daemon_name, lambda budget: 6 << 20)
+        d = r["d"]
+        assert r["oom"] >= 1, "the limit did not bite: nothing was OOM-killed"
+        killed = d.wait_log(r"(\S+Z) \S+\[parent\] warn: (tls|forward) process pid=\d+ "
+                            r"killed by signal 9", 10)
+        # From the load's start to the parent's line (its timestamp: the test saw it later).
+        record_property("detect_s", round(_utc_seconds(killed.group(1)) - r["wall_load"], 3))
+        assert d.proc.poll() is None, "the parent died"
+        t0 = time.monotonic()
+        wait_for(lambda: set(d.children()) == {"tls", "forward"}, 10, "the children restarted")
+        wait_for(lambda: kv_ok(r["port"], "after-oom", timeout=3), 30,
+                 "a read under the same limit after the restart")
+        record_property("recover_s", round(time.monotonic() - t0, 3))
+        record_property("corrupted_bytes", sum(x.corrupted for x in r["all"]))
+        assert sum(x.corrupted for x in r["all"]) == 0
+        assert killed.group(2) in ("tls", "forward")
+    finally:
+        env.close()
+        env.daemons.clear()
+        env.upstreams.clear()
 
 
 # ---------------------------------------------------------------- FI-59 500 wrappers
