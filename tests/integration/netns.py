@@ -116,6 +116,12 @@ class World:
                   "fault", "syns").stdout
         return int(re.search(r"packets (\d+)", out).group(1))
 
+    def unacked(self, host, peer):
+        """Segments sent and not yet acknowledged on `host`'s connection to peer (ip:port)."""
+        out = run("ip", "netns", "exec", self.ns[host], "ss", "-tinH", "dst", peer).stdout
+        m = re.search(r"\bunacked:(\d+)", out)
+        return int(m.group(1)) if m else 0
+
     # ------------------------------------------------------------ names
     def hosts_file(self, host, text):
         """/etc/hosts as `ip netns exec` shows it to processes on `host`. Written in place

@@ -230,6 +230,10 @@ def _partition_and_heal(tun, record_property, kind, direction, hold=None, while_
 
     t_fault = time.monotonic()
     tun.w.fault(kind, direction)
+    if kind == "drop" and direction == "both":
+        # Data in flight: the bridge's link socket holds segments the broker never ACKs.
+        wait_for(lambda: tun.w.unacked("vault", f"{CLUSTER_IP}:{LINK_PORT}"), 5,
+                 "un-ACKed data on the bridge's link")
     during = Attempt(tun, broker.service_port, "during")
     bound = QUICK_BOUND if kind == "reset" else DEAD_PEER_BOUND
     _wait_after(bridge, r"link to the broker lost", b0, bound + 5)
