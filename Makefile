@@ -36,7 +36,7 @@ PYTHON    ?= /usr/bin/python3
 # missing when run as root and otherwise prints the apt-get line.
 DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
              libgtest-dev libclang-rt-14-dev python3 python3-pytest curl openssl strace gdb \
-             iproute2 procps util-linux
+             iproute2 procps util-linux nftables
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
 .PHONY: all deps test clang-build unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
