@@ -44,6 +44,9 @@ inline constexpr uint32_t kDefaultStreamWindow = 1024 * 1024;
 // half the process's memory budget, so with the broker's default 32 MiB a
 // stream reaches 16 MiB only while nothing else holds the budget.
 inline constexpr uint32_t kMaxAutoStreamWindow = 16 * 1024 * 1024;
+// While auto-tuned streams move data, a PING at most this often keeps the
+// round trip current (a path that grew longer must not leave windows small).
+inline constexpr auto kAutoTunePingInterval = std::chrono::seconds(1);
 // Streams between the two processes of one host (the data channel), for the
 // same reason.
 inline constexpr uint32_t kLocalStreamWindow = 1024 * 1024;

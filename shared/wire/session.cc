@@ -315,9 +315,11 @@ void Session::on_ping(const Frame& f, TimePoint now) {
     if (ping_outstanding_ == 0 || opaque != ping_outstanding_) return glitch();
     ping_outstanding_ = 0;
     stats_.pongs_in++;
-    // The least sample: queueing behind bulk data only makes one longer.
+    // The lesser of the last two samples: one delayed behind bulk data does
+    // not count alone, and a path that became longer is followed at once.
     const Duration sample = std::max<Duration>(now - ping_sent_at_, std::chrono::microseconds(1));
-    rtt_ = rtt_ == Duration::zero() ? sample : std::min(rtt_, sample);
+    rtt_ = last_rtt_sample_ == Duration::zero() ? sample : std::min(last_rtt_sample_, sample);
+    last_rtt_sample_ = sample;
     return;
   }
   encode_ping(out_, opaque, true);
@@ -593,6 +595,9 @@ void Session::consume(uint32_t stream, size_t n) {
 
 void Session::measure_consumption(Stream& s, size_t n) {
   s.epoch_bytes += n;
+  // A stream moving data keeps the round trip fresh: a PING a second at
+  // most, not only the keepalive's every 5 s.
+  if (ping_outstanding_ == 0 && now_ - last_ping_ >= limits::kAutoTunePingInterval) send_ping(now_);
   if (rtt_ == Duration::zero() || now_ - s.epoch_at < rtt_) return;
   // Consumed at more than half the limit per round trip: the sender is held
   // by the window, not by the path or the reader, so the window doubles

@@ -83,8 +83,9 @@ struct SessionConfig {
   uint32_t pooled_initial_window = limits::kPooledInitialWindow;
   // Window auto-tuning (docs/protocol.md §4), with a pool only: a stream whose
   // data is consumed at more than half its window per round trip doubles its
-  // window, up to this (and half the pool); the round trip is the least one a
-  // PING measured (one goes out with readiness). 0: the window stays at
+  // window, up to this (and half the pool); the round trip is the lesser of
+  // the last two a PING measured (one goes out with readiness, then one a
+  // second while streams move data). 0: the window stays at
   // stream_window (data channels, where a round trip is microseconds).
   uint32_t max_stream_window = 0;
 };
@@ -201,7 +202,8 @@ class Session {
     return peer_pins_;
   }
   const SessionStats& stats() const { return stats_; }
-  // The least round trip a PING measured; zero before the first PING ACK.
+  // The lesser of the last two round trips a PING measured; zero before the
+  // first PING ACK.
   Duration rtt() const { return rtt_; }
   Code error_code() const { return error_code_; }
   // The last OPEN reset for a malformed origin: its stream and why (for a log
@@ -312,8 +314,9 @@ class Session {
   uint64_t ping_outstanding_ = 0;  // opaque of the ping in flight, 0 when none
   uint64_t ping_seq_ = 0;
   TimePoint ping_sent_at_;  // when the ping in flight left
-  Duration rtt_{0};         // the least round trip measured
-  TimePoint now_;           // the latest time given to commit_input() or tick()
+  Duration rtt_{0};         // the lesser of the last two round trips measured
+  Duration last_rtt_sample_{0};
+  TimePoint now_;  // the latest time given to commit_input() or tick()
 
   double tokens_ = limits::kMisbehaviourBurst;
   TimePoint tokens_at_;

@@ -2076,6 +2076,18 @@ TEST(AutoTuning, OneStreamGrowsToHalfTheBudgetAtMost) {
   EXPECT_EQ(last, 2u << 20);
 }
 
+TEST(AutoTuning, APathThatGrewLongerIsFollowedWithinTwoPings) {
+  RttLink l(64u << 20, 8u << 20, 10ms);
+  for (int i = 0; i < 2; i++) {
+    l.p.now += limits::kPingInterval;
+    l.p.b.s.tick(l.p.now);  // the keepalive PING
+    l.p.move(l.p.b, l.p.a, SIZE_MAX);
+    l.p.now += 100ms;
+    l.p.move(l.p.a, l.p.b, SIZE_MAX);  // its ACK, 100 ms later
+    EXPECT_EQ(l.p.b.s.rtt(), i == 0 ? 10ms : 100ms) << "one long sample alone does not count";
+  }
+}
+
 TEST(AutoTuning, OffWithoutAMaximumNoPingWithReadinessAndTheWindowStays) {
   RttLink l(64u << 20, 0, 40ms);  // the constructor's PING exchange does not happen
   EXPECT_EQ(l.p.b.s.stats().pings_out, 0u);
