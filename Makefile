@@ -7,6 +7,7 @@
 #   make bench      throughput/latency table against a baseline measured in the same run
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make bench-split CPU per request of each process; BIN_B=<other build> for an A/B in one sitting
+#   make faults     every fault and bad input of docs/reliability.md FAULT_RUNS times; rewrites its table
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
 #
@@ -204,6 +205,16 @@ bench-bulk: all
 # CPU per request of each process; BIN_B=dir of another build for an A/B in one sitting.
 bench-split: all
 	bash tests/bench/split.sh
+
+# Every fault and bad input docs/reliability.md defines, FAULT_RUNS times each, link
+# faults at 0 and 40 ms RTT too; rewrites the results table at the end of that file.
+# FAULT_IDS=FI-,T-15 runs only those ids (and writes build/faults/table.md only).
+FAULT_RUNS ?= 20
+FAULT_IDS  ?=
+.PHONY: faults
+faults: all unit-tests
+	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --ids "$(FAULT_IDS)" --build $(BUILD) \
+	  --note "$(FAULT_NOTE)"
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
