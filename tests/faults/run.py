@@ -127,6 +127,42 @@ def _run(argv, env, timeout, log):
 GTEST_RESULT = re.compile(r"^\[\s+(OK|FAILED|SKIPPED)\s+\] (\S+) \(\d+ ms\)$", re.M)
 
 
+def _matches(full, suite, name):
+    """A result line's name is this test (or an instance of a TEST_P of it)."""
+    t = f"{suite}.{name}"
+    return full == t or full.startswith(t + "/") or full.endswith("/" + t) or f"/{t}/" in full
+
+
+def parse_gtest(text, tests, runs, label, why):
+    """Per iteration, the outcomes of `tests` ([(file, Suite, Name)]) in the output of
+    one binary run with --gtest_repeat=runs. A test (or an instance of it) without a
+    result in an iteration failed there with `why` (the binary crashed or timed out)."""
+    per_run = [[] for _ in range(runs)]
+    seen = {}  # full name -> iterations with a result
+    for m in GTEST_RESULT.finditer(text):
+        status, full = m.group(1), m.group(2)
+        if not any(_matches(full, s, n) for _, s, n in tests):
+            continue
+        k = seen.get(full, 0)
+        seen[full] = k + 1
+        if k >= runs:
+            continue
+        reason = ""
+        if status == "FAILED":
+            # This iteration's failure message: the lines after its RUN line.
+            start = text.rfind(f"[ RUN      ] {full}", 0, m.start())
+            body = text[start:m.start()].splitlines()[1:4]
+            reason = " ".join(x.strip() for x in body if x.strip())
+        per_run[k].append(Outcome(f"{label}: {full}",
+                                  {"OK": "pass", "FAILED": "fail"}.get(status, "skip"), reason))
+    for _, s, n in tests:
+        fulls = [f for f in seen if _matches(f, s, n)] or [f"{s}.{n}"]
+        for full in fulls:
+            for k in range(seen.get(full, 0), runs):
+                per_run[k].append(Outcome(f"{label}: {full}", "fail", why))
+    return per_run
+
+
 def run_unit(fault, runs, build, out_dir, timeout):
     """Per run (iteration), the outcomes of the id's unit tests."""
     per_run = [[] for _ in range(runs)]
@@ -147,34 +183,10 @@ def run_unit(fault, runs, build, out_dir, timeout):
         log = out_dir / f"{fault.id}-{binary.name}.log"
         rc, text = _run([str(binary), f"--gtest_filter={pattern}", f"--gtest_repeat={runs}",
                          "--gtest_color=no"], None, timeout * runs, log)
-        seen = {}
-        for m in GTEST_RESULT.finditer(text):
-            status, full = m.group(1), m.group(2)
-            short = next((f"{s}.{n}" for _, s, n in tests
-                          if full == f"{s}.{n}" or f"/{s}.{n}" in full or
-                          full.startswith(f"{s}.{n}/")), None)
-            if short is None:
-                continue
-            k = seen.get(full, 0)
-            seen[full] = k + 1
-            if k >= runs:
-                continue
-            reason = ""
-            if status == "FAILED":
-                # The first failure message of this test in this iteration.
-                start = text.rfind(f"[ RUN      ] {full}", 0, m.start())
-                body = text[start:m.start()].splitlines()[1:4]
-                reason = " ".join(x.strip() for x in body if x.strip())
-            per_run[k].append(Outcome(f"{binary.name}: {full}",
-                                      {"OK": "pass", "FAILED": "fail"}.get(status, "skip"),
-                                      reason))
-        for _, s, n in tests:
-            if not any(full == f"{s}.{n}" or f"/{s}.{n}" in full or full.startswith(f"{s}.{n}/")
-                       for full in seen):
-                why = ("timed out" if rc is None else
-                       f"not run by {binary.name} (exit {rc}); see {log.relative_to(ROOT)}")
-                for r in per_run:
-                    r.append(Outcome(f"{s}.{n}", "fail", why))
+        why = ("timed out" if rc is None else
+               f"did not run to its end in {binary.name} (exit {rc}); see {log.relative_to(ROOT)}")
+        for k, outcomes in enumerate(parse_gtest(text, tests, runs, binary.name, why)):
+            per_run[k] += outcomes
         if rc is None:
             for r in per_run:
                 r.append(Outcome(binary.name, "fail", f"timed out after {timeout * runs} s"))
@@ -362,14 +374,13 @@ def render(rows, args, started, emulated):
     return "\n".join(out) + "\n"
 
 
-def write_doc(table):
-    text = DOC.read_text()
+def write_doc(table, doc=DOC):
+    """Replaces what is between the document's two faults-table markers, nothing else."""
+    text = doc.read_text()
     b, e = text.find(check_ids.GENERATED_BEGIN), text.find(check_ids.GENERATED_END)
     if b < 0 or e < b:
-        raise SystemExit(f"{DOC}: no {check_ids.GENERATED_BEGIN} ... {check_ids.GENERATED_END}")
-    text = (text[:b + len(check_ids.GENERATED_BEGIN)] + "\n" + table +
-            text[e:])
-    DOC.write_text(text)
+        raise SystemExit(f"{doc}: no {check_ids.GENERATED_BEGIN} ... {check_ids.GENERATED_END}")
+    doc.write_text(text[:b + len(check_ids.GENERATED_BEGIN)] + "\n" + table + text[e:])
 
 
 # ---------------------------------------------------------------- main
