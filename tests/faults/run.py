@@ -326,7 +326,7 @@ def git_rev():
     return rev + (" with uncommitted changes" if dirty else "")
 
 
-def render(rows, args, started, emulated):
+def render(rows, args, started, emulated, rev="-"):
     ids = {r.fault.id for r in rows}
     untested = {r.fault.id for r in rows if not r.fault.unit and not r.fault.integ}
     runs = sum(r.runs for r in rows)
@@ -363,7 +363,7 @@ def render(rows, args, started, emulated):
     head = (f"**{len(ids)} ids** ({len(untested)} not yet tested), **{runs} runs, {passed} "
             f"passed**, each id's tests {args.runs} time{'s' if args.runs > 1 else ''} "
             f"(FAULT_RUNS={args.runs}); finished {finished} after {took:.0f} min on {machine()}; "
-            f"git {git_rev()}; command `{cmd}`." + (f" {args.note}" if args.note else ""))
+            f"git {rev}; command `{cmd}`." + (f" {args.note}" if args.note else ""))
     out = [head, ""] + lines
     if not emulated and any(r.rtt for r in rows):
         out += ["", f"RTT \"{args.rtt} (asked)\": the runner set CT_LINK_RTT_MS={args.rtt}, but "
@@ -423,6 +423,7 @@ def main():
     out_dir = ROOT / "build" / "faults"
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    rev = git_rev()  # what was tested: the tree as the run started
     rows = []
     for f, rtt in plan:
         row = Row(f, rtt)
@@ -440,7 +441,7 @@ def main():
             result = row.add(k, outcomes)
             print(f"faults: {f.id} rtt {rtt} ms run {k + 1}/{args.runs}: {result} "
                   f"({time.monotonic() - t0:.0f} s so far)", flush=True)
-    table = render(rows, args, started, emulated)
+    table = render(rows, args, started, emulated, rev)
     (out_dir / "table.md").write_text(table)
     print(table)
     if args.ids:
