@@ -236,8 +236,12 @@ def run_integration(fault, rtt, k, build, out_dir, timeout):
     xml = out_dir / f"{fault.id}-rtt{rtt}-run{k + 1}.xml"
     log = out_dir / f"{fault.id}-rtt{rtt}-run{k + 1}.log"
     xml.unlink(missing_ok=True)
+    # Each run's daemon logs stay under build/faults/tmp/ for a footnote's reader.
+    tmp = out_dir / "tmp" / f"{fault.id}-rtt{rtt}-run{k + 1}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     rc, text = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                     "-o", "junit_family=xunit1", f"--junitxml={xml}", *fault.integ],
+                     "-o", "junit_family=xunit1", f"--junitxml={xml}", f"--basetemp={tmp}",
+                     *fault.integ],
                     env, timeout, log)
     got = parse_junit(xml)
     if rc is None:
@@ -347,7 +351,7 @@ def render(rows, args, started, emulated, rev="-"):
         if r.first_failure:
             notes.append(f"{f.id} at {r.rtt} ms RTT: {r.runs - r.passed - r.skipped} of "
                          f"{r.runs} runs failed" + (f", {r.skipped} skipped" if r.skipped else "")
-                         + f"; first: {cell(r.first_failure)[:400]}")
+                         + f"; first: {cell(r.first_failure)[:400]} (logs: build/faults/)")
             passed_cell += f" [{len(notes)}]"
         tests = f.tests_text() if r.rtt == 0 else "; ".join(
             n.replace("tests/integration/", "") for n in f.integ)
