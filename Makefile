@@ -8,6 +8,7 @@
 #   make bench-bulk single-stream bulk only, tunnel against nginx direct (quick loop, PERF=1 profiles)
 #   make bench-split CPU per request of each process; BIN_B=<other build> for an A/B in one sitting
 #   make bench-wan  the tunnel over an emulated WAN link (tests/wan/, docs/wan.md) against a direct baseline
+#   make faults     every fault and bad input of docs/reliability.md FAULT_RUNS times; rewrites its table
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
 #
@@ -175,9 +176,11 @@ check-layers: $(BUILD)/cloudtaser-broker-forward $(BUILD)/vault-bridge-forward \
 	$(PYTHON) tests/check_layers.py --build $(BUILD) --self-test
 
 # Every test id the project cites (F-18, FI-06, ...) is defined in
-# docs/reliability.md, and every test a row there names exists.
+# docs/reliability.md, and every test a row there names exists; and make faults'
+# runner reads test output and that document as it should.
 check-ids:
 	$(PYTHON) tests/check_ids.py
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/faults/test_run.py
 
 integration: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
@@ -219,6 +222,16 @@ bench-split: all
 .PHONY: bench-wan
 bench-wan: all
 	$(PYTHON) tests/bench/wan.py
+
+# Every fault and bad input docs/reliability.md defines, FAULT_RUNS times each, link
+# faults at 0 and 40 ms RTT too; rewrites the results table at the end of that file.
+# FAULT_IDS=FI-,T-15 runs only those ids (and writes build/faults/table.md only).
+FAULT_RUNS ?= 20
+FAULT_IDS  ?=
+.PHONY: faults
+faults: all unit-tests
+	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --ids "$(FAULT_IDS)" --build $(BUILD) \
+	  --note "$(FAULT_NOTE)"
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -20,6 +20,43 @@ FAMILIES = r"(?:FI|FZ|F|L|T|R|P|S)"
 CITED = re.compile(r"\b(" + FAMILIES + r")-([0-9]{1,2})\b")
 IN_NAME = re.compile(r"\b(" + FAMILIES + r")([0-9]{2})_")
 ROW = re.compile(r"^\| (" + FAMILIES + r"-[0-9]{2}) \|", re.M)
+# `make faults` (tests/faults/run.py) writes its results table between these
+# two lines of the document; its rows define nothing, they may only name ids
+# the tables above define.
+GENERATED_BEGIN = "<!-- faults-table:begin -->"
+GENERATED_END = "<!-- faults-table:end -->"
+UNIT_TEST = re.compile(r"([a-z_]+_test\.cc): (.*)")
+INTEG_TEST = re.compile(r"(test_[a-z_0-9]+\.py)::(\w+)")
+
+
+def split_generated(doc):
+    """(the document without the generated section, the section's text)."""
+    b, e = doc.find(GENERATED_BEGIN), doc.find(GENERATED_END)
+    if b < 0 or e < b:
+        return doc, ""
+    return doc[:b] + doc[e + len(GENERATED_END):], doc[b + len(GENERATED_BEGIN):e]
+
+
+def rows(doc):
+    """Each row that defines an id: (id, [its cells]), the generated section left out."""
+    out = []
+    for line in split_generated(doc)[0].splitlines():
+        m = ROW.match(line)
+        if m:
+            out.append((m.group(1), [c.strip() for c in line.strip().strip("|").split("|")]))
+    return out
+
+
+def named_tests(cell):
+    """The tests a row's last cell names: ([(unit file, Suite, Name)], [(file.py, function)])."""
+    unit, integ = [], []
+    for part in re.split(r";", cell):
+        part = part.strip()
+        u = UNIT_TEST.search(part)
+        if u:
+            unit += [(u.group(1), s, n) for s, n in re.findall(r"(\w+)\.(\w+)", u.group(2))]
+        integ += INTEG_TEST.findall(part)
+    return unit, integ
 
 
 def tracked(*patterns):
@@ -35,8 +72,12 @@ def read(rel):
 
 def main():
     doc = read(DOC)
-    defined = set(ROW.findall(doc))
+    defined = set(ROW.findall(split_generated(doc)[0]))
     problems = []
+    # The generated table names only ids a row defines.
+    for i in sorted(set(re.findall(r"^\| (" + FAMILIES + r"-[0-9]{2}) \|",
+                                   split_generated(doc)[1], re.M)) - defined):
+        problems.append(f"{DOC}: the generated faults table names {i}, which no row defines")
     files = tracked("*.cc", "*.h", "*.py", "*.sh", "*.mk", "Makefile", "*.md", "*.yaml")
     for rel in files:
         if rel == DOC or rel.startswith("fuzz/corpus/"):
@@ -54,25 +95,17 @@ def main():
     for p in tracked("tests/unit/*.cc"):
         unit[os.path.basename(p)] = unit.get(os.path.basename(p), "") + read(p)
     integ = {os.path.basename(p): read(p) for p in tracked("tests/integration/*.py")}
-    for line in doc.splitlines():
-        m = ROW.match(line)
-        if not m:
-            continue
-        cell = line.rstrip().rstrip("|").rsplit("|", 1)[-1]
-        for part in re.split(r";", cell):
-            part = part.strip()
-            u = re.match(r"([a-z_]+_test\.cc): (.*)", part)
-            if u:
-                body = unit.get(u.group(1))
-                for name in re.findall(r"(\w+)\.(\w+)", u.group(2)):
-                    if body is None or not re.search(
-                            r"TEST(?:_F|_P)?\(\s*" + name[0] + r",\s*" + name[1] + r"\)", body):
-                        problems.append(f"{DOC}: {m.group(1)} names {u.group(1)}: "
-                                        f"{name[0]}.{name[1]}, which does not exist")
-            for f, fn in re.findall(r"(test_[a-z_]+\.py)::(\w+)", part):
-                body = integ.get(f)
-                if body is None or not re.search(r"def " + fn + r"\(", body):
-                    problems.append(f"{DOC}: {m.group(1)} names {f}::{fn}, which does not exist")
+    for rid, cells in rows(doc):
+        units, integs = named_tests(cells[-1])
+        for f, suite, name in units:
+            body = unit.get(f)
+            if body is None or not re.search(
+                    r"TEST(?:_F|_P)?\(\s*" + suite + r",\s*" + name + r"\)", body):
+                problems.append(f"{DOC}: {rid} names {f}: {suite}.{name}, which does not exist")
+        for f, fn in integs:
+            body = integ.get(f)
+            if body is None or not re.search(r"def " + fn + r"\(", body):
+                problems.append(f"{DOC}: {rid} names {f}::{fn}, which does not exist")
     for p in problems:
         print(f"check-ids: {p}", file=sys.stderr)
     if problems:
