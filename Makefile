@@ -36,7 +36,7 @@ PYTHON    ?= /usr/bin/python3
 # Debian packages the build and the tests need. `make deps` installs what is
 # missing when run as root and otherwise prints the apt-get line.
 DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
-             libgtest-dev libclang-rt-14-dev python3 python3-pytest curl openssl strace gdb \
+             libgtest-dev libclang-rt-14-dev python3 python3-pytest python3-pytest-xdist curl openssl strace gdb \
              iproute2 procps util-linux nftables
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
@@ -182,8 +182,14 @@ check-ids:
 	$(PYTHON) tests/check_ids.py
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/faults/test_run.py
 
+# Several tests at a time when pytest-xdist is installed (make deps installs
+# it; most tests wait on deadlines, not on the CPU), then the tests marked
+# serial in conftest.py, which measure the machine, one at a time.
+TEST_WORKERS ?= 4
+XDIST = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n $(TEST_WORKERS)")
 integration: all
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(XDIST) -m "not serial" tests/integration
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m serial tests/integration
 
 # The same tests on an ASan+UBSan build in build/asan (the integration tests
 # find the binaries through CT_BUILD). Sanitizers and seccomp do not mix; the

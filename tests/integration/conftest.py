@@ -102,11 +102,34 @@ class Env:
             w.close()
 
 
+# Tests that measure the machine (a delay to the millisecond, a rate, memory
+# and socket-queue peaks, a bound of one second) and so must not share it with
+# other tests: `make integration` runs every other test several at a time
+# (pytest-xdist) and these afterwards, one at a time.
+SERIAL = (
+    "test_wanem.py::test_the_one_way_delay_is_accurate_to_a_millisecond",
+    "test_wanem.py::test_an_asymmetric_delay_is_applied_per_direction",
+    "test_wanem.py::test_a_new_connection_pays_the_tcp_handshake_round_trip",
+    "test_wanem.py::test_the_rate_cap_holds_within_5_percent",
+    "test_wanem.py::test_bulk_throughput_without_a_cap",
+    "test_wrapper_lifecycle.py::test_the_broker_stays_within_its_memory_budget",
+    "test_wrapper_lifecycle.py::test_the_bridge_stays_within_its_memory_budget",
+    "test_beacon_relay.py::test_a_thousand_unpaired_connections_from_one_source",
+    "test_edge.py::test_probes_keep_answering_within_1s",
+    "test_parent.py::test_the_bridge_serves_again_within_a_second",
+    "test_resource_faults.py::test_FI58",
+)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes long; run with CT_SLOW=1")
+    config.addinivalue_line("markers", "serial: measures the machine; never run beside others")
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(s in item.nodeid for s in SERIAL):
+            item.add_marker(pytest.mark.serial)
     if os.environ.get("CT_SLOW"):
         return
     skip = pytest.mark.skip(reason="slow: set CT_SLOW=1 to run")
