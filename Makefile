@@ -9,6 +9,7 @@
 #   make bench-split CPU per request of each process; BIN_B=<other build> for an A/B in one sitting
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
+#   make soak       SOAK_MINUTES (default 10) of wrapper churn and a fault a minute, then a verdict
 #
 # Shared code is built into static libraries that the daemons, tests and
 # fuzzers all link. Objects live under $(BUILD); dependencies come from -MMD.
@@ -39,6 +40,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
 .PHONY: all deps test unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
+.PHONY: soak
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
         cloudtaser-beacon cloudtaser-beacon-forward
@@ -204,6 +206,13 @@ bench-bulk: all
 # CPU per request of each process; BIN_B=dir of another build for an A/B in one sitting.
 bench-split: all
 	bash tests/bench/split.sh
+
+# Wrapper churn and a random fault every minute for SOAK_MINUTES, then RSS,
+# fds, streams, corruption and supervision checked; exits 1 on FAIL
+# (docs/reliability.md#soak). SOAK_ARGS passes more (--seed, --clients, --out).
+SOAK_MINUTES ?= 10
+soak: all
+	$(PYTHON) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
