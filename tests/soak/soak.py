@@ -147,7 +147,9 @@ def upstream_child(port, plant):
                 self.send_header("Connection", "close")
             else:
                 self.send_header("Content-Length", str(n))
-            self.close_connection = True
+            # A truncated or close-delimited body ends the connection (cleanly:
+            # that is the lie to catch); a flipped byte leaves it open.
+            self.close_connection = bool(m.group(1)) or mode == "short"
             self.end_headers()
             flip = rng.randrange(n)
             sent, limit = 0, (n // 2 if mode == "short" else n)
