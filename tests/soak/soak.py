@@ -448,8 +448,13 @@ class Load:
             if r.kind == "secret":
                 n = int(headers.get("content-length", "-1"))
                 data = b""
-                while len(data) < n:
-                    data += w.recv(n - len(data))
+                try:
+                    while len(data) < n:
+                        data += w.recv(n - len(data))
+                except CleanEnd:
+                    r.bytes, r.wrong = len(data), n - len(data)
+                    r.outcome, r.why = "corrupted", f"{len(data)} bytes of {n} then a clean end"
+                    return
                 r.bytes = len(data)
                 try:
                     got = json.loads(data)["data"]["data"]
@@ -754,37 +759,40 @@ class Sampler:
 
 
 def idle_snapshot(world, baseline_fds=None, timeout=30):
-    """Every process's figures once the streams are gone and the fd counts are
-    still (or equal to `baseline_fds`): None in a field that never settled."""
+    """Every process's figures once the broker counts no open or pending stream.
+    Without `baseline_fds`, a process's fds are the fewest of six looks over
+    1.5 s (a health probe or a scrape in flight holds one more for a moment);
+    with it, the looks go on until every count equals the baseline (bounded)."""
     def settled_streams():
         m = metrics(world.mport)
         return m if m and m["streams_open"] == 0 and m["wrappers_pending"] == 0 else None
     m = poll_until(settled_streams, timeout, 0.2)
     streams = m or metrics(world.mport)
-
-    def fds_now():
-        procs = world.processes()
-        return {n: (pid, proc_figures(pid)) for n, pid in procs.items()}
-
-    prev, last = None, None
+    fewest, last, settled = {}, {}, False
     deadline = time.monotonic() + timeout
-    stable = False
-    while time.monotonic() < deadline:
-        cur = fds_now()
-        counts = {n: f[1] for n, (_, f) in cur.items() if f}
-        last = cur
-        if baseline_fds is not None:
-            if counts == baseline_fds:
-                stable = True
-                break
-        elif prev is not None and counts == prev:
-            stable = True
+    for look in range(int(timeout / 0.3) + 6):
+        last = {}
+        for n, pid in world.processes().items():
+            f = proc_figures(pid)
+            if f:
+                last[n] = {"pid": pid, "rss": f[0], "fds": f[1], "cpu": f[2]}
+                if fewest.get(n, (pid, 1 << 30))[0] == pid:
+                    fewest[n] = (pid, min(fewest.get(n, (pid, 1 << 30))[1], f[1]))
+                else:
+                    fewest[n] = (pid, f[1])
+        counts = {n: p["fds"] for n, p in last.items()}
+        if baseline_fds is None and look >= 5:
+            for n, p in last.items():
+                p["fds"] = fewest[n][1]
+            settled = m is not None
             break
-        prev = counts
+        if baseline_fds is not None and counts == baseline_fds:
+            settled = True
+            break
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.3)
-    procs = {n: {"pid": pid, "rss": f[0], "fds": f[1], "cpu": f[2]}
-             for n, (pid, f) in (last or {}).items() if f}
-    return {"t": now(), "streams": streams, "fds_settled": stable, "procs": procs}
+    return {"t": now(), "streams": streams, "fds_settled": settled, "procs": last}
 
 
 # ---------------------------------------------------------------- logs
@@ -993,6 +1001,10 @@ def main():
           f"{args.fault_every:.0f} s from {','.join(kinds)}, {args.clients} clients, seed {seed}; "
           f"logs and samples in {out}", flush=True)
     load_at_start = os.getloadavg()
+    # SIGTERM (a timeout, a CI runner) and SIGINT end the run through the
+    # cleanup below, which kills every daemon and the upstream.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     world = World(out, args.plant)
     stop = threading.Event()
     sampler = load = None
@@ -1003,7 +1015,9 @@ def main():
             print("soak: FAIL: the tunnel never served a read", flush=True)
             return 1
         t_start = time.monotonic()
-        hard = t_start + duration + READ_DEADLINE + 120
+        # Every pause is bounded (quiesce: READ_DEADLINE + 30 s, snapshot 30 s).
+        pauses = duration / max(1.0, args.fault_every) + 2
+        hard = t_start + duration + (READ_DEADLINE + 70) * pauses
         load = Load(world.sport, world.ctx, args.clients, seed, hard, args.think)
         sampler = Sampler(world, args.sample_every, out / "samples.jsonl")
         load.start()
@@ -1012,22 +1026,32 @@ def main():
         faults, warm, base = [], {}, None
         born = {}  # pid -> when first seen, for the warm rule
         timeline = {"intervals": 0, "quiesce_s": []}
+        snaps = open(out / "idle.jsonl", "w")  # every idle snapshot, for the RSS trend
         deck = []
-        # Interval boundaries: the warm-up, then one fault per --fault-every.
-        marks = [args.warmup]
-        while args.fault_every > 0 and marks[-1] + args.fault_every < duration - 1e-6:
-            marks.append(marks[-1] + args.fault_every)
-        for i, mark in enumerate(marks):
-            if mark >= duration:
-                break
-            end = t_start + (marks[i + 1] if i + 1 < len(marks) else duration)
-            stop.wait(max(0.0, t_start + mark - time.monotonic()))
+        # The warm-up, then intervals of --fault-every seconds of load, each
+        # after an idle pause (not counted in the interval) and with one fault
+        # (a remainder of half an interval or more is one more).
+        rest = max(0.0, duration - args.warmup)
+        lengths = []
+        while args.fault_every > 0 and rest >= args.fault_every / 2 and len(lengths) < 10000:
+            lengths.append(min(args.fault_every, rest))
+            rest -= args.fault_every
+        if not lengths and rest > 0:
+            lengths = [rest]  # no faults: the rest of the run, after one idle pause
+        stop.wait(max(0.0, t_start + args.warmup - time.monotonic()))
+        for i, length in enumerate(lengths):
             # Pause, sample every process idle, resume.
             q0 = time.monotonic()
             quiet = load.quiesce()
             snap = idle_snapshot(world, None)
             timeline["quiesce_s"].append(round(time.monotonic() - q0, 2))
             load.resume()
+            end = time.monotonic() + length
+            snaps.write(json.dumps(snap) + "\n")
+            snaps.flush()
+            print(f"soak: idle at +{snap['t'] - t_load:.0f} s: " + ", ".join(
+                f"{n} {p['rss']} KiB {p['fds']} fds" for n, p in sorted(snap["procs"].items())),
+                flush=True)
             if not quiet:
                 print("soak: the load did not pause within its deadline", flush=True)
             # A process's warm figure: its first idle sample after it ran under
@@ -1039,30 +1063,22 @@ def main():
                     warm[p["pid"]] = dict(p, name=name, at=snap["t"])
             if base is None:
                 base = snap
-                print(f"soak: warm: " + ", ".join(f"{n} {p['rss']} KiB {p['fds']} fds"
-                                                  for n, p in sorted(snap["procs"].items())),
-                      flush=True)
-            # A fault in every interval but a remainder shorter than half of one.
-            if args.fault_every <= 0 or not kinds or \
-                    end - time.monotonic() < min(6.0, args.fault_every / 2):
-                continue
-            timeline["intervals"] += 1
-            at = time.monotonic() + rng.uniform(3, max(3.0, min(20.0, (end - time.monotonic())
-                                                               / 3)))
-            stop.wait(max(0.0, at - time.monotonic()))
-            if not deck:
-                deck = list(kinds)
-                rng.shuffle(deck)
-            kind = deck.pop()
-            f = inject(world, kind, rng, stop)
-            faults.append(f)
-            took = f"{f.recovered - f.t0:.1f} s" if f.recovered else "not recovered"
-            print(f"soak: {time.strftime('%H:%M:%S', time.gmtime(f.t0))} {f.kind} "
-                  f"{f.target}: served again after {took} {f.note}", flush=True)
-            # Processes born of this fault are known from here on.
-            for name, pid in safe_processes(world).items():
-                born.setdefault(pid, now())
-        stop.wait(max(0.0, t_start + duration - time.monotonic()))
+            if args.fault_every > 0 and kinds:
+                timeline["intervals"] += 1
+                stop.wait(rng.uniform(3, max(3.0, min(20.0, length / 3))))
+                if not deck:
+                    deck = list(kinds)
+                    rng.shuffle(deck)
+                kind = deck.pop()
+                f = inject(world, kind, rng, stop)
+                faults.append(f)
+                took = f"{f.recovered - f.t0:.1f} s" if f.recovered else "not recovered"
+                print(f"soak: {time.strftime('%H:%M:%S', time.gmtime(f.t0))} {f.kind} "
+                      f"{f.target}: served again after {took} {f.note}", flush=True)
+                # Processes born of this fault are known from here on.
+                for name, pid in safe_processes(world).items():
+                    born.setdefault(pid, now())
+            stop.wait(max(0.0, end - time.monotonic()))
         finished = load.finish()
         t_end = now()
         final = idle_snapshot(world, {n: p["fds"] for n, p in base["procs"].items()}, timeout=60)
@@ -1152,6 +1168,11 @@ def report(args, seed, duration, load, faults, fig, base, final, warm, sampler, 
     if fig["excluded"]:
         print(f"excluded from the RSS comparison (no warm figure): {', '.join(fig['excluded'])}")
     print(f"restarts seen in the parents' logs: {fig['restarts'] or 'none'}")
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"CPU of the load itself: soak clients {me.ru_utime + me.ru_stime:.0f} s, upstream "
+          f"{cpu.get('upstream', 0):.0f} s; the daemons: "
+          f"{sum(v for k, v in cpu.items() if k != 'upstream'):.0f} s")
     st = final["streams"] or {}
     print(f"streams at the end: open {st.get('streams_open')}, pending "
           f"{st.get('wrappers_pending')}, bridges linked {st.get('bridges_connected')}; "
