@@ -28,8 +28,8 @@ def test_a_short_soak_with_a_child_kill_and_an_upstream_restart_passes(tmp_path)
     # The RSS of a 5 s warm-up is not a steady state (the allocators have not
     # seen the largest bodies yet), so this run does not judge growth; the
     # test below shows that the comparison is made.
-    code, text, s, took = run_soak(tmp_path, "--seconds", "20", "--warmup", "5",
-                                   "--fault-every", "7.5", "--seed", "18",
+    code, text, s, took = run_soak(tmp_path, "--seconds", "18", "--warmup", "4",
+                                   "--fault-every", "7", "--seed", "18",
                                    "--faults", "kill9-child,restart-upstream",
                                    "--rss-tolerance", "1000")
     assert code == 0, text
@@ -50,7 +50,7 @@ def test_a_short_soak_with_a_child_kill_and_an_upstream_restart_passes(tmp_path)
 
 
 def test_a_soak_against_an_upstream_that_corrupts_and_truncates_fails(tmp_path):
-    code, text, s, _ = run_soak(tmp_path, "--seconds", "7", "--warmup", "3",
+    code, text, s, _ = run_soak(tmp_path, "--seconds", "6", "--warmup", "2",
                                 "--fault-every", "0", "--seed", "19", "--plant", "flip,short",
                                 "--rss-tolerance", "0.001")
     assert code == 1, text

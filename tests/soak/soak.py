@@ -73,7 +73,8 @@ READ_DEADLINE = 180.0  # one whole read, slow readers included
 GRACE = 2.0           # a fault's window ends this long after the tunnel serves again
 FAULT_KINDS = ("kill9-child", "sigstop-child", "sighup", "restart-bridge", "restart-broker",
                "restart-upstream")
-ROLES = ("parent", "tls", "forward")
+# A reload loses no stream (FI-20): a read failing in its window is an error.
+LOSSLESS = ("sighup",)
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+\[(\w+)\] (\w+): (.*)$")
 
 
@@ -887,6 +888,9 @@ def verdict(args, world, load, faults, sampler, warm, base, final, timeline, t_l
         f = next((f for f in faults if r.t0 <= f.window[1] and r.t1 >= f.window[0]), None)
         if f:
             f.failures += 1
+            if f.kind in LOSSLESS:
+                reasons.append(f"a {r.kind} read failed in a {f.kind} window, where the design "
+                               f"promises none: {r.why}")
             why = re.sub(r"\s*\(.*|: .*|\[.*", "", r.why.replace("connect: ", "connect "))
             f.reasons[why] = f.reasons.get(why, 0) + 1
         else:
