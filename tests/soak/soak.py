@@ -73,6 +73,11 @@ READ_DEADLINE = 180.0  # one whole read, slow readers included
 GRACE = 2.0           # a fault's window ends this long after the tunnel serves again
 FAULT_KINDS = ("kill9-child", "sigstop-child", "sighup", "restart-bridge", "restart-broker",
                "restart-upstream")
+# glibc raises its mmap threshold to the largest block freed (up to 32 MiB) and
+# then keeps such blocks in the heap once freed: the idle RSS of one process
+# swung between 16 and 55 MiB from one idle pause to the next. Fixed thresholds
+# make a freed buffer leave RSS, so that a leak shows and noise does not.
+MALLOC_FIXED = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072"
 # A reload loses no stream (FI-20): a read failing in its window is an error.
 LOSSLESS = ("sighup",)
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+\[(\w+)\] (\w+): (.*)$")
@@ -981,6 +986,11 @@ def main():
     ap.add_argument("--think", type=float, default=0.05, help="most seconds between operations")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--rss-tolerance", type=float, default=5.0, help="percent")
+    ap.add_argument("--allocator", choices=("fixed", "as-shipped"), default="fixed",
+                    help="fixed (default): the daemons run with glibc's mmap and trim "
+                         "thresholds fixed at 128 KiB, so that idle RSS follows live memory; "
+                         "as-shipped: glibc's defaults, whose dynamic mmap threshold keeps "
+                         "freed buffers of up to 32 MiB (idle RSS then swings by tens of %%)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--plant", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--upstream-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -1002,13 +1012,17 @@ def main():
             print(f"soak: {exe} is missing; run make first", file=sys.stderr)
             return 2
     print(f"soak: {duration:.0f} s, warm-up {args.warmup:.0f} s, a fault every "
-          f"{args.fault_every:.0f} s from {','.join(kinds)}, {args.clients} clients, seed {seed}; "
+          f"{args.fault_every:.0f} s from {','.join(kinds)}, {args.clients} clients, seed {seed}, "
+          f"allocator {args.allocator}; "
           f"logs and samples in {out}", flush=True)
     load_at_start = os.getloadavg()
     # SIGTERM (a timeout, a CI runner) and SIGINT end the run through the
     # cleanup below, which kills every daemon and the upstream.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    if args.allocator == "fixed":
+        # Inherited by the daemons and every child they start (spawn passes environ).
+        os.environ["GLIBC_TUNABLES"] = MALLOC_FIXED
     world = World(out, args.plant)
     stop = threading.Event()
     sampler = load = None
@@ -1031,6 +1045,7 @@ def main():
         born = {}  # pid -> when first seen, for the warm rule
         timeline = {"intervals": 0, "quiesce_s": []}
         snaps = open(out / "idle.jsonl", "w")  # every idle snapshot, for the RSS trend
+        idles = []
         deck = []
         # The warm-up, then intervals of --fault-every seconds of load, each
         # after an idle pause (not counted in the interval) and with one fault
@@ -1051,6 +1066,7 @@ def main():
             timeline["quiesce_s"].append(round(time.monotonic() - q0, 2))
             load.resume()
             end = time.monotonic() + length
+            idles.append(snap)
             snaps.write(json.dumps(snap) + "\n")
             snaps.flush()
             print(f"soak: idle at +{snap['t'] - t_load:.0f} s: " + ", ".join(
@@ -1094,6 +1110,7 @@ def main():
             reasons.append("a client thread did not finish within its deadline")
         if not final["fds_settled"]:
             reasons.append("the fd counts did not return to the baseline within 60 s")
+        timeline["idles"] = idles
         report(args, seed, duration, load, faults, fig, base, final, warm, sampler, reasons,
                load_at_start, t_load, t_end, timeline, out)
         return 1 if reasons else 0
@@ -1126,14 +1143,22 @@ def report(args, seed, duration, load, faults, fig, base, final, warm, sampler, 
     for name, pid, w, end_rss, delta in fig["rss"]:
         b = base["procs"].get(name, {})
         e = final["procs"].get(name, {})
+        series = [x["procs"][name]["rss"] for x in timeline["idles"] + [final]
+                  if x["procs"].get(name, {}).get("pid") == pid and "rss" in x["procs"][name]]
         rows.append([name, pid, fig["restarts"].get(name, 0),
                      w["rss"] if w else "-", end_rss, f"{delta:+.1f}" if delta is not None
-                     else "excluded", sampler.peak.get(name, "-"), b.get("fds", "-"),
+                     else "excluded", f"{min(series)}-{max(series)} ({len(series)})",
+                     sampler.peak.get(name, "-"), b.get("fds", "-"),
                      e.get("fds", "-"), f"{cpu.get(name, 0):.1f}",
                      f"{100 * cpu.get(name, 0) / max(run, 1):.1f}"])
     print(fmt_table(rows, ["process", "pid now", "restarts", "warm RSS KiB", "end RSS KiB",
-                           "RSS %", "peak RSS KiB", "fds base", "fds end", "CPU s",
-                           "CPU % of a core"]))
+                           "RSS %", "idle RSS range (pauses)", "peak RSS KiB", "fds base",
+                           "fds end", "CPU s", "CPU % of a core"]))
+    stuck = [x for x in timeline["idles"] if not x["fds_settled"]]
+    if stuck:
+        print(f"idle pauses where a stream was still open 30 s after every client was idle: "
+              f"{len(stuck)} of {len(timeline['idles'])} (at +"
+              + ", +".join(f"{x['t'] - t_load:.0f}" for x in stuck) + " s)")
     print()
     kinds = sorted({k for k, _ in load.counts})
     rows = []
@@ -1183,6 +1208,7 @@ def report(args, seed, duration, load, faults, fig, base, final, warm, sampler, 
           f"baseline open {(base['streams'] or {}).get('streams_open')}")
     summary = {
         "seed": seed, "seconds": round(run, 1), "clients": args.clients,
+        "allocator": args.allocator,
         "load_average": [load_at_start[0], os.getloadavg()[0]],
         "reads": {f"{k}/{o}": v for (k, o), v in sorted(load.counts.items())},
         "reads_ok": fig["ok"], "reads_failed": len(fig["failed"]),
@@ -1199,6 +1225,8 @@ def report(args, seed, duration, load, faults, fig, base, final, warm, sampler, 
         "restarts": fig["restarts"], "excluded": fig["excluded"],
         "cpu_s": {k: round(v, 2) for k, v in fig["cpu"].items()},
         "peak_rss": sampler.peak, "streams_end": final["streams"],
+        "idle_pauses": len(timeline["idles"]),
+        "idle_pauses_with_open_streams": sum(1 for x in timeline["idles"] if not x["fds_settled"]),
         "verdict": "FAIL" if reasons else "PASS", "reasons": reasons,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
