@@ -25,11 +25,11 @@ def run_soak(tmp_path, *args, timeout=120):
 
 
 def test_a_short_soak_with_a_child_kill_and_an_upstream_restart_passes(tmp_path):
-    # The RSS of a 4 s warm-up is not a steady state (the allocators have not
+    # The RSS of a 3 s warm-up is not a steady state (the allocators have not
     # seen the largest bodies yet), so this run does not judge growth; the
     # test below shows that the comparison is made.
-    code, text, s, took = run_soak(tmp_path, "--seconds", "18", "--warmup", "4",
-                                   "--fault-every", "7", "--seed", "18",
+    code, text, s, took = run_soak(tmp_path, "--seconds", "14", "--warmup", "3",
+                                   "--fault-every", "5.5", "--seed", "18",
                                    "--faults", "kill9-child,restart-upstream",
                                    "--rss-tolerance", "1000")
     assert code == 0, text
