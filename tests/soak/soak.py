@@ -83,8 +83,40 @@ LOSSLESS = ("sighup",)
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \S+\[(\w+)\] (\w+): (.*)$")
 
 
+_EPOCH = time.time() - time.monotonic()
+
+
 def now():
-    return time.time()
+    """Unix time as the clock read at the start, advanced by the monotonic
+    clock: a process that sets the system clock (another test on this
+    machine) moves neither fault windows nor reads."""
+    return time.monotonic() + _EPOCH
+
+
+class ClockWatch:
+    """Notices the system clock being moved (by anyone: the soak never does),
+    and makes the time it is off a window of its own: certificates are not yet
+    valid or expired then, so handshakes fail for a reason that is not ours."""
+
+    def __init__(self, faults, stop):
+        self.faults, self.stop = faults, stop
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        jump = None
+        while not self.stop.wait(0.1):
+            skew = time.time() - now()
+            if jump is None and abs(skew) > 2:
+                jump = Fault("clock-jump", f"system clock off by {skew:+.0f} s (not the soak)",
+                             now() - 0.2)
+                self.faults.append(jump)
+                print(f"soak: the system clock moved by {skew:+.0f} s", flush=True)
+            elif jump is not None and abs(skew) <= 2:
+                jump.recovered = now()
+                jump.t1 = jump.recovered + 5  # handshakes begun in the wrong time finish
+                print(f"soak: the system clock is back after {jump.recovered - jump.t0:.0f} s",
+                      flush=True)
+                jump = None
 
 
 def log_time(stamp):
@@ -1059,6 +1091,8 @@ def main():
         sampler.start()
         t_load = now()
         faults, warm, base = [], {}, None
+        clock = ClockWatch(faults, stop)
+        clock.thread.start()
         born = {}  # pid -> when first seen, for the warm rule
         timeline = {"intervals": 0, "quiesce_s": []}
         snaps = open(out / "idle.jsonl", "w")  # every idle snapshot, for the RSS trend
@@ -1135,6 +1169,7 @@ def main():
                               timeout=180)
         sampler.finish()
         final["procs"]["upstream"] = {"pid": world.upstream.proc.pid}
+        faults.sort(key=lambda f: f.t0)
         reasons, fig = verdict(args, world, load, faults, sampler, warm, base, final, timeline,
                                t_load)
         if not finished:
