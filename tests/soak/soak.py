@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import harness  # noqa: E402
-from harness import bytes_body_sha256, free_port  # noqa: E402
+from harness import bytes_body_sha256  # noqa: E402
 
 SVC = "cloudtaser-broker.cloudtaser-system.svc"  # the name in the service certificate
 RECV = 262144
@@ -138,6 +138,39 @@ def poll_until(pred, timeout, interval=0.1):
         time.sleep(interval)
 
 
+# ---------------------------------------------------------------- ports
+def fixed_port(rng=random.SystemRandom()):
+    """A loopback port below the kernel's ephemeral range, free now. The soak
+    restarts its listeners on the same ports: an ephemeral port (harness's
+    free_port) can meanwhile become some connection's source port, and the
+    restart then fails with EADDRINUSE (it did, 43 minutes into an hour)."""
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(500):
+        port = rng.randrange(10000, max(10001, lo))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def retry_in_use(start, what, tries=20):
+    """start() again while the port is taken by someone else (bounded: 20 tries, 1 s apart)."""
+    for i in range(tries):
+        try:
+            return start()
+        except (AssertionError, RuntimeError) as e:
+            if "Address already in use" not in str(e) or i == tries - 1:
+                raise
+            print(f"soak: {what}: port in use, trying again", flush=True)
+            time.sleep(1)
+
+
 # ---------------------------------------------------------------- the upstream process
 def upstream_child(port, plant):
     """The KV stand-in (harness.KvUpstream) in a process of its own, until stdin ends.
@@ -211,7 +244,7 @@ class UpstreamProc:
     """The upstream process, restartable on the same port."""
 
     def __init__(self, out: Path, plant=None):
-        self.port = free_port()
+        self.port = fixed_port()
         self.out = out
         self.plant = plant
         self.generation = 0
@@ -239,7 +272,9 @@ class UpstreamProc:
                 raise RuntimeError("the upstream did not start within 20 s")
             b = os.read(self.proc.stdout.fileno(), 64)
             if not b:
-                raise RuntimeError(f"the upstream exited: see {self.out}/upstream-*.log")
+                tail = (self.out / f"upstream-{self.generation}.log").read_text(
+                    errors="replace").strip().splitlines()[-1:]
+                raise RuntimeError(f"the upstream exited: {' '.join(tail)}")
             line += b
         assert line.split()[0] == b"ready", line
 
@@ -617,7 +652,7 @@ class World:
         self.svc = self.env.pki.issue("service", "serverAuth", sans=(f"DNS:{SVC}",))
         self.ctx = ssl.create_default_context(cafile=str(self.env.pki.ca_crt))
         self.upstream = UpstreamProc(out, plant)
-        self.bport, self.sport, self.mport = free_port(), free_port(), free_port()
+        self.bport, self.sport, self.mport = fixed_port(), fixed_port(), fixed_port()
         self.status = out / "vault-bridge.prom"
         self.brokers, self.bridges = [], []
         self.start_broker()
@@ -723,11 +758,11 @@ def inject(world, kind, rng, stop):
                 except AssertionError:
                     f.note = "did not exit within 30 s of SIGTERM; killed"
             d.kill()
-            (world.start_broker if which == "broker" else world.start_bridge)()
+            retry_in_use(world.start_broker if which == "broker" else world.start_bridge, which)
         elif kind == "restart-upstream":
             f = Fault(kind, "upstream by SIGKILL", now())
             world.upstream.kill()
-            world.upstream.start()
+            retry_in_use(world.upstream.start, "upstream")
         else:
             raise ValueError(kind)
     except (AssertionError, RuntimeError, OSError) as e:
