@@ -75,7 +75,7 @@ FAULT_KINDS = ("kill9-child", "sigstop-child", "sighup", "restart-bridge", "rest
                "restart-upstream")
 # glibc raises its mmap threshold to the largest block freed (up to 32 MiB) and
 # then keeps such blocks in the heap once freed: the idle RSS of one process
-# swung between 16 and 55 MiB from one idle pause to the next. Fixed thresholds
+# swung between 16 and 54 MiB from one idle pause to the next. Fixed thresholds
 # make a freed buffer leave RSS, so that a leak shows and noise does not.
 MALLOC_FIXED = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072"
 # A reload loses no stream (FI-20): a read failing in its window is an error.
