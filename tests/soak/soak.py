@@ -936,7 +936,6 @@ def stray_processes(world, current):
 # ---------------------------------------------------------------- verdict
 def verdict(args, world, load, faults, sampler, warm, base, final, timeline, t_load):
     reasons = []
-    table = []
     # Processes: each one's idle RSS at the end against its own warm idle figure.
     rss_rows = []
     excluded = []
