@@ -11,6 +11,7 @@
 #   make faults     every fault and bad input of docs/reliability.md FAULT_RUNS times; rewrites its table
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each (clang)
 #   make asan       the same test suite on an ASan+UBSan build (sandbox in log mode)
+#   make soak       SOAK_MINUTES (default 10) of wrapper churn and a fault a minute, then a verdict
 #
 # Shared code is built into static libraries that the daemons, tests and
 # fuzzers all link. Objects live under $(BUILD); dependencies come from -MMD.
@@ -41,6 +42,7 @@ DEB_DEPS  := g++ clang make pkg-config libssl-dev libseccomp-dev libcap-ng-dev \
 DEPS_STAMP := $(BUILD)/.deps-$(shell echo $(DEB_DEPS) | md5sum | cut -c1-8)
 
 .PHONY: all deps test clang-build unit unit-tests check-layers check-ids fuzz-replay integration demo demo-beacon bench bench-bulk bench-split fuzz asan clean format format-check check-clang
+.PHONY: soak
 # Each daemon and its forwarding executable, which the daemon looks for beside itself.
 EXES := cloudtaser-broker cloudtaser-broker-forward vault-bridge vault-bridge-forward \
         cloudtaser-beacon cloudtaser-beacon-forward
@@ -238,6 +240,12 @@ FAULT_IDS  ?=
 faults: all unit-tests
 	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --ids "$(FAULT_IDS)" --build $(BUILD) \
 	  --note "$(FAULT_NOTE)"
+# Wrapper churn and a random fault every minute for SOAK_MINUTES, then RSS,
+# fds, streams, corruption and supervision checked; exits 1 on FAIL
+# (docs/reliability.md#soak). SOAK_ARGS passes more (--seed, --clients, --out).
+SOAK_MINUTES ?= 10
+soak: all
+	$(PYTHON) tests/soak/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
