@@ -240,6 +240,7 @@ FAULT_IDS  ?=
 faults: all unit-tests
 	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --ids "$(FAULT_IDS)" --build $(BUILD) \
 	  --note "$(FAULT_NOTE)"
+
 # Wrapper churn and a random fault every minute for SOAK_MINUTES, then RSS,
 # fds, streams, corruption and supervision checked; exits 1 on FAIL
 # (docs/reliability.md#soak). SOAK_ARGS passes more (--seed, --clients, --out).

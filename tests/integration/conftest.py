@@ -118,6 +118,7 @@ SERIAL = (
     "test_edge.py::test_probes_keep_answering_within_1s",
     "test_parent.py::test_the_bridge_serves_again_within_a_second",
     "test_resource_faults.py::test_FI58",
+    "test_soak_smoke.py::",  # RSS within 5 %, failures only inside fault windows
 )
 
 
