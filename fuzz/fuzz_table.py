@@ -5,7 +5,8 @@
       --cov-log build/fuzz/session_fuzz.cov.log --corpus fuzz/corpus/session_fuzz \\
       --crashes 0 --seconds 61 --command "make fuzz-run-session_fuzz FUZZ_RUNS=10000000"
 
-Reads the run's libFuzzer log (-print_final_stats=1: executions and exec/s), the
+Reads the run's libFuzzer log (-print_final_stats=1: executions; exec/s is
+executions over --seconds when given, measured by the caller on a monotonic clock), the
 coverage of the merged corpus (a -runs=0 pass over it: its INITED line; without
 --cov-log, or when that has none, the run's last cov:/ft: figures), and counts the
 corpus's files and bytes. Prints one summary line, and replaces that target's row
@@ -116,7 +117,11 @@ def main():
     with open(a.log, encoding="utf-8", errors="replace") as f:
         log = f.read()
     runs = stat(log, "number_of_executed_units")
+    # libFuzzer's own average divides by wall-clock time, which a clock set
+    # forwards or back distorts; --seconds is measured on a monotonic clock.
     rate = stat(log, "average_exec_per_sec")
+    if runs is not None and a.seconds:
+        rate = runs // a.seconds
     cov, ft = None, None
     if a.cov_log and os.path.exists(a.cov_log):
         with open(a.cov_log, encoding="utf-8", errors="replace") as f:

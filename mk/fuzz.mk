@@ -30,8 +30,14 @@ FUZZ_RUNS     ?=
 # What bounds a run, and how the table names the command that did it. With
 # FUZZ_RUNS, a FUZZ_SECONDS given too (not the default) caps the time as well:
 # the run stops at whichever comes first and the table says how far it got.
+# The time bound is timeout(1) sending SIGINT (libFuzzer prints its final
+# stats and exits), not -max_total_time: libFuzzer times that by the wall
+# clock, and a clock set an hour forward or back (a fault test on this
+# machine did) ends a run at once or lets it run an hour longer. Durations
+# come from /proc/uptime for the same reason.
 FUZZ_TIMED    = $(if $(FUZZ_RUNS),$(filter-out default file,$(origin FUZZ_SECONDS)),yes)
-FUZZ_BOUND    = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS)) $(if $(FUZZ_TIMED),-max_total_time=$(FUZZ_SECONDS))
+FUZZ_BOUND    = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS))
+FUZZ_TIMEOUT  = $(if $(FUZZ_TIMED),timeout -s INT $(FUZZ_SECONDS))
 FUZZ_HOWLONG  = $(strip $(if $(FUZZ_RUNS),to $(FUZZ_RUNS) executions)$(if $(FUZZ_TIMED), for $(FUZZ_SECONDS) s))
 FUZZ_CMD      = make fuzz-run-$(1)$(if $(FUZZ_RUNS), FUZZ_RUNS=$(FUZZ_RUNS))$(if $(FUZZ_TIMED), FUZZ_SECONDS=$(FUZZ_SECONDS))
 FUZZ_CXX      ?= clang++
@@ -128,11 +134,12 @@ $(FUZZ_RUN_RULES): fuzz-run-%: $(FUZZ_DIR)/bin/%
 	@rm -rf $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/$*.cov.log && \
 	  mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
 	@echo "fuzzing $* $(FUZZ_HOWLONG) (log: $(FUZZ_DIR)/$*.log)"
-	@start=$$(date +%s); \
-	$< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) $(FUZZ_BOUND) \
+	@start=$$(cut -d' ' -f1 /proc/uptime); \
+	$(FUZZ_TIMEOUT) $< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) $(FUZZ_BOUND) \
 	  -artifact_prefix=$(FUZZ_DIR)/artifacts/$*- $(FUZZ_DIR)/new/$* fuzz/corpus/$* \
 	  >$(FUZZ_DIR)/$*.log 2>&1; rc=$$?; \
-	secs=$$(( $$(date +%s) - start )); \
+	if [ $$rc -eq 124 ]; then rc=0; fi; \
+	secs=$$(echo "$$(cut -d' ' -f1 /proc/uptime) $$start" | awk '{printf "%.0f", $$1 - $$2}'); \
 	if [ $$rc -ne 0 ]; then \
 	  tail -n 60 $(FUZZ_DIR)/$*.log; \
 	  $(PYTHON) fuzz/fuzz_table.py --target $* --log $(FUZZ_DIR)/$*.log \
