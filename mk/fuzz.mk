@@ -12,8 +12,8 @@
 #                      build/fuzz/artifacts/. Installs clang when root.
 #                      FUZZ_RUNS=N runs each target to N executions (libFuzzer
 #                      -runs=N) instead of FUZZ_SECONDS (both given: whichever
-#                      comes first); FUZZ_TARGETS="a b"
-#                      picks targets (or: make fuzz-run-<target>). Each run
+#                      comes first); FUZZ_TARGETS="a b" picks targets (or:
+#                      make fuzz-run-<target>). Each run
 #                      rewrites its own row of the table between the
 #                      fuzz-table markers in docs/reliability.md (executions,
 #                      exec/s, corpus, coverage of the merged corpus, crashes,
@@ -31,13 +31,13 @@ FUZZ_RUNS     ?=
 # FUZZ_RUNS, a FUZZ_SECONDS given too (not the default) caps the time as well:
 # the run stops at whichever comes first and the table says how far it got.
 # The time bound is timeout(1) sending SIGINT (libFuzzer prints its final
-# stats and exits), not -max_total_time: libFuzzer times that by the wall
-# clock, and a clock set an hour forward or back (a fault test on this
-# machine did) ends a run at once or lets it run an hour longer. Durations
-# come from /proc/uptime for the same reason.
+# stats and exits; SIGKILL 120 s later if it has not), not -max_total_time:
+# libFuzzer times that by the wall clock, and a clock set an hour forward or
+# back (a fault test on this machine did) ends a run at once or lets it run
+# an hour longer. Durations come from /proc/uptime for the same reason.
 FUZZ_TIMED    = $(if $(FUZZ_RUNS),$(filter-out default file,$(origin FUZZ_SECONDS)),yes)
 FUZZ_BOUND    = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS))
-FUZZ_TIMEOUT  = $(if $(FUZZ_TIMED),timeout -s INT $(FUZZ_SECONDS))
+FUZZ_TIMEOUT  = $(if $(FUZZ_TIMED),timeout -k 120 -s INT $(FUZZ_SECONDS))
 FUZZ_HOWLONG  = $(strip $(if $(FUZZ_RUNS),to $(FUZZ_RUNS) executions)$(if $(FUZZ_TIMED), for $(FUZZ_SECONDS) s))
 FUZZ_CMD      = make fuzz-run-$(1)$(if $(FUZZ_RUNS), FUZZ_RUNS=$(FUZZ_RUNS))$(if $(FUZZ_TIMED), FUZZ_SECONDS=$(FUZZ_SECONDS))
 FUZZ_CXX      ?= clang++
