@@ -10,13 +10,36 @@
 #                      with -merge=1 (only inputs that add coverage are kept).
 #                      A crash stops the run and leaves the reproducer in
 #                      build/fuzz/artifacts/. Installs clang when root.
+#                      FUZZ_RUNS=N runs each target to N executions (libFuzzer
+#                      -runs=N) instead of FUZZ_SECONDS (both given: whichever
+#                      comes first); FUZZ_TARGETS="a b" picks targets (or:
+#                      make fuzz-run-<target>). Each run
+#                      rewrites its own row of the table between the
+#                      fuzz-table markers in docs/reliability.md (executions,
+#                      exec/s, corpus, coverage of the merged corpus, crashes,
+#                      date, rev, command; fuzz/fuzz_table.py).
 #   make fuzz-seeds    rewrites the hand-made seeds (fuzz/make_seeds.cc).
 #   make fuzz-minimize rebuilds each corpus as the smallest set with the same
 #                      coverage (keeps seed-* and regress-* files as they are).
 
-FUZZ_TARGETS  := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz vault_health_fuzz \
-                 rendezvous_fuzz
+FUZZ_ALL_TARGETS := frame_decoder_fuzz session_fuzz hello_fuzz ipc_fuzz shm_ring_fuzz \
+                    vault_health_fuzz rendezvous_fuzz
+FUZZ_TARGETS  ?= $(FUZZ_ALL_TARGETS)
 FUZZ_SECONDS  ?= 60
+FUZZ_RUNS     ?=
+# What bounds a run, and how the table names the command that did it. With
+# FUZZ_RUNS, a FUZZ_SECONDS given too (not the default) caps the time as well:
+# the run stops at whichever comes first and the table says how far it got.
+# The time bound is timeout(1) sending SIGINT (libFuzzer prints its final
+# stats and exits; SIGKILL 120 s later if it has not), not -max_total_time:
+# libFuzzer times that by the wall clock, and a clock set an hour forward or
+# back (a fault test on this machine did) ends a run at once or lets it run
+# an hour longer. Durations come from /proc/uptime for the same reason.
+FUZZ_TIMED    = $(if $(FUZZ_RUNS),$(filter-out default file,$(origin FUZZ_SECONDS)),yes)
+FUZZ_BOUND    = $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS))
+FUZZ_TIMEOUT  = $(if $(FUZZ_TIMED),timeout -k 120 -s INT $(FUZZ_SECONDS))
+FUZZ_HOWLONG  = $(strip $(if $(FUZZ_RUNS),to $(FUZZ_RUNS) executions)$(if $(FUZZ_TIMED), for $(FUZZ_SECONDS) s))
+FUZZ_CMD      = make fuzz-run-$(1)$(if $(FUZZ_RUNS), FUZZ_RUNS=$(FUZZ_RUNS))$(if $(FUZZ_TIMED), FUZZ_SECONDS=$(FUZZ_SECONDS))
 FUZZ_CXX      ?= clang++
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -39,19 +62,23 @@ FUZZ_MAXLEN_rendezvous_fuzz    := 1024
 # Dictionaries: wire constants and boundary integers.
 FUZZ_DICT_frame_decoder_fuzz   := -dict=fuzz/protocol.dict
 FUZZ_DICT_hello_fuzz           := -dict=fuzz/protocol.dict
+# The session harness's own comparisons are its model's container walks and
+# oracle checks, not input parsing: trace-cmp hooks on them cost a quarter of
+# its time (perf) and steer no mutation. The library code keeps them.
+FUZZ_NOCMP_session_fuzz        := -fno-sanitize-coverage=trace-cmp
 FUZZ_DEB_DEPS := clang libclang-rt-14-dev
 FUZZ_STAMP    := $(FUZZ_DIR)/.deps-$(shell echo $(FUZZ_DEB_DEPS) | md5sum | cut -c1-8)
 
 # make test builds the replay executables with everything else, in parallel.
 TEST_BUILD    += $(FUZZ_REPLAYS)
-FUZZ_RUNS     := $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS))
+FUZZ_RUN_RULES := $(patsubst %,fuzz-run-%,$(FUZZ_ALL_TARGETS))
 FUZZ_REPLAYS  := $(patsubst %,$(FUZZ_DIR)/replay/%,$(FUZZ_TARGETS))
 
-.PHONY: fuzz-seeds fuzz-minimize $(FUZZ_RUNS)
+.PHONY: fuzz-seeds fuzz-minimize $(FUZZ_RUN_RULES)
 # Objects reached only through pattern rules are intermediate to make; keep
 # them so a replay after an edit recompiles one file, not all.
-.SECONDARY: $(patsubst %,$(BUILD)/obj/fuzz/%.o,$(FUZZ_TARGETS) replay_main make_seeds) \
-            $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_TARGETS))
+.SECONDARY: $(patsubst %,$(BUILD)/obj/fuzz/%.o,$(FUZZ_ALL_TARGETS) replay_main make_seeds) \
+            $(patsubst %,$(FUZZ_DIR)/obj/fuzz/%.o,$(FUZZ_ALL_TARGETS))
 
 # ---------------------------------------------------------------- replay (g++)
 # Daemon code a target reaches: the broker's and the beacon's figures, the
@@ -87,7 +114,7 @@ $(FUZZ_DIR)/obj/%.o: %.cc | $(FUZZ_STAMP)
 	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(filter-out -Werror,$(WARN)) -fsanitize=fuzzer-no-link -c $< -o $@
 $(FUZZ_DIR)/obj/fuzz/%.o: fuzz/%.cc | $(FUZZ_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer-no-link -c $< -o $@
+	$(FUZZ_CXX) $(CPPFLAGS) $(FUZZ_FLAGS) $(WARN) -fsanitize=fuzzer-no-link $(FUZZ_NOCMP_$*) -c $< -o $@
 # Every layer but tls (no fuzz target reaches OpenSSL), and FUZZ_DAEMON_SRC.
 FUZZ_LIB_SRC := $(filter-out shared/tls/%,$(SHARED_SRC)) $(FUZZ_DAEMON_SRC)
 $(FUZZ_DIR)/libshared.a: $(patsubst %.cc,$(FUZZ_DIR)/obj/%.o,$(FUZZ_LIB_SRC))
@@ -96,39 +123,48 @@ $(FUZZ_DIR)/bin/%: $(FUZZ_DIR)/obj/fuzz/%.o $(FUZZ_DIR)/libshared.a
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ -o $@ $(SYS_LIBS)
 
-fuzz: $(FUZZ_RUNS)
-	@echo "fuzz summary ($(FUZZ_SECONDS) s per target):"
+fuzz: $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS))
+	@echo "fuzz summary ($(FUZZ_HOWLONG) per target; table: docs/reliability.md, Fuzzing):"
 	@for t in $(FUZZ_TARGETS); do cat $(FUZZ_DIR)/$$t.summary; done
 
 # Run, then merge the scratch directory into the committed corpus. The first
 # directory given to libFuzzer is where it writes new inputs: the scratch one.
-$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/bin/%
-	@rm -rf $(FUZZ_DIR)/new/$* && mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
-	@echo "fuzzing $* for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$*.log)"
-	@$< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) -max_total_time=$(FUZZ_SECONDS) \
+# Then one pass over the merged corpus (-runs=0) for its coverage, and the
+# target's row of the table. A crash still writes the row (crashes 1), then
+# fails with the reproducer's name.
+$(FUZZ_RUN_RULES): fuzz-run-%: $(FUZZ_DIR)/bin/%
+	@rm -rf $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/$*.cov.log && \
+	  mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
+	@echo "fuzzing $* $(FUZZ_HOWLONG) (log: $(FUZZ_DIR)/$*.log)"
+	@start=$$(cut -d' ' -f1 /proc/uptime); \
+	$(FUZZ_TIMEOUT) $< $(FUZZ_ARGS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_DICT_$*) $(FUZZ_BOUND) \
 	  -artifact_prefix=$(FUZZ_DIR)/artifacts/$*- $(FUZZ_DIR)/new/$* fuzz/corpus/$* \
 	  >$(FUZZ_DIR)/$*.log 2>&1; rc=$$?; \
+	if [ $$rc -eq 124 ]; then rc=0; fi; \
+	secs=$$(echo "$$(cut -d' ' -f1 /proc/uptime) $$start" | awk '{printf "%.0f", $$1 - $$2}'); \
 	if [ $$rc -ne 0 ]; then \
 	  tail -n 60 $(FUZZ_DIR)/$*.log; \
+	  $(PYTHON) fuzz/fuzz_table.py --target $* --log $(FUZZ_DIR)/$*.log \
+	    --corpus fuzz/corpus/$* --crashes 1 --seconds $$secs --order "$(FUZZ_ALL_TARGETS)" \
+	    --command "$(call FUZZ_CMD,$*)" --summary $(FUZZ_DIR)/$*.summary; \
 	  echo "$*: fuzzer failed (exit $$rc); reproducer: $$(ls $(FUZZ_DIR)/artifacts/$*-* 2>/dev/null)" >&2; \
 	  exit $$rc; \
-	fi
-	@$< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* $(FUZZ_DIR)/new/$* \
-	  >$(FUZZ_DIR)/$*.merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.merge.log; exit 1; }
-	@execs=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $(FUZZ_DIR)/$*.log); \
-	runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/$*.log); \
-	cov=$$(grep -o 'cov: [0-9]*' $(FUZZ_DIR)/$*.log | tail -n 1); \
-	files=$$(find fuzz/corpus/$* -type f | wc -l); \
-	bytes=$$(du -sb fuzz/corpus/$* | cut -f1); \
-	printf '  %-20s %8s exec/s %10s runs  %-10s corpus %5s files %8s bytes\n' \
-	  $* "$$execs" "$$runs" "$$cov" $$files $$bytes | tee $(FUZZ_DIR)/$*.summary
+	fi; \
+	$< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* $(FUZZ_DIR)/new/$* \
+	  >$(FUZZ_DIR)/$*.merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.merge.log; exit 1; }; \
+	$< -runs=0 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* \
+	  >$(FUZZ_DIR)/$*.cov.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.cov.log; exit 1; }; \
+	$(PYTHON) fuzz/fuzz_table.py --target $* --log $(FUZZ_DIR)/$*.log \
+	  --cov-log $(FUZZ_DIR)/$*.cov.log --corpus fuzz/corpus/$* --crashes 0 --seconds $$secs \
+	  --order "$(FUZZ_ALL_TARGETS)" --command "$(call FUZZ_CMD,$*)" \
+	  --summary $(FUZZ_DIR)/$*.summary
 
 # Keeps hand-made seeds and regressions by name; everything else is replaced
 # by the smallest set with the same coverage that libFuzzer's merge chooses
 # (merge names its outputs by SHA-1, so kept files are recognised by hash).
-FUZZ_MINS := $(patsubst %,fuzz-min-%,$(FUZZ_TARGETS))
+FUZZ_MINS := $(patsubst %,fuzz-min-%,$(FUZZ_ALL_TARGETS))
 .PHONY: $(FUZZ_MINS)
-fuzz-minimize: $(FUZZ_MINS)
+fuzz-minimize: $(patsubst %,fuzz-min-%,$(FUZZ_TARGETS))
 $(FUZZ_MINS): fuzz-min-%: $(FUZZ_DIR)/bin/%
 	@rm -rf $(FUZZ_DIR)/min/$* $(FUZZ_DIR)/keep/$* && mkdir -p $(FUZZ_DIR)/min/$* $(FUZZ_DIR)/keep/$*
 	@find fuzz/corpus/$* -type f \( -name 'seed-*' -o -name 'regress-*' \) -exec cp {} $(FUZZ_DIR)/keep/$*/ \;
