@@ -228,6 +228,19 @@ def labelled(text, name, **labels):
     return None
 
 
+def bytes_body_mismatches(data, offset):
+    """How many bytes of `data`, found at body offset `offset`, differ from the KV
+    stand-in's /bytes body (offset k holds k % 256)."""
+    period, pattern, bad = len(BYTES_CHUNK), BYTES_CHUNK * 2, 0
+    for i in range(0, len(data), period):
+        part = data[i:i + period]
+        start = (offset + i) % period
+        want = pattern[start:start + len(part)]
+        if part != want:
+            bad += sum(1 for a, b in zip(part, want) if a != b)
+    return bad
+
+
 def bytes_body_sha256(n):
     """sha256 hex digest of the KV stand-in's /bytes/N body."""
     h, left = hashlib.sha256(), n

@@ -23,8 +23,8 @@ import time
 import pytest
 
 import netns
-from harness import BRIDGE, BROKER, BYTES_CHUNK, KvUpstream, Pki, bytes_body_sha256, http_get, \
-    kv_ok, pin_of, wait_for
+from harness import BRIDGE, BROKER, KvUpstream, Pki, bytes_body_mismatches, bytes_body_sha256, \
+    http_get, kv_ok, pin_of, wait_for
 from netns import CLUSTER_IP, CLUSTER_IP2, World
 
 pytestmark = pytest.mark.skipif(not netns.have_tools(),
@@ -78,7 +78,7 @@ class Tunnel:
         assert status == 200
         lost = max(0, n - len(body))
         corrupted = 0 if hashlib.sha256(body).hexdigest() == bytes_body_sha256(n) else \
-            _mismatches(body, 0)
+            bytes_body_mismatches(body, 0)
         return lost, corrupted
 
     def close(self):
@@ -95,19 +95,6 @@ def tun(tmp_path):
         t.close()
 
 
-PATTERN = BYTES_CHUNK * 2  # body offset k holds k % 256
-
-
-def _mismatches(data, offset):
-    """Bytes of `data` (at body offset `offset`) that differ from the /bytes body."""
-    bad = 0
-    for i in range(0, len(data), 65536):
-        part = data[i:i + 65536]
-        start = (offset + i) % 256
-        want = PATTERN[start:start + len(part)]
-        if part != want:
-            bad += sum(1 for a, b in zip(part, want) if a != b)
-    return bad
 
 
 class InFlight:
@@ -138,7 +125,7 @@ class InFlight:
             t0 = time.monotonic()
             while self.received < self.n:
                 if body:
-                    self.corrupted += _mismatches(body, self.received)
+                    self.corrupted += bytes_body_mismatches(body, self.received)
                     self.received += len(body)
                 ahead = self.received / self.rate - (time.monotonic() - t0)
                 if ahead > 0:

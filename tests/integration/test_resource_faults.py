@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bytes_body_sha256, free_port, kv_ok, wait_for
+from harness import bytes_body_mismatches, bytes_body_sha256, free_port, kv_ok, wait_for
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (prlimit, cgroups)")
 
@@ -295,19 +295,6 @@ class MemCgroup:
                 time.sleep(0.1)
 
 
-PATTERN = bytes(range(256)) * 4097  # the /bytes body: offset k holds k % 256
-
-
-def _mismatches(data, offset):
-    """Bytes of `data`, at body offset `offset`, that differ from the /bytes body."""
-    bad = 0
-    for i in range(0, len(data), 1 << 20):
-        part = data[i:i + (1 << 20)]
-        start = (offset + i) % 256
-        want = PATTERN[start:start + len(part)]
-        if part != want:
-            bad += sum(1 for a, b in zip(part, want) if a != b)
-    return bad
 
 
 class Reader:
@@ -338,7 +325,7 @@ class Reader:
                 buf += b
             body = buf.split(b"\r\n\r\n", 1)[1]
             h = hashlib.sha256(body)
-            self.corrupted += _mismatches(body, 0)
+            self.corrupted += bytes_body_mismatches(body, 0)
             self.got = len(body)
             while self.got < self.n:
                 if self.stall_after is not None and self.got >= self.stall_after \
@@ -349,7 +336,7 @@ class Reader:
                 if not b:
                     break
                 h.update(b)
-                self.corrupted += _mismatches(b, self.got)
+                self.corrupted += bytes_body_mismatches(b, self.got)
                 self.got += len(b)
             s.close()
             self.ok = self.got == self.n and h.hexdigest() == bytes_body_sha256(self.n)

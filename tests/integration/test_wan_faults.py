@@ -26,15 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import BYTES_CHUNK, kv_ok, wait_for
+from harness import bytes_body_mismatches, kv_ok, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "wan"))
 from wan import Wan  # noqa: E402
 
 # Bodies longer than any run: only a reset or a clean end can end them.
 BIG = 1 << 40
-PERIOD = len(BYTES_CHUNK)
-PATTERN = BYTES_CHUNK * 2
 
 
 def link_rtt_ms():
@@ -76,15 +74,7 @@ class Reader:
         self.thread.start()
 
     def _check(self, data):
-        off = 0
-        while off < len(data):
-            start = (self.body + off) % PERIOD
-            n = min(len(data) - off, PERIOD)
-            want = PATTERN[start:start + n]
-            got = data[off:off + n]
-            if got != want:
-                self.corrupted += sum(1 for a, b in zip(got, want) if a != b)
-            off += n
+        self.corrupted += bytes_body_mismatches(data, self.body)
         self.body += len(data)
 
     def _run(self):
