@@ -234,11 +234,13 @@ bench-wan: all
 # Every fault and bad input docs/reliability.md defines, FAULT_RUNS times each, link
 # faults at 0 and 40 ms RTT too; rewrites the results table at the end of that file.
 # FAULT_IDS=FI-,T-15 runs only those ids (and writes build/faults/table.md only).
+# FAULT_JOBS=N runs N pytest processes at once (the suite's serial tests still alone).
 FAULT_RUNS ?= 20
 FAULT_IDS  ?=
+FAULT_JOBS ?= 1
 .PHONY: faults
 faults: all unit-tests
-	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --ids "$(FAULT_IDS)" --build $(BUILD) \
+	$(PYTHON) tests/faults/run.py --runs $(FAULT_RUNS) --jobs $(FAULT_JOBS) --ids "$(FAULT_IDS)" --build $(BUILD) \
 	  --note "$(FAULT_NOTE)"
 
 # Wrapper churn and a random fault every minute for SOAK_MINUTES, then RSS,

@@ -25,6 +25,8 @@ prefixes, `FI-,T-15`) only build/faults/table.md is written, so that a partial r
 passes for the whole table.
 """
 import argparse
+import ast
+import concurrent.futures
 import datetime
 import math
 import os
@@ -252,6 +254,68 @@ def run_integration(fault, rtt, k, build, out_dir, timeout):
     return got
 
 
+def exclusive_tests(conftest=ROOT / "tests/integration/conftest.py"):
+    """The node-id parts the suite runs alone (conftest.py SERIAL: tests that
+    measure the machine), plus the clock jump, which moves every test's clock."""
+    tree = ast.parse(conftest.read_text())
+    serial = ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "SERIAL" for t in node.targets):
+            serial = ast.literal_eval(node.value)
+    return tuple(serial) + ("test_clock_jump.py",)
+
+
+def is_exclusive(fault, exclusive):
+    """A node id naming an exclusive test, or a whole file holding one."""
+    def hits(node, x):
+        name = node.rsplit("/", 1)[-1]
+        return x in node or ("::" not in name and x.split("::")[0] == name)
+    return any(hits(n, x) for n in fault.integ for x in exclusive)
+
+
+def run_all(rows, args, build, out_dir, started):
+    """Every row's runs: first those of rows whose tests the suite runs alone
+    (exclusive_tests), one at a time, then the rest up to `args.jobs` pytest
+    processes at once. Results are added to each row in run order, whatever
+    order they finish in."""
+    exclusive = exclusive_tests()
+    units = {i: (run_unit(r.fault, args.runs, build, out_dir, args.timeout)
+                 if r.rtt == 0 and r.fault.unit else [[] for _ in range(args.runs)])
+             for i, r in enumerate(rows) if r.fault.unit or r.fault.integ}
+    tasks = [(i, k) for i, r in enumerate(rows) if r.fault.integ for k in range(args.runs)]
+    alone = [t for t in tasks if is_exclusive(rows[t[0]].fault, exclusive)]
+    side_by_side = [t for t in tasks if t not in alone]
+    results, done = {}, {i: 0 for i in units}
+
+    def finished(i, k, outcomes):
+        results[(i, k)] = outcomes
+        done[i] += 1
+        row = rows[i]
+        failed = any(o.status == "fail" for o in outcomes)
+        print(f"faults: {row.fault.id} rtt {row.rtt} ms run {k + 1}/{args.runs}: "
+              f"{'FAIL' if failed else 'done'} ({done[i]} of {args.runs} of this row; "
+              f"{time.monotonic() - started:.0f} s so far)", flush=True)
+
+    def one(t):
+        i, k = t
+        return run_integration(rows[i].fault, rows[i].rtt, k, build, out_dir, args.timeout)
+
+    for t in alone:
+        finished(*t, one(t))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {pool.submit(one, t): t for t in side_by_side}
+        for fut in concurrent.futures.as_completed(futs):
+            finished(*futs[fut], fut.result())
+    for i, unit in units.items():
+        row = rows[i]
+        for k in range(args.runs):
+            result = row.add(k, list(unit[k]) + results.get((i, k), []))
+            if not row.fault.integ:
+                print(f"faults: {row.fault.id} rtt {row.rtt} ms run {k + 1}/{args.runs}: "
+                      f"{result}", flush=True)
+
+
 # ---------------------------------------------------------------- results
 class Row:
     def __init__(self, fault, rtt):
@@ -362,12 +426,17 @@ def render(rows, args, started, emulated, rev="-"):
                      f"{fmt_bytes(r)} | {cell(tests)} |")
     finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     took = (time.monotonic() - started) / 60
+    jobs = getattr(args, "jobs", 1)
     cmd = "make faults" + (f" FAULT_RUNS={args.runs}") + (f" FAULT_IDS={args.ids}" if args.ids
-                                                            else "")
+                                                            else "") + (
+        f" FAULT_JOBS={jobs}" if jobs > 1 else "")
     head = (f"**{len(ids)} ids** ({len(untested)} not yet tested), **{runs} runs, {passed} "
             f"passed**, each id's tests {args.runs} time{'s' if args.runs > 1 else ''} "
             f"(FAULT_RUNS={args.runs}); finished {finished} after {took:.0f} min on {machine()}; "
-            f"git {rev}; command `{cmd}`." + (f" {args.note}" if args.note else ""))
+            f"git {rev}; command `{cmd}`." + (
+                f" {jobs} pytest runs at a time (tests the suite runs alone ran alone), so "
+                f"detection and recovery times include the others' load." if jobs > 1 else "")
+            + (f" {args.note}" if args.note else ""))
     out = [head, ""] + lines
     if not emulated and any(r.rtt for r in rows):
         out += ["", f"RTT \"{args.rtt} (asked)\": the runner set CT_LINK_RTT_MS={args.rtt}, but "
@@ -395,6 +464,9 @@ def main():
                     help="comma-separated id prefixes (FI-,T-15); default: every id")
     ap.add_argument("--build", default=os.environ.get("CT_BUILD", str(ROOT / "build")))
     ap.add_argument("--rtt", type=int, default=40, help="the second RTT of link faults, ms")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("FAULT_JOBS") or 1),
+                    help="pytest runs at once (tests the suite runs alone still run alone); "
+                         "detection and recovery figures then include the load of the others")
     ap.add_argument("--timeout", type=int, default=1200,
                     help="seconds one pytest run (or one unit iteration) may take")
     ap.add_argument("--note", default=os.environ.get("FAULT_NOTE", ""),
@@ -403,6 +475,8 @@ def main():
     args = ap.parse_args()
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
+    if args.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
     build = Path(args.build).resolve()
     faults, unknown_link = load_faults(DOC.read_text())
     chosen = select(faults, args.ids)
@@ -428,23 +502,11 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rev = git_rev()  # what was tested: the tree as the run started
-    rows = []
-    for f, rtt in plan:
-        row = Row(f, rtt)
-        rows.append(row)
-        if not f.unit and not f.integ:
-            print(f"faults: {f.id}: not yet tested", flush=True)
-            continue
-        t0 = time.monotonic()
-        unit = run_unit(f, args.runs, build, out_dir, args.timeout) if rtt == 0 and f.unit \
-            else [[] for _ in range(args.runs)]
-        for k in range(args.runs):
-            outcomes = list(unit[k])
-            if f.integ:
-                outcomes += run_integration(f, rtt, k, build, out_dir, args.timeout)
-            result = row.add(k, outcomes)
-            print(f"faults: {f.id} rtt {rtt} ms run {k + 1}/{args.runs}: {result} "
-                  f"({time.monotonic() - t0:.0f} s so far)", flush=True)
+    rows = [Row(f, rtt) for f, rtt in plan]
+    for row in rows:
+        if not row.fault.unit and not row.fault.integ:
+            print(f"faults: {row.fault.id}: not yet tested", flush=True)
+    run_all(rows, args, build, out_dir, started)
     table = render(rows, args, started, emulated, rev)
     (out_dir / "table.md").write_text(table)
     print(table)

@@ -153,3 +153,49 @@ def test_the_table_counts_runs_percentiles_bytes_and_footnotes_the_first_failure
 def test_percentiles_are_nearest_rank():
     vs = list(range(1, 101))
     assert (run.pct(vs, 50), run.pct(vs, 99), run.pct([3.0], 99)) == (50, 99, 3.0)
+
+
+def test_parallel_runs_keep_run_order_and_run_serial_tests_alone(monkeypatch, tmp_path):
+    """FAULT_JOBS: up to `jobs` pytest runs at once, a test conftest.py marks
+    serial never beside another, and each row's runs added in order."""
+    import threading
+    import time as _time
+    conftest = tmp_path / "conftest.py"
+    conftest.write_text('SERIAL = (\n    "test_b.py::test_alone",\n)\n')
+    monkeypatch.setattr(run, "exclusive_tests",
+                        lambda conftest=conftest, f=run.exclusive_tests: f(conftest))
+    assert run.exclusive_tests() == ("test_b.py::test_alone", "test_clock_jump.py")
+    faults, _ = run.load_faults(DOC)
+    shared, alone = faults[0], faults[2]
+    shared.integ, shared.unit = ["tests/integration/test_a.py::test_x"], []
+    alone.integ, alone.unit = ["tests/integration/test_b.py"], []  # its file holds a serial test
+    assert run.is_exclusive(alone, run.exclusive_tests())
+    assert not run.is_exclusive(shared, run.exclusive_tests())
+    lock, now, log = threading.Lock(), {"n": 0, "most": 0}, []
+    three = threading.Barrier(3, timeout=10)  # broken unless three shared runs overlap
+
+    def fake(fault, rtt, k, build, out_dir, timeout):
+        with lock:
+            now["n"] += 1
+            now["most"] = max(now["most"], now["n"])
+            log.append(("start", fault.id, now["n"]))
+        if fault is shared and k < 3:
+            three.wait()
+        _time.sleep(0.02 if k % 2 else 0)  # runs finish out of order
+        with lock:
+            now["n"] -= 1
+        ok = run.Outcome("t", "pass" if k != 3 else "fail", "run 4 fails",
+                         {"detect_s": [float(k)]})
+        return [ok]
+
+    monkeypatch.setattr(run, "run_integration", fake)
+
+    class A(Args):
+        runs, jobs, timeout = 6, 3, 10
+    rows = [run.Row(shared, 0), run.Row(alone, 0)]
+    run.run_all(rows, A(), tmp_path, tmp_path, _time.monotonic())
+    assert now["most"] == 3  # the shared runs went three at a time
+    assert all(n == 1 for what, fid, n in log if fid == alone.id)  # the serial one alone
+    assert [r.runs for r in rows] == [6, 6] and [r.passed for r in rows] == [5, 5]
+    assert rows[0].samples["detect_s"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # in run order
+    assert rows[0].first_failure.startswith("run 4: t: run 4 fails")
