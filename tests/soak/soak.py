@@ -338,9 +338,16 @@ class Wrapper:
         return status, headers
 
     def close(self, reset=False):
+        # wrap_socket() detached `raw`: its fd now belongs to `s`, so the
+        # linger goes on `s`, and a failed setsockopt must not skip the close
+        # (it did: the socket then stayed open until the garbage collector
+        # found it, holding its stream, and the abort was never an RST).
+        if reset:
+            try:
+                self.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
         try:
-            if reset:
-                self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.s.close()
         except OSError:
             pass
@@ -845,7 +852,9 @@ def idle_snapshot(world, baseline_fds=None, timeout=30):
     streams = m or metrics(world.mport)
     if m is None:
         # Evidence for whoever looks into it: every TCP socket of the daemons.
-        pids = set(world.processes().values())
+        # The soak's own sockets too: a stream held open by a client that
+        # never closed is the client's doing, not the tunnel's.
+        pids = set(world.processes().values()) | {os.getpid()}
         try:
             ss = subprocess.run(["ss", "-tanpoi"], capture_output=True, timeout=10,
                                 text=True).stdout
