@@ -285,8 +285,11 @@ class TlsProcess final : public ChildBase {
     CertReport peer;
     if (peer_cert_report(l.ssl(), static_cast<uint32_t>(l.id()), &peer)) peer_certs_[l.id()] = peer;
     dial_.on_new_instance();
-    LOG_LINK(LOG_INFO, l.id(), "linked to broker instance %s: %zu linked, the brokers run %u",
-             instance_name(inst).c_str(), instances().size(), replicas_expected());
+    LOG_LINK(LOG_INFO, l.id(),
+             "connected to the broker: %s (protocol %u); linked to broker instance %s: %zu "
+             "linked, the brokers run %u",
+             l.peer_subject().c_str(), l.session().version(), instance_name(inst).c_str(),
+             instances().size(), replicas_expected());
     report();
     plan_hunt();
   }
@@ -505,7 +508,10 @@ class TlsProcess final : public ChildBase {
           if (!is_local) {
             up_since_[l.id()] = Clock::now();
             dial_.on_link_up();  // a link completed its HELLO: the configuration works
-            LOG_LINK(LOG_INFO, l.id(), "connected to the broker: %s (protocol %u)",
+            // Debug: with every replica linked, a sync dial every 2-4 s
+            // (plan_hunt) gets here and mostly turns out a duplicate. The
+            // info line is identified()'s, for a link that is kept.
+            LOG_LINK(LOG_DEBUG, l.id(), "handshake done with the broker: %s (protocol %u)",
                      static_cast<TlsLink&>(l).peer_subject().c_str(), l.session().version());
             if (settings_.proxy_protocol && l.session().version() < kOriginVersion)
               LOG_LINK(LOG_WARN, l.id(),
@@ -710,8 +716,12 @@ class TlsProcess final : public ChildBase {
     for (const auto& [id, c] : peer_certs_)
       if (s.certs.size() < kMaxCertReports) s.certs.push_back(c);
     const std::optional<Pin> ours = leaf_pin(own_certs_);
+    // Kept links only, as links_up counts them: a sync dial's duplicate
+    // (every 2-4 s) would otherwise change the state twice, each a STATUS
+    // line in the parent's log and an sd_notify.
     for (const auto& [id, l] : links_)
       if (!l->closed() && l->has_session() && l->session().peer_pins() &&
+          identified_.count(id) != 0 && duplicates_.count(id) == 0 &&
           s.peer_pins.size() < kMaxCertReports)
         s.peer_pins.push_back(peer_pins_report(id, *l->session().peer_pins(), ours));
     return s;

@@ -235,3 +235,24 @@ def test_a_rolling_restart_of_every_replica_loses_no_read(env, tmp_path):
     print(summary)
     _check_no_lost_reads(done, summary)
     assert len(steps) == 3, summary
+
+
+def test_a_bridge_holding_every_replica_looks_for_more_without_a_log_line(env):
+    """With every replica linked the bridge still dials every 2-4 s, for a
+    rollout's surge replica (docs/ha.md). Behind one address those dials reach
+    a broker it holds and close as duplicates: routine, so nothing at info in
+    either daemon, and no STATUS change (each was two parent log lines and two
+    sd_notify calls before, some 2,900 lines an hour)."""
+    broker, bridge, up = env.tunnel(broker_extra=["--log-level", "debug"],
+                                    bridge_extra=["--log-level", "debug",
+                                                  "--status-file", env.tmp / "bridge.prom"])
+    assert kv_ok(broker.service_port)
+    info = re.compile(r"^\S+ (?:vault-bridge|cloudtaser-broker)\[\w+\] info: .*$", re.M)
+    before = {d: len(info.findall(d.text())) for d in (broker, bridge)}
+    dups = bridge.count(r"duplicate link closed")
+    wait_for(lambda: bridge.count(r"duplicate link closed") >= dups + 3, 20,
+             "three sync dials closed as duplicates")
+    for d in (broker, bridge):
+        new = info.findall(d.text())[before[d]:]
+        assert not new, "\n".join(new)
+    assert kv_ok(broker.service_port)
