@@ -25,10 +25,10 @@ window is an error. A sampler records RSS, fds and CPU of every process and
 the broker's stream gauges every --sample-every seconds.
 
 At the end the load stops, the system settles, and the verdict compares like
-with like: each process's idle RSS at the end against its own idle figure
-after warm-up (a process restarted during the run against its first idle
-figure after it had run under load; one that never got one is excluded and
-counted), the fds of each role against the baseline, streams against zero,
+with like: each role's idle RSS at the end against the role's idle figure at
+the end of the warm-up (a process the faults restarted is held to what its
+role needed once warm; only growth past the tolerance fails), the fds of
+each role against the baseline, streams against zero,
 the supervised children against the parents' own logs (each restart inside
 a fault window; no child killed by any signal but our SIGKILL). It prints a
 table and PASS or FAIL with the reasons, writes summary.json and the samples
@@ -945,23 +945,28 @@ def stray_processes(world, current):
 # ---------------------------------------------------------------- verdict
 def verdict(args, world, load, faults, sampler, warm, base, final, timeline, t_load):
     reasons = []
-    # Processes: each one's idle RSS at the end against its own warm idle figure.
+    # Processes: each role's idle RSS at the end against its figure at the end
+    # of the warm-up (its first process's), so that a process the faults
+    # restarted is held to what the role needed once warm, not to its own
+    # first minutes, when the bounded buffers had not reached their high-water
+    # mark yet. Growth past the tolerance fails; less than warm does not.
     rss_rows = []
     excluded = []
     for name in sorted(final["procs"]):
         if name == "upstream":
             continue
         p = final["procs"][name]
-        w = warm.get(p["pid"])
+        w = warm.get("roles", {}).get(name)
         if w is None:
             excluded.append(f"{name} pid={p['pid']}")
             rss_rows.append((name, p["pid"], None, p["rss"], None))
             continue
         delta = 100.0 * (p["rss"] - w["rss"]) / w["rss"]
         rss_rows.append((name, p["pid"], w, p["rss"], delta))
-        if abs(delta) > args.rss_tolerance:
-            reasons.append(f"{name} pid={p['pid']} RSS {w['rss']} -> {p['rss']} KiB "
-                           f"({delta:+.1f} %, over {args.rss_tolerance} %)")
+        if delta > args.rss_tolerance:
+            reasons.append(f"{name} pid={p['pid']} RSS {w['rss']} KiB after the warm-up (pid "
+                           f"{w['pid']}) -> {p['rss']} KiB ({delta:+.1f} %, over "
+                           f"{args.rss_tolerance} %)")
     compared = [r for r in rss_rows if r[4] is not None]
     if not compared:
         reasons.append("no process has a warm RSS figure to compare with")
@@ -1069,7 +1074,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", 10)))
     ap.add_argument("--seconds", type=float, help="the run's length in seconds (over --minutes)")
-    ap.add_argument("--warmup", type=float, default=60, help="seconds of load before any fault")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds of load before any fault; each role's RSS is judged against "
+                         "its figure at the warm-up's end (default: a sixth of the run, "
+                         "60-600 s)")
     ap.add_argument("--fault-every", type=float, default=60,
                     help="seconds per fault interval (0: no faults)")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="kinds to draw from")
@@ -1090,6 +1098,11 @@ def main():
     if args.upstream_child is not None:
         return upstream_child(args.upstream_child, args.plant)
     duration = args.seconds if args.seconds is not None else args.minutes * 60
+    if args.warmup is None:
+        # Long enough for the bounded buffers to reach their high-water mark:
+        # with this mix the bridge's TLS process still grew for 8 min after a
+        # start (12 min run, seed 20: 15.2 -> 16.2 MiB), then held (docs).
+        args.warmup = min(600.0, max(60.0, duration / 6))
     kinds = [k for k in args.faults.split(",") if k]
     for k in kinds:
         if k not in FAULT_KINDS:
@@ -1137,6 +1150,7 @@ def main():
         clock = ClockWatch(faults, stop)
         clock.thread.start()
         born = {}  # pid -> when first seen, for the warm rule
+        role_warm = warm.setdefault("roles", {})  # name -> the figure after the warm-up
         timeline = {"intervals": 0, "quiesce_s": []}
         snaps = open(out / "idle.jsonl", "w")  # every idle snapshot, for the RSS trend
         idles = []
@@ -1179,6 +1193,9 @@ def main():
                 age = snap["t"] - born.setdefault(p["pid"], t_load if i == 0 else snap["t"])
                 if p["pid"] not in warm and age >= min_age:
                     warm[p["pid"]] = dict(p, name=name, at=snap["t"])
+                # The role's figure: its first process's, after the whole warm-up.
+                if i == 0 and name not in role_warm:
+                    role_warm[name] = dict(p, name=name, at=snap["t"])
             if base is None:
                 base = snap
             if args.fault_every > 0 and kinds and i != closing:
@@ -1260,7 +1277,7 @@ def report(args, seed, duration, load, faults, fig, base, final, warm, sampler, 
                      sampler.peak.get(name, "-"), b.get("fds", "-"),
                      e.get("fds", "-"), f"{cpu.get(name, 0):.1f}",
                      f"{100 * cpu.get(name, 0) / max(run, 1):.1f}"])
-    print(fmt_table(rows, ["process", "pid now", "restarts", "warm RSS KiB", "end RSS KiB",
+    print(fmt_table(rows, ["process", "pid now", "restarts", "warm RSS KiB (role)", "end RSS KiB",
                            "RSS %", "idle RSS range (pauses)", "peak RSS KiB", "fds base",
                            "fds end", "CPU s", "CPU % of a core"]))
     stuck = [x for x in timeline["idles"] if not x["fds_settled"]]
