@@ -49,9 +49,8 @@ FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
 # Largest input per target: two max-size frames; a session script of a few
 # hundred actions; a HELLO payload with room for wrong sizes; an IPC body far
 # above every cap but MATERIAL's (whose cap only adds copying time); a ring
-# script of 256 actions of up to 14 bytes (each run copies the 2 MiB file
-# twice, so longer scripts buy little); an OpenBao health answer past its
-# 4 KiB cap; a beacon preamble or a few answers.
+# script of 256 actions of up to 14 bytes (the harness stops at 256); an
+# OpenBao health answer past its 4 KiB cap; a beacon preamble or a few answers.
 FUZZ_MAXLEN_frame_decoder_fuzz := 33000
 FUZZ_MAXLEN_session_fuzz       := 4096
 FUZZ_MAXLEN_hello_fuzz         := 128

@@ -36,15 +36,24 @@ class ShmRing {
   static constexpr size_t kRingBytes = 1024 * 1024;
   static constexpr size_t kHeaderBytes = 4096;
   static constexpr size_t kFileBytes = kHeaderBytes + 2 * kRingBytes;
+  // The file for rings of `ring_bytes` (the daemons use kRingBytes; the
+  // fuzzer uses a page, so that a run copies kilobytes, not megabytes).
+  static constexpr size_t file_bytes(size_t ring_bytes) { return kHeaderBytes + 2 * ring_bytes; }
 
   enum class Side { kTls = 0, kForward = 1 };  // tls writes ring 0, forward ring 1
 
   // Parent: a zero-filled memfd of kFileBytes, sealed against resizing, so
   // neither child can make the other's mapping fault. Invalid on failure,
   // with *err the errno.
-  static UniqueFd create(int* err);
+  // `ring_bytes`: a power of two, at least 64; the same in create() and map().
+  static UniqueFd create(int* err, size_t ring_bytes = kRingBytes);
   // Child: maps the parent's memfd (read/write, never executable).
-  static Result<std::unique_ptr<ShmRing>> map(int fd, Side side);
+  static Result<std::unique_ptr<ShmRing>> map(int fd, Side side, size_t ring_bytes = kRingBytes);
+  // Fresh positions over a mapping of file_bytes(ring_bytes) that the caller
+  // made and keeps (never unmapped here): the fuzzer starts thousands of
+  // rings a second on one mapping, where a munmap each would cost most of
+  // its time (the TLB shootdown of a threaded process).
+  static std::unique_ptr<ShmRing> attach(uint8_t* base, Side side, size_t ring_bytes);
   ~ShmRing();
   ShmRing(const ShmRing&) = delete;
   ShmRing& operator=(const ShmRing&) = delete;
@@ -74,10 +83,13 @@ class ShmRing {
 
  private:
   struct Dir;  // one direction's shared fields
-  ShmRing(uint8_t* base, Side side);
+  ShmRing(uint8_t* base, Side side, size_t ring_bytes, bool owned);
   uint64_t peer_pos(uint64_t* field, uint64_t mine, bool producer);
 
   uint8_t* base_;
+  size_t ring_bytes_;  // a power of two
+  uint64_t mask_;      // ring_bytes_ - 1
+  bool owned_;         // map() made the mapping: unmapped with us
   Dir* out_dir_;
   Dir* in_dir_;
   uint8_t* out_ring_;
