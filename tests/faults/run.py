@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -285,7 +284,8 @@ def run_all(rows, args, build, out_dir, started):
              for i, r in enumerate(rows) if r.fault.unit or r.fault.integ}
     tasks = [(i, k) for i, r in enumerate(rows) if r.fault.integ for k in range(args.runs)]
     alone = [t for t in tasks if is_exclusive(rows[t[0]].fault, exclusive)]
-    side_by_side = [t for t in tasks if t not in alone]
+    lone = set(alone)
+    side_by_side = [t for t in tasks if t not in lone]
     results, done = {}, {i: 0 for i in units}
 
     def finished(i, k, outcomes):
