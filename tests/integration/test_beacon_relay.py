@@ -478,9 +478,16 @@ def test_kill_9_of_the_tls_process_is_restarted_and_new_pairs_work(beacon):
 def test_the_tls_process_runs_with_seccomp_and_no_capabilities(beacon):
     b = beacon()
     pids = wait_for(lambda: len(b.children()) == 2 and b.children(), 10, "both children")
+
+    def status(role):
+        text = Path(f"/proc/{pids[role]}/status").read_text()
+        return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+    # A child is listed from its exec; it enters its sandbox once it has its
+    # settings (a make test under load saw the forwarding process before).
+    wait_for(lambda: all(status(r)["Seccomp"].strip() == "2" for r in ("tls", "forward")), 10,
+             "both children in seccomp filter mode")
     for role in ("tls", "forward"):
-        status = Path(f"/proc/{pids[role]}/status").read_text()
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        fields = status(role)
         assert fields["Seccomp"].strip() == "2", role
         assert fields["NoNewPrivs"].strip() == "1", role
         for cap in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
