@@ -526,7 +526,11 @@ class TlsProcess final : public ChildBase {
           break;
         case Event::kOpened: {
           if (is_local) break;  // the forwarding process never opens
-          if (!local_ || local_->closed() || draining_) {
+          // A restarted forwarding process whose HELLO is not in yet: with
+          // --proxy-protocol the stream would lose its origin (local_ready),
+          // so it is refused rather than attributed to the bridge.
+          if (!local_ || local_->closed() || draining_ ||
+              (settings_.proxy_protocol && !local_->session().ready())) {
             l.session().reset(ev.stream, draining_ ? Code::kRefused : Code::kResource);
             break;
           }
@@ -664,7 +668,7 @@ class TlsProcess final : public ChildBase {
         end_probe(/*reset=*/true);
     }
     if (health_.due(now) && !draining_) start_probe(now);
-    if (ctx_ && dial_.due(now, satisfied())) {
+    if (ctx_ && local_ready() && dial_.due(now, satisfied())) {
       if (settings_.beacons.empty()) {
         send(Msg::kDialRequest, {});
       } else {
@@ -684,9 +688,17 @@ class TlsProcess final : public ChildBase {
     return true;
   }
 
+  // The data channel to the forwarding process has done its HELLO. A stream
+  // opened on it before then goes without its origin (Session::open sends one
+  // only to a peer known to speak version 3), and with --proxy-protocol
+  // OpenBao would get a LOCAL header, the bridge's own address, for a
+  // wrapper's connection (seen when the forwarding process started 40 ms
+  // after the link was up). So no link is dialled before it is ready.
+  bool local_ready() const { return local_ && !local_->closed() && local_->session().ready(); }
+
   TimePoint next_deadline() const override {
     TimePoint t = TimePoint::max();
-    t = std::min(t, dial_.next_deadline());
+    if (local_ready()) t = std::min(t, dial_.next_deadline());
     t = std::min(t, health_.next_deadline());
     t = std::min(t, next_expiry_check_);
     return std::min(t, relays_.next_deadline());
