@@ -136,14 +136,21 @@ def test_the_one_way_delay_is_accurate_to_a_millisecond(delay_ms, record_propert
     # Light load: one small message every 10 ms. The emulator and both ends run under
     # SCHED_FIFO where allowed: on this shared 2-core machine the run queue alone adds
     # tens of milliseconds to a normal thread's wake-up.
+    # What the emulator adds is judged against the same path with no delay, measured in
+    # the same test: the endpoints' own wake-ups and two loopback hops (0.3-0.6 ms here)
+    # are the measurement's, not the emulator's (CI, 2026-12-02: p50 1.15 ms late, of which
+    # the emulator's own sends were at most 0.64 ms).
+    base, _, _ = _one_way_samples(0)
     samples, rt, emu = _one_way_samples(2 * delay_ms)
-    err = [abs(x - delay_ms) for x in samples]
+    floor = pct(base, 50)
+    err = [abs(x - delay_ms - floor) for x in samples]
     p50, p90, p99 = pct(err, 50), pct(err, 90), pct(err, 99)
+    record_property("path_p50_ms", round(floor, 3))
     record_property("error_p50_ms", round(p50, 3))
     record_property("error_p90_ms", round(p90, 3))
     record_property("error_p99_ms", round(p99, 3))
-    print(f"one-way {delay_ms} ms (realtime={rt}): error p50 {p50:.3f} ms, p90 {p90:.3f} ms, "
-          f"p99 {p99:.3f} ms, "
+    print(f"one-way {delay_ms} ms (realtime={rt}): the path without delay p50 {floor:.3f} ms; "
+          f"beyond it error p50 {p50:.3f} ms, p90 {p90:.3f} ms, p99 {p99:.3f} ms, "
           f"min {min(samples):.3f} max {max(samples):.3f}; emulator late at most "
           f"{emu['max_late_ms']} ms")
     assert min(samples) >= delay_ms - 0.05, min(samples)  # never early
@@ -154,8 +161,8 @@ def test_the_one_way_delay_is_accurate_to_a_millisecond(delay_ms, record_propert
     # docs/wan.md gives the figures.
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     record_property("load_per_cpu", round(load, 2))
-    assert p50 <= 1.0, p50
-    assert p90 <= 2.0, (p90, p99, load)
+    assert p50 <= 1.0, (p50, floor)
+    assert p90 <= 2.0, (p90, p99, floor, load)
 
 
 def test_an_asymmetric_delay_is_applied_per_direction(echo):
