@@ -530,7 +530,7 @@ class TlsProcess final : public ChildBase {
           // --proxy-protocol the stream would lose its origin (local_ready),
           // so it is refused rather than attributed to the bridge.
           if (!local_ || local_->closed() || draining_ ||
-              (settings_.proxy_protocol && !local_->session().ready())) {
+              (settings_.proxy_protocol && !local_ready())) {
             l.session().reset(ev.stream, draining_ ? Code::kRefused : Code::kResource);
             break;
           }

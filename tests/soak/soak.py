@@ -943,7 +943,7 @@ def stray_processes(world, current):
 
 
 # ---------------------------------------------------------------- verdict
-def verdict(args, world, load, faults, sampler, warm, base, final, timeline, t_load):
+def verdict(args, world, load, faults, sampler, role_warm, base, final, timeline, t_load):
     reasons = []
     # Processes: each role's idle RSS at the end against its figure at the end
     # of the warm-up (its first process's), so that a process the faults
@@ -956,7 +956,7 @@ def verdict(args, world, load, faults, sampler, warm, base, final, timeline, t_l
         if name == "upstream":
             continue
         p = final["procs"][name]
-        w = warm.get("roles", {}).get(name)
+        w = role_warm.get(name)
         if w is None:
             excluded.append(f"{name} pid={p['pid']}")
             rss_rows.append((name, p["pid"], None, p["rss"], None))
@@ -1150,7 +1150,7 @@ def main():
         clock = ClockWatch(faults, stop)
         clock.thread.start()
         born = {}  # pid -> when first seen, for the warm rule
-        role_warm = warm.setdefault("roles", {})  # name -> the figure after the warm-up
+        role_warm = {}  # role name -> its figure after the warm-up (warm: per pid)
         timeline = {"intervals": 0, "quiesce_s": []}
         snaps = open(out / "idle.jsonl", "w")  # every idle snapshot, for the RSS trend
         idles = []
@@ -1230,7 +1230,7 @@ def main():
         sampler.finish()
         final["procs"]["upstream"] = {"pid": world.upstream.proc.pid}
         faults.sort(key=lambda f: f.t0)
-        reasons, fig = verdict(args, world, load, faults, sampler, warm, base, final, timeline,
+        reasons, fig = verdict(args, world, load, faults, sampler, role_warm, base, final, timeline,
                                t_load)
         if not finished:
             reasons.append("a client thread did not finish within its deadline")
