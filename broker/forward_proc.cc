@@ -132,13 +132,17 @@ class ForwardProcess final : public ChildBase {
 
   void on_data_channel() noexcept override { update_listener(); }
 
-  // Wrappers are accepted only while a data channel exists; otherwise they
-  // wait in the kernel's backlog until the TLS process is back.
+  // Wrappers are accepted only while a data channel exists and the TLS
+  // process's HELLO on it is in; otherwise they wait in the kernel's backlog
+  // until it is. An OPEN sent before that HELLO carries no origin
+  // (docs/protocol.md §3a): a wrapper accepted in that window would reach
+  // OpenBao as the bridge itself.
   // The listener is also out of epoll while the service port's pool is full
   // (kMaxWrapperConns): wrappers then wait in the backlog, none is accepted
   // and closed.
   void update_listener() {
-    const bool want = listener_.fd && local_ && !local_->closed() && !draining_;
+    const bool want =
+        listener_.fd && local_ && !local_->closed() && local_->session().ready() && !draining_;
     const bool room = svc_.accepting(Clock::now()) || release_closed_wrappers(nullptr);
     if (want && !room && listener_.active) {
       svc_.count(Refusal::kPaused);
@@ -260,7 +264,12 @@ class ForwardProcess final : public ChildBase {
   }
 
   void on_link_events(Link& l) noexcept override {
-    route_to_splices(l, splices_, [](const Event&) { return false; });
+    bool ready = false;  // the TLS process's HELLO: wrappers may be accepted now
+    route_to_splices(l, splices_, [&ready](const Event& ev) {
+      if (ev.kind == Event::kReady) ready = true;
+      return ev.kind == Event::kReady;
+    });
+    if (ready) update_listener();
   }
 
   void on_link_closed(Link& l) noexcept override {

@@ -247,3 +247,107 @@ def test_a_broker_too_old_for_the_origin_still_works_with_local_headers_and_one_
         got, _ = fetch(env, broker, "127.0.0.2")
         assert got["header"] == {"command": "LOCAL"}, got
     assert bridge.count("too old to say who connected") == 1
+
+
+def _stop_the_restarted_child(daemon, role, tries=10):
+    """Kills `daemon`'s `role` child and stops its successor before that one has
+    taken its data channel (it holds no eventfd yet: the PEER_WAKE that comes
+    first is still in its control socket, so it has sent no HELLO), while its
+    sibling already holds the new channel. Returns the stopped pid; the caller
+    sends SIGCONT. A successor caught too late is let go and the kill repeated,
+    at most `tries` times: this is the window the test is about, so never
+    reaching it fails the test rather than passing it unexercised."""
+    import signal
+    import time
+    for _ in range(tries):
+        old = daemon.children()[role]
+        os.kill(old, signal.SIGKILL)
+        new = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # bounded: 10 s, a restart takes < 1 s
+            new = daemon.children().get(role)
+            if new and new != old:
+                break
+            new = None
+        assert new, f"no new {role} process within 10 s"
+        os.kill(new, signal.SIGSTOP)
+        fds = []
+        for f in Path(f"/proc/{new}/fd").iterdir():
+            try:
+                fds.append(os.readlink(f))
+            except OSError:
+                pass
+        if not any("eventfd" in x for x in fds):
+            return new
+        os.kill(new, signal.SIGCONT)
+        time.sleep(0.3)  # let it settle before the next kill (not a synchronisation)
+    raise AssertionError(f"the new {role} process was never caught before its data channel "
+                         f"in {tries} tries")
+
+
+def _fetch_during(env, broker, pid):
+    """A wrapper from 127.0.0.2 connects while `pid` is stopped; once its TCP
+    connection is up (in the listener's queue at least), `pid` goes on."""
+    import signal
+    import time
+    result = {}
+
+    def run():
+        try:
+            result["got"] = fetch(env, broker, "127.0.0.2")
+        except (AssertionError, OSError, ssl.SSLError) as e:
+            result["error"] = repr(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    # Its connect() is complete in the kernel whether or not anyone accepts;
+    # half a second more lets a forwarding process that would accept do so.
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGCONT)
+    t.join(30)
+    assert not t.is_alive(), "the wrapper hung"
+    return result
+
+
+def test_a_wrapper_arriving_before_a_restarted_broker_tls_process_is_ready_keeps_its_origin(env):
+    # docs/protocol.md §3a: an OPEN sent before the peer's HELLO carries no
+    # origin. The broker's forwarding process gets its new data channel while
+    # the restarted TLS process is still starting; a wrapper it accepted then
+    # would reach OpenBao as the bridge itself (PROXY LOCAL). It accepts only
+    # once the channel's HELLO is in: the wrapper waits in the listen queue.
+    broker, bridge, up = start(env, proxy=True, passthrough=False)
+    check_header(env, broker, bridge, authority=SVC)
+    pid = _stop_the_restarted_child(broker, "tls")
+    r = _fetch_during(env, broker, pid)
+    assert "got" in r, r
+    got, port = r["got"]
+    assert got["header"].get("command") == "PROXY", got
+    assert (got["header"]["src"], got["header"]["src_port"]) == ("127.0.0.2", port), got
+    assert all(rec.get("header", {}).get("command") != "LOCAL" for rec in up.records), up.records
+
+
+def test_a_stream_reaching_a_restarted_bridge_forwarding_process_too_early_is_refused_not_local(env):
+    # The bridge's side of the same window (d96f551): its TLS process holds
+    # the link while the forwarding process restarts; a stream for which it
+    # could not pass the origin on is refused, never sent as the bridge's own.
+    broker, bridge, up = start(env, proxy=True, passthrough=False)
+    check_header(env, broker, bridge, authority=SVC)
+    n = len(up.records)
+    pid = _stop_the_restarted_child(bridge, "forward")
+    r = _fetch_during(env, broker, pid)
+    if "got" in r:  # served after the forwarding process's HELLO: with its origin
+        got, port = r["got"]
+        assert (got["header"].get("src"), got["header"].get("src_port")) == ("127.0.0.2", port)
+    assert all(rec.get("header", {}).get("command") != "LOCAL" for rec in up.records[n:]), \
+        up.records[n:]
+    # And the bridge serves again once the new process has sent its HELLO (a
+    # wrapper in between is refused, as above): bounded, 10 s.
+    import time
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            fetch(env, broker, "127.0.0.2")
+            break
+        except (AssertionError, OSError, ssl.SSLError):
+            assert time.monotonic() < deadline, "the bridge did not serve again within 10 s"
+            time.sleep(0.05)
+    check_header(env, broker, bridge, authority=SVC)
