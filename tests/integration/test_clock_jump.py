@@ -5,7 +5,8 @@ report and the status file. A jump must change nothing: no link drops, no timeou
 streams go on, and the TLS handshakes made during the jump (the bridge dials every 2-4 s)
 still find the certificates valid.
 
-Opt-in (CT_CLOCK_JUMP=1; `make faults` sets it): there is no namespace for CLOCK_REALTIME, so
+Opt-in (CT_CLOCK_JUMP=1; a plain `make faults` leaves it skipped, `CT_CLOCK_JUMP=1 make faults
+FAULT_IDS=FI-60` runs it): there is no namespace for CLOCK_REALTIME, so
 this changes the clock of the whole machine for about 20 s, and with it the timestamps make
 compares: a file written during the +1 h phase looks an hour newer than it is (a source edited
 in the next hour may not rebuild it). Run it on a machine that is not building anything else.
