@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, BROKER, BUILD, http_get, kv_ok, wait_for
+from harness import BRIDGE, BROKER, BUILD, Daemon, http_get, kv_ok, wait_for
 
 # Sanitizer builds (make asan) run the filter in log mode: nothing is killed,
 # and ASan's shadow memory makes memory scans meaningless. Those checks run on
@@ -435,3 +435,124 @@ def test_without_landlock_the_start_line_says_so_and_seccomp_still_refuses_files
         b"no, scopes no; seccomp alone confines this process" in r.stderr, r.stderr
     r = probe(binary, process, "openat", no_landlock)
     assert r.returncode == -signal.SIGSYS, (r.returncode, r.stderr)
+
+
+# ---------------------------------------------------------------- S-08
+STRACE_CALLS = ("setresgid,setgroups,setresuid,capset,prctl,landlock_restrict_self,seccomp,"
+                "accept4,connect")
+
+
+def _traced(env, which, trace, extra_strace=()):
+    """The broker (which='broker') or a bridge to `env`'s last broker, under
+    `strace -f`, its trace written to `trace`."""
+    pre = ["strace", "-ff", "-q", "-o", str(trace), "-e", f"trace={STRACE_CALLS}", *extra_strace]
+    if which == "broker":
+        d = Daemon([*pre, BROKER, "--bridge-listen", "127.0.0.1:0", "--service-listen",
+                    "127.0.0.1:0", "--cert", env.broker_crt, "--key", env.broker_key,
+                    "--ca-cert", env.pki.ca_crt, "--bridge-pin", env.bridge_pin],
+                   env._log("broker-strace"))
+    else:
+        broker, up = which
+        d = Daemon([*pre, BRIDGE, "--broker-address", f"127.0.0.1:{broker.bridge_port}",
+                    "--vault-addr", up.addr, "--client-cert", env.bridge_crt, "--client-key",
+                    env.bridge_key, "--ca-cert", env.pki.ca_crt, "--broker-pin", env.broker_pin,
+                    "--allow-plaintext-streams"], env._log("bridge-strace"))
+    env.daemons.append(d)
+    return d
+
+
+def _calls_by_pid(trace):
+    """pid -> [(syscall line, result)] in order, and pid -> exit status, from the
+    per-process files strace -ff wrote (`trace`.PID)."""
+    calls, exits = {}, {}
+    for f in Path(trace).parent.glob(Path(trace).name + ".*"):
+        pid = int(f.suffix[1:])
+        calls[pid] = []
+        for rest in f.read_text().splitlines():
+            e = re.match(r"\+\+\+ exited with (\d+) \+\+\+", rest)
+            if e:
+                exits[pid] = int(e.group(1))
+                continue
+            r = re.search(r"\) += (-?\d+)", rest)
+            if r:
+                calls[pid].append((rest, int(r.group(1))))
+    return calls, exits
+
+
+def _first(calls, pattern, ok=True):
+    for i, (line, rc) in enumerate(calls):
+        if re.match(pattern, line) and (rc >= 0 if ok else True):
+            return i
+    return None
+
+
+NET = r"(accept4|connect)\(\d+, \{sa_family=AF_INET6?"
+SECCOMP_LOAD = r"seccomp\(SECCOMP_SET_MODE_FILTER, [^,]*, \{len="
+
+
+def test_S08_each_child_drops_user_and_capabilities_then_no_new_privs_landlock_seccomp_before_the_network(env):
+    # docs/sandbox.md: the order of sandbox entry. Each step needs the one
+    # before (no_new_privs lets an unprivileged process load a filter; Landlock
+    # before seccomp because the filter forbids its calls), and none of it may
+    # come after the first byte from the network. strace -f watches each child
+    # from fork to its first accept/connect on a TCP socket.
+    up = env.kv()
+    btrace, rtrace = env.tmp / "broker.trace", env.tmp / "bridge.trace"
+    broker = _traced(env, "broker", btrace)
+    m = broker.wait_log(r"listening for bridges on 127\.0\.0\.1:(\d+) and wrappers on "
+                        r"127\.0\.0\.1:(\d+)")
+    broker.bridge_port, broker.service_port = int(m.group(1)), int(m.group(2))
+    bridge = _traced(env, (broker, up), rtrace)
+    broker.wait_log(r"conn=\d+ bridge connected")
+    assert http_get(broker.service_port, "/v1/secret/data/s")[0] == 200
+    root = os.geteuid() == 0
+    for name, trace in (("broker", btrace), ("bridge", rtrace)):
+        calls, _ = _calls_by_pid(trace)
+        children = {pid: c for pid, c in calls.items() if _first(c, SECCOMP_LOAD) is not None}
+        assert len(children) == 2, f"{name}: {len(children)} processes loaded a filter"
+        # The broker's TLS process accepts bridges, the bridge's forwarding
+        # process connects to OpenBao: at least one child per daemon meets the net.
+        assert any(_first(c, NET, ok=False) is not None for c in children.values()), name
+        for pid, c in children.items():
+            steps = {"user": _first(c, r"setresuid\(") if root else -4,
+                     "capabilities": _first(c, r"capset\(.*effective=0, permitted=0") if root
+                     else -3,
+                     "no_new_privs": _first(c, r"prctl\(PR_SET_NO_NEW_PRIVS, 1"),
+                     "landlock": _first(c, r"landlock_restrict_self\("),
+                     "seccomp": _first(c, SECCOMP_LOAD)}
+            assert None not in steps.values(), (name, pid, steps)
+            order = sorted(steps, key=steps.get)
+            assert order == list(steps), (name, pid, order)
+            net = _first(c, NET, ok=False)
+            if net is not None:
+                assert net > steps["seccomp"], (name, pid, c[net][0])
+            # Nothing of the user switch or the capability drop is undone later.
+            assert _first(c[steps["seccomp"]:], r"(setres[ug]id|capset)\(") is None, (name, pid)
+
+
+@pytest.mark.parametrize("call,says", [
+    ("landlock_restrict_self", "landlock_restrict_self: Operation not permitted"),
+    ("setresuid", "cannot switch user"),
+])
+def test_S08_a_sandbox_step_that_fails_ends_the_child_before_it_touches_the_network(env, call,
+                                                                                      says):
+    if call == "setresuid" and os.geteuid() != 0:
+        pytest.skip("the user switch happens only when started as root")
+    trace = env.tmp / "broker.trace"
+    broker = _traced(env, "broker", trace, ("-e", f"inject={call}:error=EPERM"))
+    # The child says why and exits 70; a child that cannot start is fatal to
+    # the daemon at start-up, so the parent exits too rather than run without it.
+    rc = broker.wait_exit(20)
+    assert rc != 0
+    assert re.search(rf"sandbox: cloudtaser-broker (tls|forward): {says}.*refusing to run "
+                     rf"unconfined", broker.text()), broker.text()
+    calls, exits = _calls_by_pid(trace)
+    failed = [pid for pid, c in calls.items()
+              if any(re.match(rf"{call}\(", line) and rc < 0 for line, rc in c)]
+    assert failed, calls
+    for pid in failed:
+        assert exits.get(pid) == 70, (pid, exits.get(pid))
+        c = calls[pid]
+        assert _first(c, SECCOMP_LOAD) is None and _first(c, NET, ok=False) is None, \
+            (pid, c[-3:])
+    assert broker.count(r"\[parent\] info: ready") == 0
