@@ -212,6 +212,9 @@ class Session {
   std::string_view last_bad_origin_why() const { return bad_origin_why_; }
 
  private:
+  // The unit tests move the next stream id to the end of the id space (F-16)
+  // rather than open two billion streams to get there.
+  friend struct SessionTestAccess;
   struct Stream {
     StreamState state = StreamState::kOpen;
     bool blocked = false;      // app saw zero capacity; owes it a kWritable

@@ -623,6 +623,44 @@ TEST(Session, F16_HighestStreamIdIsAccepted) {
   EXPECT_EQ(h.error(), Code::kProtocol);
 }
 
+}  // namespace
+
+// Declared a friend by Session (F-16): the next id the opener would use.
+struct SessionTestAccess {
+  static void set_next_id(Session& s, uint32_t id) { s.next_id_ = id; }
+};
+
+namespace {
+
+TEST(Session, F16_TheOpenerUsesTheLastIdThenSendsGoAwayAndNeverWraps) {
+  Harness h(opener_cfg());
+  h.feed(Wire().hello(false));
+  ASSERT_TRUE(h.s.ready());
+  (void)h.out();
+  SessionTestAccess::set_next_id(h.s, limits::kMaxStreamId - 1);
+  EXPECT_EQ(h.s.open(), limits::kMaxStreamId - 1);
+  EXPECT_EQ(h.s.open(), limits::kMaxStreamId);  // the last id is used
+  auto f = h.out();
+  EXPECT_EQ(count(f, FrameType::kOpen), 2u);
+  // Nothing above it: the next open fails, and the peer is told GOAWAY
+  // NO_ERROR so that the application dials a new connection.
+  EXPECT_EQ(h.s.open(), 0u);
+  f = h.out();
+  EXPECT_EQ(count(f, FrameType::kOpen), 0u);
+  const OutFrame* g = find(f, FrameType::kGoAway);
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->code(), Code::kNoError);
+  EXPECT_EQ(g->u32(), 0u);  // last stream: the peer opens none (it is the acceptor)
+  // Never a wrap-around to low ids, however often the application asks; the
+  // streams it has go on (GOAWAY ends only new ones).
+  for (int i = 0; i < 3; i++) EXPECT_EQ(h.s.open(), 0u);
+  EXPECT_TRUE(h.s.stream_exists(limits::kMaxStreamId));
+  EXPECT_FALSE(h.s.dead());
+  f = h.out();
+  EXPECT_EQ(count(f, FrameType::kOpen), 0u);
+  EXPECT_EQ(count(f, FrameType::kGoAway), 0u);  // said once
+}
+
 TEST(Session, F17_DataOnANeverOpenedStream) {
   Harness h = make_acceptor();
   h.ready();
