@@ -189,6 +189,28 @@ TEST_F(PoolFixture, AHeldWrapperIsResetAtItsOwnDeadline) {
   EXPECT_EQ(sample(MetricId::kResets, static_cast<uint32_t>(Code::kRefused)), 1u);
 }
 
+TEST_F(PoolFixture, F36_AtMostMaxPendingOpensAreHeldAndTheNextIsResetAtOnce) {
+  const uint32_t cap = static_cast<uint32_t>(limits::kMaxPendingOpens);
+  for (uint32_t w = 1; w <= cap; w++) arrive(w, t0);
+  EXPECT_EQ(pool.pending(), limits::kMaxPendingOpens);
+  EXPECT_TRUE(wrappers.resets.empty());
+  // One more, with no bridge: reset NO_BRIDGE at once, not held, and the
+  // ones already waiting keep their place and their deadline.
+  arrive(cap + 1, t0 + 1ms);
+  EXPECT_EQ(wrappers.resets.size(), 1u);
+  EXPECT_EQ(wrappers.resets.at(cap + 1), Code::kNoBridge);
+  EXPECT_EQ(pool.pending(), limits::kMaxPendingOpens);
+  EXPECT_EQ(pool.next_deadline(), t0 + kTimeout);
+  // A bridge arrives: the held ones are served, in order, and a slot is free again.
+  bridge(1, cap + 1);
+  pool.serve();
+  EXPECT_EQ(pool.pending(), 0u);
+  ASSERT_EQ(wrappers.order.size(), limits::kMaxPendingOpens);
+  EXPECT_EQ(wrappers.order.front(), 1u);
+  EXPECT_EQ(wrappers.order.back(), cap);
+  EXPECT_EQ(sample(MetricId::kResets, static_cast<uint32_t>(Code::kNoBridge)), 1u);
+}
+
 TEST_F(PoolFixture, HeldWrappersAreServedInArrivalOrderAndNeverOvertaken) {
   arrive(10, t0);
   arrive(11, t0);
