@@ -2,26 +2,11 @@
 
 #include <algorithm>
 
+#include "shared/stream/unsent.h"
+
 namespace ct {
 
-// Appends to what is held unsent. The budget bounds the unsent bytes of all
-// streams together, so what a stream's buffer allocates must stay close to
-// them: bytes already sent on are dropped before the buffer would grow (the
-// copy replaces the one growing would make), and growth is by a quarter, not
-// std::vector's doubling, which let a process hold several times its budget
-// (the bridge's TLS process held 190 MiB with a budget of 16).
-void RelayDir::append(Bytes data) {
-  if (data.empty()) return;
-  if (buf.size() + data.size() > buf.capacity()) {
-    if (pos > 0) {
-      buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(pos));
-      pos = 0;
-    }
-    const size_t need = buf.size() + data.size();
-    if (need > buf.capacity()) buf.reserve(need + need / 4);
-  }
-  buf.insert(buf.end(), data.begin(), data.end());
-}
+void RelayDir::append(Bytes data) { append_unsent(buf, pos, data); }
 
 // Everything was sent on. The allocation is kept for the next burst: a
 // stream keeps the credit it earned (session.h CreditPool), so what it may

@@ -11,6 +11,7 @@
 #include "shared/base/check.h"
 #include "shared/base/log.h"
 #include "shared/os/net.h"
+#include "shared/stream/unsent.h"
 #include "shared/wire/limits.h"
 
 namespace ct {
@@ -189,7 +190,7 @@ void Splice::pump_write() noexcept {
     for (Bytes b : pend_) {
       const size_t s = std::min(skip, b.size());
       skip -= s;
-      out_.insert(out_.end(), b.begin() + static_cast<std::ptrdiff_t>(s), b.end());
+      append_unsent(out_, out_pos_, b.subspan(s));
     }
     pend_.clear();
     if (static_cast<size_t>(n > 0 ? n : 0) < total) return update_interest();
@@ -242,7 +243,7 @@ void Splice::on_data(Bytes data) noexcept {
     pend_epoch_ = epoch;
     pend_.push_back(data);
   } else {
-    out_.insert(out_.end(), data.begin(), data.end());
+    append_unsent(out_, out_pos_, data);
   }
   if (!dirty_ && !connecting_) {
     dirty_ = true;

@@ -56,6 +56,9 @@ class Splice final : public Loop::Handler {
 
   uint32_t id() const { return id_; }
   const Link& link() const { return link_; }
+  // What the splice has allocated for stream bytes its socket has not taken
+  // yet: within a quarter of those bytes, which the stream's credit bounds.
+  size_t backlog_capacity() const { return out_.capacity(); }
 
  private:
   // EPOLLERR: reads SO_ERROR; if set, resets the stream and closes abortively.

@@ -417,7 +417,9 @@ def test_FI58_under_a_memory_cgroup_limit_buffers_stay_bounded_and_nothing_is_oo
         env, tmp_path, monkeypatch, record_property, cgroups, daemon_name):
     """FI-58: the limit is the daemon's working set plus its two processes' credit budgets
     (--memory-budget 8 MiB each) plus 32 MiB of allocator slack and kernel memory (peaks seen:
-    23-41 MiB over a 6 MiB working set). The design bounds what a process buffers by its
+    23-30 MiB over a 6 MiB working set; the broker's reached the limit, 54-56 MiB, in 3 of 20
+    `make faults` runs and was OOM-killed, until its splices stopped keeping the bytes a slow
+    reader had already taken, shared/stream/unsent.h). The design bounds what a process buffers by its
     credit budget: the kernel never OOM-kills a child, no process restarts, and every body,
     the stalled ones once resumed, arrives intact."""
     try:

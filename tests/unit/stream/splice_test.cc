@@ -67,6 +67,8 @@ struct SpliceFixture : ::testing::Test {
   bool far_shut_after = false, far_shut = false;
   std::string far_got;
   bool far_reads = true, far_eof = false;
+  int far_read_rounds = 64;          // recv() calls per round
+  size_t far_read_max = 64 * 1024;   // bytes per recv()
   TestEnd end;  // the peer session's end of the stream
 
   void far_io() {
@@ -81,8 +83,8 @@ struct SpliceFixture : ::testing::Test {
       ::shutdown(far, SHUT_WR);
     }
     char buf[64 * 1024];
-    for (int i = 0; far_reads && !far_eof && i < 64; i++) {
-      const ssize_t n = ::recv(far, buf, sizeof buf, MSG_DONTWAIT);
+    for (int i = 0; far_reads && !far_eof && i < far_read_rounds; i++) {
+      const ssize_t n = ::recv(far, buf, std::min(sizeof buf, far_read_max), MSG_DONTWAIT);
       if (n > 0) far_got.append(buf, static_cast<size_t>(n));
       if (n == 0) far_eof = true;
       if (n <= 0) break;
@@ -274,6 +276,31 @@ TEST_F(SpliceFixture, ASocketThatIsNotReadStopsTheStreamsWriterThenItResumes) {
   EXPECT_EQ(end.sent, stalled_at);
   far_reads = true;
   settle(2000);
+  EXPECT_EQ(far_got.size(), end.to_send.size());
+  EXPECT_TRUE(far_got == end.to_send);
+}
+
+TEST_F(SpliceFixture, AReaderSlowerThanItsWriterNeverMakesTheSpliceHoldMoreThanItsCredit) {
+  // The far end reads 16 KiB a round while the stream's writer always has
+  // more: the socket never takes everything queued, so the splice's backlog
+  // never empties. The bytes it already wrote must not stay in its buffer
+  // (the broker's forwarding process held 39 MiB with a budget of 8, FI-58).
+  unix_pair();
+  far_read_rounds = 1;
+  far_read_max = 16 * 1024;
+  end.to_send = pattern(8 * 1024 * 1024, 7);
+  size_t peak = 0;
+  for (int i = 0; i < 3000 && far_got.size() < 5 * 1024 * 1024; i++) {
+    settle(1);
+    if (const Splice* s = table.find(link, id)) peak = std::max(peak, s->backlog_capacity());
+  }
+  EXPECT_GT(far_got.size(), size_t{4 * limits::kDefaultStreamWindow}) << "too few bytes crossed";
+  // The stream's credit bounds the unsent bytes; the buffer may add a quarter
+  // and one read's worth of frames.
+  EXPECT_LE(peak, size_t{limits::kDefaultStreamWindow} * 5 / 4 + 64 * 1024) << peak;
+  far_read_rounds = 64;
+  far_read_max = 64 * 1024;
+  for (int i = 0; i < 3000 && far_got.size() < end.to_send.size(); i++) settle(1);
   EXPECT_EQ(far_got.size(), end.to_send.size());
   EXPECT_TRUE(far_got == end.to_send);
 }
