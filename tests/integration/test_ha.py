@@ -177,7 +177,12 @@ def test_kill_9_of_one_broker_under_load_loses_no_read(env, tmp_path):
 
         t_new = time.monotonic()
         c.replace("B", "D")
-        wait_for(c.fully_linked, 5, "the bridge back to three links with the replacement")
+        # The balancer picks the replica of each dial: one dial in three finds
+        # the replacement, so "within 5 s" holds in ~99 % of tries (16 fast
+        # dials 100-250 ms apart from the loss, then waits of at most 4 s; a
+        # make faults run of 20 missed once). The bound asserted is the one the
+        # hunt guarantees but for a 1-in-10^4 run of misses; the time is printed.
+        wait_for(c.fully_linked, 15, "the bridge back to three links with the replacement")
         relinked = time.monotonic() - t_new
         served = load.ok_count()
         wait_for(lambda: load.ok_count() >= served + 60, 30, "requests served after the replacement")

@@ -265,10 +265,12 @@ TEST_F(DialFixture, HuntingForAMissingReplicaIsFastThenBacksOff) {
         std::chrono::duration_cast<std::chrono::milliseconds>(dial.next_deadline() - now).count());
   }
   for (unsigned i = 0; i + 1 < limits::kHuntFastDials; i++) EXPECT_EQ(waits[i], 250) << i;
-  // Then full jitter doubling from 1 s to the 30 s cap (the top of each range here).
+  // Then full jitter doubling from 1 s to the 4 s cap, the sync dial's top
+  // (the top of each range here), however long the replica stays missing.
   EXPECT_EQ(waits[limits::kHuntFastDials - 1], 1000);
   EXPECT_EQ(waits[limits::kHuntFastDials], 2000);
-  EXPECT_EQ(waits.back(), 30000);
+  EXPECT_EQ(waits[limits::kHuntFastDials + 1], 4000);
+  EXPECT_EQ(waits.back(), 4000);
   // The bottom of full jitter is still 250 ms: never a tight loop.
   top = false;
   now = dial.next_deadline();
