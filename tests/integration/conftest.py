@@ -18,6 +18,16 @@ def _with_pin(extra, flag, pin):
     return [flag, pin, *extra]
 
 
+def _with_log_level(extra):
+    """`extra` plus `--log-level $CT_DAEMON_LOG_LEVEL` when that is set (`debug` for a
+    rare failure's logs: which dial, which link, which deadline), unless the test chose."""
+    level = os.environ.get("CT_DAEMON_LOG_LEVEL")
+    extra = list(extra)
+    if not level or any(str(a).startswith("--log-level") for a in extra):
+        return extra
+    return [*extra, "--log-level", level]
+
+
 class Env:
     """A per-test world: its own CA and certificates, upstreams, daemons."""
 
@@ -55,12 +65,14 @@ class Env:
     def broker(self, files=None, extra=(), **kw):
         # Pinned by default, as deployed: the broker admits this test's bridge key.
         extra = _with_pin(extra, "--bridge-pin", self.bridge_pin)
+        extra = _with_log_level(extra)
         b = Broker(files or self.broker_files(), self._log("broker"), extra=extra, **kw)
         self.daemons.append(b)
         return b
 
     def bridge(self, broker_port, vault_addr, files=None, extra=(), **kw):
         extra = _with_pin(extra, "--broker-pin", self.broker_pin)
+        extra = _with_log_level(extra)
         # Only the KV stand-in answers OpenBao's health endpoint. Any other
         # upstream (an echo server, one that resets, a port nobody listens on)
         # would be unreachable, and the broker would send it no stream at all:
