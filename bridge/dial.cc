@@ -95,9 +95,7 @@ void Redialer::hunt(TimePoint now) {
   if (hunt_ < limits::kHuntFastDials) {
     delay = jitter_(ms(limits::kHuntDialMin), ms(limits::kHuntDialMax));
   } else {
-    // Doubling from 1 s, but never past the sync dial's 4 s: a bridge holding
-    // every replica dials that often anyway, so one that is missing a replica
-    // (a replacement still starting) should not look for it less often.
+    // Doubling from 1 s to the sync dial's top (limits.h says why).
     const unsigned k = std::min(hunt_ - limits::kHuntFastDials, 5u);
     const auto cap =
         std::min<Duration>(limits::kHuntBackoffCap, limits::kRedialBackoffBase * (1u << k));

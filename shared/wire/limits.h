@@ -220,14 +220,13 @@ inline constexpr auto kRedialBackoffCap = 30s;
 // behind a uniformly random balancer, 16 dials miss the last one with
 // probability (2/3)^16 < 0.2 %; after 16 duplicates in a row (a replica that
 // is down or still starting, or a balancer that keeps picking the same one)
-// the waits are full jitter over 1 s doubling to 4 s, the sync dial's top:
-// about what a bridge holding every replica dials anyway (below), so a
-// replacement that takes minutes to start is found within seconds of being
-// ready, not after waits grown to 30 s (before 2026-12-02).
+// the waits are full jitter over 1 s doubling to kHuntBackoffCap, the sync
+// dial's top: about what a bridge holding every replica dials anyway (below),
+// so a replacement that takes minutes to start is found within seconds of
+// being ready, not after waits grown to 30 s (before 2026-12-02).
 inline constexpr auto kHuntDialMin = 100ms;
 inline constexpr auto kHuntDialMax = 250ms;
 inline constexpr unsigned kHuntFastDials = 16;
-inline constexpr auto kHuntBackoffCap = 4s;
 // Every replica linked: a rolling update with maxSurge 1 (the chart's) starts
 // the new broker first and stops an old one only once the new one is ready,
 // which needs a bridge link. So a bridge holding every replica still dials
@@ -237,6 +236,7 @@ inline constexpr auto kHuntBackoffCap = 4s;
 // found in 4 dials (12 s) on average.
 inline constexpr auto kSyncDialMin = 2s;
 inline constexpr auto kSyncDialMax = 4s;
+inline constexpr auto kHuntBackoffCap = kSyncDialMax;
 inline constexpr unsigned kSurgeReplicas = 1;
 
 // The parent's heartbeat on each child's control channel: a PING every
