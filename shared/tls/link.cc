@@ -44,10 +44,16 @@ TlsLink::TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOpti
   } else {
     tls_ = std::make_unique<TlsConn>(context_->get(), std::move(fd), opt.server, opt.sni);
   }
-  loop_.add(tls_->fd(), EPOLLIN | EPOLLRDHUP, this);
+  // The client speaks first, but not from here: its first pump may end the
+  // link (a peer that already reset, as a balancer with no backend does), and
+  // the owner must hear of that only once it holds the link (it inserts it
+  // in its table after this returns). EPOLLOUT on a fresh socket is ready at
+  // once: the loop runs the first flight, and update_interest drops it.
+  const bool speaks_first = !opt.server || beacon_;
+  want_out_ = speaks_first;
+  loop_.add(tls_->fd(), EPOLLIN | EPOLLRDHUP | (speaks_first ? EPOLLOUT : 0u), this);
   registered_ = true;
-  arm_if_earlier();                    // the handshake deadline
-  if (!opt.server || beacon_) pump();  // the client speaks first
+  arm_if_earlier();  // the handshake deadline
 }
 
 TlsLink::~TlsLink() = default;

@@ -50,6 +50,8 @@ struct TlsLinkOptions {
 
 class TlsLink final : public Link {
  public:
+  // Never calls the owner: a client's first flight goes out from the loop,
+  // so the owner already holds the link when it hears of its end.
   TlsLink(Loop& loop, Owner& owner, uint64_t id, UniqueFd fd, TlsLinkOptions opt, TimePoint now);
   ~TlsLink() override;
   void on_io(uint32_t events) noexcept override;

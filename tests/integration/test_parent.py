@@ -2,6 +2,9 @@
 children do (limits, liveness, the control channel)."""
 import os
 import signal
+import socket
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -118,6 +121,48 @@ def test_a_bridge_waiting_for_its_broker_dials_at_most_four_times_a_second(env):
     assert bridge.count(r"cannot reach the broker \(refused\)") <= 2
     # No tight loop: well under a tenth of a CPU second per second.
     assert ticks < 0.1 * os.sysconf("SC_CLK_TCK") * (window + 2), ticks
+
+
+def test_a_bridge_whose_dials_are_answered_with_an_rst_keeps_dialling(env):
+    # A balancer with no backend (or our WAN emulator in front of a draining
+    # broker) accepts the connection and resets it at once: the reset is
+    # often in before the TLS process takes the dialled socket. That link
+    # ended inside its constructor, before the TLS process held it, so no
+    # redial was planned and the bridge went quiet for good (FI-45 at 40 ms).
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+    stop = threading.Event()
+
+    def reset_every_connection():
+        lst.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lst.accept()
+            except OSError:
+                continue
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    t = threading.Thread(target=reset_every_connection, daemon=True)
+    t.start()
+    try:
+        up = env.kv()
+        bridge = env.bridge(port, up.addr, extra=["--log-level", "debug"])
+        # The reset is seen by the TLS process's handshake, or already by the
+        # parent's connect on a loaded machine.
+        bridge.wait_log(r"(TLS with the broker failed|cannot reach the broker) \(reset\)")
+        first = bridge.count(r"\[parent\] debug: dialling 127\.0\.0\.1:")
+        t0 = time.monotonic()
+        # 20 more dials: with a wait of 250-500 ms each, 5-10 s; a bridge
+        # that stopped dialling stops the count.
+        wait_for(lambda: bridge.count(r"\[parent\] debug: dialling 127\.0\.0\.1:") >= first + 20,
+                 20, "20 more dials to a broker address that resets every connection")
+        assert time.monotonic() - t0 < 15
+        assert bridge.proc.poll() is None, bridge.text()[-2000:]
+    finally:
+        stop.set()
+        t.join(5)
+        lst.close()
 
 
 @pytest.mark.slow
