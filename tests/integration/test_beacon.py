@@ -7,7 +7,10 @@ import base64
 import hashlib
 import os
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 from beacon_world import linked, pairing_key, world  # noqa: F401 (world: a fixture)
@@ -208,3 +211,44 @@ def test_two_beacons_share_nothing_and_a_pair_fails_over_when_its_beacon_dies(wo
     wait_for(lambda: (back.waiting("broker") or 0) >= 1, 15,
              "the broker's waiting connections at the restarted beacon")
     assert kv_ok(broker.service_port, "still")
+
+
+def test_a_broker_whose_beacon_dials_are_answered_with_an_rst_keeps_dialling(world, env):
+    # Each of the broker's waiting places at a beacon is one connection; a
+    # place is refilled when its connection ends. A connection reset before
+    # the TLS process took it (a balancer with no beacon behind it) ended
+    # inside its TlsLink's constructor, before the broker held it: the place
+    # was never refilled, and after four such resets the broker stopped
+    # dialling the beacon for good.
+    lst = socket.create_server(("127.0.0.1", 0))
+    port = lst.getsockname()[1]
+    stop = threading.Event()
+
+    def reset_every_connection():
+        lst.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lst.accept()
+            except OSError:
+                continue
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    t = threading.Thread(target=reset_every_connection, daemon=True)
+    t.start()
+    try:
+        b = world.broker(extra=["--beacon-address", f"127.0.0.1:{port}", "--log-level", "debug"])
+        dials = r"\[parent\] debug: dialling 127\.0\.0\.1:" + str(port)
+        wait_for(lambda: b.count(dials) >= 4, 10, "the broker's first four beacon dials")
+        first = b.count(dials)
+        t0 = time.monotonic()
+        # Four places, each redialled 250-500 ms after its reset: 40 more
+        # dials take 3-5 s; a broker that lost its places stops the count.
+        wait_for(lambda: b.count(dials) >= first + 40, 20,
+                 "40 more dials to a beacon address that resets every connection")
+        assert time.monotonic() - t0 < 15
+        assert b.proc.poll() is None, b.text()[-2000:]
+    finally:
+        stop.set()
+        t.join(5)
+        lst.close()
