@@ -13,6 +13,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -58,6 +59,36 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+class ResettingListener:
+    """A port that accepts every connection and resets it at once (SO_LINGER 0), as a
+    balancer with no backend behind it does. A context manager; `port` is where."""
+
+    def __init__(self):
+        self.lst = socket.create_server(("127.0.0.1", 0))
+        self.lst.settimeout(0.2)
+        self.port = self.lst.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.lst.accept()
+            except OSError:
+                continue
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        self.lst.close()
 
 # ---------------------------------------------------------------- certificates
 class Pki:

@@ -7,14 +7,11 @@ import base64
 import hashlib
 import os
 import signal
-import socket
-import struct
 import subprocess
-import threading
 import time
 
 from beacon_world import linked, pairing_key, world  # noqa: F401 (world: a fixture)
-from harness import BROKER, bytes_body_sha256, http_get, kv_ok, wait_for
+from harness import BROKER, ResettingListener, bytes_body_sha256, http_get, kv_ok, wait_for
 
 
 def beacon_metric(broker, name, beacon):
@@ -220,25 +217,9 @@ def test_a_broker_whose_beacon_dials_are_answered_with_an_rst_keeps_dialling(wor
     # inside its TlsLink's constructor, before the broker held it: the place
     # was never refilled, and after four such resets the broker stopped
     # dialling the beacon for good.
-    lst = socket.create_server(("127.0.0.1", 0))
-    port = lst.getsockname()[1]
-    stop = threading.Event()
-
-    def reset_every_connection():
-        lst.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                c, _ = lst.accept()
-            except OSError:
-                continue
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
-
-    t = threading.Thread(target=reset_every_connection, daemon=True)
-    t.start()
-    try:
-        b = world.broker(extra=["--beacon-address", f"127.0.0.1:{port}", "--log-level", "debug"])
-        dials = r"\[parent\] debug: dialling 127\.0\.0\.1:" + str(port)
+    with ResettingListener() as rst:
+        b = world.broker(extra=["--beacon-address", f"127.0.0.1:{rst.port}", "--log-level", "debug"])
+        dials = r"\[parent\] debug: dialling 127\.0\.0\.1:" + str(rst.port)
         wait_for(lambda: b.count(dials) >= 4, 10, "the broker's first four beacon dials")
         first = b.count(dials)
         t0 = time.monotonic()
@@ -248,7 +229,3 @@ def test_a_broker_whose_beacon_dials_are_answered_with_an_rst_keeps_dialling(wor
                  "40 more dials to a beacon address that resets every connection")
         assert time.monotonic() - t0 < 15
         assert b.proc.poll() is None, b.text()[-2000:]
-    finally:
-        stop.set()
-        t.join(5)
-        lst.close()

@@ -2,15 +2,12 @@
 children do (limits, liveness, the control channel)."""
 import os
 import signal
-import socket
-import struct
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import BROKER, Daemon, free_port, http_get, kv_ok, wait_for
+from harness import BROKER, Daemon, ResettingListener, free_port, http_get, kv_ok, wait_for
 
 
 def _limit(pid, name):
@@ -129,25 +126,9 @@ def test_a_bridge_whose_dials_are_answered_with_an_rst_keeps_dialling(env):
     # often in before the TLS process takes the dialled socket. That link
     # ended inside its constructor, before the TLS process held it, so no
     # redial was planned and the bridge went quiet for good (FI-45 at 40 ms).
-    lst = socket.create_server(("127.0.0.1", 0))
-    port = lst.getsockname()[1]
-    stop = threading.Event()
-
-    def reset_every_connection():
-        lst.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                c, _ = lst.accept()
-            except OSError:
-                continue
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
-
-    t = threading.Thread(target=reset_every_connection, daemon=True)
-    t.start()
-    try:
+    with ResettingListener() as rst:
         up = env.kv()
-        bridge = env.bridge(port, up.addr, extra=["--log-level", "debug"])
+        bridge = env.bridge(rst.port, up.addr, extra=["--log-level", "debug"])
         # The reset is seen by the TLS process's handshake, or already by the
         # parent's connect on a loaded machine.
         bridge.wait_log(r"(TLS with the broker failed|cannot reach the broker) \(reset\)")
@@ -159,10 +140,6 @@ def test_a_bridge_whose_dials_are_answered_with_an_rst_keeps_dialling(env):
                  20, "20 more dials to a broker address that resets every connection")
         assert time.monotonic() - t0 < 15
         assert bridge.proc.poll() is None, bridge.text()[-2000:]
-    finally:
-        stop.set()
-        t.join(5)
-        lst.close()
 
 
 @pytest.mark.slow

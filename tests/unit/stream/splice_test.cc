@@ -3,15 +3,14 @@
 // dies while the stream has no credit to read it.
 #include "shared/stream/splice.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <vector>
 
 #include "shared/wire/limits.h"
+#include "tests/unit/os/loopback.h"
 #include "tests/unit/stream/memory_link.h"
 
 namespace ct {
@@ -108,19 +107,10 @@ struct SpliceFixture : ::testing::Test {
 
   // A loopback TCP connection (an RST needs TCP): the splice gets one end.
   void tcp_pair(Code aborted) {
-    UniqueFd lst(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    ASSERT_EQ(::bind(lst.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(lst.get(), 1), 0);
-    ASSERT_EQ(::getsockname(lst.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-    far = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_EQ(::connect(far, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    UniqueFd near(::accept4(lst.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    ASSERT_TRUE(near.valid());
-    table.add(link, id, std::move(near), false, aborted);
+    test::TcpPair p = test::loopback_tcp_pair(SOCK_NONBLOCK);
+    ASSERT_TRUE(p.client.valid() && p.server.valid());
+    far = p.client.release();
+    table.add(link, id, std::move(p.server), false, aborted);
   }
 
   void unix_pair() {

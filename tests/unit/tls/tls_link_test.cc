@@ -7,12 +7,9 @@
 // before the TLS process took the dialled socket).
 #include "shared/tls/link.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -20,6 +17,7 @@
 
 #include "shared/os/loop.h"
 #include "shared/tls/context.h"
+#include "tests/unit/os/loopback.h"
 #include "tests/unit/tls/test_ca.h"
 
 namespace ct {
@@ -41,25 +39,14 @@ struct RecordingOwner : Link::Owner {
 // as a load balancer (or our WAN emulator) does when no backend takes the
 // connection: what the parent hands the TLS process as DIALED.
 UniqueFd reset_connection() {
-  UniqueFd lst(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  EXPECT_EQ(::bind(lst.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  EXPECT_EQ(::listen(lst.get(), 1), 0);
-  EXPECT_EQ(::getsockname(lst.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-  UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  UniqueFd s(::accept4(lst.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  EXPECT_TRUE(s);
+  test::TcpPair p = test::loopback_tcp_pair();
   const linger hard{1, 0};
-  EXPECT_EQ(::setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard), 0);
-  s.reset();  // the RST
-  pollfd p{c.get(), POLLIN, 0};
-  EXPECT_EQ(::poll(&p, 1, 5000), 1) << "the RST did not arrive within 5 s";
-  EXPECT_NE(p.revents & (POLLERR | POLLHUP), 0);
-  return c;
+  EXPECT_EQ(::setsockopt(p.server.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard), 0);
+  p.server.reset();  // the RST
+  pollfd fds{p.client.get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&fds, 1, 5000), 1) << "the RST did not arrive within 5 s";
+  EXPECT_NE(fds.revents & (POLLERR | POLLHUP), 0);
+  return std::move(p.client);
 }
 
 TEST(TlsLink, AClientWhosePeerAlreadyResetIsClosedFromTheLoopNotTheConstructor) {
