@@ -6,7 +6,9 @@
 
 namespace ct {
 
-void RelayDir::append(Bytes data) { append_unsent(buf, pos, data); }
+void RelayDir::append(Bytes data) {
+  append_unsent(buf, pos, data);
+}
 
 // Everything was sent on. The allocation is kept for the next burst: a
 // stream keeps the credit it earned (session.h CreditPool), so what it may

@@ -66,9 +66,9 @@ struct SpliceFixture : ::testing::Test {
   bool far_shut_after = false, far_shut = false;
   std::string far_got;
   bool far_reads = true, far_eof = false;
-  int far_read_rounds = 64;          // recv() calls per round
-  size_t far_read_max = 64 * 1024;   // bytes per recv()
-  TestEnd end;  // the peer session's end of the stream
+  int far_read_rounds = 64;         // recv() calls per round
+  size_t far_read_max = 64 * 1024;  // bytes per recv()
+  TestEnd end;                      // the peer session's end of the stream
 
   void far_io() {
     while (far_sent < far_to_send.size()) {
