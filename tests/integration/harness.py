@@ -62,33 +62,58 @@ def free_port():
 
 
 class ResettingListener:
-    """A port that accepts every connection and resets it at once (SO_LINGER 0), as a
-    balancer with no backend behind it does. A context manager; `port` is where."""
+    """A port that ends every connection it accepts with an RST (SO_LINGER 0) after
+    answer(c), which does nothing here (a balancer with no backend behind it) and which
+    subclasses override (an OpenBao that crashed mid-answer; answer may raise OSError).
+    Records when each reset was sent. Serves from construction until close(); also a
+    context manager."""
 
     def __init__(self):
         self.lst = socket.create_server(("127.0.0.1", 0))
-        self.lst.settimeout(0.2)
+        self.lst.settimeout(0.2)  # the accept loop sees close() within 0.2 s
         self.port = self.lst.getsockname()[1]
+        self.reset_at = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def addr(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, c):
+        pass
 
     def _serve(self):
         while not self.stop.is_set():
             try:
                 c, _ = self.lst.accept()
-            except OSError:
+            except TimeoutError:
                 continue
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.close()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
+    def _one(self, c):
+        try:
+            self.answer(c)
+        except OSError:
+            pass
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        self.reset_at.append(time.monotonic())
 
-    def __exit__(self, *exc):
+    def close(self):
         self.stop.set()
         self.thread.join(5)
         self.lst.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 # ---------------------------------------------------------------- certificates
 class Pki:

@@ -6,14 +6,13 @@ import os
 import signal
 import socket
 import ssl
-import struct
 import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import BYTES_CHUNK, free_port, kv_ok, wait_for
+from harness import BYTES_CHUNK, ResettingListener, free_port, kv_ok, wait_for
 
 # What a wrapper may wait, after a process of either daemon died, to learn of
 # it. The RST takes well under 100 ms on loopback (the measured figures are in
@@ -197,42 +196,7 @@ def test_a_close_delimited_body_ends_with_a_clean_fin_and_every_byte(env):
     assert d.head[head_end:] == BYTES_CHUNK[: len(d.head) - head_end]
 
 
-class _ResetUpstream:
-    """A stand-in OpenBao that ends every connection with an RST after
-    answer(c) (which may raise OSError). Records when each reset was sent."""
-
-    def __init__(self):
-        self.lst = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lst.getsockname()[1]
-        self.reset_at = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def addr(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.lst.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
-
-    def _one(self, c):
-        try:
-            self.answer(c)
-        except OSError:
-            pass
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
-        self.reset_at.append(time.monotonic())
-
-    def close(self):
-        self.lst.close()
-
-
-class ResettingUpstream(_ResetUpstream):
+class ResettingUpstream(ResettingListener):
     """Answers each connection with as much as it will take, then, once the
     connection stops taking more, resets it (an OpenBao that crashed mid-answer)."""
 
@@ -244,7 +208,7 @@ class ResettingUpstream(_ResetUpstream):
             c.send(chunk)
 
 
-class ResetAtOnceUpstream(_ResetUpstream):
+class ResetAtOnceUpstream(ResettingListener):
     """Reads each request and resets the connection (an OpenBao that crashed,
     or a load balancer in front of it that gave up)."""
 

@@ -132,11 +132,12 @@ def test_a_bridge_whose_dials_are_answered_with_an_rst_keeps_dialling(env):
         # The reset is seen by the TLS process's handshake, or already by the
         # parent's connect on a loaded machine.
         bridge.wait_log(r"(TLS with the broker failed|cannot reach the broker) \(reset\)")
-        first = bridge.count(r"\[parent\] debug: dialling 127\.0\.0\.1:")
+        dials = r"\[parent\] debug: dialling 127\.0\.0\.1:" + str(rst.port)
+        first = bridge.count(dials)
         t0 = time.monotonic()
         # 20 more dials: with a wait of 250-500 ms each, 5-10 s; a bridge
         # that stopped dialling stops the count.
-        wait_for(lambda: bridge.count(r"\[parent\] debug: dialling 127\.0\.0\.1:") >= first + 20,
+        wait_for(lambda: bridge.count(dials) >= first + 20,
                  20, "20 more dials to a broker address that resets every connection")
         assert time.monotonic() - t0 < 15
         assert bridge.proc.poll() is None, bridge.text()[-2000:]
