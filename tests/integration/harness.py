@@ -61,19 +61,17 @@ def free_port():
 
 
 
-class ResettingListener:
-    """A port that ends every connection it accepts with an RST (SO_LINGER 0) after
-    answer(c), which does nothing here (a balancer with no backend behind it) and which
-    subclasses override (an OpenBao that crashed mid-answer; answer may raise OSError).
-    Records when each reset was sent. Serves from construction until close(); also a
-    context manager."""
+class RawListener:
+    """A listener on `port` (0: any free one) that hands each connection to
+    `behaviour` in a thread of its own, then closes it. Closed: nothing listens
+    there any more (within 50 ms); also a context manager."""
 
-    def __init__(self):
-        self.lst = socket.create_server(("127.0.0.1", 0))
-        self.lst.settimeout(0.2)  # the accept loop sees close() within 0.2 s
+    def __init__(self, port, behaviour):
+        self.lst = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR
+        self.lst.settimeout(0.05)
         self.port = self.lst.getsockname()[1]
-        self.reset_at = []
-        self.stop = threading.Event()
+        self.behaviour = behaviour
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -81,14 +79,11 @@ class ResettingListener:
     def addr(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def answer(self, c):
-        pass
-
     def _serve(self):
-        while not self.stop.is_set():
+        while not self.stopped.is_set():
             try:
                 c, _ = self.lst.accept()
-            except TimeoutError:
+            except socket.timeout:
                 continue
             except OSError:
                 return
@@ -96,15 +91,14 @@ class ResettingListener:
 
     def _one(self, c):
         try:
-            self.answer(c)
+            self.behaviour(c)
         except OSError:
             pass
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
-        self.reset_at.append(time.monotonic())
+        finally:
+            c.close()
 
     def close(self):
-        self.stop.set()
+        self.stopped.set()
         self.thread.join(5)
         self.lst.close()
 
@@ -113,6 +107,34 @@ class ResettingListener:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def abort(c):
+    """Close with an RST (SO_LINGER 0), as a crashed process's socket ends."""
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+class ResettingListener(RawListener):
+    """Ends every connection it accepts with an RST after answer(c), which does
+    nothing here (a balancer with no backend behind it) and which subclasses
+    override (an OpenBao that crashed mid-answer; answer may raise OSError).
+    Records when each reset was sent."""
+
+    def __init__(self):
+        self.reset_at = []
+        super().__init__(0, self._answer_then_reset)
+
+    def answer(self, c):
+        pass
+
+    def _answer_then_reset(self, c):
+        try:
+            self.answer(c)
+        except OSError:
+            pass
+        abort(c)
+        self.reset_at.append(time.monotonic())
 
 
 # ---------------------------------------------------------------- certificates

@@ -26,7 +26,8 @@ import time
 
 import pytest
 
-from harness import BYTES_CHUNK, KvUpstream, bytes_body_sha256, free_port, kv_v2, wait_for
+from harness import (BYTES_CHUNK, KvUpstream, RawListener, abort, bytes_body_sha256, free_port,
+                     kv_v2, wait_for)
 from test_failures import SVC, BareFin, TlsOverSocket, _cpu_seconds
 from test_rolling_update import _expected_kv, _parse_response
 
@@ -43,48 +44,6 @@ LINES_BOUND = 20     # log lines per second, each daemon
 
 
 # ---------------------------------------------------------------- OpenBao's faults
-class RawOpenBao:
-    """A listener on OpenBao's port that hands each connection to `behaviour`
-    in a thread of its own. Closed: nothing listens there any more."""
-
-    def __init__(self, port, behaviour):
-        self.lst = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR
-        self.lst.settimeout(0.05)
-        self.behaviour = behaviour
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopped.is_set():
-            try:
-                c, _ = self.lst.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
-
-    def _one(self, c):
-        try:
-            self.behaviour(c)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stopped.set()
-        self.thread.join(5)
-        self.lst.close()
-
-
-def _abort(c):
-    """Close with an RST (SO_LINGER 0), as a crashed process's socket ends."""
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-    c.close()
-
-
 def _request_head(c):
     c.settimeout(5)
     buf = b""
@@ -97,7 +56,7 @@ def _request_head(c):
 
 
 def rst_at_once(c):
-    _abort(c)
+    abort(c)
 
 
 def close_at_once(c):
@@ -130,12 +89,12 @@ def reset_mid_response(c):
         return
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % (2 * HALF) + BYTES_CHUNK[:HALF])
-    _abort(c)
+    abort(c)
 
 
 class SwitchableOpenBao:
     """OpenBao on one port, switched between the KV stand-in ("up"), nothing
-    listening ("down") and a RawOpenBao behaviour."""
+    listening ("down") and a RawListener behaviour."""
 
     def __init__(self, env):
         self.port = free_port()
@@ -152,7 +111,7 @@ class SwitchableOpenBao:
         if mode == "up":
             self.kv = self.now = KvUpstream(port=self.port)
         elif mode != "down":
-            self.now = RawOpenBao(self.port, mode)
+            self.now = RawListener(self.port, mode)
 
     def close(self):
         self.switch("down")
