@@ -163,9 +163,17 @@ check-clang: clang-build
 # shares the machine with a compiler. mk/*.mk add their builds to TEST_BUILD.
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_BUILD += all unit-tests clang-build
+# Each step prints how long it took, so a CI log shows where its time budget goes.
+TEST_STEPS = check-layers check-ids unit fuzz-replay integration $(CHECKS)
 test:
-	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BUILD)
-	$(MAKE) --no-print-directory check-layers check-ids unit fuzz-replay integration $(CHECKS)
+	@s=$$(cut -d' ' -f1 /proc/uptime); \
+	$(MAKE) --no-print-directory -j$(JOBS) $(TEST_BUILD) || exit 1; \
+	echo "make test: build took $$(awk -v s=$$s '{printf "%.0f", $$1 - s}' /proc/uptime) s"
+	@for step in $(TEST_STEPS); do \
+	  s=$$(cut -d' ' -f1 /proc/uptime); \
+	  $(MAKE) --no-print-directory $$step || exit 1; \
+	  echo "make test: $$step took $$(awk -v s=$$s '{printf "%.0f", $$1 - s}' /proc/uptime) s"; \
+	done
 
 unit: $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do echo "$$t"; $$t --gtest_brief=1 || exit 1; done
@@ -186,12 +194,13 @@ check-ids:
 
 # Several tests at a time when pytest-xdist is installed (make deps installs
 # it; most tests wait on deadlines, not on the CPU), then the tests marked
-# serial in conftest.py, which measure the machine, one at a time.
+# serial in conftest.py, which measure the machine, one at a time. The slowest
+# tests are listed, to keep CI inside its budget.
 TEST_WORKERS ?= 4
 XDIST = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n $(TEST_WORKERS)")
 integration: all
-	$(PYTHON) -m pytest -q -p no:cacheprovider $(XDIST) -m "not serial" tests/integration
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m serial tests/integration
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 $(XDIST) -m "not serial" tests/integration
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=5 -m serial tests/integration
 
 # The same tests on an ASan+UBSan build in build/asan (the integration tests
 # find the binaries through CT_BUILD). Sanitizers and seccomp do not mix; the
