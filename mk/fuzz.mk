@@ -15,7 +15,7 @@
 #                      comes first); FUZZ_TARGETS="a b" picks targets (or:
 #                      make fuzz-run-<target>). FUZZ_SANITIZER=undefined
 #                      builds the targets with UBSan alone (build/fuzz-undefined/):
-#                      about 3.4x the executions per second of ASan+UBSan on the
+#                      3-4x the executions per second of ASan+UBSan on the
 #                      session target, for counts ASan makes too slow; every input
 #                      such a run keeps is replayed under ASan by `make asan`
 #                      (fuzz-replay) and by `make fuzz-asan-check`. Each run
