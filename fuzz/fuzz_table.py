@@ -2,7 +2,7 @@
 """One fuzz target's figures into the generated table of docs/reliability.md.
 
   fuzz_table.py --target session_fuzz --log build/fuzz/session_fuzz.log \\
-      --cov-log build/fuzz/session_fuzz.cov.log --corpus fuzz/corpus/session_fuzz \\
+      --cov-log build/fuzz/session_fuzz.asan.log --corpus fuzz/corpus/session_fuzz \\
       --crashes 0 --seconds 61 --command "make fuzz-run-session_fuzz FUZZ_RUNS=10000000"
 
 Reads the run's libFuzzer log (-print_final_stats=1: executions; exec/s is

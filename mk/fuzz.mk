@@ -58,10 +58,6 @@ $(error FUZZ_SANITIZER=$(FUZZ_SANITIZER): use address or undefined)
 endif
 FUZZ_SAN      := $(FUZZ_SAN_$(FUZZ_SANITIZER)) -fno-sanitize-recover=all
 FUZZ_CC_DIR   := $(FUZZ_DIR)$(if $(filter-out address,$(FUZZ_SANITIZER)),-$(FUZZ_SANITIZER))
-# The table's coverage is always the ASan+UBSan build's count over the merged
-# corpus (the instrumentation differs: UBSan alone counts ~1 % fewer edges), so
-# rows stay comparable whichever build fuzzed.
-FUZZ_COV_LOG  := $(if $(filter-out address,$(FUZZ_SANITIZER)),asan,cov)
 FUZZ_FLAGS    := $(CXXSTD) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN)
 # OSS-Fuzz's limits (CIFuzz arguments).
 FUZZ_ARGS     := -timeout=25 -rss_limit_mb=2560 -print_final_stats=1
@@ -147,11 +143,14 @@ fuzz: $(patsubst %,fuzz-run-%,$(FUZZ_TARGETS))
 
 # Run, then merge the scratch directory into the committed corpus. The first
 # directory given to libFuzzer is where it writes new inputs: the scratch one.
-# Then one pass over the merged corpus (-runs=0) for its coverage, and the
+# Then one pass over the merged corpus (-runs=0) through the ASan+UBSan build
+# (make fuzz-asan-check: whichever build fuzzed, every kept input runs under
+# ASan, and the table's coverage is that build's count, so rows stay
+# comparable; UBSan alone instruments ~1 % fewer edges), and the
 # target's row of the table. A crash still writes the row (crashes 1), then
 # fails with the reproducer's name.
 $(FUZZ_RUN_RULES): fuzz-run-%: $(FUZZ_CC_DIR)/bin/%
-	@rm -rf $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/$*.cov.log && \
+	@rm -rf $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/$*.asan.log && \
 	  mkdir -p $(FUZZ_DIR)/new/$* $(FUZZ_DIR)/artifacts fuzz/corpus/$*
 	@echo "fuzzing $* $(FUZZ_HOWLONG) (log: $(FUZZ_DIR)/$*.log)"
 	@start=$$(cut -d' ' -f1 /proc/uptime); \
@@ -170,18 +169,15 @@ $(FUZZ_RUN_RULES): fuzz-run-%: $(FUZZ_CC_DIR)/bin/%
 	fi; \
 	$< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* $(FUZZ_DIR)/new/$* \
 	  >$(FUZZ_DIR)/$*.merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.merge.log; exit 1; }; \
-	$< -runs=0 -max_len=$(FUZZ_MAXLEN_$*) fuzz/corpus/$* \
-	  >$(FUZZ_DIR)/$*.cov.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/$*.cov.log; exit 1; }; \
-	$(if $(filter-out address,$(FUZZ_SANITIZER)),$(MAKE) --no-print-directory fuzz-asan-check \
-	  FUZZ_TARGETS=$* FUZZ_SANITIZER=address || exit 1;) \
+	$(MAKE) --no-print-directory fuzz-asan-check FUZZ_TARGETS=$* FUZZ_SANITIZER=address || exit 1; \
 	$(PYTHON) fuzz/fuzz_table.py --target $* --log $(FUZZ_DIR)/$*.log \
-	  --cov-log $(FUZZ_DIR)/$*.$(FUZZ_COV_LOG).log --corpus fuzz/corpus/$* --crashes 0 --seconds $$secs \
+	  --cov-log $(FUZZ_DIR)/$*.asan.log --corpus fuzz/corpus/$* --crashes 0 --seconds $$secs \
 	  --order "$(FUZZ_ALL_TARGETS)" --command "$(call FUZZ_CMD,$*)" \
 	  --summary $(FUZZ_DIR)/$*.summary
 
 # Every committed input of FUZZ_TARGETS through the ASan+UBSan libFuzzer build
-# (-runs=0): what a FUZZ_SANITIZER=undefined run kept, checked under ASan. A
-# run with FUZZ_SANITIZER=undefined ends with it.
+# (-runs=0): what a FUZZ_SANITIZER=undefined run kept, checked under ASan. Every
+# fuzz-run-<target> ends with it; its log is the table's coverage.
 .PHONY: fuzz-asan-check
 fuzz-asan-check:
 	@$(MAKE) --no-print-directory FUZZ_SANITIZER=address $(patsubst %,$(FUZZ_DIR)/bin/%,$(FUZZ_TARGETS))

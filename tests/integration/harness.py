@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 import kv_v2  # noqa: E402  (tests/kv_v2.py, shared with tests/upstream_standin.py)
 BUILD = Path(os.environ.get("CT_BUILD", ROOT / "build"))
+# make asan runs these tests on build/asan: ASan+UBSan, the sandbox in log mode.
+SANITIZER_BUILD = "asan" in os.environ.get("CT_BUILD", "")
 BROKER = BUILD / "cloudtaser-broker"
 BRIDGE = BUILD / "vault-bridge"
 # Each daemon's forwarding process runs its own executable, found beside it.

@@ -16,11 +16,7 @@ import pytest
 
 from beacon_client import (BAD_PREAMBLE, BEACON, BRIDGE, BROKER, KEEPALIVE, NO_PEER, OVER_CAPACITY,
                            PAIRED, SHUTDOWN, Beacon, Client, instance, preamble, rid)
-from harness import Pki, http_get, wait_for
-
-# RSS figures mean nothing on a sanitizer build (make asan): ASan's shadow
-# memory and freed-memory quarantine are not the beacon's.
-ASAN = "asan" in os.environ.get("CT_BUILD", "")
+from harness import SANITIZER_BUILD as ASAN, Pki, http_get, wait_for
 
 # Short pairing timeout and keepalive interval so that the tests are quick.
 FAST = ["--pairing-timeout", "1", "--keepalive-interval", "1"]
@@ -497,7 +493,7 @@ def test_the_tls_process_runs_with_seccomp_and_no_capabilities(beacon):
 @pytest.mark.parametrize("process", ["tls", "forward"])
 @pytest.mark.parametrize("call", ["execve", "openat", "socket", "connect", "fork", "ptrace"])
 def test_a_forbidden_call_kills_a_beacon_child_with_sigsys(process, call):
-    if "asan" in os.environ.get("CT_BUILD", ""):
+    if ASAN:
         pytest.skip("sanitizer build: sandbox in log mode")
     r = subprocess.run([str(BEACON), "--sandbox-probe", process, call], capture_output=True,
                        timeout=10)

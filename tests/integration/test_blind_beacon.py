@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from beacon_world import linked, world  # noqa: F401 (world: a fixture)
+from harness import SANITIZER_BUILD
 from test_blind_broker import SVC, fetch_over_tls, fetch_plain, hexed, trace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("strace"),
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("strace"),
 
 def no_canary_in_memory(daemon, canary, tmp):
     # Not under ASan: its terabytes of mapped shadow memory make a core file that fills the disk.
-    if "asan" in os.environ.get("CT_BUILD", ""):
+    if SANITIZER_BUILD:
         return
     for pid in [daemon.proc.pid, *daemon.children().values()]:
         r = subprocess.run(["gcore", "-o", str(tmp / "core"), str(pid)], capture_output=True,

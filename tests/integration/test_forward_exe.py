@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from harness import BRIDGE, BRIDGE_FWD, BROKER, BROKER_FWD, ROOT, Daemon, free_port, wait_for
+from harness import (BRIDGE, BRIDGE_FWD, BROKER, BROKER_FWD, ROOT, SANITIZER_BUILD as ASAN, Daemon,
+                     free_port, wait_for)
 
-ASAN = "asan" in os.environ.get("CT_BUILD", "")
 production_only = pytest.mark.skipif(ASAN, reason="sanitizer build: sandbox in log mode")
 # The children are not dumpable: their maps and exe links are root's to read.
 needs_root = pytest.mark.skipif(os.geteuid() != 0,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import bytes_body_mismatches, bytes_body_sha256, free_port, kv_ok, wait_for
+from harness import (SANITIZER_BUILD, bytes_body_mismatches, bytes_body_sha256, free_port, kv_ok,
+                     wait_for)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (prlimit, cgroups)")
 # On the sanitizer build (make asan) two of these faults measure the sanitizer, not the daemon:
@@ -30,12 +31,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (prlimit, 
 #   fd limit is what FI-57 and FI-22 do, so there it dies for the sanitizer's sake.
 # - ASan's shadow memory and its 256 MiB quarantine are not the daemon's memory: FI-58's limit
 #   is the daemon's working set plus its budgets.
-SANITIZER = "asan" in os.environ.get("CT_BUILD", "")
 fd_limit_faults = pytest.mark.skipif(
-    SANITIZER, reason="sanitizer build: UBSan's vptr check needs a free fd, so at the limit it "
+    SANITIZER_BUILD, reason="sanitizer build: UBSan's vptr check needs a free fd, so at the limit it "
     "reports a false 'invalid vptr'")
 memory_limit_faults = pytest.mark.skipif(
-    SANITIZER, reason="sanitizer build: ASan's shadow and quarantine count against the cgroup")
+    SANITIZER_BUILD, reason="sanitizer build: ASan's shadow and quarantine count against the cgroup")
 
 
 # ---------------------------------------------------------------- helpers

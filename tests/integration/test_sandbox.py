@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import BRIDGE, BROKER, BUILD, Daemon, http_get, kv_ok, wait_for
+from harness import (BRIDGE, BROKER, BUILD, SANITIZER_BUILD as ASAN, Daemon, http_get, kv_ok,
+                     wait_for)
 
 # Sanitizer builds (make asan) run the filter in log mode: nothing is killed,
 # and ASan's shadow memory makes memory scans meaningless. Those checks run on
 # the production build in make test.
-ASAN = "asan" in os.environ.get("CT_BUILD", "")
 production_only = pytest.mark.skipif(ASAN, reason="sanitizer build: sandbox in log mode")
 
 

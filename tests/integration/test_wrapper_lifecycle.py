@@ -1,7 +1,6 @@
 """A wrapper connection's life in the bridge: it costs OpenBao nothing until
 it says something, its TLS handshake has an absolute deadline, and a stream
 that carries nothing for --stream-idle-timeout is reset."""
-import os
 import resource
 import select
 import socket
@@ -10,7 +9,7 @@ import time
 
 import pytest
 
-from harness import peak_rss_kib, wait_for
+from harness import SANITIZER_BUILD, peak_rss_kib, wait_for
 
 
 SVC = "cloudtaser-broker.cloudtaser-system.svc"
@@ -200,7 +199,7 @@ def test_a_stream_idle_for_the_idle_timeout_is_reset(env):
 BUDGET_MIB = 16
 # RSS figures mean nothing on a sanitizer build: ASan's shadow memory and
 # freed-memory quarantine are not the daemon's.
-rss_figures = pytest.mark.skipif("asan" in os.environ.get("CT_BUILD", ""),
+rss_figures = pytest.mark.skipif(SANITIZER_BUILD,
                                  reason="sanitizer build: RSS is ASan's, not the daemon's")
 # Beyond the budget: the processes' own memory at rest is measured; this covers
 # allocator slack (vectors grow by doubling) and per-stream state.
