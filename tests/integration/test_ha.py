@@ -252,6 +252,10 @@ def test_a_bridge_holding_every_replica_looks_for_more_without_a_log_line(env):
                                     bridge_extra=["--log-level", "debug",
                                                   "--status-file", env.tmp / "bridge.prom"])
     assert kv_ok(broker.service_port)
+    # The first health report of the bridge's OpenBao is start-up, not a sync
+    # dial, and can land after the first read: count from after it.
+    bridge.wait_log(r"OpenBao at \S+: unknown -> active")
+    broker.wait_log(r"conn=\d+ bridge's OpenBao: unknown -> active")
     info = re.compile(r"^\S+ (?:vault-bridge|cloudtaser-broker)\[\w+\] info: .*$", re.M)
     before = {d: len(info.findall(d.text())) for d in (broker, bridge)}
     dups = bridge.count(r"duplicate link closed")
