@@ -17,6 +17,8 @@
 #            proxy_protocol on a second port, and the bridge with the flag is pointed there)
 #   BULK_MB [256] size of the bulk file (0: no bulk column); STREAM_MODE [plain] plain | tls
 #   BIN [build] BIN_B [unset] SUT_CPU [0] LG_CPU [1]; OUT [unset] also write the table there
+#   COUNTS [0] 1 = then count build A's syscalls, context switches and wake-ups per request and
+#            process at each connection count (perf stat, tracepoints): what the hand-offs cost
 #   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
 #            top symbols of each process (build/bench/split.perf.data stays for perf report)
 # Ports: nginx 127.0.0.1:18210, service 127.0.0.1:18453, bridge link 127.0.0.1:19453.
@@ -25,6 +27,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}; FLAGS_A=${FLAGS_A:-}; FLAGS_B=${FLAGS_B:-}
 [ -n "$FLAGS_B" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
 CONNS=${CONNS:-"16 256"}; CLOSE_CONNS=${CLOSE_CONNS-16}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
+COUNTS=${COUNTS:-0}
 STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
 UP=18210; UP_PP=18211; SVC=18453; LINK=19453
 [ "$(nproc)" -ge 2 ] || { echo "bench-split: needs 2 CPUs (daemons and load generator pinned apart)" >&2; exit 1; }
@@ -173,6 +176,62 @@ for round in $(seq "$ROUNDS"); do
     echo "# round $round build $b done" >&2
   done
 done
+
+if [ "$COUNTS" = 1 ]; then
+  # Per process and request: syscalls entered, context switches (the process
+  # left the CPU), and sched_wakeup of it (another task made it runnable).
+  # perf stat counts only while a thread of the given pids runs, except the
+  # wake-ups, which are counted in the waker: so those are read off the
+  # tracepoint's target pid system-wide.
+  # user and system CPU ticks of a process and its threads (/proc/PID/stat fields 14, 15)
+  ut_st() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+  TCK=$(getconf CLK_TCK)
+  tunnel_up "$BIN" "$FLAGS_A"
+  taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+  role_pids >"$W/roles"
+  {
+    echo "# per request of each process, build A (wrk ${DUR}s): syscalls entered, context switches, wake-ups"
+    echo "# by another task, and the share of its CPU time spent in the kernel (/proc/PID/stat)"
+    printf "| process |"; for c in $CONNS; do printf " c=%s sys | cs | wake | kernel |" "$c"; done
+    printf "\n|---|"; for _ in $CONNS; do printf -- "---:|---:|---:|---:|"; done; printf "\n"
+  } >"$W/counts.head"
+  for c in $CONNS; do
+    spids=()
+    while read -r _ pid; do
+      perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" \
+        -o "$W/stat-$c-$pid" -- sleep "$DUR" &
+      spids+=($!)
+    done <"$W/roles"
+    perf record -q -e sched:sched_wakeup -a -o "$W/wake-$c.data" -- sleep "$DUR" >/dev/null 2>&1 &
+    rpid=$!
+    while read -r _ pid; do echo "$pid $(ut_st "$pid")"; done <"$W/roles" >"$W/ticks0-$c"
+    reqs=$(wrk_requests "$c")
+    while read -r _ pid; do echo "$pid $(ut_st "$pid")"; done <"$W/roles" >"$W/ticks1-$c"
+    wait "${spids[@]}" "$rpid" || true
+    perf script -i "$W/wake-$c.data" -F trace 2>/dev/null |
+      sed -n 's/.* pid=\([0-9]*\) .*/\1/p' | sort | uniq -c >"$W/wakes-$c"
+    echo "$reqs" >"$W/reqs-$c"
+  done
+  tunnel_down
+  {
+    cat "$W/counts.head"
+    while read -r role pid; do
+      printf "| %s |" "$role"
+      for c in $CONNS; do
+        reqs=$(cat "$W/reqs-$c"); [ -n "$reqs" ] && [ "$reqs" != 0 ] || reqs=1
+        # perf stat -x, lines: count,unit,event,...
+        awk -F, -v r="$reqs" '$3 ~ /sys_enter/ { S = $1 } $3 ~ /context-switches/ { C = $1 }
+          END { printf " %.2f | %.2f |", S / r, C / r }' "$W/stat-$c-$pid"
+        awk -v p="$pid" -v r="$reqs" '$2 == p { w += $1 } END { printf " %.2f |", w / r }' "$W/wakes-$c"
+        join <(sort "$W/ticks0-$c") <(sort "$W/ticks1-$c") | awk -v p="$pid" '$1 == p {
+          u = $4 - $2; k = $5 - $3; if (u + k > 0) printf " %.0f %% |", 100 * k / (u + k); else printf " |" }'
+
+      done
+      printf "\n"
+    done <"$W/roles"
+    for c in $CONNS; do printf "# c=%s: %s requests\n" "$c" "$(cat "$W/reqs-$c")"; done
+  } | tee ${OUT:+"$OUT.counts"}
+fi
 
 if [ "$PERF" = 1 ]; then
   PERF_OUT=$ROOT/build/bench/split.perf.data; mkdir -p "$(dirname "$PERF_OUT")"
