@@ -20,7 +20,8 @@
 #   COUNTS [0] 1 = then count build A's syscalls, context switches and wake-ups per request and
 #            process at each connection count (perf stat, tracepoints): what the hand-offs cost
 #   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
-#            top symbols of each process (build/bench/split.perf.data stays for perf report)
+#            top symbols of each process (build/bench/split.perf.data stays for perf report);
+#            PERF_EVENT [cpu-clock], e.g. cpu-clock:u for user space alone
 # Ports: nginx 127.0.0.1:18210, service 127.0.0.1:18453, bridge link 127.0.0.1:19453.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -238,13 +239,14 @@ if [ "$PERF" = 1 ]; then
   tunnel_up "$BIN" "$FLAGS_A"
   taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
   role_pids >"$W/roles"
-  perf record -q -e cpu-clock -C "$SUT_CPU" -g -o "$PERF_OUT" -- \
+  perf record -q -e "${PERF_EVENT:-cpu-clock}" -C "$SUT_CPU" -g -o "$PERF_OUT" -- \
     taskset -c "$LG_CPU" wrk -t1 -c16 -d"${DUR}s" "$base/v1/secret/data/app" >/dev/null 2>&1
   tunnel_down
   while read -r role pid; do
     echo "## perf: $role (pid $pid), top symbols by self time, c=16"
+    # A process with no samples prints nothing, and head ends perf early: neither is an error.
     perf report -i "$PERF_OUT" --pid "$pid" --no-children --sort sym --stdio -g none 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | head -"${PERF_TOP:-25}"
+      awk -v n="${PERF_TOP:-25}" '!/^#/ && NF { print; if (++k >= n) exit }' || true
   done <"$W/roles"
 fi
 
