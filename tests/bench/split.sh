@@ -186,7 +186,6 @@ if [ "$COUNTS" = 1 ]; then
   # tracepoint's target pid system-wide.
   # user and system CPU ticks of a process and its threads (/proc/PID/stat fields 14, 15)
   ut_st() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
-  TCK=$(getconf CLK_TCK)
   tunnel_up "$BIN" "$FLAGS_A"
   taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
   role_pids >"$W/roles"
