@@ -17,6 +17,9 @@
 #            proxy_protocol on a second port, and the bridge with the flag is pointed there)
 #   BULK_MB [256] size of the bulk file (0: no bulk column); STREAM_MODE [plain] plain | tls
 #   BIN [build] BIN_B [unset] SUT_CPU [0] LG_CPU [1]; OUT [unset] also write the table there
+#   SSH_R [0] 1 = also measure `ssh -R` (sshd and an ssh -N -R client, aes128-gcm as the shared harness
+#            runs it) in the same rounds, as build S, against the same nginx: the table's A/S column is
+#            the tunnel's CPU over ssh's, measured the same way (plain streams; not with BIN_B)
 #   COUNTS [0] 1 = then count build A's syscalls, context switches and wake-ups per request and
 #            process at each connection count (perf stat, tracepoints): what the hand-offs cost
 #   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
@@ -28,9 +31,13 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}; FLAGS_A=${FLAGS_A:-}; FLAGS_B=${FLAGS_B:-}
 [ -n "$FLAGS_B" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
 CONNS=${CONNS:-"16 256"}; CLOSE_CONNS=${CLOSE_CONNS-16}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
-COUNTS=${COUNTS:-0}
+COUNTS=${COUNTS:-0}; SSH_R=${SSH_R:-0}; SSHD_PORT=18222; SSHR_PORT=18223
 STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
 UP=18210; UP_PP=18211; SVC=18453; LINK=19453
+if [ "$SSH_R" = 1 ] && { [ -n "$BIN_B" ] || [ "$STREAM_MODE" != plain ]; }; then
+  echo "bench-split: SSH_R=1 compares build A with plain streams to ssh -R; unset BIN_B/FLAGS_B, STREAM_MODE=plain" >&2
+  exit 2
+fi
 [ "$(nproc)" -ge 2 ] || { echo "bench-split: needs 2 CPUs (daemons and load generator pinned apart)" >&2; exit 1; }
 for b in "$BIN" ${BIN_B:+"$BIN_B"}; do
   if [ ! -x "$b/cloudtaser-broker" ] || [ ! -x "$b/vault-bridge" ]; then
@@ -41,10 +48,20 @@ if ! command -v nginx >/dev/null && [ -x /usr/sbin/nginx ]; then PATH=$PATH:/usr
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
+if [ "$SSH_R" = 1 ]; then
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "# installing ${missing[*]}" >&2
+    # policy-rc.d: the packages' scripts must not start the system's nginx or sshd
+    added_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && added_policy=1
+    fi
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null
+    if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
     systemctl disable --now nginx >/dev/null 2>&1 || true
   else
     echo "bench-split: needs ${missing[*]}: apt-get install ${missing[*]}" >&2; exit 1
@@ -119,8 +136,51 @@ tunnel_up() { # bin extra-bridge-flags
 }
 tunnel_down() { stop "$BROKER_PID" "$BRIDGE_PID"; PIDS=("${PIDS[0]}"); }
 ROLES=(broker-parent broker-tls broker-forward bridge-parent bridge-tls bridge-forward)
+
+# ---------- ssh -R, as the shared harness runs it: sshd, and ssh -N -R dialling it ----------
+SSHD_PID=; SSH_PID=; KIND=tunnel; tunnel_base=$base
+if [ "$SSH_R" = 1 ]; then
+  ROLES+=(sshd sshd-session sshd-child ssh)
+  mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"
+  ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user_key"
+  cp "$W/ssh/user_key.pub" "$W/ssh/authorized_keys"
+  cat >"$W/ssh/sshd_config" <<EOF
+ListenAddress 127.0.0.1:$SSHD_PORT
+HostKey $W/ssh/host_key
+PidFile none
+AuthorizedKeysFile $W/ssh/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding remote
+GatewayPorts no
+Ciphers aes128-gcm@openssh.com
+EOF
+fi
+ssh_up() {
+  start "$W/sshd.log" /usr/sbin/sshd -D -e -f "$W/ssh/sshd_config"; SSHD_PID=$LAST_PID
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT") 2>/dev/null && break; sleep 0.1; done
+  start "$W/ssh.log" ssh -N -T -i "$W/ssh/user_key" -p "$SSHD_PORT" -c aes128-gcm@openssh.com -o BatchMode=yes \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
+    -R "127.0.0.1:$SSHR_PORT:127.0.0.1:$UP" "$(id -un)@127.0.0.1"
+  SSH_PID=$LAST_PID; KIND=ssh; base=http://127.0.0.1:$SSHR_PORT
+  wait_http "$base/v1/secret/data/app" || { echo "bench-split: ssh -R did not come up" >&2; cat "$W"/ssh*.log >&2; exit 1; }
+}
+ssh_down() { stop "$SSH_PID" "$SSHD_PID"; PIDS=("${PIDS[0]}"); KIND=tunnel; base=$tunnel_base; }
+
 role_pids() { # -> "role pid" lines: each parent, its --child=tls and its forwarding executable
-  local side parent c args
+  local side parent c g args
+  if [ "$KIND" = ssh ]; then # the listener, its per-connection process, that one's child, the client
+    echo "sshd $SSHD_PID"
+    for c in $(ps -o pid= --ppid "$SSHD_PID"); do
+      echo "sshd-session $c"
+      for g in $(ps -o pid= --ppid "$c"); do echo "sshd-child $g"; done
+    done
+    echo "ssh $SSH_PID"
+    return
+  fi
   for side in broker:$BROKER_PID bridge:$BRIDGE_PID; do
     parent=${side#*:}
     echo "${side%%:*}-parent $parent"
@@ -161,24 +221,24 @@ wrk_requests() { # conns [wrk args...] -> completed requests
 }
 bulk_bytes() { taskset -c "$LG_CPU" curl -sf "${curl_tls[@]}" -o /dev/null --max-time 120 -w '%{size_download}' "$base/big" || echo 0; }
 
-builds=(A); [ -n "$BIN_B" ] && builds+=(B)
+builds=(A); [ -n "$BIN_B" ] && builds+=(B); [ "$SSH_R" = 1 ] && builds+=(S)
 bin_of() { if [ "$1" = A ]; then echo "$BIN"; else echo "$BIN_B"; fi; }
 flags_of() { if [ "$1" = A ]; then echo "$FLAGS_A"; else echo "$FLAGS_B"; fi; }
 : >"$RES"
 for round in $(seq "$ROUNDS"); do
   for b in "${builds[@]}"; do
-    tunnel_up "$(bin_of "$b")" "$(flags_of "$b")"
+    if [ "$b" = S ]; then ssh_up; else tunnel_up "$(bin_of "$b")" "$(flags_of "$b")"; fi
     # Warm-up: connections, TLS sessions and the daemons' buffers.
     taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
     for c in $CONNS; do measure "$b" "c=$c" req wrk_requests "$c"; done
     [ -n "$CLOSE_CONNS" ] && measure "$b" close req wrk_requests "$CLOSE_CONNS" -H "Connection: close"
     [ "$BULK_MB" -gt 0 ] && measure "$b" bulk GiB bulk_bytes
-    tunnel_down
+    if [ "$b" = S ]; then ssh_down; else tunnel_down; fi
     echo "# round $round build $b done" >&2
   done
 done
 
-if [ "$COUNTS" = 1 ]; then
+counts_of() { # tunnel | ssh
   # Per process and request: syscalls entered, context switches (the process
   # left the CPU), and sched_wakeup of it (another task made it runnable).
   # perf stat counts only while a thread of the given pids runs, except the
@@ -186,11 +246,11 @@ if [ "$COUNTS" = 1 ]; then
   # tracepoint's target pid system-wide.
   # user and system CPU ticks of a process and its threads (/proc/PID/stat fields 14, 15)
   ut_st() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
-  tunnel_up "$BIN" "$FLAGS_A"
+  if [ "$1" = ssh ]; then ssh_up; else tunnel_up "$BIN" "$FLAGS_A"; fi
   taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
   role_pids >"$W/roles"
   {
-    echo "# per request of each process, build A (wrk ${DUR}s): syscalls entered, context switches, wake-ups"
+    echo "# per request of each process, $([ "$1" = ssh ] && echo "ssh -R" || echo "build A") (wrk ${DUR}s): syscalls entered, context switches, wake-ups"
     echo "# by another task, and the share of its CPU time spent in the kernel (/proc/PID/stat)"
     printf "| process |"; for c in $CONNS; do printf " c=%s sys | cs | wake | kernel |" "$c"; done
     printf "\n|---|"; for _ in $CONNS; do printf -- "---:|---:|---:|---:|"; done; printf "\n"
@@ -212,7 +272,7 @@ if [ "$COUNTS" = 1 ]; then
       sed -n 's/.* pid=\([0-9]*\) .*/\1/p' | sort | uniq -c >"$W/wakes-$c"
     echo "$reqs" >"$W/reqs-$c"
   done
-  tunnel_down
+  if [ "$1" = ssh ]; then ssh_down; else tunnel_down; fi
   {
     cat "$W/counts.head"
     while read -r role pid; do
@@ -230,7 +290,12 @@ if [ "$COUNTS" = 1 ]; then
       printf "\n"
     done <"$W/roles"
     for c in $CONNS; do printf "# c=%s: %s requests\n" "$c" "$(cat "$W/reqs-$c")"; done
-  } | tee ${OUT:+"$OUT.counts"}
+  }
+}
+if [ "$COUNTS" = 1 ]; then
+  counts_of tunnel >"$W/counts.out"
+  if [ "$SSH_R" = 1 ]; then counts_of ssh >>"$W/counts.out"; fi
+  tee ${OUT:+"$OUT.counts"} <"$W/counts.out"
 fi
 
 if [ "$PERF" = 1 ]; then
@@ -253,10 +318,11 @@ fi
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 {
   echo "# bench-split rev $rev, $STREAM_MODE streams, wrk ${DUR}s x $ROUNDS rounds per build (median), SUT cpu $SUT_CPU, load $(cut -d' ' -f1 /proc/loadavg)"
-  echo "# A = $BIN${FLAGS_A:+ $FLAGS_A}${BIN_B:+, B = $BIN_B}${FLAGS_B:+ $FLAGS_B}; CPU µs per request at each connection count (close: c=$CLOSE_CONNS, Connection: close), CPU s per GiB in bulk"
+  echo "# A = $BIN${FLAGS_A:+ $FLAGS_A}${BIN_B:+, B = $BIN_B}$([ "$SSH_R" = 1 ] && echo ", S = ssh -R (aes128-gcm)")${FLAGS_B:+ $FLAGS_B}; CPU µs per request at each connection count (close: c=$CLOSE_CONNS, Connection: close), CPU s per GiB in bulk"
   cols=(); for c in $CONNS; do cols+=("c=$c"); done; [ -n "$CLOSE_CONNS" ] && cols+=(close)
   [ "$BULK_MB" -gt 0 ] && cols+=(bulk)
-  awk -v builds="${builds[*]}" -v cols="${cols[*]}" -v roles="${ROLES[*]} total req/s" '
+  num=B den=A; [ "$SSH_R" = 1 ] && num=A den=S
+  awk -v builds="${builds[*]}" -v num="$num" -v den="$den" -v cols="${cols[*]}" -v roles="${ROLES[*]} total req/s" '
     { k = $1 SUBSEP $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 }
     function med(k,   i, j, t, m, a) { m = n[k]; if (!m) return -1
       for (i = 1; i <= m; i++) a[i] = v[k, i]
@@ -265,14 +331,14 @@ rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -
     BEGIN { nb = split(builds, B, " "); nc = split(cols, C, " "); nr = split(roles, R, " ") }
     END {
       printf "| process |"; for (c = 1; c <= nc; c++) for (b = 1; b <= nb; b++) printf " %s %s |", C[c], B[b]
-      if (nb == 2) for (c = 1; c <= nc; c++) printf " %s B/A |", C[c]
+      if (nb == 2) for (c = 1; c <= nc; c++) printf " %s %s/%s |", C[c], num, den
       printf "\n|---|"; for (c = 1; c <= nc * nb + (nb == 2 ? nc : 0); c++) printf "---:|"; printf "\n"
       for (r = 1; r <= nr; r++) {
         printf "| %s |", R[r]
         for (c = 1; c <= nc; c++) for (b = 1; b <= nb; b++) {
           x = med(B[b] SUBSEP C[c] SUBSEP R[r]); if (x < 0) printf " |"; else printf (R[r] == "req/s" ? " %.0f |" : (C[c] == "bulk" ? " %.2f |" : " %.1f |")), x }
         if (nb == 2) for (c = 1; c <= nc; c++) {
-          a = med("A" SUBSEP C[c] SUBSEP R[r]); bb = med("B" SUBSEP C[c] SUBSEP R[r])
+          a = med(den SUBSEP C[c] SUBSEP R[r]); bb = med(num SUBSEP C[c] SUBSEP R[r])
           if (a > 0 && bb >= 0) printf " %.2f |", bb / a; else printf " |" }
         printf "\n" }
     }' "$RES"
