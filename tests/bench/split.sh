@@ -20,6 +20,10 @@
 #   SSH_R [0] 1 = also measure `ssh -R` (sshd and an ssh -N -R client, aes128-gcm as the shared harness
 #            runs it) in the same rounds, as build S, against the same nginx: the table's A/S column is
 #            the tunnel's CPU over ssh's, measured the same way (plain streams; not with BIN_B)
+#   PACE_MS [0]: each wrk connection waits this long before each request (wrk's Lua delay()), so a
+#            row that answers faster does not simply do more: at c=16 and PACE_MS=4 both rows are
+#            offered about 4,000 req/s, and CPU per request compares like for like (the req/s row
+#            shows what each achieved)
 #   COUNTS [0] 1 = then count build A's syscalls, context switches and wake-ups per request and
 #            process at each connection count (perf stat, tracepoints): what the hand-offs cost
 #   PERF [0] 1 = then profile build A at c=16 (perf record -e cpu-clock on the SUT cpu) and print the
@@ -31,7 +35,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/build}; BIN_B=${BIN_B:-}; FLAGS_A=${FLAGS_A:-}; FLAGS_B=${FLAGS_B:-}
 [ -n "$FLAGS_B" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
 CONNS=${CONNS:-"16 256"}; CLOSE_CONNS=${CLOSE_CONNS-16}; DUR=${DUR:-5}; ROUNDS=${ROUNDS:-3}; BULK_MB=${BULK_MB:-256}; PERF=${PERF:-0}
-COUNTS=${COUNTS:-0}; SSH_R=${SSH_R:-0}; SSHD_PORT=18222; SSHR_PORT=18223
+COUNTS=${COUNTS:-0}; PACE_MS=${PACE_MS:-0}; SSH_R=${SSH_R:-0}; SSHD_PORT=18222; SSHR_PORT=18223
 STREAM_MODE=${STREAM_MODE:-plain}; SUT_CPU=${SUT_CPU:-0}; LG_CPU=${LG_CPU:-1}
 UP=18210; UP_PP=18211; SVC=18453; LINK=19453
 if [ "$SSH_R" = 1 ] && { [ -n "$BIN_B" ] || [ "$STREAM_MODE" != plain ]; }; then
@@ -215,8 +219,12 @@ measure() { # build label unit cmd...
   [ "$unit" = req ] && echo "$build $label req/s $(awk -v w="$work" -v d="$DUR" 'BEGIN{printf "%.0f", w/d}')" >>"$RES"
   return 0
 }
+PACE=()
+if [ "$PACE_MS" != 0 ]; then
+  printf 'function delay()\n  return %s\nend\n' "$PACE_MS" >"$W/pace.lua"; PACE=(-s "$W/pace.lua")
+fi
 wrk_requests() { # conns [wrk args...] -> completed requests
-  taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" "${@:2}" "$base/v1/secret/data/app" 2>/dev/null |
+  taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" "${PACE[@]}" "${@:2}" "$base/v1/secret/data/app" 2>/dev/null |
     awk '/requests in/ {print $1}'
 }
 bulk_bytes() { taskset -c "$LG_CPU" curl -sf "${curl_tls[@]}" -o /dev/null --max-time 120 -w '%{size_download}' "$base/big" || echo 0; }
@@ -317,7 +325,8 @@ fi
 # ---------- table: medians per build, and B/A ----------
 rev="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
 {
-  echo "# bench-split rev $rev, $STREAM_MODE streams, wrk ${DUR}s x $ROUNDS rounds per build (median), SUT cpu $SUT_CPU, load $(cut -d' ' -f1 /proc/loadavg)"
+  pace=; [ "$PACE_MS" != 0 ] && pace=", each connection pausing ${PACE_MS} ms before each request"
+  echo "# bench-split rev $rev, $STREAM_MODE streams, wrk ${DUR}s x $ROUNDS rounds per build (median)$pace, SUT cpu $SUT_CPU, load $(cut -d' ' -f1 /proc/loadavg)"
   echo "# A = $BIN${FLAGS_A:+ $FLAGS_A}${BIN_B:+, B = $BIN_B}$([ "$SSH_R" = 1 ] && echo ", S = ssh -R (aes128-gcm)")${FLAGS_B:+ $FLAGS_B}; CPU µs per request at each connection count (close: c=$CLOSE_CONNS, Connection: close), CPU s per GiB in bulk"
   cols=(); for c in $CONNS; do cols+=("c=$c"); done; [ -n "$CLOSE_CONNS" ] && cols+=(close)
   [ "$BULK_MB" -gt 0 ] && cols+=(bulk)
