@@ -86,6 +86,13 @@ expect "it says where it listens" grep -qF 'listening for brokers and bridges on
 python3 "$here/../upstream_standin.py" --listen 127.0.0.1:8200 --token t0ken \
   --secret canary=value=beacon-image-canary 2>"$logs/upstream.log" &
 pids+=($!)
+# Listening before the bridge starts: its first health probe and the request
+# below must not race the interpreter's start-up (a loaded CI machine lost it).
+for _ in $(seq 1 100); do
+  grep -q 'listening on' "$logs/upstream.log" 2>/dev/null && break
+  sleep 0.1
+done
+expect "the OpenBao stand-in listens on 127.0.0.1:8200" grep -q 'listening on' "$logs/upstream.log"
 beacon_flags=(--beacon-address 127.0.0.1:443 --beacon-ca "$PKI/broker/ca.crt")
 "$BROKER_BIN" "${beacon_flags[@]}" --pairing-key-file "$PKI/broker/pairing.key" \
   --service-listen 127.0.0.1:8443 --metrics-listen 127.0.0.1:9090 \
@@ -115,11 +122,17 @@ answer="$(curl -sS --max-time 5 --cacert "$PKI/service/ca.crt" --resolve "$svc:8
 expect "a wrapper's request crosses broker, beacon and bridge to the stand-in and back (${answer:0:60}...)" \
   grep -qF '"value": "beacon-image-canary"' <<< "$answer"
 
-metrics="$(curl -s --max-time 2 http://127.0.0.1:9091/metrics || true)"
+# The TLS process sends its figures to the metrics port once a second: read
+# until they show the pair, for at most 5 s.
 metric() { awk -v m="$1" '$1 == m {print $2}' <<< "$metrics"; }
-pairs="$(metric cloudtaser_beacon_pairs_total)"
-b2b="$(metric 'cloudtaser_beacon_bytes_relayed_total{direction="broker_to_bridge"}')"
-r2b="$(metric 'cloudtaser_beacon_bytes_relayed_total{direction="bridge_to_broker"}')"
+for _ in $(seq 1 50); do
+  metrics="$(curl -s --max-time 2 http://127.0.0.1:9091/metrics || true)"
+  pairs="$(metric cloudtaser_beacon_pairs_total)"
+  b2b="$(metric 'cloudtaser_beacon_bytes_relayed_total{direction="broker_to_bridge"}')"
+  r2b="$(metric 'cloudtaser_beacon_bytes_relayed_total{direction="bridge_to_broker"}')"
+  [ "${pairs:-0}" -ge 1 ] && [ "${b2b:-0}" -gt 0 ] && [ "${r2b:-0}" -gt 0 ] && break
+  sleep 0.1
+done
 expect "the beacon paired them (pairs_total $pairs) and relayed bytes both ways ($b2b broker->bridge, $r2b bridge->broker)" \
   bash -c "[ '${pairs:-0}' -ge 1 ] && [ '${b2b:-0}' -gt 0 ] && [ '${r2b:-0}' -gt 0 ]"
 
