@@ -37,6 +37,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/../.." && pwd))
+# shellcheck source=tests/bench/ssh_r.sh
+. "$HERE/ssh_r.sh"
 BIN=${BIN:-$ROOT/build}
 OUTDIR=${OUTDIR:-$ROOT/build/bench}
 RUN_SH=${RUN_SH:-$ROOT/../shared/bench/run.sh}
@@ -303,18 +305,11 @@ start_system() { # name -> SRV_PID (the "broker" side), CLI_PID (the "bridge" si
     start_bg "$SUT_CPU" idle-bridge "${bridge[@]}"; CLI_PID=$LAST_PID
     SYS_PORT=$PROJECT_PORT; SYS_SCHEME=$SCHEME ;;
   ssh-R)
-    mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"; rm -f "$W/ssh/"*
-    ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user_key"
-    cp "$W/ssh/user_key.pub" "$W/ssh/authorized_keys"
-    printf '%s\n' "ListenAddress 127.0.0.1:$SSH_PORT" "HostKey $W/ssh/host_key" "PidFile none" \
-      "AuthorizedKeysFile $W/ssh/authorized_keys" "StrictModes no" "UsePAM no" "PasswordAuthentication no" \
-      "KbdInteractiveAuthentication no" "PermitRootLogin prohibit-password" "AllowTcpForwarding remote" \
-      "GatewayPorts no" "Ciphers aes128-gcm@openssh.com" >"$W/ssh/sshd_config"
+    ssh_r_setup "$W/ssh" "$SSH_PORT"
     start_bg "$SUT_CPU" idle-sshd /usr/sbin/sshd -D -e -f "$W/ssh/sshd_config"; SRV_PID=$LAST_PID
     local i; for i in $(seq 50); do port_free "$SSH_PORT" || break; sleep 0.1; done
-    start_bg "$SUT_CPU" idle-ssh ssh -N -T -i "$W/ssh/user_key" -p "$SSH_PORT" -c aes128-gcm@openssh.com -o BatchMode=yes \
-      -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
-      -R "127.0.0.1:$SSH_R_PORT:127.0.0.1:$IDLE_UPSTREAM_PORT" "$(id -un)@127.0.0.1"; CLI_PID=$LAST_PID
+    ssh_r_client "$W/ssh" "$SSH_PORT" "$SSH_R_PORT" "$IDLE_UPSTREAM_PORT"
+    start_bg "$SUT_CPU" idle-ssh "${SSH_R_CLIENT[@]}"; CLI_PID=$LAST_PID
     SYS_PORT=$SSH_R_PORT; SYS_SCHEME=http ;;
   *) echo "bench: unknown idle system $1" >&2; return 1 ;;
   esac

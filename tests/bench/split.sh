@@ -145,30 +145,15 @@ ROLES=(broker-parent broker-tls broker-forward bridge-parent bridge-tls bridge-f
 SSHD_PID=; SSH_PID=; KIND=tunnel; tunnel_base=$base
 if [ "$SSH_R" = 1 ]; then
   ROLES+=(sshd sshd-session sshd-child ssh)
-  mkdir -p /run/sshd "$W/ssh"; chmod 700 "$W/ssh"
-  ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user_key"
-  cp "$W/ssh/user_key.pub" "$W/ssh/authorized_keys"
-  cat >"$W/ssh/sshd_config" <<EOF
-ListenAddress 127.0.0.1:$SSHD_PORT
-HostKey $W/ssh/host_key
-PidFile none
-AuthorizedKeysFile $W/ssh/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-AllowTcpForwarding remote
-GatewayPorts no
-Ciphers aes128-gcm@openssh.com
-EOF
+  # shellcheck source=tests/bench/ssh_r.sh
+  . "$ROOT/tests/bench/ssh_r.sh"
+  ssh_r_setup "$W/ssh" "$SSHD_PORT"
+  ssh_r_client "$W/ssh" "$SSHD_PORT" "$SSHR_PORT" "$UP"
 fi
 ssh_up() {
   start "$W/sshd.log" /usr/sbin/sshd -D -e -f "$W/ssh/sshd_config"; SSHD_PID=$LAST_PID
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$SSHD_PORT") 2>/dev/null && break; sleep 0.1; done
-  start "$W/ssh.log" ssh -N -T -i "$W/ssh/user_key" -p "$SSHD_PORT" -c aes128-gcm@openssh.com -o BatchMode=yes \
-    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ExitOnForwardFailure=yes -o LogLevel=ERROR \
-    -R "127.0.0.1:$SSHR_PORT:127.0.0.1:$UP" "$(id -un)@127.0.0.1"
+  start "$W/ssh.log" "${SSH_R_CLIENT[@]}"
   SSH_PID=$LAST_PID; KIND=ssh; base=http://127.0.0.1:$SSHR_PORT
   wait_http "$base/v1/secret/data/app" || { echo "bench-split: ssh -R did not come up" >&2; cat "$W"/ssh*.log >&2; exit 1; }
 }
@@ -227,6 +212,8 @@ wrk_requests() { # conns [wrk args...] -> completed requests
   taskset -c "$LG_CPU" wrk -t1 -c"$1" -d"${DUR}s" "${PACE[@]}" "${@:2}" "$base/v1/secret/data/app" 2>/dev/null |
     awk '/requests in/ {print $1}'
 }
+# Connections, TLS sessions and the daemons' buffers, before anything is measured.
+warm_up() { taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true; }
 bulk_bytes() { taskset -c "$LG_CPU" curl -sf "${curl_tls[@]}" -o /dev/null --max-time 120 -w '%{size_download}' "$base/big" || echo 0; }
 
 builds=(A); [ -n "$BIN_B" ] && builds+=(B); [ "$SSH_R" = 1 ] && builds+=(S)
@@ -236,8 +223,7 @@ flags_of() { if [ "$1" = A ]; then echo "$FLAGS_A"; else echo "$FLAGS_B"; fi; }
 for round in $(seq "$ROUNDS"); do
   for b in "${builds[@]}"; do
     if [ "$b" = S ]; then ssh_up; else tunnel_up "$(bin_of "$b")" "$(flags_of "$b")"; fi
-    # Warm-up: connections, TLS sessions and the daemons' buffers.
-    taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+    warm_up
     for c in $CONNS; do measure "$b" "c=$c" req wrk_requests "$c"; done
     [ -n "$CLOSE_CONNS" ] && measure "$b" close req wrk_requests "$CLOSE_CONNS" -H "Connection: close"
     [ "$BULK_MB" -gt 0 ] && measure "$b" bulk GiB bulk_bytes
@@ -255,7 +241,7 @@ counts_of() { # tunnel | ssh
   # user and system CPU ticks of a process and its threads (/proc/PID/stat fields 14, 15)
   ut_st() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
   if [ "$1" = ssh ]; then ssh_up; else tunnel_up "$BIN" "$FLAGS_A"; fi
-  taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+  warm_up
   role_pids >"$W/roles"
   {
     echo "# per request of each process, $([ "$1" = ssh ] && echo "ssh -R" || echo "build A") (wrk ${DUR}s): syscalls entered, context switches, wake-ups"
@@ -293,7 +279,6 @@ counts_of() { # tunnel | ssh
         awk -v p="$pid" -v r="$reqs" '$2 == p { w += $1 } END { printf " %.2f |", w / r }' "$W/wakes-$c"
         join <(sort "$W/ticks0-$c") <(sort "$W/ticks1-$c") | awk -v p="$pid" '$1 == p {
           u = $4 - $2; k = $5 - $3; if (u + k > 0) printf " %.0f %% |", 100 * k / (u + k); else printf " |" }'
-
       done
       printf "\n"
     done <"$W/roles"
@@ -309,7 +294,7 @@ fi
 if [ "$PERF" = 1 ]; then
   PERF_OUT=$ROOT/build/bench/split.perf.data; mkdir -p "$(dirname "$PERF_OUT")"
   tunnel_up "$BIN" "$FLAGS_A"
-  taskset -c "$LG_CPU" wrk -t1 -c16 -d1s "$base/v1/secret/data/app" >/dev/null 2>&1 || true
+  warm_up
   role_pids >"$W/roles"
   perf record -q -e "${PERF_EVENT:-cpu-clock}" -C "$SUT_CPU" -g -o "$PERF_OUT" -- \
     taskset -c "$LG_CPU" wrk -t1 -c16 -d"${DUR}s" "$base/v1/secret/data/app" >/dev/null 2>&1

@@ -83,16 +83,12 @@ expect "it says where it listens" grep -qF 'listening for brokers and bridges on
 
 # Both sides dial out to it: the broker keeps connections waiting, the bridge
 # is paired with one, and their pinned mTLS link runs inside.
-python3 "$here/../upstream_standin.py" --listen 127.0.0.1:8200 --token t0ken \
-  --secret canary=value=beacon-image-canary 2>"$logs/upstream.log" &
-pids+=($!)
-# Listening before the bridge starts: its first health probe and the request
-# below must not race the interpreter's start-up (a loaded CI machine lost it).
-for _ in $(seq 1 100); do
-  grep -q 'listening on' "$logs/upstream.log" 2>/dev/null && break
-  sleep 0.1
-done
-expect "the OpenBao stand-in listens on 127.0.0.1:8200" grep -q 'listening on' "$logs/upstream.log"
+# shellcheck source=tests/cluster/standin.sh
+. "$here/standin.sh"
+listening=0
+start_standin beacon-image-canary "$logs/upstream.log" && listening=1
+pids+=("$STANDIN_PID")
+expect "the OpenBao stand-in listens on 127.0.0.1:8200" test "$listening" = 1
 beacon_flags=(--beacon-address 127.0.0.1:443 --beacon-ca "$PKI/broker/ca.crt")
 "$BROKER_BIN" "${beacon_flags[@]}" --pairing-key-file "$PKI/broker/pairing.key" \
   --service-listen 127.0.0.1:8443 --metrics-listen 127.0.0.1:9090 \

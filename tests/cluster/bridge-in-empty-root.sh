@@ -66,16 +66,12 @@ expect "a missing certificate file exits 2 (exit $s)" test "$s" = 2
 expect "a missing certificate file prints one line on stderr ($(head -c 100 "$err"))" test "$(wc -l < "$err")" = 1
 
 # OpenBao's stand-in and the broker, as root outside the root filesystem.
-python3 "$here/../upstream_standin.py" --listen 127.0.0.1:8200 --token t0ken \
-  --secret canary=value=bridge-image-canary 2>"$logs/upstream.log" &
-pids+=($!)
-# Listening before the bridge starts: its first health probe and the request
-# below must not race the interpreter's start-up (a loaded CI machine lost it).
-for _ in $(seq 1 100); do
-  grep -q 'listening on' "$logs/upstream.log" 2>/dev/null && break
-  sleep 0.1
-done
-expect "the OpenBao stand-in listens on 127.0.0.1:8200" grep -q 'listening on' "$logs/upstream.log"
+# shellcheck source=tests/cluster/standin.sh
+. "$here/standin.sh"
+listening=0
+start_standin bridge-image-canary "$logs/upstream.log" && listening=1
+pids+=("$STANDIN_PID")
+expect "the OpenBao stand-in listens on 127.0.0.1:8200" test "$listening" = 1
 "$BROKER_BIN" --bridge-listen 127.0.0.1:8444 --service-listen 127.0.0.1:8443 \
   --metrics-listen 127.0.0.1:9090 --cert "$PKI/broker/tls.crt" --key "$PKI/broker/tls.key" \
   --ca-cert "$PKI/broker/ca.crt" 2>"$logs/broker.log" </dev/null &

@@ -583,7 +583,7 @@ run_backend() {
 # that must time out, confirm timeouts), so together they take about as long
 # as one. Their output is printed in order when all have ended.
 if [ ${#BACKENDS[@]} -gt 1 ] && [ "${EGRESS_LOCK_SERIAL:-0}" != 1 ]; then
-  pids=()
+  pids=() summary='^egress-lock: [0-9]+ passed, [0-9]+ failed$'
   for b in "${BACKENDS[@]}"; do
     bash "$0" "$b" >"$WORK/run-$b.log" 2>&1 &
     pids+=($!)
@@ -593,7 +593,6 @@ if [ ${#BACKENDS[@]} -gt 1 ] && [ "${EGRESS_LOCK_SERIAL:-0}" != 1 ]; then
     rc=0
     wait "${pids[$i]}" || rc=$?
     i=$((i + 1))
-    summary='^egress-lock: [0-9]+ passed, [0-9]+ failed$'
     grep -Ev "$summary" "$WORK/run-$b.log" || true
     line=$(grep -E "$summary" "$WORK/run-$b.log" | tail -1 || true)
     if [ -z "$line" ]; then
